@@ -1,0 +1,62 @@
+"""Billing request/reply messages: admission (reservations) and balances.
+
+Money is credits (1,000,000 credits = 1 USD) as exact decimals; on the wire a decimal is a string.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pydantic import Field
+
+from ._base import Message
+from .errors import ErrorInfo
+
+
+class AdmitRequest(Message):
+    """Reserve the worst-case cost of a run's next model call before it starts."""
+
+    run_id: str
+    user_id: str
+    agent_id: str
+    provider: str
+    model: str
+    prompt_tokens: int = Field(ge=0, description="estimate of the prompt")
+    max_output_tokens: int = Field(ge=0)
+
+
+class AdmitReply(Message):
+    admitted: bool
+    reservation_id: str | None = None
+    reserved: Decimal = Decimal(0)
+    error: ErrorInfo | None = Field(default=None, description="402 insufficient_quota when not admitted")
+
+
+class ExtendRequest(Message):
+    """Grow a run's reservation before a further model call of a multi-step run."""
+
+    run_id: str
+    reservation_id: str
+    user_id: str
+    provider: str
+    model: str
+    prompt_tokens: int = Field(ge=0)
+    max_output_tokens: int = Field(ge=0)
+
+
+class ExtendReply(Message):
+    ok: bool
+    reserved: Decimal = Decimal(0)
+    error: ErrorInfo | None = None
+
+
+class BalanceRequest(Message):
+    user_id: str
+
+
+class BalanceReply(Message):
+    user_id: str
+    balance: Decimal = Decimal(0)
+    reserved: Decimal = Decimal(0)
+    enabled: bool = True
+    error: ErrorInfo | None = None

@@ -1,0 +1,22 @@
+"""Errors as they cross NATS: the fields of the OpenAI error envelope plus the HTTP status."""
+
+from __future__ import annotations
+
+from ._base import Message
+
+
+class ErrorInfo(Message):
+    """An error a service reports to its caller; the gateway renders it as the OpenAI envelope.
+
+    ``status`` is the HTTP status the gateway answers with (400, 401, 402, 403, 404, 409, 429, 500, 503).
+    """
+
+    status: int
+    type: str
+    message: str
+    code: str | None = None
+    param: str | None = None
+
+    def envelope(self) -> dict[str, dict[str, str | None]]:
+        """The OpenAI error body: ``{"error": {"message", "type", "param", "code"}}``."""
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}

@@ -1,0 +1,112 @@
+"""What a runner reports about a run, in order: one subject per run, a sequence number per event.
+
+The gateway relays these as SSE chunks (or aggregates them). ``seq`` starts at 0 on ``started`` and
+goes up by one per event, heartbeats included, so the gateway detects a gap.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, TypeAdapter
+
+from ._base import Event
+from .errors import ErrorInfo
+from .usage import TokenUsage
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+
+
+class _RunEvent(Event):
+    run_id: str
+    seq: int = Field(ge=0)
+
+
+class RunStarted(_RunEvent):
+    type: Literal["started"] = "started"
+    runner_id: str = ""
+
+
+class TextDelta(_RunEvent):
+    type: Literal["text_delta"] = "text_delta"
+    delta: str
+
+
+class ReasoningDelta(_RunEvent):
+    type: Literal["reasoning_delta"] = "reasoning_delta"
+    delta: str
+
+
+class ToolCallStarted(_RunEvent):
+    """A server-side tool call begins. ``index`` is the call's place in the run's one tool-call index space."""
+
+    type: Literal["tool_call_started"] = "tool_call_started"
+    index: int = Field(ge=0)
+    call_id: str
+    name: str
+
+
+class ToolCallArgumentsDelta(_RunEvent):
+    type: Literal["tool_call_arguments_delta"] = "tool_call_arguments_delta"
+    index: int = Field(ge=0)
+    delta: str
+
+
+class ToolResult(_RunEvent):
+    """A server-side tool finished; an error is reported to the model as the result."""
+
+    type: Literal["tool_result"] = "tool_result"
+    index: int = Field(ge=0)
+    call_id: str
+    name: str
+    output: str
+    is_error: bool = False
+
+
+class UsageReported(_RunEvent):
+    """The usage of model call ``call_index``, exactly as recorded on the USAGE stream."""
+
+    type: Literal["usage"] = "usage"
+    call_index: int = Field(ge=0)
+    usage: TokenUsage
+    estimated: bool = False
+
+
+class RunCompleted(_RunEvent):
+    """The run ended normally. ``usage`` is the sum over every model call of the run."""
+
+    type: Literal["completed"] = "completed"
+    finish_reason: FinishReason = "stop"
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+
+
+class RunFailed(_RunEvent):
+    type: Literal["failed"] = "failed"
+    error: ErrorInfo
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+
+
+class Heartbeat(_RunEvent):
+    """Sent while a live run has nothing else to say, so the gateway's idle timeout does not fire."""
+
+    type: Literal["heartbeat"] = "heartbeat"
+
+
+RunEvent = Annotated[
+    RunStarted
+    | TextDelta
+    | ReasoningDelta
+    | ToolCallStarted
+    | ToolCallArgumentsDelta
+    | ToolResult
+    | UsageReported
+    | RunCompleted
+    | RunFailed
+    | Heartbeat,
+    Field(discriminator="type"),
+]
+
+#: Decode a run event from its JSON bytes: ``RUN_EVENT.validate_json(data)``.
+RUN_EVENT: TypeAdapter[RunEvent] = TypeAdapter(RunEvent)
+
+TERMINAL_EVENT_TYPES = frozenset({"completed", "failed"})

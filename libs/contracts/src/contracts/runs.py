@@ -1,0 +1,101 @@
+"""What the gateway asks a runner to do: :class:`RunRequest` on the RUNS work queue, :class:`CancelRun`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ._base import Event, Message
+
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+
+
+class FunctionCall(Message):
+    name: str
+    arguments: str = ""
+
+
+class ToolCall(Message):
+    """A tool call in a conversation's history (OpenAI chat shape)."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ChatMessage(Message):
+    """One message of the conversation, in the OpenAI chat shape.
+
+    ``content`` is a string or a list of OpenAI content parts (``{"type": "text", "text": …}``).
+    """
+
+    role: Role
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+    def text(self) -> str:
+        """The message's text: a string content, or its text parts joined."""
+        if isinstance(self.content, str):
+            return self.content
+        if not self.content:
+            return ""
+        return "".join(str(p.get("text", "")) for p in self.content if p.get("type") in ("text", "input_text", "output_text"))
+
+
+class AgentSnapshot(Message):
+    """The agent as it was when the run was admitted; the runner needs nothing else from the catalog."""
+
+    id: str
+    name: str
+    description: str | None = None
+    provider: str = Field(description="the name of a provider connection in the runner's configuration")
+    model: str
+    instructions: str | None = None
+    model_parameters: dict[str, Any] = Field(default_factory=dict)
+    tools: list[str] = Field(default_factory=list)
+    owner_id: str | None = None
+    created_at: datetime | None = None
+
+
+class Caller(Message):
+    """Who the run is for: the key's owner."""
+
+    user_id: str
+    key_id: str | None = None
+
+
+class RunOptions(Message):
+    """Per-request overrides of the agent's model parameters, as the client sent them."""
+
+    stream: bool = True
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
+    max_steps: int | None = Field(default=None, ge=1, description="model calls at most in this run")
+
+
+class RunRequest(Event):
+    """Run an agent. Published to RUNS with ``Nats-Msg-Id = run_id``; a runner acks it when it starts."""
+
+    run_id: str
+    api: Literal["chat.completions", "responses"] = "chat.completions"
+    caller: Caller
+    agent: AgentSnapshot
+    messages: list[ChatMessage]
+    options: RunOptions = Field(default_factory=RunOptions)
+    deadline: datetime = Field(description="a runner that pulls the request after this drops it with `failed`")
+    reservation_id: str | None = None
+    conversation_id: str | None = None
+    parent_message_id: str | None = None
+
+
+class CancelRun(Event):
+    """Stop a run now (the client went away). Core NATS, best effort."""
+
+    run_id: str
+    reason: Literal["client_disconnected", "deadline", "admin"] = "client_disconnected"

@@ -1,0 +1,1 @@
+"""The Switchboard development stack and command-line tool."""

@@ -1,0 +1,1 @@
+"""A deterministic OpenAI- and Anthropic-compatible LLM server."""

@@ -1,0 +1,75 @@
+"""NATS helpers: connecting, the JetStream streams, and W3C trace context in message headers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+
+from contracts import Subjects
+
+log = logging.getLogger(__name__)
+
+
+async def connect(url: str, name: str) -> Client:
+    """Connect with reconnects forever (a service outlives a NATS restart)."""
+    return await nats.connect(
+        servers=[u.strip() for u in url.split(",")],
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+    )
+
+
+def stream_configs(subjects: Subjects, *, usage_replicas: int = 1) -> list[StreamConfig]:
+    """The JetStream streams of one namespace. RUNS buffers bursts (work queue, dedupe by run id);
+    USAGE is money (file storage, dedupe window, long retention: billing acks after its commit)."""
+    return [
+        StreamConfig(
+            name=subjects.runs_stream,
+            subjects=[subjects.run_request],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            duplicate_window=120.0,
+            max_age=3600.0,
+            discard=DiscardPolicy.OLD,
+        ),
+        StreamConfig(
+            name=subjects.usage_stream,
+            subjects=[subjects.usage_all],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            duplicate_window=3600.0,
+            max_age=30 * 24 * 3600.0,
+            num_replicas=usage_replicas,
+        ),
+    ]
+
+
+async def ensure_streams(js: JetStreamContext, subjects: Subjects) -> None:
+    """Create the streams, or bring their configuration up to date (idempotent; every service may call it)."""
+    for config in stream_configs(subjects):
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            await js.update_stream(config)
+
+
+def trace_headers(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Headers carrying the current span's W3C trace context (``traceparent``), plus ``extra``."""
+    headers: dict[str, str] = dict(extra or {})
+    propagate.inject(headers)
+    return headers
+
+
+def context_from_headers(headers: Mapping[str, str] | None) -> otel_context.Context:
+    """The trace context a message's headers carry (empty context when none)."""
+    return propagate.extract(dict(headers or {}))

@@ -1,0 +1,40 @@
+"""Settings every service has. Each service subclasses :class:`ServiceSettings` with its own env prefix.
+
+Shared variables (``NATS_URL``, ``DATABASE_URL``, ``REDIS_URL`` …) are read unprefixed too, so one
+environment configures a whole stack; a prefixed one (``CATALOG_DATABASE_URL``) wins.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def shared(prefix: str, name: str) -> AliasChoices:
+    """Accept ``{PREFIX}{NAME}`` first, then the unprefixed ``{NAME}``."""
+    return AliasChoices(f"{prefix}{name}", name)
+
+
+class ServiceSettings(BaseSettings):
+    """Base settings. Subclasses set ``model_config = SettingsConfigDict(env_prefix="X_")`` and may
+    re-declare a field with ``validation_alias=shared("X_", "NAME")``."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias=AliasChoices("NATS_URL", "nats_url"))
+    nats_namespace: str = Field(
+        default="",
+        validation_alias=AliasChoices("SWITCHBOARD_NAMESPACE", "nats_namespace"),
+        description="prefix of every subject and stream name; lets several stacks share one NATS",
+    )
+    environment: Literal["development", "production"] = Field(
+        default="development", validation_alias=AliasChoices("SWITCHBOARD_ENV", "environment")
+    )
+    log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"))
+    otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "otlp_endpoint"),
+        description="OTLP/HTTP collector (Jaeger: http://jaeger:4318); unset: no export",
+    )
