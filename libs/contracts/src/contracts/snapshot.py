@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import pkgutil
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,18 @@ SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 def wire_models() -> dict[str, Any]:
     """Name → JSON schema of every public wire model (and the run-event union)."""
     out: dict[str, Any] = {}
-    for name in sorted(contracts.__all__):
-        obj = getattr(contracts, name)
-        if isinstance(obj, type) and issubclass(obj, BaseModel) and obj not in (contracts.Message, contracts.Event):
-            out[name] = obj.model_json_schema(mode="serialization")
+    for info in pkgutil.iter_modules(contracts.__path__):
+        if info.name.startswith("_") or info.name == "snapshot":
+            continue
+        module = importlib.import_module(f"contracts.{info.name}")
+        for name, obj in vars(module).items():
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, BaseModel)
+                and obj.__module__ == module.__name__
+                and not name.startswith("_")
+            ):
+                out[name] = obj.model_json_schema(mode="serialization")
     out["RunEvent"] = RUN_EVENT.json_schema(mode="serialization")
     return out
 
