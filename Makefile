@@ -6,7 +6,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-PACKAGES := libs/contracts libs/servicekit libs/fakellm libs/devstack \
+PACKAGES := libs/contracts libs/servicekit libs/fakellm libs/devstack libs/cli \
             services/catalog services/billing services/runner services/gateway
 PYTEST_ARGS ?=
 

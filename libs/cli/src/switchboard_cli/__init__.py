@@ -1,0 +1,1 @@
+"""switchboard: the operators' command-line tool over the admin API."""
