@@ -1,0 +1,231 @@
+"""API-key authentication and agent access, cached locally for a few seconds.
+
+The hot path: a Bearer key is hashed (SHA-256 hex, the only form that crosses NATS), looked up in a
+local TTL cache, and only on a miss asked of the catalog. Concurrent misses for one key share one
+request. ``CacheInvalidated`` fan-out drops entries at once, so a revoked key stops working on every
+gateway immediately, not after the TTL. Keys are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel
+
+from contracts import (
+    AgentAccessReply,
+    AgentAccessRequest,
+    AgentSnapshot,
+    CacheInvalidated,
+    ErrorInfo,
+    Principal,
+    Subjects,
+    VerifyKeyReply,
+    VerifyKeyRequest,
+)
+
+from .errors import AUTHENTICATION, PERMISSION, GatewayError
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+R = TypeVar("R", bound=BaseModel)
+
+#: ``await request(subject, payload, timeout) -> reply bytes``; raises ``ServiceUnavailable`` when nobody answers.
+Requester = Callable[[str, bytes, float], Awaitable[bytes]]
+
+
+class ServiceUnavailable(Exception):
+    """A request/reply dependency (catalog, billing) did not answer."""
+
+
+def hash_key(key: str) -> str:
+    """The SHA-256 hex digest under which the catalog knows an API key."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def bearer_key(authorization: str | None) -> str:
+    """The key of an ``Authorization: Bearer sk-…`` header; 401 when missing or malformed."""
+    if not authorization:
+        raise _unauthorized(
+            "You didn't provide an API key. Provide it in the Authorization header as 'Bearer YOUR_KEY'."
+        )
+    scheme, _, key = authorization.strip().partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key or " " in key:
+        raise _unauthorized("Malformed Authorization header: expected 'Bearer YOUR_KEY'.")
+    return key
+
+
+def _unauthorized(message: str) -> GatewayError:
+    return GatewayError.of(401, message, AUTHENTICATION, "invalid_api_key")
+
+
+class TTLCache(Generic[K, V]):
+    """A dict whose entries expire. Small and synchronous: the gateway's per-process auth cache."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._data: dict[K, tuple[float, V]] = {}
+        self._clock = clock
+
+    def get(self, key: K) -> V | None:
+        hit = self._data.get(key)
+        if hit is None:
+            return None
+        if hit[0] <= self._clock():
+            self._data.pop(key, None)
+            return None
+        return hit[1]
+
+    def put(self, key: K, value: V, ttl: float) -> None:
+        if ttl > 0:
+            self._data[key] = (self._clock() + ttl, value)
+
+    def pop(self, key: K) -> None:
+        self._data.pop(key, None)
+
+    def drop_where(self, predicate: Callable[[K, V], bool]) -> int:
+        doomed = [k for k, (_, v) in self._data.items() if predicate(k, v)]
+        for k in doomed:
+            del self._data[k]
+        return len(doomed)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class Authenticator:
+    """Who is this key, and may they run that agent? Cached answers of the catalog."""
+
+    def __init__(
+        self,
+        request: Requester,
+        subjects: Subjects,
+        *,
+        ttl_s: float = 5.0,
+        rpc_timeout_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._request = request
+        self._subjects = subjects
+        self._ttl = ttl_s
+        self._timeout = rpc_timeout_s
+        self.keys: TTLCache[str, VerifyKeyReply] = TTLCache(clock)
+        self.agents: TTLCache[tuple[str, str], AgentAccessReply] = TTLCache(clock)
+        self._inflight: dict[Hashable, asyncio.Future[BaseModel]] = {}
+        # Bumped by every invalidation: an answer requested before one must not be cached after it.
+        self._generation = 0
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """The principal of an ``Authorization`` header; 401 / 403 / 503 as a :class:`GatewayError`."""
+        key_hash = hash_key(bearer_key(authorization))
+        reply = self.keys.get(key_hash)
+        if reply is None:
+            reply = await self._ask(
+                ("key", key_hash),
+                self._subjects.catalog_verify_key,
+                VerifyKeyRequest(key_hash=key_hash),
+                VerifyKeyReply,
+                lambda r: self.keys.put(key_hash, r, self._ttl_of(r.cache_ttl_s)),
+            )
+        if reply.error is not None:
+            raise GatewayError(reply.error)
+        if reply.principal is None:
+            raise _unauthorized("Incorrect API key provided.")
+        if not reply.principal.remote_agents_use:
+            raise GatewayError.of(
+                403, "This API key's role may not use agents through the API.", PERMISSION, "access_denied"
+            )
+        return reply.principal
+
+    async def agent(self, principal: Principal, agent_id: str) -> AgentSnapshot:
+        """The agent ``agent_id`` if the principal may run it; 404 ``model_not_found`` / 403 otherwise."""
+        cache_key = (principal.user_id, agent_id)
+        reply = self.agents.get(cache_key)
+        if reply is None:
+            reply = await self._ask(
+                ("agent", *cache_key),
+                self._subjects.catalog_agent_access,
+                AgentAccessRequest(user_id=principal.user_id, agent_id=agent_id),
+                AgentAccessReply,
+                lambda r: self.agents.put(cache_key, r, self._ttl_of(r.cache_ttl_s)),
+            )
+        if reply.error is not None:
+            raise GatewayError(reply.error)
+        if reply.agent is None:
+            raise model_not_found(agent_id)
+        return reply.agent
+
+    def invalidate(self, event: CacheInvalidated) -> None:
+        """Drop what ``event`` makes stale, now."""
+        self._generation += 1
+        kind = event.kind
+        if kind == "api_key" and event.key_hash:
+            self.keys.pop(event.key_hash)
+        elif kind == "user" and event.user_id:
+            uid = event.user_id
+            self.keys.drop_where(lambda _, r: r.principal is not None and r.principal.user_id == uid)
+            self.agents.drop_where(lambda k, _: k[0] == uid)
+        elif kind in ("agent", "grant") and event.agent_id:
+            aid = event.agent_id
+            self.agents.drop_where(lambda k, _: k[1] == aid)
+        elif kind == "grant" and event.user_id:
+            uid = event.user_id
+            self.agents.drop_where(lambda k, _: k[0] == uid)
+        else:
+            self.keys.clear()
+            self.agents.clear()
+
+    def _ttl_of(self, reply_ttl: float) -> float:
+        return min(self._ttl, reply_ttl) if reply_ttl >= 0 else self._ttl
+
+    async def _ask(
+        self,
+        flight: Hashable,
+        subject: str,
+        request: BaseModel,
+        reply_type: type[R],
+        store: Callable[[R], None],
+    ) -> R:
+        pending = self._inflight.get(flight)
+        if pending is not None:
+            # Another request for the same key is on its way: share its answer.
+            return await asyncio.shield(pending)  # type: ignore[return-value]
+        future: asyncio.Future[BaseModel] = asyncio.get_running_loop().create_future()
+        self._inflight[flight] = future
+        generation = self._generation
+        try:
+            raw = await self._request(subject, request.model_dump_json().encode(), self._timeout)
+            reply = reply_type.model_validate_json(raw)
+        except BaseException as exc:
+            error = GatewayError.unavailable("The catalog service is unavailable; try again shortly.")
+            # Whoever shares this flight gets a 503, never this request's own cancellation.
+            future.set_exception(error)
+            future.exception()  # retrieved, so no "never retrieved" warning when nobody shared it
+            if isinstance(exc, ServiceUnavailable):
+                raise error from exc
+            raise
+        finally:
+            self._inflight.pop(flight, None)
+        if generation == self._generation:
+            store(reply)
+        future.set_result(reply)
+        return reply
+
+
+def model_not_found(agent_id: str) -> GatewayError:
+    return GatewayError(
+        ErrorInfo(
+            status=404,
+            type="invalid_request_error",
+            message=f"The model `{agent_id}` does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+    )

@@ -1,0 +1,38 @@
+"""The one object the lifespan puts on ``app.state.ctx``: every resource a request handler needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from contracts import Subjects
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.js import JetStreamContext
+
+    from .auth import Authenticator
+    from .metrics import Metrics
+    from .settings import GatewaySettings
+
+
+class RateLimiterLike(Protocol):
+    """What the gateway needs of a rate limiter: ``None`` to go ahead, else seconds to wait."""
+
+    async def check(self, key_id: str, limit_per_minute: int) -> float | None: ...
+
+
+@dataclass
+class GatewayContext:
+    """Resources owned by the app's lifespan (opened in order, closed in reverse)."""
+
+    settings: GatewaySettings
+    nc: Client
+    js: JetStreamContext
+    subjects: Subjects
+    auth: Authenticator
+    metrics: Metrics
+    redis: Any | None = None
+    rate_limiter: RateLimiterLike | None = None
+    #: Runs whose response is still open; SIGTERM waits for these to finish (drain).
+    open_runs: set[str] = field(default_factory=set)

@@ -1,0 +1,42 @@
+"""``Annotated`` dependency aliases: the request's context and its authenticated principal."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from contracts import Principal
+
+from .context import GatewayContext
+from .errors import RATE_LIMIT, GatewayError
+
+
+def get_ctx(request: Request) -> GatewayContext:
+    """The :class:`GatewayContext` the lifespan created."""
+    ctx: GatewayContext = request.app.state.ctx
+    return ctx
+
+
+CtxDep = Annotated[GatewayContext, Depends(get_ctx)]
+
+
+async def get_principal(request: Request, ctx: CtxDep) -> Principal:
+    """Authenticate the Bearer API key (cached), require REMOTE_AGENTS USE, apply the key's rate limit."""
+    principal = await ctx.auth.authenticate(request.headers.get("authorization"))
+    if ctx.rate_limiter is not None:
+        limit = principal.rate_limit_per_minute or ctx.settings.default_rate_limit_per_minute
+        retry_after = await ctx.rate_limiter.check(principal.key_id, limit)
+        if retry_after is not None:
+            seconds = max(1, int(-(-retry_after // 1)))
+            raise GatewayError.of(
+                429,
+                f"Rate limit reached: {limit} requests per minute. Retry after {seconds} s.",
+                RATE_LIMIT,
+                "rate_limit_exceeded",
+                headers={"Retry-After": str(seconds)},
+            )
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -1,0 +1,169 @@
+"""Errors and how they are rendered: always the OpenAI envelope ``{"error": {"message", "type", "param", "code"}}``.
+
+The tree::
+
+    GatewayError            one error answer: carries a contracts.ErrorInfo (status, type, message, code, param)
+
+Anything else that escapes a handler becomes a 500 ``server_error``; FastAPI's validation errors become
+400 ``invalid_request_error`` with ``param`` naming the field; Starlette's HTTP exceptions (unknown route,
+wrong method) keep their status. Nothing ever answers 422 or a body that is not the envelope.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from contracts import ErrorInfo
+
+log = logging.getLogger(__name__)
+
+INVALID_REQUEST = "invalid_request_error"
+AUTHENTICATION = "authentication_error"
+PERMISSION = "permission_error"
+NOT_FOUND = "not_found_error"
+RATE_LIMIT = "rate_limit_exceeded"
+INSUFFICIENT_QUOTA = "insufficient_quota"
+SERVER = "server_error"
+
+
+class JSONResponse(Response):
+    """A JSON response rendered with orjson (the envelope is small; this is the fast path for errors too)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+class GatewayError(Exception):
+    """An error answer. ``info`` is what the client sees; ``headers`` (e.g. ``Retry-After``) go with it."""
+
+    def __init__(self, info: ErrorInfo, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(info.message)
+        self.info = info
+        self.headers = dict(headers or {})
+
+    @property
+    def status(self) -> int:
+        return self.info.status
+
+    @classmethod
+    def of(
+        cls,
+        status: int,
+        message: str,
+        type: str,
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> GatewayError:
+        return cls(ErrorInfo(status=status, type=type, message=message, code=code, param=param), headers)
+
+    @classmethod
+    def bad_request(cls, message: str, param: str | None = None, code: str | None = None) -> GatewayError:
+        return cls.of(400, message, INVALID_REQUEST, code, param)
+
+    @classmethod
+    def unavailable(cls, message: str, code: str = "service_unavailable") -> GatewayError:
+        return cls.of(503, message, SERVER, code)
+
+
+def openai_error(
+    status: int,
+    message: str,
+    type: str,
+    code: str | None = None,
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """An OpenAI error envelope response."""
+    info = ErrorInfo(status=status, type=type, message=message, code=code, param=param)
+    return JSONResponse(info.envelope(), status_code=status, headers=dict(headers or {}))
+
+
+def error_response(info: ErrorInfo, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """The envelope response of an :class:`contracts.ErrorInfo`."""
+    return JSONResponse(info.envelope(), status_code=info.status, headers=dict(headers or {}))
+
+
+def param_from_loc(loc: Sequence[int | str]) -> str | None:
+    """A pydantic error location as OpenAI names a parameter: ``("messages", 0, "role")`` → ``messages[0].role``."""
+    out = ""
+    for part in loc:
+        if part in ("body", "query", "path", "header") and not out:
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or None
+
+
+def describe_validation_error(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
+    """The message and param of the first of pydantic's errors."""
+    if not errors:
+        return "Invalid request.", None
+    first = errors[0]
+    param = param_from_loc(first.get("loc", ()))
+    msg = str(first.get("msg", "invalid value"))
+    if first.get("type") == "json_invalid":
+        return "We could not parse the JSON body of your request.", None
+    if first.get("type") == "missing":
+        return f"Missing required parameter: '{param}'.", param
+    return (f"Invalid value for '{param}': {msg}." if param else f"Invalid request: {msg}."), param
+
+
+_STATUS_TYPES = {
+    400: INVALID_REQUEST,
+    401: AUTHENTICATION,
+    403: PERMISSION,
+    404: INVALID_REQUEST,
+    405: INVALID_REQUEST,
+    413: INVALID_REQUEST,
+    429: RATE_LIMIT,
+}
+
+
+async def _gateway_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return error_response(exc.info, exc.headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    message, param = describe_validation_error(exc.errors())
+    return openai_error(400, message, INVALID_REQUEST, None, param)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    if status == 404 and exc.detail == "Not Found":
+        message, code = f"Unknown request URL: {request.method} {request.url.path}.", "unknown_url"
+    elif status == 405:
+        message, code = f"Method {request.method} is not allowed for {request.url.path}.", "method_not_allowed"
+    else:
+        message, code = str(exc.detail), None
+    type_ = _STATUS_TYPES.get(status, SERVER if status >= 500 else INVALID_REQUEST)
+    return openai_error(status, message, type_, code, None, exc.headers)
+
+
+async def _unhandled(_: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return openai_error(500, "The server had an error while processing your request.", SERVER, "internal_error")
+
+
+def install_exception_handlers(app: FastAPI) -> None:
+    """Render every error the app can raise as the OpenAI envelope."""
+    app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unhandled)

@@ -1,0 +1,45 @@
+"""Gateway settings (env prefix ``GATEWAY_``; shared variables such as ``NATS_URL`` and ``REDIS_URL`` too)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from servicekit.settings import ServiceSettings, shared
+
+#: Admin tokens that must never guard a production gateway (examples and documentation values).
+KNOWN_DEFAULT_ADMIN_TOKENS = frozenset({"changeme", "change-me", "admin", "secret", "dev-admin-token", "admin-token"})
+MIN_ADMIN_TOKEN_LENGTH = 24
+
+
+class GatewaySettings(ServiceSettings):
+    """Everything the gateway process reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", populate_by_name=True)
+
+    host: str = Field(default="127.0.0.1", description="containers set 0.0.0.0")
+    port: int = Field(default=8080, ge=0, le=65535)
+    admin_token: str | None = Field(
+        default=None, validation_alias=AliasChoices("GATEWAY_ADMIN_TOKEN", "ADMIN_TOKEN", "admin_token")
+    )
+    queue_timeout_s: float = Field(default=10.0, gt=0, description="no `started` event within it: 503")
+    idle_timeout_s: float = Field(default=15.0, gt=0, description="no event at all within it: the stream ends")
+    default_max_output_tokens: int = Field(default=4096, ge=1)
+    default_rate_limit_per_minute: int = Field(default=600, ge=1)
+    auth_cache_ttl_s: float = Field(default=5.0, ge=0)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
+    redis_url: str | None = Field(default=None, validation_alias=shared("GATEWAY_", "REDIS_URL"))
+    rpc_timeout_s: float = Field(default=2.0, gt=0, description="catalog and billing request/reply timeout")
+    access_log: bool = Field(default=False)
+    drain_timeout_s: float = Field(default=20.0, ge=0, description="SIGTERM: how long open streams may finish")
+
+    @model_validator(mode="after")
+    def _refuse_weak_admin_token_in_production(self) -> GatewaySettings:
+        if self.environment == "production":
+            token = self.admin_token or ""
+            if len(token) < MIN_ADMIN_TOKEN_LENGTH or token.lower() in KNOWN_DEFAULT_ADMIN_TOKENS:
+                raise ValueError(
+                    f"ADMIN_TOKEN must be set to a random secret of at least {MIN_ADMIN_TOKEN_LENGTH} "
+                    "characters in production"
+                )
+        return self
