@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from contracts import Subjects
@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.js import JetStreamContext
 
-    from .auth import Authenticator
+    from .auth import Authenticator, Requester
     from .metrics import Metrics
     from .settings import GatewaySettings
 
@@ -34,5 +34,11 @@ class GatewayContext:
     metrics: Metrics
     redis: Any | None = None
     rate_limiter: RateLimiterLike | None = None
-    #: Runs whose response is still open; SIGTERM waits for these to finish (drain).
-    open_runs: set[str] = field(default_factory=set)
+    #: Request/reply to catalog and billing; defaults to NATS over ``nc`` (tests may inject a fake).
+    rpc: Requester | None = None
+
+    def __post_init__(self) -> None:
+        if self.rpc is None:
+            from .rpc import nats_requester
+
+            self.rpc = nats_requester(self.nc)

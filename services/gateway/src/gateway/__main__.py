@@ -1,0 +1,32 @@
+"""``python -m gateway``: serve the gateway with uvicorn (uvloop, httptools). SIGTERM/SIGINT stop
+accepting connections, let open streams finish (up to ``GATEWAY_DRAIN_TIMEOUT_S``), then close."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from servicekit.telemetry import setup_logging
+
+from .app import create_app
+from .settings import GatewaySettings
+
+
+def main() -> None:
+    settings = GatewaySettings()
+    setup_logging(settings.log_level)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=settings.access_log,
+        log_config=None,
+        timeout_graceful_shutdown=settings.drain_timeout_s or None,
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()
+
+
+if __name__ == "__main__":
+    main()

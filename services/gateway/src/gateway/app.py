@@ -1,0 +1,117 @@
+"""The gateway's composition root: ``create_app(settings)`` builds the FastAPI app; its lifespan opens
+NATS, the JetStream streams, Redis (optional) and the cache-invalidation subscription, in that order,
+and closes them in reverse."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from pydantic import ValidationError
+
+from contracts import CacheInvalidated, Subjects
+from servicekit.natsio import connect, ensure_streams
+from servicekit.telemetry import setup_tracing
+
+from .auth import Authenticator
+from .context import GatewayContext
+from .errors import install_exception_handlers
+from .metrics import Metrics
+from .middleware import ObservabilityMiddleware
+from .routes import chat, health, models
+from .rpc import nats_requester
+from .settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+
+def _make_rate_limiter(redis: object | None, namespace: str) -> object | None:
+    # Another part of the gateway provides the limiter; until it exists requests are not limited.
+    if importlib.util.find_spec("gateway.ratelimit") is None:
+        return None
+    from .ratelimit import RateLimiter  # type: ignore[import-not-found]
+
+    return RateLimiter(redis, namespace=namespace)
+
+
+def _admin_router() -> object | None:
+    # The admin API is built alongside; mount it once it is there.
+    try:
+        from .admin import router  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return router
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    """The gateway app. Nothing connects until the lifespan runs."""
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not isinstance(trace.get_tracer_provider(), TracerProvider):
+            setup_tracing("gateway", settings.otlp_endpoint)
+        subjects = Subjects(settings.nats_namespace)
+        nc = await connect(settings.nats_url, "gateway")
+        redis = None
+        try:
+            js = nc.jetstream()
+            await ensure_streams(js, subjects)
+            if settings.redis_url:
+                from redis.asyncio import Redis
+
+                redis = Redis.from_url(settings.redis_url)
+            auth = Authenticator(
+                nats_requester(nc), subjects, ttl_s=settings.auth_cache_ttl_s, rpc_timeout_s=settings.rpc_timeout_s
+            )
+
+            async def on_invalidated(msg) -> None:  # type: ignore[no-untyped-def]
+                try:
+                    auth.invalidate(CacheInvalidated.model_validate_json(msg.data))
+                except ValidationError:
+                    log.warning("ignored a malformed cache invalidation")
+
+            invalidations = await nc.subscribe(subjects.catalog_invalidated, cb=on_invalidated)
+            app.state.ctx = GatewayContext(
+                settings=settings,
+                nc=nc,
+                js=js,
+                subjects=subjects,
+                auth=auth,
+                metrics=metrics,
+                redis=redis,
+                rate_limiter=_make_rate_limiter(redis, settings.nats_namespace),  # type: ignore[arg-type]
+            )
+            log.info("gateway ready (namespace %r)", settings.nats_namespace)
+            yield
+            await invalidations.unsubscribe()
+        finally:
+            if redis is not None:
+                await redis.aclose()
+            if not nc.is_closed:
+                await nc.drain()
+
+    app = FastAPI(
+        title="Switchboard gateway",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_exception_handlers(app)
+    app.include_router(chat.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
+    admin_router = _admin_router()
+    if admin_router is not None:
+        app.include_router(admin_router)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
+    return app

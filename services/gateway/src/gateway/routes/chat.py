@@ -1,0 +1,191 @@
+"""``POST /v1/chat/completions``: auth → body → agent access → admission → run → SSE relay or one body."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from contracts import (
+    AdmitReply,
+    AdmitRequest,
+    AgentSnapshot,
+    Caller,
+    ErrorInfo,
+    Principal,
+    RunOptions,
+    RunRequest,
+    new_id,
+    utcnow,
+)
+
+from ..context import GatewayContext
+from ..deps import CtxDep, PrincipalDep
+from ..errors import INSUFFICIENT_QUOTA, INVALID_REQUEST, GatewayError, JSONResponse, describe_validation_error
+from ..relay import ChatStreamResponse, collect, empty_response
+from ..render import ChunkRenderer
+from ..rpc import call
+from ..runs import ClientGone, RunStream, RunStreamError
+from ..schemas import ChatCompletionRequest, estimate_prompt_tokens
+
+router = APIRouter()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) more than ``limit`` bytes whether or not Content-Length says so."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError.of(413, f"The request body is larger than {limit} bytes.", INVALID_REQUEST, "request_too_large")
+
+
+def parse_chat_request(raw: bytes) -> ChatCompletionRequest:
+    """Validate a chat completion body; 400 ``invalid_request_error`` naming the parameter otherwise."""
+    if not raw.strip():
+        raise GatewayError.bad_request("The request body is empty; send a JSON object.")
+    try:
+        body = ChatCompletionRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        if errors and errors[0].get("type") == "model_type" and not errors[0].get("loc"):
+            raise GatewayError.bad_request("The request body must be a JSON object.") from None
+        message, param = describe_validation_error(errors)
+        raise GatewayError.bad_request(message, param) from None
+    problem = body.problem()
+    if problem is not None:
+        raise GatewayError.bad_request(f"Invalid value for '{problem[0]}': {problem[1]}.", problem[0])
+    return body
+
+
+def max_output_tokens(body: ChatCompletionRequest, agent: AgentSnapshot, default: int) -> int:
+    """The request's limit, else the agent's, else the gateway default."""
+    requested = body.requested_max_tokens
+    if requested:
+        return requested
+    params = agent.model_parameters
+    for name in ("max_tokens", "maxTokens", "max_output_tokens", "maxOutputTokens", "max_completion_tokens"):
+        value = params.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return default
+
+
+async def admit(
+    ctx: GatewayContext, run_id: str, principal: Principal, agent: AgentSnapshot, prompt: int, max_out: int
+) -> AdmitReply:
+    """Ask billing to reserve the run's worst case; 402 when the balance can't cover it."""
+    assert ctx.rpc is not None
+    request = AdmitRequest(
+        run_id=run_id,
+        user_id=principal.user_id,
+        agent_id=agent.id,
+        provider=agent.provider,
+        model=agent.model,
+        prompt_tokens=prompt,
+        max_output_tokens=max_out,
+    )
+    reply = await call(ctx.rpc, ctx.subjects.billing_admit, request, AdmitReply, ctx.settings.rpc_timeout_s, "billing")
+    if not reply.admitted:
+        raise GatewayError(
+            reply.error
+            or ErrorInfo(
+                status=402,
+                type=INSUFFICIENT_QUOTA,
+                message="Your balance is too low for this request.",
+                code="insufficient_quota",
+            )
+        )
+    return reply
+
+
+@router.post("/v1/chat/completions")
+async def create_chat_completion(request: Request, ctx: CtxDep, principal: PrincipalDep) -> Response:
+    """Run an agent on a conversation; stream its answer as SSE chunks or return one ``chat.completion``."""
+    started_at = time.perf_counter()
+    settings = ctx.settings
+    body = parse_chat_request(await read_body(request, settings.max_body_bytes))
+    agent = await ctx.auth.agent(principal, body.model)
+
+    messages = [m.to_contract() for m in body.messages]
+    run_id = new_id("chatcmpl-")
+    max_out = max_output_tokens(body, agent, settings.default_max_output_tokens)
+    admission = await admit(
+        ctx, run_id, principal, agent, estimate_prompt_tokens(messages, agent.instructions), max_out
+    )
+    streaming = bool(body.stream) and not agent.model_parameters.get("disableStreaming")
+    run_request = RunRequest(
+        run_id=run_id,
+        caller=Caller(user_id=principal.user_id, key_id=principal.key_id),
+        agent=agent,
+        messages=messages,
+        options=RunOptions(
+            stream=streaming,
+            max_tokens=max_out,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            stop=body.stop_list,
+        ),
+        deadline=utcnow() + timedelta(seconds=settings.queue_timeout_s),
+        reservation_id=admission.reservation_id,
+        conversation_id=body.conversation_id,
+        parent_message_id=body.parent_message_id,
+    )
+
+    run = RunStream(ctx.nc, ctx.subjects, run_id)
+    handed_over = False
+    try:
+        await run.open()
+        try:
+            await run.publish(ctx.js, run_request, settings.rpc_timeout_s)
+        except Exception as exc:
+            raise GatewayError.unavailable("The run queue is unavailable; try again shortly.") from exc
+        try:
+            first = await run.next(settings.queue_timeout_s)
+        except RunStreamError as exc:
+            if exc.info.code == "run_timeout":
+                # A runner that pulls it later must drop it: the client has its answer.
+                await run.cancel("deadline")
+                ctx.metrics.runs.labels("no_capacity").inc()
+                raise GatewayError.unavailable(
+                    "No agent runner could take the request in time; try again shortly.", "no_capacity"
+                ) from exc
+            await run.cancel("deadline")
+            raise GatewayError(exc.info) from exc
+        if first.type == "failed":
+            raise GatewayError(first.error)  # type: ignore[union-attr]
+
+        created = int(time.time())
+        if streaming:
+            renderer = ChunkRenderer(run_id, created, body.model, include_usage=body.include_usage)
+            handed_over = True
+            return ChatStreamResponse(
+                run, first, renderer, idle_timeout_s=settings.idle_timeout_s, metrics=ctx.metrics,
+                started_at=started_at,
+            )
+        handed_over = True
+        try:
+            aggregator, done = await collect(run, first, request.receive, settings.idle_timeout_s, ctx.metrics)
+        except ClientGone:
+            return empty_response()
+        completion: dict[str, Any] = aggregator.completion(run_id, created, body.model, done)
+        return JSONResponse(completion)
+    except ClientGone:
+        return empty_response()
+    finally:
+        if not handed_over:
+            await run.close()

@@ -1,0 +1,64 @@
+"""``GET /v1/models`` and ``GET /v1/models/{model}``: the agents the caller may run, as OpenAI models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from contracts import AgentSnapshot, ListModelsReply, ListModelsRequest, ModelInfo
+
+from ..deps import CtxDep, PrincipalDep
+from ..errors import GatewayError, JSONResponse
+from ..rpc import call
+
+router = APIRouter()
+
+
+def model_object(m: ModelInfo) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "object": "model",
+        "created": m.created,
+        "owned_by": m.owned_by,
+        "name": m.name,
+        "description": m.description,
+        "provider": m.provider,
+    }
+
+
+def agent_model_object(agent: AgentSnapshot) -> dict[str, Any]:
+    created = int(agent.created_at.timestamp()) if agent.created_at else 0
+    return {
+        "id": agent.id,
+        "object": "model",
+        "created": created,
+        "owned_by": agent.owner_id or "switchboard",
+        "name": agent.name,
+        "description": agent.description,
+        "provider": agent.provider,
+    }
+
+
+@router.get("/v1/models")
+async def list_models(ctx: CtxDep, principal: PrincipalDep) -> JSONResponse:
+    """The agents the caller may use."""
+    assert ctx.rpc is not None
+    reply = await call(
+        ctx.rpc,
+        ctx.subjects.catalog_models_list,
+        ListModelsRequest(user_id=principal.user_id),
+        ListModelsReply,
+        ctx.settings.rpc_timeout_s,
+        "catalog",
+    )
+    if reply.error is not None:
+        raise GatewayError(reply.error)
+    return JSONResponse({"object": "list", "data": [model_object(m) for m in reply.models]})
+
+
+@router.get("/v1/models/{model:path}")
+async def retrieve_model(model: str, ctx: CtxDep, principal: PrincipalDep) -> JSONResponse:
+    """One agent, if the caller may use it (404 ``model_not_found`` / 403 ``access_denied`` otherwise)."""
+    agent = await ctx.auth.agent(principal, model)
+    return JSONResponse(agent_model_object(agent))

@@ -1,0 +1,115 @@
+"""One run as the gateway sees it: its event subscription, the order check, timeouts, and cancel.
+
+Subscribe first, then publish the request, so no event can be missed. Events arrive on core NATS
+into a local queue; :meth:`RunStream.next` returns them in ``seq`` order or raises
+:class:`RunStreamError` (gap, bad event, idle timeout) or :class:`ClientGone` (the HTTP client left).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from contracts import RUN_EVENT, CancelRun, ErrorInfo, RunEvent, RunRequest, Subjects
+from servicekit.natsio import trace_headers
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
+    from nats.js import JetStreamContext
+
+_CLIENT_GONE = object()
+
+
+class RunStreamError(Exception):
+    """The run's event stream broke: rendered as an error chunk (or an error status before headers)."""
+
+    def __init__(self, info: ErrorInfo) -> None:
+        super().__init__(info.message)
+        self.info = info
+
+
+class ClientGone(Exception):
+    """The HTTP client disconnected while we waited for the run."""
+
+
+def _stream_error(message: str, code: str, status: int = 500) -> RunStreamError:
+    return RunStreamError(ErrorInfo(status=status, type="server_error", message=message, code=code))
+
+
+class RunStream:
+    """The ordered event stream of one run."""
+
+    __slots__ = ("_expected", "_nc", "_queue", "_sub", "_subjects", "closed", "run_id")
+
+    def __init__(self, nc: Client, subjects: Subjects, run_id: str) -> None:
+        self._nc = nc
+        self._subjects = subjects
+        self.run_id = run_id
+        self._queue: asyncio.Queue[bytes | object] = asyncio.Queue()
+        self._sub: Subscription | None = None
+        self._expected = 0
+        self.closed = False
+
+    async def _on_msg(self, msg: Msg) -> None:
+        self._queue.put_nowait(msg.data)
+
+    async def open(self) -> None:
+        self._sub = await self._nc.subscribe(self._subjects.run_events(self.run_id), cb=self._on_msg)
+
+    async def publish(self, js: JetStreamContext, request: RunRequest, timeout: float) -> None:
+        """Put the request on the RUNS work queue (deduplicated by run id; carries the trace context)."""
+        await js.publish(
+            self._subjects.run_request,
+            request.model_dump_json().encode(),
+            timeout=timeout,
+            headers=trace_headers({"Nats-Msg-Id": self.run_id}),
+        )
+
+    def client_gone(self) -> None:
+        """Wake :meth:`next` with :class:`ClientGone` (called when the HTTP client disconnects)."""
+        self._queue.put_nowait(_CLIENT_GONE)
+
+    async def next(self, timeout: float) -> RunEvent:
+        """The next event in order; no event at all (heartbeats included) within ``timeout`` is an error."""
+        try:
+            data = self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            try:
+                async with asyncio.timeout(timeout):
+                    data = await self._queue.get()
+            except TimeoutError:
+                raise _stream_error(
+                    f"The agent run sent nothing for {timeout:g} s.", "run_timeout", 504
+                ) from None
+        if data is _CLIENT_GONE:
+            raise ClientGone
+        try:
+            event = RUN_EVENT.validate_json(data)  # type: ignore[arg-type]
+        except ValidationError:
+            raise _stream_error("The agent run sent an invalid event.", "bad_event") from None
+        if event.seq != self._expected:
+            raise _stream_error(
+                f"The agent run's events arrived out of order (expected {self._expected}, got {event.seq}).",
+                "event_gap",
+            )
+        self._expected += 1
+        return event
+
+    async def cancel(self, reason: str = "client_disconnected") -> None:
+        """Tell the runner to stop (core NATS, best effort)."""
+        msg = CancelRun(run_id=self.run_id, reason=reason)  # type: ignore[arg-type]
+        await self._nc.publish(self._subjects.run_cancel(self.run_id), msg.model_dump_json().encode())
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception:  # noqa: S110 - the connection is closing; the subscription dies with it
+                pass
