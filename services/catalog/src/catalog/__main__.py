@@ -1,0 +1,35 @@
+"""``python -m catalog``: run the catalog until SIGTERM/SIGINT, then drain and exit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from faststream.asgi import AsgiFastStream
+
+from servicekit.telemetry import setup_logging, setup_tracing
+
+from .app import create_app
+from .settings import CatalogSettings
+
+
+def main() -> None:
+    settings = CatalogSettings()
+    setup_logging(settings.log_level)
+    setup_tracing("catalog", settings.otlp_endpoint)
+    app = create_app(settings)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # optional speed-up
+        pass
+    if isinstance(app, AsgiFastStream):
+        opts = {"host": settings.health_host, "port": settings.health_port, "access_log": "false"}
+        asyncio.run(app.run(log_level=logging.WARNING, run_extra_options=opts))
+    else:
+        asyncio.run(app.run())
+
+
+if __name__ == "__main__":
+    main()

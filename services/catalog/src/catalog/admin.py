@@ -1,0 +1,332 @@
+"""The catalog's admin operations (``AdminRequest.op``; the list is in :mod:`contracts.admin`).
+
+Each operation validates its input with the contracts' models (a failure is a 400 naming the field),
+calls the repository, publishes the cache invalidations its change calls for, and answers an
+:class:`contracts.AdminReply` with the resource's JSON. Errors are the OpenAI envelope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from contracts import AdminReply, AdminRequest, CacheInvalidated, utcnow
+from contracts.admin import (
+    GRANT_ROLE_BITS,
+    Agent,
+    AgentCreate,
+    AgentUpdate,
+    ApiKey,
+    ApiKeyRegister,
+    Grant,
+    GrantCreate,
+    GroupCreate,
+    GroupMemberAdd,
+    Page,
+    RoleUpdate,
+    UserCreate,
+    UserUpdate,
+)
+
+from . import ids
+from .errors import BadRequest, CatalogError
+from .permissions import RESOURCE_AGENT, RESOURCE_REMOTE_AGENT
+from .repository import PageResult
+from .service import CatalogService
+
+M = TypeVar("M", bound=BaseModel)
+Op = Callable[[CatalogService, AdminRequest], Awaitable[AdminReply]]
+
+DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+
+
+def validation_error(exc: ValidationError) -> BadRequest:
+    """The first pydantic error as a 400 whose ``param`` is the field's dotted path."""
+    err = exc.errors()[0]
+    param = ".".join(str(p) for p in err.get("loc", ())) or None
+    msg = err.get("msg", "Invalid value")
+    return BadRequest(f"{param}: {msg}" if param else msg, param=param)
+
+
+def body_as(model: type[M], req: AdminRequest) -> M:
+    if not isinstance(req.body, dict):
+        raise BadRequest("The request body must be a JSON object.", param=None)
+    try:
+        return model.model_validate(req.body)
+    except ValidationError as exc:
+        raise validation_error(exc) from exc
+
+
+def param(req: AdminRequest, name: str) -> str:
+    value = req.params.get(name)
+    if not value:
+        raise BadRequest(f"Missing path parameter `{name}`.", param=name)
+    return value
+
+
+def paging(req: AdminRequest) -> tuple[int, str | None]:
+    raw = req.query.get("limit")
+    limit = DEFAULT_LIMIT
+    if raw is not None:
+        try:
+            limit = int(raw)
+        except ValueError:
+            raise BadRequest("limit: must be an integer", param="limit") from None
+        if not 1 <= limit <= MAX_LIMIT:
+            raise BadRequest(f"limit: must be between 1 and {MAX_LIMIT}", param="limit")
+    return limit, req.query.get("after") or None
+
+
+def ok(resource: BaseModel | dict[str, Any], status: int = 200) -> AdminReply:
+    body = resource.model_dump(mode="json") if isinstance(resource, BaseModel) else resource
+    return AdminReply(status=status, body=body)
+
+
+def page(result: PageResult) -> AdminReply:
+    items = result.items
+    return ok(
+        Page(
+            data=[i.model_dump(mode="json") for i in items],
+            first_id=items[0].id if items else None,
+            last_id=items[-1].id if items else None,
+            has_more=result.has_more,
+        )
+    )
+
+
+def deleted(obj_id: str, kind: str) -> AdminReply:
+    return ok({"id": obj_id, "object": f"{kind}.deleted", "deleted": True})
+
+
+# --- users ---------------------------------------------------------------------------------------
+async def users_create(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    body = body_as(UserCreate, req)
+    user = await svc.repo.create_user(ids.new_user_id(), body.name, body.email, body.role)
+    return ok(user, 201)
+
+
+async def users_list(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    return page(await svc.repo.list_users(*paging(req)))
+
+
+async def users_get(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    return ok(await svc.repo.get_user(param(req, "user_id")))
+
+
+async def users_update(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    user_id = param(req, "user_id")
+    body = body_as(UserUpdate, req)
+    changes = body.model_dump(exclude_unset=True, exclude={"groups"})
+    if changes.get("name", 1) is None or changes.get("role", 1) is None:
+        raise BadRequest("name and role cannot be null.", param="name" if "name" in changes else "role")
+    before, after = await svc.repo.update_user(user_id, changes, body.groups)
+    if before.role != after.role or sorted(before.groups) != sorted(after.groups):
+        await svc.invalidate(CacheInvalidated(kind="user", user_id=user_id, at=utcnow()))
+    return ok(after)
+
+
+async def users_delete(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    user_id = param(req, "user_id")
+    hashes = await svc.repo.delete_user(user_id)
+    await svc.invalidate(CacheInvalidated(kind="user", user_id=user_id, at=utcnow()), key_hashes=hashes)
+    return deleted(user_id, "user")
+
+
+# --- groups and roles ----------------------------------------------------------------------------
+async def groups_create(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    body = body_as(GroupCreate, req)
+    return ok(await svc.repo.create_group(ids.new_group_id(), body.name), 201)
+
+
+async def groups_list(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    return page(await svc.repo.list_groups(*paging(req)))
+
+
+async def groups_members_add(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    group_id = param(req, "group_id")
+    body = body_as(GroupMemberAdd, req)
+    group, changed = await svc.repo.add_member(group_id, body.user_id)
+    if changed:
+        await svc.invalidate(CacheInvalidated(kind="user", user_id=body.user_id, at=utcnow()))
+    return ok(group)
+
+
+async def groups_members_remove(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    group_id, user_id = param(req, "group_id"), param(req, "user_id")
+    group = await svc.repo.remove_member(group_id, user_id)
+    await svc.invalidate(CacheInvalidated(kind="user", user_id=user_id, at=utcnow()))
+    return ok(group)
+
+
+async def roles_list(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    roles = await svc.repo.list_roles()
+    return page(PageResult(roles, False)) if roles else ok(Page(data=[]))
+
+
+async def roles_update(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    name = param(req, "role_name")
+    body = body_as(RoleUpdate, req)
+    role, changed = await svc.repo.update_role(name, body.remote_agents_use)
+    if changed:
+        # Every principal of that role changes: simpler and safe to drop everything.
+        await svc.invalidate(CacheInvalidated(kind="all", at=utcnow()))
+    return ok(role)
+
+
+# --- API keys ------------------------------------------------------------------------------------
+async def api_keys_create(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    user_id = param(req, "user_id")
+    body = body_as(ApiKeyRegister, req)
+    key = ApiKey(
+        id=ids.new_key_id(),
+        user_id=user_id,
+        name=body.name,
+        prefix=body.prefix,
+        created_at=utcnow(),
+        expires_at=body.expires_at,
+        rate_limit_per_minute=body.rate_limit_per_minute,
+    )
+    key = await svc.repo.create_key(key, body.key_hash)
+    # A gateway may hold a cached "invalid" answer for this hash.
+    await svc.invalidate(CacheInvalidated(kind="api_key", key_hash=body.key_hash, user_id=user_id, at=utcnow()))
+    return ok(key, 201)
+
+
+async def api_keys_list(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    return page(await svc.repo.list_keys(param(req, "user_id"), *paging(req)))
+
+
+async def api_keys_revoke(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    key, key_hash = await svc.repo.revoke_key(param(req, "key_id"))
+    await svc.invalidate(CacheInvalidated(kind="api_key", key_hash=key_hash, user_id=key.user_id, at=utcnow()))
+    return ok(key)
+
+
+# --- agents and grants ---------------------------------------------------------------------------
+async def agents_create(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    body = body_as(AgentCreate, req)
+    now = utcnow()
+    agent = Agent(**body.model_dump(), id=ids.new_agent_id(), created_at=now, updated_at=now)
+    # The owner gets `owner` on both resource types, as LibreChat does at creation.
+    owner_grants = [
+        Grant(
+            id=ids.new_grant_id(),
+            agent_id=agent.id,
+            resource_type=rt,
+            principal_type="user",
+            principal_id=agent.owner_id,
+            role="owner",
+            permissions=GRANT_ROLE_BITS["owner"],
+            created_at=now,
+        )
+        for rt in (RESOURCE_AGENT, RESOURCE_REMOTE_AGENT)
+    ]
+    agent = await svc.repo.create_agent(agent, owner_grants)
+    await svc.invalidate(CacheInvalidated(kind="agent", agent_id=agent.id, at=utcnow()))
+    return ok(agent, 201)
+
+
+async def agents_list(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    limit, after = paging(req)
+    return page(await svc.repo.list_agents(req.query.get("owner_id") or None, limit, after))
+
+
+async def agents_get(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    return ok(await svc.repo.get_agent(param(req, "agent_id")))
+
+
+async def agents_update(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    agent_id = param(req, "agent_id")
+    body = body_as(AgentUpdate, req)
+    changes = body.model_dump(exclude_unset=True)
+    for required in ("name", "provider", "model", "model_parameters", "tools"):
+        if required in changes and changes[required] is None:
+            raise BadRequest(f"{required}: cannot be null", param=required)
+    changes["updated_at"] = utcnow()
+    agent = await svc.repo.update_agent(agent_id, changes)
+    await svc.invalidate(CacheInvalidated(kind="agent", agent_id=agent_id, at=utcnow()))
+    return ok(agent)
+
+
+async def agents_delete(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    agent_id = param(req, "agent_id")
+    await svc.repo.delete_agent(agent_id)
+    await svc.invalidate(CacheInvalidated(kind="agent", agent_id=agent_id, at=utcnow()))
+    return deleted(agent_id, "agent")
+
+
+async def grants_create(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    agent_id = param(req, "agent_id")
+    body = body_as(GrantCreate, req)
+    if body.principal_type == "public" and body.principal_id is not None:
+        raise BadRequest("principal_id: must be null for a public grant", param="principal_id")
+    if body.principal_type != "public" and not body.principal_id:
+        raise BadRequest(f"principal_id: required for a {body.principal_type} grant", param="principal_id")
+    grant = Grant(
+        id=ids.new_grant_id(),
+        agent_id=agent_id,
+        resource_type=body.resource_type,
+        principal_type=body.principal_type,
+        principal_id=body.principal_id,
+        role=body.role,
+        permissions=GRANT_ROLE_BITS[body.role],
+        created_at=utcnow(),
+    )
+    grant = await svc.repo.create_grant(grant)
+    await svc.invalidate(CacheInvalidated(kind="grant", agent_id=agent_id, at=utcnow()))
+    return ok(grant, 201)
+
+
+async def grants_list(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    return page(await svc.repo.list_grants(param(req, "agent_id"), *paging(req)))
+
+
+async def grants_delete(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    agent_id, grant_id = param(req, "agent_id"), param(req, "grant_id")
+    await svc.repo.delete_grant(agent_id, grant_id)
+    await svc.invalidate(CacheInvalidated(kind="grant", agent_id=agent_id, at=utcnow()))
+    return deleted(grant_id, "grant")
+
+
+OPS: dict[str, Op] = {
+    "users.create": users_create,
+    "users.list": users_list,
+    "users.get": users_get,
+    "users.update": users_update,
+    "users.delete": users_delete,
+    "groups.create": groups_create,
+    "groups.list": groups_list,
+    "groups.members.add": groups_members_add,
+    "groups.members.remove": groups_members_remove,
+    "roles.list": roles_list,
+    "roles.update": roles_update,
+    "api_keys.create": api_keys_create,
+    "api_keys.list": api_keys_list,
+    "api_keys.revoke": api_keys_revoke,
+    "agents.create": agents_create,
+    "agents.list": agents_list,
+    "agents.get": agents_get,
+    "agents.update": agents_update,
+    "agents.delete": agents_delete,
+    "grants.create": grants_create,
+    "grants.list": grants_list,
+    "grants.delete": grants_delete,
+}
+
+
+def error_reply(err: CatalogError) -> AdminReply:
+    info = err.info()
+    return AdminReply(status=info.status, body=info.envelope(), error=info)
+
+
+async def dispatch(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    """Run one admin op; every catalog error becomes its envelope (other exceptions propagate)."""
+    op = OPS.get(req.op)
+    try:
+        if op is None:
+            raise BadRequest(f"Unknown catalog operation `{req.op}`.", param="op", code="unknown_operation")
+        return await op(svc, req)
+    except CatalogError as err:
+        return error_reply(err)

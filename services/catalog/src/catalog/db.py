@@ -1,0 +1,176 @@
+"""Tables, the engine and migrations.
+
+On PostgreSQL every table lives in schema ``catalog`` (so the catalog can share a database with
+another service); on SQLite the catalog has a file of its own and the schema is translated away.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from servicekit.db import create_engine, ensure_database, is_sqlite
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "catalog"
+#: Serialises migrations of concurrent replicas (an arbitrary constant, the catalog's own).
+MIGRATION_LOCK_ID = 0x5B_CA7A_106
+
+metadata = MetaData(schema=SCHEMA)
+
+roles = Table(
+    "roles",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("remote_agents_use", Boolean, nullable=False, default=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("email", String(320), nullable=True, unique=True),
+    Column("role", String(64), ForeignKey("catalog.roles.name"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_users_created", "created_at", "id"),
+)
+
+groups = Table(
+    "groups",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_groups_created", "created_at", "id"),
+)
+
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("group_id", String(64), ForeignKey("catalog.groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", String(64), ForeignKey("catalog.users.id", ondelete="CASCADE"), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_group_members_user", "user_id"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", String(64), ForeignKey("catalog.users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(8), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("rate_limit_per_minute", Integer, nullable=True),
+    Index("ix_api_keys_user", "user_id", "created_at", "id"),
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("description", String(2000), nullable=True),
+    Column("provider", String(100), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("instructions", Text, nullable=True),
+    Column("model_parameters", JSON, nullable=False),
+    Column("tools", JSON, nullable=False),
+    Column("owner_id", String(64), ForeignKey("catalog.users.id"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_agents_created", "created_at", "id"),
+    Index("ix_agents_owner", "owner_id"),
+)
+
+grants = Table(
+    "grants",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("agent_id", String(64), ForeignKey("catalog.agents.id", ondelete="CASCADE"), nullable=False),
+    Column("resource_type", String(32), nullable=False),
+    Column("principal_type", String(16), nullable=False),
+    Column("principal_id", String(64), nullable=True),
+    # principal_id, or "*" for public: NULLs never collide in a unique index, this does.
+    Column("principal_key", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("permissions", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("agent_id", "resource_type", "principal_type", "principal_key", name="uq_grants_principal"),
+    Index("ix_grants_principal", "resource_type", "principal_type", "principal_key"),
+    Index("ix_grants_agent", "agent_id", "created_at", "id"),
+)
+
+
+def schema_map(url: str) -> dict[str, str | None]:
+    """``schema_translate_map`` for ``url``: SQLite has no schemas."""
+    return {SCHEMA: None} if is_sqlite(url) else {}
+
+
+def open_engine(url: str) -> AsyncEngine:
+    """An engine whose statements land in the catalog's schema (or, on SQLite, its own file)."""
+    if is_sqlite(url):
+        db = make_url(url).database
+        if db and db != ":memory:":
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url)
+    return engine.execution_options(schema_translate_map=schema_map(url))
+
+
+def _upgrade(conn: Connection, url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.attributes["connection"] = conn
+    cfg.attributes["schema"] = None if is_sqlite(url) else SCHEMA
+    command.upgrade(cfg, "head")
+
+
+async def migrate(url: str) -> None:
+    """Bring the schema to head. Concurrent replicas wait on a PostgreSQL advisory lock."""
+    await ensure_database(url)
+    engine = open_engine(url)
+    try:
+        async with engine.connect() as conn:
+            if not is_sqlite(url):
+                await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_ID})
+                await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{SCHEMA}"'))
+                await conn.commit()
+            try:
+                await conn.run_sync(_upgrade, url)
+                await conn.commit()
+            finally:
+                if not is_sqlite(url):
+                    await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_ID})
+                    await conn.commit()
+    finally:
+        await engine.dispose()
+    log.info("catalog schema is up to date")

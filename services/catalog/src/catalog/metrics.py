@@ -1,0 +1,47 @@
+"""Prometheus metrics of one catalog process (its own registry, so several can live in one test run)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+
+class Outcome:
+    def __init__(self) -> None:
+        self.value = "ok"
+
+    def set(self, value: str) -> None:
+        self.value = value
+
+
+class Metrics:
+    """Request counts and latencies by handler and outcome."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "catalog_requests", "catalog requests answered", ["handler", "outcome"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "catalog_request_seconds",
+            "time to answer a catalog request",
+            ["handler"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+
+    @contextmanager
+    def time(self, handler: str) -> Iterator[Outcome]:
+        outcome = Outcome()
+        start = time.perf_counter()
+        try:
+            yield outcome
+        finally:
+            self.latency.labels(handler).observe(time.perf_counter() - start)
+            self.requests.labels(handler, outcome.value).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

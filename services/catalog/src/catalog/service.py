@@ -1,0 +1,168 @@
+"""The hot-path questions (who is this key, may this user run that agent, which agents may they list)
+and cache invalidation. Pure of any messaging framework: invalidations go out through a callable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from contracts import (
+    VIEW,
+    AgentAccessReply,
+    AgentAccessRequest,
+    CacheInvalidated,
+    ListModelsReply,
+    ListModelsRequest,
+    ModelInfo,
+    Principal,
+    VerifyKeyReply,
+    VerifyKeyRequest,
+    utcnow,
+)
+
+from .cache import AnswerCache
+from .errors import Forbidden, Unauthorized, model_not_found
+from .keys import INVALID, key_problem, seconds_left
+from .lastused import LastUsedRecorder
+from .permissions import RESOURCE_REMOTE_AGENT, effective_bits, has_permission
+from .repository import Repository, agent_snapshot
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[CacheInvalidated], Awaitable[None]]
+
+NO_REMOTE_AGENTS = "Your role does not allow using agents through the API (REMOTE_AGENTS USE)."
+
+
+@dataclass
+class CatalogService:
+    """Everything a catalog replica answers, over one repository, an optional cache and a publisher."""
+
+    repo: Repository
+    publish: Publish
+    last_used: LastUsedRecorder
+    cache: AnswerCache | None = None
+    reply_ttl_s: float = 5.0
+
+    # --- verify key ----------------------------------------------------------------------------
+    async def verify_key(self, req: VerifyKeyRequest) -> VerifyKeyReply:
+        """The principal a key hash acts as, or 401."""
+        if self.cache is not None:
+            hit = await self.cache.get_principal(req.key_hash)
+            if hit is not None:
+                reply = VerifyKeyReply.model_validate_json(hit)
+                if reply.principal is not None:
+                    self.last_used.seen(reply.principal.key_id)
+                return reply
+        now = utcnow()
+        owner = await self.repo.key_owner(req.key_hash)
+        if owner is None:
+            return VerifyKeyReply(error=Unauthorized(INVALID).info(), cache_ttl_s=self.reply_ttl_s)
+        problem = key_problem(expires_at=owner.expires_at, revoked_at=owner.revoked_at, now=now)
+        if problem is not None:
+            return VerifyKeyReply(error=Unauthorized(problem).info(), cache_ttl_s=self.reply_ttl_s)
+        left = seconds_left(owner.expires_at, now)
+        ttl = self.reply_ttl_s if left is None else min(self.reply_ttl_s, left)
+        reply = VerifyKeyReply(
+            principal=Principal(
+                user_id=owner.user_id,
+                key_id=owner.key_id,
+                role=owner.role,
+                groups=owner.groups,
+                remote_agents_use=owner.remote_agents_use,
+                rate_limit_per_minute=owner.rate_limit_per_minute,
+            ),
+            cache_ttl_s=ttl,
+        )
+        self.last_used.seen(owner.key_id, now)
+        if self.cache is not None:
+            await self.cache.put_principal(req.key_hash, reply.model_dump_json().encode(), left)
+        return reply
+
+    # --- agent access --------------------------------------------------------------------------
+    async def agent_access(self, req: AgentAccessRequest) -> AgentAccessReply:
+        """The agent's snapshot when the user holds ``permission`` on it as a remote agent; else 404/403."""
+        if self.cache is not None:
+            hit = await self.cache.get_access(req.agent_id, req.user_id, req.permission)
+            if hit is not None:
+                return AgentAccessReply.model_validate_json(hit)
+        reply = await self._agent_access(req)
+        # Only answers about an existing agent are cached: they are dropped with the agent's entry.
+        if self.cache is not None and (reply.error is None or reply.error.status == 403):
+            await self.cache.put_access(req.agent_id, req.user_id, req.permission, reply.model_dump_json().encode())
+        return reply
+
+    async def _agent_access(self, req: AgentAccessRequest) -> AgentAccessReply:
+        found = await self.repo.agent_with_grants(req.agent_id, RESOURCE_REMOTE_AGENT)
+        if found is None:
+            return AgentAccessReply(error=model_not_found(req.agent_id).info(), cache_ttl_s=self.reply_ttl_s)
+        agent, grants = found
+        who = await self.repo.principals(req.user_id)
+        if who is None:
+            return AgentAccessReply(
+                error=Forbidden(f"No remote access to agent `{req.agent_id}`.").info(), cache_ttl_s=self.reply_ttl_s
+            )
+        principals, remote_use = who
+        if not remote_use:
+            return AgentAccessReply(error=Forbidden(NO_REMOTE_AGENTS).info(), cache_ttl_s=self.reply_ttl_s)
+        if not has_permission(effective_bits(principals, grants), req.permission):
+            return AgentAccessReply(
+                error=Forbidden(f"No remote access to agent `{req.agent_id}`.").info(), cache_ttl_s=self.reply_ttl_s
+            )
+        return AgentAccessReply(agent=agent_snapshot(agent), cache_ttl_s=self.reply_ttl_s)
+
+    # --- models --------------------------------------------------------------------------------
+    async def list_models(self, req: ListModelsRequest) -> ListModelsReply:
+        """Exactly the agents the user may run: VIEW on ``remote_agent`` (none when the role lacks USE).
+
+        ``owned_by`` is the owner's user id.
+        """
+        who = await self.repo.principals(req.user_id)
+        if who is None or not who[1]:
+            return ListModelsReply(models=[])
+        principals, _ = who
+        by_agent: dict[str, list] = {}
+        for agent_id, grant in await self.repo.grants_for(principals, RESOURCE_REMOTE_AGENT):
+            by_agent.setdefault(agent_id, []).append(grant)
+        visible = [a for a, gs in by_agent.items() if has_permission(effective_bits(principals, gs), VIEW)]
+        agents = await self.repo.agents_by_ids(visible)
+        return ListModelsReply(
+            models=[
+                ModelInfo(
+                    id=a.id,
+                    created=int(a.created_at.timestamp()),
+                    owned_by=a.owner_id,
+                    name=a.name,
+                    description=a.description,
+                    provider=a.provider,
+                )
+                for a in agents
+            ]
+        )
+
+    # --- invalidation --------------------------------------------------------------------------
+    async def invalidate(self, event: CacheInvalidated, *, key_hashes: list[str] | None = None) -> None:
+        """Drop our cached answers, then tell every gateway (core NATS fan-out)."""
+        if self.cache is not None:
+            await self._drop(event, key_hashes)
+        try:
+            await self.publish(event)
+        except Exception:
+            # The change is committed; a lost fan-out only means gateways keep an entry for its short TTL.
+            log.exception("publishing CacheInvalidated failed")
+
+    async def _drop(self, event: CacheInvalidated, key_hashes: list[str] | None) -> None:
+        assert self.cache is not None
+        if event.kind == "all":
+            await self.cache.drop_everything()
+            return
+        if event.kind == "api_key":
+            await self.cache.drop_keys([h for h in [event.key_hash, *(key_hashes or [])] if h])
+        elif event.kind == "user":
+            hashes = key_hashes if key_hashes is not None else await self.repo.key_hashes_of(event.user_id or "")
+            await self.cache.drop_keys(hashes)
+            await self.cache.drop_all_access()
+        elif event.agent_id:
+            await self.cache.drop_agent(event.agent_id)
