@@ -25,10 +25,11 @@ if TYPE_CHECKING:
 
     from .metrics import Metrics
 
-SSE_HEADERS = {
-    "cache-control": "no-cache",
-    "x-accel-buffering": "no",  # proxies must not buffer the stream
-}
+_SSE_RAW_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # proxies must not buffer the stream
+]
 
 
 async def watch_disconnect(receive: Receive, run: RunStream) -> None:
@@ -55,7 +56,10 @@ class ChatStreamResponse(Response):
         metrics: Metrics,
         started_at: float,
     ) -> None:
-        super().__init__(status_code=200, headers=SSE_HEADERS, media_type=self.media_type)
+        # Not Response.__init__: it would announce "content-length: 0" for the empty initial body.
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = _SSE_RAW_HEADERS
         self.run = run
         self.first = first
         self.renderer = renderer

@@ -1,0 +1,260 @@
+"""A gateway in-process (uvicorn on a free port) with fake catalog and billing responders and a scripted
+fake runner that pulls RUNS and publishes events, all on the test's own NATS namespace."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import nats
+import nats.errors
+import pytest
+import uvicorn
+from openai import AsyncOpenAI
+
+from contracts import (
+    AdmitReply,
+    AdmitRequest,
+    AgentAccessReply,
+    AgentAccessRequest,
+    AgentSnapshot,
+    CancelRun,
+    ErrorInfo,
+    ListModelsReply,
+    ListModelsRequest,
+    ModelInfo,
+    Principal,
+    RunRequest,
+    RunStarted,
+    Subjects,
+    VerifyKeyReply,
+    VerifyKeyRequest,
+)
+from gateway.app import create_app
+from gateway.auth import hash_key
+from gateway.settings import GatewaySettings
+from servicekit.natsio import ensure_streams
+
+KEY = "sk-test-alice-0123456789"
+NO_USE_KEY = "sk-test-bob-no-remote-agents"
+BROKE_KEY = "sk-test-carol-broke"
+
+Script = Callable[["RunContext"], Awaitable[None]]
+
+
+class RunContext:
+    """What a script sees: the request, and ``emit`` that numbers events in order."""
+
+    def __init__(self, nc: nats.NATS, subjects: Subjects, request: RunRequest) -> None:
+        self.nc = nc
+        self.subjects = subjects
+        self.request = request
+        self.seq = 0
+
+    async def emit(self, cls: type, **fields: Any) -> None:
+        event = cls(run_id=self.request.run_id, seq=self.seq, **fields)
+        self.seq += 1
+        await self.nc.publish(self.subjects.run_events(self.request.run_id), event.model_dump_json().encode())
+
+    async def raw(self, data: bytes) -> None:
+        await self.nc.publish(self.subjects.run_events(self.request.run_id), data)
+
+    async def start(self) -> None:
+        await self.emit(RunStarted, runner_id="fake")
+
+
+@dataclass
+class Fakes:
+    """Scripts per agent id, what the fakes saw, and switches the tests flip."""
+
+    scripts: dict[str, Script] = field(default_factory=dict)
+    agents: dict[str, AgentSnapshot] = field(default_factory=dict)
+    forbidden_agents: set[str] = field(default_factory=set)
+    run_requests: list[RunRequest] = field(default_factory=list)
+    admit_requests: list[AdmitRequest] = field(default_factory=list)
+    verify_calls: int = 0
+    cancels: list[CancelRun] = field(default_factory=list)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    revoked: set[str] = field(default_factory=set)
+
+    def agent(self, agent_id: str, script: Script, **params: Any) -> AgentSnapshot:
+        snapshot = AgentSnapshot(
+            id=agent_id, name=f"Agent {agent_id}", provider="openai", model="fake-model", model_parameters=params
+        )
+        self.agents[agent_id] = snapshot
+        self.scripts[agent_id] = script
+        return snapshot
+
+
+def _principals() -> dict[str, Principal]:
+    return {
+        hash_key(KEY): Principal(user_id="u_alice", key_id="k_alice"),
+        hash_key(NO_USE_KEY): Principal(user_id="u_bob", key_id="k_bob", remote_agents_use=False),
+        hash_key(BROKE_KEY): Principal(user_id="u_carol", key_id="k_carol"),
+    }
+
+
+async def run_fakes(nc: nats.NATS, subjects: Subjects, fakes: Fakes) -> list[Any]:
+    """Subscribe the catalog and billing responders and the cancel listener; return the subscriptions."""
+    principals = _principals()
+
+    async def verify(msg: Any) -> None:
+        fakes.verify_calls += 1
+        req = VerifyKeyRequest.model_validate_json(msg.data)
+        principal = None if req.key_hash in fakes.revoked else principals.get(req.key_hash)
+        if principal is None:
+            err = ErrorInfo(
+                status=401, type="authentication_error", message="Incorrect API key provided.", code="invalid_api_key"
+            )
+            reply = VerifyKeyReply(error=err)
+        else:
+            reply = VerifyKeyReply(principal=principal, cache_ttl_s=60)
+        await msg.respond(reply.model_dump_json().encode())
+
+    async def access(msg: Any) -> None:
+        req = AgentAccessRequest.model_validate_json(msg.data)
+        if req.agent_id in fakes.forbidden_agents:
+            err = ErrorInfo(status=403, type="permission_error", message="Not yours.", code="access_denied")
+            reply = AgentAccessReply(error=err)
+        elif req.agent_id not in fakes.agents:
+            err = ErrorInfo(
+                status=404, type="invalid_request_error", message="No such model.", param="model",
+                code="model_not_found",
+            )
+            reply = AgentAccessReply(error=err)
+        else:
+            reply = AgentAccessReply(agent=fakes.agents[req.agent_id], cache_ttl_s=60)
+        await msg.respond(reply.model_dump_json().encode())
+
+    async def models(msg: Any) -> None:
+        ListModelsRequest.model_validate_json(msg.data)
+        infos = [
+            ModelInfo(id=a.id, created=1700000000, owned_by="u_owner", name=a.name, provider=a.provider)
+            for a in fakes.agents.values()
+        ]
+        await msg.respond(ListModelsReply(models=infos).model_dump_json().encode())
+
+    async def admit(msg: Any) -> None:
+        req = AdmitRequest.model_validate_json(msg.data)
+        fakes.admit_requests.append(req)
+        if req.user_id == "u_carol":
+            err = ErrorInfo(status=402, type="insufficient_quota", message="Balance too low.", code="insufficient_quota")
+            reply = AdmitReply(admitted=False, error=err)
+        else:
+            reply = AdmitReply(admitted=True, reservation_id=f"res_{req.run_id}")
+        await msg.respond(reply.model_dump_json().encode())
+
+    async def cancel(msg: Any) -> None:
+        fakes.cancels.append(CancelRun.model_validate_json(msg.data))
+        fakes.cancelled.set()
+
+    return [
+        await nc.subscribe(subjects.catalog_verify_key, queue="catalog", cb=verify),
+        await nc.subscribe(subjects.catalog_agent_access, queue="catalog", cb=access),
+        await nc.subscribe(subjects.catalog_models_list, queue="catalog", cb=models),
+        await nc.subscribe(subjects.billing_admit, queue="billing", cb=admit),
+        await nc.subscribe(subjects.run_cancel_all, cb=cancel),
+    ]
+
+
+async def fake_runner(nc: nats.NATS, subjects: Subjects, fakes: Fakes) -> None:
+    """Pull run requests like a runner does and play the agent's script."""
+    js = nc.jetstream()
+    psub = await js.pull_subscribe(subjects.run_request, durable=subjects.runs_consumer, stream=subjects.runs_stream)
+    tasks: set[asyncio.Task[None]] = set()
+    try:
+        while True:
+            try:
+                msgs = await psub.fetch(1, timeout=5)
+            except nats.errors.TimeoutError:
+                continue
+            for msg in msgs:
+                await msg.ack()
+                request = RunRequest.model_validate_json(msg.data)
+                fakes.run_requests.append(request)
+                script = fakes.scripts[request.agent.id]
+                task = asyncio.create_task(script(RunContext(nc, subjects, request)))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await psub.unsubscribe()
+
+
+@dataclass
+class Stack:
+    url: str
+    fakes: Fakes
+    nc: nats.NATS
+    subjects: Subjects
+    app: Any
+
+    def client(self, key: str = KEY, **kwargs: Any) -> AsyncOpenAI:
+        return AsyncOpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, **kwargs)
+
+    def http(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=10)
+
+
+@contextlib.asynccontextmanager
+async def serve(settings: GatewaySettings) -> AsyncIterator[tuple[str, Any]]:
+    """Uvicorn on a socket bound before it starts: a request made early just waits in the backlog."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    app = create_app(settings)
+    config = uvicorn.Config(app, lifespan="on", log_level="warning", ws="none", http="httptools", loop="none")
+    server = uvicorn.Server(config)
+    # uvicorn's own signal handling would take over the test process' SIGINT.
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+        sock.close()
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+async def stack(
+    nats_url: str, namespace: str, nats_client: nats.NATS, settings_overrides: dict[str, Any]
+) -> AsyncIterator[Stack]:
+    subjects = Subjects(namespace)
+    await ensure_streams(nats_client.jetstream(), subjects)
+    fakes = Fakes()
+    subs = await run_fakes(nats_client, subjects, fakes)
+    runner = asyncio.create_task(fake_runner(nats_client, subjects, fakes))
+    values: dict[str, Any] = {
+        "nats_url": nats_url,
+        "nats_namespace": namespace,
+        "queue_timeout_s": 1.5,
+        "idle_timeout_s": 0.75,
+        "rpc_timeout_s": 1.0,
+        **settings_overrides,
+    }
+    settings = GatewaySettings(**values)
+    try:
+        async with serve(settings) as (url, app):
+            async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+                assert (await http.get("/healthz")).status_code == 200
+            yield Stack(url=url, fakes=fakes, nc=nats_client, subjects=subjects, app=app)
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        for sub in subs:
+            await sub.unsubscribe()
