@@ -1,0 +1,82 @@
+"""Admin routes owned by billing: balances, credits, the ledger and pricing (``subjects.billing_admin``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Query
+from starlette.responses import Response
+
+from contracts.admin import Balance, CreditsAdd, LedgerEntry, Page, Price, PriceSet
+
+from ..deps import CtxDep
+from .bodies import body_doc, json_body
+from .common import PageQuery, admin_router, op_id
+from .forward import relay
+
+router = admin_router()
+
+#: Body fields that are money: a decimal string or an integer, never a JSON float.
+CREDITS_MONEY = ("amount",)
+PRICE_MONEY = ("input", "output", "cache_write", "cache_read")
+
+CreditsAddBody = Annotated[CreditsAdd, Depends(json_body(CreditsAdd, money=CREDITS_MONEY))]
+PriceSetBody = Annotated[PriceSet, Depends(json_body(PriceSet, money=PRICE_MONEY))]
+
+
+@router.get(
+    "/users/{user_id}/balance",
+    response_model=Balance,
+    summary="Get a user's balance",
+    operation_id=op_id("balance.get"),
+)
+async def get_balance(ctx: CtxDep, user_id: str) -> Response:
+    return await relay(ctx, "billing", "balance.get", params={"user_id": user_id})
+
+
+@router.post(
+    "/users/{user_id}/credits",
+    status_code=201,
+    response_model=LedgerEntry,
+    summary="Add credits to a user (negative: an adjustment down)",
+    operation_id=op_id("credits.add"),
+    openapi_extra=body_doc(CreditsAdd, money=CREDITS_MONEY),
+)
+async def add_credits(ctx: CtxDep, user_id: str, body: CreditsAddBody) -> Response:
+    return await relay(
+        ctx, "billing", "credits.add", params={"user_id": user_id}, body=body.model_dump(mode="json"), success=201
+    )
+
+
+@router.get(
+    "/users/{user_id}/ledger",
+    response_model=Page,
+    summary="List a user's ledger entries",
+    operation_id=op_id("ledger.list"),
+)
+async def list_ledger(
+    ctx: CtxDep,
+    user_id: str,
+    page: PageQuery,
+    run_id: Annotated[str | None, Query(description="only this run's entries")] = None,
+) -> Response:
+    query = {**page, "run_id": run_id} if run_id else page
+    return await relay(ctx, "billing", "ledger.list", params={"user_id": user_id}, query=query)
+
+
+@router.get("/pricing", response_model=Page, summary="List model prices", operation_id=op_id("pricing.list"))
+async def list_pricing(ctx: CtxDep, page: PageQuery) -> Response:
+    return await relay(ctx, "billing", "pricing.list", query=page)
+
+
+@router.put(
+    "/pricing/{model_key:path}",
+    response_model=Price,
+    summary="Set a model's price (USD per million tokens)",
+    operation_id=op_id("pricing.put"),
+    openapi_extra=body_doc(PriceSet, money=PRICE_MONEY),
+)
+async def put_pricing(ctx: CtxDep, model_key: str, body: PriceSetBody) -> Response:
+    return await relay(
+        ctx, "billing", "pricing.put", params={"model_key": model_key}, body=body.model_dump(mode="json")
+    )
