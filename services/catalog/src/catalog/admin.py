@@ -86,11 +86,12 @@ def ok(resource: BaseModel | dict[str, Any], status: int = 200) -> AdminReply:
 
 def page(result: PageResult) -> AdminReply:
     items = result.items
+    ids_ = [getattr(i, "id", None) or getattr(i, "name", None) for i in items]
     return ok(
         Page(
             data=[i.model_dump(mode="json") for i in items],
-            first_id=items[0].id if items else None,
-            last_id=items[-1].id if items else None,
+            first_id=ids_[0] if ids_ else None,
+            last_id=ids_[-1] if ids_ else None,
             has_more=result.has_more,
         )
     )
@@ -162,7 +163,7 @@ async def groups_members_remove(svc: CatalogService, req: AdminRequest) -> Admin
 
 async def roles_list(svc: CatalogService, req: AdminRequest) -> AdminReply:
     roles = await svc.repo.list_roles()
-    return page(PageResult(roles, False)) if roles else ok(Page(data=[]))
+    return page(PageResult(roles, False))
 
 
 async def roles_update(svc: CatalogService, req: AdminRequest) -> AdminReply:
