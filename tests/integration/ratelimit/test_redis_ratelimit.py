@@ -1,0 +1,113 @@
+"""The rate limiter on the real Redis: two limiters (two gateway replicas) share one budget."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.ratelimit import RateLimiter
+
+pytestmark = pytest.mark.integration
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def ns() -> str:
+    return f"t{secrets.token_hex(5)}"
+
+
+async def test_two_replicas_share_one_budget(redis_client: aioredis.Redis, ns: str) -> None:
+    clock = Clock()
+    a = RateLimiter(redis_client, namespace=ns, clock=clock)
+    b = RateLimiter(redis_client, namespace=ns, clock=clock)
+    results = [await (a if i % 2 else b).check("key_1", 5) for i in range(5)]
+    assert results == [None] * 5
+    assert await a.check("key_1", 5) == pytest.approx(12.0)
+    assert await b.check("key_1", 5) == pytest.approx(12.0)
+    # another key, another budget
+    assert await b.check("key_2", 5) is None
+
+
+async def test_concurrent_checks_admit_exactly_the_limit(redis_client: aioredis.Redis, ns: str) -> None:
+    replicas = [RateLimiter(redis_client, namespace=ns) for _ in range(3)]
+    results = await asyncio.gather(*(replicas[i % 3].check("burst", 10) for i in range(30)))
+    assert results.count(None) == 10
+    assert all(r is not None and r >= 1 for r in results if r is not None)
+
+
+async def test_recovery_after_the_window_on_the_injected_clock(redis_client: aioredis.Redis, ns: str) -> None:
+    clock = Clock()
+    limiter = RateLimiter(redis_client, namespace=ns, clock=clock)
+    assert [await limiter.check("k", 5) for _ in range(6)] == [None] * 5 + [pytest.approx(12.0)]
+    clock.now += 12.0
+    assert await limiter.check("k", 5) is None
+    assert await limiter.check("k", 5) is not None
+    clock.now += 60.0
+    assert [await limiter.check("k", 5) for _ in range(5)] == [None] * 5
+
+
+async def test_recovery_on_redis_time_with_a_tiny_window(redis_client: aioredis.Redis, ns: str) -> None:
+    limiter = RateLimiter(redis_client, namespace=ns, window_s=0.3)
+    assert [await limiter.check("k", 3) for _ in range(3)] == [None] * 3
+    assert await limiter.check("k", 3) == 1.0  # Retry-After floor; the real wait is 0.1 s
+    deadline = time.monotonic() + 5.0
+    allowed = None
+    while time.monotonic() < deadline:
+        allowed = await limiter.check("k", 3)
+        if allowed is None:
+            break
+        await asyncio.sleep(0.02)  # polling Redis's clock, not synchronising with another task
+    assert allowed is None
+
+
+async def test_state_is_namespaced_and_expires(redis_client: aioredis.Redis, ns: str) -> None:
+    limiter = RateLimiter(redis_client, namespace=ns)
+    await limiter.check("key_9", 60)
+    key = f"sb:{ns}:rl:key_9"
+    assert limiter.redis_key("key_9") == key
+    ttl_ms = await redis_client.pttl(key)
+    assert 0 < ttl_ms <= 1000  # one request's interval: 60 s / 60
+
+
+async def test_evalsha_survives_a_script_flush(redis_client: aioredis.Redis, ns: str) -> None:
+    limiter = RateLimiter(redis_client, namespace=ns)
+    assert await limiter.check("k", 5) is None
+    await redis_client.script_flush()
+    assert await limiter.check("k", 5) is None
+
+
+async def test_unreachable_redis_falls_back_to_memory() -> None:
+    dead = aioredis.from_url("redis://127.0.0.1:1", socket_connect_timeout=0.2)
+    try:
+        limiter = RateLimiter(dead, clock=Clock())
+        assert [await limiter.check("k", 2) for _ in range(3)] == [None, None, pytest.approx(30.0)]
+    finally:
+        await dead.aclose()
+
+
+@pytest.mark.parametrize("limit", [1, 7, 60])
+async def test_exact_counts_on_redis(redis_client: aioredis.Redis, ns: str, limit: int) -> None:
+    clock = Clock()
+    limiter = RateLimiter(redis_client, namespace=ns, clock=clock)
+    results = [await limiter.check("k", limit) for _ in range(limit + 1)]
+    assert results.count(None) == limit
+    assert results[-1] == pytest.approx(max(1.0, 60.0 / limit), abs=1e-3)
