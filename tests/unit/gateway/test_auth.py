@@ -1,0 +1,171 @@
+"""The auth cache: hits, expiry, shared misses, invalidation, and the errors it answers with."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from contracts import (
+    AgentAccessReply,
+    AgentAccessRequest,
+    AgentSnapshot,
+    CacheInvalidated,
+    Principal,
+    Subjects,
+    VerifyKeyReply,
+    VerifyKeyRequest,
+)
+from gateway.auth import Authenticator, ServiceUnavailable, TTLCache, bearer_key, hash_key
+from gateway.errors import GatewayError
+
+pytestmark = pytest.mark.unit
+
+SUBJECTS = Subjects("unit")
+KEY = "sk-unit-0123456789"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeCatalog:
+    """Answers verify and agent-access requests; counts them; can be told to vanish."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.principals = {hash_key(KEY): Principal(user_id="u1", key_id="k1")}
+        self.down = False
+        self.gate: asyncio.Event | None = None
+
+    async def __call__(self, subject: str, payload: bytes, timeout: float) -> bytes:
+        self.calls.append(subject)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.down:
+            raise ServiceUnavailable(subject)
+        if subject == SUBJECTS.catalog_verify_key:
+            req = VerifyKeyRequest.model_validate_json(payload)
+            principal = self.principals.get(req.key_hash)
+            if principal is None:
+                return VerifyKeyReply(
+                    error={"status": 401, "type": "authentication_error", "message": "bad", "code": "invalid_api_key"}
+                ).model_dump_json().encode()
+            return VerifyKeyReply(principal=principal, cache_ttl_s=30).model_dump_json().encode()
+        areq = AgentAccessRequest.model_validate_json(payload)
+        agent = AgentSnapshot(id=areq.agent_id, name="A", provider="openai", model="m")
+        return AgentAccessReply(agent=agent).model_dump_json().encode()
+
+
+def make() -> tuple[Authenticator, FakeCatalog, FakeClock]:
+    catalog, clock = FakeCatalog(), FakeClock()
+    return Authenticator(catalog, SUBJECTS, ttl_s=5, rpc_timeout_s=1, clock=clock), catalog, clock
+
+
+@pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer ", "Basic abc", "Bearer a b", "sk-123"])
+def test_malformed_headers_are_401(header: str | None) -> None:
+    with pytest.raises(GatewayError) as caught:
+        bearer_key(header)
+    assert caught.value.status == 401 and caught.value.info.code == "invalid_api_key"
+
+
+def test_bearer_key_is_case_insensitive_on_the_scheme() -> None:
+    assert bearer_key("bearer sk-1") == "sk-1"
+
+
+def test_ttl_cache_expires() -> None:
+    clock = FakeClock()
+    cache: TTLCache[str, int] = TTLCache(clock)
+    cache.put("a", 1, ttl=5)
+    assert cache.get("a") == 1
+    clock.now += 5
+    assert cache.get("a") is None and len(cache) == 0
+
+
+async def test_hits_are_served_locally_until_the_ttl() -> None:
+    auth, catalog, clock = make()
+    principal = await auth.authenticate(f"Bearer {KEY}")
+    assert principal.user_id == "u1"
+    await auth.authenticate(f"Bearer {KEY}")
+    assert len(catalog.calls) == 1
+    # The gateway's TTL (5 s) caps the catalog's (30 s).
+    clock.now += 5.1
+    await auth.authenticate(f"Bearer {KEY}")
+    assert len(catalog.calls) == 2
+
+
+async def test_concurrent_misses_share_one_request() -> None:
+    auth, catalog, _ = make()
+    catalog.gate = asyncio.Event()
+    tasks = [asyncio.create_task(auth.authenticate(f"Bearer {KEY}")) for _ in range(20)]
+    await asyncio.sleep(0)
+    catalog.gate.set()
+    principals = await asyncio.gather(*tasks)
+    assert {p.key_id for p in principals} == {"k1"} and len(catalog.calls) == 1
+
+
+async def test_invalid_key_is_401_and_cached() -> None:
+    auth, catalog, _ = make()
+    for _ in range(2):
+        with pytest.raises(GatewayError) as caught:
+            await auth.authenticate("Bearer sk-nope")
+        assert caught.value.status == 401
+    assert len(catalog.calls) == 1
+
+
+async def test_no_remote_agents_use_is_403() -> None:
+    auth, catalog, _ = make()
+    catalog.principals[hash_key("sk-bob")] = Principal(user_id="u2", key_id="k2", remote_agents_use=False)
+    with pytest.raises(GatewayError) as caught:
+        await auth.authenticate("Bearer sk-bob")
+    assert caught.value.status == 403 and caught.value.info.type == "permission_error"
+    assert caught.value.info.code == "access_denied"
+
+
+async def test_catalog_down_is_503_and_not_cached() -> None:
+    auth, catalog, _ = make()
+    catalog.down = True
+    with pytest.raises(GatewayError) as caught:
+        await auth.authenticate(f"Bearer {KEY}")
+    assert caught.value.status == 503 and caught.value.info.code == "service_unavailable"
+    catalog.down = False
+    assert (await auth.authenticate(f"Bearer {KEY}")).user_id == "u1"
+
+
+@pytest.mark.parametrize(
+    ("event", "keys_left", "agents_left"),
+    [
+        (CacheInvalidated(kind="api_key", key_hash=hash_key(KEY)), 1, 3),
+        (CacheInvalidated(kind="user", user_id="u1"), 1, 1),
+        (CacheInvalidated(kind="agent", agent_id="a1"), 2, 1),
+        (CacheInvalidated(kind="grant", agent_id="a2"), 2, 2),
+        (CacheInvalidated(kind="grant", user_id="u2"), 2, 2),
+        (CacheInvalidated(kind="all"), 0, 0),
+    ],
+)
+async def test_invalidation_drops_matching_entries(event: CacheInvalidated, keys_left: int, agents_left: int) -> None:
+    auth, catalog, _ = make()
+    catalog.principals[hash_key("sk-two")] = Principal(user_id="u2", key_id="k2")
+    alice = await auth.authenticate(f"Bearer {KEY}")
+    bob = await auth.authenticate("Bearer sk-two")
+    await auth.agent(alice, "a1")
+    await auth.agent(alice, "a2")
+    await auth.agent(bob, "a1")
+    assert len(auth.keys) == 2 and len(auth.agents) == 3
+    auth.invalidate(event)
+    assert len(auth.keys) == keys_left and len(auth.agents) == agents_left
+
+
+async def test_answer_in_flight_during_invalidation_is_not_cached() -> None:
+    auth, catalog, _ = make()
+    catalog.gate = asyncio.Event()
+    task = asyncio.create_task(auth.authenticate(f"Bearer {KEY}"))
+    await asyncio.sleep(0)
+    auth.invalidate(CacheInvalidated(kind="api_key", key_hash=hash_key(KEY)))
+    catalog.gate.set()
+    await task
+    assert len(auth.keys) == 0

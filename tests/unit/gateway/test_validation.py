@@ -1,0 +1,108 @@
+"""Request validation: every bad body is a 400 envelope naming the parameter; never 422."""
+
+from __future__ import annotations
+
+import pytest
+
+from contracts import AgentSnapshot, ChatMessage
+from gateway.errors import GatewayError, param_from_loc
+from gateway.routes.chat import max_output_tokens, parse_chat_request
+from gateway.schemas import estimate_prompt_tokens
+from gateway.settings import GatewaySettings
+from tests.support.openapi_schema import validate
+
+pytestmark = pytest.mark.unit
+
+
+def bad(raw: bytes) -> GatewayError:
+    with pytest.raises(GatewayError) as caught:
+        parse_chat_request(raw)
+    err = caught.value
+    assert err.status == 400 and err.info.type == "invalid_request_error"
+    validate("ErrorResponse", err.info.envelope())
+    return err
+
+
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        (b"", None),
+        (b"{", None),
+        (b'"a string"', None),
+        (b'{"model": "a"}', "messages"),
+        (b'{"model": "a", "messages": []}', "messages"),
+        (b'{"model": "a", "messages": "hi"}', "messages"),
+        (b'{"model": 3, "messages": [{"role": "user", "content": "x"}]}', "model"),
+        (b'{"model": "a", "messages": [{"role": "robot", "content": "x"}]}', "messages[0].role"),
+        (b'{"model": "a", "messages": [{"content": "x"}]}', "messages[0].role"),
+        (b'{"model": "a", "messages": [{"role": "user", "content": 5}]}', "messages[0].content"),
+        (b'{"model": "a", "messages": [{"role": "tool", "content": "x"}]}', "messages[0].tool_call_id"),
+        (b'{"model": "a", "messages": [{"role": "assistant", "content": null}]}', "messages[0].content"),
+        (b'{"model": "a", "messages": [{"role": "user", "content": "x"}], "stream": "true"}', "stream"),
+        (b'{"model": "a", "messages": [{"role": "user", "content": "x"}], "stream": 1}', "stream"),
+        (b'{"model": "a", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}', "max_tokens"),
+        (b'{"model": "a", "messages": [{"role": "user", "content": "x"}], "stop": [1]}', "stop"),
+        (b'{"model": "a", "messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": "y"}}',
+         "stream_options.include_usage"),
+    ],
+)
+def test_bad_bodies(raw: bytes, param: str | None) -> None:
+    err = bad(raw)
+    if param is None:
+        assert err.info.param is None
+    else:
+        assert err.info.param is not None and err.info.param.startswith(param)
+
+
+def test_good_body_with_extensions_and_unknown_fields() -> None:
+    body = parse_chat_request(
+        b'{"model": "agent_1", "messages": ['
+        b'{"role": "system", "content": "be brief"},'
+        b'{"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "u"}}]},'
+        b'{"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",'
+        b' "function": {"name": "f", "arguments": "{}"}}]},'
+        b'{"role": "tool", "tool_call_id": "c1", "content": "ok"}],'
+        b' "stream": true, "stream_options": {"include_usage": true}, "max_completion_tokens": 9, "stop": "END",'
+        b' "temperature": 1, "top_p": 0.5, "conversation_id": "conv", "parent_message_id": "p", "logit_bias": {}}'
+    )
+    assert body.include_usage and body.requested_max_tokens == 9 and body.stop_list == ["END"]
+    messages = [m.to_contract() for m in body.messages]
+    assert messages[1].text() == "hi" and messages[1].content[1]["image_url"] == {"url": "u"}  # type: ignore[index]
+    assert messages[2].tool_calls and messages[2].tool_calls[0].function.name == "f"
+    assert body.conversation_id == "conv"
+
+
+def test_param_names() -> None:
+    assert param_from_loc(("body", "messages", 0, "role")) == "messages[0].role"
+    assert param_from_loc(("stream",)) == "stream"
+    assert param_from_loc(()) is None
+
+
+def test_prompt_estimate_is_chars_over_four() -> None:
+    messages = [ChatMessage(role="user", content="a" * 10), ChatMessage(role="user", content=[{"type": "text", "text": "bb"}])]
+    assert estimate_prompt_tokens(messages, "c" * 4) == 4
+
+
+def test_max_output_tokens_precedence() -> None:
+    agent = AgentSnapshot(id="a", name="a", provider="openai", model="m", model_parameters={"max_tokens": 300})
+    bare = AgentSnapshot(id="a", name="a", provider="openai", model="m")
+    with_limit = parse_chat_request(b'{"model": "a", "messages": [{"role": "user", "content": "x"}], "max_tokens": 5}')
+    without = parse_chat_request(b'{"model": "a", "messages": [{"role": "user", "content": "x"}]}')
+    assert max_output_tokens(with_limit, agent, 4096) == 5
+    assert max_output_tokens(without, agent, 4096) == 300
+    assert max_output_tokens(without, bare, 4096) == 4096
+
+
+def test_production_refuses_weak_admin_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWITCHBOARD_ENV", "production")
+    for token in (None, "short", "changeme"):
+        if token is None:
+            monkeypatch.delenv("ADMIN_TOKEN", raising=False)
+        else:
+            monkeypatch.setenv("ADMIN_TOKEN", token)
+        with pytest.raises(ValueError, match="ADMIN_TOKEN"):
+            GatewaySettings()
+    monkeypatch.setenv("ADMIN_TOKEN", "x" * 40)
+    assert GatewaySettings().admin_token == "x" * 40
+    monkeypatch.setenv("GATEWAY_PORT", "9999")
+    assert GatewaySettings().port == 9999
