@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+from types import FrameType
 
 from faststream.asgi import AsgiFastStream
 
@@ -11,6 +13,11 @@ from servicekit.telemetry import setup_logging, setup_tracing
 
 from .app import create_app
 from .settings import CatalogSettings
+
+
+def _drained(signum: int, frame: FrameType | None) -> None:
+    """uvicorn re-raises the signal it shut down on once the drain is over; by then the work is done,
+    so the process ends normally (exit 0) instead of dying of that signal."""
 
 
 def main() -> None:
@@ -25,10 +32,13 @@ def main() -> None:
     except ImportError:  # optional speed-up
         pass
     if isinstance(app, AsgiFastStream):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _drained)
         opts = {"host": settings.health_host, "port": settings.health_port, "access_log": "false"}
         asyncio.run(app.run(log_level=logging.WARNING, run_extra_options=opts))
     else:
         asyncio.run(app.run())
+    logging.getLogger("catalog").info("catalog stopped")
 
 
 if __name__ == "__main__":
