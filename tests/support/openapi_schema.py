@@ -17,9 +17,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SPEC_PATH = Path(
-    os.environ.get("OPENAI_OPENAPI_SPEC", "/work/shared/reference/openai-openapi/openapi.yaml")
-)
+SPEC_PATH = Path(os.environ.get("OPENAI_OPENAPI_SPEC", "/work/shared/reference/openai-openapi/openapi.yaml"))
 _URI = "urn:openai:openapi"
 
 

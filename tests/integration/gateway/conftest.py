@@ -124,7 +124,10 @@ async def run_fakes(nc: nats.NATS, subjects: Subjects, fakes: Fakes) -> list[Any
             reply = AgentAccessReply(error=err)
         elif req.agent_id not in fakes.agents:
             err = ErrorInfo(
-                status=404, type="invalid_request_error", message="No such model.", param="model",
+                status=404,
+                type="invalid_request_error",
+                message="No such model.",
+                param="model",
                 code="model_not_found",
             )
             reply = AgentAccessReply(error=err)
@@ -144,7 +147,9 @@ async def run_fakes(nc: nats.NATS, subjects: Subjects, fakes: Fakes) -> list[Any
         req = AdmitRequest.model_validate_json(msg.data)
         fakes.admit_requests.append(req)
         if req.user_id == "u_carol":
-            err = ErrorInfo(status=402, type="insufficient_quota", message="Balance too low.", code="insufficient_quota")
+            err = ErrorInfo(
+                status=402, type="insufficient_quota", message="Balance too low.", code="insufficient_quota"
+            )
             reply = AdmitReply(admitted=False, error=err)
         else:
             reply = AdmitReply(admitted=True, reservation_id=f"res_{req.run_id}")

@@ -183,8 +183,11 @@ async def test_non_stream_client_disconnect_cancels(stack: Stack) -> None:
     stack.fakes.agent("agent_forever", stream_forever)
     async with stack.http() as http:
         request = asyncio.create_task(
-            http.post("/v1/chat/completions", json={"model": "agent_forever", "messages": HI},
-                      headers={"Authorization": f"Bearer {KEY}"})
+            http.post(
+                "/v1/chat/completions",
+                json={"model": "agent_forever", "messages": HI},
+                headers={"Authorization": f"Bearer {KEY}"},
+            )
         )
         # Wait until the runner has the run, then drop the connection.
         await asyncio.wait_for(stack.fakes.run_received.wait(), 5)

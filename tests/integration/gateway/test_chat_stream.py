@@ -131,7 +131,10 @@ async def test_streamed_text_with_usage_is_spec_valid(stack: Stack) -> None:
         "total_tokens": 25,
         "prompt_tokens_details": {"cached_tokens": 5, "cache_write_tokens": 3, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": 2, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0,
+            "reasoning_tokens": 2,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
         },
     }
     # The runner got what the client asked for, traced and admitted.
@@ -171,13 +174,15 @@ async def test_reasoning_streams_as_delta_reasoning(stack: Stack) -> None:
 
 async def test_tool_calls_accumulate_in_the_sdk_helper(stack: Stack) -> None:
     stack.fakes.agent("agent_tools", call_tools)
-    async with stack.client() as client:
-        async with client.chat.completions.stream(
+    async with (
+        stack.client() as client,
+        client.chat.completions.stream(
             model="agent_tools", messages=[{"role": "user", "content": "weather?"}]
-        ) as stream:
-            async for _ in stream:
-                pass
-            final = await stream.get_final_completion()
+        ) as stream,
+    ):
+        async for _ in stream:
+            pass
+        final = await stream.get_final_completion()
     message = final.choices[0].message
     assert message.content == "Sunny in Paris."
     calls = message.tool_calls or []
@@ -236,17 +241,19 @@ async def test_sequence_gap_ends_with_error_chunk(stack: Stack) -> None:
 
 async def test_client_disconnect_publishes_cancel(stack: Stack) -> None:
     stack.fakes.agent("agent_forever", stream_forever)
-    async with stack.http() as http:
-        async with http.stream(
+    async with (
+        stack.http() as http,
+        http.stream(
             "POST",
             "/v1/chat/completions",
             json={"model": "agent_forever", "messages": [{"role": "user", "content": "x"}], "stream": True},
             headers={"Authorization": f"Bearer {KEY}"},
-        ) as resp:
-            assert resp.status_code == 200
-            async for line in resp.aiter_lines():
-                if "first" in line:
-                    break
+        ) as resp,
+    ):
+        assert resp.status_code == 200
+        async for line in resp.aiter_lines():
+            if "first" in line:
+                break
     # The connection is closed; the gateway must tell the runner at once.
     await asyncio.wait_for(stack.fakes.cancelled.wait(), 5)
     cancel = stack.fakes.cancels[0]

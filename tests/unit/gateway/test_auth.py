@@ -52,9 +52,18 @@ class FakeCatalog:
             req = VerifyKeyRequest.model_validate_json(payload)
             principal = self.principals.get(req.key_hash)
             if principal is None:
-                return VerifyKeyReply(
-                    error={"status": 401, "type": "authentication_error", "message": "bad", "code": "invalid_api_key"}
-                ).model_dump_json().encode()
+                return (
+                    VerifyKeyReply(
+                        error={
+                            "status": 401,
+                            "type": "authentication_error",
+                            "message": "bad",
+                            "code": "invalid_api_key",
+                        }
+                    )
+                    .model_dump_json()
+                    .encode()
+                )
             return VerifyKeyReply(principal=principal, cache_ttl_s=30).model_dump_json().encode()
         areq = AgentAccessRequest.model_validate_json(payload)
         agent = AgentSnapshot(id=areq.agent_id, name="A", provider="openai", model="m")

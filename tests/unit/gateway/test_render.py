@@ -108,7 +108,9 @@ def test_aggregated_completion() -> None:
         ToolCallArgumentsDelta(run_id="r", seq=6, index=0, delta="1}"),
     ):
         agg.add(event)
-    body = agg.completion("chatcmpl-2", 5, "m", RunCompleted(run_id="r", seq=7, finish_reason="tool_calls", usage=USAGE))
+    body = agg.completion(
+        "chatcmpl-2", 5, "m", RunCompleted(run_id="r", seq=7, finish_reason="tool_calls", usage=USAGE)
+    )
     validate("CreateChatCompletionResponse", body)
     message = body["choices"][0]["message"]
     assert message["content"] is None and message["reasoning"] == "ab" and message["refusal"] is None

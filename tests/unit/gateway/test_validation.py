@@ -42,8 +42,10 @@ def bad(raw: bytes) -> GatewayError:
         (b'{"model": "a", "messages": [{"role": "user", "content": "x"}], "stream": 1}', "stream"),
         (b'{"model": "a", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}', "max_tokens"),
         (b'{"model": "a", "messages": [{"role": "user", "content": "x"}], "stop": [1]}', "stop"),
-        (b'{"model": "a", "messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": "y"}}',
-         "stream_options.include_usage"),
+        (
+            b'{"model": "a", "messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": "y"}}',
+            "stream_options.include_usage",
+        ),
     ],
 )
 def test_bad_bodies(raw: bytes, param: str | None) -> None:
@@ -58,7 +60,8 @@ def test_good_body_with_extensions_and_unknown_fields() -> None:
     body = parse_chat_request(
         b'{"model": "agent_1", "messages": ['
         b'{"role": "system", "content": "be brief"},'
-        b'{"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "u"}}]},'
+        b'{"role": "user", "content": [{"type": "text", "text": "hi"},'
+        b' {"type": "image_url", "image_url": {"url": "u"}}]},'
         b'{"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",'
         b' "function": {"name": "f", "arguments": "{}"}}]},'
         b'{"role": "tool", "tool_call_id": "c1", "content": "ok"}],'
@@ -79,7 +82,10 @@ def test_param_names() -> None:
 
 
 def test_prompt_estimate_is_chars_over_four() -> None:
-    messages = [ChatMessage(role="user", content="a" * 10), ChatMessage(role="user", content=[{"type": "text", "text": "bb"}])]
+    messages = [
+        ChatMessage(role="user", content="a" * 10),
+        ChatMessage(role="user", content=[{"type": "text", "text": "bb"}]),
+    ]
     assert estimate_prompt_tokens(messages, "c" * 4) == 4
 
 

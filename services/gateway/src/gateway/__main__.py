@@ -22,7 +22,7 @@ def main() -> None:
         http="httptools",
         access_log=settings.access_log,
         log_config=None,
-        timeout_graceful_shutdown=settings.drain_timeout_s or None,
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
         lifespan="on",
     )
     uvicorn.Server(config).run()

@@ -9,7 +9,7 @@ import importlib.util
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
@@ -39,12 +39,13 @@ def _make_rate_limiter(redis: object | None, namespace: str) -> object | None:
     return RateLimiter(redis, namespace=namespace)
 
 
-def _admin_router() -> object | None:
+def _admin_router() -> APIRouter | None:
     # The admin API is built alongside; mount it once it is there.
     try:
         from .admin import router  # type: ignore[attr-defined]
     except ImportError:
         return None
+    assert isinstance(router, APIRouter)
     return router
 
 

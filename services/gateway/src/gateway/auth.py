@@ -196,7 +196,7 @@ class Authenticator:
         pending = self._inflight.get(flight)
         if pending is not None:
             # Another request for the same key is on its way: share its answer.
-            return await asyncio.shield(pending)  # type: ignore[return-value]
+            return await asyncio.shield(pending)  # type: ignore[return-value, arg-type]
         future: asyncio.Future[BaseModel] = asyncio.get_running_loop().create_future()
         self._inflight[flight] = future
         generation = self._generation

@@ -63,8 +63,12 @@ class ChunkRenderer:
         self.model = model
         self.include_usage = include_usage
         self._meta = (
-            b'{"id":' + orjson.dumps(completion_id) + b',"object":"chat.completion.chunk","created":'
-            + str(int(created)).encode() + b',"model":' + orjson.dumps(model)
+            b'{"id":'
+            + orjson.dumps(completion_id)
+            + b',"object":"chat.completion.chunk","created":'
+            + str(int(created)).encode()
+            + b',"model":'
+            + orjson.dumps(model)
         )
         self._head = b"data: " + self._meta + b',"choices":[{"index":0,"delta":'
         # Per the spec, with include_usage every chunk but the last carries "usage": null; without, no key.
@@ -94,8 +98,12 @@ class ChunkRenderer:
 
     def finish(self, finish_reason: str) -> bytes:
         return (
-            self._head + b'{},"logprobs":null,"finish_reason":' + orjson.dumps(finish_reason) + b"}]"
-            + self._usage_null + b"}\n\n"
+            self._head
+            + b'{},"logprobs":null,"finish_reason":'
+            + orjson.dumps(finish_reason)
+            + b"}]"
+            + self._usage_null
+            + b"}\n\n"
         )
 
     def usage(self, usage: TokenUsage) -> bytes:
@@ -169,8 +177,6 @@ class CompletionAggregator:
             "object": "chat.completion",
             "created": created,
             "model": model,
-            "choices": [
-                {"index": 0, "message": self.message(), "logprobs": None, "finish_reason": done.finish_reason}
-            ],
+            "choices": [{"index": 0, "message": self.message(), "logprobs": None, "finish_reason": done.finish_reason}],
             "usage": usage_object(done.usage),
         }

@@ -20,9 +20,9 @@ def nats_requester(nc: Client) -> Requester:
     """A :data:`gateway.auth.Requester` over ``nc``: no responders, a timeout or a closed connection →
     :class:`ServiceUnavailable`."""
 
-    async def request(subject: str, payload: bytes, timeout: float) -> bytes:
+    async def request(subject: str, payload: bytes, timeout_s: float) -> bytes:
         try:
-            msg = await nc.request(subject, payload, timeout=timeout)
+            msg = await nc.request(subject, payload, timeout=timeout_s)
         except (nats.errors.Error, TimeoutError) as exc:
             raise ServiceUnavailable(subject) from exc
         return msg.data
@@ -31,11 +31,11 @@ def nats_requester(nc: Client) -> Requester:
 
 
 async def call(
-    request: Requester, subject: str, message: BaseModel, reply_type: type[R], timeout: float, service: str
+    request: Requester, subject: str, message: BaseModel, reply_type: type[R], timeout_s: float, service: str
 ) -> R:
     """Ask ``service`` and decode its reply; 503 ``service_unavailable`` when it does not answer."""
     try:
-        raw = await request(subject, message.model_dump_json().encode(), timeout)
+        raw = await request(subject, message.model_dump_json().encode(), timeout_s)
         return reply_type.model_validate_json(raw)
     except ServiceUnavailable as exc:
         raise GatewayError.unavailable(f"The {service} service is unavailable; try again shortly.") from exc

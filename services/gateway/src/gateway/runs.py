@@ -8,6 +8,7 @@ into a local queue; :meth:`RunStream.next` returns them in ``seq`` order or rais
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -60,12 +61,12 @@ class RunStream:
     async def open(self) -> None:
         self._sub = await self._nc.subscribe(self._subjects.run_events(self.run_id), cb=self._on_msg)
 
-    async def publish(self, js: JetStreamContext, request: RunRequest, timeout: float) -> None:
+    async def publish(self, js: JetStreamContext, request: RunRequest, ack_wait_s: float) -> None:
         """Put the request on the RUNS work queue (deduplicated by run id; carries the trace context)."""
         await js.publish(
             self._subjects.run_request,
             request.model_dump_json().encode(),
-            timeout=timeout,
+            timeout=ack_wait_s,
             headers=trace_headers({"Nats-Msg-Id": self.run_id}),
         )
 
@@ -73,18 +74,16 @@ class RunStream:
         """Wake :meth:`next` with :class:`ClientGone` (called when the HTTP client disconnects)."""
         self._queue.put_nowait(_CLIENT_GONE)
 
-    async def next(self, timeout: float) -> RunEvent:
-        """The next event in order; no event at all (heartbeats included) within ``timeout`` is an error."""
+    async def next(self, wait_s: float) -> RunEvent:
+        """The next event in order; no event at all (heartbeats included) within ``wait_s`` is an error."""
         try:
             data = self._queue.get_nowait()
         except asyncio.QueueEmpty:
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(wait_s):
                     data = await self._queue.get()
             except TimeoutError:
-                raise _stream_error(
-                    f"The agent run sent nothing for {timeout:g} s.", "run_timeout", 504
-                ) from None
+                raise _stream_error(f"The agent run sent nothing for {wait_s:g} s.", "run_timeout", 504) from None
         if data is _CLIENT_GONE:
             raise ClientGone
         try:
@@ -109,7 +108,6 @@ class RunStream:
             return
         self.closed = True
         if self._sub is not None:
-            try:
+            # The connection may be closing; the subscription dies with it then.
+            with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
-            except Exception:  # noqa: S110 - the connection is closing; the subscription dies with it
-                pass

@@ -66,8 +66,10 @@ class MessageIn(_Body):
         else:
             content = self.content
         tool_calls = (
-            [ToolCall(id=t.id, function=FunctionCall(name=t.function.name, arguments=t.function.arguments))
-             for t in self.tool_calls]
+            [
+                ToolCall(id=t.id, function=FunctionCall(name=t.function.name, arguments=t.function.arguments))
+                for t in self.tool_calls
+            ]
             if self.tool_calls
             else None
         )

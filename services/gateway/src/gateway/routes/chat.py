@@ -174,7 +174,11 @@ async def create_chat_completion(request: Request, ctx: CtxDep, principal: Princ
             renderer = ChunkRenderer(run_id, created, body.model, include_usage=body.include_usage)
             handed_over = True
             return ChatStreamResponse(
-                run, first, renderer, idle_timeout_s=settings.idle_timeout_s, metrics=ctx.metrics,
+                run,
+                first,
+                renderer,
+                idle_timeout_s=settings.idle_timeout_s,
+                metrics=ctx.metrics,
                 started_at=started_at,
             )
         handed_over = True
