@@ -1,0 +1,165 @@
+"""``python -m devstack run``: the whole stack on this machine, seeded, with examples (``make run``).
+
+Embedded defaults, each replaced by its variable when set: NATS (``NATS_URL``), SQLite files under
+``.run/`` (``DATABASE_URL``, for both catalog and billing), no Redis (``REDIS_URL``), the fake LLM
+(``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``, ``ANTHROPIC_BASE_URL`` / ``ANTHROPIC_API_KEY``). The gateway
+listens on ``GATEWAY_PORT`` (8080); ``ADMIN_TOKEN`` defaults to a random token for this run.
+``CATALOG_*``, ``BILLING_*``, ``RUNNER_*`` and ``GATEWAY_*`` variables reach their service. Ctrl-C stops
+everything and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import sys
+import threading
+from decimal import Decimal
+from pathlib import Path
+
+from .errors import DevstackError, SeedError
+from .seed import FAKE_DEMO_MODEL, AdminClient, DemoSeed, seed_demo
+from .stack import Stack, StackConfig
+
+#: Credits the demo user gets when its balance is lower (1,000,000 credits = 1 USD).
+DEMO_CREDITS = 10_000_000
+_SERVICE_PREFIXES = {"catalog": "CATALOG_", "billing": "BILLING_", "runner": "RUNNER_", "gateway": "GATEWAY_"}
+_COMMON = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "LOG_LEVEL", "SWITCHBOARD_ENV")
+
+
+def config_from_env(env: dict[str, str], run_dir: Path) -> StackConfig:
+    """The ``make run`` configuration: embedded defaults, overridden by the environment."""
+    database_url = env.get("DATABASE_URL")
+    provider_env = {
+        k: env[k]
+        for k in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY")
+        if env.get(k)
+    }
+    service_env = {
+        name: {k: v for k, v in env.items() if k.startswith(prefix) and k not in ("GATEWAY_PORT", "GATEWAY_HOST")}
+        for name, prefix in _SERVICE_PREFIXES.items()
+    }
+    return StackConfig(
+        run_dir=run_dir,
+        namespace=env.get("SWITCHBOARD_NAMESPACE", ""),
+        nats_url=env.get("NATS_URL") or None,
+        catalog_database_url=database_url or env.get("CATALOG_DATABASE_URL"),
+        billing_database_url=database_url or env.get("BILLING_DATABASE_URL"),
+        redis_url=env.get("REDIS_URL") or None,
+        gateway_host=env.get("GATEWAY_HOST", "127.0.0.1"),
+        gateway_port=int(env.get("GATEWAY_PORT", "8080")),
+        admin_token=env.get("ADMIN_TOKEN") or secrets.token_urlsafe(32),
+        provider_env=provider_env,
+        env={k: env[k] for k in _COMMON if env.get(k)},
+        service_env=service_env,
+        runners=int(env.get("DEVSTACK_RUNNERS", "1")),
+    )
+
+
+def ensure_credits(gateway_url: str, admin_token: str, user_id: str) -> None:
+    """Top the demo user up when balances are enforced and it has little left."""
+    with AdminClient(gateway_url, admin_token) as admin:
+        try:
+            balance = admin.balance(user_id)
+        except SeedError:
+            return  # no balance route answer: nothing to top up
+        available = Decimal(str(balance.get("available", balance.get("balance", "0"))))
+        if balance.get("enabled", True) and available < DEMO_CREDITS:
+            admin.add_credits(user_id, DEMO_CREDITS)
+
+
+def banner(stack: Stack, seed: DemoSeed, token_generated: bool) -> str:
+    url = stack.gateway_url
+    token_note = " (generated for this run; set ADMIN_TOKEN to choose one)" if token_generated else ""
+    return f"""
+Switchboard is running.
+
+  Gateway (OpenAI API)  {url}/v1
+  Admin token           {stack.admin_token}{token_note}
+  Demo user             {seed.user_id}
+  Demo API key          {seed.api_key}
+  Demo agent (model)    {seed.agent_id}   [{seed.model}]
+  Logs                  {stack.logs_dir}
+
+Stream an answer with curl:
+
+  curl -N {url}/v1/chat/completions \\
+    -H "Authorization: Bearer {seed.api_key}" \\
+    -H "Content-Type: application/json" \\
+    -d '{{"model": "{seed.agent_id}", "stream": true, "messages": [{{"role": "user", "content": "Hello!"}}]}}'
+
+Or with the openai Python SDK:
+
+  from openai import OpenAI
+  client = OpenAI(base_url="{url}/v1", api_key="{seed.api_key}")
+  stream = client.chat.completions.create(
+      model="{seed.agent_id}",
+      messages=[{{"role": "user", "content": "Hello!"}}],
+      stream=True,
+  )
+  for chunk in stream:
+      if chunk.choices and chunk.choices[0].delta.content:
+          print(chunk.choices[0].delta.content, end="", flush=True)
+
+Press Ctrl-C to stop.
+"""
+
+
+def run(run_dir: Path) -> int:
+    env = dict(os.environ)
+    config = config_from_env(env, run_dir)
+    stack = Stack(config)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Until the stack is up, SIGTERM behaves like Ctrl-C, so start-up is unwound and nothing is left behind.
+    signal.signal(signal.SIGTERM, interrupt)
+    print(f"Starting Switchboard (logs in {stack.logs_dir}) …", flush=True)
+    try:
+        stack.start()
+        real_provider = bool(config.provider_env.get("OPENAI_BASE_URL"))
+        model = env.get("DEMO_MODEL") or ("gpt-4o-mini" if real_provider else FAKE_DEMO_MODEL)
+        seed = seed_demo(stack.gateway_url, stack.admin_token, model=model)
+        ensure_credits(stack.gateway_url, stack.admin_token, seed.user_id)
+        print(banner(stack, seed, token_generated=not env.get("ADMIN_TOKEN")), flush=True)
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        # Wake up now and then to notice a service that died on its own.
+        while not stop.wait(1.0):
+            dead = [name for name, p in stack.processes.items() if not p.running]
+            if dead:
+                print(f"stopped unexpectedly: {', '.join(dead)}; see {stack.logs_dir}", file=sys.stderr)
+                for name in dead:
+                    print(f"--- {name}\n{stack.tail(name)}", file=sys.stderr)
+                return 1
+        print("\nStopping …", flush=True)
+        return 0
+    except KeyboardInterrupt:
+        print("\nInterrupted while starting; stopping …", flush=True)
+        return 0
+    except DevstackError as exc:
+        print(f"Switchboard failed to start: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
+        print("Stopped.", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser("run", help="start the whole stack, seed it, print examples")
+    run_parser.add_argument("--run-dir", type=Path, default=Path(".run"), help="logs, SQLite files, NATS store")
+    args = parser.parse_args(argv)
+    return run(args.run_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
