@@ -34,8 +34,12 @@ def main() -> None:
     if isinstance(app, AsgiFastStream):
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, _drained)
-        opts = {"host": settings.health_host, "port": settings.health_port, "access_log": "false"}
-        asyncio.run(app.run(log_level=logging.WARNING, run_extra_options=opts))
+        asyncio.run(
+            app.run(
+                log_level=logging.WARNING,
+                run_extra_options={"host": settings.health_host, "port": settings.health_port, "access_log": "false"},
+            )
+        )
     else:
         asyncio.run(app.run())
     logging.getLogger("catalog").info("catalog stopped")

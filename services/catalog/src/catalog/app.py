@@ -17,6 +17,7 @@ from typing import Any
 from faststream import FastStream
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.nats import NatsBroker
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from redis.asyncio import Redis
 
 from contracts import CacheInvalidated, Subjects
@@ -45,10 +46,12 @@ class CatalogRuntime:
             [u.strip() for u in settings.nats_url.split(",")],
             name="catalog",
             max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
+            reconnect_time_wait=1,
             connect_timeout=5,
             # Per-message "Received/Processed" lines would cost more than the answers themselves.
             log_level=logging.DEBUG,
+            # Continues the caller's trace (W3C traceparent header) in a consumer span per request.
+            middlewares=[NatsTelemetryMiddleware(include_messages_counters=False)],
         )
         register(self.broker, self.subjects, workers=settings.workers)
         self.redis: Redis | None = None

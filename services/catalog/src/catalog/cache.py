@@ -37,7 +37,8 @@ class AnswerCache:
 
     async def get_principal(self, key_hash: str) -> bytes | None:
         try:
-            return await self.redis.get(self._vk(key_hash))
+            value = await self.redis.get(self._vk(key_hash))
+            return value.encode() if isinstance(value, str) else value
         except RedisError:
             log.warning("redis get failed", exc_info=True)
             return None
@@ -53,7 +54,8 @@ class AnswerCache:
 
     async def get_access(self, agent_id: str, user_id: str, permission: int) -> bytes | None:
         try:
-            return await self.redis.hget(self._aa(agent_id), f"{user_id}:{permission}")
+            value = await self.redis.hget(self._aa(agent_id), f"{user_id}:{permission}")
+            return value.encode() if isinstance(value, str) else value
         except RedisError:
             log.warning("redis hget failed", exc_info=True)
             return None

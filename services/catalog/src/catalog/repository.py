@@ -484,7 +484,7 @@ class Repository:
                 raise NotFound(f"No API key with id `{key_id}`.", param="key_id")
             if row.revoked_at is None:
                 await conn.execute(update(k).where(k.c.id == key_id).values(revoked_at=utcnow()))
-                row = (await conn.execute(select(k).where(k.c.id == key_id))).first()
+                row = (await conn.execute(select(k).where(k.c.id == key_id))).one()
         return _key(row), row.key_hash
 
     # --- agents ------------------------------------------------------------------------------
