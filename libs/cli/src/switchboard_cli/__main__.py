@@ -1,2 +1,13 @@
+"""``python -m switchboard_cli`` and the ``switchboard`` console script."""
+
+from __future__ import annotations
+
+from .app import build_app
+
+
 def main() -> None:
-    raise SystemExit("not built yet")
+    build_app()()
+
+
+if __name__ == "__main__":
+    main()
