@@ -81,6 +81,7 @@ class Fakes:
     cancels: list[CancelRun] = field(default_factory=list)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     run_received: asyncio.Event = field(default_factory=asyncio.Event)
+    run_headers: list[dict[str, str]] = field(default_factory=list)
     revoked: set[str] = field(default_factory=set)
 
     def agent(self, agent_id: str, script: Script, **params: Any) -> AgentSnapshot:
@@ -183,6 +184,7 @@ async def fake_runner(nc: nats.NATS, subjects: Subjects, fakes: Fakes) -> None:
                 await msg.ack()
                 request = RunRequest.model_validate_json(msg.data)
                 fakes.run_requests.append(request)
+                fakes.run_headers.append(dict(msg.headers or {}))
                 fakes.run_received.set()
                 script = fakes.scripts[request.agent.id]
                 task = asyncio.create_task(script(RunContext(nc, subjects, request)))

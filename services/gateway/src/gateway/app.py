@@ -5,11 +5,10 @@ and closes them in reverse."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
@@ -18,35 +17,18 @@ from contracts import CacheInvalidated, Subjects
 from servicekit.natsio import connect, ensure_streams
 from servicekit.telemetry import setup_tracing
 
+from .admin import router as admin_router
 from .auth import Authenticator
 from .context import GatewayContext
 from .errors import install_exception_handlers
 from .metrics import Metrics
 from .middleware import ObservabilityMiddleware
+from .ratelimit import RateLimiter
 from .routes import chat, health, models
 from .rpc import nats_requester
 from .settings import GatewaySettings
 
 log = logging.getLogger(__name__)
-
-
-def _make_rate_limiter(redis: object | None, namespace: str) -> object | None:
-    # Another part of the gateway provides the limiter; until it exists requests are not limited.
-    if importlib.util.find_spec("gateway.ratelimit") is None:
-        return None
-    from .ratelimit import RateLimiter  # type: ignore[import-not-found]
-
-    return RateLimiter(redis, namespace=namespace)
-
-
-def _admin_router() -> APIRouter | None:
-    # The admin API is built alongside; mount it once it is there.
-    try:
-        from .admin import router  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    assert isinstance(router, APIRouter)
-    return router
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:
@@ -86,7 +68,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 auth=auth,
                 metrics=metrics,
                 redis=redis,
-                rate_limiter=_make_rate_limiter(redis, settings.nats_namespace),  # type: ignore[arg-type]
+                rate_limiter=RateLimiter(redis, namespace=settings.nats_namespace),
             )
             log.info("gateway ready (namespace %r)", settings.nats_namespace)
             yield
@@ -111,8 +93,6 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(health.router)
-    admin_router = _admin_router()
-    if admin_router is not None:
-        app.include_router(admin_router)
+    app.include_router(admin_router)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
     return app
