@@ -3,6 +3,8 @@ accepting connections, let open streams finish (up to ``GATEWAY_DRAIN_TIMEOUT_S`
 
 from __future__ import annotations
 
+import signal
+
 import uvicorn
 
 from servicekit.telemetry import setup_logging
@@ -25,6 +27,10 @@ def main() -> None:
         timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
         lifespan="on",
     )
+    # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal under the handler it found at start;
+    # a no-op handler there makes a drained gateway exit 0 instead of dying of the signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     uvicorn.Server(config).run()
 
 

@@ -1,0 +1,56 @@
+"""``python -m gateway`` as a process: it serves, and SIGTERM drains it to a clean exit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+
+import httpx
+import nats
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_python_m_gateway_serves_and_exits_zero_on_sigterm(
+    nats_url: str, namespace: str, nats_client: nats.NATS
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "NATS_URL": nats_url,
+        "SWITCHBOARD_NAMESPACE": namespace,
+        "GATEWAY_PORT": str(port),
+        "LOG_LEVEL": "INFO",
+    }
+    env.pop("REDIS_URL", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stderr is not None
+        # Wait for uvicorn to say it listens (its startup line), not for a fixed time.
+        async with asyncio.timeout(30):
+            while b"Uvicorn running" not in await proc.stderr.readline():
+                pass
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            assert (await http.get("/healthz")).json() == {"status": "ok"}
+            unauthorized = await http.get("/v1/models")
+        assert unauthorized.status_code == 401
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            await proc.stderr.read()
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
