@@ -74,6 +74,16 @@ CASES: list[tuple[str, str, Any, str, str, dict[str, str], dict[str, str], Any]]
     ("DELETE", "/admin/v1/api-keys/k1", None, "catalog", "api_keys.revoke", {"key_id": "k1"}, {}, None),
     ("POST", "/admin/v1/agents", AGENT, "catalog", "agents.create", {}, {}, AGENT),
     ("GET", "/admin/v1/agents", None, "catalog", "agents.list", {}, {"limit": "20"}, None),
+    (
+        "GET",
+        "/admin/v1/agents?owner_id=u1",
+        None,
+        "catalog",
+        "agents.list",
+        {},
+        {"limit": "20", "owner_id": "u1"},
+        None,
+    ),
     ("GET", "/admin/v1/agents/a1", None, "catalog", "agents.get", {"agent_id": "a1"}, {}, None),
     (
         "PATCH",
@@ -194,13 +204,23 @@ async def test_route_forwards_op(
         ("GET", "/admin/v1/agents/a1", None, 200),
     ],
 )
-async def test_success_status_of_creates_and_deletes(client, method, path, body, expected) -> None:
+async def test_success_status_of_creates_and_deletes(client, fake_nats: FakeNats, method, path, body, expected) -> None:
+    answer = None if expected == 204 else {"ok": True}
+    fake_nats.responder = lambda s, p: AdminReply(body=answer)
     response = await client.request(method, path, json=body)
     assert response.status_code == expected
     if expected == 204:
         assert response.content == b""
     else:
         assert response.json() == {"ok": True}
+
+
+async def test_delete_answering_a_deletion_object_keeps_200(client, fake_nats: FakeNats) -> None:
+    deleted = {"id": "a1", "object": "agent.deleted", "deleted": True}
+    fake_nats.responder = lambda s, p: AdminReply(status=200, body=deleted)
+    response = await client.delete("/admin/v1/agents/a1")
+    assert response.status_code == 200
+    assert response.json() == deleted
 
 
 async def test_service_status_and_body_are_kept(client, fake_nats: FakeNats) -> None:

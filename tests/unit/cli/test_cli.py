@@ -60,6 +60,7 @@ def run(recorder: Recorder, *args: str, env: dict[str, str] | None = None) -> An
         (["keys", "list", "u1"], "GET", "/admin/v1/users/u1/api-keys", {"limit": "20"}, None),
         (["keys", "revoke", "key_1"], "DELETE", "/admin/v1/api-keys/key_1", {}, None),
         (["agents", "list"], "GET", "/admin/v1/agents", {"limit": "20"}, None),
+        (["agents", "list", "--owner", "u1"], "GET", "/admin/v1/agents", {"limit": "20", "owner_id": "u1"}, None),
         (["agents", "get", "agent_1"], "GET", "/admin/v1/agents/agent_1", {}, None),
         (["agents", "delete", "agent_1"], "DELETE", "/admin/v1/agents/agent_1", {}, None),
         (["grants", "add", "a1", "--principal", "user:u1", "--role", "viewer"], "POST", "/admin/v1/agents/a1/grants",

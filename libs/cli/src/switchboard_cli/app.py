@@ -180,9 +180,15 @@ def build_app(transport: httpx.BaseTransport | None = None) -> typer.Typer:
         _show(ctx, _call(ctx, "POST", "/agents", json=body), table)
 
     @agents.command("list")
-    def agents_list(ctx: typer.Context, limit: LimitOpt = 20, after: AfterOpt = None, table: TableOpt = False) -> None:
+    def agents_list(
+        ctx: typer.Context,
+        owner: Annotated[str | None, typer.Option("--owner", help="only this user's agents")] = None,
+        limit: LimitOpt = 20,
+        after: AfterOpt = None,
+        table: TableOpt = False,
+    ) -> None:
         """List agents."""
-        _show(ctx, _call(ctx, "GET", "/agents", params=_page(limit, after)), table)
+        _show(ctx, _call(ctx, "GET", "/agents", params=_page(limit, after, owner_id=owner)), table)
 
     @agents.command("get")
     def agents_get(ctx: typer.Context, agent_id: str, table: TableOpt = False) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Query
 from starlette.responses import Response
 
 from contracts.admin import (
@@ -225,8 +225,13 @@ async def create_agent(ctx: CtxDep, body: AgentCreateBody) -> Response:
 
 
 @router.get("/agents", response_model=Page, summary="List agents", operation_id=op_id("agents.list"))
-async def list_agents(ctx: CtxDep, page: PageQuery) -> Response:
-    return await relay(ctx, "catalog", "agents.list", query=page)
+async def list_agents(
+    ctx: CtxDep,
+    page: PageQuery,
+    owner_id: Annotated[str | None, Query(description="only this user's agents")] = None,
+) -> Response:
+    query = {**page, "owner_id": owner_id} if owner_id else page
+    return await relay(ctx, "catalog", "agents.list", query=query)
 
 
 @router.get("/agents/{agent_id}", response_model=Agent, summary="Get an agent", operation_id=op_id("agents.get"))

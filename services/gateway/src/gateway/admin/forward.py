@@ -63,12 +63,15 @@ async def forward(
 def render(reply: AdminReply, success: int = 200) -> Response:
     """The HTTP answer of an :class:`AdminReply`: its error envelope, an empty 204, or status + body.
 
-    A plain 200 from the service takes the route's own success status (201 for creates, 204 for
-    deletes); any other status the service chose is kept.
+    A plain 200 from the service takes the route's own success status (201 for creates; 204 for
+    deletes when there is no body — a delete that answers a deletion object keeps 200, as OpenAI's
+    own deletes do). Any other status the service chose is kept.
     """
     if reply.error is not None:
         return error_response(reply.error)
-    status = success if reply.status == 200 else reply.status
+    status = reply.status
+    if status == 200 and not (success == 204 and reply.body is not None):
+        status = success
     if status == 204:
         return Response(status_code=204)
     return JSONResponse(reply.body, status_code=status)
