@@ -1,0 +1,102 @@
+"""A run that calls the ``calculator`` tool on the server and then answers: streamed and whole."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.e2e.checks import assert_usage_billed, validate_chunks
+from tests.e2e.conftest import StackHandle
+from tests.support.openapi_schema import validate
+
+pytestmark = pytest.mark.e2e
+
+ARGS = json.dumps({"expression": "6*7"})
+
+
+def _script() -> list[dict[str, Any]]:
+    return [
+        {
+            "tool_calls": [{"name": "calculator", "arguments": ARGS}],
+            "usage": {"prompt_tokens": 50, "cache_read_tokens": 10, "output_tokens": 9},
+        },
+        {
+            "text": "6 times 7 is 42.",
+            "usage": {"prompt_tokens": 70, "cache_read_tokens": 40, "cache_write_tokens": 5, "output_tokens": 7},
+        },
+    ]
+
+
+async def _assert_tool_result_reached_model(e2e: StackHandle, model: str) -> None:
+    """The second model call carries the calculator's result (42) as a tool message."""
+    requests = await e2e.fake.requests(model)
+    assert len(requests) == 2, requests
+    second = json.dumps(requests[1])
+    assert "42" in second
+
+
+async def test_streamed_tool_run_with_stream_helper(e2e: StackHandle, client: Any, provider: str) -> None:
+    agent = e2e.agent(provider, tools=["calculator"])
+    await e2e.fake.script(agent.model, _script())
+
+    raw_chunks = []
+    async with client.chat.completions.stream(
+        model=agent.id,
+        messages=[{"role": "user", "content": "What is 6*7?"}],
+        stream_options={"include_usage": True},
+    ) as stream:
+        async for event in stream:
+            if event.type == "chunk":
+                raw_chunks.append(event.chunk)
+        final = await stream.get_final_completion()
+
+    validate_chunks(raw_chunks)
+    # Tool-call deltas share one index space; the first delta of a call carries its id and name.
+    starts = [
+        tc
+        for c in raw_chunks
+        if c.choices and c.choices[0].delta.tool_calls
+        for tc in c.choices[0].delta.tool_calls
+        if tc.id
+    ]
+    assert [tc.index for tc in starts] == [0]
+    assert starts[0].function.name == "calculator"
+
+    message = final.choices[0].message
+    assert message.content == "6 times 7 is 42."
+    assert message.tool_calls is not None and len(message.tool_calls) == 1
+    call = message.tool_calls[0]
+    assert call.id
+    assert call.function.name == "calculator"
+    assert json.loads(call.function.arguments) == json.loads(ARGS)
+    await _assert_tool_result_reached_model(e2e, agent.model)
+
+    usage = raw_chunks[-1].usage
+    assert raw_chunks[-1].choices == []
+    seen = await assert_usage_billed(e2e.admin, e2e.seeded.user_id, raw_chunks[-1].id, usage, calls=2)
+    assert seen["output"] == 9 + 7
+    assert seen["cache_read"] == 10 + 40
+
+
+async def test_whole_tool_run_sums_usage_over_calls(e2e: StackHandle, client: Any, provider: str) -> None:
+    agent = e2e.agent(provider, tools=["calculator"])
+    await e2e.fake.script(agent.model, _script())
+
+    raw = await client.chat.completions.with_raw_response.create(
+        model=agent.id, messages=[{"role": "user", "content": "What is 6*7?"}]
+    )
+    validate("CreateChatCompletionResponse", json.loads(raw.content))
+    completion = raw.parse()
+
+    message = completion.choices[0].message
+    assert message.content == "6 times 7 is 42."
+    assert message.tool_calls is not None
+    assert [tc.function.name for tc in message.tool_calls] == ["calculator"]
+    assert json.loads(message.tool_calls[0].function.arguments) == json.loads(ARGS)
+    await _assert_tool_result_reached_model(e2e, agent.model)
+    seen = await assert_usage_billed(e2e.admin, e2e.seeded.user_id, completion.id, completion.usage, calls=2)
+    assert seen["output"] == 16
+    assert seen["cache_read"] == 50
+    assert seen["cache_write"] == 5

@@ -1,0 +1,68 @@
+"""Non-streaming chat completions, and ``disableStreaming`` agents answering JSON to a streaming request."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.checks import assert_usage_billed
+from tests.e2e.conftest import StackHandle
+from tests.support.openapi_schema import validate
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_whole_answer_with_reasoning_and_usage(e2e: StackHandle, client: Any, provider: str) -> None:
+    agent = e2e.agent(provider)
+    usage = {
+        "prompt_tokens": 33,
+        "cache_read_tokens": 11,
+        "cache_write_tokens": 3,
+        "output_tokens": 21,
+        "reasoning_tokens": 9,
+    }
+    await e2e.fake.script(agent.model, [{"reasoning": "Consider it.", "text": "A whole answer.", "usage": usage}])
+
+    raw = await client.chat.completions.with_raw_response.create(
+        model=agent.id, messages=[{"role": "user", "content": "Answer whole."}]
+    )
+    body = json.loads(raw.content)
+    validate("CreateChatCompletionResponse", body)
+    completion = raw.parse()
+
+    assert completion.object == "chat.completion"
+    assert completion.model == agent.id
+    choice = completion.choices[0]
+    assert choice.finish_reason == "stop"
+    assert choice.message.role == "assistant"
+    assert choice.message.content == "A whole answer."
+    assert body["choices"][0]["message"]["reasoning"] == "Consider it."
+    seen = await assert_usage_billed(e2e.admin, e2e.seeded.user_id, completion.id, completion.usage)
+    assert seen["output"] == 21
+    assert seen["reasoning"] == 9
+    assert seen["cache_read"] == 11
+    assert seen["cache_write"] == 3
+
+
+async def test_disable_streaming_answers_json_to_a_stream_request(e2e: StackHandle, http: httpx.AsyncClient) -> None:
+    agent = e2e.agent("openai", model_parameters={"disableStreaming": True})
+    await e2e.fake.script(agent.model, [{"text": "Not streamed.", "usage": {"prompt_tokens": 5, "output_tokens": 3}}])
+
+    r = await http.post(
+        "/v1/chat/completions",
+        json={"model": agent.id, "stream": True, "messages": [{"role": "user", "content": "Stream, please."}]},
+    )
+
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    validate("CreateChatCompletionResponse", body)
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"]["content"] == "Not streamed."
+    # The provider was called without streaming too.
+    requests = await e2e.fake.requests(agent.model)
+    assert len(requests) == 1
+    await assert_usage_billed(e2e.admin, e2e.seeded.user_id, body["id"], body["usage"])

@@ -1,0 +1,110 @@
+"""Every error answer before a stream starts: status, the OpenAI error envelope, and what the SDK raises."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.conftest import StackHandle
+from tests.support.openapi_schema import validate
+
+pytestmark = pytest.mark.e2e
+
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+def _error(r: httpx.Response, status: int) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    body = r.json()
+    validate("ErrorResponse", body)
+    return body["error"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def agent_id(e2e: StackHandle) -> str:
+    return e2e.agent("openai").id
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        pytest.param({}, "messages", id="missing-messages"),
+        pytest.param({"messages": []}, "messages", id="empty-messages"),
+        pytest.param({"messages": "hello"}, "messages", id="ill-typed-messages"),
+        pytest.param({"messages": [{"role": "wizard", "content": "hi"}]}, "messages", id="bad-role"),
+        pytest.param({"messages": HELLO, "stream": "yes"}, "stream", id="ill-typed-stream"),
+    ],
+)
+async def test_invalid_body_is_400(http: httpx.AsyncClient, agent_id: str, body: dict[str, Any], param: str) -> None:
+    r = await http.post("/v1/chat/completions", json={"model": agent_id, **body})
+    error = _error(r, 400)
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] is not None and error["param"].startswith(param)
+
+
+async def test_malformed_json_is_400(http: httpx.AsyncClient) -> None:
+    r = await http.post(
+        "/v1/chat/completions", content=b'{"model": "x", "messages": [', headers={"Content-Type": "application/json"}
+    )
+    assert _error(r, 400)["type"] == "invalid_request_error"
+
+
+async def test_missing_key_is_401(e2e: StackHandle, agent_id: str) -> None:
+    async with httpx.AsyncClient(base_url=e2e.stack.gateway_url) as anonymous:
+        r = await anonymous.post("/v1/chat/completions", json={"model": agent_id, "messages": HELLO})
+    assert _error(r, 401)["type"] in ("authentication_error", "invalid_request_error")
+
+
+async def test_invalid_key_is_401(e2e: StackHandle, agent_id: str) -> None:
+    async with e2e.client(api_key="sk-" + "0" * 64) as c:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            await c.chat.completions.create(model=agent_id, messages=HELLO)  # type: ignore[arg-type]
+    assert caught.value.status_code == 401
+    validate("ErrorResponse", caught.value.response.json())
+
+
+async def test_no_grant_is_403(e2e: StackHandle, agent_id: str) -> None:
+    async with e2e.client(api_key=e2e.seeded.outsider_key) as c:
+        with pytest.raises(openai.PermissionDeniedError) as caught:
+            await c.chat.completions.create(model=agent_id, messages=HELLO)  # type: ignore[arg-type]
+    validate("ErrorResponse", caught.value.response.json())
+
+
+async def test_unknown_agent_is_404(client: Any) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        await client.chat.completions.create(model="agent_does_not_exist", messages=HELLO)
+    body = caught.value.response.json()
+    validate("ErrorResponse", body)
+    assert body["error"]["code"] == "model_not_found"
+
+
+async def test_grant_lets_the_outsider_in(e2e: StackHandle) -> None:
+    """The 403 above is about the grant: with a viewer grant the same key may run the agent."""
+    agent = e2e.agent("openai")
+    e2e.admin.grant(
+        agent.id,
+        resource_type="remote_agent",
+        principal_type="user",
+        principal_id=e2e.seeded.outsider_id,
+        role="viewer",
+    )
+    await e2e.fake.script(agent.model, [{"text": "Welcome."}])
+    async with e2e.client(api_key=e2e.seeded.outsider_key) as c:
+        completion = await c.chat.completions.create(model=agent.id, messages=HELLO)  # type: ignore[arg-type]
+    assert completion.choices[0].message.content == "Welcome."
+
+
+async def test_balance_too_low_is_402(e2e: StackHandle) -> None:
+    agent = e2e.agent("openai", owner_id=e2e.seeded.poor_id)
+    async with e2e.client(api_key=e2e.seeded.poor_key) as c:
+        with pytest.raises(openai.APIStatusError) as caught:
+            await c.chat.completions.create(model=agent.id, messages=HELLO, stream=True)  # type: ignore[arg-type]
+    assert caught.value.status_code == 402
+    body = caught.value.response.json()
+    validate("ErrorResponse", body)
+    assert body["error"]["code"] == "insufficient_quota"
+    # Nothing ran: the provider never saw a request.
+    assert await e2e.fake.requests(agent.model) == []
