@@ -95,19 +95,12 @@ class CatalogService:
         return reply
 
     async def _agent_access(self, req: AgentAccessRequest) -> AgentAccessReply:
-        found = await self.repo.agent_with_grants(req.agent_id, RESOURCE_REMOTE_AGENT)
-        if found is None:
+        agent, grants, caller = await self.repo.access_facts(req.agent_id, req.user_id, RESOURCE_REMOTE_AGENT)
+        if agent is None:
             return AgentAccessReply(error=model_not_found(req.agent_id).info(), cache_ttl_s=self.reply_ttl_s)
-        agent, grants = found
-        who = await self.repo.principals(req.user_id)
-        if who is None:
-            return AgentAccessReply(
-                error=Forbidden(f"No remote access to agent `{req.agent_id}`.").info(), cache_ttl_s=self.reply_ttl_s
-            )
-        principals, remote_use = who
-        if not remote_use:
+        if caller is not None and not caller.remote_agents_use:
             return AgentAccessReply(error=Forbidden(NO_REMOTE_AGENTS).info(), cache_ttl_s=self.reply_ttl_s)
-        if not has_permission(effective_bits(principals, grants), req.permission):
+        if caller is None or not has_permission(effective_bits(caller.principals, grants), req.permission):
             return AgentAccessReply(
                 error=Forbidden(f"No remote access to agent `{req.agent_id}`.").info(), cache_ttl_s=self.reply_ttl_s
             )
@@ -115,19 +108,11 @@ class CatalogService:
 
     # --- models --------------------------------------------------------------------------------
     async def list_models(self, req: ListModelsRequest) -> ListModelsReply:
-        """Exactly the agents the user may run: VIEW on ``remote_agent`` (none when the role lacks USE).
-
-        ``owned_by`` is the owner's user id.
-        """
-        who = await self.repo.principals(req.user_id)
-        if who is None or not who[1]:
+        """Exactly the agents the user may run: VIEW on ``remote_agent`` (none when the role lacks USE),
+        oldest first. ``owned_by`` is the owner's user id."""
+        caller, agents, grants = await self.repo.candidate_agents(req.user_id, RESOURCE_REMOTE_AGENT)
+        if caller is None or not caller.remote_agents_use:
             return ListModelsReply(models=[])
-        principals, _ = who
-        by_agent: dict[str, list] = {}
-        for agent_id, grant in await self.repo.grants_for(principals, RESOURCE_REMOTE_AGENT):
-            by_agent.setdefault(agent_id, []).append(grant)
-        visible = [a for a, gs in by_agent.items() if has_permission(effective_bits(principals, gs), VIEW)]
-        agents = await self.repo.agents_by_ids(visible)
         return ListModelsReply(
             models=[
                 ModelInfo(
@@ -139,6 +124,7 @@ class CatalogService:
                     provider=a.provider,
                 )
                 for a in agents
+                if has_permission(effective_bits(caller.principals, grants[a.id]), VIEW)
             ]
         )
 

@@ -1,253 +1,28 @@
-"""Data access (SQLAlchemy 2 async Core). Each public method is one transaction.
-
-Rows come back as the contracts' admin resources; domain checks that need several reads in one
-transaction live here too, so they see one consistent state.
-"""
+"""Admin reads and writes. Each public method is one transaction, so its checks and its change see
+one consistent state; a unique-index race with a concurrent request becomes a 409 as well."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from contracts import AgentSnapshot, utcnow
+from contracts import utcnow
 from contracts.admin import Agent, ApiKey, Grant, Group, Role, User
 
-from . import db
-from .errors import BadRequest, Conflict, NotFound
-from .keys import as_utc
-from .permissions import GrantBits, Principals
+from .. import db
+from ..errors import BadRequest, Conflict, NotFound
+from ..keys import as_utc
+from .rows import PageResult, agent_of, grant_of, grant_row, key_of, keyset_page, principal_key, user_of
 
 
-@dataclass(frozen=True)
-class KeyOwner:
-    """What verify-key needs, read in one go."""
+class AdminStore:
+    """The admin half of the repository."""
 
-    key_id: str
-    user_id: str
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    rate_limit_per_minute: int | None
-    role: str
-    remote_agents_use: bool
-    groups: list[str]
-
-
-@dataclass(frozen=True)
-class PageResult:
-    items: list[Any]
-    has_more: bool
-
-
-def _user(row: Any, groups: Sequence[str]) -> User:
-    return User(
-        id=row.id,
-        name=row.name,
-        email=row.email,
-        role=row.role,
-        groups=list(groups),
-        created_at=as_utc(row.created_at),
-    )
-
-
-def _key(row: Any) -> ApiKey:
-    return ApiKey(
-        id=row.id,
-        user_id=row.user_id,
-        name=row.name,
-        prefix=row.prefix,
-        created_at=as_utc(row.created_at),
-        expires_at=as_utc(row.expires_at),
-        last_used_at=as_utc(row.last_used_at),
-        revoked_at=as_utc(row.revoked_at),
-        rate_limit_per_minute=row.rate_limit_per_minute,
-    )
-
-
-def _agent(row: Any) -> Agent:
-    return Agent(
-        id=row.id,
-        name=row.name,
-        description=row.description,
-        provider=row.provider,
-        model=row.model,
-        instructions=row.instructions,
-        model_parameters=row.model_parameters or {},
-        tools=row.tools or [],
-        owner_id=row.owner_id,
-        created_at=as_utc(row.created_at),
-        updated_at=as_utc(row.updated_at),
-    )
-
-
-def _grant(row: Any) -> Grant:
-    return Grant(
-        id=row.id,
-        agent_id=row.agent_id,
-        resource_type=row.resource_type,
-        principal_type=row.principal_type,
-        principal_id=row.principal_id,
-        role=row.role,
-        permissions=row.permissions,
-        created_at=as_utc(row.created_at),
-    )
-
-
-def agent_snapshot(agent: Agent) -> AgentSnapshot:
-    return AgentSnapshot(
-        id=agent.id,
-        name=agent.name,
-        description=agent.description,
-        provider=agent.provider,
-        model=agent.model,
-        instructions=agent.instructions,
-        model_parameters=agent.model_parameters,
-        tools=agent.tools,
-        owner_id=agent.owner_id,
-        created_at=agent.created_at,
-    )
-
-
-async def _page(conn: AsyncConnection, table: Any, where: Any, limit: int, after: str | None) -> tuple[list[Any], bool]:
-    """Rows of ``table`` matching ``where`` in (created_at, id) order, after the row with id ``after``."""
-    cond = where
-    if after is not None:
-        anchor = (await conn.execute(select(table.c.created_at).where(and_(where, table.c.id == after)))).first()
-        if anchor is None:
-            raise BadRequest(f"No object with id `{after}` in this list.", param="after")
-        cond = and_(
-            where,
-            or_(
-                table.c.created_at > anchor.created_at,
-                and_(table.c.created_at == anchor.created_at, table.c.id > after),
-            ),
-        )
-    rows = (
-        await conn.execute(select(table).where(cond).order_by(table.c.created_at, table.c.id).limit(limit + 1))
-    ).all()
-    return list(rows[:limit]), len(rows) > limit
-
-
-class Repository:
-    """The catalog's tables behind one engine."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-
-    async def ping(self) -> None:
-        async with self.engine.connect() as conn:
-            await conn.execute(select(1))
-
-    # --- hot path ----------------------------------------------------------------------------
-    async def key_owner(self, key_hash: str) -> KeyOwner | None:
-        k, u, r = db.api_keys, db.users, db.roles
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(
-                        k.c.id,
-                        k.c.user_id,
-                        k.c.expires_at,
-                        k.c.revoked_at,
-                        k.c.rate_limit_per_minute,
-                        u.c.role,
-                        r.c.remote_agents_use,
-                    )
-                    .join(u, u.c.id == k.c.user_id)
-                    .join(r, r.c.name == u.c.role)
-                    .where(k.c.key_hash == key_hash)
-                )
-            ).first()
-            if row is None:
-                return None
-            groups = await self._groups_of(conn, row.user_id)
-        return KeyOwner(
-            key_id=row.id,
-            user_id=row.user_id,
-            expires_at=row.expires_at,
-            revoked_at=row.revoked_at,
-            rate_limit_per_minute=row.rate_limit_per_minute,
-            role=row.role,
-            remote_agents_use=bool(row.remote_agents_use),
-            groups=groups,
-        )
-
-    async def principals(self, user_id: str) -> tuple[Principals, bool] | None:
-        """The user's principals and their role's REMOTE_AGENTS USE, or None for an unknown user."""
-        u, r = db.users, db.roles
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(u.c.role, r.c.remote_agents_use).join(r, r.c.name == u.c.role).where(u.c.id == user_id)
-                )
-            ).first()
-            if row is None:
-                return None
-            groups = await self._groups_of(conn, user_id)
-        return Principals(user_id=user_id, role=row.role, groups=frozenset(groups)), bool(row.remote_agents_use)
-
-    async def agent_with_grants(self, agent_id: str, resource_type: str) -> tuple[Agent, list[GrantBits]] | None:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(select(db.agents).where(db.agents.c.id == agent_id))).first()
-            if row is None:
-                return None
-            g = db.grants
-            rows = (
-                await conn.execute(
-                    select(g.c.principal_type, g.c.principal_id, g.c.permissions).where(
-                        g.c.agent_id == agent_id, g.c.resource_type == resource_type
-                    )
-                )
-            ).all()
-        return _agent(row), [GrantBits(r.principal_type, r.principal_id, r.permissions) for r in rows]
-
-    async def grants_for(self, p: Principals, resource_type: str) -> list[tuple[str, GrantBits]]:
-        """Every grant on ``resource_type`` that could match ``p``, as (agent id, bits)."""
-        g = db.grants
-        match = [
-            g.c.principal_type == "public",
-            and_(g.c.principal_type == "user", g.c.principal_key == p.user_id),
-        ]
-        if p.role:
-            match.append(and_(g.c.principal_type == "role", g.c.principal_key == p.role))
-        if p.groups:
-            match.append(and_(g.c.principal_type == "group", g.c.principal_key.in_(sorted(p.groups))))
-        async with self.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(g.c.agent_id, g.c.principal_type, g.c.principal_id, g.c.permissions).where(
-                        g.c.resource_type == resource_type, or_(*match)
-                    )
-                )
-            ).all()
-        return [(r.agent_id, GrantBits(r.principal_type, r.principal_id, r.permissions)) for r in rows]
-
-    async def agents_by_ids(self, ids: Sequence[str]) -> list[Agent]:
-        if not ids:
-            return []
-        a = db.agents
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(a).where(a.c.id.in_(list(ids))).order_by(a.c.created_at, a.c.id))).all()
-        return [_agent(r) for r in rows]
-
-    async def touch_keys(self, seen: dict[str, datetime]) -> None:
-        """Write ``last_used_at`` for many keys in one transaction."""
-        if not seen:
-            return
-        k = db.api_keys
-        async with self.engine.begin() as conn:
-            for key_id, ts in seen.items():
-                await conn.execute(update(k).where(k.c.id == key_id).values(last_used_at=ts))
-
-    async def key_hashes_of(self, user_id: str) -> list[str]:
-        k = db.api_keys
-        async with self.engine.connect() as conn:
-            return list((await conn.execute(select(k.c.key_hash).where(k.c.user_id == user_id))).scalars())
+    engine: AsyncEngine
 
     # --- helpers -----------------------------------------------------------------------------
     @staticmethod
@@ -290,7 +65,7 @@ class Repository:
         row = (await conn.execute(select(db.users).where(db.users.c.id == user_id))).first()
         if row is None:
             raise NotFound(f"No user with id `{user_id}`.", param="user_id")
-        return _user(row, await self._groups_of(conn, user_id))
+        return user_of(row, await self._groups_of(conn, user_id))
 
     async def _load_group(self, conn: AsyncConnection, group_id: str) -> Group:
         row = (await conn.execute(select(db.groups).where(db.groups.c.id == group_id))).first()
@@ -331,9 +106,9 @@ class Repository:
 
     async def list_users(self, limit: int, after: str | None) -> PageResult:
         async with self.engine.connect() as conn:
-            rows, more = await _page(conn, db.users, db.users.c.id.is_not(None), limit, after)
+            rows, more = await keyset_page(conn, db.users, db.users.c.id.is_not(None), limit, after)
             gmap = await self._user_groups(conn, [r.id for r in rows])
-        return PageResult([_user(r, gmap[r.id]) for r in rows], more)
+        return PageResult([user_of(r, gmap[r.id]) for r in rows], more)
 
     async def update_user(self, user_id: str, changes: dict[str, Any], groups: list[str] | None) -> tuple[User, User]:
         """Apply a PATCH; answers (before, after) so the caller can tell what changed."""
@@ -399,7 +174,7 @@ class Repository:
 
     async def list_groups(self, limit: int, after: str | None) -> PageResult:
         async with self.engine.connect() as conn:
-            rows, more = await _page(conn, db.groups, db.groups.c.id.is_not(None), limit, after)
+            rows, more = await keyset_page(conn, db.groups, db.groups.c.id.is_not(None), limit, after)
             members = await self._members_of(conn, [r.id for r in rows])
         return PageResult(
             [Group(id=r.id, name=r.name, members=members[r.id], created_at=as_utc(r.created_at)) for r in rows], more
@@ -472,8 +247,8 @@ class Repository:
     async def list_keys(self, user_id: str, limit: int, after: str | None) -> PageResult:
         async with self.engine.connect() as conn:
             await self._load_user(conn, user_id)
-            rows, more = await _page(conn, db.api_keys, db.api_keys.c.user_id == user_id, limit, after)
-        return PageResult([_key(r) for r in rows], more)
+            rows, more = await keyset_page(conn, db.api_keys, db.api_keys.c.user_id == user_id, limit, after)
+        return PageResult([key_of(r) for r in rows], more)
 
     async def revoke_key(self, key_id: str) -> tuple[ApiKey, str]:
         """Set ``revoked_at`` (once; the row stays). Answers the key and its hash."""
@@ -485,7 +260,7 @@ class Repository:
             if row.revoked_at is None:
                 await conn.execute(update(k).where(k.c.id == key_id).values(revoked_at=utcnow()))
                 row = (await conn.execute(select(k).where(k.c.id == key_id))).one()
-        return _key(row), row.key_hash
+        return key_of(row), row.key_hash
 
     # --- agents ------------------------------------------------------------------------------
     async def create_agent(self, agent: Agent, owner_grants: list[Grant]) -> Agent:
@@ -494,7 +269,7 @@ class Repository:
                 raise NotFound(f"No user with id `{agent.owner_id}`.", param="owner_id")
             await conn.execute(insert(db.agents).values(**agent.model_dump(exclude={"object"})))
             for g in owner_grants:
-                await conn.execute(insert(db.grants).values(**_grant_row(g)))
+                await conn.execute(insert(db.grants).values(**grant_row(g)))
         return agent
 
     async def get_agent(self, agent_id: str) -> Agent:
@@ -506,14 +281,14 @@ class Repository:
         row = (await conn.execute(select(db.agents).where(db.agents.c.id == agent_id))).first()
         if row is None:
             raise NotFound(f"No agent with id `{agent_id}`.", param="agent_id")
-        return _agent(row)
+        return agent_of(row)
 
     async def list_agents(self, owner_id: str | None, limit: int, after: str | None) -> PageResult:
         a = db.agents
         where = a.c.owner_id == owner_id if owner_id else a.c.id.is_not(None)
         async with self.engine.connect() as conn:
-            rows, more = await _page(conn, a, where, limit, after)
-        return PageResult([_agent(r) for r in rows], more)
+            rows, more = await keyset_page(conn, a, where, limit, after)
+        return PageResult([agent_of(r) for r in rows], more)
 
     async def update_agent(self, agent_id: str, changes: dict[str, Any]) -> Agent:
         async with self.engine.begin() as conn:
@@ -540,7 +315,7 @@ class Repository:
                             g.c.agent_id == grant.agent_id,
                             g.c.resource_type == grant.resource_type,
                             g.c.principal_type == grant.principal_type,
-                            g.c.principal_key == _principal_key(grant.principal_type, grant.principal_id),
+                            g.c.principal_key == principal_key(grant.principal_type, grant.principal_id),
                         )
                     )
                 ).first()
@@ -548,7 +323,7 @@ class Repository:
                     raise Conflict(
                         f"Grant `{dup.id}` already gives this principal access; delete it first.", param="principal_id"
                     )
-                await conn.execute(insert(g).values(**_grant_row(grant)))
+                await conn.execute(insert(g).values(**grant_row(grant)))
         except IntegrityError as exc:
             raise Conflict("This principal already has a grant on this resource.", param="principal_id") from exc
         return grant
@@ -567,8 +342,8 @@ class Repository:
     async def list_grants(self, agent_id: str, limit: int, after: str | None) -> PageResult:
         async with self.engine.connect() as conn:
             await self._load_agent(conn, agent_id)
-            rows, more = await _page(conn, db.grants, db.grants.c.agent_id == agent_id, limit, after)
-        return PageResult([_grant(r) for r in rows], more)
+            rows, more = await keyset_page(conn, db.grants, db.grants.c.agent_id == agent_id, limit, after)
+        return PageResult([grant_of(r) for r in rows], more)
 
     async def delete_grant(self, agent_id: str, grant_id: str) -> None:
         g = db.grants
@@ -577,13 +352,3 @@ class Repository:
             res = await conn.execute(delete(g).where(g.c.id == grant_id, g.c.agent_id == agent_id))
             if res.rowcount == 0:
                 raise NotFound(f"No grant with id `{grant_id}` on agent `{agent_id}`.", param="grant_id")
-
-
-def _principal_key(ptype: str, pid: str | None) -> str:
-    return "*" if ptype == "public" else (pid or "")
-
-
-def _grant_row(g: Grant) -> dict[str, Any]:
-    row = g.model_dump(exclude={"object"})
-    row["principal_key"] = _principal_key(g.principal_type, g.principal_id)
-    return row
