@@ -96,3 +96,25 @@ async def test_python_m_catalog_serves_and_exits_cleanly_on_sigterm(
     out = (await proc.stdout.read()).decode() if proc.stdout else ""  # type: ignore[union-attr]
     assert "Traceback" not in out, out
     json.dumps(out)
+
+
+async def test_redis_down_means_uncached_not_broken(
+    tmp_path: Path, nats_url: str, namespace: str, nats_client: Any
+) -> None:
+    dead_redis = f"redis://127.0.0.1:{_free_port()}/0"
+    rt = CatalogRuntime(
+        catalog_settings(
+            nats_url=nats_url,
+            nats_namespace=namespace,
+            database_url=f"sqlite:///{tmp_path}/catalog.db",
+            redis_url=dead_redis,
+        )
+    )
+    async with rt.running():
+        c = CatalogClient(nats_client, Subjects(namespace))
+        uid = await c.user()
+        _, key_hash, created = await c.key(uid)
+        assert (await c.verify(key_hash)).principal is not None
+        await c.ok("api_keys.revoke", {"key_id": created["id"]})
+        assert (await c.verify(key_hash)).error is not None
+        assert await rt.readiness() == {"nats": True, "database": True, "redis": False}

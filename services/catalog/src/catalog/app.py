@@ -19,6 +19,7 @@ from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from contracts import CacheInvalidated, Subjects
 from servicekit.natsio import trace_headers
@@ -75,7 +76,7 @@ class CatalogRuntime:
                 self.redis = Redis.from_url(s.redis_url) if s.redis_url else None
                 try:
                     if self.redis is not None:
-                        await self.redis.ping()
+                        await self._check_redis()
                     async with self._service(engine):
                         yield
                 finally:
@@ -85,6 +86,15 @@ class CatalogRuntime:
                 await engine.dispose()
         finally:
             await self.broker.stop()
+
+    async def _check_redis(self) -> None:
+        # The cache is optional: without Redis the catalog answers correctly, only uncached
+        # (cache calls fail soft); /readyz reports it.
+        assert self.redis is not None
+        try:
+            await self.redis.ping()
+        except RedisError:
+            log.warning("redis is not reachable at start-up; answering uncached until it is", exc_info=True)
 
     @contextlib.asynccontextmanager
     async def _service(self, engine: Any) -> AsyncIterator[None]:
