@@ -234,4 +234,28 @@ def ensure_service_urls() -> Iterator[dict[str, str]]:
                 if not use_docker:
                     (workdir / name).mkdir(exist_ok=True)
                 urls[name] = stack.enter_context(starter)
+                # Code that reads the variable itself (a service's settings built in-process) must see the
+                # server that answers, not the dead address it was given.
+                for var in _env_vars(name):
+                    stack.enter_context(_env_set(var, urls[name]))
         yield urls
+
+
+def _env_vars(name: str) -> list[str]:
+    var = DEFAULTS[name][0]
+    if name == "postgres" and not os.environ.get(var) and os.environ.get("DATABASE_URL"):
+        return ["DATABASE_URL"]
+    return [var]
+
+
+@contextlib.contextmanager
+def _env_set(var: str, value: str) -> Iterator[None]:
+    old = os.environ.get(var)
+    os.environ[var] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = old
