@@ -30,5 +30,6 @@ async def test_models_lists_the_callers_agents(e2e: StackHandle, client: Any, ht
     validate("Model", one.json())
     assert one.json()["id"] == mine.id
 
-    with pytest.raises(openai.NotFoundError):
+    # Another user's agent, no grant: refused (403 access_denied, as for running it).
+    with pytest.raises(openai.PermissionDeniedError):
         await client.models.retrieve(theirs.id)
