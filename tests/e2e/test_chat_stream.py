@@ -53,6 +53,8 @@ async def test_streamed_text_with_usage_equals_ledger(e2e: StackHandle, client: 
     assert all(c.model == agent.id for c in chunks)
 
     seen = await assert_usage_billed(e2e.admin, e2e.seeded.user_id, last.id, last.usage)
+    # The scripted prompt includes the cached tokens: counted once, whichever provider API reported it.
+    assert seen["prompt"] == USAGE["prompt_tokens"]
     assert seen["output"] == USAGE["output_tokens"]
     assert seen["cache_read"] == USAGE["cache_read_tokens"]
     assert seen["cache_write"] == USAGE["cache_write_tokens"]

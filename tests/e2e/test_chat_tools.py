@@ -76,6 +76,7 @@ async def test_streamed_tool_run_with_stream_helper(e2e: StackHandle, client: An
     usage = raw_chunks[-1].usage
     assert raw_chunks[-1].choices == []
     seen = await assert_usage_billed(e2e.admin, e2e.seeded.user_id, raw_chunks[-1].id, usage, calls=2)
+    assert seen["prompt"] == 50 + 70
     assert seen["output"] == 9 + 7
     assert seen["cache_read"] == 10 + 40
 
@@ -97,6 +98,7 @@ async def test_whole_tool_run_sums_usage_over_calls(e2e: StackHandle, client: An
     assert json.loads(message.tool_calls[0].function.arguments) == json.loads(ARGS)
     await _assert_tool_result_reached_model(e2e, agent.model)
     seen = await assert_usage_billed(e2e.admin, e2e.seeded.user_id, completion.id, completion.usage, calls=2)
+    assert seen["prompt"] == 120
     assert seen["output"] == 16
     assert seen["cache_read"] == 50
     assert seen["cache_write"] == 5

@@ -41,6 +41,7 @@ async def test_whole_answer_with_reasoning_and_usage(e2e: StackHandle, client: A
     assert choice.message.content == "A whole answer."
     assert body["choices"][0]["message"]["reasoning"] == "Consider it."
     seen = await assert_usage_billed(e2e.admin, e2e.seeded.user_id, completion.id, completion.usage)
+    assert seen["prompt"] == 33
     assert seen["output"] == 21
     assert seen["reasoning"] == 9
     assert seen["cache_read"] == 11
