@@ -1,0 +1,62 @@
+"""What a cached auth + permission check adds to a chat request: the gateway's own code, in-process.
+
+Times :meth:`gateway.auth.Authenticator.authenticate` followed by :meth:`~gateway.auth.Authenticator.agent`
+with both answers already cached (the state of every request but the first per key and agent within
+the cache TTL), plus the in-memory rate limiter check that follows them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from contracts import AgentAccessReply, AgentSnapshot, Principal, Subjects, VerifyKeyReply
+from gateway.auth import Authenticator
+from gateway.ratelimit import RateLimiter
+
+from .loadgen import summary_ms
+
+KEY = "sk-" + "ab" * 32
+
+
+async def run(n: int = 20_000, redis_url: str | None = None) -> dict[str, Any]:
+    principal = Principal(user_id="user_1", key_id="key_1")
+    agent = AgentSnapshot(id="agent_1", name="a", provider="openai", model="m", owner_id="user_1")
+
+    async def request(subject: str, payload: bytes, timeout: float) -> bytes:
+        if "apikey" in subject:
+            return VerifyKeyReply(principal=principal).model_dump_json().encode()
+        return AgentAccessReply(agent=agent).model_dump_json().encode()
+
+    auth = Authenticator(request, Subjects("bench"), ttl_s=3600)
+    limiter = RateLimiter(None)
+    header = f"Bearer {KEY}"
+    await auth.agent(await auth.authenticate(header), "agent_1")  # fill the caches
+    checks, with_limit = [], []
+    for _ in range(n):
+        start = time.perf_counter()
+        p = await auth.authenticate(header)
+        await auth.agent(p, "agent_1")
+        mid = time.perf_counter()
+        await limiter.check(p.key_id, 10**9)
+        end = time.perf_counter()
+        checks.append(mid - start)
+        with_limit.append(end - start)
+    result = {
+        "iterations": n,
+        "cached_auth_and_permission_ms": summary_ms(checks),
+        "plus_memory_rate_limit_ms": summary_ms(with_limit),
+    }
+    if redis_url:
+        import redis.asyncio as redis
+
+        client = redis.from_url(redis_url)
+        shared = RateLimiter(client, namespace="bench")
+        times = []
+        for _ in range(min(n, 5000)):
+            start = time.perf_counter()
+            await shared.check("key_bench", 10**9)
+            times.append(time.perf_counter() - start)
+        await client.aclose()
+        result["redis_rate_limit_ms"] = summary_ms(times)
+    return result

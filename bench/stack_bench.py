@@ -1,0 +1,198 @@
+"""The whole stack against the fake LLM called directly, in the same run (issue figures 1–3, /v1/models).
+
+Starts the product as real processes (devstack), scripts two models in its fake LLM — one instant, one
+paced like a real model (~100 ms to the first token, then 50 tokens/s) — and measures the same
+requests sent to the fake LLM directly and through the gateway. Every "added" figure is gateway minus
+direct at the same percentile, measured minutes apart on the same machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+
+from devstack.seed import AdminClient
+from devstack.stack import Stack, StackConfig
+
+from .loadgen import (
+    complete_once,
+    concurrent_completions,
+    concurrent_streams,
+    make_client,
+    percentile,
+    sequential_streams,
+    summary_ms,
+)
+
+INSTANT = "bench-instant"
+PACED = "bench-paced"
+TEXT = " ".join(f"word{i}" for i in range(32))
+
+
+def _reachable(url: str, port: int) -> bool:
+    u = urlparse(url)
+    try:
+        with socket.create_connection((u.hostname or "127.0.0.1", u.port or port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+async def _fresh_database(server_url: str) -> tuple[str, str]:
+    import asyncpg
+
+    name = f"sbbench_{secrets.token_hex(4)}"
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return urlparse(server_url)._replace(path=f"/{name}").geturl(), name
+
+
+async def _drop_database(server_url: str, name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def _infra() -> dict[str, Any]:
+    """Use the local NATS / PostgreSQL / Redis when they answer (as in production), else embedded defaults."""
+    nats = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
+    pg = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    redis = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    return {
+        "nats": nats if _reachable(nats, 4222) else None,
+        "postgres": pg if _reachable(pg, 5432) else None,
+        "redis": redis if _reachable(redis, 6379) else None,
+    }
+
+
+async def run(quick: bool = False) -> dict[str, Any]:
+    infra = _infra()
+    db_url = db_name = None
+    if infra["postgres"]:
+        db_url, db_name = await _fresh_database(infra["postgres"])
+    run_dir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
+    config = StackConfig(
+        run_dir=run_dir,
+        namespace=f"bench{secrets.token_hex(3)}",
+        nats_url=infra["nats"],
+        catalog_database_url=db_url,
+        billing_database_url=db_url,
+        redis_url=infra["redis"],
+        env={"LOG_LEVEL": "WARNING"},
+        service_env={"runner": {"RUNNER_CONCURRENCY": "128", "RUNNER_HEARTBEAT_S": "5"}},
+    )
+    stack = Stack(config)
+    await asyncio.to_thread(stack.start)
+    try:
+        return await _measure(stack, infra, quick)
+    finally:
+        await asyncio.to_thread(stack.stop)
+        if db_name and infra["postgres"]:
+            await _drop_database(infra["postgres"], db_name)
+
+
+async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str, Any]:
+    fake = stack.fakellm_url
+    async with httpx.AsyncClient() as h:
+        await h.put(f"{fake}/_fake/scripts/{INSTANT}", json={"turns": [{"text": TEXT, "ttft_ms": 0, "tokens_per_s": 0}]})
+        await h.put(
+            f"{fake}/_fake/scripts/{PACED}", json={"turns": [{"text": TEXT, "ttft_ms": 100, "tokens_per_s": 50}]}
+        )
+    with AdminClient(stack.gateway_url, stack.admin_token) as admin:
+        user = admin.create_user("bench")
+        admin.add_credits(user["id"], 10**12)
+        key = admin.create_api_key(user["id"], "bench", rate_limit_per_minute=10**8)["key"]
+        agents = {
+            m: admin.create_agent(name=m, provider="openai", model=m, owner_id=user["id"])["id"] for m in (INSTANT, PACED)
+        }
+    direct_url, gw_url = f"{fake}/v1/chat/completions", f"{stack.gateway_url}/v1/chat/completions"
+    direct_h = {"Authorization": "Bearer sk-fake"}
+    gw_h = {"Authorization": f"Bearer {key}"}
+
+    def body(model: str, stream: bool = True) -> dict[str, Any]:
+        return {"model": model, "messages": [{"role": "user", "content": "Say thirty-two words."}], "stream": stream}
+
+    n_light = 60 if quick else 400
+    n_paced = 64 if quick else 192
+    n_sat = 128 if quick else 1024
+    results: dict[str, Any] = {"infra": {k: bool(v) for k, v in infra.items()}}
+    async with make_client(80) as client:
+        # warm every path (connections, caches, JIT-less imports, the runner's fetch loop)
+        for _ in range(20):
+            await sequential_streams(client, direct_url, direct_h, body(INSTANT), 1)
+            await sequential_streams(client, gw_url, gw_h, body(agents[INSTANT]), 1)
+
+        # 1. light load: one at a time, instant model
+        direct = await sequential_streams(client, direct_url, direct_h, body(INSTANT), n_light)
+        through = await sequential_streams(client, gw_url, gw_h, body(agents[INSTANT]), n_light)
+        d, g = [r.ttft for r in direct], [r.ttft for r in through]
+        results["light"] = {
+            "requests": n_light,
+            "direct_ttft_ms": summary_ms(d),
+            "gateway_ttft_ms": summary_ms(g),
+            "added_ttft_ms": {q: (percentile(g, p) - percentile(d, p)) * 1000 for q, p in (("p50", 50), ("p99", 99))},
+        }
+
+        # 2. realistic load: 64 concurrent paced streams
+        direct, _ = await concurrent_streams(client, direct_url, direct_h, body(PACED), concurrency=64, total=n_paced)
+        through, _ = await concurrent_streams(client, gw_url, gw_h, body(agents[PACED]), concurrency=64, total=n_paced)
+        d, g = [r.ttft for r in direct], [r.ttft for r in through]
+        dg = [x for r in direct for x in r.gaps]
+        gg = [x for r in through for x in r.gaps]
+        results["realistic"] = {
+            "streams": n_paced,
+            "concurrency": 64,
+            "direct_ttft_ms": summary_ms(d),
+            "gateway_ttft_ms": summary_ms(g),
+            "added_ttft_ms": {q: (percentile(g, p) - percentile(d, p)) * 1000 for q, p in (("p50", 50), ("p99", 99))},
+            "direct_gap_ms": summary_ms(dg),
+            "gateway_gap_ms": summary_ms(gg),
+            "added_gap_p99_ms": (percentile(gg, 99) - percentile(dg, 99)) * 1000,
+        }
+
+        # 3. saturation: instant model, 64 concurrent
+        _, d_wall = await concurrent_streams(client, direct_url, direct_h, body(INSTANT), concurrency=64, total=n_sat)
+        _, g_wall = await concurrent_streams(client, gw_url, gw_h, body(agents[INSTANT]), concurrency=64, total=n_sat)
+        d_nwall = await concurrent_completions(client, direct_url, direct_h, body(INSTANT, False), concurrency=64, total=n_sat)
+        g_nwall = await concurrent_completions(client, gw_url, gw_h, body(agents[INSTANT], False), concurrency=64, total=n_sat)
+        results["saturation"] = {
+            "requests": n_sat,
+            "concurrency": 64,
+            "direct_streams_per_s": n_sat / d_wall,
+            "gateway_streams_per_s": n_sat / g_wall,
+            "streams_fraction_of_direct": d_wall / g_wall,
+            "direct_requests_per_s": n_sat / d_nwall,
+            "gateway_requests_per_s": n_sat / g_nwall,
+            "requests_fraction_of_direct": d_nwall / g_nwall,
+        }
+
+        # /v1/models latency, and a cached request's auth + permission check (measured in-process below)
+        times = []
+        for _ in range(n_light):
+            start = time.perf_counter()
+            resp = await client.get(f"{stack.gateway_url}/v1/models", headers=gw_h)
+            times.append(time.perf_counter() - start)
+            assert resp.status_code == 200
+        results["models"] = {"requests": n_light, "latency_ms": summary_ms(times)}
+        # a trivial whole request to both, as a sanity line
+        results["sanity_ms"] = {
+            "direct_whole": await complete_once(client, direct_url, direct_h, body(INSTANT, False)) * 1000,
+            "gateway_whole": await complete_once(client, gw_url, gw_h, body(agents[INSTANT], False)) * 1000,
+        }
+    return results
