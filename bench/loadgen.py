@@ -86,7 +86,9 @@ async def sequential_streams(client, url, headers, body, n: int) -> list[StreamR
     return [await stream_once(client, url, headers, body) for _ in range(n)]
 
 
-async def concurrent_streams(client, url, headers, body, *, concurrency: int, total: int) -> tuple[list[StreamResult], float]:
+async def concurrent_streams(
+    client, url, headers, body, *, concurrency: int, total: int
+) -> tuple[list[StreamResult], float]:
     """``total`` streams, ``concurrency`` at a time. Returns the results and the wall time."""
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(total):

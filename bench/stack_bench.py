@@ -110,7 +110,9 @@ async def run(quick: bool = False) -> dict[str, Any]:
 async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str, Any]:
     fake = stack.fakellm_url
     async with httpx.AsyncClient() as h:
-        await h.put(f"{fake}/_fake/scripts/{INSTANT}", json={"turns": [{"text": TEXT, "ttft_ms": 0, "tokens_per_s": 0}]})
+        await h.put(
+            f"{fake}/_fake/scripts/{INSTANT}", json={"turns": [{"text": TEXT, "ttft_ms": 0, "tokens_per_s": 0}]}
+        )
         await h.put(
             f"{fake}/_fake/scripts/{PACED}", json={"turns": [{"text": TEXT, "ttft_ms": 100, "tokens_per_s": 50}]}
         )
@@ -119,7 +121,8 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
         admin.add_credits(user["id"], 10**12)
         key = admin.create_api_key(user["id"], "bench", rate_limit_per_minute=10**8)["key"]
         agents = {
-            m: admin.create_agent(name=m, provider="openai", model=m, owner_id=user["id"])["id"] for m in (INSTANT, PACED)
+            m: admin.create_agent(name=m, provider="openai", model=m, owner_id=user["id"])["id"]
+            for m in (INSTANT, PACED)
         }
     direct_url, gw_url = f"{fake}/v1/chat/completions", f"{stack.gateway_url}/v1/chat/completions"
     direct_h = {"Authorization": "Bearer sk-fake"}
@@ -169,8 +172,12 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
         # 3. saturation: instant model, 64 concurrent
         _, d_wall = await concurrent_streams(client, direct_url, direct_h, body(INSTANT), concurrency=64, total=n_sat)
         _, g_wall = await concurrent_streams(client, gw_url, gw_h, body(agents[INSTANT]), concurrency=64, total=n_sat)
-        d_nwall = await concurrent_completions(client, direct_url, direct_h, body(INSTANT, False), concurrency=64, total=n_sat)
-        g_nwall = await concurrent_completions(client, gw_url, gw_h, body(agents[INSTANT], False), concurrency=64, total=n_sat)
+        d_nwall = await concurrent_completions(
+            client, direct_url, direct_h, body(INSTANT, False), concurrency=64, total=n_sat
+        )
+        g_nwall = await concurrent_completions(
+            client, gw_url, gw_h, body(agents[INSTANT], False), concurrency=64, total=n_sat
+        )
         results["saturation"] = {
             "requests": n_sat,
             "concurrency": 64,

@@ -8,7 +8,9 @@ import contextlib
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="fakellm", description="A deterministic OpenAI- and Anthropic-compatible LLM server.")
+    parser = argparse.ArgumentParser(
+        prog="fakellm", description="A deterministic OpenAI- and Anthropic-compatible LLM server."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--ttft-ms", type=float, default=0.0, help="default time to first token")

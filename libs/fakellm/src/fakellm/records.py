@@ -21,8 +21,16 @@ class Records:
 
     def new(self, api: str, model: str, stream: bool, turn: int, messages: Any) -> dict[str, Any]:
         rec = {
-            "id": f"req_{next(self._ids)}", "api": api, "model": model, "stream": stream, "status": "in_progress",
-            "tokens_sent": 0, "turn": turn, "messages": messages, "started_at": time.time(), "ended_at": None,
+            "id": f"req_{next(self._ids)}",
+            "api": api,
+            "model": model,
+            "stream": stream,
+            "status": "in_progress",
+            "tokens_sent": 0,
+            "turn": turn,
+            "messages": messages,
+            "started_at": time.time(),
+            "ended_at": None,
         }
         self._items.append(rec)
         return rec
@@ -37,7 +45,9 @@ class Records:
 
     def query(self, model: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
         return [
-            r for r in self._items if (model is None or r["model"] == model) and (status is None or r["status"] == status)
+            r
+            for r in self._items
+            if (model is None or r["model"] == model) and (status is None or r["status"] == status)
         ]
 
     async def wait(self, model: str | None, status: str, timeout: float) -> dict[str, Any] | None:

@@ -91,8 +91,10 @@ def _is_real_user(message: dict[str, Any], api: str) -> bool:
         return False
     if api == "anthropic":
         content = message.get("content")
-        if isinstance(content, list) and content and all(
-            isinstance(p, dict) and p.get("type") == "tool_result" for p in content
+        if (
+            isinstance(content, list)
+            and content
+            and all(isinstance(p, dict) and p.get("type") == "tool_result" for p in content)
         ):
             return False
     return True
@@ -137,7 +139,13 @@ def plan(turn: dict[str, Any], body: dict[str, Any], api: str, defaults: tuple[f
         prefix = "toolu_" if api == "anthropic" else "call_"
         chunks = [arg_str[j : j + ARG_CHUNK] for j in range(0, len(arg_str), ARG_CHUNK)] or [""]
         p.tool_calls.append(
-            ToolCallPlan(id=call.get("id") or f"{prefix}{i + 1}", name=call["name"], arguments=arg_str, chunks=chunks, input=parsed)
+            ToolCallPlan(
+                id=call.get("id") or f"{prefix}{i + 1}",
+                name=call["name"],
+                arguments=arg_str,
+                chunks=chunks,
+                input=parsed,
+            )
         )
     emitted = len(p.reasoning) + len(p.text) + sum(len(c.chunks) for c in p.tool_calls)
     usage = turn.get("usage") or {}

@@ -64,7 +64,7 @@ class FakeLLMApp:
             body = orjson.loads(await _body(receive) or b"{}")
             turns = body.get("turns")
             if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
-                await _json(send, 400, {"error": "body must be {\"turns\": [ {...}, ... ]}"})
+                await _json(send, 400, {"error": 'body must be {"turns": [ {...}, ... ]}'})
                 return
             self.scripts[path.removeprefix("/_fake/scripts/")] = turns
             await _json(send, 200, {"model": path.removeprefix("/_fake/scripts/"), "turns": len(turns)})
@@ -84,7 +84,18 @@ class FakeLLMApp:
         elif method == "GET" and path == "/healthz":
             await _json(send, 200, {"status": "ok"})
         else:
-            await _json(send, 404, {"error": {"message": f"no route {method} {path}", "type": "invalid_request_error", "param": None, "code": None}})
+            await _json(
+                send,
+                404,
+                {
+                    "error": {
+                        "message": f"no route {method} {path}",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+            )
 
     # --- generation --------------------------------------------------------------------------
     async def _generate(self, scope: Scope, receive: Receive, send: Send, api: str) -> None:
@@ -107,7 +118,11 @@ class FakeLLMApp:
         if p.error:
             status = int(p.error.get("status", 500))
             await self.records.finish(rec, "error")
-            await _json(send, status, wire.error_body(status, str(p.error.get("message", "scripted error")), p.error.get("type")))
+            await _json(
+                send,
+                status,
+                wire.error_body(status, str(p.error.get("message", "scripted error")), p.error.get("type")),
+            )
             return
         if not streaming:
             await self._whole(send, rec, p, wire, model, rid, receive)
@@ -119,7 +134,9 @@ class FakeLLMApp:
             frames = wire_anthropic.stream(p, model, rid)
         await self._stream(send, receive, rec, p, frames)
 
-    async def _whole(self, send: Send, rec: dict[str, Any], p: Plan, wire: Any, model: str, rid: str, receive: Receive) -> None:
+    async def _whole(
+        self, send: Send, rec: dict[str, Any], p: Plan, wire: Any, model: str, rid: str, receive: Receive
+    ) -> None:
         n = len(p.reasoning) + len(p.text) + sum(len(c.chunks) for c in p.tool_calls)
         delay = p.ttft_ms / 1000 + (n / p.tokens_per_s if p.tokens_per_s > 0 else 0)
         if delay > 0 and await _disconnected_within(receive, delay):
@@ -129,7 +146,9 @@ class FakeLLMApp:
         await _json(send, 200, wire.whole(p, model, rid))
         await self.records.finish(rec, "completed")
 
-    async def _stream(self, send: Send, receive: Receive, rec: dict[str, Any], p: Plan, frames: Iterator[tuple[bytes, bool]]) -> None:
+    async def _stream(
+        self, send: Send, receive: Receive, rec: dict[str, Any], p: Plan, frames: Iterator[tuple[bytes, bool]]
+    ) -> None:
         gone = asyncio.Event()
 
         async def watch() -> None:
@@ -140,7 +159,13 @@ class FakeLLMApp:
         watcher = asyncio.create_task(watch())
         status = "completed"
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
+                }
+            )
             interval = 1 / p.tokens_per_s if p.tokens_per_s > 0 else 0.0
             tokens = 0
             for data, is_token in frames:
@@ -201,7 +226,13 @@ async def _disconnected_within(receive: Receive, seconds: float) -> bool:
 
 async def _json(send: Send, status: int, body: Any) -> None:
     data = orjson.dumps(body)
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 
@@ -212,14 +243,28 @@ def _query(scope: Scope) -> dict[str, str]:
 class FakeLLM:
     """Run the fake LLM in this process: ``await FakeLLM(port=0).start()``, then ``.url``."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, ttft_ms: float = 0.0, tokens_per_s: float = 0.0, log_level: str = "warning") -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ttft_ms: float = 0.0,
+        tokens_per_s: float = 0.0,
+        log_level: str = "warning",
+    ) -> None:
         self.app = FakeLLMApp(ttft_ms, tokens_per_s)
         self.host = host
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.port = self._sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level=log_level, access_log=False, http="httptools", lifespan="on", timeout_graceful_shutdown=1)
+        config = uvicorn.Config(
+            self.app,
+            log_level=log_level,
+            access_log=False,
+            http="httptools",
+            lifespan="on",
+            timeout_graceful_shutdown=1,
+        )
         self._server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
 

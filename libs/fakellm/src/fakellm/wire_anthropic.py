@@ -32,34 +32,114 @@ def _input_usage(p: Plan) -> dict[str, Any]:
 
 
 def stream(p: Plan, model: str, rid: str) -> Iterator[Frame]:
-    start_usage = {**_input_usage(p), "output_tokens": 1} if not p.omit_usage else {"input_tokens": 0, "output_tokens": 0}
+    start_usage = (
+        {**_input_usage(p), "output_tokens": 1} if not p.omit_usage else {"input_tokens": 0, "output_tokens": 0}
+    )
     message = {
-        "id": rid, "type": "message", "role": "assistant", "model": model, "content": [],
-        "stop_reason": None, "stop_sequence": None, "usage": start_usage,
+        "id": rid,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": start_usage,
     }
     yield _event("message_start", {"type": "message_start", "message": message}), False
     index = 0
     if p.reasoning:
-        yield _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}), False
+        yield (
+            _event(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+                },
+            ),
+            False,
+        )
         for tok in p.reasoning:
-            yield _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "thinking_delta", "thinking": tok}}), True
-        yield _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "signature_delta", "signature": "c2lnbmF0dXJl"}}), False
+            yield (
+                _event(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "thinking_delta", "thinking": tok},
+                    },
+                ),
+                True,
+            )
+        yield (
+            _event(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "signature_delta", "signature": "c2lnbmF0dXJl"},
+                },
+            ),
+            False,
+        )
         yield _event("content_block_stop", {"type": "content_block_stop", "index": index}), False
         index += 1
     if p.text:
-        yield _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}), False
+        yield (
+            _event(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
+            ),
+            False,
+        )
         for tok in p.text:
-            yield _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": tok}}), True
+            yield (
+                _event(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": tok}},
+                ),
+                True,
+            )
         yield _event("content_block_stop", {"type": "content_block_stop", "index": index}), False
         index += 1
     for call in p.tool_calls:
-        yield _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}}), False
+        yield (
+            _event(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "tool_use", "id": call.id, "name": call.name, "input": {}},
+                },
+            ),
+            False,
+        )
         for chunk in call.chunks:
-            yield _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": chunk}}), True
+            yield (
+                _event(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": chunk},
+                    },
+                ),
+                True,
+            )
         yield _event("content_block_stop", {"type": "content_block_stop", "index": index}), False
         index += 1
     out_usage = {"output_tokens": p.output_tokens} if not p.omit_usage else {"output_tokens": 0}
-    yield _event("message_delta", {"type": "message_delta", "delta": {"stop_reason": STOP.get(p.finish_reason, p.finish_reason), "stop_sequence": None}, "usage": out_usage}), False
+    yield (
+        _event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": STOP.get(p.finish_reason, p.finish_reason), "stop_sequence": None},
+                "usage": out_usage,
+            },
+        ),
+        False,
+    )
     yield _event("message_stop", {"type": "message_stop"}), False
 
 
@@ -71,8 +151,18 @@ def whole(p: Plan, model: str, rid: str) -> dict[str, Any]:
         content.append({"type": "text", "text": "".join(p.text)})
     for call in p.tool_calls:
         content.append({"type": "tool_use", "id": call.id, "name": call.name, "input": call.input})
-    usage = {**_input_usage(p), "output_tokens": p.output_tokens} if not p.omit_usage else {"input_tokens": 0, "output_tokens": 0}
+    usage = (
+        {**_input_usage(p), "output_tokens": p.output_tokens}
+        if not p.omit_usage
+        else {"input_tokens": 0, "output_tokens": 0}
+    )
     return {
-        "id": rid, "type": "message", "role": "assistant", "model": model, "content": content,
-        "stop_reason": STOP.get(p.finish_reason, p.finish_reason), "stop_sequence": None, "usage": usage,
+        "id": rid,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": STOP.get(p.finish_reason, p.finish_reason),
+        "stop_sequence": None,
+        "usage": usage,
     }

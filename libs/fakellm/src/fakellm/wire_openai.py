@@ -18,7 +18,11 @@ def usage(p: Plan) -> dict[str, Any]:
         "prompt_tokens": p.prompt_tokens,
         "completion_tokens": p.output_tokens,
         "total_tokens": p.prompt_tokens + p.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": p.cache_read, "cache_write_tokens": p.cache_write, "audio_tokens": 0},
+        "prompt_tokens_details": {
+            "cached_tokens": p.cache_read,
+            "cache_write_tokens": p.cache_write,
+            "audio_tokens": 0,
+        },
         "completion_tokens_details": {
             "reasoning_tokens": p.reasoning_tokens,
             "audio_tokens": 0,
@@ -29,7 +33,14 @@ def usage(p: Plan) -> dict[str, Any]:
 
 
 def error_body(status: int, message: str, type_: str | None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_ or ("server_error" if status >= 500 else "invalid_request_error"), "param": None, "code": None}}
+    return {
+        "error": {
+            "message": message,
+            "type": type_ or ("server_error" if status >= 500 else "invalid_request_error"),
+            "param": None,
+            "code": None,
+        }
+    }
 
 
 def stream(p: Plan, model: str, include_usage: bool, rid: str) -> Iterator[Frame]:
@@ -52,7 +63,16 @@ def stream(p: Plan, model: str, include_usage: bool, rid: str) -> Iterator[Frame
         first = True
         for chunk in call.chunks:
             if first:
-                d = {"tool_calls": [{"index": i, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": chunk}}]}
+                d = {
+                    "tool_calls": [
+                        {
+                            "index": i,
+                            "id": call.id,
+                            "type": "function",
+                            "function": {"name": call.name, "arguments": chunk},
+                        }
+                    ]
+                }
                 first = False
             else:
                 d = {"tool_calls": [{"index": i, "function": {"arguments": chunk}}]}
@@ -69,7 +89,8 @@ def whole(p: Plan, model: str, rid: str) -> dict[str, Any]:
         message[p.reasoning_field] = "".join(p.reasoning)
     if p.tool_calls:
         message["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in p.tool_calls
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in p.tool_calls
         ]
     body: dict[str, Any] = {
         "id": rid,
