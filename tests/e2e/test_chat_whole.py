@@ -66,4 +66,5 @@ async def test_disable_streaming_answers_json_to_a_stream_request(e2e: StackHand
     # The provider was called without streaming too.
     requests = await e2e.fake.requests(agent.model)
     assert len(requests) == 1
+    assert requests[0]["stream"] is False
     await assert_usage_billed(e2e.admin, e2e.seeded.user_id, body["id"], body["usage"])
