@@ -1,0 +1,430 @@
+"""The agent loop of one run: model call → stream deltas → record usage → run tools → model call …
+
+Transport-free: NATS, billing and the clock reach it through :class:`RunPorts`, so the loop is tested
+without a broker. Every model call's usage is recorded (and acknowledged) before the loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from contracts import (
+    ChatMessage,
+    ErrorInfo,
+    ExtendReply,
+    ExtendRequest,
+    RunClosed,
+    RunCompleted,
+    RunFailed,
+    RunRequest,
+    RunStarted,
+    TokenUsage,
+    UsageRecorded,
+)
+from contracts.events import (
+    ReasoningDelta,
+    TextDelta,
+    ToolCallArgumentsDelta,
+    ToolCallStarted,
+    ToolResult,
+    UsageReported,
+)
+from contracts.runs import FunctionCall, ToolCall
+
+from . import usage as usage_mod
+from .connections import Connection
+from .emitter import EventEmitter
+from .errors import ProviderError, RunError, StreamBroken, internal_error, provider_failed, stream_broken
+from .providers import (
+    CallSpec,
+    FinishChunk,
+    Provider,
+    ReasoningChunk,
+    TextChunk,
+    ToolCallChunk,
+    ToolSpec,
+    UsageChunk,
+)
+from .tools import Tool, ToolError
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("runner")
+
+#: Switchboard's own agent parameters, never sent to a provider; and the keys the adapter itself sets.
+OWN_PARAMETERS = frozenset({"disableStreaming", "max_steps"})
+RESERVED_PARAMETERS = frozenset({"model", "messages", "stream", "stream_options", "tools", "system"})
+DEFAULT_MAX_OUTPUT = 4096
+
+Status_ = Literal["completed", "failed", "cancelled"]
+
+
+class BillingUnavailable(Exception):
+    """Billing did not answer (no responders, timeout)."""
+
+
+class RunPorts(Protocol):
+    """What a run needs from the outside world."""
+
+    async def publish_event(self, run_id: str, data: bytes) -> None: ...
+
+    async def record_usage(self, record: UsageRecorded) -> None:
+        """Publish to USAGE and wait for the ack, retrying until it is stored."""
+
+    async def close_run(self, closed: RunClosed) -> None: ...
+
+    async def extend(self, request: ExtendRequest) -> ExtendReply:
+        """Raises :class:`BillingUnavailable` when billing does not answer."""
+
+
+@dataclass
+class RunConfig:
+    heartbeat_s: float = 2.0
+    default_max_steps: int = 10
+
+
+def call_parameters(request: RunRequest) -> dict[str, Any]:
+    """The agent's model parameters, overridden by the request's options, minus Switchboard's own keys."""
+    params = {
+        k: v
+        for k, v in request.agent.model_parameters.items()
+        if k not in OWN_PARAMETERS and k not in RESERVED_PARAMETERS and v is not None
+    }
+    opts = request.options
+    for name in ("max_tokens", "temperature", "top_p", "stop"):
+        value = getattr(opts, name)
+        if value is not None:
+            params[name] = value
+    return params
+
+
+def max_steps_of(request: RunRequest, default: int) -> int:
+    if request.options.max_steps:
+        return request.options.max_steps
+    value = request.agent.model_parameters.get("max_steps")
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    return default
+
+
+def initial_conversation(request: RunRequest) -> list[ChatMessage]:
+    """The agent's instructions first, as a system message, then the client's messages."""
+    messages = list(request.messages)
+    if request.agent.instructions:
+        messages.insert(0, ChatMessage(role="system", content=request.agent.instructions))
+    return messages
+
+
+@dataclass
+class _PendingCall:
+    index: int  # the run-wide tool-call index
+    id: str
+    name: str
+    arguments: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _CallResult:
+    text: str
+    tool_calls: list[_PendingCall]
+    finish: str | None
+
+
+class AgentRun:
+    """One run, from ``started`` to ``completed``/``failed`` and ``RunClosed``."""
+
+    def __init__(
+        self,
+        request: RunRequest,
+        *,
+        connection: Connection | None,
+        provider: Provider | None,
+        tools: list[Tool],
+        ports: RunPorts,
+        config: RunConfig,
+        runner_id: str = "",
+    ) -> None:
+        self.request = request
+        self.connection = connection
+        self.provider = provider
+        self.tools = {t.name: t for t in tools}
+        self.ports = ports
+        self.config = config
+        self.runner_id = runner_id
+        self.emitter = EventEmitter(request.run_id, self._publish, config.heartbeat_s)
+        self.conversation = initial_conversation(request)
+        self.params = call_parameters(request)
+        self.tool_specs = [ToolSpec(t.name, t.description, t.parameters) for t in tools]
+        self.usages: list[TokenUsage] = []  # one per UsageRecorded published, in call order
+        self.next_tool_index = 0
+        self.status: Status_ = "failed"
+
+    async def _publish(self, data: bytes) -> None:
+        await self.ports.publish_event(self.request.run_id, data)
+
+    @property
+    def total(self) -> TokenUsage:
+        return usage_mod.total(self.usages)
+
+    # --- the run ----------------------------------------------------------------------------------
+    async def execute(self) -> Status_:
+        """Run to the end. Cancelling the task records the partial usage, closes the run, and re-raises."""
+        await self.emitter.emit(RunStarted, runner_id=self.runner_id)
+        beats = asyncio.create_task(self.emitter.heartbeats(), name=f"heartbeat-{self.request.run_id}")
+        try:
+            finish = await self._loop()
+            beats.cancel()
+            await self.emitter.emit(RunCompleted, finish_reason=finish, usage=self.total)
+            self.status = "completed"
+        except RunError as exc:
+            beats.cancel()
+            await self._fail(exc.info)
+        except asyncio.CancelledError:
+            self.status = "cancelled"
+            raise
+        except Exception:
+            # A bug must still end the client's stream and close the run for billing.
+            log.exception("run %s failed unexpectedly", self.request.run_id)
+            beats.cancel()
+            await self._fail(internal_error())
+        finally:
+            beats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beats
+            await self.ports.close_run(
+                RunClosed(
+                    run_id=self.request.run_id,
+                    user_id=self.request.caller.user_id,
+                    reservation_id=self.request.reservation_id,
+                    calls=len(self.usages),
+                    status=self.status,
+                )
+            )
+        return self.status
+
+    async def _fail(self, info: ErrorInfo) -> None:
+        self.status = "failed"
+        await self.emitter.emit(RunFailed, error=info, usage=self.total)
+
+    async def _loop(self) -> str:
+        if self.provider is None or self.connection is None:
+            from .errors import unknown_provider
+
+            raise unknown_provider(self.request.agent.provider)
+        max_steps = max_steps_of(self.request, self.config.default_max_steps)
+        for step in range(max_steps):
+            if step > 0:
+                await self._extend()
+            result = await self._model_call()
+            if not result.tool_calls:
+                return "length" if result.finish == "length" else "stop"
+            await self._run_tools(result.tool_calls)
+        # The step limit ended the loop while the model still wanted tools.
+        return "length"
+
+    # --- billing ------------------------------------------------------------------------------------
+    def _prompt_chars(self) -> int:
+        schemas = [json.dumps(t.parameters) + t.name + t.description for t in self.tool_specs]
+        return usage_mod.prompt_chars(self.conversation, schemas)
+
+    async def _extend(self) -> None:
+        req = self.request
+        if not req.reservation_id:
+            return
+        assert self.connection is not None
+        max_out = self.params.get("max_tokens") or self.params.get("max_completion_tokens") or DEFAULT_MAX_OUTPUT
+        ask = ExtendRequest(
+            run_id=req.run_id,
+            reservation_id=req.reservation_id,
+            user_id=req.caller.user_id,
+            provider=self.connection.kind,
+            model=req.agent.model,
+            prompt_tokens=usage_mod.estimate_prompt_tokens(self._prompt_chars()),
+            max_output_tokens=int(max_out),
+        )
+        try:
+            reply = await self.ports.extend(ask)
+        except BillingUnavailable:
+            from .errors import billing_unavailable
+
+            raise billing_unavailable() from None
+        if not reply.ok:
+            raise RunError(
+                reply.error
+                or ErrorInfo(
+                    status=402,
+                    type="insufficient_quota",
+                    code="insufficient_quota",
+                    message="The balance does not cover the next model call.",
+                )
+            )
+
+    # --- one model call ----------------------------------------------------------------------------
+    async def _model_call(self) -> _CallResult:
+        assert self.provider is not None and self.connection is not None
+        model = self.request.agent.model
+        spec = CallSpec(model=model, messages=list(self.conversation), tools=self.tool_specs, params=self.params)
+        chars = self._prompt_chars()
+        emit = self.emitter.emit
+        text: list[str] = []
+        calls: dict[int, _PendingCall] = {}
+        reported: TokenUsage | None = None
+        finish: str | None = None
+        deltas = 0
+        attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": self.connection.kind,
+            "gen_ai.request.model": model,
+        }
+        with tracer.start_as_current_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes) as span:
+            try:
+                async with contextlib.aclosing(self.provider.stream(spec)) as chunks:
+                    async for c in chunks:
+                        if isinstance(c, TextChunk):
+                            deltas += 1
+                            text.append(c.text)
+                            await emit(TextDelta, delta=c.text)
+                        elif isinstance(c, ReasoningChunk):
+                            deltas += 1
+                            await emit(ReasoningDelta, delta=c.text)
+                        elif isinstance(c, ToolCallChunk):
+                            pending = calls.get(c.index)
+                            if pending is None:
+                                pending = _PendingCall(
+                                    index=self.next_tool_index,
+                                    id=c.id or f"call_{self.request.run_id[-8:]}_{self.next_tool_index}",
+                                    name=c.name or "",
+                                )
+                                self.next_tool_index += 1
+                                calls[c.index] = pending
+                                await emit(ToolCallStarted, index=pending.index, call_id=pending.id, name=pending.name)
+                            if c.arguments:
+                                deltas += 1
+                                pending.arguments.append(c.arguments)
+                                await emit(ToolCallArgumentsDelta, index=pending.index, delta=c.arguments)
+                        elif isinstance(c, UsageChunk):
+                            reported = usage_mod.merge(reported, c.usage)
+                        elif isinstance(c, FinishChunk):
+                            finish = c.reason
+            except ProviderError as exc:
+                span.set_status(Status(StatusCode.ERROR, "provider_error"))
+                if deltas == 0:
+                    raise provider_failed(exc.message) from None
+                await self._record(span, self._estimate(chars, deltas, reported), True, "incomplete")
+                raise stream_broken(exc.message) from None
+            except StreamBroken as exc:
+                span.set_status(Status(StatusCode.ERROR, "stream_broken"))
+                await self._record(span, self._estimate(chars, deltas, reported), True, "incomplete")
+                raise stream_broken(str(exc)) from None
+            except asyncio.CancelledError:
+                final = reported is not None and finish is not None and reported.total_tokens > 0
+                if final:
+                    assert reported is not None
+                    await self._record(span, reported, False, "cancelled")
+                else:
+                    await self._record(span, self._estimate(chars, deltas, reported), True, "cancelled")
+                raise
+            if reported is not None and reported.total_tokens > 0:
+                await self._record(span, reported, False, "normal")
+            else:
+                # The provider sent no usage: count it ourselves rather than bill nothing.
+                await self._record(span, self._estimate(chars, deltas, reported), True, "incomplete")
+        ordered = [calls[k] for k in sorted(calls)]
+        self.conversation.append(
+            ChatMessage(
+                role="assistant",
+                content="".join(text) or None,
+                tool_calls=[
+                    ToolCall(id=p.id, function=FunctionCall(name=p.name, arguments="".join(p.arguments)))
+                    for p in ordered
+                ]
+                or None,
+            )
+        )
+        return _CallResult(text="".join(text), tool_calls=ordered, finish=finish)
+
+    @staticmethod
+    def _estimate(chars: int, deltas: int, partial: TokenUsage | None) -> TokenUsage:
+        guess = usage_mod.estimate(chars, deltas)
+        if partial is not None and partial.prompt_tokens > 0:
+            # The provider already told us the prompt side (Anthropic's message_start): keep it.
+            return TokenUsage(
+                input_tokens=partial.input_tokens,
+                cache_write_tokens=partial.cache_write_tokens,
+                cache_read_tokens=partial.cache_read_tokens,
+                output_tokens=max(deltas, partial.output_tokens),
+            )
+        return guess
+
+    async def _record(self, span: trace.Span, usage: TokenUsage, estimated: bool, context: str) -> None:
+        """Publish the call's UsageRecorded (inside the model-call span, so billing continues the
+        trace), wait for its ack, then tell the client."""
+        assert self.connection is not None
+        req = self.request
+        call_index = len(self.usages)
+        span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
+        record = UsageRecorded(
+            run_id=req.run_id,
+            call_index=call_index,
+            user_id=req.caller.user_id,
+            agent_id=req.agent.id,
+            conversation_id=req.conversation_id,
+            reservation_id=req.reservation_id,
+            provider=self.connection.kind,
+            connection=self.connection.name,
+            model=req.agent.model,
+            usage=usage,
+            estimated=estimated,
+            context=context,  # type: ignore[arg-type]
+        )
+        await self.ports.record_usage(record)
+        self.usages.append(usage)
+        await self.emitter.emit(UsageReported, call_index=call_index, usage=usage, estimated=estimated)
+
+    # --- tools ----------------------------------------------------------------------------------------
+    async def _run_tools(self, calls: list[_PendingCall]) -> None:
+        """Run one turn's tool calls in parallel; report and append the results in index order."""
+        results = await asyncio.gather(*(self._run_tool(c) for c in calls))
+        for call, (output, is_error) in zip(calls, results, strict=True):
+            await self.emitter.emit(
+                ToolResult, index=call.index, call_id=call.id, name=call.name, output=output, is_error=is_error
+            )
+            self.conversation.append(ChatMessage(role="tool", tool_call_id=call.id, content=output))
+
+    async def _run_tool(self, call: _PendingCall) -> tuple[str, bool]:
+        with tracer.start_as_current_span(
+            f"execute_tool {call.name}",
+            attributes={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": call.name,
+                "gen_ai.tool.call.id": call.id,
+            },
+        ) as span:
+            tool = self.tools.get(call.name)
+            if tool is None:
+                return f"Error: unknown tool {call.name!r}", True
+            raw = "".join(call.arguments)
+            try:
+                args = json.loads(raw) if raw.strip() else {}
+            except json.JSONDecodeError:
+                return "Error: the arguments are not valid JSON", True
+            if not isinstance(args, dict):
+                return "Error: the arguments must be a JSON object", True
+            try:
+                return await tool.call(args), False
+            except ToolError as exc:
+                span.set_status(Status(StatusCode.ERROR, "tool_error"))
+                return f"Error: {exc}", True
+            except Exception as exc:
+                # A tool's bug goes back to the model as the result; it never fails the run.
+                log.warning("tool %s raised %s", call.name, type(exc).__name__, exc_info=True)
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                return f"Error: the tool failed ({type(exc).__name__})", True

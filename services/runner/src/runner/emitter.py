@@ -1,0 +1,41 @@
+"""A run's event sequence: numbering (``seq`` 0, 1, 2 … heartbeats included) and heartbeats.
+
+Transport-free: ``publish`` is any coroutine that sends bytes on the run's subject. The sequence
+number is taken and the bytes handed to ``publish`` with no await in between, so events leave in
+order even when a heartbeat and a delta race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from contracts.events import Heartbeat, _RunEvent
+
+Publish = Callable[[bytes], Awaitable[None]]
+
+
+class EventEmitter:
+    def __init__(self, run_id: str, publish: Publish, heartbeat_s: float) -> None:
+        self.run_id = run_id
+        self.seq = 0
+        self._publish = publish
+        self._heartbeat_s = heartbeat_s
+        self._last = time.monotonic()
+
+    async def emit(self, event_type: type[_RunEvent], **fields: Any) -> None:
+        event = event_type(run_id=self.run_id, seq=self.seq, **fields)
+        self.seq += 1
+        self._last = time.monotonic()
+        await self._publish(event.model_dump_json().encode())
+
+    async def heartbeats(self) -> None:
+        """Send a :class:`Heartbeat` whenever nothing was sent for ``heartbeat_s``; run as a task."""
+        while True:
+            wait = self._last + self._heartbeat_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            await self.emit(Heartbeat)

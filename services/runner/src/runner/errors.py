@@ -1,0 +1,83 @@
+"""The runner's errors, each able to say what the client sees (:class:`contracts.ErrorInfo`)."""
+
+from __future__ import annotations
+
+from contracts import ErrorInfo
+
+
+class RunError(Exception):
+    """A run cannot go on; ``info`` is what ``RunFailed`` carries to the client."""
+
+    def __init__(self, info: ErrorInfo) -> None:
+        super().__init__(info.message)
+        self.info = info
+
+
+class ConfigError(Exception):
+    """The runner's configuration is unusable (bad ``RUNNER_CONNECTIONS``)."""
+
+
+class ProviderError(Exception):
+    """The provider refused the call before any output (an HTTP error, an unreachable host).
+
+    ``message`` is the provider's own message; it never holds a key."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class StreamBroken(Exception):
+    """The provider's stream broke after output had started."""
+
+
+def unknown_provider(name: str) -> RunError:
+    return RunError(
+        ErrorInfo(
+            status=400,
+            type="invalid_request_error",
+            code="unknown_provider",
+            message=f"The agent's provider connection {name!r} is not configured on this runner.",
+        )
+    )
+
+
+def provider_failed(message: str) -> RunError:
+    return RunError(ErrorInfo(status=502, type="server_error", code="provider_error", message=message))
+
+
+def stream_broken(message: str) -> RunError:
+    return RunError(
+        ErrorInfo(
+            status=502, type="server_error", code="provider_error", message=f"The provider stream broke: {message}"
+        )
+    )
+
+
+def queue_timeout() -> ErrorInfo:
+    return ErrorInfo(
+        status=503,
+        type="server_error",
+        code="queue_timeout",
+        message="No runner picked up the request before its deadline.",
+    )
+
+
+def billing_unavailable() -> RunError:
+    return RunError(
+        ErrorInfo(
+            status=503,
+            type="server_error",
+            code="billing_unavailable",
+            message="Billing did not answer the reservation extension.",
+        )
+    )
+
+
+def internal_error() -> ErrorInfo:
+    return ErrorInfo(status=500, type="server_error", code="internal_error", message="The agent run failed.")
+
+
+def shutting_down() -> ErrorInfo:
+    return ErrorInfo(status=503, type="server_error", code="runner_stopping", message="The runner is shutting down.")

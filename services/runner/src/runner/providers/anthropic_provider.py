@@ -1,0 +1,174 @@
+"""Anthropic Messages, streamed as raw events: thinking → reasoning, tool_use → tool calls."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anthropic
+import httpx2
+
+from contracts import ChatMessage
+
+from ..connections import Connection
+from ..errors import ProviderError, StreamBroken
+from ..usage import from_anthropic_delta, from_anthropic_start
+from .base import CallSpec, Chunk, FinishChunk, ReasoningChunk, TextChunk, ToolCallChunk, UsageChunk
+from .common import provider_message, redact
+
+#: Anthropic requires ``max_tokens``; this is the default when neither agent nor request sets it.
+DEFAULT_MAX_TOKENS = 4096
+
+_STOP = {"end_turn": "stop", "stop_sequence": "stop", "tool_use": "tool_calls", "max_tokens": "length"}
+
+
+def _tool_input(arguments: str) -> Any:
+    try:
+        value = json.loads(arguments) if arguments else {}
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _blocks(m: ChatMessage) -> list[dict[str, Any]]:
+    if m.role == "tool":
+        return [{"type": "tool_result", "tool_use_id": m.tool_call_id or "", "content": m.text()}]
+    blocks: list[dict[str, Any]] = []
+    text = m.text()
+    if text:
+        blocks.append({"type": "text", "text": text})
+    for call in m.tool_calls or ():
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call.id,
+                "name": call.function.name,
+                "input": _tool_input(call.function.arguments),
+            }
+        )
+    return blocks
+
+
+def to_anthropic(messages: list[ChatMessage]) -> tuple[str | None, list[dict[str, Any]]]:
+    """(system, messages): system/developer messages become the system prompt; tool results go back
+    as ``tool_result`` blocks of a user turn; consecutive turns of one role merge (the API wants
+    them alternating)."""
+    system: list[str] = []
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role in ("system", "developer"):
+            if m.text():
+                system.append(m.text())
+            continue
+        role = "assistant" if m.role == "assistant" else "user"
+        blocks = _blocks(m)
+        if not blocks:
+            continue
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+    return ("\n\n".join(system) or None), out
+
+
+def to_anthropic_params(params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """(max_tokens, other parameters); OpenAI's ``stop`` is Anthropic's ``stop_sequences``."""
+    rest = dict(params)
+    max_tokens = int(rest.pop("max_tokens", None) or rest.pop("max_completion_tokens", None) or DEFAULT_MAX_TOKENS)
+    rest.pop("max_completion_tokens", None)
+    stop = rest.pop("stop", None)
+    if stop:
+        rest["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    return max_tokens, rest
+
+
+class EventMapper:
+    """Raw stream events → neutral chunks, tracking which content blocks are tool calls."""
+
+    def __init__(self) -> None:
+        self._tool_blocks: dict[int, int] = {}  # content block index → tool-call index in this call
+        self.finished = False
+
+    def map(self, event: Any) -> list[Chunk]:
+        kind = event.type
+        if kind == "message_start":
+            usage = getattr(event.message, "usage", None)
+            return [UsageChunk(from_anthropic_start(usage))] if usage is not None else []
+        if kind == "content_block_start":
+            block = event.content_block
+            if block.type == "tool_use":
+                index = len(self._tool_blocks)
+                self._tool_blocks[event.index] = index
+                return [ToolCallChunk(index=index, id=block.id, name=block.name)]
+            return []
+        if kind == "content_block_delta":
+            delta = event.delta
+            if delta.type == "text_delta":
+                return [TextChunk(delta.text)] if delta.text else []
+            if delta.type == "thinking_delta":
+                return [ReasoningChunk(delta.thinking)] if delta.thinking else []
+            if delta.type == "input_json_delta" and event.index in self._tool_blocks:
+                return [ToolCallChunk(index=self._tool_blocks[event.index], arguments=delta.partial_json)]
+            return []
+        if kind == "message_delta":
+            out: list[Chunk] = []
+            if getattr(event, "usage", None) is not None:
+                out.append(UsageChunk(from_anthropic_delta(event.usage)))
+            if event.delta.stop_reason:
+                out.append(FinishChunk(_STOP.get(event.delta.stop_reason, "stop")))
+            return out
+        if kind == "message_stop":
+            self.finished = True
+        return []
+
+
+class AnthropicProvider:
+    kind = "anthropic"
+
+    def __init__(self, conn: Connection, timeout_s: float) -> None:
+        self._conn = conn
+        # max_retries=0: a retry would double the spend and the latency; the run reports the error.
+        self._client = anthropic.AsyncAnthropic(
+            api_key=conn.api_key,
+            base_url=conn.base_url,
+            max_retries=0,
+            timeout=httpx2.Timeout(timeout_s, connect=10.0),
+        )
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def stream(self, call: CallSpec) -> AsyncIterator[Chunk]:
+        system, messages = to_anthropic(call.messages)
+        max_tokens, params = to_anthropic_params(call.params)
+        kwargs: dict[str, Any] = {}
+        if system:
+            kwargs["system"] = system
+        if call.tools:
+            kwargs["tools"] = [
+                {"name": t.name, "description": t.description, "input_schema": t.parameters} for t in call.tools
+            ]
+        try:
+            stream = await self._client.messages.create(
+                model=call.model,
+                max_tokens=max_tokens,
+                messages=messages,  # type: ignore[arg-type]
+                stream=True,
+                extra_body=params or None,
+                **kwargs,
+            )
+        except anthropic.APIError as exc:
+            raise ProviderError(provider_message(exc, self._conn.api_key), getattr(exc, "status_code", None)) from None
+        mapper = EventMapper()
+        try:
+            async for event in stream:
+                for c in mapper.map(event):
+                    yield c
+        except (anthropic.APIError, httpx2.HTTPError) as exc:
+            raise StreamBroken(redact(str(exc) or type(exc).__name__, self._conn.api_key)) from None
+        finally:
+            # Closing the response closes the HTTP request at once (cancel, or the consumer stopped).
+            await stream.close()
+        if not mapper.finished:
+            raise StreamBroken("the stream ended before the model finished")

@@ -1,0 +1,82 @@
+"""What a provider adapter is: one streamed model call in, a stream of neutral chunks out.
+
+Adapters map the conversation (OpenAI chat shape, :class:`contracts.ChatMessage`) to their API and
+its stream back to these chunks; the agent loop knows nothing of either SDK.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from contracts import ChatMessage, TokenUsage
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool offered to the model: its name, description and JSON schema of arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass
+class CallSpec:
+    """One model call: the conversation so far (instructions first, as a system message)."""
+
+    model: str
+    messages: list[ChatMessage]
+    tools: list[ToolSpec] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TextChunk:
+    text: str
+
+
+@dataclass(frozen=True)
+class ReasoningChunk:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallChunk:
+    """Part of a tool call; ``index`` counts the call's tool calls from 0. The first chunk of a call
+    carries ``id`` and ``name``."""
+
+    index: int
+    arguments: str = ""
+    id: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class UsageChunk:
+    """The provider's own (normalised) usage of the call; may come in parts (Anthropic)."""
+
+    usage: TokenUsage
+
+
+@dataclass(frozen=True)
+class FinishChunk:
+    """Why the model stopped, as an OpenAI finish reason ("stop", "length", "tool_calls" …)."""
+
+    reason: str
+
+
+Chunk = TextChunk | ReasoningChunk | ToolCallChunk | UsageChunk | FinishChunk
+
+
+class Provider(Protocol):
+    """A connection's adapter. :meth:`stream` raises :class:`runner.errors.ProviderError` when the
+    call fails before any output and :class:`runner.errors.StreamBroken` when it breaks later. Cancelling
+    the consuming task closes the HTTP request."""
+
+    kind: str
+
+    def stream(self, call: CallSpec) -> AsyncIterator[Chunk]: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,26 @@
+"""Helpers both adapters share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def redact(text: str, secret: str) -> str:
+    """``text`` without ``secret`` in it (a provider may echo the key it was given)."""
+    if secret and len(secret) >= 8:
+        text = text.replace(secret, "***")
+    return text
+
+
+def provider_message(exc: Exception, secret: str) -> str:
+    """The provider's own error message, from the JSON error body when it has one."""
+    body: Any = getattr(exc, "body", None)
+    message: Any = None
+    if isinstance(body, dict):
+        inner = body.get("error")
+        message = body.get("message") or (inner.get("message") if isinstance(inner, dict) else inner)
+    if not isinstance(message, str) or not message:
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    status = getattr(exc, "status_code", None)
+    prefix = f"The provider answered {status}: " if status else "The provider call failed: "
+    return prefix + redact(str(message), secret)

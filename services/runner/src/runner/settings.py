@@ -1,0 +1,32 @@
+"""Runner settings (env prefix ``RUNNER_``; shared variables such as ``NATS_URL`` are read too)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from servicekit.settings import ServiceSettings
+
+
+class RunnerSettings(ServiceSettings):
+    """How one runner process runs. Build it in ``__main__`` (never at import time)."""
+
+    model_config = SettingsConfigDict(env_prefix="RUNNER_", extra="ignore", populate_by_name=True)
+
+    concurrency: int = Field(default=64, ge=1, description="runs executed at once by this worker")
+    heartbeat_s: float = Field(default=2.0, gt=0, description="send a heartbeat after this long without an event")
+    max_steps: int = Field(default=10, ge=1, description="model calls per run unless the agent or request says")
+    drain_s: float = Field(default=30.0, ge=0, description="on SIGTERM, how long running runs may finish")
+    ack_wait_s: float = Field(default=300.0, gt=0, description="RUNS consumer ack wait (we ack at start anyway)")
+    fetch_timeout_s: float = Field(default=1.0, gt=0, description="how long one outstanding fetch waits")
+    billing_timeout_s: float = Field(default=2.0, gt=0, description="reservation-extension request timeout")
+    usage_publish_timeout_s: float = Field(default=5.0, gt=0, description="one USAGE publish attempt's ack timeout")
+    provider_timeout_s: float = Field(default=600.0, gt=0, description="provider HTTP read timeout")
+    connections: str = Field(
+        default="",
+        description='extra provider connections, JSON {"name": {"kind", "base_url", "api_key_env"}}',
+    )
+    runner_id: str = Field(default="", description="this worker's name in RunStarted; default: host and pid")
+    health_port: int = Field(default=8083, ge=0, le=65535, description="/healthz, /readyz, /metrics; 0 disables")
+    health_host: str = Field(default="0.0.0.0")
+    max_ack_pending: int = Field(default=4096, ge=1, description="RUNS consumer max ack pending (≥ total concurrency)")

@@ -1,0 +1,22 @@
+"""The tool interface: a name, a description, a JSON schema, and an async ``call``.
+
+A tool receives the parsed arguments and returns text for the model. Raising :class:`ToolError`
+(or anything else) makes the result an error the model sees; it never fails the run. MCP-backed tools
+will implement the same protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class ToolError(Exception):
+    """A tool could not do what was asked; the message goes back to the model."""
+
+
+class Tool(Protocol):
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+    async def call(self, arguments: dict[str, Any]) -> str: ...
