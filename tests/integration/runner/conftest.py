@@ -71,11 +71,9 @@ class Harness:
 
     async def wait_status(self, model: str, status: str) -> dict[str, Any]:
         async with httpx.AsyncClient(timeout=10) as http:
-            r = await http.get(
-                f"{self.fake.url}/_fake/wait", params={"model": model, "status": status, "timeout": 5}
-            )
+            r = await http.get(f"{self.fake.url}/_fake/wait", params={"model": model, "status": status, "timeout": 5})
             assert r.status_code == 200, r.text
-            return r.json()["data"]
+            return r.json()
 
     async def start(
         self, request: RunRequest, on_event: Callable[[Any], None] | None = None
@@ -165,7 +163,13 @@ def runner_env(fake_llm: FakeLLM) -> dict[str, str]:
 @pytest.fixture
 def runner_settings(nats_url: str, namespace: str) -> RunnerSettings:
     return RunnerSettings(
-        nats_url=nats_url, nats_namespace=namespace, health_port=0, heartbeat_s=0.3, drain_s=2.0, concurrency=8
+        nats_url=nats_url,
+        nats_namespace=namespace,
+        health_port=0,
+        heartbeat_s=0.3,
+        drain_s=2.0,
+        concurrency=8,
+        fetch_timeout_s=0.25,
     )
 
 

@@ -1,0 +1,122 @@
+"""Reasoning (both field names), the calculator round trip (one tool-call index space, usage per call),
+and Anthropic with cache tokens."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import Harness, make_request
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+async def test_reasoning_arrives_from_either_field(harness: Harness, field: str) -> None:
+    model = f"m-think-{field}"
+    await harness.script(model, [{"reasoning": "Let me think.", "reasoning_field": field, "text": "Done."}])
+    got = await harness.run(make_request(model))
+    assert "".join(e.delta for e in got.of("reasoning_delta")) == "Let me think."
+    assert got.text == "Done."
+    assert got.types.index("reasoning_delta") < got.types.index("text_delta")
+    assert got.usage[0].usage.reasoning_tokens == 3
+
+
+async def test_calculator_round_trip(harness: Harness) -> None:
+    await harness.script(
+        "m-calc",
+        [
+            {
+                "tool_calls": [{"name": "calculator", "arguments": {"expression": "6 * 7"}}],
+                "usage": {"prompt_tokens": 20, "output_tokens": 5},
+            },
+            {
+                "tool_calls": [
+                    {"name": "calculator", "arguments": {"expression": "1/0"}},
+                    {"name": "calculator", "arguments": {"expression": "2 ** 10"}},
+                ],
+                "usage": {"prompt_tokens": 30, "output_tokens": 6},
+            },
+            {"text": "The answer is 42.", "usage": {"prompt_tokens": 40, "output_tokens": 5}},
+        ],
+    )
+    req = make_request("m-calc", "what is 6 * 7?", tools=["calculator", "no_such_tool"])
+    got = await harness.run(req)
+
+    started = got.of("tool_call_started")
+    assert [(e.index, e.name) for e in started] == [(0, "calculator"), (1, "calculator"), (2, "calculator")]
+    results = got.of("tool_result")
+    assert [(r.index, r.output, r.is_error) for r in results] == [
+        (0, "42", False),
+        (1, "Error: division by zero", True),
+        (2, "1024", False),
+    ]
+    # Order: the call's arguments, then its usage (after the USAGE ack), then the tool results.
+    t = got.types
+    first_usage = t.index("usage")
+    assert t.index("tool_call_arguments_delta") < first_usage < t.index("tool_result")
+    args = "".join(e.delta for e in got.of("tool_call_arguments_delta") if e.index == 0)
+    assert args == '{"expression":"6 * 7"}'
+    assert [u.call_index for u in got.of("usage")] == [0, 1, 2]
+    assert [u.msg_id for u in got.usage] == [f"{req.run_id}:0", f"{req.run_id}:1", f"{req.run_id}:2"]
+    assert [u.usage.input_tokens for u in got.usage] == [20, 30, 40]
+    done = got.events[-1]
+    assert done.type == "completed" and done.finish_reason == "stop"
+    assert done.usage.input_tokens == 90 and done.usage.output_tokens == 16
+    assert got.text == "The answer is 42."
+    assert got.closed[0].calls == 3
+    # The second call saw the first call's tool call and its result.
+    sent = await harness.requests("m-calc")
+    second = sent[1]["messages"]
+    assert second[-2]["role"] == "assistant" and second[-2]["tool_calls"][0]["function"]["name"] == "calculator"
+    assert second[-1] == {"role": "tool", "tool_call_id": started[0].call_id, "content": "42"}
+
+
+async def test_step_limit_ends_with_length(harness: Harness) -> None:
+    turn = {"tool_calls": [{"name": "calculator", "arguments": {"expression": "1+1"}}]}
+    await harness.script("m-loop", [turn, turn, turn])
+    req = make_request("m-loop", tools=["calculator"], model_parameters={"max_steps": 2, "temperature": 0.1})
+    got = await harness.run(req)
+    assert got.events[-1].finish_reason == "length"
+    assert len(got.usage) == 2 and got.closed[0].calls == 2
+    [first, _] = await harness.requests("m-loop")
+    assert "max_steps" not in first.get("params", {})
+
+
+async def test_anthropic_cache_tokens_are_normalised(harness: Harness) -> None:
+    await harness.script(
+        "claude-x",
+        [
+            {
+                "reasoning": "Hmm.",
+                "text": "Bonjour",
+                "usage": {"prompt_tokens": 100, "cache_read_tokens": 60, "cache_write_tokens": 30, "output_tokens": 7},
+            }
+        ],
+    )
+    req = make_request("claude-x", provider="anthropic")
+    got = await harness.run(req)
+    assert got.text == "Bonjour"
+    assert "".join(e.delta for e in got.of("reasoning_delta")) == "Hmm."
+    [record] = got.usage
+    assert record.provider == "anthropic" and record.connection == "anthropic"
+    u = record.usage
+    assert (u.input_tokens, u.cache_read_tokens, u.cache_write_tokens, u.output_tokens) == (10, 60, 30, 7)
+    assert u.prompt_tokens == 100
+    assert not record.estimated
+    assert got.events[-1].usage == u
+
+
+async def test_anthropic_tool_round_trip(harness: Harness) -> None:
+    await harness.script(
+        "claude-tools",
+        [
+            {"tool_calls": [{"name": "calculator", "arguments": {"expression": "3*3"}}]},
+            {"text": "Nine."},
+        ],
+    )
+    got = await harness.run(make_request("claude-tools", provider="anthropic", tools=["calculator"]))
+    assert [(r.index, r.output) for r in got.of("tool_result")] == [(0, "9")]
+    assert got.text == "Nine."
+    second = (await harness.requests("claude-tools"))[1]["messages"]
+    assert second[-1]["role"] == "user" and second[-1]["content"][0]["type"] == "tool_result"
+    assert second[-1]["content"][0]["content"] == "9"

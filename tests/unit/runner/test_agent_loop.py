@@ -1,0 +1,176 @@
+"""The agent loop with a scripted provider and in-memory ports: event order, seq, usage, close."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from contracts import RUN_EVENT, AgentSnapshot, Caller, ChatMessage, RunClosed, RunRequest, TokenUsage, UsageRecorded
+from contracts.billing import ExtendReply, ExtendRequest
+from runner.agent import AgentRun, RunConfig
+from runner.connections import Connection
+from runner.errors import StreamBroken
+from runner.providers import CallSpec, Chunk, FinishChunk, TextChunk, ToolCallChunk, UsageChunk
+from runner.tools import builtin_registry
+
+pytestmark = pytest.mark.unit
+
+
+class ScriptedProvider:
+    kind = "openai"
+
+    def __init__(self, turns: list[list[Chunk | Exception]]) -> None:
+        self.turns = turns
+        self.calls: list[CallSpec] = []
+
+    async def stream(self, call: CallSpec) -> AsyncIterator[Chunk]:
+        self.calls.append(call)
+        for item in self.turns[len(self.calls) - 1]:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+    async def close(self) -> None:
+        pass
+
+
+class MemoryPorts:
+    def __init__(self) -> None:
+        self.events: list[object] = []
+        self.usage: list[UsageRecorded] = []
+        self.closed: list[RunClosed] = []
+        self.heartbeat = asyncio.Event()
+
+    async def publish_event(self, run_id: str, data: bytes) -> None:
+        event = RUN_EVENT.validate_json(data)
+        self.events.append(event)
+        if event.type == "heartbeat":
+            self.heartbeat.set()
+
+    async def record_usage(self, record: UsageRecorded) -> None:
+        self.usage.append(record)
+
+    async def close_run(self, closed: RunClosed) -> None:
+        self.closed.append(closed)
+
+    async def extend(self, request: ExtendRequest) -> ExtendReply:
+        return ExtendReply(ok=True)
+
+
+def _request(tools: list[str]) -> RunRequest:
+    return RunRequest(
+        run_id="run1",
+        caller=Caller(user_id="u"),
+        agent=AgentSnapshot(id="a", name="A", provider="openai", model="m", tools=tools),
+        messages=[ChatMessage(role="user", content="hi")],
+        deadline=datetime.now(UTC) + timedelta(minutes=1),
+    )
+
+
+def _run(provider: ScriptedProvider, ports: MemoryPorts, tools: list[str]) -> AgentRun:
+    return AgentRun(
+        _request(tools),
+        connection=Connection("openai", "openai", None, "k"),
+        provider=provider,
+        tools=builtin_registry().resolve(tools),
+        ports=ports,
+        config=RunConfig(heartbeat_s=60),
+    )
+
+
+async def test_tool_run_event_order() -> None:
+    provider = ScriptedProvider(
+        [
+            [
+                ToolCallChunk(0, '{"expr', id="c1", name="calculator"),
+                ToolCallChunk(0, 'ession":"2+2"}'),
+                ToolCallChunk(1, '{"expression":"3"}', id="c2", name="calculator"),
+                FinishChunk("tool_calls"),
+                UsageChunk(TokenUsage(input_tokens=5, output_tokens=3)),
+            ],
+            [TextChunk("4"), FinishChunk("stop"), UsageChunk(TokenUsage(input_tokens=9, output_tokens=1))],
+        ]
+    )
+    ports = MemoryPorts()
+    assert await _run(provider, ports, ["calculator"]).execute() == "completed"
+    types = [e.type for e in ports.events]  # type: ignore[attr-defined]
+    assert types == [
+        "started",
+        "tool_call_started",
+        "tool_call_arguments_delta",
+        "tool_call_arguments_delta",
+        "tool_call_started",
+        "tool_call_arguments_delta",
+        "usage",
+        "tool_result",
+        "tool_result",
+        "text_delta",
+        "usage",
+        "completed",
+    ]
+    assert [e.seq for e in ports.events] == list(range(12))  # type: ignore[attr-defined]
+    assert [r.output for r in ports.events if r.type == "tool_result"] == ["4", "3"]  # type: ignore[attr-defined]
+    assert ports.events[-1].usage == TokenUsage(input_tokens=14, output_tokens=4)  # type: ignore[attr-defined]
+    assert [u.call_index for u in ports.usage] == [0, 1]
+    assert ports.closed[0].calls == 2 and ports.closed[0].status == "completed"
+    # The second call carries the assistant's tool calls and both results.
+    second = provider.calls[1].messages
+    assert [m.role for m in second[-3:]] == ["assistant", "tool", "tool"]
+
+
+async def test_broken_stream_estimates_usage() -> None:
+    provider = ScriptedProvider([[TextChunk("a"), TextChunk("b"), StreamBroken("reset")]])
+    ports = MemoryPorts()
+    assert await _run(provider, ports, []).execute() == "failed"
+    [record] = ports.usage
+    assert record.estimated and record.context == "incomplete" and record.usage.output_tokens == 2
+    assert ports.events[-1].type == "failed"  # type: ignore[attr-defined]
+
+
+async def test_cancel_records_estimated_usage_and_closes() -> None:
+    gate = asyncio.Event()
+
+    class Hanging(ScriptedProvider):
+        async def stream(self, call: CallSpec) -> AsyncIterator[Chunk]:
+            yield TextChunk("x")
+            gate.set()
+            await asyncio.Event().wait()
+
+    ports = MemoryPorts()
+    task = asyncio.create_task(_run(Hanging([]), ports, []).execute())
+    await asyncio.wait_for(gate.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [record] = ports.usage
+    assert record.context == "cancelled" and record.estimated and record.usage.output_tokens == 1
+    assert ports.closed[0].status == "cancelled"
+
+
+async def test_heartbeat_when_idle() -> None:
+    gate = asyncio.Event()
+
+    class Slow(ScriptedProvider):
+        async def stream(self, call: CallSpec) -> AsyncIterator[Chunk]:
+            await gate.wait()
+            yield TextChunk("x")
+            yield FinishChunk("stop")
+
+    ports = MemoryPorts()
+    run = AgentRun(
+        _request([]),
+        connection=Connection("openai", "openai", None, "k"),
+        provider=Slow([]),
+        tools=[],
+        ports=ports,
+        config=RunConfig(heartbeat_s=0.05),
+    )
+    task = asyncio.create_task(run.execute())
+
+    await asyncio.wait_for(ports.heartbeat.wait(), 5)
+    gate.set()
+    assert await task == "completed"
+    assert [e.seq for e in ports.events] == list(range(len(ports.events)))  # type: ignore[attr-defined]
