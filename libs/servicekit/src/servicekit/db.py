@@ -6,7 +6,9 @@ sum exactly.
 
 from __future__ import annotations
 
-from sqlalchemy import event
+from pathlib import Path
+
+from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -59,3 +61,52 @@ async def ensure_database(url: str) -> None:
             await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
+
+
+def schema_map(url: str, schema: str) -> dict[str, str | None]:
+    """``schema_translate_map`` for a service whose tables live in ``schema`` (SQLite has no schemas)."""
+    return {schema: None} if is_sqlite(url) else {}
+
+
+def open_engine(url: str, schema: str) -> AsyncEngine:
+    """An engine whose statements land in the service's own schema (on SQLite, its own file)."""
+    if is_sqlite(url):
+        db = make_url(url).database
+        if db and db != ":memory:":
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+    return create_engine(url).execution_options(schema_translate_map=schema_map(url, schema))
+
+
+async def migrate(url: str, *, schema: str, script_location: Path, lock_id: int) -> None:
+    """Bring a service's schema to Alembic head. Concurrent replicas wait on a PostgreSQL advisory lock.
+
+    The Alembic environment receives the connection (``config.attributes["connection"]``) and the
+    schema (``config.attributes["schema"]``, None on SQLite) — it never opens a URL of its own.
+    """
+    from alembic import command
+    from alembic.config import Config
+
+    def upgrade(conn: Connection) -> None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(script_location))
+        cfg.attributes["connection"] = conn
+        cfg.attributes["schema"] = None if is_sqlite(url) else schema
+        command.upgrade(cfg, "head")
+
+    await ensure_database(url)
+    engine = open_engine(url, schema)
+    try:
+        async with engine.connect() as conn:
+            if not is_sqlite(url):
+                await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock_id})
+                await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+                await conn.commit()
+            try:
+                await conn.run_sync(upgrade)
+                await conn.commit()
+            finally:
+                if not is_sqlite(url):
+                    await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": lock_id})
+                    await conn.commit()
+    finally:
+        await engine.dispose()

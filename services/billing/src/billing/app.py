@@ -1,0 +1,130 @@
+"""Composition root: settings → NATS, the database (migrated), the price table, the ledger, handlers,
+the USAGE consumer, the reservation sweeper and the health server. Opened in that order, closed in reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from sqlalchemy import text
+
+from contracts import Subjects
+from servicekit import natsio
+
+from .consumer import UsageConsumer
+from .db import migrate, open_engine
+from .handlers import register
+from .health import HealthServer
+from .ledger import Ledger, Policy
+from .money import MICRO, to_micro
+from .pricing import PriceEntry, PriceTable, from_file, shipped
+from .service import BillingService
+from .settings import BillingSettings
+
+log = logging.getLogger(__name__)
+
+
+class BillingApp:
+    """One billing process. ``async with app.running(): ...`` runs it until the block ends."""
+
+    def __init__(self, settings: BillingSettings) -> None:
+        self.settings = settings
+        self.subjects = Subjects(settings.nats_namespace)
+        self.ledger: Ledger | None = None
+        self.consumer: UsageConsumer | None = None
+        self.ready = False
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[BillingApp]:
+        s = self.settings
+        nc = await natsio.connect(s.nats_url, "billing")
+        try:
+            js = nc.jetstream()
+            await natsio.ensure_streams(js, self.subjects)
+            if s.migrate:
+                await migrate(s.database_url)
+            engine = open_engine(s.database_url)
+            try:
+                self.ledger = Ledger(engine, self._policy(), await self._prices(engine))
+                service = BillingService(self.ledger)
+                inflight: set[asyncio.Task[None]] = set()
+                subs = await register(nc, self.subjects, service, inflight)
+                self.consumer = UsageConsumer(js, self.subjects, self.ledger.apply, batch=s.batch_size)
+                tasks = [
+                    asyncio.create_task(self.consumer.run(), name="billing-usage"),
+                    asyncio.create_task(self._sweep(), name="billing-sweep"),
+                ]
+                health = HealthServer(self, s.health_host, s.health_port) if s.health_port else None
+                if health:
+                    await health.start()
+                self.ready = True
+                try:
+                    yield self
+                finally:
+                    self.ready = False
+                    for sub in subs:
+                        await sub.unsubscribe()
+                    self.consumer.stop()
+                    # The consumer finishes (commits and acks) the batch in hand before it returns.
+                    await asyncio.wait_for(asyncio.gather(tasks[0], return_exceptions=True), 10)
+                    tasks[1].cancel()
+                    await asyncio.gather(tasks[1], *inflight, return_exceptions=True)
+                    if health:
+                        await health.stop()
+            finally:
+                await engine.dispose()
+        finally:
+            # Everything was unsubscribed and every answer sent above: nothing left to drain.
+            await nc.flush()
+            await nc.close()
+
+    def _policy(self) -> Policy:
+        s = self.settings
+        return Policy(
+            balance_enabled=s.balance_enabled,
+            transactions_enabled=s.transactions_enabled,
+            start_balance=s.start_balance * MICRO,
+            auto_refill_enabled=s.auto_refill_enabled,
+            auto_refill_interval_s=s.auto_refill_interval_s,
+            auto_refill_amount=s.auto_refill_amount * MICRO,
+            reservation_ttl_s=s.reservation_ttl_s,
+        )
+
+    async def _prices(self, engine) -> PriceTable:  # type: ignore[no-untyped-def]
+        s = self.settings
+        layers = [shipped()]
+        if s.pricing_file:
+            layers.append(from_file(s.pricing_file))
+        default = PriceEntry(
+            to_micro(s.default_price_input, what="default input price"),
+            to_micro(s.default_price_output, what="default output price"),
+        )
+        table = PriceTable(*layers, default=default)
+        probe = Ledger(engine, self._policy(), table)
+        for key, entry in (await probe.load_prices()).items():
+            table.set(key, entry)
+        return table
+
+    async def _sweep(self) -> None:
+        assert self.ledger is not None
+        while True:
+            await asyncio.sleep(min(30.0, self.settings.reservation_ttl_s / 4))
+            try:
+                released = await self.ledger.expire()
+                if released:
+                    log.info("released %d expired reservations", released)
+            except Exception:
+                log.exception("expiring reservations failed; will retry")
+
+    async def check_database(self) -> bool:
+        if self.ledger is None:
+            return False
+        try:
+            async with self.ledger.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False

@@ -1,0 +1,95 @@
+"""Tables and migrations. On PostgreSQL every table lives in schema ``billing``; on SQLite in its own file.
+
+Money columns are BIGINT micro-credits (see :mod:`billing.money`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, UniqueConstraint
+
+from servicekit import db as sdb
+
+SCHEMA = "billing"
+MIGRATION_LOCK_ID = 0x5B_B111_106
+_SEQ = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements only INTEGER primary keys
+
+metadata = MetaData(schema=SCHEMA)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("user_id", String(64), primary_key=True),
+    Column("balance", BigInteger, nullable=False),
+    Column("reserved", BigInteger, nullable=False),
+    Column("last_refill_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+ledger = Table(
+    "ledger",
+    metadata,
+    Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    Column("user_id", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("balance_after", BigInteger, nullable=True),
+    Column("run_id", String(128), nullable=True),
+    Column("call_index", Integer, nullable=True),
+    Column("agent_id", String(64), nullable=True),
+    Column("conversation_id", String(200), nullable=True),
+    Column("provider", String(32), nullable=True),
+    Column("model", String(200), nullable=True),
+    Column("price_key", String(200), nullable=True),
+    Column("input_tokens", Integer, nullable=True),
+    Column("cache_write_tokens", Integer, nullable=True),
+    Column("cache_read_tokens", Integer, nullable=True),
+    Column("output_tokens", Integer, nullable=True),
+    Column("reasoning_tokens", Integer, nullable=True),
+    Column("input_price", BigInteger, nullable=True),
+    Column("output_price", BigInteger, nullable=True),
+    Column("cache_write_price", BigInteger, nullable=True),
+    Column("cache_read_price", BigInteger, nullable=True),
+    Column("context", String(16), nullable=True),
+    Column("estimated", Boolean, nullable=False, default=False),
+    Column("note", String(500), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    # One entry per model call, whatever is redelivered or re-published.
+    UniqueConstraint("run_id", "call_index", name="uq_ledger_call"),
+    Index("ix_ledger_user", "user_id", "seq"),
+)
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("run_id", String(128), nullable=False, unique=True),
+    Column("user_id", String(64), nullable=False),
+    Column("remaining", BigInteger, nullable=False),
+    Column("expected_calls", Integer, nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_reservations_expiry", "expires_at"),
+)
+
+prices = Table(
+    "prices",
+    metadata,
+    Column("model_key", String(200), primary_key=True),
+    Column("input", BigInteger, nullable=False),
+    Column("output", BigInteger, nullable=False),
+    Column("cache_write", BigInteger, nullable=True),
+    Column("cache_read", BigInteger, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def open_engine(url: str):  # type: ignore[no-untyped-def]
+    return sdb.open_engine(url, SCHEMA)
+
+
+async def migrate(url: str) -> None:
+    await sdb.migrate(
+        url, schema=SCHEMA, script_location=Path(__file__).parent / "migrations", lock_id=MIGRATION_LOCK_ID
+    )

@@ -1,0 +1,94 @@
+"""Request/reply handlers (queue group "billing"): decode, ask the service, reply. Never leave a caller waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from opentelemetry import trace
+from pydantic import BaseModel, ValidationError
+
+from contracts import (
+    BILLING_QUEUE,
+    AdminReply,
+    AdminRequest,
+    AdmitReply,
+    AdmitRequest,
+    BalanceReply,
+    BalanceRequest,
+    ErrorInfo,
+    ExtendReply,
+    ExtendRequest,
+    Subjects,
+)
+from servicekit.natsio import context_from_headers
+
+from .service import BillingService
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("billing")
+
+
+def _error(status: int, message: str, type_: str) -> ErrorInfo:
+    return ErrorInfo(status=status, type=type_, message=message)
+
+
+async def register(
+    nc: Client, subjects: Subjects, service: BillingService, inflight: set[asyncio.Task[None]]
+) -> list[Any]:
+    """Subscribe every handler; answers in flight are kept in ``inflight`` (awaited on shutdown)."""
+
+    def handler(
+        name: str,
+        request_type: type[BaseModel],
+        call: Callable[[Any], Awaitable[BaseModel]],
+        on_error: Callable[[ErrorInfo], BaseModel],
+    ):  # type: ignore[no-untyped-def]
+        async def answer(msg: Msg) -> None:
+            with tracer.start_as_current_span(name, context=context_from_headers(msg.headers)):
+                try:
+                    reply = await call(request_type.model_validate_json(msg.data))
+                except ValidationError as exc:
+                    reply = on_error(_error(400, f"invalid request: {exc.errors()[0]['msg']}", "invalid_request_error"))
+                except Exception:
+                    log.exception("billing %s failed", name)
+                    reply = on_error(_error(500, "billing failed to answer; try again", "server_error"))
+            if msg.reply:
+                await msg.respond(reply.model_dump_json().encode())
+
+        async def cb(msg: Msg) -> None:
+            # nats-py runs a subscription's callbacks one after another: answer concurrently instead.
+            task = asyncio.create_task(answer(msg))
+            inflight.add(task)
+            task.add_done_callback(inflight.discard)
+
+        return cb
+
+    subs = [
+        await nc.subscribe(
+            subjects.billing_admit,
+            queue=BILLING_QUEUE,
+            cb=handler("billing.admit", AdmitRequest, service.admit, lambda e: AdmitReply(admitted=False, error=e)),
+        ),
+        await nc.subscribe(
+            subjects.billing_extend,
+            queue=BILLING_QUEUE,
+            cb=handler("billing.extend", ExtendRequest, service.extend, lambda e: ExtendReply(ok=False, error=e)),
+        ),
+        await nc.subscribe(
+            subjects.billing_balance,
+            queue=BILLING_QUEUE,
+            cb=handler("billing.balance", BalanceRequest, service.balance, lambda e: BalanceReply(user_id="", error=e)),
+        ),
+        await nc.subscribe(
+            subjects.billing_admin,
+            queue=BILLING_QUEUE,
+            cb=handler("billing.admin", AdminRequest, service.admin, lambda e: AdminReply(status=e.status, error=e)),
+        ),
+    ]
+    await nc.flush()  # the subscriptions reach the server before anyone is told billing is ready
+    return subs

@@ -1,0 +1,70 @@
+"""Exact money. Pure: no I/O, no framework.
+
+Units. Prices are USD per million tokens; balances are credits, 1,000,000 credits = 1 USD — so a
+token priced at P USD/1M costs exactly P credits. Everything is stored and summed as integers of
+**micro-credits** (1 credit = 1,000,000 µcr), which PostgreSQL and SQLite both add exactly (SQLite
+has no exact decimal type, and a float is never acceptable for money).
+
+Precision rule: a price may have at most 6 decimal places (USD per 1M tokens, i.e. 1e-12 USD per
+token). A price is then an integer number of µcr per token, and every cost — tokens × prices — an
+exact integer of µcr: no rounding happens anywhere. Finer prices are refused (400).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+MICRO = 1_000_000
+_QUANTUM = Decimal(1).scaleb(-6)
+
+
+class MoneyError(ValueError):
+    """An amount or price that cannot be represented exactly."""
+
+
+def to_micro(value: Decimal | int | str, *, what: str = "amount") -> int:
+    """Credits (or USD/1M for a price) → integer micro-units, refusing floats and sub-micro precision."""
+    if isinstance(value, float):
+        raise MoneyError(f"{what} must be a decimal string or an integer, not a float")
+    try:
+        d = Decimal(value)
+    except (InvalidOperation, TypeError) as exc:
+        raise MoneyError(f"{what} is not a number: {value!r}") from exc
+    if not d.is_finite():
+        raise MoneyError(f"{what} must be finite")
+    scaled = d * MICRO
+    if scaled != scaled.to_integral_value():
+        raise MoneyError(f"{what} has more than 6 decimal places: {value}")
+    return int(scaled)
+
+
+def from_micro(micro: int) -> Decimal:
+    """Integer micro-units → an exact Decimal of credits (or USD/1M), without trailing zeros beyond 6 places."""
+    return (Decimal(micro) / MICRO).quantize(_QUANTUM).normalize() if micro else Decimal(0)
+
+
+@dataclass(frozen=True)
+class Price:
+    """One model's prices in µcr per token (= USD/1M × 10^6). Cache prices already fell back to input."""
+
+    key: str
+    input: int
+    output: int
+    cache_write: int
+    cache_read: int
+
+    def cost(
+        self, *, input_tokens: int, output_tokens: int, cache_write_tokens: int = 0, cache_read_tokens: int = 0
+    ) -> int:
+        """The exact cost in µcr. ``input_tokens`` are the uncached ones; reasoning is inside ``output_tokens``."""
+        return (
+            input_tokens * self.input
+            + cache_write_tokens * self.cache_write
+            + cache_read_tokens * self.cache_read
+            + output_tokens * self.output
+        )
+
+    def worst_case(self, prompt_tokens: int, max_output_tokens: int) -> int:
+        """What admission reserves: the whole prompt at the input price plus the maximum output."""
+        return prompt_tokens * self.input + max_output_tokens * self.output

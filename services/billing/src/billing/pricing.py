@@ -1,0 +1,105 @@
+"""The price table: shipped defaults, an operator's file, admin overrides; most specific key wins.
+
+Lookup for a model id (case-insensitive): an exact key first, then the longest key that the model id
+starts with (``gpt-4o-mini-2024-07-18`` → ``gpt-4o-mini``, not ``gpt-4o``), then the default price.
+Pure: the caller loads the layers and hands them in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .money import Price, to_micro
+
+DEFAULT_KEY = "default"
+
+
+@dataclass(frozen=True)
+class PriceEntry:
+    """USD/1M prices as micro-units; ``None`` cache prices fall back to the input price."""
+
+    input: int
+    output: int
+    cache_write: int | None = None
+    cache_read: int | None = None
+    source: str = "default"
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any], source: str) -> PriceEntry:
+        def opt(name: str) -> int | None:
+            v = raw.get(name)
+            return None if v is None else to_micro(_no_float(v, name), what=name)
+
+        return cls(
+            input=to_micro(_no_float(raw["input"], "input"), what="input"),
+            output=to_micro(_no_float(raw["output"], "output"), what="output"),
+            cache_write=opt("cache_write"),
+            cache_read=opt("cache_read"),
+            source=source,
+        )
+
+    def price(self, key: str) -> Price:
+        return Price(
+            key=key,
+            input=self.input,
+            output=self.output,
+            cache_write=self.input if self.cache_write is None else self.cache_write,
+            cache_read=self.input if self.cache_read is None else self.cache_read,
+        )
+
+
+def _no_float(value: Any, name: str) -> Any:
+    # YAML reads 2.5 as a float; its repr is the decimal the operator wrote, so go through str().
+    return str(value) if isinstance(value, float) else value
+
+
+def load_yaml(text: str, source: str) -> dict[str, PriceEntry]:
+    data = yaml.safe_load(text) or {}
+    models = data.get("models", data)
+    return {str(k).lower(): PriceEntry.parse(v, source) for k, v in models.items()}
+
+
+def shipped() -> dict[str, PriceEntry]:
+    return load_yaml(resources.files("billing").joinpath("prices.yaml").read_text(), "default")
+
+
+def from_file(path: str | Path) -> dict[str, PriceEntry]:
+    return load_yaml(Path(path).read_text(), "file")
+
+
+class PriceTable:
+    """Layers merged in order (later wins per key): shipped defaults, the operator's file, admin overrides."""
+
+    def __init__(self, *layers: dict[str, PriceEntry], default: PriceEntry) -> None:
+        self.entries: dict[str, PriceEntry] = {}
+        for layer in layers:
+            self.entries.update(layer)
+        self.default = default
+        self._prefixes = sorted(self.entries, key=len, reverse=True)
+
+    def set(self, key: str, entry: PriceEntry) -> None:
+        self.entries[key.lower()] = entry
+        self._prefixes = sorted(self.entries, key=len, reverse=True)
+
+    def key_for(self, model: str) -> str:
+        m = model.lower()
+        if m in self.entries:
+            return m
+        # Accept provider-qualified ids too ("openai/gpt-4o"): try the part after the last slash.
+        bare = m.rsplit("/", 1)[-1]
+        if bare in self.entries:
+            return bare
+        for key in self._prefixes:
+            if m.startswith(key) or bare.startswith(key):
+                return key
+        return DEFAULT_KEY
+
+    def lookup(self, model: str) -> Price:
+        key = self.key_for(model)
+        entry = self.entries.get(key, self.default)
+        return entry.price(key)
