@@ -57,6 +57,8 @@ class BillingApp:
                     asyncio.create_task(self.consumer.run(), name="billing-usage"),
                     asyncio.create_task(self._sweep(), name="billing-sweep"),
                 ]
+                for task in tasks:
+                    task.add_done_callback(_log_crash)
                 health = HealthServer(self, s.health_host, s.health_port) if s.health_port else None
                 if health:
                     await health.start()
@@ -120,7 +122,8 @@ class BillingApp:
                 log.exception("expiring reservations failed; will retry")
 
     async def check_database(self) -> bool:
-        if self.ledger is None:
+        """For /readyz: the database answers, and the USAGE consumer is alive."""
+        if self.ledger is None or self.consumer is None or self.consumer.crashed:
             return False
         try:
             async with self.ledger.engine.connect() as conn:
@@ -128,3 +131,8 @@ class BillingApp:
             return True
         except Exception:
             return False
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("%s stopped on an error", task.get_name(), exc_info=task.exception())

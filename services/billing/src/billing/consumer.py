@@ -33,6 +33,7 @@ class UsageConsumer:
         self.batch = batch
         self.applied = 0
         self.batches = 0
+        self.crashed = False
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
@@ -49,18 +50,25 @@ class UsageConsumer:
             ),
         )
         try:
-            while not self._stopping.is_set():
-                try:
-                    msgs = await sub.fetch(self.batch, timeout=0.5)
-                except NatsTimeout:
-                    continue
-                except Exception:  # a NATS hiccup (reconnect): back off, never lose the loop
-                    log.exception("fetching usage failed; retrying")
-                    await asyncio.sleep(0.5)
-                    continue
-                await self._handle(msgs)
+            await self._loop(sub)
+        except BaseException:
+            self.crashed = True  # /readyz reports it, so the orchestrator restarts the process
+            raise
         finally:
             await sub.unsubscribe()
+
+    async def _loop(self, sub) -> None:  # type: ignore[no-untyped-def]
+        while not self._stopping.is_set():
+            try:
+                msgs = await sub.fetch(self.batch, timeout=0.5)
+            except NatsTimeout:
+                continue
+            except Exception:  # a NATS hiccup (reconnect): back off, never lose the loop
+                log.exception("fetching usage failed; retrying")
+                await asyncio.sleep(0.5)
+                continue
+            if msgs:  # nats-py can return an empty batch
+                await self._handle(msgs)
 
     async def _handle(self, msgs: list) -> None:  # type: ignore[type-arg]
         records: list[UsageRecorded] = []

@@ -41,7 +41,9 @@ def to_micro(value: Decimal | int | str, *, what: str = "amount") -> int:
 
 def from_micro(micro: int) -> Decimal:
     """Integer micro-units → an exact Decimal of credits (or USD/1M), without trailing zeros beyond 6 places."""
-    return (Decimal(micro) / MICRO).quantize(_QUANTUM).normalize() if micro else Decimal(0)
+    d = (Decimal(micro) / MICRO).quantize(_QUANTUM)
+    # normalize() would write 20000 as 2E+4: strip trailing zeros only from the fraction
+    return d.quantize(Decimal(1)) if d == d.to_integral_value() else d.normalize()
 
 
 @dataclass(frozen=True)
