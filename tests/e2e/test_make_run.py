@@ -74,11 +74,13 @@ def test_devstack_run_prints_a_working_example_and_stops_cleanly(tmp_path: Path)
         assert f"http://127.0.0.1:{port}/v1" in banner
         assert "curl -N" in banner and "from openai import OpenAI" in banner
 
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key.group(1), max_retries=0, timeout=30)
-        stream = client.chat.completions.create(
-            model=agent.group(1), messages=[{"role": "user", "content": "Hello!"}], stream=True
-        )
-        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        with openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key=key.group(1), max_retries=0, timeout=30
+        ) as client:
+            stream = client.chat.completions.create(
+                model=agent.group(1), messages=[{"role": "user", "content": "Hello!"}], stream=True
+            )
+            text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         assert "Hello!" in text  # the fake LLM echoes an unscripted prompt
         assert (tmp_path / "run" / "logs" / "gateway.log").exists()
 
@@ -88,5 +90,7 @@ def test_devstack_run_prints_a_working_example_and_stops_cleanly(tmp_path: Path)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, "the gateway still listens after Ctrl-C"

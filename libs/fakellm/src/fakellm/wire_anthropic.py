@@ -128,7 +128,9 @@ def stream(p: Plan, model: str, rid: str) -> Iterator[Frame]:
             )
         yield _event("content_block_stop", {"type": "content_block_stop", "index": index}), False
         index += 1
-    out_usage = {"output_tokens": p.output_tokens} if not p.omit_usage else {"output_tokens": 0}
+    out_usage: dict[str, Any] = {"output_tokens": 0}
+    if not p.omit_usage:
+        out_usage = {"output_tokens": p.output_tokens, "output_tokens_details": {"thinking_tokens": p.reasoning_tokens}}
     yield (
         _event(
             "message_delta",

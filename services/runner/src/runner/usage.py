@@ -58,12 +58,15 @@ def from_anthropic_start(usage: Any) -> TokenUsage:
 
 def from_anthropic_delta(usage: Any) -> TokenUsage:
     """Anthropic ``message_delta`` usage: the output (cumulative). Input fields, when a
-    server repeats them here, are the same cumulative numbers as in ``message_start``."""
+    server repeats them here, are the same cumulative numbers as in ``message_start``; thinking
+    tokens (``output_tokens_details.thinking_tokens``) are part of the output, like OpenAI's reasoning."""
+    output = _int(_get(usage, "output_tokens"))
     return TokenUsage(
         input_tokens=_int(_get(usage, "input_tokens")),
         cache_write_tokens=_int(_get(usage, "cache_creation_input_tokens")),
         cache_read_tokens=_int(_get(usage, "cache_read_input_tokens")),
-        output_tokens=_int(_get(usage, "output_tokens")),
+        output_tokens=output,
+        reasoning_tokens=min(_int(_get(_get(usage, "output_tokens_details"), "thinking_tokens")), output),
     )
 
 
