@@ -125,10 +125,23 @@ class CatalogRuntime:
         """The lifespan plus the subscribers: a full catalog without the HTTP side."""
         async with self.lifespan():
             await self.broker.start()
+            await self._flush()
             yield self
 
+    async def _flush(self, timeout: float = 5.0) -> bool:
+        """A PING/PONG round trip: the server has every subscription sent before it, and NATS is up."""
+        conn = self.broker._connection
+        if conn is None:
+            return False
+        try:
+            await conn.flush(timeout=timeout)
+        except Exception:
+            return False
+        return True
+
     async def readiness(self) -> dict[str, bool]:
-        checks: dict[str, bool] = {"nats": await self.broker.ping(timeout=1.0)}
+        # A flush, not just "connected": once it answers, the request/reply subscriptions are live.
+        checks: dict[str, bool] = {"nats": await self._flush(timeout=1.0)}
         try:
             assert self.repo is not None
             await asyncio.wait_for(self.repo.ping(), 2.0)
