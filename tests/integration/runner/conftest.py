@@ -169,7 +169,6 @@ def runner_settings(nats_url: str, namespace: str) -> RunnerSettings:
         heartbeat_s=0.3,
         drain_s=2.0,
         concurrency=8,
-        fetch_timeout_s=0.25,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, UniqueConstraint
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from servicekit import db as sdb
 
@@ -85,8 +86,10 @@ prices = Table(
 )
 
 
-def open_engine(url: str):  # type: ignore[no-untyped-def]
-    return sdb.open_engine(url, SCHEMA)
+def open_engine(url: str) -> AsyncEngine:
+    # No pre-ping: admission is on every request's path; after a database restart one statement
+    # fails (the consumer retries its batch, an admission answers 503) and the pool reconnects.
+    return sdb.open_engine(url, SCHEMA, pre_ping=False)
 
 
 async def migrate(url: str) -> None:

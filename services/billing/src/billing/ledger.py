@@ -124,13 +124,19 @@ class Ledger:
 
     # --- admission -----------------------------------------------------------------------------
     async def admit(self, user_id: str, run_id: str, cost: int) -> tuple[str | None, int, int]:
-        """Reserve ``cost`` µcr for a run. Returns (reservation id or None when refused, cost, available)."""
+        """Reserve ``cost`` µcr for a run. Returns (reservation id or None when refused, cost, available).
+
+        The common case is two statements (the conditional UPDATE and the reservation row); opening
+        the account and auto-refill happen only when that UPDATE finds no room (LibreChat refills
+        when a request would not fit).
+        """
         async with self.engine.begin() as conn:
-            await self._ensure_accounts(conn, [user_id])
-            await self._maybe_refill(conn, user_id)
             if not await self._reserve(conn, user_id, cost):
-                row = (await self._lock(conn, [user_id]))[user_id]
-                return None, cost, row["balance"] - row["reserved"]
+                await self._ensure_accounts(conn, [user_id])
+                await self._maybe_refill(conn, user_id)
+                if not await self._reserve(conn, user_id, cost):
+                    row = (await self._lock(conn, [user_id]))[user_id]
+                    return None, cost, row["balance"] - row["reserved"]
             rid = f"resv_{secrets.token_hex(12)}"
             now = _now()
             await conn.execute(

@@ -6,7 +6,7 @@ token priced at P USD/1M costs exactly P credits. Everything is stored and summe
 has no exact decimal type, and a float is never acceptable for money).
 
 Precision rule: a price may have at most 6 decimal places (USD per 1M tokens, i.e. 1e-12 USD per
-token). A price is then an integer number of µcr per token, and every cost — tokens × prices — an
+token). A price is then an integer number of µcr per token, and every cost — tokens x prices — an
 exact integer of µcr: no rounding happens anywhere. Finer prices are refused (400).
 """
 
@@ -48,7 +48,7 @@ def from_micro(micro: int) -> Decimal:
 
 @dataclass(frozen=True)
 class Price:
-    """One model's prices in µcr per token (= USD/1M × 10^6). Cache prices already fell back to input."""
+    """One model's prices in µcr per token (= USD/1M x 10^6). Cache prices already fell back to input."""
 
     key: str
     input: int

@@ -1,5 +1,5 @@
 """Compare the USAGE stream with the ledger: every usage record must be exactly one ledger entry, with
-the same tokens and a cost equal to its tokens × the prices recorded on it. Prints each difference."""
+the same tokens and a cost equal to its tokens x the prices recorded on it. Prints each difference."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ async def differences(settings: BillingSettings) -> list[str]:
             + row.output_tokens * row.output_price
         )
         if -row.amount != cost:
-            out.append(f"{key[0]}:{key[1]} amount {row.amount} µcr does not equal its tokens × prices ({-cost})")
+            out.append(f"{key[0]}:{key[1]} amount {row.amount} µcr does not equal its tokens x prices ({-cost})")
     for key in sorted(set(rows) - set(records)):
         out.append(f"in the ledger but not on the USAGE stream: {key[0]}:{key[1]}")
     return out

@@ -62,7 +62,6 @@ class RunnerApp:
             runner_id=self.runner_id,
             ack_wait_s=s.ack_wait_s,
             max_ack_pending=s.max_ack_pending,
-            fetch_timeout_s=s.fetch_timeout_s,
             publish_timeout_s=s.usage_publish_timeout_s,
             billing_timeout_s=s.billing_timeout_s,
         )

@@ -18,7 +18,6 @@ class RunnerSettings(ServiceSettings):
     max_steps: int = Field(default=10, ge=1, description="model calls per run unless the agent or request says")
     drain_s: float = Field(default=30.0, ge=0, description="on SIGTERM, how long running runs may finish")
     ack_wait_s: float = Field(default=300.0, gt=0, description="RUNS consumer ack wait (we ack at start anyway)")
-    fetch_timeout_s: float = Field(default=1.0, gt=0, description="how long one outstanding fetch waits")
     billing_timeout_s: float = Field(default=2.0, gt=0, description="reservation-extension request timeout")
     usage_publish_timeout_s: float = Field(default=5.0, gt=0, description="one USAGE publish attempt's ack timeout")
     provider_timeout_s: float = Field(default=600.0, gt=0, description="provider HTTP read timeout")

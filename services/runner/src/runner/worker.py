@@ -1,10 +1,9 @@
 """The pull loop: take RunRequests from the RUNS work queue while there is a free slot, run each as a
 task, cancel on request, drain on stop.
 
-Plain nats-py rather than a FastStream subscriber: the loop must fetch exactly as many requests as
-it has free slots (capacity-based load spreading across workers) and keep one fetch outstanding
-while a slot is free, so a new run starts the moment it is published; ``fetch(batch=free)`` says
-that directly, with nothing between the message and the run.
+Plain nats-py rather than a FastStream subscriber: the runner must pull exactly as many requests as
+it has free slots (capacity-based load spreading across workers) and start a run the moment it is
+published — :class:`runner.pull.PullFeed` keeps those pull requests outstanding.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from .emitter import EventEmitter
 from .errors import queue_timeout
 from .metrics import Metrics
 from .providers import Provider
+from .pull import PullFeed
 from .tools import ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,6 @@ class Worker:
         runner_id: str,
         ack_wait_s: float = 300.0,
         max_ack_pending: int = 4096,
-        fetch_timeout_s: float = 1.0,
         publish_timeout_s: float = 5.0,
         billing_timeout_s: float = 2.0,
     ) -> None:
@@ -76,7 +75,6 @@ class Worker:
         self._runner_id = runner_id
         self._ack_wait_s = ack_wait_s
         self._max_ack_pending = max(max_ack_pending, concurrency)
-        self._fetch_timeout_s = fetch_timeout_s
         self.ports = NatsPorts(
             nc, self._js, subjects, metrics, publish_timeout_s=publish_timeout_s, billing_timeout_s=billing_timeout_s
         )
@@ -84,9 +82,9 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._cancelled: set[str] = set()
         self._early_cancels: OrderedDict[str, float] = OrderedDict()
-        self._slot_free = asyncio.Event()
         self._stopping = False
-        self._fetcher: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Future[None]] = set()
+        self._feed: PullFeed
         self._cancel_sub: nats.aio.subscription.Subscription | None = None
 
     @property
@@ -96,11 +94,11 @@ class Worker:
     async def start(self) -> None:
         await ensure_streams(self._js, self._subjects)
         self._cancel_sub = await self._nc.subscribe(self._subjects.run_cancel_all, cb=self._on_cancel)
-        self._psub = await self._js.pull_subscribe(
-            self._subjects.run_request,
-            durable=self._subjects.runs_consumer,
-            stream=self._subjects.runs_stream,
+        await self._js.add_consumer(
+            self._subjects.runs_stream,
             config=ConsumerConfig(
+                durable_name=self._subjects.runs_consumer,
+                filter_subject=self._subjects.run_request,
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
                 # We ack as soon as a run starts; the wait only matters for a runner dying between
@@ -110,28 +108,27 @@ class Worker:
                 max_waiting=4096,
             ),
         )
-        self._fetcher = asyncio.create_task(self._fetch_loop(), name="runner-fetch")
+        self._feed = PullFeed(
+            self._nc,
+            stream=self._subjects.runs_stream,
+            consumer=self._subjects.runs_consumer,
+            free_slots=lambda: self._concurrency - len(self._tasks),
+            deliver=self._on_request,
+        )
+        await self._feed.start()
 
     # --- pulling ------------------------------------------------------------------------------------
-    async def _fetch_loop(self) -> None:
-        while not self._stopping:
-            free = self._concurrency - len(self._tasks)
-            if free <= 0:
-                self._slot_free.clear()
-                await self._slot_free.wait()
-                continue
-            try:
-                msgs = await self._psub.fetch(batch=free, timeout=self._fetch_timeout_s)
-            except nats.errors.TimeoutError:
-                continue
-            except (nats.errors.Error, TimeoutError) as exc:
-                if self._stopping:
-                    return
-                log.warning("fetch from %s failed: %s", self._subjects.runs_stream, type(exc).__name__)
-                await asyncio.sleep(0.2)
-                continue
-            for msg in msgs:
-                self._spawn(msg)
+    def _on_request(self, msg: Msg) -> None:
+        if self._stopping:
+            # Pulled while stopping: hand it straight back so another runner takes it now.
+            self._spawn_quiet(msg.nak())
+            return
+        self._spawn(msg)
+
+    def _spawn_quiet(self, coro) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _spawn(self, msg: Msg) -> None:
         task = asyncio.create_task(self._handle(msg))
@@ -142,7 +139,8 @@ class Worker:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._metrics.active.set(len(self._tasks))
-        self._slot_free.set()
+        if not self._stopping:
+            self._spawn_quiet(self._feed.refill())
         if not task.cancelled() and task.exception() is not None:
             log.error("run task crashed", exc_info=task.exception())
 
@@ -245,16 +243,10 @@ class Worker:
     async def stop(self, drain_s: float) -> None:
         """Stop fetching, let runs finish for up to ``drain_s``, cancel the rest (recording their usage)."""
         self._stopping = True
-        self._slot_free.set()
-        if self._fetcher is not None:
-            # Let an outstanding fetch end by itself (≤ fetch timeout): a request it delivers is run,
-            # not left unacked until the ack wait runs out.
-            try:
-                await asyncio.wait_for(asyncio.shield(self._fetcher), self._fetch_timeout_s + 1.0)
-            except TimeoutError:
-                self._fetcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._fetcher
+        # Keep the inbox a moment so requests already on their way are handed back (nak), not lost
+        # until the ack wait; then stop pulling.
+        await asyncio.sleep(0.2)
+        await self._feed.stop()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=drain_s)
         for run_id in list(self._runs):
@@ -264,5 +256,5 @@ class Worker:
         if self._cancel_sub is not None:
             with contextlib.suppress(nats.errors.Error):
                 await self._cancel_sub.unsubscribe()
-        with contextlib.suppress(nats.errors.Error):
-            await self._psub.unsubscribe()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)

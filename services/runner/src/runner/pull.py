@@ -1,0 +1,104 @@
+"""A continuous pull from the shared RUNS consumer, sized to this runner's free capacity.
+
+nats-py's ``fetch(batch=N)`` returns only when N messages arrived or its timeout ran out, so one run
+published to an idle runner would wait out the whole timeout. Instead (as nats.go's ``Consume``) we
+keep pull requests outstanding on the server for exactly the number of free slots, and every
+RunRequest is handed over the moment the server delivers it; a slot that frees up is re-requested.
+Runners therefore pull only what they can run now, which spreads load by capacity.
+
+Bookkeeping: ``outstanding`` is how many messages our open pull requests may still bring. A delivered
+message takes one off; a request that ends (408 expired, 409 …) takes off what it still had
+(``Nats-Pending-Messages``). Idle heartbeats prove the requests are alive: when they stop (NATS
+restarted, connection lost), the requests are presumed gone and made again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+log = logging.getLogger(__name__)
+
+
+class PullFeed:
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        stream: str,
+        consumer: str,
+        free_slots: Callable[[], int],
+        deliver: Callable[[Msg], None],
+        expires_s: float = 30.0,
+        heartbeat_s: float = 5.0,
+    ) -> None:
+        self._nc = nc
+        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._free = free_slots
+        self._deliver = deliver
+        self._expires_ns = int(expires_s * 1e9)
+        self._heartbeat_s = heartbeat_s
+        self.outstanding = 0
+        self._inbox = ""
+        self._sub: Subscription | None = None
+        self._last_heard = time.monotonic()
+        self._watchdog: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    async def start(self) -> None:
+        self._inbox = self._nc.new_inbox()
+        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_message)
+        self._watchdog = asyncio.create_task(self._watch(), name="runner-pull-watchdog")
+        await self.refill()
+
+    async def refill(self) -> None:
+        """Ask for as many requests as there are free slots not already asked for."""
+        want = self._free() - self.outstanding
+        if want <= 0 or self._stopped:
+            return
+        self.outstanding += want
+        request = {"batch": want, "expires": self._expires_ns, "idle_heartbeat": int(self._heartbeat_s * 1e9)}
+        await self._nc.publish(self._next, json.dumps(request).encode(), reply=self._inbox)
+
+    async def _on_message(self, msg: Msg) -> None:
+        self._last_heard = time.monotonic()
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is None or msg.data:
+            self.outstanding = max(0, self.outstanding - 1)
+            self._deliver(msg)
+            return
+        if status == "100":  # idle heartbeat (or flow control): our requests are alive
+            return
+        # 408 request expired, 409 max waiting / consumer changed …: that request is over.
+        pending = msg.headers.get("Nats-Pending-Messages") if msg.headers else None
+        self.outstanding = max(0, self.outstanding - int(pending)) if pending else 0
+        await self.refill()
+
+    async def _watch(self) -> None:
+        while not self._stopped:
+            await asyncio.sleep(self._heartbeat_s)
+            if self.outstanding and time.monotonic() - self._last_heard > 2.5 * self._heartbeat_s:
+                log.warning("no heartbeat from the RUNS consumer; pulling again")
+                self.outstanding = 0
+                self._last_heard = time.monotonic()
+                with contextlib.suppress(Exception):
+                    await self.refill()
+
+    async def stop(self) -> None:
+        """Stop pulling. Messages already on their way are still delivered until the inbox closes."""
+        self._stopped = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
