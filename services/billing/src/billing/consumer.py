@@ -10,7 +10,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import trace
@@ -61,7 +60,7 @@ class UsageConsumer:
         while not self._stopping.is_set():
             try:
                 msgs = await sub.fetch(self.batch, timeout=0.5)
-            except NatsTimeout:
+            except TimeoutError:  # nats' own TimeoutError is one too: nothing to fetch
                 continue
             except Exception:  # a NATS hiccup (reconnect): back off, never lose the loop
                 log.exception("fetching usage failed; retrying")
