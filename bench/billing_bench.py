@@ -44,11 +44,17 @@ async def run(nats_url: str, postgres_url: str, records: int = 20_000, admission
         pending = []
         for i in range(records):
             r = UsageRecorded(
-                run_id=f"run{i // 4}", call_index=i % 4, user_id=f"user{i % 200}", agent_id="a",
-                provider="openai", model="gpt-4o-mini",
+                run_id=f"run{i // 4}",
+                call_index=i % 4,
+                user_id=f"user{i % 200}",
+                agent_id="a",
+                provider="openai",
+                model="gpt-4o-mini",
                 usage=TokenUsage(input_tokens=900, cache_read_tokens=100, output_tokens=250, reasoning_tokens=10),
             )
-            pending.append(js.publish(subjects.usage_recorded, r.model_dump_json().encode(), headers={"Nats-Msg-Id": r.msg_id}))
+            pending.append(
+                js.publish(subjects.usage_recorded, r.model_dump_json().encode(), headers={"Nats-Msg-Id": r.msg_id})
+            )
             if len(pending) >= 500:
                 await asyncio.gather(*pending)
                 pending.clear()
@@ -60,15 +66,24 @@ async def run(nats_url: str, postgres_url: str, records: int = 20_000, admission
             assert app.ledger is not None
             while True:
                 async with app.ledger.engine.connect() as c:
-                    n = (await c.execute(select(func.count()).select_from(ledger).where(ledger.c.kind == "usage"))).scalar_one()
+                    n = (
+                        await c.execute(select(func.count()).select_from(ledger).where(ledger.c.kind == "usage"))
+                    ).scalar_one()
                 if n >= records:
                     break
                 await asyncio.sleep(0.05)
             applied_s = time.perf_counter() - start
             times = []
             for i in range(admissions):
-                req = AdmitRequest(run_id=f"adm{i}", user_id=f"user{i % 200}", agent_id="a", provider="openai",
-                                   model="gpt-4o-mini", prompt_tokens=500, max_output_tokens=1000)
+                req = AdmitRequest(
+                    run_id=f"adm{i}",
+                    user_id=f"user{i % 200}",
+                    agent_id="a",
+                    provider="openai",
+                    model="gpt-4o-mini",
+                    prompt_tokens=500,
+                    max_output_tokens=1000,
+                )
                 t0 = time.perf_counter()
                 await nc.request(subjects.billing_admit, req.model_dump_json().encode(), timeout=5)
                 times.append(time.perf_counter() - t0)
@@ -93,6 +108,10 @@ if __name__ == "__main__":
     import json
     import os
 
-    result = asyncio.run(run(os.environ.get("NATS_URL", "nats://127.0.0.1:4222"),
-                             os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")))
+    result = asyncio.run(
+        run(
+            os.environ.get("NATS_URL", "nats://127.0.0.1:4222"),
+            os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        )
+    )
     print(json.dumps(result, indent=2))

@@ -78,4 +78,3 @@ async def nats_client(nats_url: str, namespace: str):  # type: ignore[no-untyped
         if info.config.name and info.config.name.startswith(f"{namespace}_"):
             await js.delete_stream(info.config.name)
     await nc.drain()
-

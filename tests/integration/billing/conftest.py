@@ -15,8 +15,12 @@ from billing.settings import BillingSettings
 def billing_settings(nats_url: str, namespace: str, database_url: str) -> Callable[..., BillingSettings]:
     def make(**overrides: Any) -> BillingSettings:
         values: dict[str, Any] = {
-            "nats_url": nats_url, "nats_namespace": namespace, "database_url": database_url,
-            "health_port": 0, "start_balance": 0, **overrides,
+            "nats_url": nats_url,
+            "nats_namespace": namespace,
+            "database_url": database_url,
+            "health_port": 0,
+            "start_balance": 0,
+            **overrides,
         }
         return BillingSettings(**values)
 

@@ -31,8 +31,15 @@ GPT4O = {"input": 2_500_000, "output": 10_000_000, "cache_read": 1_250_000}  # �
 
 def usage(run: str, i: int, user: str = "user_a", **tokens: int) -> UsageRecorded:
     t = {"input_tokens": 1000, "output_tokens": 500, **tokens}
-    return UsageRecorded(run_id=run, call_index=i, user_id=user, agent_id="agent_1", provider="openai", model="gpt-4o",
-                         usage=TokenUsage(**t))
+    return UsageRecorded(
+        run_id=run,
+        call_index=i,
+        user_id=user,
+        agent_id="agent_1",
+        provider="openai",
+        model="gpt-4o",
+        usage=TokenUsage(**t),
+    )
 
 
 async def publish(nc, subjects: Subjects, msg, msg_id: str | None = None) -> None:  # type: ignore[no-untyped-def]
@@ -95,8 +102,15 @@ async def test_admission_never_overdraws_under_concurrency(billing: BillingApp, 
     await admin(nats_client, s, "credits.add", params={"user_id": "user_c"}, body={"amount": str(12_500 * n)})
 
     async def ask(i: int) -> AdmitReply:
-        req = AdmitRequest(run_id=f"r{i}", user_id="user_c", agent_id="a", provider="openai", model="gpt-4o",
-                           prompt_tokens=1000, max_output_tokens=1000)
+        req = AdmitRequest(
+            run_id=f"r{i}",
+            user_id="user_c",
+            agent_id="a",
+            provider="openai",
+            model="gpt-4o",
+            prompt_tokens=1000,
+            max_output_tokens=1000,
+        )
         raw = await nats_client.request(s.billing_admit, req.model_dump_json().encode(), timeout=10)
         return AdmitReply.model_validate_json(raw.data)
 
@@ -109,21 +123,45 @@ async def test_admission_never_overdraws_under_concurrency(billing: BillingApp, 
     assert reserved == bal == 12_500 * n * 1_000_000
 
 
-async def test_settlement_releases_the_rest_and_extension_refused(billing: BillingApp, nats_client, namespace: str) -> None:
+async def test_settlement_releases_the_rest_and_extension_refused(
+    billing: BillingApp, nats_client, namespace: str
+) -> None:
     s = Subjects(namespace)
     await admin(nats_client, s, "credits.add", params={"user_id": "user_d"}, body={"amount": 20_000})
-    req = AdmitRequest(run_id="run_d", user_id="user_d", agent_id="a", provider="openai", model="gpt-4o",
-                       prompt_tokens=1000, max_output_tokens=1000)
-    reply = AdmitReply.model_validate_json((await nats_client.request(s.billing_admit, req.model_dump_json().encode(), timeout=5)).data)
+    req = AdmitRequest(
+        run_id="run_d",
+        user_id="user_d",
+        agent_id="a",
+        provider="openai",
+        model="gpt-4o",
+        prompt_tokens=1000,
+        max_output_tokens=1000,
+    )
+    reply = AdmitReply.model_validate_json(
+        (await nats_client.request(s.billing_admit, req.model_dump_json().encode(), timeout=5)).data
+    )
     assert reply.admitted and reply.reserved == Decimal(12_500)
-    ext = ExtendRequest(run_id="run_d", reservation_id=reply.reservation_id or "", user_id="user_d", provider="openai",
-                        model="gpt-4o", prompt_tokens=1000, max_output_tokens=1000)
-    refused = ExtendReply.model_validate_json((await nats_client.request(s.billing_extend, ext.model_dump_json().encode(), timeout=5)).data)
+    ext = ExtendRequest(
+        run_id="run_d",
+        reservation_id=reply.reservation_id or "",
+        user_id="user_d",
+        provider="openai",
+        model="gpt-4o",
+        prompt_tokens=1000,
+        max_output_tokens=1000,
+    )
+    refused = ExtendReply.model_validate_json(
+        (await nats_client.request(s.billing_extend, ext.model_dump_json().encode(), timeout=5)).data
+    )
     assert not refused.ok and refused.error and refused.error.status == 402
     rec = usage("run_d", 0)
     rec = rec.model_copy(update={"user_id": "user_d", "reservation_id": reply.reservation_id})
     await publish(nats_client, s, rec)
-    await publish(nats_client, s, RunClosed(run_id="run_d", user_id="user_d", reservation_id=reply.reservation_id, calls=1, status="completed"))
+    await publish(
+        nats_client,
+        s,
+        RunClosed(run_id="run_d", user_id="user_d", reservation_id=reply.reservation_id, calls=1, status="completed"),
+    )
 
     async def settled() -> bool:
         _, reserved, _ = await balance_micro(billing, "user_d")
@@ -137,8 +175,12 @@ async def test_settlement_releases_the_rest_and_extension_refused(billing: Billi
 async def test_admin_ledger_listing_balance_and_float_refusal(billing: BillingApp, nats_client, namespace: str) -> None:
     s = Subjects(namespace)
     assert (await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": 0.1})).status == 400
-    assert (await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": "0.0000001"})).status == 400
-    assert (await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": "10.5", "note": "hi"})).status == 201
+    assert (
+        await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": "0.0000001"})
+    ).status == 400
+    assert (
+        await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": "10.5", "note": "hi"})
+    ).status == 201
     assert (await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": "-0.25"})).status == 201
     for i in range(3):
         await publish(nats_client, s, usage("run_u", i, user="u", input_tokens=1, output_tokens=1))
@@ -148,7 +190,9 @@ async def test_admin_ledger_listing_balance_and_float_refusal(billing: BillingAp
     assert [e["kind"] for e in page["data"]] == ["topup", "adjustment"]
     rest = (await admin(nats_client, s, "ledger.list", params={"user_id": "u"}, query={"after": page["last_id"]})).body
     assert [e["call_index"] for e in rest["data"]] == [0, 1, 2]
-    only = (await admin(nats_client, s, "ledger.list", params={"user_id": "u"}, query={"run_id": "run_u", "limit": "1"})).body
+    only = (
+        await admin(nats_client, s, "ledger.list", params={"user_id": "u"}, query={"run_id": "run_u", "limit": "1"})
+    ).body
     assert only["data"][0]["run_id"] == "run_u" and only["data"][0]["amount"] == "-12.5"
     balance = (await admin(nats_client, s, "balance.get", params={"user_id": "u"})).body
     # 10.5 - 0.25 - 3 calls of (1 × 2.5 + 1 × 10) credits: spend is a fact, even past zero
@@ -158,9 +202,15 @@ async def test_admin_ledger_listing_balance_and_float_refusal(billing: BillingAp
 
 async def test_pricing_put_is_used_for_the_next_call(billing: BillingApp, nats_client, namespace: str) -> None:
     s = Subjects(namespace)
-    put = await admin(nats_client, s, "pricing.put", params={"model_key": "my-model"}, body={"input": "1", "output": "2"})
+    put = await admin(
+        nats_client, s, "pricing.put", params={"model_key": "my-model"}, body={"input": "1", "output": "2"}
+    )
     assert put.status == 200 and put.body["cache_read"] is None
-    assert (await admin(nats_client, s, "pricing.put", params={"model_key": "x"}, body={"input": "0.0000001", "output": "1"})).status == 400
+    assert (
+        await admin(
+            nats_client, s, "pricing.put", params={"model_key": "x"}, body={"input": "0.0000001", "output": "1"}
+        )
+    ).status == 400
     rec = usage("run_p", 0).model_copy(update={"model": "my-model-2025"})
     await publish(nats_client, s, rec)
     await wait_for(lambda: _ge(entries_count(billing), 1))

@@ -43,7 +43,9 @@ class ChatMessage(Message):
             return self.content
         if not self.content:
             return ""
-        return "".join(str(p.get("text", "")) for p in self.content if p.get("type") in ("text", "input_text", "output_text"))
+        return "".join(
+            str(p.get("text", "")) for p in self.content if p.get("type") in ("text", "input_text", "output_text")
+        )
 
 
 class AgentSnapshot(Message):
