@@ -4,6 +4,12 @@ Invariant: for every account, ``balance`` equals the sum of its ledger ``amount`
 change in the same transaction. ``reserved`` is the sum of its open reservations' ``remaining``.
 Admission is one conditional UPDATE (``balance - reserved >= cost``), atomic on PostgreSQL and SQLite,
 so concurrent admissions can never reserve more than the balance.
+
+Spend is a fact: a call's cost is debited in full even when it exceeds what its run still has
+reserved (or the balance), so a balance can end below zero; only *admission* is refused (402).
+Reservations are keyed by run; usage reduces its run's reservation, and ``RunClosed`` (which may
+arrive before some of the run's records) releases the rest once all ``calls`` records are in.
+Lock order everywhere: accounts (sorted by user id), then reservations.
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ class Ledger:
             self._insert(accounts)
             .values(
                 [
-                    {"user_id": u, "balance": start, "reserved": 0, "created_at": now, "last_refill_at": now}
+                    {"user_id": u, "balance": start, "reserved": 0, "created_at": now, "last_refill_at": None}
                     for u in wanted
                 ]
             )
@@ -126,38 +132,42 @@ class Ledger:
     async def admit(self, user_id: str, run_id: str, cost: int) -> tuple[str | None, int, int]:
         """Reserve ``cost`` µcr for a run. Returns (reservation id or None when refused, cost, available).
 
-        The common case is two statements (the conditional UPDATE and the reservation row); opening
-        the account and auto-refill happen only when that UPDATE finds no room (LibreChat refills
-        when a request would not fit).
+        A run admitted again (its request redelivered) grows its one reservation instead of failing.
         """
         async with self.engine.begin() as conn:
+            await self._ensure_accounts(conn, [user_id])
+            await self._maybe_refill(conn, user_id, cost)
             if not await self._reserve(conn, user_id, cost):
-                await self._ensure_accounts(conn, [user_id])
-                await self._maybe_refill(conn, user_id)
-                if not await self._reserve(conn, user_id, cost):
-                    row = (await self._lock(conn, [user_id]))[user_id]
-                    return None, cost, row["balance"] - row["reserved"]
-            rid = f"resv_{secrets.token_hex(12)}"
+                row = (await self._lock(conn, [user_id]))[user_id]
+                return None, cost, row["balance"] - row["reserved"]
             now = _now()
-            await conn.execute(
-                reservations.insert(),
-                {
-                    "id": rid,
-                    "run_id": run_id,
-                    "user_id": user_id,
-                    "remaining": cost,
-                    "expected_calls": None,
-                    "expires_at": now + timedelta(seconds=self.policy.reservation_ttl_s),
-                    "created_at": now,
-                },
+            expires = now + timedelta(seconds=self.policy.reservation_ttl_s)
+            stmt = self._insert(reservations).values(
+                id=f"resv_{secrets.token_hex(12)}",
+                run_id=run_id,
+                user_id=user_id,
+                remaining=cost,
+                expected_calls=None,
+                expires_at=expires,
+                created_at=now,
             )
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["run_id"],
+                set_={"remaining": reservations.c.remaining + stmt.excluded.remaining, "expires_at": expires},
+            ).returning(reservations.c.id)
+            rid = (await conn.execute(stmt)).scalar_one()
             return rid, cost, 0
 
-    async def extend(self, reservation_id: str, user_id: str, cost: int) -> bool:
+    async def extend(self, reservation_id: str, user_id: str, cost: int) -> str:
+        """Grow a reservation by ``cost`` µcr: ``"ok"``, ``"unaffordable"`` or ``"not_found"``."""
         async with self.engine.begin() as conn:
-            found = (await conn.execute(select(reservations.c.id).where(reservations.c.id == reservation_id))).first()
-            if found is None or not await self._reserve(conn, user_id, cost):
-                return False
+            q = select(reservations.c.id).where(
+                and_(reservations.c.id == reservation_id, reservations.c.user_id == user_id)
+            )
+            if (await conn.execute(q)).first() is None:
+                return "not_found"
+            if not await self._reserve(conn, user_id, cost):
+                return "unaffordable"
             await conn.execute(
                 update(reservations)
                 .where(reservations.c.id == reservation_id)
@@ -166,7 +176,7 @@ class Ledger:
                     expires_at=_now() + timedelta(seconds=self.policy.reservation_ttl_s),
                 )
             )
-            return True
+            return "ok"
 
     async def _reserve(self, conn: AsyncConnection, user_id: str, cost: int) -> bool:
         result = await conn.execute(
@@ -176,11 +186,14 @@ class Ledger:
         )
         return result.rowcount == 1
 
-    async def _maybe_refill(self, conn: AsyncConnection, user_id: str) -> None:
+    async def _maybe_refill(self, conn: AsyncConnection, user_id: str, cost: int) -> None:
+        """As LibreChat: refill when this admission would leave nothing and the interval has passed."""
         p = self.policy
         if not (p.balance_enabled and p.auto_refill_enabled and p.auto_refill_amount > 0):
             return
         row = (await self._lock(conn, [user_id]))[user_id]
+        if row["balance"] - row["reserved"] - cost > 0:
+            return
         now = _now()
         last = row["last_refill_at"]
         if last is not None and last.tzinfo is None:
@@ -247,21 +260,20 @@ class Ledger:
         if not fresh:
             return 0
         running = {u: row["balance"] for u, row in locked.items()}
-        deltas: dict[str, int] = defaultdict(int)
         rows = []
+        track = self.policy.balance_enabled
         now = _now()
         for r in fresh:
             price = self.prices.lookup(r.model)
             cost = _cost(price, r)
             running[r.user_id] -= cost
-            deltas[r.user_id] -= cost
             u = r.usage
             rows.append(
                 {
                     "user_id": r.user_id,
                     "kind": "usage",
                     "amount": -cost,
-                    "balance_after": running[r.user_id],
+                    "balance_after": running[r.user_id] if track else None,
                     "run_id": r.run_id,
                     "call_index": r.call_index,
                     "agent_id": r.agent_id,
@@ -283,15 +295,21 @@ class Ledger:
                     "created_at": now,
                 }
             )
-        await conn.execute(ledger.insert(), rows)
-        if self.policy.balance_enabled:
+        # The pre-check above makes conflicts rare (the account rows are locked); ON CONFLICT is the
+        # guarantee: whatever raced us, a (run_id, call_index) is written once and counted once.
+        stmt = self._insert(ledger).on_conflict_do_nothing(index_elements=["run_id", "call_index"])
+        inserted = (await conn.execute(stmt.returning(ledger.c.user_id, ledger.c.amount), rows)).all()
+        deltas: dict[str, int] = defaultdict(int)
+        for user_id, amount in inserted:
+            deltas[user_id] += amount
+        if self.policy.balance_enabled and deltas:
             await conn.execute(
                 update(accounts)
                 .where(accounts.c.user_id == _bind("uid"))
                 .values(balance=accounts.c.balance + _bind("delta")),
-                [{"uid": u, "delta": d} for u, d in deltas.items()],
+                [{"uid": u, "delta": d} for u, d in sorted(deltas.items())],
             )
-        return len(rows)
+        return len(inserted)
 
     async def _settle(
         self, conn: AsyncConnection, run_ids: set[str], fresh: list[UsageRecorded], closes: Sequence[RunClosed]
@@ -346,11 +364,19 @@ class Ledger:
             )
 
     async def expire(self) -> int:
-        """Release reservations past their expiry (their runs were abandoned). Returns how many."""
+        """Release reservations past their expiry (their runs were abandoned). Returns how many.
+
+        Locks accounts before reservations, the order the consumer uses, so the two never deadlock.
+        """
         async with self.engine.begin() as conn:
-            q = select(reservations).where(and_(reservations.c.expires_at < _now(), reservations.c.remaining > 0))
+            due = and_(reservations.c.expires_at < _now(), reservations.c.remaining > 0)
+            users = (await conn.execute(select(reservations.c.user_id).where(due).distinct())).scalars().all()
+            if not users:
+                return 0
+            await self._lock(conn, users)
+            q = select(reservations).where(and_(due, reservations.c.user_id.in_(sorted(users))))
             if self._pg:
-                q = q.with_for_update(skip_locked=True)
+                q = q.with_for_update()
             rows = [dict(r._mapping) for r in await conn.execute(q)]
             by_user: dict[str, int] = defaultdict(int)
             for r in rows:

@@ -49,8 +49,11 @@ class BillingService:
         if not self.balance_enabled:
             return ExtendReply(ok=True)
         cost = self.ledger.prices.lookup(req.model).worst_case(req.prompt_tokens, req.max_output_tokens)
-        if await self.ledger.extend(req.reservation_id, req.user_id, cost):
+        outcome = await self.ledger.extend(req.reservation_id, req.user_id, cost)
+        if outcome == "ok":
             return ExtendReply(ok=True, reserved=from_micro(cost))
+        if outcome == "not_found":
+            return ExtendReply(ok=False, error=NotFound(f"no reservation {req.reservation_id!r}").info)
         row = await self.ledger.balance(req.user_id)
         available = int(row["balance"]) - int(row["reserved"])
         return ExtendReply(

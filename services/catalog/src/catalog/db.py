@@ -13,7 +13,6 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Column,
-    Connection,
     DateTime,
     ForeignKey,
     Index,
@@ -23,12 +22,10 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    text,
 )
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from servicekit.db import create_engine, ensure_database, is_sqlite
+from servicekit import db as sdb
 
 log = logging.getLogger(__name__)
 
@@ -128,49 +125,14 @@ grants = Table(
 )
 
 
-def schema_map(url: str) -> dict[str, str | None]:
-    """``schema_translate_map`` for ``url``: SQLite has no schemas."""
-    return {SCHEMA: None} if is_sqlite(url) else {}
-
-
 def open_engine(url: str) -> AsyncEngine:
     """An engine whose statements land in the catalog's schema (or, on SQLite, its own file)."""
-    if is_sqlite(url):
-        db = make_url(url).database
-        if db and db != ":memory:":
-            Path(db).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url)
-    return engine.execution_options(schema_translate_map=schema_map(url))
-
-
-def _upgrade(conn: Connection, url: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    cfg.attributes["connection"] = conn
-    cfg.attributes["schema"] = None if is_sqlite(url) else SCHEMA
-    command.upgrade(cfg, "head")
+    return sdb.open_engine(url, SCHEMA)
 
 
 async def migrate(url: str) -> None:
     """Bring the schema to head. Concurrent replicas wait on a PostgreSQL advisory lock."""
-    await ensure_database(url)
-    engine = open_engine(url)
-    try:
-        async with engine.connect() as conn:
-            if not is_sqlite(url):
-                await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_ID})
-                await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{SCHEMA}"'))
-                await conn.commit()
-            try:
-                await conn.run_sync(_upgrade, url)
-                await conn.commit()
-            finally:
-                if not is_sqlite(url):
-                    await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_ID})
-                    await conn.commit()
-    finally:
-        await engine.dispose()
+    await sdb.migrate(
+        url, schema=SCHEMA, script_location=Path(__file__).parent / "migrations", lock_id=MIGRATION_LOCK_ID
+    )
     log.info("catalog schema is up to date")

@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection :func:`catalog.db.migrate` hands in (never a URL of its own)."""
+"""Alembic environment: runs on the connection :func:`servicekit.db.migrate` hands in (never a URL of its own)."""
 
 from __future__ import annotations
 
