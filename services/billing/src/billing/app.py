@@ -52,7 +52,14 @@ class BillingApp:
                 service = BillingService(self.ledger)
                 inflight: set[asyncio.Task[None]] = set()
                 subs = await register(nc, self.subjects, service, inflight)
-                self.consumer = UsageConsumer(js, self.subjects, self.ledger.apply, batch=s.batch_size)
+                self.consumer = UsageConsumer(
+                    js,
+                    self.subjects,
+                    self.ledger.apply,
+                    batch=s.batch_size,
+                    ack_wait_s=s.usage_ack_wait_s,
+                    retry_delay_s=s.usage_retry_delay_s,
+                )
                 tasks = [
                     asyncio.create_task(self.consumer.run(), name="billing-usage"),
                     asyncio.create_task(self._sweep(), name="billing-sweep"),

@@ -1,13 +1,18 @@
 """The USAGE consumer: batches from JetStream into the ledger, acked only after the commit.
 
-Plain nats-py ``pull_subscribe`` + ``fetch``: a batch is one database transaction, and nothing of a
-batch may be acked before that commit — a handler-per-message framework would hide the batch.
+Why plain nats-py ``pull_subscribe`` + ``fetch`` rather than a FastStream subscriber: a batch is ONE
+database transaction, and no message of it may be acked before that commit. A handler-per-message
+framework acks (or not) each message on its own and hides the batch; here the loop owns the whole
+cycle — fetch ≤ ``batch`` → decode → one transaction → commit → ack every message. On a database
+error nothing was committed: every message is nak'ed with a delay and comes back; the unique
+(run_id, call_index) key makes a re-application (after a commit whose ack was lost) a no-op.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from nats.js import JetStreamContext
@@ -15,7 +20,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from contracts import RunClosed, Subjects, UsageRecorded
+from contracts import TRACEPARENT_HEADER, RunClosed, Subjects, UsageRecorded
 from servicekit.natsio import context_from_headers
 
 log = logging.getLogger(__name__)
@@ -25,8 +30,19 @@ Apply = Callable[[list[UsageRecorded], list[RunClosed]], Awaitable[int]]
 
 
 class UsageConsumer:
-    def __init__(self, js: JetStreamContext, subjects: Subjects, apply: Apply, *, batch: int = 512) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        subjects: Subjects,
+        apply: Apply,
+        *,
+        batch: int = 256,
+        ack_wait_s: float = 60.0,
+        retry_delay_s: float = 1.0,
+    ) -> None:
         self.js = js
+        self.ack_wait_s = ack_wait_s
+        self.retry_delay_s = retry_delay_s
         self.subjects = subjects
         self.apply = apply
         self.batch = batch
@@ -43,7 +59,7 @@ class UsageConsumer:
             config=ConsumerConfig(
                 ack_policy=AckPolicy.EXPLICIT,  # money: ack each message only after its batch committed
                 deliver_policy=DeliverPolicy.ALL,
-                ack_wait=60,
+                ack_wait=self.ack_wait_s,
                 max_ack_pending=20_000,
                 max_deliver=-1,
             ),
@@ -69,10 +85,10 @@ class UsageConsumer:
             if msgs:  # nats-py can return an empty batch
                 await self._handle(msgs)
 
-    async def _handle(self, msgs: list) -> None:  # type: ignore[type-arg]
+    async def _handle(self, msgs: list[Msg]) -> None:
         records: list[UsageRecorded] = []
         closes: list[RunClosed] = []
-        poison = []
+        poison: list[Msg] = []
         for m in msgs:
             try:
                 if m.subject == self.subjects.usage_run_closed:
@@ -81,31 +97,51 @@ class UsageConsumer:
                     records.append(UsageRecorded.model_validate_json(m.data))
             except ValidationError:
                 poison.append(m)
-        first = msgs[0]
-        with tracer.start_as_current_span("ledger.write", context=context_from_headers(first.headers)) as span:
+        start = time.time_ns()
+        with tracer.start_as_current_span("ledger.batch") as span:
             span.set_attribute("billing.batch.size", len(msgs))
-            for m in msgs[1:]:
-                linked = trace.get_current_span(context_from_headers(m.headers)).get_span_context()
-                if linked.is_valid:
-                    span.add_link(linked)
             try:
                 written = await self.apply(records, closes)
-            except Exception:
+            except Exception as exc:
                 # Nothing committed: let every message come back (after a pause), then retry.
-                log.exception("applying a usage batch failed; it will be redelivered")
-                for m in msgs:
-                    await m.nak(delay=1)
-                await asyncio.sleep(0.5)
+                log.warning("applying a usage batch of %d failed (%s); it will be redelivered", len(msgs), exc)
+                span.record_exception(exc)
+                await self._settle_all(msgs, "nak")
+                await asyncio.sleep(self.retry_delay_s / 2)
                 return
             span.set_attribute("billing.ledger.written", written)
+        _trace_each(msgs, start)
         for m in poison:
             log.error("dropping an undecodable usage message on %s (seq %s)", m.subject, m.metadata.sequence.stream)
-            await m.term()
-        for m in msgs:
-            if m not in poison:
-                await m.ack()
+            await _quietly(m.term())
+        await self._settle_all([m for m in msgs if m not in poison], "ack")
         self.applied += written
         self.batches += 1
 
+    async def _settle_all(self, msgs: list[Msg], how: str) -> None:
+        """Ack (after the commit) or nak every message. A failure here loses nothing: an unacked message
+        comes back after ``ack_wait`` and is absorbed by the unique key."""
+        if how == "ack":
+            await asyncio.gather(*(_quietly(m.ack()) for m in msgs))
+        else:
+            await asyncio.gather(*(_quietly(m.nak(delay=self.retry_delay_s)) for m in msgs))
+
     def stop(self) -> None:
         self._stopping.set()
+
+
+async def _quietly(op: Awaitable[None]) -> None:
+    try:
+        await op
+    except Exception as exc:  # NATS reconnecting: the message is redelivered, the ledger absorbs it
+        log.warning("acknowledging a usage message failed: %s", exc)
+
+
+def _trace_each(msgs: list[Msg], start_ns: int) -> None:
+    """One ``ledger.write`` span per message that carries a trace, in that message's own trace."""
+    for m in msgs:
+        if not m.headers or TRACEPARENT_HEADER not in m.headers:
+            continue
+        span = tracer.start_span("ledger.write", context=context_from_headers(m.headers), start_time=start_ns)
+        span.set_attribute("messaging.destination", m.subject)
+        span.end()

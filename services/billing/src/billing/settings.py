@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from servicekit.settings import ServiceSettings, shared
+
+from .money import to_micro
 
 
 class BillingSettings(ServiceSettings):
@@ -22,12 +24,21 @@ class BillingSettings(ServiceSettings):
     auto_refill_interval_s: int = Field(default=30 * 86400, ge=1)
     auto_refill_amount: int = Field(default=10_000, ge=0)
     pricing_file: str | None = None
-    default_price_input: str = Field(default="6", description="USD/1M for models without a price")
+    default_price_input: str = Field(default="6", description="USD/1M for models without a price (as LibreChat)")
     default_price_output: str = "6"
     reservation_ttl_s: float = Field(default=900.0, gt=0)
-    batch_size: int = Field(default=512, ge=1)
+    batch_size: int = Field(default=256, ge=1, le=256, description="USAGE messages per fetch and transaction")
+    usage_ack_wait_s: float = Field(default=60.0, gt=0, description="JetStream redelivers an unacked message after this")
+    usage_retry_delay_s: float = Field(default=1.0, gt=0, description="nak delay after a failed batch")
     health_port: int = Field(default=8082, validation_alias=AliasChoices("BILLING_HEALTH_PORT", "health_port"))
     health_host: str = "0.0.0.0"
+
+    @field_validator("default_price_input", "default_price_output")
+    @classmethod
+    def _exact_positive_price(cls, value: str) -> str:
+        if to_micro(value, what="default price") <= 0:
+            raise ValueError("the default price must be above zero")
+        return value
 
     @model_validator(mode="after")
     def _balance_forces_transactions(self) -> BillingSettings:
