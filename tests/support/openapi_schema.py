@@ -17,7 +17,19 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SPEC_PATH = Path(os.environ.get("OPENAI_OPENAPI_SPEC", "/work/shared/reference/openai-openapi/openapi.yaml"))
+_SPEC = Path("reference") / "openai-openapi" / "openapi.yaml"
+#: The official spec: $OPENAI_OPENAPI_SPEC, else shared/ beside the repository (as CI lays it out).
+SPEC_PATH = Path(
+    os.environ.get("OPENAI_OPENAPI_SPEC")
+    or next(
+        (
+            str(p)
+            for p in (Path(__file__).resolve().parents[3] / "shared" / _SPEC, Path("/work/shared") / _SPEC)
+            if p.exists()
+        ),
+        str(Path(__file__).resolve().parents[3] / "shared" / _SPEC),
+    )
+)
 _URI = "urn:openai:openapi"
 
 
