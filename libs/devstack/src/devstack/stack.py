@@ -258,22 +258,28 @@ class Stack:
             return
         if not self.gateway_port:
             self.gateway_port = free_port(cfg.gateway_host)
+        self.processes["gateway"] = self._gateway_process("gateway", self.gateway_port)
+
+    def _gateway_process(self, name: str, port: int) -> ManagedProcess:
+        cfg = self.config
         env = self._base_env()
-        env.update(
-            {
-                "GATEWAY_HOST": cfg.gateway_host,
-                "GATEWAY_PORT": str(self.gateway_port),
-                "ADMIN_TOKEN": cfg.admin_token,
-            }
-        )
+        env.update({"GATEWAY_HOST": cfg.gateway_host, "GATEWAY_PORT": str(port), "ADMIN_TOKEN": cfg.admin_token})
         env.update(cfg.service_env.get("gateway", {}))
-        self.processes["gateway"] = ManagedProcess(
-            "gateway",
+        return ManagedProcess(
+            name,
             [sys.executable, "-m", "gateway"],
-            log_path=self.log_path("gateway"),
+            log_path=self.log_path(name),
             env=env,
-            ready_url=f"{self.gateway_url}/readyz",
+            ready_url=f"http://{cfg.gateway_host}:{port}/readyz",
         )
+
+    def add_gateway(self) -> str:
+        """Start one more gateway replica (same configuration, its own port); returns its base URL."""
+        n = sum(1 for name in self.processes if name.startswith("gateway"))
+        name, port = f"gateway-{n + 1}", free_port(self.config.gateway_host)
+        self.processes[name] = self._gateway_process(name, port)
+        self._start_and_wait([name])
+        return f"http://{self.config.gateway_host}:{port}"
 
     def _start_and_wait(self, names: list[str]) -> None:
         for name in names:
