@@ -10,6 +10,8 @@ import pytest
 from billing.app import BillingApp
 from billing.settings import BillingSettings
 
+from .helpers import Books
+
 
 @pytest.fixture
 def billing_settings(nats_url: str, namespace: str, database_url: str) -> Callable[..., BillingSettings]:
@@ -20,6 +22,7 @@ def billing_settings(nats_url: str, namespace: str, database_url: str) -> Callab
             "database_url": database_url,
             "health_port": 0,
             "start_balance": 0,
+            "usage_retry_delay_s": 0.1,
             **overrides,
         }
         return BillingSettings(**values)
@@ -32,3 +35,10 @@ async def billing(billing_settings: Callable[..., BillingSettings], nats_client)
     app = BillingApp(billing_settings())
     async with app.running():
         yield app
+
+
+@pytest.fixture
+async def books(database_url: str) -> AsyncIterator[Books]:
+    b = Books(database_url)
+    yield b
+    await b.close()

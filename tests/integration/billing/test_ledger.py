@@ -11,58 +11,18 @@ from sqlalchemy import func, select
 
 from billing.app import BillingApp
 from billing.db import accounts, ledger
-from contracts import (
-    AdminReply,
-    AdminRequest,
-    AdmitReply,
-    AdmitRequest,
-    ExtendReply,
-    ExtendRequest,
-    RunClosed,
-    Subjects,
-    TokenUsage,
-    UsageRecorded,
-)
+from contracts import AdmitReply, AdmitRequest, ExtendReply, ExtendRequest, RunClosed, Subjects
+
+from .helpers import admin, publish, usage, wait_for
 
 pytestmark = pytest.mark.integration
 
-GPT4O = {"input": 2_500_000, "output": 10_000_000, "cache_read": 1_250_000}  # µcr per token
-
-
-def usage(run: str, i: int, user: str = "user_a", **tokens: int) -> UsageRecorded:
-    t = {"input_tokens": 1000, "output_tokens": 500, **tokens}
-    return UsageRecorded(
-        run_id=run,
-        call_index=i,
-        user_id=user,
-        agent_id="agent_1",
-        provider="openai",
-        model="gpt-4o",
-        usage=TokenUsage(**t),
-    )
-
-
-async def publish(nc, subjects: Subjects, msg, msg_id: str | None = None) -> None:  # type: ignore[no-untyped-def]
-    js = nc.jetstream()
-    subject = subjects.usage_run_closed if isinstance(msg, RunClosed) else subjects.usage_recorded
-    await js.publish(subject, msg.model_dump_json().encode(), headers={"Nats-Msg-Id": msg_id or msg.msg_id})
-
-
-async def admin(nc, subjects: Subjects, op: str, **kw) -> AdminReply:  # type: ignore[no-untyped-def]
-    raw = await nc.request(subjects.billing_admin, AdminRequest(op=op, **kw).model_dump_json().encode(), timeout=5)
-    return AdminReply.model_validate_json(raw.data)
 
 
 async def entries_count(app: BillingApp, kind: str = "usage") -> int:
     assert app.ledger is not None
     async with app.ledger.engine.connect() as conn:
         return (await conn.execute(select(func.count()).select_from(ledger).where(ledger.c.kind == kind))).scalar_one()
-
-
-async def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not await predicate():
-            await asyncio.sleep(0.02)
 
 
 async def balance_micro(app: BillingApp, user: str) -> tuple[int, int, int]:
@@ -87,8 +47,10 @@ async def test_usage_priced_exactly_and_duplicates_absorbed(billing: BillingApp,
     bal, reserved, total = await balance_micro(billing, "user_a")
     assert bal == total == (100_000 - 7_500 - 1_600) * 1_000_000
     assert reserved == 0
-    await asyncio.sleep(0.3)  # let any late duplicate be (wrongly) applied before the final count
-    assert await entries_count(billing) == 2
+    # A sentinel published after every duplicate: once it is in, every duplicate was seen (one stream, in order).
+    await publish(nats_client, s, usage("run_sentinel", 0, user="user_z"))
+    await wait_for(lambda: _ge(entries_count(billing), 3))
+    assert await entries_count(billing) == 3
 
 
 async def _ge(coro, n: int) -> bool:  # type: ignore[no-untyped-def]

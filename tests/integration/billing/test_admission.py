@@ -1,0 +1,163 @@
+"""Admission, extension, settlement, expiry and the account policies, over NATS against PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from decimal import Decimal
+
+import pytest
+
+from billing.app import BillingApp
+from billing.settings import BillingSettings
+from contracts import BalanceReply, BalanceRequest, ExtendReply, ExtendRequest, RunClosed, Subjects
+
+from .helpers import MICRO, Books, admin, admit, publish, usage, wait_for
+
+pytestmark = pytest.mark.integration
+
+RUN_WORST = 12_500  # gpt-4o, 1000 prompt × 2.5 + 1000 output × 10 credits
+
+
+async def extend(nc, s: Subjects, run: str, rid: str, user: str) -> ExtendReply:  # type: ignore[no-untyped-def]
+    req = ExtendRequest(run_id=run, reservation_id=rid, user_id=user, provider="openai", model="gpt-4o",
+                        prompt_tokens=1000, max_output_tokens=1000)
+    return ExtendReply.model_validate_json((await nc.request(s.billing_extend, req.model_dump_json().encode(), timeout=5)).data)
+
+
+async def test_ten_times_n_concurrent_admissions_admit_exactly_n(
+    billing: BillingApp, nats_client, namespace: str, books: Books
+) -> None:
+    s, n = Subjects(namespace), 5
+    await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": str(RUN_WORST * n)})
+    replies = await asyncio.gather(*(admit(nats_client, s, f"r{i}", "u") for i in range(10 * n)))
+    assert sum(r.admitted for r in replies) == n
+    assert all(r.error and r.error.status == 402 and r.error.type == "insufficient_quota" for r in replies if not r.admitted)
+    balance, reserved, total = await books.account("u")
+    assert balance == total == reserved == RUN_WORST * n * MICRO  # nothing left, nothing below zero
+
+
+async def test_extend_grows_or_is_refused_and_unknown_is_404(billing: BillingApp, nats_client, namespace: str, books: Books) -> None:
+    s = Subjects(namespace)
+    await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": str(RUN_WORST * 2)})
+    first = await admit(nats_client, s, "run", "u")
+    assert first.admitted and first.reservation_id
+    grown = await extend(nats_client, s, "run", first.reservation_id, "u")
+    assert grown.ok and grown.reserved == RUN_WORST
+    refused = await extend(nats_client, s, "run", first.reservation_id, "u")
+    assert not refused.ok and refused.error and refused.error.status == 402 and refused.error.code == "insufficient_quota"
+    unknown = await extend(nats_client, s, "run", "resv_nope", "u")
+    assert not unknown.ok and unknown.error and unknown.error.status == 404
+    assert (await books.account("u"))[1] == RUN_WORST * 2 * MICRO
+
+
+async def test_readmitting_a_run_grows_its_one_reservation(billing: BillingApp, nats_client, namespace: str, books: Books) -> None:
+    s = Subjects(namespace)
+    await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": 100_000})
+    a, b = await admit(nats_client, s, "same", "u"), await admit(nats_client, s, "same", "u")
+    assert a.admitted and b.admitted and a.reservation_id == b.reservation_id
+    assert (await books.account("u"))[1] == 2 * RUN_WORST * MICRO
+
+
+async def test_settlement_waits_for_every_call_even_when_closed_first(
+    billing: BillingApp, nats_client, namespace: str, books: Books
+) -> None:
+    s = Subjects(namespace)
+    await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": 100_000})
+    reply = await admit(nats_client, s, "run", "u")
+    await publish(nats_client, s, RunClosed(run_id="run", user_id="u", reservation_id=reply.reservation_id, calls=2, status="completed"))
+    await publish(nats_client, s, usage("run", 0, user="u"))  # 7,500 credits
+
+    async def reserved_is(value: int) -> bool:
+        return (await books.account("u"))[1] == value
+
+    await wait_for(lambda: reserved_is((RUN_WORST - 7_500) * MICRO))  # spent came out, the rest stays held
+    await publish(nats_client, s, usage("run", 1, user="u", input_tokens=10, output_tokens=10))  # 125 credits
+    await wait_for(lambda: reserved_is(0))
+    balance, _, total = await books.account("u")
+    assert balance == total == (100_000 - 7_500 - 125) * MICRO
+
+
+async def test_spend_beyond_the_reservation_applies_in_full(billing: BillingApp, nats_client, namespace: str, books: Books) -> None:
+    s = Subjects(namespace)
+    await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": RUN_WORST})
+    reply = await admit(nats_client, s, "run", "u")
+    assert reply.admitted
+    await publish(nats_client, s, usage("run", 0, user="u", input_tokens=1000, output_tokens=3000))  # 32,500
+    await publish(nats_client, s, RunClosed(run_id="run", user_id="u", reservation_id=reply.reservation_id, calls=1, status="completed"))
+    await wait_for(lambda: _reserved_zero(books, "u"))
+    balance, reserved, total = await books.account("u")
+    assert balance == total == (RUN_WORST - 32_500) * MICRO and reserved == 0
+    refused = await admit(nats_client, s, "next", "u", prompt=1, out=1)
+    assert not refused.admitted and refused.error and refused.error.status == 402
+
+
+async def _reserved_zero(books: Books, user: str) -> bool:
+    return (await books.account(user))[1] == 0
+
+
+async def test_abandoned_reservation_expires(
+    billing_settings: Callable[..., BillingSettings], nats_client, namespace: str, books: Books
+) -> None:
+    s = Subjects(namespace)
+    async with BillingApp(billing_settings(reservation_ttl_s=0.2)).running():
+        await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": RUN_WORST})
+        assert (await admit(nats_client, s, "run", "u")).admitted
+        assert not (await admit(nats_client, s, "run2", "u")).admitted
+        await wait_for(lambda: _reserved_zero(books, "u"))
+        assert (await admit(nats_client, s, "run3", "u")).admitted
+
+
+async def test_start_balance_on_first_use(
+    billing_settings: Callable[..., BillingSettings], nats_client, namespace: str, books: Books
+) -> None:
+    s = Subjects(namespace)
+    async with BillingApp(billing_settings(start_balance=20_000)).running():
+        raw = await nats_client.request(s.billing_balance, BalanceRequest(user_id="new").model_dump_json().encode(), timeout=5)
+        reply = BalanceReply.model_validate_json(raw.data)
+        assert reply.balance == Decimal(20_000) and reply.enabled and reply.error is None
+        await admin(nats_client, s, "balance.get", params={"user_id": "new"})  # again: still one start entry
+        page = (await admin(nats_client, s, "ledger.list", params={"user_id": "new"})).body
+        assert [(e["kind"], e["amount"]) for e in page["data"]] == [("start", "20000")]
+        assert (await books.account("new")) == (20_000 * MICRO, 0, 20_000 * MICRO)
+
+
+async def test_negative_credits_and_bad_admin_input(billing: BillingApp, nats_client, namespace: str, books: Books) -> None:
+    s = Subjects(namespace)
+    assert (await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": "100"})).status == 201
+    cut = await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": "-30.5", "note": "refund"})
+    assert cut.status == 201 and cut.body["kind"] == "adjustment" and cut.body["balance_after"] == "69.5"
+    assert (await books.account("u")) == (69_500_000, 0, 69_500_000)
+    assert (await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": "x"})).status == 400
+    assert (await admin(nats_client, s, "credits.add", params={}, body={"amount": "1"})).status == 400
+    assert (await admin(nats_client, s, "ledger.list", params={"user_id": "u"}, query={"limit": "101"})).status == 400
+    assert (await admin(nats_client, s, "ledger.list", params={"user_id": "u"}, query={"after": "zz"})).status == 404
+    assert (await admin(nats_client, s, "nope.op")).status == 400
+    garbage = await nats_client.request(s.billing_admit, b"{not json", timeout=5)
+    assert b'"status":400' in garbage.data
+
+
+async def test_balance_disabled_admits_everything_and_still_records(
+    billing_settings: Callable[..., BillingSettings], nats_client, namespace: str, books: Books
+) -> None:
+    s = Subjects(namespace)
+    async with BillingApp(billing_settings(balance_enabled=False, start_balance=20_000)).running():
+        reply = await admit(nats_client, s, "run", "u", prompt=10**9, out=10**9)
+        assert reply.admitted and reply.reservation_id is None
+        await publish(nats_client, s, usage("run", 0, user="u"))
+        await wait_for(lambda: books.has(1))
+        balance = (await admin(nats_client, s, "balance.get", params={"user_id": "u"})).body
+        assert balance["enabled"] is False and balance["balance"] == "0"
+        assert await books.usage_spent() == 7_500 * MICRO  # transactions stay on
+
+
+async def test_auto_refill_when_due_and_needed(
+    billing_settings: Callable[..., BillingSettings], nats_client, namespace: str, books: Books
+) -> None:
+    s = Subjects(namespace)
+    settings = billing_settings(auto_refill_enabled=True, auto_refill_amount=RUN_WORST, auto_refill_interval_s=3600)
+    async with BillingApp(settings).running():
+        assert (await admit(nats_client, s, "r1", "u")).admitted  # 0 credits: refilled, then admitted
+        assert not (await admit(nats_client, s, "r2", "u")).admitted  # not due again for an hour
+        page = (await admin(nats_client, s, "ledger.list", params={"user_id": "u"})).body
+        assert [e["kind"] for e in page["data"]] == ["refill"]

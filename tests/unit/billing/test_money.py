@@ -1,0 +1,140 @@
+"""Money and pricing, pure: the reference worked examples in our units, the precision rule, no float."""
+
+from __future__ import annotations
+
+import ast
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+import billing
+from billing.money import MICRO, MoneyError, Price, from_micro, to_micro
+from billing.pricing import DEFAULT_KEY, PriceEntry, PriceTable, load_yaml, shipped
+
+pytestmark = pytest.mark.unit
+
+DEFAULT = PriceEntry(to_micro("6"), to_micro("6"))
+
+
+def table(*layers: dict[str, PriceEntry]) -> PriceTable:
+    return PriceTable(shipped(), *layers, default=DEFAULT)
+
+
+def credits(micro: int) -> Decimal:
+    return from_micro(micro)
+
+
+def test_gpt4o_worked_example() -> None:
+    # reference §4.4: gpt-4o 2.5/10, 1000 prompt + 500 completion → 2500 + 5000 = 7500 credits
+    price = table().lookup("gpt-4o")
+    assert price.key == "gpt-4o"
+    assert credits(price.cost(input_tokens=1000, output_tokens=0)) == 2500
+    assert credits(price.cost(input_tokens=0, output_tokens=500)) == 5000
+    assert credits(price.cost(input_tokens=1000, output_tokens=500)) == Decimal(7500)
+
+
+def test_claude_structured_worked_example() -> None:
+    # reference §4.4: claude-3-5-sonnet in 3 / write 3.75 / read 0.3 / out 15; 100 / 20 / 10, 50 out
+    price = table().lookup("claude-3-5-sonnet-20241022")
+    assert price.key == "claude-3-5-sonnet"
+    prompt = price.cost(input_tokens=100, cache_write_tokens=20, cache_read_tokens=10, output_tokens=0)
+    assert credits(prompt) == Decimal(378)  # 300 + 75 + 3
+    assert credits(price.cost(input_tokens=0, output_tokens=50)) == 750
+    assert credits(price.cost(input_tokens=100, cache_write_tokens=20, cache_read_tokens=10, output_tokens=50)) == 1128
+
+
+def test_unknown_model_uses_the_default_price() -> None:
+    t = table()
+    assert t.key_for("some-model-nobody-knows") == DEFAULT_KEY
+    price = t.lookup("some-model-nobody-knows")
+    assert credits(price.cost(input_tokens=1000, output_tokens=1000)) == 12_000  # 6 + 6 per token × 1000
+
+
+def test_longest_prefix_wins() -> None:
+    t = table()
+    assert t.key_for("gpt-4o-mini-2024-07-18") == "gpt-4o-mini"
+    assert t.key_for("gpt-4o-2024-11-20") == "gpt-4o"
+    assert t.key_for("gpt-4.1-nano-2025-04-14") == "gpt-4.1-nano"
+    assert t.key_for("gpt-4.1") == "gpt-4.1"
+    assert t.key_for("claude-opus-4-5-20251101") == "claude-opus-4-5"
+    assert t.key_for("claude-opus-4-1-20250805") == "claude-opus-4"
+    assert t.key_for("GPT-5-MINI") == "gpt-5-mini"
+    assert t.key_for("openai/gpt-4o") == "gpt-4o"  # a provider-qualified id
+
+
+def test_exact_key_beats_a_longer_prefix_and_overrides_win() -> None:
+    override = {"gpt-4o-mini": PriceEntry(to_micro("1"), to_micro("2"), source="admin")}
+    t = table(override)
+    assert t.lookup("gpt-4o-mini").input == MICRO
+    t.set("gpt-4o-mini-2024", PriceEntry(to_micro("3"), to_micro("4")))
+    assert t.key_for("gpt-4o-mini-2024-07-18") == "gpt-4o-mini-2024"
+
+
+def test_cache_prices_fall_back_to_input() -> None:
+    t = table({"m": PriceEntry(to_micro("2"), to_micro("8"))})
+    p = t.lookup("m")
+    assert p.cache_write == p.cache_read == p.input == 2 * MICRO
+    gpt = t.lookup("gpt-4o")
+    assert gpt.cache_read == to_micro("1.25") and gpt.cache_write == gpt.input
+
+
+def test_worst_case_is_prompt_at_input_plus_max_output() -> None:
+    p = table().lookup("gpt-4o")
+    assert credits(p.worst_case(1000, 1000)) == 12_500
+
+
+@pytest.mark.parametrize("value", ["0.000001", "2.5", "1.123456", 7, "0", "-3.25"])
+def test_six_decimals_are_exact(value: object) -> None:
+    micro = to_micro(value)  # type: ignore[arg-type]
+    assert isinstance(micro, int)
+    assert from_micro(micro) == Decimal(str(value))
+
+
+@pytest.mark.parametrize("value", ["0.0000001", "1.1234567", "1e-7", "abc", "NaN", "Infinity", 0.5])
+def test_finer_than_six_decimals_or_float_refused(value: object) -> None:
+    with pytest.raises(MoneyError):
+        to_micro(value)  # type: ignore[arg-type]
+
+
+def test_every_cost_is_an_exact_integer_of_micro_credits() -> None:
+    p = Price(key="k", input=1, output=999_999, cache_write=3, cache_read=7)  # the finest prices there are
+    cost = p.cost(input_tokens=123_457, output_tokens=98_765, cache_write_tokens=11, cache_read_tokens=13)
+    assert isinstance(cost, int)
+    assert cost == 123_457 + 98_765 * 999_999 + 33 + 91
+
+
+def test_from_micro_writes_plain_decimals() -> None:
+    assert str(from_micro(20_000 * MICRO)) == "20000"
+    assert str(from_micro(-12_500_000)) == "-12.5"
+    assert str(from_micro(1)) == "0.000001"
+
+
+def test_yaml_prices_are_read_exactly() -> None:
+    entries = load_yaml("models:\n  a: {input: 0.15, output: '0.6', cache_read: 0.075}\n", "file")
+    assert entries["a"].input == 150_000 and entries["a"].output == 600_000 and entries["a"].cache_read == 75_000
+    with pytest.raises(MoneyError):
+        load_yaml("models:\n  a: {input: 0.0000001, output: 1}\n", "file")
+
+
+def test_shipped_table_covers_the_current_models() -> None:
+    t = table()
+    for model in ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o3", "o4-mini", "gpt-5",
+                  "gpt-5-mini", "gpt-5-nano", "claude-opus-4-1", "claude-sonnet-4-5-20250929",
+                  "claude-haiku-4-5", "claude-3-7-sonnet-20250219", "claude-3-5-haiku-20241022"):
+        assert t.key_for(model) != DEFAULT_KEY, model
+        assert t.lookup(model).input > 0 and t.lookup(model).output > 0
+
+
+def test_no_float_on_the_money_path() -> None:
+    """money, pricing and ledger never build or annotate a float (only to refuse one)."""
+    root = Path(billing.__file__).parent
+    for name in ("money.py", "pricing.py", "ledger.py"):
+        tree = ast.parse((root / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant):
+                assert not isinstance(node.value, float), f"{name}:{node.lineno}: float literal"
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                assert node.func.id != "float", f"{name}:{node.lineno}: float()"
+            if isinstance(node, ast.Name) and node.id in {"Float", "Numeric", "REAL"}:
+                raise AssertionError(f"{name}:{node.lineno}: {node.id}")
