@@ -8,12 +8,12 @@ import signal
 
 from servicekit.telemetry import setup_logging, setup_tracing
 
-from .app import RunnerApp
+from .app import create_app
 from .settings import RunnerSettings
 
 
 async def _serve(settings: RunnerSettings) -> None:
-    app = RunnerApp(settings)
+    app = create_app(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

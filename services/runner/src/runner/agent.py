@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -40,9 +41,21 @@ from contracts.events import (
 from contracts.runs import FunctionCall, ToolCall
 
 from . import usage as usage_mod
+from .aio import complete
 from .connections import Connection
 from .emitter import EventEmitter
-from .errors import ProviderError, RunError, StreamBroken, internal_error, provider_failed, stream_broken
+from .errors import (
+    ProviderError,
+    RunError,
+    StreamBroken,
+    billing_unavailable,
+    client_cancelled,
+    internal_error,
+    provider_failed,
+    stream_broken,
+    unknown_provider,
+)
+from .metrics import Metrics
 from .providers import (
     CallSpec,
     FinishChunk,
@@ -56,7 +69,6 @@ from .providers import (
 from .tools import Tool, ToolError
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer("runner")
 
 #: Switchboard's own agent parameters, never sent to a provider; and the keys the adapter itself sets.
 OWN_PARAMETERS = frozenset({"disableStreaming", "max_steps"})
@@ -150,6 +162,8 @@ class AgentRun:
         ports: RunPorts,
         config: RunConfig,
         runner_id: str = "",
+        metrics: Metrics | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.request = request
         self.connection = connection
@@ -158,6 +172,12 @@ class AgentRun:
         self.ports = ports
         self.config = config
         self.runner_id = runner_id
+        self.metrics = metrics
+        self.tracer = tracer or trace.get_tracer("runner")
+        #: What the client is told if the run's task is cancelled (set by whoever cancels it).
+        self.cancel_error: ErrorInfo | None = None
+        self._started_at = time.monotonic()
+        self._first_output = False
         self.emitter = EventEmitter(request.run_id, self._publish, config.heartbeat_s)
         self.conversation = initial_conversation(request)
         self.params = call_parameters(request)
@@ -187,7 +207,11 @@ class AgentRun:
             beats.cancel()
             await self._fail(exc.info)
         except asyncio.CancelledError:
+            # Usage of the call in flight is recorded by now. The stream still gets a terminal event,
+            # so whoever follows it (a resumed client, the gateway on a runner shutdown) ends at once.
             self.status = "cancelled"
+            beats.cancel()
+            await self.emitter.emit(RunFailed, error=self.cancel_error or client_cancelled(), usage=self.total)
             raise
         except Exception:
             # A bug must still end the client's stream and close the run for billing.
@@ -198,15 +222,17 @@ class AgentRun:
             beats.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beats
-            await self.ports.close_run(
-                RunClosed(
-                    run_id=self.request.run_id,
-                    user_id=self.request.caller.user_id,
-                    reservation_id=self.request.reservation_id,
-                    calls=len(self.usages),
-                    status=self.status,
-                )
+            closed = RunClosed(
+                run_id=self.request.run_id,
+                user_id=self.request.caller.user_id,
+                reservation_id=self.request.reservation_id,
+                calls=len(self.usages),
+                status=self.status,
             )
+            # Billing settles the reservation on this: it must go out even if a cancel lands now.
+            _, cancelled = await complete(self.ports.close_run(closed))
+            if cancelled:
+                raise asyncio.CancelledError
         return self.status
 
     async def _fail(self, info: ErrorInfo) -> None:
@@ -215,8 +241,6 @@ class AgentRun:
 
     async def _loop(self) -> str:
         if self.provider is None or self.connection is None:
-            from .errors import unknown_provider
-
             raise unknown_provider(self.request.agent.provider)
         max_steps = max_steps_of(self.request, self.config.default_max_steps)
         for step in range(max_steps):
@@ -252,8 +276,6 @@ class AgentRun:
         try:
             reply = await self.ports.extend(ask)
         except BillingUnavailable:
-            from .errors import billing_unavailable
-
             raise billing_unavailable() from None
         if not reply.ok:
             raise RunError(
@@ -283,10 +305,12 @@ class AgentRun:
             "gen_ai.provider.name": self.connection.kind,
             "gen_ai.request.model": model,
         }
-        with tracer.start_as_current_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes) as span:
+        with self.tracer.start_as_current_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes) as span:
             try:
                 async with contextlib.aclosing(self.provider.stream(spec)) as chunks:
                     async for c in chunks:
+                        if not self._first_output and not isinstance(c, UsageChunk | FinishChunk):
+                            self._output_started()
                         if isinstance(c, TextChunk):
                             deltas += 1
                             text.append(c.text)
@@ -350,6 +374,11 @@ class AgentRun:
         )
         return _CallResult(text="".join(text), tool_calls=ordered, finish=finish)
 
+    def _output_started(self) -> None:
+        self._first_output = True
+        if self.metrics is not None:
+            self.metrics.ttft.observe(time.monotonic() - self._started_at)
+
     @staticmethod
     def _estimate(chars: int, deltas: int, partial: TokenUsage | None) -> TokenUsage:
         guess = usage_mod.estimate(chars, deltas)
@@ -385,9 +414,14 @@ class AgentRun:
             estimated=estimated,
             context=context,  # type: ignore[arg-type]
         )
-        await self.ports.record_usage(record)
+        # A cancel landing during the publish must not leave us unsure whether it was stored.
+        _, cancelled = await complete(self.ports.record_usage(record))
         self.usages.append(usage)
+        if self.metrics is not None:
+            self.metrics.record_call(self.connection.kind, context, usage)
         await self.emitter.emit(UsageReported, call_index=call_index, usage=usage, estimated=estimated)
+        if cancelled:
+            raise asyncio.CancelledError
 
     # --- tools ----------------------------------------------------------------------------------------
     async def _run_tools(self, calls: list[_PendingCall]) -> None:
@@ -400,7 +434,7 @@ class AgentRun:
             self.conversation.append(ChatMessage(role="tool", tool_call_id=call.id, content=output))
 
     async def _run_tool(self, call: _PendingCall) -> tuple[str, bool]:
-        with tracer.start_as_current_span(
+        with self.tracer.start_as_current_span(
             f"execute_tool {call.name}",
             attributes={
                 "gen_ai.operation.name": "execute_tool",

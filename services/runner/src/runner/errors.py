@@ -79,5 +79,9 @@ def internal_error() -> ErrorInfo:
     return ErrorInfo(status=500, type="server_error", code="internal_error", message="The agent run failed.")
 
 
+def client_cancelled() -> ErrorInfo:
+    return ErrorInfo(status=499, type="cancelled", code="cancelled", message="The run was cancelled.")
+
+
 def shutting_down() -> ErrorInfo:
     return ErrorInfo(status=503, type="server_error", code="runner_stopping", message="The runner is shutting down.")

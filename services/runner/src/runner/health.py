@@ -1,38 +1,34 @@
-"""``/healthz``, ``/readyz`` and ``/metrics`` on a tiny HTTP/1.1 server (three GET routes need no framework)."""
+"""``/healthz``, ``/readyz`` and ``/metrics``: a minimal ASGI app served by uvicorn on its own port.
+
+Three GET routes need no framework; uvicorn gives a real HTTP server without us parsing requests.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import logging
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
 
-log = logging.getLogger(__name__)
+import uvicorn
+
+Scope = dict[str, Any]
+Receive = Callable[[], Any]
+Send = Callable[[dict[str, Any]], Any]
 
 
-class HealthServer:
-    def __init__(self, host: str, port: int, ready: Callable[[], bool], metrics: Callable[[], bytes]) -> None:
-        self._host = host
-        self._port = port
+class HealthApp:
+    """The ASGI app: liveness (the process answers), readiness (``ready()``), Prometheus metrics."""
+
+    def __init__(self, ready: Callable[[], bool], metrics: Callable[[], bytes]) -> None:
         self._ready = ready
         self._metrics = metrics
-        self._server: asyncio.Server | None = None
 
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self._host, self._port)
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    def _answer(self, path: str) -> tuple[int, str, bytes]:
+    def answer(self, method: str, path: str) -> tuple[int, str, bytes]:
+        if method not in ("GET", "HEAD"):
+            return 405, "application/json", b'{"error":"method not allowed"}'
         if path == "/healthz":
             return 200, "application/json", b'{"status":"ok"}'
         if path == "/readyz":
@@ -40,25 +36,59 @@ class HealthServer:
             body = json.dumps({"status": "ready" if ok else "not ready", "checks": {"nats": ok}}).encode()
             return (200 if ok else 503), "application/json", body
         if path == "/metrics":
-            return 200, "text/plain; version=0.0.4", self._metrics()
+            return 200, "text/plain; version=0.0.4; charset=utf-8", self._metrics()
         return 404, "application/json", b'{"error":"not found"}'
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
-            parts = head.split(b"\r\n", 1)[0].split()
-            path = parts[1].decode(errors="replace").split("?", 1)[0] if len(parts) >= 2 else "/"
-            status, ctype, body = self._answer(path)
-            reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
-            writer.write(
-                f"HTTP/1.1 {status} {reason}\r\ncontent-type: {ctype}\r\ncontent-length: {len(body)}\r\n"
-                "connection: close\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan is off; anything else is not ours
+            return
+        status, ctype, body = self.answer(scope["method"], scope["path"])
+        headers = [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The runner's own handler drains runs on SIGTERM; uvicorn must not take the signal over.
+        yield
+
+
+class HealthServer:
+    """Serves :class:`HealthApp` on ``host:port`` (port 0: any free port; see :attr:`port`)."""
+
+    def __init__(self, host: str, port: int, ready: Callable[[], bool], metrics: Callable[[], bytes]) -> None:
+        self._host = host
+        self._port = port
+        self._app = HealthApp(ready, metrics)
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._socket: socket.socket | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._socket is not None
+        return int(self._socket.getsockname()[1])
+
+    async def start(self) -> None:
+        # Bind here, so the port is known and connections queue in the backlog before uvicorn accepts.
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self._host, self._port))
+        sock.listen(128)
+        sock.setblocking(False)
+        self._socket = sock
+        config = uvicorn.Config(
+            self._app, lifespan="off", log_config=None, access_log=False, log_level="warning", http="h11"
+        )
+        self._server = _Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="runner-health")
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task
+        if self._socket is not None:
+            self._socket.close()

@@ -18,27 +18,27 @@ from datetime import UTC, datetime
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
-from contracts import CancelRun, RunClosed, RunFailed, RunRequest, Subjects
+from contracts import CancelRun, ErrorInfo, RunClosed, RunFailed, RunRequest, Subjects
 from servicekit.natsio import context_from_headers, ensure_streams
 
 from .agent import AgentRun, RunConfig
 from .bus import NatsPorts
 from .connections import Connection
 from .emitter import EventEmitter
-from .errors import queue_timeout
+from .errors import queue_timeout, shutting_down
 from .metrics import Metrics
 from .providers import Provider
 from .pull import PullFeed
 from .tools import ToolRegistry
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer("runner")
 
 #: Cancels that arrived before their run did (a race with the pull) are remembered this long.
 _EARLY_CANCEL_TTL_S = 60.0
@@ -62,6 +62,7 @@ class Worker:
         max_ack_pending: int = 4096,
         publish_timeout_s: float = 5.0,
         billing_timeout_s: float = 2.0,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream()
@@ -73,19 +74,20 @@ class Worker:
         self._concurrency = concurrency
         self._config = config
         self._runner_id = runner_id
+        self._tracer = tracer or trace.get_tracer("runner")
         self._ack_wait_s = ack_wait_s
         self._max_ack_pending = max(max_ack_pending, concurrency)
         self.ports = NatsPorts(
             nc, self._js, subjects, metrics, publish_timeout_s=publish_timeout_s, billing_timeout_s=billing_timeout_s
         )
-        self._runs: dict[str, asyncio.Task[None]] = {}
+        self._runs: dict[str, tuple[asyncio.Task[None], AgentRun]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._cancelled: set[str] = set()
         self._early_cancels: OrderedDict[str, float] = OrderedDict()
         self._stopping = False
         self._background: set[asyncio.Future[None]] = set()
         self._feed: PullFeed
-        self._cancel_sub: nats.aio.subscription.Subscription | None = None
+        self._cancel_sub: Subscription | None = None
 
     @property
     def active(self) -> int:
@@ -164,20 +166,22 @@ class Worker:
             await self.ports.close_run(self._closed(request, "cancelled"))
             self._metrics.runs.labels("cancelled").inc()
             return
-        current = asyncio.current_task()
-        assert current is not None
-        self._runs[run_id] = current  # type: ignore[assignment]
         agent = request.agent
-        conn = self._connections.get(agent.provider)
         run = AgentRun(
             request,
-            connection=conn,
+            connection=self._connections.get(agent.provider),
             provider=self._providers.get(agent.provider),
             tools=self._tools.resolve(agent.tools),
             ports=self.ports,
             config=self._config,
             runner_id=self._runner_id,
+            metrics=self._metrics,
+            tracer=self._tracer,
         )
+        current = asyncio.current_task()
+        assert current is not None
+        self._runs[run_id] = (current, run)  # type: ignore[assignment]
+        self._metrics.runs_started.inc()
         parent = context_from_headers(dict(msg.headers or {}))
         attributes = {
             "gen_ai.operation.name": "invoke_agent",
@@ -185,7 +189,7 @@ class Worker:
             "gen_ai.agent.name": agent.name,
         }
         try:
-            with tracer.start_as_current_span(
+            with self._tracer.start_as_current_span(
                 f"invoke_agent {agent.name}", context=parent, kind=SpanKind.INTERNAL, attributes=attributes
             ):
                 await run.execute()
@@ -220,14 +224,18 @@ class Worker:
             return
         self.cancel(cancel.run_id)
 
-    def cancel(self, run_id: str) -> None:
-        task = self._runs.get(run_id)
-        if task is None:
+    def cancel(self, run_id: str, error: ErrorInfo | None = None) -> None:
+        """Cancel a run now: its provider request is closed, its partial usage recorded, then it is
+        closed for billing. ``error`` is what its stream ends with (default: cancelled by the client)."""
+        entry = self._runs.get(run_id)
+        if entry is None:
             self._remember_early_cancel(run_id)
             return
-        # Once only: a second cancel would interrupt the usage record of the first.
+        task, run = entry
+        # Once only: the run is already recording usage and closing after the first.
         if run_id not in self._cancelled and not task.done():
             self._cancelled.add(run_id)
+            run.cancel_error = error
             task.cancel()
 
     def _remember_early_cancel(self, run_id: str) -> None:
@@ -250,7 +258,7 @@ class Worker:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=drain_s)
         for run_id in list(self._runs):
-            self.cancel(run_id)
+            self.cancel(run_id, shutting_down())
         if self._tasks:
             await asyncio.wait(set(self._tasks))
         if self._cancel_sub is not None:

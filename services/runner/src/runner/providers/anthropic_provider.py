@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator
+from typing import Any, cast
 
 import anthropic
 import httpx2
@@ -139,24 +139,19 @@ class AnthropicProvider:
     async def close(self) -> None:
         await self._client.close()
 
-    async def stream(self, call: CallSpec) -> AsyncIterator[Chunk]:
+    async def stream(self, call: CallSpec) -> AsyncGenerator[Chunk, None]:
         system, messages = to_anthropic(call.messages)
         max_tokens, params = to_anthropic_params(call.params)
-        kwargs: dict[str, Any] = {}
-        if system:
-            kwargs["system"] = system
-        if call.tools:
-            kwargs["tools"] = [
-                {"name": t.name, "description": t.description, "input_schema": t.parameters} for t in call.tools
-            ]
+        tools = [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in call.tools]
         try:
             stream = await self._client.messages.create(
                 model=call.model,
                 max_tokens=max_tokens,
-                messages=messages,  # type: ignore[arg-type]
+                messages=cast(Any, messages),
                 stream=True,
+                system=system or anthropic.omit,
+                tools=cast(Any, tools) if tools else anthropic.omit,
                 extra_body=params or None,
-                **kwargs,
             )
         except anthropic.APIError as exc:
             raise ProviderError(provider_message(exc, self._conn.api_key), getattr(exc, "status_code", None)) from None

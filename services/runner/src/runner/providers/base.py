@@ -6,7 +6,7 @@ its stream back to these chunks; the agent loop knows nothing of either SDK.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -77,6 +77,6 @@ class Provider(Protocol):
 
     kind: str
 
-    def stream(self, call: CallSpec) -> AsyncIterator[Chunk]: ...
+    def stream(self, call: CallSpec) -> AsyncGenerator[Chunk, None]: ...
 
     async def close(self) -> None: ...

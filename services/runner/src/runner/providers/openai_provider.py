@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator
+from typing import Any, cast
 
 import httpx2
 import openai
@@ -14,10 +14,31 @@ from ..usage import from_openai
 from .base import CallSpec, Chunk, FinishChunk, ReasoningChunk, TextChunk, ToolCallChunk, UsageChunk
 from .common import provider_message, redact
 
+#: Responses-API text parts, which chat completions knows as plain ``text`` parts.
+_TEXT_PARTS = frozenset({"input_text", "output_text"})
+
+
+def _content(content: Any) -> Any:
+    if not isinstance(content, list):
+        return content
+    return [{"type": "text", "text": str(p.get("text", ""))} if p.get("type") in _TEXT_PARTS else p for p in content]
+
 
 def to_openai_messages(call: CallSpec) -> list[dict[str, Any]]:
-    """The conversation as chat-completions messages (it is already in that shape)."""
-    return [m.model_dump(exclude_none=True, exclude={"id", "ts"}) for m in call.messages]
+    """The conversation as chat-completions messages (it is already nearly in that shape).
+
+    ``developer`` becomes ``system``: OpenAI treats them alike, and many compatible servers (vLLM,
+    Ollama …) know only ``system``. Responses-style text parts become chat ``text`` parts.
+    """
+    out: list[dict[str, Any]] = []
+    for m in call.messages:
+        msg = m.model_dump(exclude_none=True)
+        if msg["role"] == "developer":
+            msg["role"] = "system"
+        if "content" in msg:
+            msg["content"] = _content(msg["content"])
+        out.append(msg)
+    return out
 
 
 def to_openai_tools(call: CallSpec) -> list[dict[str, Any]]:
@@ -82,19 +103,16 @@ class OpenAIProvider:
     async def close(self) -> None:
         await self._client.close()
 
-    async def stream(self, call: CallSpec) -> AsyncIterator[Chunk]:
-        kwargs: dict[str, Any] = {}
-        if call.tools:
-            kwargs["tools"] = to_openai_tools(call)
+    async def stream(self, call: CallSpec) -> AsyncGenerator[Chunk, None]:
         try:
             stream = await self._client.chat.completions.create(
                 model=call.model,
-                messages=to_openai_messages(call),  # type: ignore[arg-type]
+                messages=cast(Any, to_openai_messages(call)),
                 stream=True,
                 stream_options={"include_usage": True},
                 # Agent parameters pass through as they are (any server-specific ones too).
                 extra_body=call.params or None,
-                **kwargs,
+                tools=cast(Any, to_openai_tools(call)) if call.tools else openai.omit,
             )
         except openai.APIError as exc:
             raise ProviderError(provider_message(exc, self._conn.api_key), getattr(exc, "status_code", None)) from None
