@@ -107,3 +107,25 @@ def test_connections() -> None:
     assert conns["local"].api_key == "secret-key-123" and "secret" not in repr(conns["local"])
     with pytest.raises(ConfigError):
         load_connections('{"bad": {"kind": "other"}}', {})
+
+
+def test_openai_developer_is_system_and_responses_parts_are_text_parts() -> None:
+    call = CallSpec(
+        model="m",
+        messages=[
+            ChatMessage(role="developer", content="Use tools."),
+            ChatMessage(
+                role="user",
+                content=[
+                    {"type": "input_text", "text": "look"},
+                    {"type": "image_url", "image_url": {"url": "data:x"}},
+                ],
+            ),
+        ],
+    )
+    msgs = to_openai_messages(call)
+    assert msgs[0] == {"role": "system", "content": "Use tools."}
+    assert msgs[1]["content"] == [
+        {"type": "text", "text": "look"},
+        {"type": "image_url", "image_url": {"url": "data:x"}},
+    ]
