@@ -53,7 +53,7 @@ async def test_cancel_closes_the_provider_request_and_bills_partial_usage(harnes
     await harness.script("m-slow", [{"text": "word " * 200, "tokens_per_s": 20}])
     req = make_request("m-slow")
     first_delta = asyncio.Event()
-    got, _done, (subs, closed) = await harness.start(
+    got, done, (subs, closed) = await harness.start(
         req, on_event=lambda e: first_delta.set() if e.type == "text_delta" else None
     )
     await asyncio.wait_for(first_delta.wait(), WAIT_S)
@@ -67,6 +67,11 @@ async def test_cancel_closes_the_provider_request_and_bills_partial_usage(harnes
     assert record.estimated and record.context == "cancelled"
     assert record.usage.output_tokens >= 1
     assert (got.closed[0].status, got.closed[0].calls) == ("cancelled", 1)
+    # The stream still ends, for anyone who resumes it: cancelled, with the usage billed.
+    await asyncio.wait_for(done.wait(), WAIT_S)
+    failed = got.events[-1]
+    assert (failed.type, failed.error.status, failed.error.type) == ("failed", 499, "cancelled")
+    assert failed.usage == record.usage
     for s in subs:
         await s.unsubscribe()
 

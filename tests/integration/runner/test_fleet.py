@@ -27,7 +27,9 @@ async def two_runners(
     nats_client: Any, namespace: str, fake_llm: FakeLLM, runner_settings: RunnerSettings, runner_env: dict[str, str]
 ) -> AsyncIterator[tuple[Harness, RunnerApp, RunnerApp]]:
     apps = [
-        create_app(runner_settings.model_copy(update={"concurrency": 1, "runner_id": name, "drain_s": 0.2}), env=runner_env)
+        create_app(
+            runner_settings.model_copy(update={"concurrency": 1, "runner_id": name, "drain_s": 0.2}), env=runner_env
+        )
         for name in ("ra", "rb")
     ]
     for app in apps:

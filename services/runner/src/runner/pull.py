@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -89,16 +90,18 @@ class PullFeed:
                 log.warning("no heartbeat from the RUNS consumer; pulling again")
                 self.outstanding = 0
                 self._last_heard = time.monotonic()
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(nats.errors.Error):
                     await self.refill()
 
     async def stop(self) -> None:
-        """Stop pulling. Messages already on their way are still delivered until the inbox closes."""
+        """Stop pulling. The inbox is drained, not dropped: a request the server sent before it saw our
+        unsubscribe still reaches ``deliver`` (which hands it back), and the server discards our open
+        pull requests once nobody listens on their inbox, so none of them swallows a later run."""
         self._stopped = True
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
         if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+            with contextlib.suppress(nats.errors.Error):
+                await self._sub.drain()

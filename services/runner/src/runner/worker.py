@@ -251,9 +251,7 @@ class Worker:
     async def stop(self, drain_s: float) -> None:
         """Stop fetching, let runs finish for up to ``drain_s``, cancel the rest (recording their usage)."""
         self._stopping = True
-        # Keep the inbox a moment so requests already on their way are handed back (nak), not lost
-        # until the ack wait; then stop pulling.
-        await asyncio.sleep(0.2)
+        # From now on a delivered request is handed straight back (nak) for another runner.
         await self._feed.stop()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=drain_s)
