@@ -121,23 +121,33 @@ class OpenAIProvider:
             response = await request.__aenter__()
         except openai.APIError as exc:
             raise ProviderError(provider_message(exc, self._conn.api_key), getattr(exc, "status_code", None)) from None
+        # A stream cut short (the connection closed cleanly) has neither a finish reason nor [DONE];
+        # it must not pass for a complete answer.
+        finished = False
         try:
             async for line in response.iter_lines():
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
+                    finished = True
                     break
                 chunk = orjson.loads(data)
-                if isinstance(chunk, dict) and chunk.get("error"):
+                if not isinstance(chunk, dict):
+                    raise StreamBroken("the provider sent an event that is not a JSON object")
+                if chunk.get("error"):
                     raise StreamBroken(redact(_error_text(chunk["error"]), self._conn.api_key))
                 for c in chunks_of(chunk):
+                    if isinstance(c, FinishChunk):
+                        finished = True
                     yield c
         except (openai.APIError, httpx2.HTTPError, orjson.JSONDecodeError) as exc:
             raise StreamBroken(redact(str(exc) or type(exc).__name__, self._conn.api_key)) from None
         finally:
             # Closing the response closes the HTTP request at once (cancel, or the consumer stopped).
             await request.__aexit__(None, None, None)
+        if not finished:
+            raise StreamBroken("the stream ended before the model finished")
 
 
 def _error_text(error: Any) -> str:
