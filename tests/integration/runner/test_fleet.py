@@ -126,3 +126,12 @@ async def test_health_server_over_http() -> None:
             assert metrics.status_code == 200 and b"runner_active_runs" in metrics.content
     finally:
         await server.stop()
+
+
+async def test_a_deleted_runs_consumer_is_recreated(harness: Harness) -> None:
+    js = harness.nc.jetstream()
+    await js.delete_consumer(harness.subjects.runs_stream, harness.subjects.runs_consumer)
+    got = await harness.run(make_request("m-after"))
+    assert got.types[-1] == "completed" and got.text.startswith("You said")
+    info = await _consumer(harness)
+    assert info.config.durable_name == harness.subjects.runs_consumer

@@ -19,9 +19,10 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -40,6 +41,8 @@ class PullFeed:
         deliver: Callable[[Msg], None],
         expires_s: float = 30.0,
         heartbeat_s: float = 5.0,
+        recover: Callable[[], Awaitable[None]] | None = None,
+        retry_s: float = 0.5,
     ) -> None:
         self._nc = nc
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
@@ -53,6 +56,9 @@ class PullFeed:
         self._last_heard = time.monotonic()
         self._watchdog: asyncio.Task[None] | None = None
         self._stopped = False
+        self._recover = recover
+        self._retry_s = retry_s
+        self._retry: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._inbox = self._nc.new_inbox()
@@ -78,10 +84,30 @@ class PullFeed:
             return
         if status == "100":  # idle heartbeat (or flow control): our requests are alive
             return
-        # 408 request expired, 409 max waiting / consumer changed …: that request is over.
+        # 408 request expired, 409 max waiting / consumer deleted, 503 no consumer …: that request is over.
         pending = msg.headers.get("Nats-Pending-Messages") if msg.headers else None
         self.outstanding = max(0, self.outstanding - int(pending)) if pending else 0
-        await self.refill()
+        if status == "408":
+            await self.refill()
+            return
+        # Anything else means the consumer is in trouble: recover and ask again after a pause, never
+        # in a tight loop of refused requests.
+        if self._retry is None or self._retry.done():
+            description = msg.headers.get("Description", "") if msg.headers else ""
+            log.warning("RUNS pull refused (%s %s); recovering", status, description)
+            self._retry = asyncio.create_task(self._recover_and_refill(), name="runner-pull-retry")
+
+    async def _recover_and_refill(self) -> None:
+        await asyncio.sleep(self._retry_s)
+        if self._stopped:
+            return
+        try:
+            if self._recover is not None:
+                await self._recover()
+            self.outstanding = 0  # requests made before the consumer came back are gone with it
+            await self.refill()
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            log.warning("RUNS consumer recovery failed (%s); the watchdog retries", type(exc).__name__)
 
     async def _watch(self) -> None:
         while not self._stopped:
@@ -98,10 +124,11 @@ class PullFeed:
         unsubscribe still reaches ``deliver`` (which hands it back), and the server discards our open
         pull requests once nobody listens on their inbox, so none of them swallows a later run."""
         self._stopped = True
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
+        for task in (self._watchdog, self._retry):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._sub is not None:
             with contextlib.suppress(nats.errors.Error):
                 await self._sub.drain()

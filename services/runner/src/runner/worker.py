@@ -94,8 +94,21 @@ class Worker:
         return len(self._tasks)
 
     async def start(self) -> None:
-        await ensure_streams(self._js, self._subjects)
         self._cancel_sub = await self._nc.subscribe(self._subjects.run_cancel_all, cb=self._on_cancel)
+        await self._ensure_consumer()
+        self._feed = PullFeed(
+            self._nc,
+            stream=self._subjects.runs_stream,
+            consumer=self._subjects.runs_consumer,
+            free_slots=lambda: self._concurrency - len(self._tasks),
+            deliver=self._on_request,
+            recover=self._ensure_consumer,
+        )
+        await self._feed.start()
+
+    async def _ensure_consumer(self) -> None:
+        """The streams and the shared RUNS consumer (idempotent: every runner, and recovery, calls it)."""
+        await ensure_streams(self._js, self._subjects)
         await self._js.add_consumer(
             self._subjects.runs_stream,
             config=ConsumerConfig(
@@ -110,19 +123,12 @@ class Worker:
                 max_waiting=4096,
             ),
         )
-        self._feed = PullFeed(
-            self._nc,
-            stream=self._subjects.runs_stream,
-            consumer=self._subjects.runs_consumer,
-            free_slots=lambda: self._concurrency - len(self._tasks),
-            deliver=self._on_request,
-        )
-        await self._feed.start()
 
     # --- pulling ------------------------------------------------------------------------------------
     def _on_request(self, msg: Msg) -> None:
-        if self._stopping:
-            # Pulled while stopping: hand it straight back so another runner takes it now.
+        if self._stopping or len(self._tasks) >= self._concurrency:
+            # Pulled while stopping (or beyond capacity, should a pull's bookkeeping ever be off):
+            # hand it straight back so another runner takes it now.
             self._spawn_quiet(msg.nak())
             return
         self._spawn(msg)
