@@ -1,117 +1,134 @@
-"""Billing: usage records applied per second into PostgreSQL, and the admission round trip.
+"""Billing throughput: usage records applied per second into PostgreSQL, and the admission round trip.
 
-A billing service runs in this process against a fresh PostgreSQL database and its own NATS
-namespace; N usage records (spread over 200 users and runs of 4 calls) are published to the USAGE
-stream first, then the clock runs from the service's start until every record is in the ledger.
+``python -m bench.billing_bench`` (NATS at ``NATS_URL``, PostgreSQL at ``TEST_DATABASE_URL``, local
+defaults otherwise). Runs billing in-process against a fresh database and NATS namespace, both removed
+afterwards. Usage: ~20,000 records are published while billing is stopped, then billing starts and
+the clock runs until every record is in the ledger (batches of ≤256, one transaction each, acked after
+the commit). Admission: sequential ``billing_admit`` requests over NATS, p50/p99 of the round trip.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import secrets
 import time
 from typing import Any
 from urllib.parse import urlparse
 
+import asyncpg
 import nats
-from sqlalchemy import func, select
 
 from billing.app import BillingApp
-from billing.db import ledger
 from billing.settings import BillingSettings
-from contracts import AdmitRequest, Subjects, TokenUsage, UsageRecorded
+from contracts import AdmitReply, AdmitRequest, Subjects, TokenUsage, UsageRecorded
+from servicekit import natsio
 
 from .loadgen import summary_ms
 
+USERS = 50
 
-async def run(nats_url: str, postgres_url: str, records: int = 20_000, admissions: int = 1_000) -> dict[str, Any]:
-    import asyncpg
 
-    name = f"sbbench_{secrets.token_hex(4)}"
+async def _publish(js: Any, subjects: Subjects, n: int) -> float:
+    sem = asyncio.Semaphore(512)
+
+    async def one(i: int) -> None:
+        rec = UsageRecorded(
+            run_id=f"bench_{i // 8}",
+            call_index=i % 8,
+            user_id=f"user_{i % USERS}",
+            agent_id="agent",
+            provider="openai",
+            model="gpt-4o-mini",
+            usage=TokenUsage(input_tokens=100 + i % 97, cache_read_tokens=i % 13, output_tokens=20 + i % 31),
+        )
+        async with sem:
+            await js.publish(
+                subjects.usage_recorded, rec.model_dump_json().encode(), headers={"Nats-Msg-Id": rec.msg_id}
+            )
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return n / (time.perf_counter() - start)
+
+
+async def run(nats_url: str, postgres_url: str, n: int = 20_000, admissions: int = 2_000) -> dict[str, Any]:
+    namespace = f"bench{secrets.token_hex(4)}"
+    subjects = Subjects(namespace)
+    db = f"billing_bench_{secrets.token_hex(4)}"
     conn = await asyncpg.connect(postgres_url)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    db_url = urlparse(postgres_url)._replace(path=f"/{name}").geturl()
-    ns = f"bbench{secrets.token_hex(3)}"
-    subjects = Subjects(ns)
+    await conn.execute(f'CREATE DATABASE "{db}"')
+    database_url = urlparse(postgres_url)._replace(path=f"/{db}").geturl()
     nc = await nats.connect(nats_url)
+    js = nc.jetstream()
     try:
-        settings = BillingSettings(nats_url=nats_url, nats_namespace=ns, database_url=db_url, health_port=0)
-        from servicekit.natsio import ensure_streams
-
-        js = nc.jetstream()
-        await ensure_streams(js, subjects)
-        pending = []
-        for i in range(records):
-            r = UsageRecorded(
-                run_id=f"run{i // 4}",
-                call_index=i % 4,
-                user_id=f"user{i % 200}",
-                agent_id="a",
-                provider="openai",
-                model="gpt-4o-mini",
-                usage=TokenUsage(input_tokens=900, cache_read_tokens=100, output_tokens=250, reasoning_tokens=10),
-            )
-            pending.append(
-                js.publish(subjects.usage_recorded, r.model_dump_json().encode(), headers={"Nats-Msg-Id": r.msg_id})
-            )
-            if len(pending) >= 500:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-
+        await natsio.ensure_streams(js, subjects)
+        publish_rate = await _publish(js, subjects, n)
+        settings = BillingSettings(
+            nats_url=nats_url,
+            nats_namespace=namespace,
+            database_url=database_url,
+            health_port=0,
+            start_balance=1_000_000_000,
+        )
         app = BillingApp(settings)
-        start = time.perf_counter()
         async with app.running():
-            assert app.ledger is not None
-            while True:
-                async with app.ledger.engine.connect() as c:
-                    n = (
-                        await c.execute(select(func.count()).select_from(ledger).where(ledger.c.kind == "usage"))
-                    ).scalar_one()
-                if n >= records:
-                    break
-                await asyncio.sleep(0.05)
-            applied_s = time.perf_counter() - start
-            times = []
+            assert app.ledger is not None and app.consumer is not None
+            start = time.perf_counter()
+            async with asyncio.timeout(300):
+                while app.consumer.applied < n:
+                    await asyncio.sleep(0.01)
+            elapsed = time.perf_counter() - start
+            batches = app.consumer.batches
+            async with app.ledger.engine.connect() as c:
+                from sqlalchemy import func, select
+
+                from billing.db import ledger
+
+                in_ledger = (
+                    await c.execute(select(func.count()).select_from(ledger).where(ledger.c.kind == "usage"))
+                ).scalar_one()
+
+            times: list[float] = []
             for i in range(admissions):
                 req = AdmitRequest(
-                    run_id=f"adm{i}",
-                    user_id=f"user{i % 200}",
-                    agent_id="a",
+                    run_id=f"adm_{i}",
+                    user_id=f"user_{i % USERS}",
+                    agent_id="agent",
                     provider="openai",
                     model="gpt-4o-mini",
                     prompt_tokens=500,
-                    max_output_tokens=1000,
+                    max_output_tokens=500,
                 )
                 t0 = time.perf_counter()
-                await nc.request(subjects.billing_admit, req.model_dump_json().encode(), timeout=5)
+                raw = await nc.request(subjects.billing_admit, req.model_dump_json().encode(), timeout=5)
                 times.append(time.perf_counter() - t0)
+                assert AdmitReply.model_validate_json(raw.data).admitted
         return {
-            "usage_records": records,
-            "applied_seconds": applied_s,
-            "usage_records_per_s": records / applied_s,
+            "usage_records": n,
+            "usage_in_ledger": in_ledger,
+            "usage_applied_per_s": n / elapsed,
+            "usage_apply_s": elapsed,
+            "usage_batches": batches,
+            "publish_per_s": publish_rate,
             "admission_round_trip_ms": summary_ms(times),
+            "admissions": admissions,
         }
     finally:
-        js = nc.jetstream()
         for info in await js.streams_info():
-            if info.config.name and info.config.name.startswith(f"{ns}_"):
+            if info.config.name and info.config.name.startswith(f"{namespace}_"):
                 await js.delete_stream(info.config.name)
-        await nc.close()
-        conn = await asyncpg.connect(postgres_url)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await nc.drain()
+        await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         await conn.close()
 
 
-if __name__ == "__main__":
-    import json
-    import os
+def main() -> None:
+    nats_url = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
+    pg = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    print(json.dumps(asyncio.run(run(nats_url, pg)), indent=2))
 
-    result = asyncio.run(
-        run(
-            os.environ.get("NATS_URL", "nats://127.0.0.1:4222"),
-            os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        )
-    )
-    print(json.dumps(result, indent=2))
+
+if __name__ == "__main__":
+    main()

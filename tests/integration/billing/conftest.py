@@ -35,6 +35,7 @@ async def billing(billing_settings: Callable[..., BillingSettings], nats_client)
     app = BillingApp(billing_settings())
     async with app.running():
         yield app
+        assert app.consumer is not None and not app.consumer.crashed
 
 
 @pytest.fixture

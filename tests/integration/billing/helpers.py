@@ -18,7 +18,13 @@ MICRO = 1_000_000
 def usage(run: str, i: int, user: str = "user_a", model: str = "gpt-4o", **tokens: int) -> UsageRecorded:
     t = {"input_tokens": 1000, "output_tokens": 500, **tokens}
     return UsageRecorded(
-        run_id=run, call_index=i, user_id=user, agent_id="agent_1", provider="openai", model=model, usage=TokenUsage(**t)
+        run_id=run,
+        call_index=i,
+        user_id=user,
+        agent_id="agent_1",
+        provider="openai",
+        model=model,
+        usage=TokenUsage(**t),
     )
 
 
@@ -47,7 +53,12 @@ async def admin(nc: Any, subjects: Subjects, op: str, **kw: Any) -> AdminReply:
 
 async def admit(nc: Any, subjects: Subjects, run: str, user: str, prompt: int = 1000, out: int = 1000) -> AdmitReply:
     req = AdmitRequest(
-        run_id=run, user_id=user, agent_id="a", provider="openai", model="gpt-4o", prompt_tokens=prompt,
+        run_id=run,
+        user_id=user,
+        agent_id="a",
+        provider="openai",
+        model="gpt-4o",
+        prompt_tokens=prompt,
         max_output_tokens=out,
     )
     raw = await nc.request(subjects.billing_admit, req.model_dump_json().encode(), timeout=10)

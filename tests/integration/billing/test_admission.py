@@ -20,9 +20,18 @@ RUN_WORST = 12_500  # gpt-4o, 1000 prompt × 2.5 + 1000 output × 10 credits
 
 
 async def extend(nc, s: Subjects, run: str, rid: str, user: str) -> ExtendReply:  # type: ignore[no-untyped-def]
-    req = ExtendRequest(run_id=run, reservation_id=rid, user_id=user, provider="openai", model="gpt-4o",
-                        prompt_tokens=1000, max_output_tokens=1000)
-    return ExtendReply.model_validate_json((await nc.request(s.billing_extend, req.model_dump_json().encode(), timeout=5)).data)
+    req = ExtendRequest(
+        run_id=run,
+        reservation_id=rid,
+        user_id=user,
+        provider="openai",
+        model="gpt-4o",
+        prompt_tokens=1000,
+        max_output_tokens=1000,
+    )
+    return ExtendReply.model_validate_json(
+        (await nc.request(s.billing_extend, req.model_dump_json().encode(), timeout=5)).data
+    )
 
 
 async def test_ten_times_n_concurrent_admissions_admit_exactly_n(
@@ -32,12 +41,16 @@ async def test_ten_times_n_concurrent_admissions_admit_exactly_n(
     await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": str(RUN_WORST * n)})
     replies = await asyncio.gather(*(admit(nats_client, s, f"r{i}", "u") for i in range(10 * n)))
     assert sum(r.admitted for r in replies) == n
-    assert all(r.error and r.error.status == 402 and r.error.type == "insufficient_quota" for r in replies if not r.admitted)
+    assert all(
+        r.error and r.error.status == 402 and r.error.type == "insufficient_quota" for r in replies if not r.admitted
+    )
     balance, reserved, total = await books.account("u")
     assert balance == total == reserved == RUN_WORST * n * MICRO  # nothing left, nothing below zero
 
 
-async def test_extend_grows_or_is_refused_and_unknown_is_404(billing: BillingApp, nats_client, namespace: str, books: Books) -> None:
+async def test_extend_grows_or_is_refused_and_unknown_is_404(
+    billing: BillingApp, nats_client, namespace: str, books: Books
+) -> None:
     s = Subjects(namespace)
     await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": str(RUN_WORST * 2)})
     first = await admit(nats_client, s, "run", "u")
@@ -45,13 +58,17 @@ async def test_extend_grows_or_is_refused_and_unknown_is_404(billing: BillingApp
     grown = await extend(nats_client, s, "run", first.reservation_id, "u")
     assert grown.ok and grown.reserved == RUN_WORST
     refused = await extend(nats_client, s, "run", first.reservation_id, "u")
-    assert not refused.ok and refused.error and refused.error.status == 402 and refused.error.code == "insufficient_quota"
+    assert (
+        not refused.ok and refused.error and refused.error.status == 402 and refused.error.code == "insufficient_quota"
+    )
     unknown = await extend(nats_client, s, "run", "resv_nope", "u")
     assert not unknown.ok and unknown.error and unknown.error.status == 404
     assert (await books.account("u"))[1] == RUN_WORST * 2 * MICRO
 
 
-async def test_readmitting_a_run_grows_its_one_reservation(billing: BillingApp, nats_client, namespace: str, books: Books) -> None:
+async def test_readmitting_a_run_grows_its_one_reservation(
+    billing: BillingApp, nats_client, namespace: str, books: Books
+) -> None:
     s = Subjects(namespace)
     await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": 100_000})
     a, b = await admit(nats_client, s, "same", "u"), await admit(nats_client, s, "same", "u")
@@ -65,7 +82,11 @@ async def test_settlement_waits_for_every_call_even_when_closed_first(
     s = Subjects(namespace)
     await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": 100_000})
     reply = await admit(nats_client, s, "run", "u")
-    await publish(nats_client, s, RunClosed(run_id="run", user_id="u", reservation_id=reply.reservation_id, calls=2, status="completed"))
+    await publish(
+        nats_client,
+        s,
+        RunClosed(run_id="run", user_id="u", reservation_id=reply.reservation_id, calls=2, status="completed"),
+    )
     await publish(nats_client, s, usage("run", 0, user="u"))  # 7,500 credits
 
     async def reserved_is(value: int) -> bool:
@@ -78,13 +99,19 @@ async def test_settlement_waits_for_every_call_even_when_closed_first(
     assert balance == total == (100_000 - 7_500 - 125) * MICRO
 
 
-async def test_spend_beyond_the_reservation_applies_in_full(billing: BillingApp, nats_client, namespace: str, books: Books) -> None:
+async def test_spend_beyond_the_reservation_applies_in_full(
+    billing: BillingApp, nats_client, namespace: str, books: Books
+) -> None:
     s = Subjects(namespace)
     await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": RUN_WORST})
     reply = await admit(nats_client, s, "run", "u")
     assert reply.admitted
     await publish(nats_client, s, usage("run", 0, user="u", input_tokens=1000, output_tokens=3000))  # 32,500
-    await publish(nats_client, s, RunClosed(run_id="run", user_id="u", reservation_id=reply.reservation_id, calls=1, status="completed"))
+    await publish(
+        nats_client,
+        s,
+        RunClosed(run_id="run", user_id="u", reservation_id=reply.reservation_id, calls=1, status="completed"),
+    )
     await wait_for(lambda: _reserved_zero(books, "u"))
     balance, reserved, total = await books.account("u")
     assert balance == total == (RUN_WORST - 32_500) * MICRO and reserved == 0
@@ -113,7 +140,9 @@ async def test_start_balance_on_first_use(
 ) -> None:
     s = Subjects(namespace)
     async with BillingApp(billing_settings(start_balance=20_000)).running():
-        raw = await nats_client.request(s.billing_balance, BalanceRequest(user_id="new").model_dump_json().encode(), timeout=5)
+        raw = await nats_client.request(
+            s.billing_balance, BalanceRequest(user_id="new").model_dump_json().encode(), timeout=5
+        )
         reply = BalanceReply.model_validate_json(raw.data)
         assert reply.balance == Decimal(20_000) and reply.enabled and reply.error is None
         await admin(nats_client, s, "balance.get", params={"user_id": "new"})  # again: still one start entry
@@ -122,10 +151,14 @@ async def test_start_balance_on_first_use(
         assert (await books.account("new")) == (20_000 * MICRO, 0, 20_000 * MICRO)
 
 
-async def test_negative_credits_and_bad_admin_input(billing: BillingApp, nats_client, namespace: str, books: Books) -> None:
+async def test_negative_credits_and_bad_admin_input(
+    billing: BillingApp, nats_client, namespace: str, books: Books
+) -> None:
     s = Subjects(namespace)
     assert (await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": "100"})).status == 201
-    cut = await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": "-30.5", "note": "refund"})
+    cut = await admin(
+        nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": "-30.5", "note": "refund"}
+    )
     assert cut.status == 201 and cut.body["kind"] == "adjustment" and cut.body["balance_after"] == "69.5"
     assert (await books.account("u")) == (69_500_000, 0, 69_500_000)
     assert (await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": "x"})).status == 400

@@ -18,7 +18,6 @@ from .helpers import admin, publish, usage, wait_for
 pytestmark = pytest.mark.integration
 
 
-
 async def entries_count(app: BillingApp, kind: str = "usage") -> int:
     assert app.ledger is not None
     async with app.ledger.engine.connect() as conn:

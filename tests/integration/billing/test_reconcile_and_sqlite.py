@@ -34,7 +34,11 @@ async def _reconcile_cli(nats_url: str, namespace: str, database_url: str) -> tu
 
 
 async def test_reconcile_finds_a_planted_difference(
-    billing_settings: Callable[..., BillingSettings], nats_client, nats_url: str, namespace: str, database_url: str,
+    billing_settings: Callable[..., BillingSettings],
+    nats_client,
+    nats_url: str,
+    namespace: str,
+    database_url: str,
     books: Books,
 ) -> None:
     records = [usage(f"run_{i}", 0, user="u", input_tokens=i + 1) for i in range(20)]
@@ -61,18 +65,29 @@ async def test_sqlite_basic_path(nats_url: str, namespace: str, nats_client, tmp
     )
     s = Subjects(namespace)
     async with BillingApp(settings).running():
-        assert (await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": "20000"})).status == 201
+        assert (
+            await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": "20000"})
+        ).status == 201
         reply = await admit(nats_client, s, "run", "u")
         assert reply.admitted and reply.reserved == 12_500
         assert not (await admit(nats_client, s, "run2", "u", prompt=10_000)).admitted
-        put = await admin(nats_client, s, "pricing.put", params={"model_key": "tiny"}, body={"input": "0.000001", "output": "1"})
+        put = await admin(
+            nats_client, s, "pricing.put", params={"model_key": "tiny"}, body={"input": "0.000001", "output": "1"}
+        )
         assert put.status == 200
         await publish(nats_client, s, usage("run", 0, user="u"))
         await publish(nats_client, s, usage("run", 1, user="u", model="tiny-2", input_tokens=3, output_tokens=2))
-        await publish(nats_client, s, usage("run", 1, user="u", model="tiny-2", input_tokens=3, output_tokens=2), msg_id="again")
-        await publish(nats_client, s, RunClosed(run_id="run", user_id="u", reservation_id=reply.reservation_id, calls=2, status="completed"))
+        await publish(
+            nats_client, s, usage("run", 1, user="u", model="tiny-2", input_tokens=3, output_tokens=2), msg_id="again"
+        )
+        await publish(
+            nats_client,
+            s,
+            RunClosed(run_id="run", user_id="u", reservation_id=reply.reservation_id, calls=2, status="completed"),
+        )
         books = Books(f"sqlite:///{db}")
         try:
+
             async def settled() -> bool:
                 return (await books.count()) == 2 and (await books.account("u"))[1] == 0
 

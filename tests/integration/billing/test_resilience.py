@@ -22,19 +22,25 @@ from billing.settings import BillingSettings
 from contracts import RunClosed, Subjects, UsageRecorded
 from servicekit import natsio
 
-from .helpers import MICRO, Books, publish, publish_many, usage, wait_for
+from .helpers import Books, publish, publish_many, usage, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 def workload(n: int, users: int = 7) -> tuple[list[UsageRecorded], int]:
     """``n`` usage records over a few users and models, and their exact total in µcr."""
-    models = {"gpt-4o": (2_500_000, 10_000_000), "gpt-4o-mini": (150_000, 600_000), "claude-sonnet-4": (3_000_000, 15_000_000)}
+    models = {
+        "gpt-4o": (2_500_000, 10_000_000),
+        "gpt-4o-mini": (150_000, 600_000),
+        "claude-sonnet-4": (3_000_000, 15_000_000),
+    }
     records, total = [], 0
     for i in range(n):
         model = list(models)[i % 3]
         inp, out = 17 + i % 101, 3 + i % 53
-        records.append(usage(f"run_{i // 4}", i % 4, user=f"user_{i % users}", model=model, input_tokens=inp, output_tokens=out))
+        records.append(
+            usage(f"run_{i // 4}", i % 4, user=f"user_{i % users}", model=model, input_tokens=inp, output_tokens=out)
+        )
         total += inp * models[model][0] + out * models[model][1]
     return records, total
 
@@ -63,7 +69,9 @@ async def test_usage_published_while_billing_is_down_is_all_applied_on_start(
         assert balance == total and reserved == 0
 
 
-async def test_republished_with_a_new_msg_id_is_absorbed(billing: BillingApp, nats_client, namespace: str, books: Books) -> None:
+async def test_republished_with_a_new_msg_id_is_absorbed(
+    billing: BillingApp, nats_client, namespace: str, books: Books
+) -> None:
     s = Subjects(namespace)
     records, expected = workload(200)
     await publish_many(nats_client, s, records)
@@ -105,7 +113,11 @@ async def _true(value: bool) -> bool:
 
 
 async def test_database_connections_killed_mid_consumption(
-    billing_settings: Callable[..., BillingSettings], nats_client, namespace: str, books: Books, database_url: str,
+    billing_settings: Callable[..., BillingSettings],
+    nats_client,
+    namespace: str,
+    books: Books,
+    database_url: str,
     postgres_url: str,
 ) -> None:
     await ensure_streams(nats_client, namespace)
@@ -138,7 +150,7 @@ async def _count(books: Books) -> int:
     for _ in range(5):
         try:
             return await books.count()
-        except Exception:  # noqa: BLE001 - a terminated connection, whatever the driver calls it
+        except Exception:  # a terminated connection, whatever the driver calls it
             await books.engine.dispose()
     return await books.count()
 
@@ -190,5 +202,17 @@ async def test_sigkill_mid_batch_then_restart_is_exact(
 async def _migrated_and_counted(books: Books, n: int) -> bool:
     try:
         return await books.has(n)
-    except Exception:  # noqa: BLE001 - the tables do not exist until billing has migrated
+    except Exception:  # the tables do not exist until billing has migrated
         return False
+
+
+async def test_consumer_survives_idle_polls(billing: BillingApp, nats_client, namespace: str, books: Books) -> None:
+    assert billing.consumer is not None
+    s = Subjects(namespace)
+    await publish(nats_client, s, usage("a", 0, user="u"))
+    await wait_for(lambda: books.has(1))
+    polls = billing.consumer.idle_polls
+    await wait_for(lambda: _true(billing.consumer is not None and billing.consumer.idle_polls > polls + 1))
+    await publish(nats_client, s, usage("b", 0, user="u"))
+    await wait_for(lambda: books.has(2))
+    assert not billing.consumer.crashed

@@ -119,9 +119,23 @@ def test_yaml_prices_are_read_exactly() -> None:
 
 def test_shipped_table_covers_the_current_models() -> None:
     t = table()
-    for model in ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o3", "o4-mini", "gpt-5",
-                  "gpt-5-mini", "gpt-5-nano", "claude-opus-4-1", "claude-sonnet-4-5-20250929",
-                  "claude-haiku-4-5", "claude-3-7-sonnet-20250219", "claude-3-5-haiku-20241022"):
+    for model in (
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gpt-4.1",
+        "gpt-4.1-mini",
+        "gpt-4.1-nano",
+        "o3",
+        "o4-mini",
+        "gpt-5",
+        "gpt-5-mini",
+        "gpt-5-nano",
+        "claude-opus-4-1",
+        "claude-sonnet-4-5-20250929",
+        "claude-haiku-4-5",
+        "claude-3-7-sonnet-20250219",
+        "claude-3-5-haiku-20241022",
+    ):
         assert t.key_for(model) != DEFAULT_KEY, model
         assert t.lookup(model).input > 0 and t.lookup(model).output > 0
 

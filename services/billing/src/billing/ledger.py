@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select, tuple_, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -244,13 +244,12 @@ class Ledger:
             unique.setdefault((r.run_id, r.call_index), r)
         if not unique:
             return []
-        keys = list(unique)
+        # By run id (the unique index's leading column): an index range per run, where a row-value
+        # IN list would scan the table.
+        runs = sorted({k[0] for k in unique})
         existing: set[tuple[str, int]] = set()
-        for i in range(0, len(keys), 500):
-            part = keys[i : i + 500]
-            q = select(ledger.c.run_id, ledger.c.call_index).where(
-                tuple_(ledger.c.run_id, ledger.c.call_index).in_(part)
-            )
+        for i in range(0, len(runs), 500):
+            q = select(ledger.c.run_id, ledger.c.call_index).where(ledger.c.run_id.in_(runs[i : i + 500]))
             existing.update((row.run_id, row.call_index) for row in await conn.execute(q))
         return [r for k, r in unique.items() if k not in existing]
 

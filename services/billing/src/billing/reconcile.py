@@ -3,7 +3,6 @@ the same tokens and a cost equal to its tokens x the prices recorded on it. Prin
 
 from __future__ import annotations
 
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -34,7 +33,7 @@ async def read_usage(settings: BillingSettings) -> dict[tuple[str, int], UsageRe
         while True:
             try:
                 msgs = await sub.fetch(1000, timeout=1)
-            except NatsTimeout:
+            except TimeoutError:  # nats-py's own subclass, or asyncio's
                 break
             for m in msgs:
                 seen = max(seen, m.metadata.sequence.stream)

@@ -28,7 +28,9 @@ class BillingSettings(ServiceSettings):
     default_price_output: str = "6"
     reservation_ttl_s: float = Field(default=900.0, gt=0)
     batch_size: int = Field(default=256, ge=1, le=256, description="USAGE messages per fetch and transaction")
-    usage_ack_wait_s: float = Field(default=60.0, gt=0, description="JetStream redelivers an unacked message after this")
+    usage_ack_wait_s: float = Field(
+        default=60.0, gt=0, description="JetStream redelivers an unacked message after this"
+    )
     usage_retry_delay_s: float = Field(default=1.0, gt=0, description="nak delay after a failed batch")
     health_port: int = Field(default=8082, validation_alias=AliasChoices("BILLING_HEALTH_PORT", "health_port"))
     health_host: str = "0.0.0.0"
