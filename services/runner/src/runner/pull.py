@@ -8,8 +8,9 @@ Runners therefore pull only what they can run now, which spreads load by capacit
 
 Bookkeeping: ``outstanding`` is how many messages our open pull requests may still bring. A delivered
 message takes one off; a request that ends (408 expired, 409 …) takes off what it still had
-(``Nats-Pending-Messages``). Idle heartbeats prove the requests are alive: when they stop (NATS
-restarted, connection lost), the requests are presumed gone and made again.
+(``Nats-Pending-Messages``). Idle heartbeats prove the requests are alive: when they stop, or the
+connection was re-established, the requests are presumed gone and made again. A refused request (the
+consumer was deleted …) re-creates the consumer and asks again after a pause.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class PullFeed:
         heartbeat_s: float = 5.0,
         recover: Callable[[], Awaitable[None]] | None = None,
         retry_s: float = 0.5,
+        tick_s: float = 0.25,
     ) -> None:
         self._nc = nc
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
@@ -58,6 +60,7 @@ class PullFeed:
         self._stopped = False
         self._recover = recover
         self._retry_s = retry_s
+        self._tick_s = tick_s
         self._retry: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -107,17 +110,34 @@ class PullFeed:
             self.outstanding = 0  # requests made before the consumer came back are gone with it
             await self.refill()
         except (nats.errors.Error, nats.js.errors.Error) as exc:
-            log.warning("RUNS consumer recovery failed (%s); the watchdog retries", type(exc).__name__)
+            log.warning("RUNS consumer recovery failed (%s); retrying", type(exc).__name__)
 
     async def _watch(self) -> None:
+        """Re-pull when our requests are presumed gone: after a reconnect (the server forgot them, or
+        dropped them with our old connection's interest), when their heartbeats stop, or when free
+        slots are not asked for (a failed recovery). Ticks often: a gap here is queueing latency."""
+        reconnects = self._reconnects()
         while not self._stopped:
-            await asyncio.sleep(self._heartbeat_s)
-            if self.outstanding and time.monotonic() - self._last_heard > 2.5 * self._heartbeat_s:
-                log.warning("no heartbeat from the RUNS consumer; pulling again")
+            await asyncio.sleep(self._tick_s)
+            if not self._nc.is_connected or (self._retry is not None and not self._retry.done()):
+                continue
+            now = time.monotonic()
+            seen = self._reconnects()
+            silent = self.outstanding and now - self._last_heard > 2.5 * self._heartbeat_s
+            if seen != reconnects or silent:
+                log.warning(
+                    "RUNS pull requests presumed lost (%s); pulling again",
+                    "reconnect" if seen != reconnects else "no heartbeat",
+                )
+                reconnects = seen
                 self.outstanding = 0
-                self._last_heard = time.monotonic()
+                self._last_heard = now
+            if self._free() > self.outstanding:
                 with contextlib.suppress(nats.errors.Error):
                     await self.refill()
+
+    def _reconnects(self) -> int:
+        return int(self._nc.stats.get("reconnects", 0))
 
     async def stop(self) -> None:
         """Stop pulling. The inbox is drained, not dropped: a request the server sent before it saw our

@@ -1,0 +1,99 @@
+"""PullFeed bookkeeping against a fake connection: pull requests sized to free slots, expiry, refusal
+(recover, then ask again), and a reconnect (ask again at once)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from runner.pull import PullFeed
+
+pytestmark = pytest.mark.unit
+
+
+class FakeMsg:
+    def __init__(self, data: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        self.data = data
+        self.headers = headers
+
+
+class FakeSub:
+    async def drain(self) -> None:
+        pass
+
+
+class FakeNC:
+    def __init__(self) -> None:
+        self.pulls: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.stats = {"reconnects": 0}
+        self.is_connected = True
+
+    def new_inbox(self) -> str:
+        return "_INBOX.x"
+
+    async def subscribe(self, subject: str, cb: Any) -> FakeSub:
+        self.cb = cb
+        return FakeSub()
+
+    async def publish(self, subject: str, data: bytes, reply: str = "") -> None:
+        assert subject == "$JS.API.CONSUMER.MSG.NEXT.RUNS.runners" and reply == "_INBOX.x"
+        await self.pulls.put(json.loads(data))
+
+    async def next_pull(self) -> dict[str, Any]:
+        return await asyncio.wait_for(self.pulls.get(), 5)
+
+
+async def _feed(nc: FakeNC, free: list[int], delivered: list[Any], **kw: Any) -> PullFeed:
+    feed = PullFeed(
+        nc,  # type: ignore[arg-type]
+        stream="RUNS",
+        consumer="runners",
+        free_slots=lambda: free[0],
+        deliver=delivered.append,
+        tick_s=0.01,
+        **kw,
+    )
+    await feed.start()
+    return feed
+
+
+async def test_pulls_what_is_free_and_asks_again_when_a_request_expires() -> None:
+    nc, free, delivered = FakeNC(), [3], []  # type: ignore[var-annotated]
+    feed = await _feed(nc, free, delivered)
+    assert (await nc.next_pull())["batch"] == 3
+    await nc.cb(FakeMsg(b"run"))
+    free[0] = 2  # the run took a slot
+    assert delivered and feed.outstanding == 2
+    await nc.cb(FakeMsg(headers={"Status": "100"}))  # heartbeat: nothing changes
+    assert feed.outstanding == 2 and nc.pulls.empty()
+    await nc.cb(FakeMsg(headers={"Status": "408", "Nats-Pending-Messages": "2"}))
+    assert (await nc.next_pull())["batch"] == 2
+    await feed.stop()
+
+
+async def test_a_refused_pull_recovers_then_asks_again() -> None:
+    nc, free, delivered = FakeNC(), [2], []  # type: ignore[var-annotated]
+    recovered = asyncio.Event()
+
+    async def recover() -> None:
+        recovered.set()
+
+    feed = await _feed(nc, free, delivered, recover=recover, retry_s=0.01)
+    await nc.next_pull()
+    await nc.cb(FakeMsg(headers={"Status": "409", "Description": "Consumer Deleted"}))
+    assert (await nc.next_pull())["batch"] == 2
+    assert recovered.is_set()
+    await feed.stop()
+
+
+async def test_a_reconnect_pulls_again_at_once() -> None:
+    nc, free, delivered = FakeNC(), [4], []  # type: ignore[var-annotated]
+    feed = await _feed(nc, free, delivered)
+    await nc.next_pull()
+    nc.stats["reconnects"] = 1  # the server forgot our requests with the old connection
+    assert (await nc.next_pull())["batch"] == 4
+    assert feed.outstanding == 4
+    await feed.stop()
