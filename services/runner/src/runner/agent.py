@@ -200,18 +200,19 @@ class AgentRun:
         beats = asyncio.create_task(self.emitter.heartbeats(), name=f"heartbeat-{self.request.run_id}")
         try:
             finish = await self._loop()
+            self.status = "completed"
             beats.cancel()
             await self.emitter.emit(RunCompleted, finish_reason=finish, usage=self.total)
-            self.status = "completed"
         except RunError as exc:
             beats.cancel()
             await self._fail(exc.info)
         except asyncio.CancelledError:
             # Usage of the call in flight is recorded by now. The stream still gets a terminal event,
             # so whoever follows it (a resumed client, the gateway on a runner shutdown) ends at once.
-            self.status = "cancelled"
-            beats.cancel()
-            await self.emitter.emit(RunFailed, error=self.cancel_error or client_cancelled(), usage=self.total)
+            if self.status != "completed":  # a cancel during the last event leaves the run completed
+                self.status = "cancelled"
+                beats.cancel()
+                await self.emitter.emit(RunFailed, error=self.cancel_error or client_cancelled(), usage=self.total)
             raise
         except Exception:
             # A bug must still end the client's stream and close the run for billing.
