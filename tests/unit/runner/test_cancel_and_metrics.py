@@ -147,3 +147,23 @@ def test_health_answers() -> None:
     assert app.answer("GET", "/metrics")[2] == b"m 1\n"
     assert app.answer("GET", "/nope")[0] == 404
     assert app.answer("POST", "/healthz")[0] == 405
+
+
+async def test_a_cancel_while_completed_goes_out_leaves_the_run_completed() -> None:
+    sending = asyncio.Event()
+
+    class SlowLastEvent(MemoryPorts):
+        async def publish_event(self, run_id: str, data: bytes) -> None:
+            await super().publish_event(run_id, data)
+            if self.events[-1].type == "completed":  # type: ignore[attr-defined]
+                sending.set()
+                await asyncio.Event().wait()
+
+    ports = SlowLastEvent()
+    task = asyncio.create_task(_run(ScriptedProvider([_done_turn()]), ports).execute())  # type: ignore[list-item]
+    await asyncio.wait_for(sending.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [e.type for e in ports.events][-1] == "completed"  # type: ignore[attr-defined]
+    assert ports.closed[0].status == "completed"
