@@ -120,3 +120,24 @@ async def test_anthropic_tool_round_trip(harness: Harness) -> None:
     second = (await harness.requests("claude-tools"))[1]["messages"]
     assert second[-1]["role"] == "user" and second[-1]["content"][0]["type"] == "tool_result"
     assert second[-1]["content"][0]["content"] == "9"
+
+
+async def test_anthropic_thinking_goes_back_signed_before_the_tool_use(harness: Harness) -> None:
+    await harness.script(
+        "claude-think-tools",
+        [
+            {
+                "reasoning": "I should compute.",
+                "tool_calls": [{"name": "calculator", "arguments": {"expression": "2*8"}}],
+            },
+            {"text": "Sixteen."},
+        ],
+    )
+    got = await harness.run(make_request("claude-think-tools", provider="anthropic", tools=["calculator"]))
+    assert got.text == "Sixteen." and got.events[-1].type == "completed"
+    second = (await harness.requests("claude-think-tools"))[1]["messages"]
+    assistant = second[-2]
+    assert assistant["role"] == "assistant"
+    thinking, tool_use = assistant["content"][0], assistant["content"][-1]
+    assert thinking == {"type": "thinking", "thinking": "I should compute.", "signature": "c2lnbmF0dXJl"}
+    assert tool_use["type"] == "tool_use" and tool_use["input"] == {"expression": "2*8"}

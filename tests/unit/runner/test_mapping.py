@@ -129,3 +129,11 @@ def test_openai_developer_is_system_and_responses_parts_are_text_parts() -> None
         {"type": "text", "text": "look"},
         {"type": "image_url", "image_url": {"url": "data:x"}},
     ]
+
+
+def test_anthropic_extras_lead_their_assistant_message() -> None:
+    block = {"type": "thinking", "thinking": "t", "signature": "s"}
+    _, msgs = to_anthropic(CONVERSATION, {3: [block]})
+    assert msgs[1]["content"][0] == block and msgs[1]["content"][1]["type"] == "tool_use"
+    _, plain = to_anthropic(CONVERSATION, {2: [block]})  # not an assistant message: ignored
+    assert all(b["type"] != "thinking" for m in plain for b in m["content"])

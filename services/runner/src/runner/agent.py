@@ -59,6 +59,7 @@ from .metrics import Metrics
 from .providers import (
     CallSpec,
     FinishChunk,
+    OpaqueBlock,
     Provider,
     ReasoningChunk,
     TextChunk,
@@ -184,6 +185,8 @@ class AgentRun:
         self.tool_specs = [ToolSpec(t.name, t.description, t.parameters) for t in tools]
         self.usages: list[TokenUsage] = []  # one per UsageRecorded published, in call order
         self.next_tool_index = 0
+        #: Provider blocks to send back with the assistant message at that conversation position.
+        self.extras: dict[int, list[dict[str, Any]]] = {}
         self.status: Status_ = "failed"
 
     async def _publish(self, data: bytes) -> None:
@@ -293,7 +296,14 @@ class AgentRun:
     async def _model_call(self) -> _CallResult:
         assert self.provider is not None and self.connection is not None
         model = self.request.agent.model
-        spec = CallSpec(model=model, messages=list(self.conversation), tools=self.tool_specs, params=self.params)
+        spec = CallSpec(
+            model=model,
+            messages=list(self.conversation),
+            tools=self.tool_specs,
+            params=self.params,
+            extras=self.extras,
+        )
+        opaque: list[dict[str, Any]] = []
         chars = self._prompt_chars()
         emit = self.emitter.emit
         text: list[str] = []
@@ -310,7 +320,7 @@ class AgentRun:
             try:
                 async with contextlib.aclosing(self.provider.stream(spec)) as chunks:
                     async for c in chunks:
-                        if not self._first_output and not isinstance(c, UsageChunk | FinishChunk):
+                        if not self._first_output and not isinstance(c, UsageChunk | FinishChunk | OpaqueBlock):
                             self._output_started()
                         if isinstance(c, TextChunk):
                             deltas += 1
@@ -338,6 +348,8 @@ class AgentRun:
                             reported = usage_mod.merge(reported, c.usage)
                         elif isinstance(c, FinishChunk):
                             finish = c.reason
+                        elif isinstance(c, OpaqueBlock):
+                            opaque.append(c.block)
             except ProviderError as exc:
                 span.set_status(Status(StatusCode.ERROR, "provider_error"))
                 if deltas == 0:
@@ -362,6 +374,8 @@ class AgentRun:
                 # The provider sent no usage: count it ourselves rather than bill nothing.
                 await self._record(span, self._estimate(chars, deltas, reported), True, "incomplete")
         ordered = [calls[k] for k in sorted(calls)]
+        if opaque:
+            self.extras[len(self.conversation)] = opaque
         self.conversation.append(
             ChatMessage(
                 role="assistant",

@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 from ..connections import Connection
-from .base import CallSpec, Chunk, FinishChunk, Provider, ReasoningChunk, TextChunk, ToolCallChunk, ToolSpec, UsageChunk
+from .base import (
+    CallSpec,
+    Chunk,
+    FinishChunk,
+    OpaqueBlock,
+    Provider,
+    ReasoningChunk,
+    TextChunk,
+    ToolCallChunk,
+    ToolSpec,
+    UsageChunk,
+)
 
 
 def build_provider(conn: Connection, timeout_s: float) -> Provider:
@@ -21,6 +32,7 @@ __all__ = [
     "CallSpec",
     "Chunk",
     "FinishChunk",
+    "OpaqueBlock",
     "Provider",
     "ReasoningChunk",
     "TextChunk",

@@ -14,7 +14,7 @@ from contracts import ChatMessage
 from ..connections import Connection
 from ..errors import ProviderError, StreamBroken
 from ..usage import from_anthropic_delta, from_anthropic_start
-from .base import CallSpec, Chunk, FinishChunk, ReasoningChunk, TextChunk, ToolCallChunk, UsageChunk
+from .base import CallSpec, Chunk, FinishChunk, OpaqueBlock, ReasoningChunk, TextChunk, ToolCallChunk, UsageChunk
 from .common import provider_message, redact
 
 #: Anthropic requires ``max_tokens``; this is the default when neither agent nor request sets it.
@@ -50,19 +50,23 @@ def _blocks(m: ChatMessage) -> list[dict[str, Any]]:
     return blocks
 
 
-def to_anthropic(messages: list[ChatMessage]) -> tuple[str | None, list[dict[str, Any]]]:
+def to_anthropic(
+    messages: list[ChatMessage], extras: dict[int, list[dict[str, Any]]] | None = None
+) -> tuple[str | None, list[dict[str, Any]]]:
     """(system, messages): system/developer messages become the system prompt; tool results go back
     as ``tool_result`` blocks of a user turn; consecutive turns of one role merge (the API wants
-    them alternating)."""
+    them alternating). ``extras`` (signed thinking blocks) lead the assistant message they belong to."""
     system: list[str] = []
     out: list[dict[str, Any]] = []
-    for m in messages:
+    for position, m in enumerate(messages):
         if m.role in ("system", "developer"):
             if m.text():
                 system.append(m.text())
             continue
         role = "assistant" if m.role == "assistant" else "user"
         blocks = _blocks(m)
+        if extras and role == "assistant" and position in extras:
+            blocks = [*extras[position], *blocks]
         if not blocks:
             continue
         if out and out[-1]["role"] == role:
@@ -88,6 +92,7 @@ class EventMapper:
 
     def __init__(self) -> None:
         self._tool_blocks: dict[int, int] = {}  # content block index → tool-call index in this call
+        self._thinking: dict[int, dict[str, Any]] = {}  # content block index → thinking block so far
         self.finished = False
 
     def map(self, event: Any) -> list[Chunk]:
@@ -101,16 +106,27 @@ class EventMapper:
                 index = len(self._tool_blocks)
                 self._tool_blocks[event.index] = index
                 return [ToolCallChunk(index=index, id=block.id, name=block.name)]
+            if block.type == "thinking":
+                self._thinking[event.index] = {"type": "thinking", "thinking": "", "signature": ""}
+            elif block.type == "redacted_thinking":
+                self._thinking[event.index] = {"type": "redacted_thinking", "data": getattr(block, "data", "")}
             return []
         if kind == "content_block_delta":
             delta = event.delta
             if delta.type == "text_delta":
                 return [TextChunk(delta.text)] if delta.text else []
             if delta.type == "thinking_delta":
+                if event.index in self._thinking:
+                    self._thinking[event.index]["thinking"] += delta.thinking
                 return [ReasoningChunk(delta.thinking)] if delta.thinking else []
+            if delta.type == "signature_delta" and event.index in self._thinking:
+                self._thinking[event.index]["signature"] += delta.signature
+                return []
             if delta.type == "input_json_delta" and event.index in self._tool_blocks:
                 return [ToolCallChunk(index=self._tool_blocks[event.index], arguments=delta.partial_json)]
             return []
+        if kind == "content_block_stop" and event.index in self._thinking:
+            return [OpaqueBlock(self._thinking.pop(event.index))]
         if kind == "message_delta":
             out: list[Chunk] = []
             if getattr(event, "usage", None) is not None:
@@ -140,7 +156,7 @@ class AnthropicProvider:
         await self._client.close()
 
     async def stream(self, call: CallSpec) -> AsyncGenerator[Chunk, None]:
-        system, messages = to_anthropic(call.messages)
+        system, messages = to_anthropic(call.messages, call.extras)
         max_tokens, params = to_anthropic_params(call.params)
         tools = [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in call.tools]
         try:

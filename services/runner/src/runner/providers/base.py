@@ -30,6 +30,9 @@ class CallSpec:
     messages: list[ChatMessage]
     tools: list[ToolSpec] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    #: Provider blocks to send back with the assistant message at that position of ``messages``
+    #: (see :class:`OpaqueBlock`); adapters that have none ignore them.
+    extras: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,15 @@ class FinishChunk:
     reason: str
 
 
-Chunk = TextChunk | ReasoningChunk | ToolCallChunk | UsageChunk | FinishChunk
+@dataclass(frozen=True)
+class OpaqueBlock:
+    """A block of the assistant's turn that the provider needs back, verbatim, in the next calls of the
+    run (Anthropic's signed ``thinking`` blocks must precede the tool results they led to)."""
+
+    block: dict[str, Any]
+
+
+Chunk = TextChunk | ReasoningChunk | ToolCallChunk | UsageChunk | FinishChunk | OpaqueBlock
 
 
 class Provider(Protocol):
