@@ -45,6 +45,7 @@ from .aio import complete
 from .connections import Connection
 from .emitter import EventEmitter
 from .errors import (
+    BillingUnavailable,
     ProviderError,
     RunError,
     StreamBroken,
@@ -77,10 +78,6 @@ RESERVED_PARAMETERS = frozenset({"model", "messages", "stream", "stream_options"
 DEFAULT_MAX_OUTPUT = 4096
 
 Status_ = Literal["completed", "failed", "cancelled"]
-
-
-class BillingUnavailable(Exception):
-    """Billing did not answer (no responders, timeout)."""
 
 
 class RunPorts(Protocol):

@@ -15,7 +15,7 @@ from contracts import ExtendReply, ExtendRequest, RunClosed, Subjects, UsageReco
 from contracts.subjects import MSG_ID_HEADER
 from servicekit.natsio import trace_headers
 
-from .agent import BillingUnavailable
+from .errors import BillingUnavailable
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)

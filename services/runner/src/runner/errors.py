@@ -1,11 +1,26 @@
-"""The runner's errors, each able to say what the client sees (:class:`contracts.ErrorInfo`)."""
+"""The runner's errors. One root, :class:`RunnerError`::
+
+    RunnerError
+    ├── RunError            a run cannot go on; carries the ErrorInfo its RunFailed shows the client
+    ├── ConfigError         the runner's configuration is unusable (start-up fails)
+    ├── ProviderError       the provider refused a call before any output (becomes RunError 502)
+    ├── StreamBroken        the provider's stream broke after output started (becomes RunError 502)
+    └── BillingUnavailable  billing did not answer an extension (becomes RunError 503)
+
+A tool's failure is not here: :class:`runner.tools.ToolError` goes back to the model as its result.
+The ``ErrorInfo`` factories below are what the client sees for each case.
+"""
 
 from __future__ import annotations
 
 from contracts import ErrorInfo
 
 
-class RunError(Exception):
+class RunnerError(Exception):
+    """The root of the runner's exceptions."""
+
+
+class RunError(RunnerError):
     """A run cannot go on; ``info`` is what ``RunFailed`` carries to the client."""
 
     def __init__(self, info: ErrorInfo) -> None:
@@ -13,11 +28,11 @@ class RunError(Exception):
         self.info = info
 
 
-class ConfigError(Exception):
+class ConfigError(RunnerError):
     """The runner's configuration is unusable (bad ``RUNNER_CONNECTIONS``)."""
 
 
-class ProviderError(Exception):
+class ProviderError(RunnerError):
     """The provider refused the call before any output (an HTTP error, an unreachable host).
 
     ``message`` is the provider's own message; it never holds a key."""
@@ -28,8 +43,12 @@ class ProviderError(Exception):
         self.status = status
 
 
-class StreamBroken(Exception):
+class StreamBroken(RunnerError):
     """The provider's stream broke after output had started."""
+
+
+class BillingUnavailable(RunnerError):
+    """Billing did not answer (no responders, timeout, an unreadable reply)."""
 
 
 def unknown_provider(name: str) -> RunError:
