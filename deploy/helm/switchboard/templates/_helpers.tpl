@@ -1,6 +1,37 @@
-{{/* Names and labels shared by every object. */}}
+{{/*
+Shared named templates. Every service of `.Values.services` is rendered through them with a context
+dict: {root: $ (the chart's top-level context), name: <service key>, svc: <its values>}.
+*/}}
+
 {{- define "switchboard.fullname" -}}
 {{- printf "%s-%s" .root.Release.Name .name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The Secret the chart writes from install-time values (only when some are given). */}}
+{{- define "switchboard.secretName" -}}
+{{- printf "%s-secrets" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Credentials the chart can hold: the values key under `secrets`, and its env/Secret key name. */}}
+{{- define "switchboard.credentialKeys" -}}
+adminToken: ADMIN_TOKEN
+openaiApiKey: OPENAI_API_KEY
+anthropicApiKey: ANTHROPIC_API_KEY
+{{- end -}}
+
+{{/* The key → value pairs of the chart's own Secret (empty when every credential comes from elsewhere). */}}
+{{- define "switchboard.secretData" -}}
+{{- $v := .Values -}}
+{{- if not $v.secrets.existingSecret -}}
+{{- range $field, $key := include "switchboard.credentialKeys" . | fromYaml -}}
+{{- with index $v.secrets $field }}
+{{ $key }}: {{ . | b64enc | quote }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if and $v.postgresql.url (not $v.postgresql.existingSecret) }}
+DATABASE_URL: {{ $v.postgresql.url | b64enc | quote }}
+{{- end -}}
 {{- end -}}
 
 {{- define "switchboard.selectorLabels" -}}
@@ -10,56 +41,162 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 
 {{- define "switchboard.labels" -}}
 {{ include "switchboard.selectorLabels" . }}
-app.kubernetes.io/part-of: switchboard
 app.kubernetes.io/component: {{ .name }}
+app.kubernetes.io/part-of: switchboard
 app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}
-helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
 {{- end -}}
 
-{{/* The environment every service shares, then the service's own, then its secret keys. */}}
+{{/*
+Refuse a configuration that cannot work, at install time rather than as a crash-looping pod.
+Included once, from services.yaml.
+*/}}
+{{- define "switchboard.validate" -}}
+{{- $v := .Values -}}
+{{- $inline := or $v.secrets.adminToken $v.secrets.openaiApiKey $v.secrets.anthropicApiKey -}}
+{{- if and $v.secrets.existingSecret $inline -}}
+{{- fail "secrets: give either existingSecret or the credential values (adminToken, openaiApiKey, anthropicApiKey), not both" -}}
+{{- end -}}
+{{- if and $v.postgresql.existingSecret $v.postgresql.url -}}
+{{- fail "postgresql: give either existingSecret or url, not both" -}}
+{{- end -}}
+{{- if not (or $v.nats.url $v.nats.existingSecret) -}}
+{{- fail "nats: set url or existingSecret (NATS with JetStream is required)" -}}
+{{- end -}}
+{{- range $name, $svc := $v.services -}}
+{{- if $svc.enabled -}}
+{{- if and (has "adminToken" $svc.secrets) (not (or $v.secrets.existingSecret $v.secrets.adminToken)) -}}
+{{- fail (printf "services.%s needs the admin token: set secrets.existingSecret (a Secret with key ADMIN_TOKEN) or give secrets.adminToken at install time" $name) -}}
+{{- end -}}
+{{- if and $svc.database (not (or $v.postgresql.existingSecret $v.postgresql.url)) -}}
+{{- fail (printf "services.%s needs PostgreSQL: set postgresql.existingSecret (recommended) or give postgresql.url at install time" $name) -}}
+{{- end -}}
+{{- if and $svc.drainEnv (hasKey $svc.env $svc.drainEnv) -}}
+{{- fail (printf "services.%s.env.%s: set services.%s.drainSeconds instead (the grace period is derived from it)" $name $svc.drainEnv $name) -}}
+{{- end -}}
+{{- if and $svc.portEnv (hasKey $svc.env $svc.portEnv) -}}
+{{- fail (printf "services.%s.env.%s: set services.%s.port instead (the probes use it)" $name $svc.portEnv $name) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- with $v.secrets.adminToken -}}
+{{- if lt (len .) 24 -}}
+{{- fail "secrets.adminToken must be a random secret of at least 24 characters (the gateway refuses less in production)" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* An env entry for one of nats/redis: its existing Secret key, else its plain URL, else nothing. */}}
+{{- define "switchboard.urlEnv" -}}
+{{- if .cfg.existingSecret }}
+- name: {{ .env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .cfg.existingSecret | quote }}
+      key: {{ .cfg.existingSecretKey | quote }}
+{{- else if .cfg.url }}
+- name: {{ .env }}
+  value: {{ .cfg.url | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The container's environment: shared settings, connections, credentials, then the service's own. */}}
 {{- define "switchboard.env" -}}
-- name: NATS_URL
-  value: {{ .root.Values.nats.url | quote }}
+{{- $v := .root.Values -}}
+{{- $svc := .svc -}}
+{{- if $svc.sharedEnv }}
+{{- include "switchboard.urlEnv" (dict "env" "NATS_URL" "cfg" $v.nats) }}
 - name: SWITCHBOARD_NAMESPACE
-  value: {{ .root.Values.nats.namespace | quote }}
+  value: {{ $v.nats.namespace | quote }}
 - name: SWITCHBOARD_ENV
   value: production
 - name: LOG_LEVEL
-  value: {{ .root.Values.logLevel | quote }}
-{{- with .root.Values.redis.url }}
-- name: REDIS_URL
-  value: {{ . | quote }}
-{{- end }}
-{{- with .root.Values.telemetry.otlpEndpoint }}
+  value: {{ $v.logLevel | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ .name | quote }}
+{{- with $v.telemetry.otlpEndpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}
 {{- end }}
-{{- range $key, $value := .svc.env }}
-- name: {{ $key }}
-  value: {{ $value | quote }}
 {{- end }}
-{{- range .svc.secretKeys }}
-- name: {{ . }}
+{{- if $svc.portEnv }}
+- name: {{ $svc.portEnv }}
+  value: {{ $svc.port | quote }}
+{{- end }}
+{{- if $svc.drainEnv }}
+- name: {{ $svc.drainEnv }}
+  value: {{ $svc.drainSeconds | quote }}
+{{- end }}
+{{- if $svc.redis }}
+{{- include "switchboard.urlEnv" (dict "env" "REDIS_URL" "cfg" $v.redis) }}
+{{- end }}
+{{- if $svc.database }}
+- name: {{ printf "%s_DATABASE_URL" (upper .name) }}
   valueFrom:
     secretKeyRef:
-      name: {{ $.root.Values.secrets.existingSecret }}
-      key: {{ . }}
-      optional: true
+      {{- if $v.postgresql.existingSecret }}
+      name: {{ $v.postgresql.existingSecret | quote }}
+      key: {{ $v.postgresql.existingSecretKey | quote }}
+      {{- else }}
+      name: {{ include "switchboard.secretName" .root | quote }}
+      key: DATABASE_URL
+      {{- end }}
+{{- end }}
+{{- $keys := include "switchboard.credentialKeys" .root | fromYaml }}
+{{- range $field := $svc.secrets }}
+{{- $key := index $keys $field }}
+{{- if $v.secrets.existingSecret }}
+- name: {{ $key }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.secrets.existingSecret | quote }}
+      key: {{ $key }}
+      {{- /* Only the admin token is mandatory: a deployment may use one provider, or none (fake LLM). */}}
+      optional: {{ ne $field "adminToken" }}
+{{- else if index $v.secrets $field }}
+- name: {{ $key }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "switchboard.secretName" $.root | quote }}
+      key: {{ $key }}
+{{- end }}
+{{- end }}
+{{- if and (eq .name "runner") $v.services.fakellm.enabled }}
+{{- $fake := printf "http://%s:%v" (include "switchboard.fullname" (dict "root" .root "name" "fakellm")) $v.services.fakellm.port }}
+{{- if not (hasKey $svc.env "OPENAI_BASE_URL") }}
+- name: OPENAI_BASE_URL
+  value: {{ printf "%s/v1" $fake | quote }}
+{{- end }}
+{{- if not (hasKey $svc.env "ANTHROPIC_BASE_URL") }}
+- name: ANTHROPIC_BASE_URL
+  value: {{ $fake | quote }}
+{{- end }}
+{{- end }}
+{{- range $key := keys $svc.env | sortAlpha }}
+- name: {{ $key }}
+  value: {{ index $svc.env $key | quote }}
+{{- end }}
+{{- with $svc.extraEnv }}
+{{ toYaml . }}
 {{- end }}
 {{- end -}}
 
 {{- define "switchboard.deployment" -}}
+{{- $svc := .svc -}}
+{{- $v := .root.Values -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
   name: {{ include "switchboard.fullname" . }}
+  namespace: {{ .root.Release.Namespace }}
   labels:
     {{- include "switchboard.labels" . | nindent 4 }}
 spec:
-  {{- if not .svc.autoscaling.enabled }}
-  replicas: {{ .svc.replicas }}
+  {{- if not $svc.autoscaling.enabled }}
+  replicas: {{ $svc.replicas }}
   {{- end }}
+  revisionHistoryLimit: 5
   selector:
     matchLabels:
       {{- include "switchboard.selectorLabels" . | nindent 6 }}
@@ -67,50 +204,97 @@ spec:
     metadata:
       labels:
         {{- include "switchboard.labels" . | nindent 8 }}
+      annotations:
+        {{- /* Roll the pods when the chart's own Secret changes. */}}
+        checksum/secret: {{ include "switchboard.secretData" .root | sha256sum }}
+        {{- if $v.metrics.podAnnotations }}
+        prometheus.io/scrape: "true"
+        prometheus.io/port: {{ $svc.port | quote }}
+        prometheus.io/path: /metrics
+        {{- end }}
+        {{- with $svc.podAnnotations }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
     spec:
-      {{- with .root.Values.imagePullSecrets }}
+      {{- with $v.imagePullSecrets }}
       imagePullSecrets:
         {{- toYaml . | nindent 8 }}
       {{- end }}
+      automountServiceAccountToken: false
       securityContext:
-        {{- toYaml .root.Values.podSecurityContext | nindent 8 }}
-      # Longer than the service's own drain, so in-flight runs finish before the kill.
-      terminationGracePeriodSeconds: {{ add .svc.drainSeconds 15 }}
+        {{- toYaml $v.podSecurityContext | nindent 8 }}
+      # Longer than the service's own drain (plus the pre-stop wait), so work under way can finish
+      # before the kill.
+      terminationGracePeriodSeconds: {{ add $svc.preStopSeconds $svc.drainSeconds 15 }}
       containers:
         - name: {{ .name }}
-          image: "{{ .svc.image | default (printf "%s/%s" .root.Values.image.repository .name) }}:{{ .svc.tag | default .root.Values.image.tag }}"
-          imagePullPolicy: {{ .root.Values.image.pullPolicy }}
-          command:
-            {{- toYaml .svc.command | nindent 12 }}
+          image: {{ printf "%s:%s" ($svc.image.repository | default (printf "%s/%s" $v.image.repository .name)) ($svc.image.tag | default $v.image.tag | default .root.Chart.AppVersion) | quote }}
+          imagePullPolicy: {{ $v.image.pullPolicy }}
+          command: [python, -m, {{ $svc.module | quote }}]
+          {{- with $svc.args }}
+          args:
+            {{- range . }}
+            - {{ . | quote }}
+            {{- end }}
+          {{- end }}
           env:
-            {{- include "switchboard.env" . | nindent 12 }}
+            {{- include "switchboard.env" . | trim | nindent 12 }}
           ports:
             - name: http
-              containerPort: {{ .svc.healthPort }}
+              containerPort: {{ $svc.port }}
+              protocol: TCP
+          # Start-up may run database migrations: liveness waits for it.
+          startupProbe:
+            httpGet: {path: /healthz, port: http}
+            periodSeconds: 2
+            failureThreshold: 60
           livenessProbe:
             httpGet: {path: /healthz, port: http}
             periodSeconds: 10
+            timeoutSeconds: 3
             failureThreshold: 3
+          # Ready only while NATS, the database and Redis (where the service uses them) answer.
           readinessProbe:
             httpGet: {path: /readyz, port: http}
             periodSeconds: 5
+            timeoutSeconds: 3
             failureThreshold: 2
+          {{- if $svc.preStopSeconds }}
+          lifecycle:
+            preStop:
+              exec:
+                command: [sleep, {{ $svc.preStopSeconds | quote }}]
+          {{- end }}
           resources:
-            {{- toYaml .svc.resources | nindent 12 }}
+            {{- toYaml $svc.resources | nindent 12 }}
           securityContext:
-            allowPrivilegeEscalation: false
-            readOnlyRootFilesystem: true
-            capabilities: {drop: [ALL]}
-      {{- with .root.Values.nodeSelector }}
+            {{- toYaml $v.containerSecurityContext | nindent 12 }}
+          volumeMounts:
+            - name: tmp
+              mountPath: /tmp
+            {{- with $svc.extraVolumeMounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+      volumes:
+        - name: tmp
+          emptyDir: {}
+        {{- with $svc.extraVolumes }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      {{- with $v.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      {{- with .root.Values.tolerations }}
+      {{- with $v.tolerations }}
       tolerations:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      {{- with .root.Values.affinity }}
+      {{- with $v.affinity }}
       affinity:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $v.topologySpreadConstraints }}
+      topologySpreadConstraints:
         {{- toYaml . | nindent 8 }}
       {{- end }}
 {{- end -}}
@@ -120,8 +304,13 @@ apiVersion: v1
 kind: Service
 metadata:
   name: {{ include "switchboard.fullname" . }}
+  namespace: {{ .root.Release.Namespace }}
   labels:
     {{- include "switchboard.labels" . | nindent 4 }}
+  {{- with .svc.service.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 spec:
   type: {{ .svc.service.type }}
   selector:
@@ -130,6 +319,7 @@ spec:
     - name: http
       port: {{ .svc.port }}
       targetPort: http
+      protocol: TCP
 {{- end -}}
 
 {{- define "switchboard.hpa" -}}
@@ -137,6 +327,7 @@ apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
 metadata:
   name: {{ include "switchboard.fullname" . }}
+  namespace: {{ .root.Release.Namespace }}
   labels:
     {{- include "switchboard.labels" . | nindent 4 }}
 spec:
@@ -160,6 +351,7 @@ apiVersion: policy/v1
 kind: PodDisruptionBudget
 metadata:
   name: {{ include "switchboard.fullname" . }}
+  namespace: {{ .root.Release.Namespace }}
   labels:
     {{- include "switchboard.labels" . | nindent 4 }}
 spec:
@@ -167,4 +359,11 @@ spec:
   selector:
     matchLabels:
       {{- include "switchboard.selectorLabels" . | nindent 6 }}
+{{- end -}}
+
+{{/* More than one pod, now or at the autoscaler's floor: a voluntary disruption may take only one. */}}
+{{- define "switchboard.wantsPdb" -}}
+{{- if .svc.autoscaling.enabled -}}
+{{- if gt (int .svc.autoscaling.minReplicas) 1 }}true{{ end -}}
+{{- else if gt (int .svc.replicas) 1 }}true{{ end -}}
 {{- end -}}

@@ -33,7 +33,7 @@ from .pricing import PriceEntry, PriceTable
 
 #: Admission on PostgreSQL in one round trip: the conditional UPDATE feeds the reservation upsert,
 #: so either both happen or neither (a data-modifying CTE is one atomic statement).
-_ADMIT_PG = text(
+_ADMIT_PG = text(  # noqa: S608 — SCHEMA is a constant of this module, never input
     f"WITH room AS (UPDATE {SCHEMA}.accounts SET reserved = reserved + :cost"
     " WHERE user_id = :user_id AND balance - reserved >= :cost RETURNING user_id)"
     f" INSERT INTO {SCHEMA}.reservations (id, run_id, user_id, remaining, expected_calls, expires_at, created_at)"
