@@ -33,8 +33,9 @@ from .pricing import PriceEntry, PriceTable
 
 #: Admission on PostgreSQL in one round trip: the conditional UPDATE feeds the reservation upsert,
 #: so either both happen or neither (a data-modifying CTE is one atomic statement).
-_ADMIT_PG = text(  # noqa: S608 — SCHEMA is a constant of this module, never input
-    f"WITH room AS (UPDATE {SCHEMA}.accounts SET reserved = reserved + :cost"
+# SCHEMA is a constant of this package, never input.
+_ADMIT_PG = text(
+    f"WITH room AS (UPDATE {SCHEMA}.accounts SET reserved = reserved + :cost"  # noqa: S608
     " WHERE user_id = :user_id AND balance - reserved >= :cost RETURNING user_id)"
     f" INSERT INTO {SCHEMA}.reservations (id, run_id, user_id, remaining, expected_calls, expires_at, created_at)"
     " SELECT :rid, :run_id, user_id, :cost, NULL, :expires, :now FROM room"
