@@ -124,5 +124,9 @@ async def concurrent_completions(client, url, headers, body, *, concurrency: int
 
 
 def make_client(concurrency: int) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8)
+    # Idle connections expire before the servers' own keep-alive timeout (uvicorn: 5 s), so a phase never
+    # reuses a connection the other side already closed while another phase ran.
+    limits = httpx.Limits(
+        max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8, keepalive_expiry=2.0
+    )
     return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0))

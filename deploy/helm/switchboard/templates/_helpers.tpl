@@ -113,8 +113,6 @@ Included once, from services.yaml.
   value: production
 - name: LOG_LEVEL
   value: {{ $v.logLevel | quote }}
-- name: OTEL_SERVICE_NAME
-  value: {{ .name | quote }}
 {{- with $v.telemetry.otlpEndpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}
@@ -207,7 +205,7 @@ spec:
       annotations:
         {{- /* Roll the pods when the chart's own Secret changes. */}}
         checksum/secret: {{ include "switchboard.secretData" .root | sha256sum }}
-        {{- if $v.metrics.podAnnotations }}
+        {{- if and $v.metrics.podAnnotations $svc.metrics }}
         prometheus.io/scrape: "true"
         prometheus.io/port: {{ $svc.port | quote }}
         prometheus.io/path: /metrics
@@ -255,7 +253,7 @@ spec:
             failureThreshold: 3
           # Ready only while NATS, the database and Redis (where the service uses them) answer.
           readinessProbe:
-            httpGet: {path: /readyz, port: http}
+            httpGet: {path: {{ $svc.readinessPath }}, port: http}
             periodSeconds: 5
             timeoutSeconds: 3
             failureThreshold: 2
