@@ -51,8 +51,12 @@ bench: install ## Benchmarks: added latency and throughput next to the fake LLM 
 contracts: install ## Regenerate the committed contract schemas and the AsyncAPI document
 	$(PY) -m contracts.snapshot --write
 
-helm-lint: ## Lint the Helm chart (needs helm on PATH)
-	helm lint deploy/helm/switchboard
+helm-lint: install ## Lint and render the Helm chart (helm if on PATH, else Helm's library from the dev deps)
+	@if command -v helm >/dev/null; then \
+	  helm lint --strict deploy/helm/switchboard -f deploy/helm/switchboard/ci/existing-secrets-values.yaml; \
+	else \
+	  $(PY) deploy/helm/chart.py lint -f deploy/helm/switchboard/ci/existing-secrets-values.yaml; \
+	fi
 
 clean: ## Remove the virtual environment, caches and local run state
 	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache .hypothesis
