@@ -83,9 +83,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         title="Switchboard gateway",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url=None,
+        # The admin API's contract for operators and tools; the OpenAI routes follow OpenAI's own spec.
+        openapi_url="/openapi.json",
+        docs_url="/docs",
         redoc_url=None,
-        openapi_url=None,
+        # One server span per request comes from ObservabilityMiddleware; FastAPI's built-in
+        # instrumentation would add a second span, metrics and log records to every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.settings = settings
     app.state.metrics = metrics
