@@ -30,14 +30,10 @@ def main() -> None:
         print(f"FAKELLM_READY {server.url}", flush=True)
         await serving
 
-    try:
-        import uvloop
+    import uvloop
 
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works
-        runner = asyncio.run
     with contextlib.suppress(KeyboardInterrupt):
-        runner(run())
+        uvloop.run(run())
 
 
 if __name__ == "__main__":

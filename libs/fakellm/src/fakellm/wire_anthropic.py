@@ -35,7 +35,7 @@ def stream(p: Plan, model: str, rid: str) -> Iterator[Frame]:
     start_usage = (
         {**_input_usage(p), "output_tokens": 1} if not p.omit_usage else {"input_tokens": 0, "output_tokens": 0}
     )
-    message = {
+    message: dict[str, Any] = {
         "id": rid,
         "type": "message",
         "role": "assistant",

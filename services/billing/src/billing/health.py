@@ -9,6 +9,8 @@ import orjson
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
+from servicekit.health import QuietServer
+
 if TYPE_CHECKING:
     from .app import BillingApp
 
@@ -20,8 +22,7 @@ class HealthServer:
     def __init__(self, app: BillingApp, host: str, port: int) -> None:
         self.billing = app
         config = uvicorn.Config(self, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.server = QuietServer(config)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

@@ -177,11 +177,11 @@ class Ledger:
                 expires_at=expires,
                 created_at=now,
             )
-            stmt = stmt.on_conflict_do_update(
+            upsert = stmt.on_conflict_do_update(
                 index_elements=["run_id"],
                 set_={"remaining": reservations.c.remaining + stmt.excluded.remaining, "expires_at": expires},
             ).returning(reservations.c.id)
-            rid = (await conn.execute(stmt)).scalar_one()
+            rid = (await conn.execute(upsert)).scalar_one()
             return rid, cost, 0
 
     async def extend(self, reservation_id: str, user_id: str, cost: int) -> str:

@@ -134,7 +134,7 @@ class CatalogRuntime:
         if conn is None:
             return False
         try:
-            await conn.flush(timeout=timeout)
+            await conn.flush(timeout=max(1, round(timeout)))
         except Exception:
             return False
         return True

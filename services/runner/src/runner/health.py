@@ -6,13 +6,14 @@ Three GET routes need no framework; uvicorn gives a real HTTP server without us 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
+
+from servicekit.health import QuietServer
 
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
@@ -48,13 +49,6 @@ class HealthApp:
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # The runner's own handler drains runs on SIGTERM; uvicorn must not take the signal over.
-        yield
-
-
 class HealthServer:
     """Serves :class:`HealthApp` on ``host:port`` (port 0: any free port; see :attr:`port`)."""
 
@@ -62,7 +56,7 @@ class HealthServer:
         self._host = host
         self._port = port
         self._app = HealthApp(ready, metrics)
-        self._server: _Server | None = None
+        self._server: QuietServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._socket: socket.socket | None = None
 
@@ -83,7 +77,7 @@ class HealthServer:
         config = uvicorn.Config(
             self._app, lifespan="off", log_config=None, access_log=False, log_level="warning", http="h11"
         )
-        self._server = _Server(config)
+        self._server = QuietServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="runner-health")
 
     async def stop(self) -> None:
