@@ -73,3 +73,23 @@ def trace_headers(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 def context_from_headers(headers: Mapping[str, str] | None) -> otel_context.Context:
     """The trace context a message's headers carry (empty context when none)."""
     return propagate.extract(dict(headers or {}))
+
+
+async def wait_until_answering(nc: Client, subject: str, payload: bytes, timeout: float = 5.0) -> None:
+    """Ask ``subject`` until it answers: a service's own subscriptions are then routable for every
+    client (a flush alone proved not enough on some servers, which briefly answered "no responders")."""
+    import asyncio
+    import time
+
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeout
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await nc.request(subject, payload, timeout=1.0)
+            return
+        except (NoRespondersError, NatsTimeout):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.02)

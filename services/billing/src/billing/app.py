@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from sqlalchemy import text
 
-from contracts import Subjects
+from contracts import AdminRequest, Subjects
 from servicekit import natsio
 
 from .consumer import UsageConsumer
@@ -52,6 +52,8 @@ class BillingApp:
                 service = BillingService(self.ledger)
                 inflight: set[asyncio.Task[None]] = set()
                 subs = await register(nc, self.subjects, service, inflight)
+                probe = AdminRequest(op="pricing.list").model_dump_json().encode()
+                await natsio.wait_until_answering(nc, self.subjects.billing_admin, probe)
                 self.consumer = UsageConsumer(
                     js,
                     self.subjects,

@@ -21,8 +21,8 @@ from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from contracts import CacheInvalidated, Subjects
-from servicekit.natsio import trace_headers
+from contracts import AdminRequest, CacheInvalidated, Subjects
+from servicekit.natsio import trace_headers, wait_until_answering
 
 from .cache import AnswerCache
 from .db import migrate, open_engine
@@ -126,6 +126,9 @@ class CatalogRuntime:
         async with self.lifespan():
             await self.broker.start()
             await self._flush()
+            assert self.broker._connection is not None
+            probe = AdminRequest(op="roles.list").model_dump_json().encode()
+            await wait_until_answering(self.broker._connection, self.subjects.catalog_admin, probe)
             yield self
 
     async def _flush(self, timeout: float = 5.0) -> bool:
