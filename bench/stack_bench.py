@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from urllib.parse import urlparse
 
 import httpx
 
+from devstack.procs import url_reachable
 from devstack.seed import AdminClient
 from devstack.stack import Stack, StackConfig
 
@@ -36,15 +36,6 @@ from .loadgen import (
 INSTANT = "bench-instant"
 PACED = "bench-paced"
 TEXT = " ".join(f"word{i}" for i in range(32))
-
-
-def _reachable(url: str, port: int) -> bool:
-    u = urlparse(url)
-    try:
-        with socket.create_connection((u.hostname or "127.0.0.1", u.port or port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 async def _fresh_database(server_url: str) -> tuple[str, str]:
@@ -75,9 +66,9 @@ def _infra() -> dict[str, Any]:
     pg = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     redis = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     return {
-        "nats": nats if _reachable(nats, 4222) else None,
-        "postgres": pg if _reachable(pg, 5432) else None,
-        "redis": redis if _reachable(redis, 6379) else None,
+        "nats": nats if url_reachable(nats, 4222) else None,
+        "postgres": pg if url_reachable(pg, 5432) else None,
+        "redis": redis if url_reachable(redis, 6379) else None,
     }
 
 

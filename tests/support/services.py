@@ -18,13 +18,11 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 
@@ -38,12 +36,9 @@ PG_SYSTEM_USER = "embedded_postgres"
 
 
 def reachable(url: str, default_port: int) -> bool:
-    u = urlparse(url)
-    try:
-        with socket.create_connection((u.hostname or "127.0.0.1", u.port or default_port), timeout=1):
-            return True
-    except OSError:
-        return False
+    from devstack.procs import url_reachable
+
+    return url_reachable(url, default_port)
 
 
 def in_ci() -> bool:

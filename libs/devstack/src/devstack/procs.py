@@ -18,6 +18,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
 
@@ -48,6 +49,12 @@ def tcp_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def url_reachable(url: str, default_port: int, timeout: float = 1.0) -> bool:
+    """Whether the server a URL names (``nats://…``, ``postgresql://…``, ``redis://…``) accepts TCP."""
+    u = urlparse(url)
+    return tcp_accepts(u.hostname or "127.0.0.1", u.port or default_port, timeout)
 
 
 class ManagedProcess:

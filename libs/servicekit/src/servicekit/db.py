@@ -116,3 +116,18 @@ async def migrate(url: str, *, schema: str, script_location: Path, lock_id: int)
                     await conn.commit()
     finally:
         await engine.dispose()
+
+
+def run_alembic_env() -> None:
+    """The body of every service's Alembic ``env.py``: migrate on the connection (and in the schema)
+    that :func:`migrate` hands over — never a URL of its own."""
+    from alembic import context
+
+    config = context.config
+    context.configure(
+        connection=config.attributes["connection"],
+        target_metadata=None,
+        version_table_schema=config.attributes.get("schema"),
+    )
+    with context.begin_transaction():
+        context.run_migrations()

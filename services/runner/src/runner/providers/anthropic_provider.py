@@ -15,7 +15,7 @@ from ..connections import Connection
 from ..errors import ProviderError, StreamBroken
 from ..usage import from_anthropic_delta, from_anthropic_start
 from .base import CallSpec, Chunk, FinishChunk, OpaqueBlock, ReasoningChunk, TextChunk, ToolCallChunk, UsageChunk
-from .common import provider_message, redact
+from .common import client_options, provider_message, redact
 
 #: Anthropic requires ``max_tokens``; this is the default when neither agent nor request sets it.
 DEFAULT_MAX_TOKENS = 4096
@@ -144,13 +144,7 @@ class AnthropicProvider:
 
     def __init__(self, conn: Connection, timeout_s: float) -> None:
         self._conn = conn
-        # max_retries=0: a retry would double the spend and the latency; the run reports the error.
-        self._client = anthropic.AsyncAnthropic(
-            api_key=conn.api_key,
-            base_url=conn.base_url,
-            max_retries=0,
-            timeout=httpx2.Timeout(timeout_s, connect=10.0),
-        )
+        self._client = anthropic.AsyncAnthropic(**client_options(conn, timeout_s))
 
     async def close(self) -> None:
         await self._client.close()

@@ -24,3 +24,16 @@ def provider_message(exc: Exception, secret: str) -> str:
     status = getattr(exc, "status_code", None)
     prefix = f"The provider answered {status}: " if status else "The provider call failed: "
     return prefix + redact(str(message), secret)
+
+
+def client_options(conn: Any, timeout_s: float) -> dict[str, Any]:
+    """What both SDK clients are built with. ``max_retries=0``: a retry would double the spend and
+    the latency; the run reports the error instead."""
+    import httpx2
+
+    return {
+        "api_key": conn.api_key,
+        "base_url": conn.base_url,
+        "max_retries": 0,
+        "timeout": httpx2.Timeout(timeout_s, connect=10.0),
+    }

@@ -13,7 +13,7 @@ from ..connections import Connection
 from ..errors import ProviderError, StreamBroken
 from ..usage import from_openai
 from .base import CallSpec, Chunk, FinishChunk, ReasoningChunk, TextChunk, ToolCallChunk, UsageChunk
-from .common import provider_message, redact
+from .common import client_options, provider_message, redact
 
 #: Responses-API text parts, which chat completions knows as plain ``text`` parts.
 _TEXT_PARTS = frozenset({"input_text", "output_text"})
@@ -93,13 +93,7 @@ class OpenAIProvider:
 
     def __init__(self, conn: Connection, timeout_s: float) -> None:
         self._conn = conn
-        # max_retries=0: a retry would double the spend and the latency; the run reports the error.
-        self._client = openai.AsyncOpenAI(
-            api_key=conn.api_key,
-            base_url=conn.base_url,
-            max_retries=0,
-            timeout=httpx2.Timeout(timeout_s, connect=10.0),
-        )
+        self._client = openai.AsyncOpenAI(**client_options(conn, timeout_s))
 
     async def close(self) -> None:
         await self._client.close()
