@@ -12,8 +12,9 @@ from .context import GatewayContext
 from .errors import RATE_LIMIT, GatewayError
 
 
-def get_ctx(request: Request) -> GatewayContext:
-    """The :class:`GatewayContext` the lifespan created."""
+async def get_ctx(request: Request) -> GatewayContext:
+    """The :class:`GatewayContext` the lifespan created. ``async`` on purpose: FastAPI runs a plain
+    ``def`` dependency in a worker thread, a thread hop on every request."""
     ctx: GatewayContext = request.app.state.ctx
     return ctx
 

@@ -196,13 +196,13 @@ class AgentRun:
     # --- the run ----------------------------------------------------------------------------------
     async def execute(self) -> Status_:
         """Run to the end. Cancelling the task records the partial usage, closes the run, and re-raises."""
-        await self.emitter.emit(RunStarted, runner_id=self.runner_id)
+        await self.emitter.emit(RunStarted, flush=True, runner_id=self.runner_id)
         beats = asyncio.create_task(self.emitter.heartbeats(), name=f"heartbeat-{self.request.run_id}")
         try:
             finish = await self._loop()
             self.status = "completed"
             beats.cancel()
-            await self.emitter.emit(RunCompleted, finish_reason=finish, usage=self.total)
+            await self.emitter.emit(RunCompleted, flush=True, finish_reason=finish, usage=self.total)
         except RunError as exc:
             beats.cancel()
             await self._fail(exc.info)
@@ -322,10 +322,10 @@ class AgentRun:
                         if isinstance(c, TextChunk):
                             deltas += 1
                             text.append(c.text)
-                            await emit(TextDelta, delta=c.text)
+                            await emit(TextDelta, flush=deltas == 1, delta=c.text)
                         elif isinstance(c, ReasoningChunk):
                             deltas += 1
-                            await emit(ReasoningDelta, delta=c.text)
+                            await emit(ReasoningDelta, flush=deltas == 1, delta=c.text)
                         elif isinstance(c, ToolCallChunk):
                             pending = calls.get(c.index)
                             if pending is None:
@@ -336,7 +336,9 @@ class AgentRun:
                                 )
                                 self.next_tool_index += 1
                                 calls[c.index] = pending
-                                await emit(ToolCallStarted, index=pending.index, call_id=pending.id, name=pending.name)
+                                await emit(
+                                    ToolCallStarted, flush=True, index=pending.index, call_id=pending.id, name=pending.name
+                                )
                             if c.arguments:
                                 deltas += 1
                                 pending.arguments.append(c.arguments)

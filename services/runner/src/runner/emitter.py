@@ -3,6 +3,11 @@
 Transport-free: ``publish`` is any coroutine that sends bytes on the run's subject. The sequence
 number is taken and the bytes handed to ``publish`` with no await in between, so events leave in
 order even when a heartbeat and a delta race.
+
+nats-py writes from a flusher task of its own, so a published event leaves only when the run next
+yields to the event loop. ``flush=True`` yields at once: for events the client is waiting on (the
+start, a call's first delta, the end), which would otherwise wait behind whatever CPU work follows
+(building the provider request, decoding a burst of buffered chunks).
 """
 
 from __future__ import annotations
@@ -25,11 +30,13 @@ class EventEmitter:
         self._heartbeat_s = heartbeat_s
         self._last = time.monotonic()
 
-    async def emit(self, event_type: type[_RunEvent], **fields: Any) -> None:
+    async def emit(self, event_type: type[_RunEvent], /, *, flush: bool = False, **fields: Any) -> None:
         event = event_type(run_id=self.run_id, seq=self.seq, **fields)
         self.seq += 1
         self._last = time.monotonic()
         await self._publish(event.model_dump_json().encode())
+        if flush:
+            await asyncio.sleep(0)
 
     async def heartbeats(self) -> None:
         """Send a :class:`Heartbeat` whenever nothing was sent for ``heartbeat_s``; run as a task."""

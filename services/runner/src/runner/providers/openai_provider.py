@@ -117,15 +117,17 @@ class OpenAIProvider:
             raise ProviderError(provider_message(exc, self._conn.api_key), getattr(exc, "status_code", None)) from None
         # A stream cut short (the connection closed cleanly) has neither a finish reason nor [DONE];
         # it must not pass for a complete answer.
-        finished = False
+        finished = done = False
         try:
             async for line in response.iter_lines():
-                if not line.startswith("data:"):
+                if done or not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
-                    finished = True
-                    break
+                    # Read on to the end of the body rather than stopping here: a response closed
+                    # before its end costs the pooled connection, and the next call a new one.
+                    finished = done = True
+                    continue
                 chunk = orjson.loads(data)
                 if not isinstance(chunk, dict):
                     raise StreamBroken("the provider sent an event that is not a JSON object")
