@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -24,6 +25,26 @@ def provider_message(exc: Exception, secret: str) -> str:
     status = getattr(exc, "status_code", None)
     prefix = f"The provider answered {status}: " if status else "The provider call failed: "
     return prefix + redact(str(message), secret)
+
+
+def status_message(status: int, body: bytes, secret: str) -> str:
+    """An HTTP error answer as a message: the provider's own, from its JSON error body when it has one."""
+    message: Any = None
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        inner = parsed.get("error")
+        message = parsed.get("message") or (inner.get("message") if isinstance(inner, dict) else inner)
+    if not isinstance(message, str) or not message:
+        message = body.decode("utf-8", "replace").strip()[:500] or f"HTTP {status}"
+    return f"The provider answered {status}: " + redact(message, secret)
+
+
+def connection_failed(exc: Exception, secret: str) -> str:
+    """A request that never got an answer (unreachable host, timeout)."""
+    return "The provider call failed: " + redact(str(exc) or type(exc).__name__, secret)
 
 
 def client_options(conn: Any, timeout_s: float) -> dict[str, Any]:
