@@ -27,6 +27,10 @@ def main() -> None:
             if serving.done():
                 serving.result()
             await asyncio.sleep(0.005)
+        import gc
+
+        gc.collect()
+        gc.freeze()  # no full collection walks the startup heap mid-stream (see servicekit.runtime)
         print(f"FAKELLM_READY {server.url}", flush=True)
         await serving
 

@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 
+from servicekit.runtime import freeze_startup_heap
 from servicekit.telemetry import setup_logging, setup_tracing
 
 from .settings import BillingSettings
@@ -24,6 +25,7 @@ async def serve(settings: BillingSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with BillingApp(settings).running():
+        freeze_startup_heap()
         log.info("billing ready")
         await stop.wait()
     log.info("billing stopped")

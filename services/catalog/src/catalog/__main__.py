@@ -9,6 +9,7 @@ from types import FrameType
 
 from faststream.asgi import AsgiFastStream
 
+from servicekit.runtime import freeze_startup_heap
 from servicekit.telemetry import setup_logging, setup_tracing
 
 from .app import create_app
@@ -25,6 +26,7 @@ def main() -> None:
     setup_logging(settings.log_level)
     setup_tracing("catalog", settings.otlp_endpoint)
     app = create_app(settings)
+    app.after_startup(freeze_startup_heap)
     try:
         import uvloop
 

@@ -7,6 +7,7 @@ import signal
 
 import uvicorn
 
+from servicekit.runtime import freeze_startup_heap
 from servicekit.telemetry import setup_logging
 
 from .app import create_app
@@ -17,7 +18,7 @@ def main() -> None:
     settings = GatewaySettings()
     setup_logging(settings.log_level)
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, on_ready=freeze_startup_heap),
         host=settings.host,
         port=settings.port,
         loop="uvloop",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 from opentelemetry import trace
@@ -31,8 +31,8 @@ from .settings import GatewaySettings
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: GatewaySettings) -> FastAPI:
-    """The gateway app. Nothing connects until the lifespan runs."""
+def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None = None) -> FastAPI:
+    """The gateway app. Nothing connects until the lifespan runs; ``on_ready`` is called once it is up."""
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
@@ -70,6 +70,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 redis=redis,
                 rate_limiter=RateLimiter(redis, namespace=settings.nats_namespace),
             )
+            if on_ready is not None:
+                on_ready()
             log.info("gateway ready (namespace %r)", settings.nats_namespace)
             yield
             await invalidations.unsubscribe()

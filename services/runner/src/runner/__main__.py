@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 
+from servicekit.runtime import freeze_startup_heap
 from servicekit.telemetry import setup_logging, setup_tracing
 
 from .app import create_app
@@ -19,6 +20,7 @@ async def _serve(settings: RunnerSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await app.start()
+    freeze_startup_heap()
     try:
         await stop.wait()
     finally:

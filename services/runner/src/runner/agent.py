@@ -336,9 +336,8 @@ class AgentRun:
                                 )
                                 self.next_tool_index += 1
                                 calls[c.index] = pending
-                                await emit(
-                                    ToolCallStarted, flush=True, index=pending.index, call_id=pending.id, name=pending.name
-                                )
+                                started = {"index": pending.index, "call_id": pending.id, "name": pending.name}
+                                await emit(ToolCallStarted, flush=True, **started)
                             if c.arguments:
                                 deltas += 1
                                 pending.arguments.append(c.arguments)
