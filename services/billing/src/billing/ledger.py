@@ -9,19 +9,23 @@ Spend is a fact: a call's cost is debited in full even when it exceeds what its 
 reserved (or the balance), so a balance can end below zero; only *admission* is refused (402).
 Reservations are keyed by run; usage reduces its run's reservation, and ``RunClosed`` (which may
 arrive before some of the run's records) releases the rest once all ``calls`` records are in.
-Lock order everywhere: accounts (sorted by user id), then reservations.
+
+Lock order everywhere: reservations (by run id), then accounts (sorted by user id). Every admission
+updates its account row, so the consumer does all its other reads and writes first and touches the
+account rows only in its last two statements before the commit (see :meth:`Ledger.apply`).
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select, text, update
+from sqlalchemy import and_, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -31,17 +35,115 @@ from .db import SCHEMA, accounts, ledger, prices, reservations
 from .money import Price
 from .pricing import PriceEntry, PriceTable
 
-#: Admission on PostgreSQL in one round trip: the conditional UPDATE feeds the reservation upsert,
-#: so either both happen or neither (a data-modifying CTE is one atomic statement).
-# SCHEMA is a constant of this package, never input.
+log = logging.getLogger(__name__)
+
+# PostgreSQL statements in plain SQL: a batch's rows go in as one array per column (``unnest``), so each
+# statement has a fixed shape — prepared once per connection, no per-batch SQL compilation — and is one
+# round trip whatever the batch size. SCHEMA is a constant of this package, never input.
+
+#: Admission in one round trip: the conditional UPDATE feeds the reservation upsert, so either both
+#: happen or neither (a data-modifying CTE is one atomic statement). ``prior`` locks the run's existing
+#: reservation (a redelivered request) BEFORE the account row — the global lock order; its count is a
+#: one-time filter, evaluated before the account is read.
 _ADMIT_PG = text(
-    f"WITH room AS (UPDATE {SCHEMA}.accounts SET reserved = reserved + :cost"  # noqa: S608
-    " WHERE user_id = :user_id AND balance - reserved >= :cost RETURNING user_id)"
+    f"WITH prior AS MATERIALIZED (SELECT id FROM {SCHEMA}.reservations WHERE run_id = :run_id FOR UPDATE),"  # noqa: S608
+    f" room AS (UPDATE {SCHEMA}.accounts SET reserved = reserved + :cost"
+    " WHERE user_id = :user_id AND balance - reserved >= :cost AND (SELECT count(*) FROM prior) >= 0"
+    " RETURNING user_id)"
     f" INSERT INTO {SCHEMA}.reservations (id, run_id, user_id, remaining, expected_calls, expires_at, created_at)"
     " SELECT :rid, :run_id, user_id, :cost, NULL, :expires, :now FROM room"
     " ON CONFLICT (run_id) DO UPDATE SET remaining = reservations.remaining + EXCLUDED.remaining,"
     " expires_at = EXCLUDED.expires_at RETURNING id"
 )
+
+#: Open the missing accounts and write their start entries, in one statement. ON CONFLICT DO NOTHING
+#: takes no lock on an account that exists.
+_ENSURE_PG = text(
+    f"WITH new AS (INSERT INTO {SCHEMA}.accounts (user_id, balance, reserved, created_at)"  # noqa: S608
+    " SELECT u, CAST(:start AS bigint), 0, CAST(:now AS timestamptz) FROM unnest(CAST(:uids AS text[])) AS u"
+    " ORDER BY u ON CONFLICT (user_id) DO NOTHING RETURNING user_id)"
+    f" INSERT INTO {SCHEMA}.ledger (user_id, kind, amount, balance_after, estimated, created_at)"
+    " SELECT user_id, 'start', CAST(:start AS bigint), CAST(:start AS bigint), false, CAST(:now AS timestamptz)"
+    " FROM new WHERE CAST(:start AS bigint) <> 0 ORDER BY user_id"
+)
+
+#: A batch's reservations, locked in run order (every path locks reservations in this order).
+_LOCK_RESERVATIONS_PG = text(
+    f"SELECT run_id, user_id, remaining, expected_calls FROM {SCHEMA}.reservations"  # noqa: S608
+    " WHERE run_id = ANY(CAST(:runs AS text[])) ORDER BY run_id FOR UPDATE"
+)
+
+#: The ledger's entries of a batch's runs: the duplicate pre-check and the call counts in one read
+#: (an index range per run on the unique (run_id, call_index) index).
+_LEDGER_KEYS_PG = text(
+    f"SELECT run_id, call_index FROM {SCHEMA}.ledger WHERE run_id = ANY(CAST(:runs AS text[]))"  # noqa: S608
+)
+
+_UPDATE_RESERVATIONS_PG = text(
+    f"UPDATE {SCHEMA}.reservations AS r SET remaining = v.remaining, expected_calls = v.calls"  # noqa: S608
+    " FROM unnest(CAST(:runs AS text[]), CAST(:remaining AS bigint[]), CAST(:calls AS int[]))"
+    " AS v(run_id, remaining, calls) WHERE r.run_id = v.run_id"
+)
+
+_RELEASE_RESERVATIONS_PG = text(
+    f"UPDATE {SCHEMA}.reservations SET remaining = 0 WHERE id = ANY(CAST(:ids AS text[]))"  # noqa: S608
+)
+
+#: Every affected account in one statement: balance += delta, reserved -= released. ``locked`` takes
+#: the row locks in user id order (LockRows above the sort) before any row is updated, so concurrent
+#: billing replicas never deadlock; the UPDATE only touches rows that ``locked`` already holds.
+_MOVE_ACCOUNTS_PG = text(
+    "WITH v AS (SELECT * FROM unnest(CAST(:uids AS text[]), CAST(:deltas AS bigint[]),"  # noqa: S608
+    " CAST(:released AS bigint[])) AS v(user_id, delta, released)),"
+    f" locked AS MATERIALIZED (SELECT user_id FROM {SCHEMA}.accounts"
+    " WHERE user_id = ANY(CAST(:uids AS text[])) ORDER BY user_id FOR UPDATE)"
+    f" UPDATE {SCHEMA}.accounts AS a SET balance = a.balance + v.delta, reserved = a.reserved - v.released"
+    " FROM v JOIN locked AS l ON l.user_id = v.user_id WHERE a.user_id = v.user_id"
+    " RETURNING a.user_id, a.balance"
+)
+
+#: The usage entry's columns that vary per row, with their PostgreSQL array types.
+_USAGE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("user_id", "text"),
+    ("amount", "bigint"),
+    ("balance_after", "bigint"),
+    ("run_id", "text"),
+    ("call_index", "int"),
+    ("agent_id", "text"),
+    ("conversation_id", "text"),
+    ("provider", "text"),
+    ("model", "text"),
+    ("price_key", "text"),
+    ("input_tokens", "int"),
+    ("cache_write_tokens", "int"),
+    ("cache_read_tokens", "int"),
+    ("output_tokens", "int"),
+    ("reasoning_tokens", "int"),
+    ("input_price", "bigint"),
+    ("output_price", "bigint"),
+    ("cache_write_price", "bigint"),
+    ("cache_read_price", "bigint"),
+    ("context", "text"),
+    ("estimated", "boolean"),
+)
+_USAGE_NAMES = ", ".join(c for c, _ in _USAGE_COLUMNS)
+
+#: A batch's usage entries in one statement, in batch order (``seq`` follows it, as ``balance_after`` does).
+_INSERT_USAGE_PG = text(
+    f"INSERT INTO {SCHEMA}.ledger (kind, created_at, {_USAGE_NAMES})"  # noqa: S608
+    f" SELECT 'usage', CAST(:now AS timestamptz), {', '.join('e.' + c for c, _ in _USAGE_COLUMNS)}"
+    f" FROM unnest({', '.join(f'CAST(:{c} AS {t}[])' for c, t in _USAGE_COLUMNS)})"
+    f" WITH ORDINALITY AS e({_USAGE_NAMES}, ord) ORDER BY e.ord"
+    " ON CONFLICT (run_id, call_index) DO NOTHING RETURNING run_id"
+)
+
+#: How often :meth:`Ledger.apply` retries a batch that raced another billing replica before it lets the
+#: consumer nak the batch (which then comes back after the retry delay).
+_APPLY_ATTEMPTS = 3
+
+
+class RacedError(RuntimeError):
+    """A usage entry of the batch was written by someone else between the pre-check and the insert."""
 
 
 def _now() -> datetime:
@@ -78,6 +180,9 @@ class Ledger:
             return
         now = _now()
         start = self.policy.start_balance if self.policy.balance_enabled else 0
+        if self._pg:
+            await conn.execute(_ENSURE_PG, {"uids": wanted, "start": start, "now": now})
+            return
         stmt = (
             self._insert(accounts)
             .values(
@@ -167,6 +272,9 @@ class Ledger:
                     return rid, cost, 0
         async with self.engine.begin() as conn:
             await self._ensure_accounts(conn, [user_id])
+            if self._pg:  # the lock order: the run's reservation (if any) before the account
+                q = select(reservations.c.id).where(reservations.c.run_id == run_id).with_for_update()
+                await conn.execute(q)
             await self._maybe_refill(conn, user_id, cost)
             if not await self._reserve(conn, user_id, cost):
                 row = (await self._lock(conn, [user_id]))[user_id]
@@ -193,6 +301,8 @@ class Ledger:
             q = select(reservations.c.id).where(
                 and_(reservations.c.id == reservation_id, reservations.c.user_id == user_id)
             )
+            if self._pg:  # the lock order: the reservation before the account
+                q = q.with_for_update()
             if (await conn.execute(q)).first() is None:
                 return "not_found"
             if not await self._reserve(conn, user_id, cost):
@@ -254,54 +364,209 @@ class Ledger:
 
         Records already in the ledger (redelivered, re-published) are skipped. Returns how many
         entries were written. The caller acks the batch only after this returns.
+
+        Every admission updates its account row, so the account rows are touched last: first the
+        batch's reservations are locked (run order), the ledger's entries of its runs read (the
+        duplicate pre-check and the call counts) and the reservations settled; only then ONE statement
+        moves every affected account (locked in user id order), ONE statement inserts the entries
+        with their ``balance_after``, and the transaction commits. An admission waits for a batch at
+        most those two statements and the commit.
+
+        A batch that raced another writer (see :meth:`_apply`) is rolled back and applied again; if
+        it keeps racing the error reaches the consumer, which naks the batch for a later retry.
         """
         if not self.policy.transactions_enabled:
             return 0
-        async with self.engine.begin() as conn:
-            users = [r.user_id for r in records] + [c.user_id for c in closes]
-            await self._ensure_accounts(conn, users)
-            locked = await self._lock(conn, users)
-            fresh = await self._new_records(conn, records)
-            written = await self._write_usage(conn, fresh, locked)
-            run_ids = {r.run_id for r in fresh} | {c.run_id for c in closes}
-            await self._settle(conn, run_ids, fresh, closes)
-            return written
+        attempt = 1
+        while True:
+            try:
+                return await self._apply(records, closes)
+            except RacedError as exc:
+                if attempt >= _APPLY_ATTEMPTS:
+                    raise
+                attempt += 1
+                log.info("a usage batch raced another writer (%s); applying it again", exc)
 
-    async def _new_records(self, conn: AsyncConnection, records: Sequence[UsageRecorded]) -> list[UsageRecorded]:
+    async def _apply(self, records: Sequence[UsageRecorded], closes: Sequence[RunClosed]) -> int:
         unique: dict[tuple[str, int], UsageRecorded] = {}
         for r in records:
             unique.setdefault((r.run_id, r.call_index), r)
-        if not unique:
-            return []
-        # By run id (the unique index's leading column): an index range per run, where a row-value
-        # IN list would scan the table.
-        runs = sorted({k[0] for k in unique})
-        existing: set[tuple[str, int]] = set()
-        for i in range(0, len(runs), 500):
-            q = select(ledger.c.run_id, ledger.c.call_index).where(ledger.c.run_id.in_(runs[i : i + 500]))
-            existing.update((row.run_id, row.call_index) for row in await conn.execute(q))
-        return [r for k, r in unique.items() if k not in existing]
-
-    async def _write_usage(
-        self, conn: AsyncConnection, fresh: list[UsageRecorded], locked: dict[str, dict[str, Any]]
-    ) -> int:
-        if not fresh:
+        runs = sorted({k[0] for k in unique} | {c.run_id for c in closes})
+        if not runs:
             return 0
-        running = {u: row["balance"] for u, row in locked.items()}
-        rows = []
         track = self.policy.balance_enabled
-        now = _now()
+        async with self.engine.begin() as conn:
+            # Opens only the missing accounts: INSERT … ON CONFLICT DO NOTHING locks no existing row.
+            await self._ensure_accounts(conn, [r.user_id for r in records] + [c.user_id for c in closes])
+
+            # 1. Everything but the accounts. The ledger is read AFTER the reservations are locked:
+            # whoever else writes entries of these runs holds their reservations until it commits, so
+            # what we read is complete and the call counts (existing + this batch's) are exact.
+            open_ = await self._lock_reservations(conn, runs)
+            existing: set[tuple[str, int]] = set()
+            counts: dict[str, int] = defaultdict(int)
+            for run_id, call_index in await self._ledger_keys(conn, runs):
+                existing.add((run_id, call_index))
+                counts[run_id] += 1
+            fresh = [r for k, r in unique.items() if k not in existing]
+            priced = self._price(fresh)
+            for r in fresh:
+                counts[r.run_id] += 1
+            released = await self._settle(conn, open_, fresh, priced, closes, counts)
+
+            # 2. The accounts, in one statement: balance -= spend, reserved -= released.
+            moves: dict[str, list[int]] = {}
+            if track:
+                for r, (_, cost) in zip(fresh, priced, strict=True):
+                    moves.setdefault(r.user_id, [0, 0])[0] -= cost
+            for user_id, amount in released.items():
+                if amount:
+                    moves.setdefault(user_id, [0, 0])[1] += amount
+            balances = await self._move_accounts(conn, moves)
+            if not fresh:
+                return 0
+
+            # 3. The entries, in one statement. The pre-check cannot see a writer that has not
+            # committed yet: another billing replica applying the same record (a redelivery) in a run
+            # without a reservation. ON CONFLICT skips the row, but its cost is already in the balance
+            # moved above, so the whole transaction must roll back: the retry's pre-check then sees
+            # the other writer's entry and leaves the record out.
+            rows = self._usage_rows(fresh, priced, balances if track else None)
+            written = await self._insert_usage(conn, rows)
+            if written != len(rows):
+                raise RacedError(f"{len(rows) - written} of {len(rows)} usage entries were already written")
+            return written
+
+    def _price(self, fresh: Sequence[UsageRecorded]) -> list[tuple[Price, int]]:
+        """Each record's price and exact cost in µcr (one price lookup per model per batch)."""
+        by_model: dict[str, Price] = {}
+        out = []
         for r in fresh:
-            price = self.prices.lookup(r.model)
-            cost = _cost(price, r)
-            running[r.user_id] -= cost
+            price = by_model.get(r.model)
+            if price is None:
+                price = by_model[r.model] = self.prices.lookup(r.model)
+            out.append((price, _cost(price, r)))
+        return out
+
+    async def _lock_reservations(self, conn: AsyncConnection, runs: list[str]) -> dict[str, dict[str, Any]]:
+        if self._pg:
+            result = await conn.execute(_LOCK_RESERVATIONS_PG, {"runs": runs})
+            return {row.run_id: dict(row._mapping) for row in result}
+        out: dict[str, dict[str, Any]] = {}
+        cols = (reservations.c.run_id, reservations.c.user_id, reservations.c.remaining, reservations.c.expected_calls)
+        for chunk in _chunks(runs):
+            q = select(*cols).where(reservations.c.run_id.in_(chunk))
+            out.update((row.run_id, dict(row._mapping)) for row in await conn.execute(q))
+        return out
+
+    async def _ledger_keys(self, conn: AsyncConnection, runs: list[str]) -> list[tuple[str, int]]:
+        """Every (run_id, call_index) in the ledger for these runs."""
+        if self._pg:
+            return [(row[0], row[1]) for row in await conn.execute(_LEDGER_KEYS_PG, {"runs": runs})]
+        out: list[tuple[str, int]] = []
+        for chunk in _chunks(runs):
+            q = select(ledger.c.run_id, ledger.c.call_index).where(ledger.c.run_id.in_(chunk))
+            out.extend((row[0], row[1]) for row in await conn.execute(q))
+        return out
+
+    async def _settle(
+        self,
+        conn: AsyncConnection,
+        open_: dict[str, dict[str, Any]],
+        fresh: list[UsageRecorded],
+        priced: list[tuple[Price, int]],
+        closes: Sequence[RunClosed],
+        counts: Mapping[str, int],
+    ) -> dict[str, int]:
+        """Spend comes out of the run's reservation; a closed run whose every call is in releases the rest.
+
+        Writes the reservations (one statement); returns what to release per user from ``reserved``.
+        ``counts`` is each run's entries in the ledger once this batch is in.
+        """
+        if not open_:
+            return {}
+        spent: dict[str, int] = defaultdict(int)
+        for r, (_, cost) in zip(fresh, priced, strict=True):
+            spent[r.run_id] += cost
+        expected = {c.run_id: c.calls for c in closes}
+        release_by_user: dict[str, int] = defaultdict(int)
+        changed: list[tuple[str, int, int | None]] = []
+        for run_id, res in open_.items():
+            release = min(spent.get(run_id, 0), res["remaining"])
+            remaining = res["remaining"] - release
+            calls = expected.get(run_id, res["expected_calls"])
+            if calls is not None and counts.get(run_id, 0) >= calls:
+                release += remaining
+                remaining = 0
+            if release or calls != res["expected_calls"]:
+                release_by_user[res["user_id"]] += release
+                changed.append((run_id, remaining, calls))
+        if not changed:
+            return release_by_user
+        if self._pg:
+            await conn.execute(
+                _UPDATE_RESERVATIONS_PG,
+                {
+                    "runs": [c[0] for c in changed],
+                    "remaining": [c[1] for c in changed],
+                    "calls": [c[2] for c in changed],
+                },
+            )
+        else:
+            await conn.execute(
+                update(reservations)
+                .where(reservations.c.run_id == bindparam("rid"))
+                .values(remaining=bindparam("left"), expected_calls=bindparam("calls")),
+                [{"rid": rid, "left": left, "calls": calls} for rid, left, calls in changed],
+            )
+        return release_by_user
+
+    async def _move_accounts(self, conn: AsyncConnection, moves: Mapping[str, Sequence[int]]) -> dict[str, int]:
+        """Every account in ``moves`` (user → (delta, released)) in one statement: balance += delta,
+        reserved -= released, the rows locked in user id order. Returns the balances after."""
+        if not moves:
+            return {}
+        uids = sorted(moves)
+        if self._pg:
+            params = {
+                "uids": uids,
+                "deltas": [moves[u][0] for u in uids],
+                "released": [moves[u][1] for u in uids],
+            }
+            return {row[0]: row[1] for row in await conn.execute(_MOVE_ACCOUNTS_PG, params)}
+        await conn.execute(
+            update(accounts)
+            .where(accounts.c.user_id == bindparam("uid"))
+            .values(balance=accounts.c.balance + bindparam("delta"), reserved=accounts.c.reserved - bindparam("freed")),
+            [{"uid": u, "delta": moves[u][0], "freed": moves[u][1]} for u in uids],
+        )
+        out: dict[str, int] = {}
+        for chunk in _chunks(uids):
+            q = select(accounts.c.user_id, accounts.c.balance).where(accounts.c.user_id.in_(chunk))
+            out.update((row[0], row[1]) for row in await conn.execute(q))
+        return out
+
+    def _usage_rows(
+        self, fresh: list[UsageRecorded], priced: list[tuple[Price, int]], balances: Mapping[str, int] | None
+    ) -> list[dict[str, Any]]:
+        """The batch's entries, in batch order. With balances tracked, ``balance_after`` comes from each
+        user's balance after the batch: the user's last entry has it, each earlier one adds back the
+        amounts of the user's entries after it."""
+        after: list[int | None] = [None] * len(fresh)
+        if balances is not None:
+            running = dict(balances)
+            for i in range(len(fresh) - 1, -1, -1):
+                user_id = fresh[i].user_id
+                after[i] = running[user_id]
+                running[user_id] += priced[i][1]  # undo the entry's amount (−cost)
+        rows = []
+        for r, (price, cost), balance_after in zip(fresh, priced, after, strict=True):
             u = r.usage
             rows.append(
                 {
                     "user_id": r.user_id,
-                    "kind": "usage",
                     "amount": -cost,
-                    "balance_after": running[r.user_id] if track else None,
+                    "balance_after": balance_after,
                     "run_id": r.run_id,
                     "call_index": r.call_index,
                     "agent_id": r.agent_id,
@@ -320,97 +585,50 @@ class Ledger:
                     "cache_read_price": price.cache_read,
                     "context": r.context,
                     "estimated": r.estimated,
-                    "created_at": now,
                 }
             )
-        # The pre-check above makes conflicts rare (the account rows are locked); ON CONFLICT is the
-        # guarantee: whatever raced us, a (run_id, call_index) is written once and counted once.
-        stmt = self._insert(ledger).on_conflict_do_nothing(index_elements=["run_id", "call_index"])
-        inserted = (await conn.execute(stmt.returning(ledger.c.user_id, ledger.c.amount), rows)).all()
-        deltas: dict[str, int] = defaultdict(int)
-        for user_id, amount in inserted:
-            deltas[user_id] += amount
-        if self.policy.balance_enabled and deltas:
-            await conn.execute(
-                update(accounts)
-                .where(accounts.c.user_id == _bind("uid"))
-                .values(balance=accounts.c.balance + _bind("delta")),
-                [{"uid": u, "delta": d} for u, d in sorted(deltas.items())],
-            )
-        return len(inserted)
+        return rows
 
-    async def _settle(
-        self, conn: AsyncConnection, run_ids: set[str], fresh: list[UsageRecorded], closes: Sequence[RunClosed]
-    ) -> None:
-        """Spend comes out of the run's reservation; a closed run whose every call is in releases the rest."""
-        if not run_ids:
-            return
-        q = select(reservations).where(reservations.c.run_id.in_(sorted(run_ids)))
+    async def _insert_usage(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
+        """Insert the entries (ON CONFLICT (run_id, call_index) DO NOTHING); returns how many were written."""
+        now = _now()
         if self._pg:
-            q = q.with_for_update()
-        open_ = {row.run_id: dict(row._mapping) for row in await conn.execute(q)}
-        if not open_:
-            return
-        spent: dict[str, int] = defaultdict(int)
-        for r in fresh:
-            spent[r.run_id] += _cost(self.prices.lookup(r.model), r)
-        expected = {c.run_id: c.calls for c in closes}
-        counts = await self._call_counts(
-            conn, [rid for rid in open_ if rid in expected or open_[rid]["expected_calls"] is not None]
-        )
-        release_by_user: dict[str, int] = defaultdict(int)
-        for run_id, res in open_.items():
-            release = min(spent.get(run_id, 0), res["remaining"])
-            remaining = res["remaining"] - release
-            calls = expected.get(run_id, res["expected_calls"])
-            if calls is not None and counts.get(run_id, 0) >= calls:
-                release += remaining
-                remaining = 0
-            if release or calls != res["expected_calls"]:
-                release_by_user[res["user_id"]] += release
-                await conn.execute(
-                    update(reservations)
-                    .where(reservations.c.run_id == run_id)
-                    .values(remaining=remaining, expected_calls=calls)
-                )
-        await self._release(conn, release_by_user)
-
-    async def _call_counts(self, conn: AsyncConnection, run_ids: list[str]) -> dict[str, int]:
-        if not run_ids:
-            return {}
-        q = select(ledger.c.run_id, func.count()).where(ledger.c.run_id.in_(run_ids)).group_by(ledger.c.run_id)
-        return {row[0]: row[1] for row in await conn.execute(q)}
-
-    async def _release(self, conn: AsyncConnection, by_user: dict[str, int]) -> None:
-        items = [{"uid": u, "amount": a} for u, a in by_user.items() if a]
-        if items:
-            await conn.execute(
-                update(accounts)
-                .where(accounts.c.user_id == _bind("uid"))
-                .values(reserved=accounts.c.reserved - _bind("amount")),
-                items,
-            )
+            params: dict[str, Any] = {c: [row[c] for row in rows] for c, _ in _USAGE_COLUMNS}
+            params["now"] = now
+            return len((await conn.execute(_INSERT_USAGE_PG, params)).all())
+        stmt = self._insert(ledger).on_conflict_do_nothing(index_elements=["run_id", "call_index"])
+        values = [{**row, "kind": "usage", "created_at": now} for row in rows]
+        return len((await conn.execute(stmt.returning(ledger.c.run_id), values)).all())
 
     async def expire(self) -> int:
         """Release reservations past their expiry (their runs were abandoned). Returns how many.
 
-        Locks accounts before reservations, the order the consumer uses, so the two never deadlock.
+        Locks the reservations (in run id order) before the accounts (in user id order): the order
+        :meth:`apply`, admission and :meth:`extend` use, so the sweeper never deadlocks with them.
         """
         async with self.engine.begin() as conn:
             due = and_(reservations.c.expires_at < _now(), reservations.c.remaining > 0)
-            users = (await conn.execute(select(reservations.c.user_id).where(due).distinct())).scalars().all()
-            if not users:
-                return 0
-            await self._lock(conn, users)
-            q = select(reservations).where(and_(due, reservations.c.user_id.in_(sorted(users))))
+            q = (
+                select(reservations.c.id, reservations.c.user_id, reservations.c.remaining)
+                .where(due)
+                .order_by(reservations.c.run_id)
+            )
             if self._pg:
+                # A reservation settled while we waited for its lock is re-checked against ``due``.
                 q = q.with_for_update()
-            rows = [dict(r._mapping) for r in await conn.execute(q)]
+            rows = (await conn.execute(q)).all()
+            if not rows:
+                return 0
+            ids = [r.id for r in rows]
+            if self._pg:
+                await conn.execute(_RELEASE_RESERVATIONS_PG, {"ids": ids})
+            else:
+                for chunk in _chunks(ids):
+                    await conn.execute(update(reservations).where(reservations.c.id.in_(chunk)).values(remaining=0))
             by_user: dict[str, int] = defaultdict(int)
             for r in rows:
-                by_user[r["user_id"]] += r["remaining"]
-                await conn.execute(update(reservations).where(reservations.c.id == r["id"]).values(remaining=0))
-            await self._release(conn, by_user)
+                by_user[r.user_id] += r.remaining
+            await self._move_accounts(conn, {u: (0, amount) for u, amount in by_user.items()})
             return len(rows)
 
     # --- reads and prices ------------------------------------------------------------------------
@@ -455,7 +673,6 @@ def _cost(price: Price, r: UsageRecorded) -> int:
     )
 
 
-def _bind(name: str):  # type: ignore[no-untyped-def]
-    from sqlalchemy import bindparam
-
-    return bindparam(name)
+def _chunks(items: Sequence[str], size: int = 500) -> list[Sequence[str]]:
+    """SQLite's IN lists, a few hundred values at a time."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
