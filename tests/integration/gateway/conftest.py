@@ -29,6 +29,7 @@ from contracts import (
     ListModelsRequest,
     ModelInfo,
     Principal,
+    RunAdmitted,
     RunRequest,
     RunStarted,
     Subjects,
@@ -82,6 +83,8 @@ class Fakes:
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     run_received: asyncio.Event = field(default_factory=asyncio.Event)
     run_headers: list[dict[str, str]] = field(default_factory=list)
+    #: Each run's go-ahead (RunAdmitted), or None once it was cancelled before one came.
+    admissions: dict[str, asyncio.Future[RunAdmitted | None]] = field(default_factory=dict)
     revoked: set[str] = field(default_factory=set)
 
     def agent(self, agent_id: str, script: Script, **params: Any) -> AgentSnapshot:
@@ -157,8 +160,18 @@ async def run_fakes(nc: nats.NATS, subjects: Subjects, fakes: Fakes) -> list[Any
         await msg.respond(reply.model_dump_json().encode())
 
     async def cancel(msg: Any) -> None:
-        fakes.cancels.append(CancelRun.model_validate_json(msg.data))
+        cancel = CancelRun.model_validate_json(msg.data)
+        fakes.cancels.append(cancel)
         fakes.cancelled.set()
+        waiting = admission_of(fakes, cancel.run_id)
+        if not waiting.done():
+            waiting.set_result(None)
+
+    async def admitted(msg: Any) -> None:
+        go = RunAdmitted.model_validate_json(msg.data)
+        waiting = admission_of(fakes, go.run_id)
+        if not waiting.done():
+            waiting.set_result(go)
 
     return [
         await nc.subscribe(subjects.catalog_verify_key, queue="catalog", cb=verify),
@@ -166,7 +179,23 @@ async def run_fakes(nc: nats.NATS, subjects: Subjects, fakes: Fakes) -> list[Any
         await nc.subscribe(subjects.catalog_models_list, queue="catalog", cb=models),
         await nc.subscribe(subjects.billing_admit, queue="billing", cb=admit),
         await nc.subscribe(subjects.run_cancel_all, cb=cancel),
+        await nc.subscribe(subjects.run_admitted_all, cb=admitted),
     ]
+
+
+def admission_of(fakes: Fakes, run_id: str) -> asyncio.Future[RunAdmitted | None]:
+    if run_id not in fakes.admissions:
+        fakes.admissions[run_id] = asyncio.get_running_loop().create_future()
+    return fakes.admissions[run_id]
+
+
+async def play(script: Script, ctx: RunContext, fakes: Fakes) -> None:
+    """As a runner does: a run queued before its admission starts only on its go-ahead."""
+    if ctx.request.await_admission:
+        go = await asyncio.wait_for(admission_of(fakes, ctx.request.run_id), 10)
+        if go is None:
+            return
+    await script(ctx)
 
 
 async def fake_runner(nc: nats.NATS, subjects: Subjects, fakes: Fakes) -> None:
@@ -187,7 +216,7 @@ async def fake_runner(nc: nats.NATS, subjects: Subjects, fakes: Fakes) -> None:
                 fakes.run_headers.append(dict(msg.headers or {}))
                 fakes.run_received.set()
                 script = fakes.scripts[request.agent.id]
-                task = asyncio.create_task(script(RunContext(nc, subjects, request)))
+                task = asyncio.create_task(play(script, RunContext(nc, subjects, request), fakes))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
     finally:

@@ -168,7 +168,23 @@ async def test_insufficient_balance_is_402(stack: Stack) -> None:
     stack.fakes.agent("agent_hello", say_hello)
     status, body, _ = await post(stack, {"model": "agent_hello", "messages": HI}, key=BROKE_KEY)
     assert_error(status, body, 402, "insufficient_quota")
-    assert not stack.fakes.run_requests
+    # Queued while billing decided (the two overlap), then cancelled: it never got the go-ahead.
+    await asyncio.wait_for(stack.fakes.cancelled.wait(), 5)
+    cancel = stack.fakes.cancels[0]
+    assert cancel.reason == "not_admitted" and cancel.run_id == stack.fakes.admit_requests[0].run_id
+    if stack.fakes.run_requests:
+        assert stack.fakes.run_requests[0].await_admission
+        assert await asyncio.wait_for(stack.fakes.admissions[cancel.run_id], 5) is None
+
+
+async def test_an_admitted_run_gets_its_go_ahead_with_the_reservation(stack: Stack) -> None:
+    stack.fakes.agent("agent_hello", say_hello)
+    status, _, _ = await post(stack, {"model": "agent_hello", "messages": HI})
+    assert status == 200
+    request = stack.fakes.run_requests[0]
+    assert request.await_admission and request.reservation_id is None
+    go = stack.fakes.admissions[request.run_id].result()
+    assert go is not None and go.reservation_id == f"res_{request.run_id}"
 
 
 async def test_no_runner_in_time_is_503_and_the_run_is_cancelled(stack: Stack) -> None:

@@ -139,7 +139,9 @@ async def test_streamed_text_with_usage_is_spec_valid(stack: Stack) -> None:
     }
     # The runner got what the client asked for, traced and admitted.
     request = stack.fakes.run_requests[-1]
-    assert request.run_id == chunks[0]["id"] and request.reservation_id == f"res_{request.run_id}"
+    assert request.run_id == chunks[0]["id"]
+    go = stack.fakes.admissions[request.run_id].result()
+    assert go is not None and go.reservation_id == f"res_{request.run_id}"
     assert request.options.stream is True and request.messages[0].text() == "hi"
 
 

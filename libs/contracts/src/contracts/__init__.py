@@ -40,7 +40,17 @@ from .events import (
     ToolResult,
     UsageReported,
 )
-from .runs import AgentSnapshot, Caller, CancelRun, ChatMessage, FunctionCall, RunOptions, RunRequest, ToolCall
+from .runs import (
+    AgentSnapshot,
+    Caller,
+    CancelRun,
+    ChatMessage,
+    FunctionCall,
+    RunAdmitted,
+    RunOptions,
+    RunRequest,
+    ToolCall,
+)
 from .subjects import BILLING_QUEUE, CATALOG_QUEUE, MSG_ID_HEADER, TRACEPARENT_HEADER, Subjects
 from .usage import RunClosed, TokenUsage, UsageContext, UsageRecorded
 
@@ -81,6 +91,7 @@ __all__ = [
     "ModelInfo",
     "Principal",
     "ReasoningDelta",
+    "RunAdmitted",
     "RunClosed",
     "RunCompleted",
     "RunEvent",

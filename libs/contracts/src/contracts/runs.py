@@ -92,12 +92,26 @@ class RunRequest(Event):
     options: RunOptions = Field(default_factory=RunOptions)
     deadline: datetime = Field(description="a runner that pulls the request after this drops it with `failed`")
     reservation_id: str | None = None
+    await_admission: bool = Field(
+        default=False,
+        description="published while billing is still admitting the run: the runner calls no model before a "
+        "RunAdmitted for it arrives, and drops it on a CancelRun",
+    )
     conversation_id: str | None = None
     parent_message_id: str | None = None
 
 
 class CancelRun(Event):
-    """Stop a run now (the client went away). Core NATS, best effort."""
+    """Stop a run now (the client went away; or, for a run published before its admission, billing
+    refused it). Core NATS, best effort."""
 
     run_id: str
-    reason: Literal["client_disconnected", "deadline", "admin"] = "client_disconnected"
+    reason: Literal["client_disconnected", "deadline", "admin", "not_admitted"] = "client_disconnected"
+
+
+class RunAdmitted(Event):
+    """The go-ahead for a run published with ``await_admission``: billing admitted it (reserving under
+    ``reservation_id``; none when balances are off). Core NATS, from the gateway."""
+
+    run_id: str
+    reservation_id: str | None = None

@@ -51,6 +51,14 @@ class Subjects:
     def run_cancel_all(self) -> str:
         return self._s("run.cancel.v1.*")
 
+    def run_admitted(self, run_id: str) -> str:
+        """A :class:`contracts.runs.RunAdmitted` for one run (core NATS)."""
+        return self._s(f"run.admitted.v1.{run_id}")
+
+    @property
+    def run_admitted_all(self) -> str:
+        return self._s("run.admitted.v1.*")
+
     @property
     def runs_stream(self) -> str:
         return self._stream("RUNS")

@@ -88,6 +88,7 @@ class RunnerApp:
             max_ack_pending=s.max_ack_pending,
             publish_timeout_s=s.usage_publish_timeout_s,
             billing_timeout_s=s.billing_timeout_s,
+            admission_wait_s=s.admission_wait_s,
             tracer=self.tracer,
         )
         await self.worker.start()

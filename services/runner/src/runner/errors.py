@@ -74,6 +74,15 @@ def stream_broken(message: str) -> RunError:
     )
 
 
+def admission_timeout() -> ErrorInfo:
+    return ErrorInfo(
+        status=503,
+        type="server_error",
+        code="admission_timeout",
+        message="The run was never cleared to start (billing did not answer in time); try again shortly.",
+    )
+
+
 def queue_timeout() -> ErrorInfo:
     return ErrorInfo(
         status=503,

@@ -19,6 +19,9 @@ class RunnerSettings(ServiceSettings):
     drain_s: float = Field(default=30.0, ge=0, description="on SIGTERM, how long running runs may finish")
     ack_wait_s: float = Field(default=300.0, gt=0, description="RUNS consumer ack wait (we ack at start anyway)")
     billing_timeout_s: float = Field(default=2.0, gt=0, description="reservation-extension request timeout")
+    admission_wait_s: float = Field(
+        default=10.0, gt=0, description="how long a run published before its admission waits for the go-ahead"
+    )
     usage_publish_timeout_s: float = Field(default=5.0, gt=0, description="one USAGE publish attempt's ack timeout")
     provider_timeout_s: float = Field(default=600.0, gt=0, description="provider HTTP read timeout")
     connections: str = Field(

@@ -14,6 +14,7 @@ import logging
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import nats.errors
 from nats.aio.client import Client
@@ -25,24 +26,25 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
-from contracts import CancelRun, ErrorInfo, RunClosed, RunFailed, RunRequest, Subjects
+from contracts import CancelRun, ErrorInfo, RunAdmitted, RunClosed, RunFailed, RunRequest, Subjects
 from servicekit.natsio import context_from_headers, ensure_streams
 
 from .agent import AgentRun, RunConfig
 from .bus import NatsPorts
 from .connections import Connection
 from .emitter import EventEmitter
-from .errors import queue_timeout, shutting_down
+from .errors import admission_timeout, queue_timeout, shutting_down
 from .metrics import Metrics
 from .providers import Provider
 from .pull import PullFeed
 from .tools import ToolRegistry
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
-#: Cancels that arrived before their run did (a race with the pull) are remembered this long.
-_EARLY_CANCEL_TTL_S = 60.0
-_EARLY_CANCEL_MAX = 10_000
+#: Cancels and go-aheads that arrived before their run did (a race with the pull) are remembered this long.
+_EARLY_TTL_S = 60.0
+_EARLY_MAX = 10_000
 
 
 class Worker:
@@ -62,6 +64,7 @@ class Worker:
         max_ack_pending: int = 4096,
         publish_timeout_s: float = 5.0,
         billing_timeout_s: float = 2.0,
+        admission_wait_s: float = 10.0,
         tracer: trace.Tracer | None = None,
     ) -> None:
         self._nc = nc
@@ -83,11 +86,16 @@ class Worker:
         self._runs: dict[str, tuple[asyncio.Task[None], AgentRun]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._cancelled: set[str] = set()
-        self._early_cancels: OrderedDict[str, float] = OrderedDict()
+        self._early_cancels: OrderedDict[str, tuple[float, None]] = OrderedDict()
+        # Runs published before their admission, waiting for the go-ahead (None: dropped).
+        self._admission_wait_s = admission_wait_s
+        self._awaiting: dict[str, asyncio.Future[RunAdmitted | None]] = {}
+        self._early_admissions: OrderedDict[str, tuple[float, RunAdmitted]] = OrderedDict()
         self._stopping = False
         self._background: set[asyncio.Future[None]] = set()
         self._feed: PullFeed
         self._cancel_sub: Subscription | None = None
+        self._admitted_sub: Subscription | None = None
 
     @property
     def active(self) -> int:
@@ -95,6 +103,7 @@ class Worker:
 
     async def start(self) -> None:
         self._cancel_sub = await self._nc.subscribe(self._subjects.run_cancel_all, cb=self._on_cancel)
+        self._admitted_sub = await self._nc.subscribe(self._subjects.run_admitted_all, cb=self._on_admitted)
         await self._ensure_consumer()
         self._feed = PullFeed(
             self._nc,
@@ -172,6 +181,11 @@ class Worker:
             await self.ports.close_run(self._closed(request, "cancelled"))
             self._metrics.runs.labels("cancelled").inc()
             return
+        if request.await_admission:
+            admitted = await self._await_admission(request)
+            if admitted is None:
+                return
+            request = request.model_copy(update={"reservation_id": admitted.reservation_id, "await_admission": False})
         agent = request.agent
         run = AgentRun(
             request,
@@ -235,7 +249,12 @@ class Worker:
         closed for billing. ``error`` is what its stream ends with (default: cancelled by the client)."""
         entry = self._runs.get(run_id)
         if entry is None:
-            self._remember_early_cancel(run_id)
+            waiting = self._awaiting.get(run_id)
+            if waiting is not None:
+                if not waiting.done():
+                    waiting.set_result(None)
+                return
+            _remember(self._early_cancels, run_id, None)
             return
         task, run = entry
         # Once only: the run is already recording usage and closing after the first.
@@ -244,14 +263,45 @@ class Worker:
             run.cancel_error = error
             task.cancel()
 
-    def _remember_early_cancel(self, run_id: str) -> None:
-        now = time.monotonic()
-        self._early_cancels[run_id] = now
-        while self._early_cancels:
-            oldest_id, at = next(iter(self._early_cancels.items()))
-            if len(self._early_cancels) <= _EARLY_CANCEL_MAX and now - at < _EARLY_CANCEL_TTL_S:
-                break
-            self._early_cancels.pop(oldest_id)
+    # --- admission --------------------------------------------------------------------------------
+    async def _on_admitted(self, msg: Msg) -> None:
+        try:
+            admitted = RunAdmitted.model_validate_json(msg.data)
+        except ValidationError:
+            return
+        waiting = self._awaiting.get(admitted.run_id)
+        if waiting is not None:
+            if not waiting.done():
+                waiting.set_result(admitted)
+            return
+        # Every runner hears every go-ahead; the one that pulls the run (perhaps later) uses it.
+        _remember(self._early_admissions, admitted.run_id, admitted)
+
+    async def _await_admission(self, request: RunRequest) -> RunAdmitted | None:
+        """The go-ahead of a run published before its admission, or None when it must not run:
+        refused or abandoned (a cancel), or no answer in time. A dropped run calls no model and is
+        closed for billing with nothing spent (releasing a reservation made all the same)."""
+        run_id = request.run_id
+        early = self._early_admissions.pop(run_id, None)
+        if early is not None:
+            return early[1]
+        waiting: asyncio.Future[RunAdmitted | None] = asyncio.get_running_loop().create_future()
+        self._awaiting[run_id] = waiting
+        timed_out = False
+        try:
+            async with asyncio.timeout(self._admission_wait_s):
+                admitted = await waiting
+        except TimeoutError:
+            admitted, timed_out = None, True
+        finally:
+            self._awaiting.pop(run_id, None)
+        if admitted is None:
+            if timed_out:
+                emitter = EventEmitter(run_id, lambda d: self.ports.publish_event(run_id, d), 1.0)
+                await emitter.emit(RunFailed, error=admission_timeout())
+            await self.ports.close_run(self._closed(request, "cancelled"))
+            self._metrics.runs.labels("not_admitted").inc()
+        return admitted
 
     # --- stop -------------------------------------------------------------------------------------------
     async def stop(self, drain_s: float) -> None:
@@ -259,14 +309,29 @@ class Worker:
         self._stopping = True
         # From now on a delivered request is handed straight back (nak) for another runner.
         await self._feed.stop()
+        for waiting in self._awaiting.values():
+            if not waiting.done():
+                waiting.set_result(None)  # not started yet: dropped, closed with nothing spent
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=drain_s)
         for run_id in list(self._runs):
             self.cancel(run_id, shutting_down())
         if self._tasks:
             await asyncio.wait(set(self._tasks))
-        if self._cancel_sub is not None:
-            with contextlib.suppress(nats.errors.Error):
-                await self._cancel_sub.unsubscribe()
+        for sub in (self._cancel_sub, self._admitted_sub):
+            if sub is not None:
+                with contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _remember(early: OrderedDict[str, tuple[float, _T]], run_id: str, value: _T) -> None:
+    """Keep ``value`` for a run not pulled yet, dropping what is older than a minute or beyond the cap."""
+    now = time.monotonic()
+    early[run_id] = (now, value)
+    while early:
+        at = next(iter(early.values()))[0]
+        if len(early) <= _EARLY_MAX and now - at < _EARLY_TTL_S:
+            break
+        early.popitem(last=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 from typing import Any
@@ -124,9 +125,6 @@ async def create_chat_completion(request: Request, ctx: CtxDep, principal: Princ
     messages = [m.to_contract() for m in body.messages]
     run_id = new_id("chatcmpl-")
     max_out = max_output_tokens(body, agent, settings.default_max_output_tokens)
-    admission = await admit(
-        ctx, run_id, principal, agent, estimate_prompt_tokens(messages, agent.instructions), max_out
-    )
     streaming = bool(body.stream) and not agent.model_parameters.get("disableStreaming")
     run_request = RunRequest(
         run_id=run_id,
@@ -141,7 +139,7 @@ async def create_chat_completion(request: Request, ctx: CtxDep, principal: Princ
             stop=body.stop_list,
         ),
         deadline=utcnow() + timedelta(seconds=settings.queue_timeout_s),
-        reservation_id=admission.reservation_id,
+        await_admission=True,
         conversation_id=body.conversation_id,
         parent_message_id=body.parent_message_id,
     )
@@ -150,10 +148,23 @@ async def create_chat_completion(request: Request, ctx: CtxDep, principal: Princ
     handed_over = False
     try:
         await run.open()
+        # Admission and the trip through the run queue overlap: the request is queued at once, marked
+        # as awaiting admission, and a runner that takes it meanwhile prepares but calls no model
+        # until the go-ahead (RunAdmitted) below; a refused run is cancelled instead.
+        queued = asyncio.ensure_future(run.publish(ctx.js, run_request, settings.rpc_timeout_s))
         try:
-            await run.publish(ctx.js, run_request, settings.rpc_timeout_s)
+            admission = await admit(
+                ctx, run_id, principal, agent, estimate_prompt_tokens(messages, agent.instructions), max_out
+            )
+        except BaseException:
+            await run.cancel("not_admitted")
+            await asyncio.gather(queued, return_exceptions=True)
+            raise
+        try:
+            await queued
         except Exception as exc:
             raise GatewayError.unavailable("The run queue is unavailable; try again shortly.") from exc
+        await run.admitted(admission.reservation_id)
         try:
             first = await run.next(settings.queue_timeout_s)
         except RunStreamError as exc:
