@@ -137,3 +137,14 @@ def test_anthropic_extras_lead_their_assistant_message() -> None:
     assert msgs[1]["content"][0] == block and msgs[1]["content"][1]["type"] == "tool_use"
     _, plain = to_anthropic(CONVERSATION, {2: [block]})  # not an assistant message: ignored
     assert all(b["type"] != "thinking" for m in plain for b in m["content"])
+
+
+def test_the_proxy_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runner.providers.openai_provider import proxy_for
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    assert proxy_for("https://api.example.com/v1/chat/completions") == "http://proxy.internal:3128"
+    assert proxy_for("http://127.0.0.1:8000/v1/chat/completions") is None
+    monkeypatch.delenv("HTTPS_PROXY")
+    assert proxy_for("https://api.example.com/v1/chat/completions") is None

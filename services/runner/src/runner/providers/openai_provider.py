@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import AsyncGenerator
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import openai
@@ -109,6 +111,9 @@ class OpenAIProvider:
             for k, v in {**self._client.default_headers, "Accept": "text/event-stream"}.items()
             if isinstance(v, str)
         }
+        # HTTP(S)_PROXY / NO_PROXY as the SDKs honour them, looked up once: aiohttp's own trust_env
+        # looks them (and ~/.netrc) up again on every request, about 1 ms each.
+        self._proxy = proxy_for(self._url)
         self._http: aiohttp.ClientSession | None = None
 
     def _session(self) -> aiohttp.ClientSession:
@@ -117,7 +122,6 @@ class OpenAIProvider:
             self._http = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=self._timeout_s),
                 connector=aiohttp.TCPConnector(limit=0),
-                trust_env=True,  # HTTP(S)_PROXY / NO_PROXY, as the SDKs honour them
             )
         return self._http
 
@@ -145,7 +149,7 @@ class OpenAIProvider:
         secret = self._conn.api_key
         try:
             response = await self._session().post(
-                self._url, data=orjson.dumps(self.request_body(call)), headers=self._headers
+                self._url, data=orjson.dumps(self.request_body(call)), headers=self._headers, proxy=self._proxy
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ProviderError(connection_failed(exc, secret)) from None
@@ -182,6 +186,14 @@ class OpenAIProvider:
                 response.close()  # cancelled or broken: the provider sees the connection close at once
         if not finished:
             raise StreamBroken("the stream ended before the model finished")
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``), if any."""
+    parts = urlsplit(url)
+    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
 
 
 async def sse_lines(body: aiohttp.StreamReader) -> AsyncGenerator[bytes, None]:
