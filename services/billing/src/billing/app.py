@@ -46,7 +46,7 @@ class BillingApp:
             await natsio.ensure_streams(js, self.subjects)
             if s.migrate:
                 await migrate(s.database_url)
-            engine = open_engine(s.database_url)
+            engine = open_engine(s.database_url, s.db_pool_size)
             try:
                 self.ledger = Ledger(engine, self._policy(), await self._prices(engine))
                 service = BillingService(self.ledger)

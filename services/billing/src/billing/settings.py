@@ -27,6 +27,9 @@ class BillingSettings(ServiceSettings):
     default_price_input: str = Field(default="6", description="USD/1M for models without a price (as LibreChat)")
     default_price_output: str = "6"
     reservation_ttl_s: float = Field(default=900.0, gt=0)
+    db_pool_size: int = Field(
+        default=20, ge=1, le=500, description="database connections kept open (admissions beyond it wait for one)"
+    )
     batch_size: int = Field(default=1000, ge=1, le=1000, description="USAGE messages per fetch and transaction")
     usage_ack_wait_s: float = Field(
         default=60.0, gt=0, description="JetStream redelivers an unacked message after this"
