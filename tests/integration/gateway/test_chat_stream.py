@@ -260,3 +260,30 @@ async def test_client_disconnect_publishes_cancel(stack: Stack) -> None:
     await asyncio.wait_for(stack.fakes.cancelled.wait(), 5)
     cancel = stack.fakes.cancels[0]
     assert cancel.run_id == stack.fakes.run_requests[0].run_id and cancel.reason == "client_disconnected"
+
+
+async def burst_then_pause(run: RunContext) -> None:
+    """Three deltas and a usage event at once (nothing rendered for the last), then a long pause."""
+    await run.start()
+    for word in ("one", " two", " three"):
+        await run.emit(TextDelta, delta=word)
+    await run.emit(UsageReported, call_index=0, usage=USAGE)
+    await asyncio.sleep(0.6)  # within the tests' idle timeout (0.75 s)
+    await run.emit(RunCompleted, finish_reason="stop", usage=USAGE)
+
+
+async def test_a_burst_is_sent_before_the_stream_goes_quiet(stack: Stack) -> None:
+    """Chunks already waiting go out together, and never wait for an event that is not there yet."""
+    stack.fakes.agent("agent_burst", burst_then_pause)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    seen: list[tuple[float, str]] = []
+    async with stack.client() as client:
+        stream = await client.chat.completions.create(
+            model="agent_burst", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                seen.append((loop.time() - started, chunk.choices[0].delta.content))
+    assert "".join(text for _, text in seen) == "one two three"
+    assert seen[-1][0] < 0.45  # all three before the pause, not with the completion after it

@@ -70,6 +70,10 @@ class RunStream:
             headers=trace_headers({"Nats-Msg-Id": self.run_id}),
         )
 
+    def buffered(self) -> bool:
+        """Whether another event (or the client's departure) is already waiting: :meth:`next` won't wait."""
+        return not self._queue.empty()
+
     def client_gone(self) -> None:
         """Wake :meth:`next` with :class:`ClientGone` (called when the HTTP client disconnects)."""
         self._queue.put_nowait(_CLIENT_GONE)
