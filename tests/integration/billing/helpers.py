@@ -51,7 +51,9 @@ async def admin(nc: Any, subjects: Subjects, op: str, **kw: Any) -> AdminReply:
     return AdminReply.model_validate_json(raw.data)
 
 
-async def admit(nc: Any, subjects: Subjects, run: str, user: str, prompt: int = 1000, out: int = 1000) -> AdmitReply:
+async def admit(
+    nc: Any, subjects: Subjects, run: str, user: str, prompt: int = 1000, out: int = 1000, announce: bool = False
+) -> AdmitReply:
     req = AdmitRequest(
         run_id=run,
         user_id=user,
@@ -60,6 +62,7 @@ async def admit(nc: Any, subjects: Subjects, run: str, user: str, prompt: int = 
         model="gpt-4o",
         prompt_tokens=prompt,
         max_output_tokens=out,
+        announce=announce,
     )
     raw = await nc.request(subjects.billing_admit, req.model_dump_json().encode(), timeout=10)
     return AdmitReply.model_validate_json(raw.data)

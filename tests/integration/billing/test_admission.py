@@ -10,7 +10,7 @@ import pytest
 
 from billing.app import BillingApp
 from billing.settings import BillingSettings
-from contracts import BalanceReply, BalanceRequest, ExtendReply, ExtendRequest, RunClosed, Subjects
+from contracts import BalanceReply, BalanceRequest, ExtendReply, ExtendRequest, RunAdmitted, RunClosed, Subjects
 
 from .helpers import MICRO, Books, admin, admit, publish, usage, wait_for
 
@@ -194,3 +194,25 @@ async def test_auto_refill_when_due_and_needed(
         assert not (await admit(nats_client, s, "r2", "u")).admitted  # not due again for an hour
         page = (await admin(nats_client, s, "ledger.list", params={"user_id": "u"})).body
         assert [e["kind"] for e in page["data"]] == ["refill"]
+
+
+async def test_an_announced_admission_sends_the_runs_go_ahead_and_a_refusal_does_not(
+    billing: BillingApp, nats_client, namespace: str
+) -> None:
+    s = Subjects(namespace)
+    heard: list[RunAdmitted] = []
+
+    async def on_go(msg) -> None:  # type: ignore[no-untyped-def]
+        heard.append(RunAdmitted.model_validate_json(msg.data))
+
+    sub = await nats_client.subscribe(s.run_admitted_all, cb=on_go)
+    await nats_client.flush()
+    await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": str(RUN_WORST)})
+    quiet = await admit(nats_client, s, "run-quiet", "u", prompt=1, out=1)
+    admitted = await admit(nats_client, s, "run-go", "u", prompt=1, out=1, announce=True)
+    refused = await admit(nats_client, s, "run-broke", "u", announce=True)
+    await nats_client.flush()
+    await asyncio.sleep(0.2)
+    await sub.unsubscribe()
+    assert quiet.admitted and admitted.admitted and not refused.admitted
+    assert [(g.run_id, g.reservation_id) for g in heard] == [("run-go", admitted.reservation_id)]

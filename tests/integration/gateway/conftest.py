@@ -157,6 +157,9 @@ async def run_fakes(nc: nats.NATS, subjects: Subjects, fakes: Fakes) -> list[Any
             reply = AdmitReply(admitted=False, error=err)
         else:
             reply = AdmitReply(admitted=True, reservation_id=f"res_{req.run_id}")
+            if req.announce:
+                go = RunAdmitted(run_id=req.run_id, reservation_id=reply.reservation_id)
+                await nc.publish(subjects.run_admitted(req.run_id), go.model_dump_json().encode())
         await msg.respond(reply.model_dump_json().encode())
 
     async def cancel(msg: Any) -> None:

@@ -183,6 +183,8 @@ async def test_an_admitted_run_gets_its_go_ahead_with_the_reservation(stack: Sta
     assert status == 200
     request = stack.fakes.run_requests[0]
     assert request.await_admission and request.reservation_id is None
+    # Billing is asked to send the go-ahead itself, with its answer.
+    assert stack.fakes.admit_requests[0].announce and stack.fakes.admit_requests[0].run_id == request.run_id
     go = stack.fakes.admissions[request.run_id].result()
     assert go is not None and go.reservation_id == f"res_{request.run_id}"
 

@@ -23,6 +23,11 @@ class AdmitRequest(Message):
     model: str
     prompt_tokens: int = Field(ge=0, description="estimate of the prompt")
     max_output_tokens: int = Field(ge=0)
+    announce: bool = Field(
+        default=False,
+        description="the run is already queued (await_admission): when admitted, billing also publishes its "
+        "go-ahead (RunAdmitted) for the runner, at the same moment as this reply",
+    )
 
 
 class AdmitReply(Message):

@@ -111,7 +111,8 @@ class CancelRun(Event):
 
 class RunAdmitted(Event):
     """The go-ahead for a run published with ``await_admission``: billing admitted it (reserving under
-    ``reservation_id``; none when balances are off). Core NATS, from the gateway."""
+    ``reservation_id``; none when balances are off). Core NATS, published by billing as it answers the
+    admission (``AdmitRequest.announce``)."""
 
     run_id: str
     reservation_id: str | None = None

@@ -23,6 +23,7 @@ from contracts import (
     ErrorInfo,
     ExtendReply,
     ExtendRequest,
+    RunAdmitted,
     Subjects,
 )
 from servicekit.natsio import context_from_headers
@@ -68,11 +69,19 @@ async def register(
 
         return cb
 
+    async def admit(req: AdmitRequest) -> AdmitReply:
+        reply = await service.admit(req)
+        if reply.admitted and req.announce:
+            # The run is queued already and its runner waits for this; it leaves with the reply.
+            go = RunAdmitted(run_id=req.run_id, reservation_id=reply.reservation_id)
+            await nc.publish(subjects.run_admitted(req.run_id), go.model_dump_json().encode())
+        return reply
+
     subs = [
         await nc.subscribe(
             subjects.billing_admit,
             queue=BILLING_QUEUE,
-            cb=handler("billing.admit", AdmitRequest, service.admit, lambda e: AdmitReply(admitted=False, error=e)),
+            cb=handler("billing.admit", AdmitRequest, admit, lambda e: AdmitReply(admitted=False, error=e)),
         ),
         await nc.subscribe(
             subjects.billing_extend,

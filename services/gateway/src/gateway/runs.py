@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from contracts import RUN_EVENT, CancelRun, ErrorInfo, RunAdmitted, RunEvent, RunRequest, Subjects
+from contracts import RUN_EVENT, CancelRun, ErrorInfo, RunEvent, RunRequest, Subjects
 from servicekit.natsio import trace_headers
 
 if TYPE_CHECKING:
@@ -101,11 +101,6 @@ class RunStream:
             )
         self._expected += 1
         return event
-
-    async def admitted(self, reservation_id: str | None) -> None:
-        """The go-ahead for a run published before its admission (core NATS; the runner waits for it)."""
-        msg = RunAdmitted(run_id=self.run_id, reservation_id=reservation_id)
-        await self._nc.publish(self._subjects.run_admitted(self.run_id), msg.model_dump_json().encode())
 
     async def cancel(self, reason: str = "client_disconnected") -> None:
         """Tell the runner to stop (core NATS, best effort)."""

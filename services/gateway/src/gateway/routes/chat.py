@@ -99,6 +99,7 @@ async def admit(
         model=agent.model,
         prompt_tokens=prompt,
         max_output_tokens=max_out,
+        announce=True,
     )
     reply = await call(ctx.rpc, ctx.subjects.billing_admit, request, AdmitReply, ctx.settings.rpc_timeout_s, "billing")
     if not reply.admitted:
@@ -149,13 +150,11 @@ async def create_chat_completion(request: Request, ctx: CtxDep, principal: Princ
     try:
         await run.open()
         # Admission and the trip through the run queue overlap: the request is queued at once, marked
-        # as awaiting admission, and a runner that takes it meanwhile prepares but calls no model
-        # until the go-ahead (RunAdmitted) below; a refused run is cancelled instead.
+        # as awaiting admission, and a runner that takes it meanwhile calls no model until billing's
+        # go-ahead (RunAdmitted, sent with the admission's answer); a refused run is cancelled.
         queued = asyncio.ensure_future(run.publish(ctx.js, run_request, settings.rpc_timeout_s))
         try:
-            admission = await admit(
-                ctx, run_id, principal, agent, estimate_prompt_tokens(messages, agent.instructions), max_out
-            )
+            await admit(ctx, run_id, principal, agent, estimate_prompt_tokens(messages, agent.instructions), max_out)
         except BaseException:
             await run.cancel("not_admitted")
             await asyncio.gather(queued, return_exceptions=True)
@@ -164,7 +163,6 @@ async def create_chat_completion(request: Request, ctx: CtxDep, principal: Princ
             await queued
         except Exception as exc:
             raise GatewayError.unavailable("The run queue is unavailable; try again shortly.") from exc
-        await run.admitted(admission.reservation_id)
         try:
             first = await run.next(settings.queue_timeout_s)
         except RunStreamError as exc:
