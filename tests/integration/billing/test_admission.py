@@ -216,3 +216,18 @@ async def test_an_announced_admission_sends_the_runs_go_ahead_and_a_refusal_does
     await sub.unsubscribe()
     assert quiet.admitted and admitted.admitted and not refused.admitted
     assert [(g.run_id, g.reservation_id) for g in heard] == [("run-go", admitted.reservation_id)]
+
+
+async def test_admission_runs_on_its_own_connections_without_waiting_for_the_wal_flush(
+    billing: BillingApp, nats_client, namespace: str, books: Books
+) -> None:
+    s = Subjects(namespace)
+    assert billing.ledger is not None and billing.ledger.admit_path is not None
+    await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": str(RUN_WORST)})
+    reply = await admit(nats_client, s, "run-fast", "u")
+    assert reply.admitted and reply.reservation_id
+    assert await books.account("u") == (RUN_WORST * MICRO, RUN_WORST * MICRO, RUN_WORST * MICRO)
+    pool = billing.ledger.admit_path._pool
+    assert pool is not None
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SHOW synchronous_commit") == "off"

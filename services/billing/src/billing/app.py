@@ -14,6 +14,7 @@ from sqlalchemy import text
 from contracts import AdminRequest, Subjects
 from servicekit import natsio
 
+from .admitpath import AdmitPath
 from .consumer import UsageConsumer
 from .db import migrate, open_engine
 from .handlers import register
@@ -47,8 +48,11 @@ class BillingApp:
             if s.migrate:
                 await migrate(s.database_url)
             engine = open_engine(s.database_url, s.db_pool_size)
+            admit_path = AdmitPath(s.database_url) if engine.dialect.name == "postgresql" else None
             try:
-                self.ledger = Ledger(engine, self._policy(), await self._prices(engine))
+                if admit_path is not None:
+                    await admit_path.start()
+                self.ledger = Ledger(engine, self._policy(), await self._prices(engine), admit_path)
                 service = BillingService(self.ledger)
                 inflight: set[asyncio.Task[None]] = set()
                 subs = await register(nc, self.subjects, service, inflight)
@@ -86,6 +90,8 @@ class BillingApp:
                     if health:
                         await health.stop()
             finally:
+                if admit_path is not None:
+                    await admit_path.close()
                 await engine.dispose()
         finally:
             # Everything was unsubscribed and every answer sent above: nothing left to drain.

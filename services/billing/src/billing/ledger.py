@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -34,6 +34,9 @@ from contracts import RunClosed, UsageRecorded
 from .db import SCHEMA, accounts, ledger, prices, reservations
 from .money import Price
 from .pricing import PriceEntry, PriceTable
+
+if TYPE_CHECKING:
+    from .admitpath import AdmitPath
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +167,12 @@ class Policy:
 class Ledger:
     """Money operations over one engine. Methods are transactions; none holds state between calls."""
 
-    def __init__(self, engine: AsyncEngine, policy: Policy, table: PriceTable) -> None:
+    def __init__(
+        self, engine: AsyncEngine, policy: Policy, table: PriceTable, admit_path: AdmitPath | None = None
+    ) -> None:
         self.engine = engine
+        #: PostgreSQL: admission's common case on connections of its own (see billing.admitpath).
+        self.admit_path = admit_path
         self.policy = policy
         self.prices = table
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
@@ -258,18 +265,21 @@ class Ledger:
         if self._pg:
             # One statement needs no transaction around it: in autocommit it is one round trip
             # instead of three (BEGIN, the statement, COMMIT), and just as atomic.
-            async with self._autocommit.connect() as conn:
-                params = {
-                    "rid": f"resv_{secrets.token_hex(12)}",
-                    "run_id": run_id,
-                    "user_id": user_id,
-                    "cost": cost,
-                    "expires": expires,
-                    "now": now,
-                }
-                rid = (await conn.execute(_ADMIT_PG, params)).scalar_one_or_none()
-                if rid is not None:
-                    return rid, cost, 0
+            params: dict[str, Any] = {
+                "rid": f"resv_{secrets.token_hex(12)}",
+                "run_id": run_id,
+                "user_id": user_id,
+                "cost": cost,
+                "expires": expires,
+                "now": now,
+            }
+            if self.admit_path is not None:
+                rid = await self.admit_path.admit(**params)
+            else:
+                async with self._autocommit.connect() as conn:
+                    rid = (await conn.execute(_ADMIT_PG, params)).scalar_one_or_none()
+            if rid is not None:
+                return rid, cost, 0
         async with self.engine.begin() as conn:
             await self._ensure_accounts(conn, [user_id])
             if self._pg:  # the lock order: the run's reservation (if any) before the account
