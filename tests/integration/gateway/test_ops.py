@@ -66,3 +66,17 @@ async def test_rate_limit_is_429_with_retry_after(stack: Stack) -> None:
     validate("ErrorResponse", limited[0].json())
     assert limited[0].json()["error"]["code"] == "rate_limit_exceeded"
     assert int(limited[0].headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize("settings_overrides", [{"default_rate_limit_per_minute": 1}])
+async def test_a_spent_rate_limit_stops_chat_before_billing_and_wins_over_a_bad_body(stack: Stack) -> None:
+    stack.fakes.agent("agent_hello", say_hello)
+    good = {"model": "agent_hello", "messages": [{"role": "user", "content": "hi"}]}
+    async with stack.http() as http:
+        first = await http.post("/v1/chat/completions", headers=AUTH, json=good)
+        again = await http.post("/v1/chat/completions", headers=AUTH, json=good)
+        bad = await http.post("/v1/chat/completions", headers=AUTH, json={"model": "agent_hello"})
+    assert first.status_code == 200
+    assert again.status_code == bad.status_code == 429
+    assert again.json()["error"]["code"] == "rate_limit_exceeded" and int(again.headers["retry-after"]) >= 1
+    assert len(stack.fakes.admit_requests) == len(stack.fakes.run_requests) == 1

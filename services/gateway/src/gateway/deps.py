@@ -22,22 +22,33 @@ async def get_ctx(request: Request) -> GatewayContext:
 CtxDep = Annotated[GatewayContext, Depends(get_ctx)]
 
 
-async def get_principal(request: Request, ctx: CtxDep) -> Principal:
-    """Authenticate the Bearer API key (cached), require REMOTE_AGENTS USE, apply the key's rate limit."""
-    principal = await ctx.auth.authenticate(request.headers.get("authorization"))
-    if ctx.rate_limiter is not None:
-        limit = principal.rate_limit_per_minute or ctx.settings.default_rate_limit_per_minute
-        retry_after = await ctx.rate_limiter.check(principal.key_id, limit)
-        if retry_after is not None:
-            seconds = max(1, int(-(-retry_after // 1)))
-            raise GatewayError.of(
-                429,
-                f"Rate limit reached: {limit} requests per minute. Retry after {seconds} s.",
-                RATE_LIMIT,
-                "rate_limit_exceeded",
-                headers={"Retry-After": str(seconds)},
-            )
+async def get_authenticated(request: Request, ctx: CtxDep) -> Principal:
+    """Authenticate the Bearer API key (cached) and require REMOTE_AGENTS USE; no rate limit yet."""
+    return await ctx.auth.authenticate(request.headers.get("authorization"))
+
+
+async def check_rate_limit(ctx: GatewayContext, principal: Principal) -> None:
+    """Apply the key's rate limit: 429 with ``Retry-After`` when it is spent."""
+    if ctx.rate_limiter is None:
+        return
+    limit = principal.rate_limit_per_minute or ctx.settings.default_rate_limit_per_minute
+    retry_after = await ctx.rate_limiter.check(principal.key_id, limit)
+    if retry_after is not None:
+        seconds = max(1, int(-(-retry_after // 1)))
+        raise GatewayError.of(
+            429,
+            f"Rate limit reached: {limit} requests per minute. Retry after {seconds} s.",
+            RATE_LIMIT,
+            "rate_limit_exceeded",
+            headers={"Retry-After": str(seconds)},
+        )
+
+
+async def get_principal(ctx: CtxDep, principal: Annotated[Principal, Depends(get_authenticated)]) -> Principal:
+    """Authenticate, then apply the key's rate limit."""
+    await check_rate_limit(ctx, principal)
     return principal
 
 
+AuthenticatedDep = Annotated[Principal, Depends(get_authenticated)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

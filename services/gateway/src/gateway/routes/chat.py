@@ -25,7 +25,7 @@ from contracts import (
 )
 
 from ..context import GatewayContext
-from ..deps import CtxDep, PrincipalDep
+from ..deps import AuthenticatedDep, CtxDep, check_rate_limit
 from ..errors import INSUFFICIENT_QUOTA, INVALID_REQUEST, GatewayError, JSONResponse, describe_validation_error
 from ..relay import ChatStreamResponse, collect, empty_response
 from ..render import ChunkRenderer
@@ -116,12 +116,20 @@ async def admit(
 
 
 @router.post("/v1/chat/completions")
-async def create_chat_completion(request: Request, ctx: CtxDep, principal: PrincipalDep) -> Response:
+async def create_chat_completion(request: Request, ctx: CtxDep, principal: AuthenticatedDep) -> Response:
     """Run an agent on a conversation; stream its answer as SSE chunks or return one ``chat.completion``."""
     started_at = time.perf_counter()
     settings = ctx.settings
-    body = parse_chat_request(await read_body(request, settings.max_body_bytes))
-    agent = await ctx.auth.agent(principal, body.model)
+    # The rate limit's round trip (Redis) overlaps reading and checking the request; it is settled
+    # before anything reaches billing or a runner, and a spent limit (429) wins over a bad body (400).
+    limited = asyncio.ensure_future(check_rate_limit(ctx, principal))
+    try:
+        body = parse_chat_request(await read_body(request, settings.max_body_bytes))
+        agent = await ctx.auth.agent(principal, body.model)
+    except BaseException:
+        await limited
+        raise
+    await limited
 
     messages = [m.to_contract() for m in body.messages]
     run_id = new_id("chatcmpl-")
