@@ -96,7 +96,7 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
     app.state.settings = settings
     app.state.metrics = metrics
     install_exception_handlers(app)
-    app.include_router(chat.router)
+    app.add_route(chat.PATH, chat.endpoint, methods=["POST"], include_in_schema=False)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(admin_router)

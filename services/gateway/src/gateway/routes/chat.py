@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
-from fastapi import APIRouter, Request
 from pydantic import ValidationError
+from starlette.requests import Request
 from starlette.responses import Response
 
 from contracts import (
@@ -25,15 +26,13 @@ from contracts import (
 )
 
 from ..context import GatewayContext
-from ..deps import AuthenticatedDep, CtxDep, check_rate_limit
+from ..deps import check_rate_limit
 from ..errors import INSUFFICIENT_QUOTA, INVALID_REQUEST, GatewayError, JSONResponse, describe_validation_error
 from ..relay import ChatStreamResponse, collect, empty_response
 from ..render import ChunkRenderer
 from ..rpc import call
 from ..runs import ClientGone, RunStream, RunStreamError
 from ..schemas import ChatCompletionRequest, estimate_prompt_tokens
-
-router = APIRouter()
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -115,8 +114,21 @@ async def admit(
     return reply
 
 
-@router.post("/v1/chat/completions")
-async def create_chat_completion(request: Request, ctx: CtxDep, principal: AuthenticatedDep) -> Response:
+PATH = "/v1/chat/completions"
+#: What metrics and spans name the route by (FastAPI records only its own routes in the scope).
+_ROUTE = SimpleNamespace(path=PATH)
+
+
+async def endpoint(request: Request) -> Response:
+    """``POST /v1/chat/completions`` as a plain Starlette endpoint: the hot route skips FastAPI's
+    dependency resolution (about 0.2 ms a request), doing its two steps (context, key) itself."""
+    request.scope["route"] = _ROUTE
+    ctx: GatewayContext = request.app.state.ctx
+    principal = await ctx.auth.authenticate(request.headers.get("authorization"))
+    return await create_chat_completion(request, ctx, principal)
+
+
+async def create_chat_completion(request: Request, ctx: GatewayContext, principal: Principal) -> Response:
     """Run an agent on a conversation; stream its answer as SSE chunks or return one ``chat.completion``."""
     started_at = time.perf_counter()
     settings = ctx.settings
