@@ -65,6 +65,7 @@ class BillingApp:
                     batch=s.batch_size,
                     ack_wait_s=s.usage_ack_wait_s,
                     retry_delay_s=s.usage_retry_delay_s,
+                    linger_s=s.usage_linger_s,
                 )
                 tasks = [
                     asyncio.create_task(self.consumer.run(), name="billing-usage"),

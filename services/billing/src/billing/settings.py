@@ -35,6 +35,13 @@ class BillingSettings(ServiceSettings):
         default=60.0, gt=0, description="JetStream redelivers an unacked message after this"
     )
     usage_retry_delay_s: float = Field(default=1.0, gt=0, description="nak delay after a failed batch")
+    usage_linger_s: float = Field(
+        default=0.1,
+        ge=0,
+        le=5,
+        description="how long a usage batch waits to fill once its first record is in: fewer, larger "
+        "batches cost less and hold the account rows (which every admission updates) less often",
+    )
     health_port: int = Field(default=8082, validation_alias=AliasChoices("BILLING_HEALTH_PORT", "health_port"))
     health_host: str = "0.0.0.0"
 
