@@ -111,3 +111,37 @@ async def test_exact_counts_on_redis(redis_client: aioredis.Redis, ns: str, limi
     results = [await limiter.check("k", limit) for _ in range(limit + 1)]
     assert results.count(None) == limit
     assert results[-1] == pytest.approx(max(1.0, 60.0 / limit), abs=1e-3)
+
+
+def _answers_without_waiting(check) -> bool:  # type: ignore[no-untyped-def]
+    """Whether a check coroutine finishes without ever suspending (no round trip awaited)."""
+    try:
+        check.send(None)
+    except StopIteration as done:
+        assert done.value is None
+        return True
+    check.close()
+    return False
+
+
+async def test_a_key_far_from_its_limit_goes_ahead_without_a_round_trip(redis_client: aioredis.Redis, ns: str) -> None:
+    clock = Clock()
+    limiter = RateLimiter(redis_client, namespace=ns, clock=clock)
+    assert await limiter.check("k", 600) is None  # the first check asks Redis and learns the budget
+    assert all(_answers_without_waiting(limiter.check("k", 600)) for _ in range(10))
+    await asyncio.sleep(0.1)  # the counts land in Redis in the background
+    interval_us = 60_000_000 // 600
+    tat = int(await redis_client.get(limiter.redis_key("k")))
+    assert tat == int(clock.now * 1_000_000) + 11 * interval_us  # all eleven requests counted
+
+
+async def test_a_tight_limit_always_asks_redis(redis_client: aioredis.Redis, ns: str) -> None:
+    limiter = RateLimiter(redis_client, namespace=ns, clock=Clock())
+    assert await limiter.check("k", 59) is None
+    assert not _answers_without_waiting(limiter.check("k", 59))
+
+
+async def test_near_the_limit_every_request_waits_and_the_count_is_exact(redis_client: aioredis.Redis, ns: str) -> None:
+    limiter = RateLimiter(redis_client, namespace=ns, clock=Clock())
+    results = [await limiter.check("k", 100) for _ in range(101)]  # the first ~half go fast
+    assert results.count(None) == 100 and results[-1] is not None

@@ -10,10 +10,19 @@ With Redis the check is one Lua script (``EVALSHA``: atomic, one round trip) on
 ``sb:<namespace>:rl:<key_id>``, which expires when the key is idle — every gateway replica shares
 the budget. Redis's own clock is used, so replicas with skewed clocks still agree. Without Redis
 (or while Redis is unreachable) the same algorithm runs in process memory.
+
+A key far from its limit is not held up by that round trip. Each answer from Redis also tells how
+much budget the key has left; while the last answer (under a second old) left at least half the
+window's budget, a request goes ahead at once and its count is sent to Redis in the background.
+Near the limit — and always for limits under sixty requests a window — every request waits for
+Redis's answer (after this replica's counts in flight), so the limit stays exact where it bites;
+far from it, replicas may together let through a few more than the limit in the second after a
+burst elsewhere.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -29,7 +38,8 @@ MIN_RETRY_AFTER_S = 1.0
 
 # All times are integer microseconds (exact in Lua's doubles), so ``limit`` requests always fit.
 # KEYS[1]: the key's TAT. ARGV: interval, window, now (negative: use Redis TIME).
-# Returns 0 when allowed, else the microseconds until the next request would be.
+# Returns, when allowed, minus the budget left (≤ 0, in microseconds), else the microseconds until
+# the next request would be allowed (> 0).
 _GCRA_LUA = """
 local interval = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -46,8 +56,13 @@ if ahead > window then
   return ahead - window
 end
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.max(1, math.ceil(ahead / 1000)))
-return 0
+return ahead - window
 """
+
+#: A Redis answer is trusted for the fast path this long (seconds).
+_FRESH_S = 1.0
+#: Limits under this many requests a window never take the fast path.
+_FAST_MIN_LIMIT = 60
 
 
 def gcra(tat: int | None, now: int, interval: int, window: int) -> tuple[int | None, int]:
@@ -118,6 +133,10 @@ class RateLimiter:
         self._memory = MemoryGCRA(clock or time.monotonic)
         self._script = redis.register_script(_GCRA_LUA) if redis is not None else None
         self._redis_failing = False
+        # key id → (budget left at Redis's last answer µs, when (monotonic s), spent here since µs)
+        self._known: dict[str, tuple[int, float, int]] = {}
+        # key id → its counts on their way to Redis (a waiting check lets them land first)
+        self._counting: dict[str, set[asyncio.Task[None]]] = {}
 
     def redis_key(self, key_id: str) -> str:
         """Where a key's state lives in Redis."""
@@ -132,6 +151,15 @@ class RateLimiter:
         interval = max(1, window // limit_per_minute)
         wait: int | None
         if self._script is not None:
+            if self._far_from_limit(key_id, interval, window):
+                task = asyncio.get_running_loop().create_task(self._count_in_background(key_id, interval, window))
+                counting = self._counting.setdefault(key_id, set())
+                counting.add(task)
+                task.add_done_callback(lambda t: self._counted(key_id, t))
+                return None
+            if self._counting.get(key_id):
+                # Near the limit: this key's earlier counts reach Redis before this decision does.
+                await asyncio.gather(*self._counting[key_id], return_exceptions=True)
             try:
                 wait = await self._check_redis(key_id, interval, window)
             except (RedisError, OSError) as exc:
@@ -150,12 +178,44 @@ class RateLimiter:
             return None
         return max(MIN_RETRY_AFTER_S, wait / US)
 
+    def _far_from_limit(self, key_id: str, interval: int, window: int) -> bool:
+        known = self._known.get(key_id)
+        if known is None or self._redis_failing:
+            return False
+        left, at, spent = known
+        if time.monotonic() - at > _FRESH_S:
+            return False
+        if window // interval < _FAST_MIN_LIMIT or left - spent - interval < window // 2:
+            return False
+        self._known[key_id] = (left, at, spent + interval)
+        return True
+
+    def _counted(self, key_id: str, task: asyncio.Task[None]) -> None:
+        counting = self._counting.get(key_id)
+        if counting is not None:
+            counting.discard(task)
+            if not counting:
+                del self._counting[key_id]
+
+    async def _count_in_background(self, key_id: str, interval: int, window: int) -> None:
+        try:
+            await self._check_redis(key_id, interval, window)
+        except (RedisError, OSError) as exc:
+            self._known.pop(key_id, None)  # the next request asks (and falls back) itself
+            log.warning("rate limiter: counting a request in Redis failed (%s)", type(exc).__name__)
+
     async def _check_redis(self, key_id: str, interval: int, window: int) -> int | None:
         now = _us(self._clock()) if self._clock is not None else -1
         assert self._script is not None
         result = await self._script(keys=[self.redis_key(key_id)], args=[interval, window, now])
-        wait = int(result)
-        return None if wait <= 0 else wait
+        answer = int(result)
+        if len(self._known) > 100_000:  # keys idle for a while are forgotten, not tracked forever
+            self._known.clear()
+        if answer > 0:
+            self._known.pop(key_id, None)
+            return answer
+        self._known[key_id] = (-answer, time.monotonic(), 0)
+        return None
 
 
 def retry_after_header(wait_s: float) -> str:
