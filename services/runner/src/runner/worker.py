@@ -42,9 +42,13 @@ from .tools import ToolRegistry
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-#: Cancels and go-aheads that arrived before their run did (a race with the pull) are remembered this long.
+#: Cancels and go-aheads that arrived before their run did (a race with the pull) are remembered this
+#: long: longer than a run may wait in the queue (its deadline, GATEWAY_QUEUE_TIMEOUT_S).
 _EARLY_TTL_S = 60.0
-_EARLY_MAX = 10_000
+_EARLY_CANCELS_MAX = 10_000
+#: Every runner hears every go-ahead, most for runs another runner takes: room for 10,000 runs a second
+#: queued for 10 s (about 150 bytes each).
+_EARLY_ADMISSIONS_MAX = 100_000
 
 
 class Worker:
@@ -90,7 +94,7 @@ class Worker:
         # Runs published before their admission, waiting for the go-ahead (None: dropped).
         self._admission_wait_s = admission_wait_s
         self._awaiting: dict[str, asyncio.Future[RunAdmitted | None]] = {}
-        self._early_admissions: OrderedDict[str, tuple[float, RunAdmitted]] = OrderedDict()
+        self._early_admissions: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
         self._stopping = False
         self._background: set[asyncio.Future[None]] = set()
         self._feed: PullFeed
@@ -254,7 +258,7 @@ class Worker:
                 if not waiting.done():
                     waiting.set_result(None)
                 return
-            _remember(self._early_cancels, run_id, None)
+            _remember(self._early_cancels, run_id, None, _EARLY_CANCELS_MAX)
             return
         task, run = entry
         # Once only: the run is already recording usage and closing after the first.
@@ -275,7 +279,7 @@ class Worker:
                 waiting.set_result(admitted)
             return
         # Every runner hears every go-ahead; the one that pulls the run (perhaps later) uses it.
-        _remember(self._early_admissions, admitted.run_id, admitted)
+        _remember(self._early_admissions, admitted.run_id, admitted.reservation_id, _EARLY_ADMISSIONS_MAX)
 
     async def _await_admission(self, request: RunRequest) -> RunAdmitted | None:
         """The go-ahead of a run published before its admission, or None when it must not run:
@@ -284,7 +288,7 @@ class Worker:
         run_id = request.run_id
         early = self._early_admissions.pop(run_id, None)
         if early is not None:
-            return early[1]
+            return RunAdmitted(run_id=run_id, reservation_id=early[1])
         waiting: asyncio.Future[RunAdmitted | None] = asyncio.get_running_loop().create_future()
         self._awaiting[run_id] = waiting
         timed_out = False
@@ -326,12 +330,12 @@ class Worker:
             await asyncio.gather(*self._background, return_exceptions=True)
 
 
-def _remember(early: OrderedDict[str, tuple[float, _T]], run_id: str, value: _T) -> None:
-    """Keep ``value`` for a run not pulled yet, dropping what is older than a minute or beyond the cap."""
+def _remember(early: OrderedDict[str, tuple[float, _T]], run_id: str, value: _T, cap: int) -> None:
+    """Keep ``value`` for a run not pulled yet, dropping what is older than a minute or beyond ``cap``."""
     now = time.monotonic()
     early[run_id] = (now, value)
     while early:
         at = next(iter(early.values()))[0]
-        if len(early) <= _EARLY_MAX and now - at < _EARLY_TTL_S:
+        if len(early) <= cap and now - at < _EARLY_TTL_S:
             break
         early.popitem(last=False)
