@@ -43,7 +43,7 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 
 
 class AdmitPath:
-    def __init__(self, database_url: str, size: int = 4) -> None:
+    def __init__(self, database_url: str, size: int = 8) -> None:
         from .ledger import _ADMIT_PG
 
         u = make_url(database_url).set(drivername="postgresql")
