@@ -186,6 +186,12 @@ class AgentRun:
         self.extras: dict[int, list[dict[str, Any]]] = {}
         self.status: Status_ = "failed"
 
+    def admitted(self, reservation_id: str | None) -> None:
+        """The go-ahead of a run queued before its admission: bill under ``reservation_id``; its
+        time starts now (the run was prepared while billing decided)."""
+        self.request = self.request.model_copy(update={"reservation_id": reservation_id, "await_admission": False})
+        self._started_at = time.monotonic()
+
     async def _publish(self, data: bytes) -> None:
         await self.ports.publish_event(self.request.run_id, data)
 

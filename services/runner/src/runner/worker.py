@@ -185,11 +185,6 @@ class Worker:
             await self.ports.close_run(self._closed(request, "cancelled"))
             self._metrics.runs.labels("cancelled").inc()
             return
-        if request.await_admission:
-            admitted = await self._await_admission(request)
-            if admitted is None:
-                return
-            request = request.model_copy(update={"reservation_id": admitted.reservation_id, "await_admission": False})
         agent = request.agent
         run = AgentRun(
             request,
@@ -202,6 +197,12 @@ class Worker:
             metrics=self._metrics,
             tracer=self._tracer,
         )
+        if request.await_admission:
+            # Prepared above while billing decides; nothing is sent before the go-ahead.
+            admitted = await self._await_admission(request)
+            if admitted is None:
+                return
+            run.admitted(admitted.reservation_id)
         current = asyncio.current_task()
         assert current is not None
         self._runs[run_id] = (current, run)  # type: ignore[assignment]
