@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import timedelta
 from types import SimpleNamespace
@@ -176,7 +177,8 @@ async def create_chat_completion(request: Request, ctx: GatewayContext, principa
         try:
             await admit(ctx, run_id, principal, agent, estimate_prompt_tokens(messages, agent.instructions), max_out)
         except BaseException:
-            await run.cancel("not_admitted")
+            with contextlib.suppress(Exception):  # best effort: the admission's own error is the answer
+                await run.cancel("not_admitted")
             await asyncio.gather(queued, return_exceptions=True)
             raise
         try:
