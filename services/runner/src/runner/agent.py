@@ -202,7 +202,8 @@ class AgentRun:
     # --- the run ----------------------------------------------------------------------------------
     async def execute(self) -> Status_:
         """Run to the end. Cancelling the task records the partial usage, closes the run, and re-raises."""
-        await self.emitter.emit(RunStarted, flush=True, runner_id=self.runner_id)
+        # Not flushed (see emitter): the provider request goes out first.
+        await self.emitter.emit(RunStarted, runner_id=self.runner_id)
         beats = asyncio.create_task(self.emitter.heartbeats(), name=f"heartbeat-{self.request.run_id}")
         try:
             finish = await self._loop()

@@ -5,9 +5,10 @@ number is taken and the bytes handed to ``publish`` with no await in between, so
 order even when a heartbeat and a delta race.
 
 nats-py writes from a flusher task of its own, so a published event leaves only when the run next
-yields to the event loop. ``flush=True`` yields at once: for events the client is waiting on (the
-start, a call's first delta, the end), which would otherwise wait behind whatever CPU work follows
-(building the provider request, decoding a burst of buffered chunks).
+yields to the event loop. ``flush=True`` yields at once: for events the client is waiting on (a
+call's first delta, the end), which would otherwise wait behind whatever CPU work follows (decoding a
+burst of buffered chunks). ``started`` is not flushed: the provider request goes out first, and
+``started`` with the run's first wait for the provider.
 """
 
 from __future__ import annotations
