@@ -10,7 +10,17 @@ import pytest
 
 from billing.app import BillingApp
 from billing.settings import BillingSettings
-from contracts import BalanceReply, BalanceRequest, ExtendReply, ExtendRequest, RunAdmitted, RunClosed, Subjects
+from contracts import (
+    BalanceReply,
+    BalanceRequest,
+    ExtendReply,
+    ExtendRequest,
+    PrefetchReply,
+    PrefetchRequest,
+    RunAdmitted,
+    RunClosed,
+    Subjects,
+)
 
 from .helpers import MICRO, Books, admin, admit, publish, usage, wait_for
 
@@ -231,3 +241,43 @@ async def test_admission_runs_on_its_own_connections_without_waiting_for_the_wal
     assert pool is not None
     async with pool.acquire() as conn:
         assert await conn.fetchval("SHOW synchronous_commit") == "off"
+
+
+async def prefetch(nc, s: Subjects, user: str, run_ids: list[str]) -> PrefetchReply:  # type: ignore[no-untyped-def]
+    req = PrefetchRequest(
+        user_id=user,
+        agent_id="a",
+        provider="openai",
+        model="gpt-4o",
+        prompt_tokens=1000,
+        max_output_tokens=1000,
+        run_ids=run_ids,
+    )
+    return PrefetchReply.model_validate_json(
+        (await nc.request(s.billing_prefetch, req.model_dump_json().encode(), timeout=5)).data
+    )
+
+
+async def test_runs_admitted_ahead_reserve_all_or_none_and_only_with_room_to_spare(
+    billing: BillingApp, nats_client, namespace: str, books: Books
+) -> None:
+    s = Subjects(namespace)
+    await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": str(RUN_WORST * 5)})
+    granted = await prefetch(nats_client, s, "u", ["pre-1", "pre-2"])
+    assert set(granted.reservations) == {"pre-1", "pre-2"} and all(granted.reservations.values())
+    assert (await books.account("u"))[1] == 2 * RUN_WORST * MICRO
+    # Three more would leave less than three available: none are granted, nothing is reserved.
+    refused = await prefetch(nats_client, s, "u", ["pre-3", "pre-4", "pre-5"])
+    assert refused.reservations == {} and refused.error is None
+    assert (await books.account("u"))[1] == 2 * RUN_WORST * MICRO
+    # A run admitted ahead and never used is handed back with no calls: its hold is released.
+    await publish(nats_client, s, RunClosed(run_id="pre-1", user_id="u", calls=0, status="cancelled"))
+    await wait_for(lambda: _reserved_is(books, "u", RUN_WORST * MICRO))
+
+
+async def _reserved_is(books: Books, user: str, amount: int) -> bool:
+    return (await books.account(user))[1] == amount
+
+
+async def test_a_user_without_an_account_gets_no_runs_ahead(billing: BillingApp, nats_client, namespace: str) -> None:
+    assert (await prefetch(nats_client, Subjects(namespace), "nobody-yet", ["pre-x"])).reservations == {}

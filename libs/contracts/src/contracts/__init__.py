@@ -5,7 +5,16 @@ readers ignore unknown fields. See :mod:`contracts.subjects` for the names.
 """
 
 from ._base import Event, Message, new_id, utcnow
-from .billing import AdmitReply, AdmitRequest, BalanceReply, BalanceRequest, ExtendReply, ExtendRequest
+from .billing import (
+    AdmitReply,
+    AdmitRequest,
+    BalanceReply,
+    BalanceRequest,
+    ExtendReply,
+    ExtendRequest,
+    PrefetchReply,
+    PrefetchRequest,
+)
 from .catalog import (
     DELETE,
     EDIT,
@@ -89,6 +98,8 @@ __all__ = [
     "ListModelsRequest",
     "Message",
     "ModelInfo",
+    "PrefetchReply",
+    "PrefetchRequest",
     "Principal",
     "ReasoningDelta",
     "RunAdmitted",

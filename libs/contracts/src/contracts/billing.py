@@ -30,6 +30,30 @@ class AdmitRequest(Message):
     )
 
 
+class PrefetchRequest(Message):
+    """Admit runs ahead of time: a gateway keeps them for the user's next requests to this agent,
+    each of which then starts with no admission round trip. Each run reserves the worst case of a
+    prompt of up to ``prompt_tokens`` and ``max_output_tokens`` of output. All or none are granted,
+    and only while the user keeps at least as much available again (near their balance, requests
+    are admitted one by one, as exactly as ever). An unused run is handed back as a ``RunClosed``
+    with no calls, which releases its reservation."""
+
+    user_id: str
+    agent_id: str
+    provider: str
+    model: str
+    prompt_tokens: int = Field(ge=0, description="the largest prompt estimate a run may be used for")
+    max_output_tokens: int = Field(ge=0)
+    run_ids: list[str] = Field(min_length=1, max_length=16, description="the runs' ids, chosen by the gateway")
+
+
+class PrefetchReply(Message):
+    reservations: dict[str, str | None] = Field(
+        default_factory=dict, description="run id → its reservation id (None when balances are off); empty: none"
+    )
+    error: ErrorInfo | None = None
+
+
 class AdmitReply(Message):
     admitted: bool
     reservation_id: str | None = None

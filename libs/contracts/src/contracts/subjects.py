@@ -119,6 +119,10 @@ class Subjects:
         return self._s("billing.reservation.admit.v1")
 
     @property
+    def billing_prefetch(self) -> str:
+        return self._s("billing.reservation.prefetch.v1")
+
+    @property
     def billing_extend(self) -> str:
         return self._s("billing.reservation.extend.v1")
 

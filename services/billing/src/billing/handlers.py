@@ -23,6 +23,8 @@ from contracts import (
     ErrorInfo,
     ExtendReply,
     ExtendRequest,
+    PrefetchReply,
+    PrefetchRequest,
     RunAdmitted,
     Subjects,
 )
@@ -82,6 +84,11 @@ async def register(
             subjects.billing_admit,
             queue=BILLING_QUEUE,
             cb=handler("billing.admit", AdmitRequest, admit, lambda e: AdmitReply(admitted=False, error=e)),
+        ),
+        await nc.subscribe(
+            subjects.billing_prefetch,
+            queue=BILLING_QUEUE,
+            cb=handler("billing.prefetch", PrefetchRequest, service.prefetch, lambda e: PrefetchReply(error=e)),
         ),
         await nc.subscribe(
             subjects.billing_extend,

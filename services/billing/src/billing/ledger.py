@@ -305,6 +305,37 @@ class Ledger:
             rid = (await conn.execute(upsert)).scalar_one()
             return rid, cost, 0
 
+    async def prefetch(self, user_id: str, run_ids: Sequence[str], cost: int) -> dict[str, str]:
+        """Reserve ``cost`` µcr for each of ``run_ids`` (runs admitted ahead of time), all or none, and
+        only while as much again stays available. Returns run id → reservation id; empty when refused
+        (or the account isn't open yet: its first request opens it, the usual way)."""
+        total = cost * len(run_ids)
+        now = _now()
+        expires = now + timedelta(seconds=self.policy.reservation_ttl_s)
+        async with self.engine.begin() as conn:
+            room = await conn.execute(
+                update(accounts)
+                .where(and_(accounts.c.user_id == user_id, accounts.c.balance - accounts.c.reserved >= 2 * total))
+                .values(reserved=accounts.c.reserved + total)
+            )
+            if room.rowcount != 1:
+                return {}
+            granted = {run_id: f"resv_{secrets.token_hex(12)}" for run_id in run_ids}
+            rows = [
+                {
+                    "id": rid,
+                    "run_id": run_id,
+                    "user_id": user_id,
+                    "remaining": cost,
+                    "expected_calls": None,
+                    "expires_at": expires,
+                    "created_at": now,
+                }
+                for run_id, rid in granted.items()
+            ]
+            await conn.execute(reservations.insert(), rows)
+            return granted
+
     async def extend(self, reservation_id: str, user_id: str, cost: int) -> str:
         """Grow a reservation by ``cost`` µcr: ``"ok"``, ``"unaffordable"`` or ``"not_found"``."""
         async with self.engine.begin() as conn:

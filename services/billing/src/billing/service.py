@@ -15,6 +15,8 @@ from contracts import (
     BalanceRequest,
     ExtendReply,
     ExtendRequest,
+    PrefetchReply,
+    PrefetchRequest,
 )
 from contracts.admin import Balance, CreditsAdd, LedgerEntry, Page, Price, PriceSet
 
@@ -44,6 +46,12 @@ class BillingService:
                 admitted=False, error=insufficient_quota(str(from_micro(cost)), str(from_micro(max(0, available))))
             )
         return AdmitReply(admitted=True, reservation_id=rid, reserved=from_micro(cost))
+
+    async def prefetch(self, req: PrefetchRequest) -> PrefetchReply:
+        if not self.balance_enabled:
+            return PrefetchReply(reservations=dict.fromkeys(req.run_ids))
+        cost = self.ledger.prices.lookup(req.model).worst_case(req.prompt_tokens, req.max_output_tokens)
+        return PrefetchReply(reservations=await self.ledger.prefetch(req.user_id, req.run_ids, cost))
 
     async def extend(self, req: ExtendRequest) -> ExtendReply:
         if not self.balance_enabled:
