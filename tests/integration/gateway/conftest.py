@@ -28,6 +28,8 @@ from contracts import (
     ListModelsReply,
     ListModelsRequest,
     ModelInfo,
+    PrefetchReply,
+    PrefetchRequest,
     Principal,
     RunAdmitted,
     RunRequest,
@@ -86,6 +88,9 @@ class Fakes:
     #: Each run's go-ahead (RunAdmitted), or None once it was cancelled before one came.
     admissions: dict[str, asyncio.Future[RunAdmitted | None]] = field(default_factory=dict)
     revoked: set[str] = field(default_factory=set)
+    #: Whether the fake billing admits runs ahead of time when a gateway asks (off: it grants none).
+    grant_ahead: bool = False
+    prefetch_requests: list[PrefetchRequest] = field(default_factory=list)
 
     def agent(self, agent_id: str, script: Script, **params: Any) -> AgentSnapshot:
         snapshot = AgentSnapshot(
@@ -162,6 +167,13 @@ async def run_fakes(nc: nats.NATS, subjects: Subjects, fakes: Fakes) -> list[Any
                 await nc.publish(subjects.run_admitted(req.run_id), go.model_dump_json().encode())
         await msg.respond(reply.model_dump_json().encode())
 
+    async def prefetch(msg: Any) -> None:
+        req = PrefetchRequest.model_validate_json(msg.data)
+        fakes.prefetch_requests.append(req)
+        grant = fakes.grant_ahead and req.user_id != "u_carol"
+        granted = {run_id: f"pre_{run_id}" for run_id in req.run_ids} if grant else {}
+        await msg.respond(PrefetchReply(reservations=granted).model_dump_json().encode())
+
     async def cancel(msg: Any) -> None:
         cancel = CancelRun.model_validate_json(msg.data)
         fakes.cancels.append(cancel)
@@ -181,6 +193,7 @@ async def run_fakes(nc: nats.NATS, subjects: Subjects, fakes: Fakes) -> list[Any
         await nc.subscribe(subjects.catalog_agent_access, queue="catalog", cb=access),
         await nc.subscribe(subjects.catalog_models_list, queue="catalog", cb=models),
         await nc.subscribe(subjects.billing_admit, queue="billing", cb=admit),
+        await nc.subscribe(subjects.billing_prefetch, queue="billing", cb=prefetch),
         await nc.subscribe(subjects.run_cancel_all, cb=cancel),
         await nc.subscribe(subjects.run_admitted_all, cb=admitted),
     ]

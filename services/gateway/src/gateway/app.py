@@ -4,6 +4,7 @@ and closes them in reverse."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -13,8 +14,9 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
 
-from contracts import CacheInvalidated, Subjects
-from servicekit.natsio import connect, ensure_streams
+from contracts import CacheInvalidated, RunClosed, Subjects, new_id
+from contracts.subjects import MSG_ID_HEADER
+from servicekit.natsio import connect, ensure_streams, trace_headers
 from servicekit.telemetry import setup_tracing
 
 from .admin import router as admin_router
@@ -23,6 +25,7 @@ from .context import GatewayContext
 from .errors import install_exception_handlers
 from .metrics import Metrics
 from .middleware import ObservabilityMiddleware
+from .preadmit import PreAdmissions
 from .ratelimit import RateLimiter
 from .routes import chat, health, models
 from .rpc import nats_requester
@@ -60,6 +63,27 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
                     log.warning("ignored a malformed cache invalidation")
 
             invalidations = await nc.subscribe(subjects.catalog_invalidated, cb=on_invalidated)
+            rpc = nats_requester(nc)
+
+            async def close_run(closed: RunClosed) -> None:
+                headers = trace_headers({MSG_ID_HEADER: closed.msg_id})
+                await js.publish(
+                    subjects.usage_run_closed,
+                    closed.model_dump_json().encode(),
+                    timeout=settings.rpc_timeout_s,
+                    headers=headers,
+                )
+
+            preadmitted = PreAdmissions(
+                rpc,
+                subjects,
+                close_run,
+                lambda: new_id("chatcmpl-"),
+                per_key=settings.preadmit_runs,
+                max_age_s=settings.preadmit_max_age_s,
+                rpc_timeout_s=settings.rpc_timeout_s,
+            )
+            sweeping = asyncio.create_task(preadmitted.sweep(), name="gateway-preadmit-sweep")
             app.state.ctx = GatewayContext(
                 settings=settings,
                 nc=nc,
@@ -69,11 +93,15 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
                 metrics=metrics,
                 redis=redis,
                 rate_limiter=RateLimiter(redis, namespace=settings.nats_namespace),
+                rpc=rpc,
+                preadmitted=preadmitted if settings.preadmit_runs else None,
             )
             if on_ready is not None:
                 on_ready()
             log.info("gateway ready (namespace %r)", settings.nats_namespace)
             yield
+            sweeping.cancel()
+            await preadmitted.close()
             await invalidations.unsubscribe()
         finally:
             if redis is not None:

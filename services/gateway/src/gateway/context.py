@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from .auth import Authenticator, Requester
     from .metrics import Metrics
+    from .preadmit import PreAdmissions
     from .settings import GatewaySettings
 
 
@@ -36,6 +37,8 @@ class GatewayContext:
     rate_limiter: RateLimiterLike | None = None
     #: Request/reply to catalog and billing; defaults to NATS over ``nc`` (tests may inject a fake).
     rpc: Requester | None = None
+    #: Runs admitted ahead of time (None: every request is admitted on its own).
+    preadmitted: PreAdmissions | None = None
 
     def __post_init__(self) -> None:
         if self.rpc is None:

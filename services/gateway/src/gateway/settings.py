@@ -32,6 +32,10 @@ class GatewaySettings(ServiceSettings):
     rpc_timeout_s: float = Field(default=2.0, gt=0, description="catalog and billing request/reply timeout")
     access_log: bool = Field(default=False)
     drain_timeout_s: float = Field(default=20.0, ge=0, description="SIGTERM: how long open streams may finish")
+    preadmit_runs: int = Field(
+        default=2, ge=0, le=16, description="runs kept admitted ahead per active user and agent (0: none)"
+    )
+    preadmit_max_age_s: float = Field(default=30.0, gt=0, description="an unused run admitted ahead is handed back")
 
     @model_validator(mode="after")
     def _refuse_weak_admin_token_in_production(self) -> GatewaySettings:

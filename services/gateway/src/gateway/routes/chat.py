@@ -115,6 +115,33 @@ async def admit(
     return reply
 
 
+async def admit_and_queue(
+    ctx: GatewayContext,
+    run: RunStream,
+    run_request: RunRequest,
+    principal: Principal,
+    agent: AgentSnapshot,
+    prompt: int,
+    max_out: int,
+) -> None:
+    """Admission and the trip through the run queue, overlapped: the request is queued at once, marked
+    as awaiting admission, and a runner that takes it meanwhile calls no model until billing's
+    go-ahead (RunAdmitted, sent with the admission's answer); a refused run is cancelled."""
+    settings = ctx.settings
+    queued = asyncio.ensure_future(run.publish(ctx.js, run_request, settings.rpc_timeout_s))
+    try:
+        await admit(ctx, run.run_id, principal, agent, prompt, max_out)
+    except BaseException:
+        with contextlib.suppress(Exception):  # best effort: the admission's own error is the answer
+            await run.cancel("not_admitted")
+        await asyncio.gather(queued, return_exceptions=True)
+        raise
+    try:
+        await queued
+    except Exception as exc:
+        raise GatewayError.unavailable("The run queue is unavailable; try again shortly.") from exc
+
+
 PATH = "/v1/chat/completions"
 #: What metrics and spans name the route by (FastAPI records only its own routes in the scope).
 _ROUTE = SimpleNamespace(path=PATH)
@@ -145,8 +172,10 @@ async def create_chat_completion(request: Request, ctx: GatewayContext, principa
     await limited
 
     messages = [m.to_contract() for m in body.messages]
-    run_id = new_id("chatcmpl-")
     max_out = max_output_tokens(body, agent, settings.default_max_output_tokens)
+    prompt = estimate_prompt_tokens(messages, agent.instructions)
+    ahead = ctx.preadmitted.take(principal.user_id, agent, max_out, prompt) if ctx.preadmitted else None
+    run_id = ahead.run_id if ahead is not None else new_id("chatcmpl-")
     streaming = bool(body.stream) and not agent.model_parameters.get("disableStreaming")
     run_request = RunRequest(
         run_id=run_id,
@@ -161,7 +190,8 @@ async def create_chat_completion(request: Request, ctx: GatewayContext, principa
             stop=body.stop_list,
         ),
         deadline=utcnow() + timedelta(seconds=settings.queue_timeout_s),
-        await_admission=True,
+        reservation_id=ahead.reservation_id if ahead is not None else None,
+        await_admission=ahead is None,
         conversation_id=body.conversation_id,
         parent_message_id=body.parent_message_id,
     )
@@ -170,21 +200,17 @@ async def create_chat_completion(request: Request, ctx: GatewayContext, principa
     handed_over = False
     try:
         await run.open()
-        # Admission and the trip through the run queue overlap: the request is queued at once, marked
-        # as awaiting admission, and a runner that takes it meanwhile calls no model until billing's
-        # go-ahead (RunAdmitted, sent with the admission's answer); a refused run is cancelled.
-        queued = asyncio.ensure_future(run.publish(ctx.js, run_request, settings.rpc_timeout_s))
-        try:
-            await admit(ctx, run_id, principal, agent, estimate_prompt_tokens(messages, agent.instructions), max_out)
-        except BaseException:
-            with contextlib.suppress(Exception):  # best effort: the admission's own error is the answer
-                await run.cancel("not_admitted")
-            await asyncio.gather(queued, return_exceptions=True)
-            raise
-        try:
-            await queued
-        except Exception as exc:
-            raise GatewayError.unavailable("The run queue is unavailable; try again shortly.") from exc
+        if ahead is not None:
+            # Admitted ahead of time (see gateway.preadmit): queued as it is, no round trip to billing.
+            try:
+                await run.publish(ctx.js, run_request, settings.rpc_timeout_s)
+            except Exception as exc:
+                ctx.preadmitted.give_back(ahead)  # type: ignore[union-attr]
+                raise GatewayError.unavailable("The run queue is unavailable; try again shortly.") from exc
+        else:
+            await admit_and_queue(ctx, run, run_request, principal, agent, prompt, max_out)
+        if ctx.preadmitted is not None:
+            ctx.preadmitted.refill(principal.user_id, agent, max_out, prompt)
         try:
             first = await run.next(settings.queue_timeout_s)
         except RunStreamError as exc:

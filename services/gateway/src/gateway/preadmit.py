@@ -1,0 +1,174 @@
+"""Runs admitted ahead of time, so a request can start with no admission round trip.
+
+After a user's request to an agent is admitted, the gateway asks billing — in the background — to
+admit a few more runs of that user and agent (``billing.reservation.prefetch``): billing reserves
+each one's worst case, for a prompt of up to a cap, all or none, and only while the user keeps as
+much again available. The next request that fits takes one: it is queued already admitted, under its
+own run id and reservation, and the gateway asks for a replacement. Every run still has its own
+reservation and settles as any other; near their balance a user gets none and every request is
+admitted on its own, as exactly as ever.
+
+A run not used within ``max_age_s`` (or left when the gateway stops) is handed back as a
+``RunClosed`` with no calls, which releases its reservation; what a gateway that died still held is
+released by billing's expiry sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from contracts import AgentSnapshot, PrefetchReply, PrefetchRequest, RunClosed, Subjects
+
+from .auth import Requester
+from .rpc import call
+
+log = logging.getLogger(__name__)
+
+#: Prompts up to this many (estimated) tokens share one kind of run admitted ahead.
+MIN_PROMPT_CAP = 1024
+
+
+def prompt_cap(prompt_tokens: int) -> int:
+    """The prompt a run admitted ahead is reserved for: twice this one's, a power of two, ≥ 1024."""
+    cap = MIN_PROMPT_CAP
+    while cap < 2 * prompt_tokens:
+        cap *= 2
+    return cap
+
+
+@dataclass(frozen=True)
+class AheadRun:
+    run_id: str
+    user_id: str
+    reservation_id: str | None
+    prompt_cap: int
+    at: float  # time.monotonic() when granted
+
+
+_Key = tuple[str, str, str, int]  # user id, agent id, model, max output tokens
+
+
+class PreAdmissions:
+    def __init__(
+        self,
+        rpc: Requester,
+        subjects: Subjects,
+        close_run: Callable[[RunClosed], Awaitable[None]],
+        new_run_id: Callable[[], str],
+        *,
+        per_key: int = 2,
+        max_age_s: float = 30.0,
+        rpc_timeout_s: float = 2.0,
+    ) -> None:
+        self._rpc = rpc
+        self._subjects = subjects
+        self._close_run = close_run
+        self._new_run_id = new_run_id
+        self._per_key = per_key
+        self._max_age_s = max_age_s
+        self._rpc_timeout_s = rpc_timeout_s
+        self._ready: dict[_Key, deque[AheadRun]] = {}
+        self._fetching: set[_Key] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @staticmethod
+    def _key(user_id: str, agent: AgentSnapshot, max_out: int) -> _Key:
+        return (user_id, agent.id, agent.model, max_out)
+
+    def take(self, user_id: str, agent: AgentSnapshot, max_out: int, prompt_tokens: int) -> AheadRun | None:
+        """A run admitted ahead for this request, if one fits (no waiting, no I/O)."""
+        ready = self._ready.get(self._key(user_id, agent, max_out))
+        now = time.monotonic()
+        while ready:
+            run = ready.popleft()
+            if now - run.at > self._max_age_s:
+                self._spawn(self._hand_back([run]))
+                continue
+            if prompt_tokens <= run.prompt_cap:
+                return run
+            ready.appendleft(run)  # a bigger prompt than these were reserved for: the usual path
+            return None
+        return None
+
+    def refill(self, user_id: str, agent: AgentSnapshot, max_out: int, prompt_tokens: int) -> None:
+        """Keep ``per_key`` runs admitted ahead for this user and agent (asked for in the background)."""
+        if self._per_key <= 0:
+            return
+        key = self._key(user_id, agent, max_out)
+        missing = self._per_key - len(self._ready.get(key, ()))
+        if missing <= 0 or key in self._fetching:
+            return
+        self._fetching.add(key)
+        self._spawn(self._fetch(key, agent, missing, prompt_cap(prompt_tokens)))
+
+    async def _fetch(self, key: _Key, agent: AgentSnapshot, count: int, cap: int) -> None:
+        user_id, _, _, max_out = key
+        request = PrefetchRequest(
+            user_id=user_id,
+            agent_id=agent.id,
+            provider=agent.provider,
+            model=agent.model,
+            prompt_tokens=cap,
+            max_output_tokens=max_out,
+            run_ids=[self._new_run_id() for _ in range(count)],
+        )
+        try:
+            reply = await call(
+                self._rpc, self._subjects.billing_prefetch, request, PrefetchReply, self._rpc_timeout_s, "billing"
+            )
+        except Exception as exc:  # an optimisation only: the next request is admitted the usual way
+            log.debug("admitting runs ahead failed: %s", exc)
+            return
+        finally:
+            self._fetching.discard(key)
+        now = time.monotonic()
+        runs = [AheadRun(run_id, user_id, rid, cap, now) for run_id, rid in reply.reservations.items()]
+        if runs:
+            self._ready.setdefault(key, deque()).extend(runs)
+
+    def give_back(self, run: AheadRun) -> None:
+        """A run taken but never queued: release its reservation (in the background)."""
+        self._spawn(self._hand_back([run]))
+
+    async def _hand_back(self, runs: list[AheadRun]) -> None:
+        for run in runs:
+            closed = RunClosed(
+                run_id=run.run_id, user_id=run.user_id, reservation_id=run.reservation_id, calls=0, status="cancelled"
+            )
+            try:
+                await self._close_run(closed)
+            except Exception:  # billing's expiry sweep releases it in the end
+                log.warning("handing back a run admitted ahead failed; its hold expires instead", exc_info=True)
+
+    async def sweep(self) -> None:
+        """Hand back what has waited longer than ``max_age_s``; run as a task."""
+        while True:
+            await asyncio.sleep(max(0.05, self._max_age_s / 2))
+            now = time.monotonic()
+            old: list[AheadRun] = []
+            for key, ready in list(self._ready.items()):
+                while ready and now - ready[0].at > self._max_age_s:
+                    old.append(ready.popleft())
+                if not ready:
+                    del self._ready[key]
+            if old:
+                await self._hand_back(old)
+
+    async def close(self) -> None:
+        """Hand back every run still held (the gateway is stopping), once requests in flight are in."""
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        held = [run for ready in self._ready.values() for run in ready]
+        self._ready.clear()
+        await self._hand_back(held)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

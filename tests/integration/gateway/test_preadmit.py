@@ -1,0 +1,98 @@
+"""Runs admitted ahead of time: a request that fits one starts with no admission round trip."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from contracts import RunClosed
+
+from .conftest import KEY, Stack
+from .test_chat_stream import say_hello
+
+pytestmark = pytest.mark.integration
+
+AUTH = {"Authorization": f"Bearer {KEY}"}
+HI = [{"role": "user", "content": "hi"}]
+
+
+async def until(predicate: Any, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+async def test_the_next_request_takes_a_run_admitted_ahead(stack: Stack) -> None:
+    stack.fakes.agent("agent_hello", say_hello)
+    stack.fakes.grant_ahead = True
+    async with stack.http() as http:
+        first = await http.post("/v1/chat/completions", headers=AUTH, json={"model": "agent_hello", "messages": HI})
+        assert first.status_code == 200
+        await until(lambda: len(stack.fakes.prefetch_requests) == 1)
+        asked = stack.fakes.prefetch_requests[0]
+        assert asked.user_id == "u_alice" and asked.agent_id == "agent_hello" and len(asked.run_ids) == 2
+        assert asked.prompt_tokens >= 1024
+        await asyncio.sleep(0.1)  # the grant lands in the gateway
+        second = await http.post("/v1/chat/completions", headers=AUTH, json={"model": "agent_hello", "messages": HI})
+    assert second.status_code == 200
+    assert len(stack.fakes.admit_requests) == 1  # the second request asked billing nothing
+    taken = stack.fakes.run_requests[1]
+    assert taken.run_id in asked.run_ids and second.json()["id"] == taken.run_id
+    assert not taken.await_admission and taken.reservation_id == f"pre_{taken.run_id}"
+    await until(lambda: len(stack.fakes.prefetch_requests) == 2)  # and one more is asked for
+    assert len(stack.fakes.prefetch_requests[1].run_ids) == 1
+
+
+async def test_without_runs_ahead_every_request_is_admitted_on_its_own(stack: Stack) -> None:
+    stack.fakes.agent("agent_hello", say_hello)  # the fake billing grants none
+    async with stack.http() as http:
+        for _ in range(3):
+            answer = await http.post(
+                "/v1/chat/completions", headers=AUTH, json={"model": "agent_hello", "messages": HI}
+            )
+            assert answer.status_code == 200
+    assert len(stack.fakes.admit_requests) == 3
+    assert all(r.await_admission for r in stack.fakes.run_requests)
+
+
+async def test_a_bigger_prompt_than_the_runs_ahead_were_reserved_for_is_admitted_on_its_own(stack: Stack) -> None:
+    stack.fakes.agent("agent_hello", say_hello)
+    stack.fakes.grant_ahead = True
+    async with stack.http() as http:
+        assert (
+            await http.post("/v1/chat/completions", headers=AUTH, json={"model": "agent_hello", "messages": HI})
+        ).status_code == 200
+        await until(lambda: len(stack.fakes.prefetch_requests) == 1)
+        await asyncio.sleep(0.1)
+        big = [{"role": "user", "content": "word " * 20_000}]
+        assert (
+            await http.post("/v1/chat/completions", headers=AUTH, json={"model": "agent_hello", "messages": big})
+        ).status_code == 200
+    assert len(stack.fakes.admit_requests) == 2 and stack.fakes.run_requests[1].await_admission
+
+
+@pytest.mark.parametrize("settings_overrides", [{"preadmit_max_age_s": 0.2}])
+async def test_unused_runs_ahead_are_handed_back_released(stack: Stack) -> None:
+    stack.fakes.agent("agent_hello", say_hello)
+    stack.fakes.grant_ahead = True
+    closed: list[RunClosed] = []
+
+    async def on_closed(msg: Any) -> None:
+        closed.append(RunClosed.model_validate_json(msg.data))
+
+    sub = await stack.nc.subscribe(stack.subjects.usage_run_closed, cb=on_closed)
+    try:
+        async with stack.http() as http:
+            answer = await http.post(
+                "/v1/chat/completions", headers=AUTH, json={"model": "agent_hello", "messages": HI}
+            )
+            assert answer.status_code == 200
+        await until(lambda: len(stack.fakes.prefetch_requests) == 1)
+        ahead = set(stack.fakes.prefetch_requests[0].run_ids)
+        await until(lambda: ahead <= {c.run_id for c in closed}, timeout=5)
+    finally:
+        await sub.unsubscribe()
+    handed_back = [c for c in closed if c.run_id in ahead]
+    assert all(c.calls == 0 and c.reservation_id == f"pre_{c.run_id}" for c in handed_back)
