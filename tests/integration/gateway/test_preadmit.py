@@ -24,6 +24,7 @@ async def until(predicate: Any, timeout: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
+@pytest.mark.parametrize("settings_overrides", [{"preadmit_runs": 2}])
 async def test_the_next_request_takes_a_run_admitted_ahead(stack: Stack) -> None:
     stack.fakes.agent("agent_hello", say_hello)
     stack.fakes.grant_ahead = True
@@ -41,8 +42,25 @@ async def test_the_next_request_takes_a_run_admitted_ahead(stack: Stack) -> None
     taken = stack.fakes.run_requests[1]
     assert taken.run_id in asked.run_ids and second.json()["id"] == taken.run_id
     assert not taken.await_admission and taken.reservation_id == f"pre_{taken.run_id}"
-    await until(lambda: len(stack.fakes.prefetch_requests) == 2)  # and one more is asked for
+    await until(lambda: len(stack.fakes.prefetch_requests) == 2)  # half are used: the missing one is asked for
     assert len(stack.fakes.prefetch_requests[1].run_ids) == 1
+
+
+async def test_runs_ahead_are_asked_for_again_only_once_half_are_used(stack: Stack) -> None:
+    stack.fakes.agent("agent_hello", say_hello)
+    stack.fakes.grant_ahead = True
+    body = {"model": "agent_hello", "messages": HI}
+    async with stack.http() as http:
+        assert (await http.post("/v1/chat/completions", headers=AUTH, json=body)).status_code == 200
+        await until(lambda: len(stack.fakes.prefetch_requests) == 1)
+        assert len(stack.fakes.prefetch_requests[0].run_ids) == 4  # GATEWAY_PREADMIT_RUNS
+        await asyncio.sleep(0.1)
+        assert (await http.post("/v1/chat/completions", headers=AUTH, json=body)).status_code == 200
+        await asyncio.sleep(0.1)
+        assert len(stack.fakes.prefetch_requests) == 1  # three left: nothing asked
+        assert (await http.post("/v1/chat/completions", headers=AUTH, json=body)).status_code == 200
+        await until(lambda: len(stack.fakes.prefetch_requests) == 2)
+    assert len(stack.fakes.prefetch_requests[1].run_ids) == 2 and len(stack.fakes.admit_requests) == 1
 
 
 async def test_without_runs_ahead_every_request_is_admitted_on_its_own(stack: Stack) -> None:

@@ -97,13 +97,15 @@ class PreAdmissions:
         return None
 
     def refill(self, user_id: str, agent: AgentSnapshot, max_out: int, prompt_tokens: int) -> None:
-        """Keep ``per_key`` runs admitted ahead for this user and agent (asked for in the background)."""
+        """Keep up to ``per_key`` runs admitted ahead for this user and agent, asked for in the
+        background once half are used (fewer, larger asks: each is a transaction in billing)."""
         if self._per_key <= 0:
             return
         key = self._key(user_id, agent, max_out)
-        missing = self._per_key - len(self._ready.get(key, ()))
-        if missing <= 0 or key in self._fetching:
+        have = len(self._ready.get(key, ()))
+        if have > self._per_key // 2 or key in self._fetching:
             return
+        missing = self._per_key - have
         self._fetching.add(key)
         self._spawn(self._fetch(key, agent, missing, prompt_cap(prompt_tokens)))
 

@@ -33,7 +33,7 @@ class GatewaySettings(ServiceSettings):
     access_log: bool = Field(default=False)
     drain_timeout_s: float = Field(default=20.0, ge=0, description="SIGTERM: how long open streams may finish")
     preadmit_runs: int = Field(
-        default=2, ge=0, le=16, description="runs kept admitted ahead per active user and agent (0: none)"
+        default=4, ge=0, le=16, description="runs kept admitted ahead per active user and agent (0: none)"
     )
     preadmit_max_age_s: float = Field(default=30.0, gt=0, description="an unused run admitted ahead is handed back")
 
