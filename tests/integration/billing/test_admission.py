@@ -258,15 +258,15 @@ async def prefetch(nc, s: Subjects, user: str, run_ids: list[str]) -> PrefetchRe
     )
 
 
-async def test_runs_admitted_ahead_reserve_all_or_none_and_only_with_room_to_spare(
+async def test_runs_admitted_ahead_reserve_all_or_none_and_only_a_tenth_of_the_available(
     billing: BillingApp, nats_client, namespace: str, books: Books
 ) -> None:
     s = Subjects(namespace)
-    await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": str(RUN_WORST * 5)})
+    await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": str(RUN_WORST * 25)})
     granted = await prefetch(nats_client, s, "u", ["pre-1", "pre-2"])
     assert set(granted.reservations) == {"pre-1", "pre-2"} and all(granted.reservations.values())
     assert (await books.account("u"))[1] == 2 * RUN_WORST * MICRO
-    # Three more would leave less than three available: none are granted, nothing is reserved.
+    # Three more would take more than a tenth of the 23 left: none are granted, nothing is reserved.
     refused = await prefetch(nats_client, s, "u", ["pre-3", "pre-4", "pre-5"])
     assert refused.reservations == {} and refused.error is None
     assert (await books.account("u"))[1] == 2 * RUN_WORST * MICRO

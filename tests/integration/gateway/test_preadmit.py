@@ -24,6 +24,12 @@ async def until(predicate: Any, timeout: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
+def held(stack: Stack) -> int:
+    """How many runs admitted ahead the gateway holds right now."""
+    preadmitted = stack.app.state.ctx.preadmitted
+    return sum(len(ready) for ready in preadmitted._ready.values())
+
+
 @pytest.mark.parametrize("settings_overrides", [{"preadmit_runs": 2}])
 async def test_the_next_request_takes_a_run_admitted_ahead(stack: Stack) -> None:
     stack.fakes.agent("agent_hello", say_hello)
@@ -35,7 +41,7 @@ async def test_the_next_request_takes_a_run_admitted_ahead(stack: Stack) -> None
         asked = stack.fakes.prefetch_requests[0]
         assert asked.user_id == "u_alice" and asked.agent_id == "agent_hello" and len(asked.run_ids) == 2
         assert asked.prompt_tokens >= 1024
-        await asyncio.sleep(0.1)  # the grant lands in the gateway
+        await until(lambda: held(stack) == 2)  # the grant landed in the gateway
         second = await http.post("/v1/chat/completions", headers=AUTH, json={"model": "agent_hello", "messages": HI})
     assert second.status_code == 200
     assert len(stack.fakes.admit_requests) == 1  # the second request asked billing nothing
@@ -54,10 +60,9 @@ async def test_runs_ahead_are_asked_for_again_only_once_half_are_used(stack: Sta
         assert (await http.post("/v1/chat/completions", headers=AUTH, json=body)).status_code == 200
         await until(lambda: len(stack.fakes.prefetch_requests) == 1)
         assert len(stack.fakes.prefetch_requests[0].run_ids) == 4  # GATEWAY_PREADMIT_RUNS
-        await asyncio.sleep(0.1)
+        await until(lambda: held(stack) == 4)
         assert (await http.post("/v1/chat/completions", headers=AUTH, json=body)).status_code == 200
-        await asyncio.sleep(0.1)
-        assert len(stack.fakes.prefetch_requests) == 1  # three left: nothing asked
+        assert held(stack) == 3 and len(stack.fakes.prefetch_requests) == 1  # three left: nothing asked
         assert (await http.post("/v1/chat/completions", headers=AUTH, json=body)).status_code == 200
         await until(lambda: len(stack.fakes.prefetch_requests) == 2)
     assert len(stack.fakes.prefetch_requests[1].run_ids) == 2 and len(stack.fakes.admit_requests) == 1
@@ -82,13 +87,23 @@ async def test_a_bigger_prompt_than_the_runs_ahead_were_reserved_for_is_admitted
         assert (
             await http.post("/v1/chat/completions", headers=AUTH, json={"model": "agent_hello", "messages": HI})
         ).status_code == 200
-        await until(lambda: len(stack.fakes.prefetch_requests) == 1)
-        await asyncio.sleep(0.1)
+        await until(lambda: held(stack) == 4)
         big = [{"role": "user", "content": "word " * 20_000}]
         assert (
             await http.post("/v1/chat/completions", headers=AUTH, json={"model": "agent_hello", "messages": big})
         ).status_code == 200
     assert len(stack.fakes.admit_requests) == 2 and stack.fakes.run_requests[1].await_admission
+
+
+async def test_a_user_holds_runs_ahead_for_two_kinds_of_request_at_most(stack: Stack) -> None:
+    stack.fakes.agent("agent_hello", say_hello)
+    stack.fakes.grant_ahead = True
+    async with stack.http() as http:
+        for n, max_tokens in enumerate((100, 200, 300)):
+            body = {"model": "agent_hello", "messages": HI, "max_tokens": max_tokens}
+            assert (await http.post("/v1/chat/completions", headers=AUTH, json=body)).status_code == 200
+            await until(lambda n=n: held(stack) == 4 * min(n + 1, 2))
+    assert sorted(r.max_output_tokens for r in stack.fakes.prefetch_requests) == [100, 200]
 
 
 @pytest.mark.parametrize("settings_overrides", [{"preadmit_max_age_s": 0.2}])

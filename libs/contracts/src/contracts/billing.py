@@ -34,9 +34,9 @@ class PrefetchRequest(Message):
     """Admit runs ahead of time: a gateway keeps them for the user's next requests to this agent,
     each of which then starts with no admission round trip. Each run reserves the worst case of a
     prompt of up to ``prompt_tokens`` and ``max_output_tokens`` of output. All or none are granted,
-    and only while the user keeps at least as much available again (near their balance, requests
-    are admitted one by one, as exactly as ever). An unused run is handed back as a ``RunClosed``
-    with no calls, which releases its reservation."""
+    and only while they take at most a tenth of what the user has available (far from their balance
+    only; near it, requests are admitted one by one). An unused run is handed back as a
+    ``RunClosed`` with no calls, which releases its reservation."""
 
     user_id: str
     agent_id: str

@@ -2,11 +2,12 @@
 
 After a user's request to an agent is admitted, the gateway asks billing — in the background — to
 admit a few more runs of that user and agent (``billing.reservation.prefetch``): billing reserves
-each one's worst case, for a prompt of up to a cap, all or none, and only while the user keeps as
-much again available. The next request that fits takes one: it is queued already admitted, under its
-own run id and reservation, and the gateway asks for a replacement. Every run still has its own
+each one's worst case, for a prompt of up to a cap, all or none, and only while they take at most
+a tenth of what the user has available (and a user holds them for two kinds of request at most).
+The next request that fits takes one: it is queued already admitted, under its own run id and
+reservation, and the gateway asks for replacements once half are used. Every run still has its own
 reservation and settles as any other; near their balance a user gets none and every request is
-admitted on its own, as exactly as ever.
+admitted on its own.
 
 A run not used within ``max_age_s`` (or left when the gateway stops) is handed back as a
 ``RunClosed`` with no calls, which releases its reservation; what a gateway that died still held is
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: Prompts up to this many (estimated) tokens share one kind of run admitted ahead.
 MIN_PROMPT_CAP = 1024
+#: At most this many kinds (agent, model, max output) per user hold runs ahead at once.
+MAX_KINDS_PER_USER = 2
 
 
 def prompt_cap(prompt_tokens: int) -> int:
@@ -105,9 +108,15 @@ class PreAdmissions:
         have = len(self._ready.get(key, ()))
         if have > self._per_key // 2 or key in self._fetching:
             return
+        if key not in self._ready and self._kinds_held(user_id) >= MAX_KINDS_PER_USER:
+            return  # holds stay a small part of a user's balance (see billing's prefetch)
         missing = self._per_key - have
         self._fetching.add(key)
         self._spawn(self._fetch(key, agent, missing, prompt_cap(prompt_tokens)))
+
+    def _kinds_held(self, user_id: str) -> int:
+        held = {k for k, ready in self._ready.items() if k[0] == user_id and ready}
+        return len(held | {k for k in self._fetching if k[0] == user_id})
 
     async def _fetch(self, key: _Key, agent: AgentSnapshot, count: int, cap: int) -> None:
         user_id, _, _, max_out = key
