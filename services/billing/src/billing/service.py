@@ -36,10 +36,14 @@ class BillingService:
     def balance_enabled(self) -> bool:
         return self.ledger.policy.balance_enabled
 
+    def _worst_case(self, req: AdmitRequest | ExtendRequest | PrefetchRequest) -> int:
+        """What one run (or its next call) may cost at most, in µcr: what admission reserves."""
+        return self.ledger.prices.lookup(req.model).worst_case(req.prompt_tokens, req.max_output_tokens)
+
     async def admit(self, req: AdmitRequest) -> AdmitReply:
         if not self.balance_enabled:
             return AdmitReply(admitted=True)
-        cost = self.ledger.prices.lookup(req.model).worst_case(req.prompt_tokens, req.max_output_tokens)
+        cost = self._worst_case(req)
         rid, cost, available = await self.ledger.admit(req.user_id, req.run_id, cost)
         if rid is None:
             return AdmitReply(
@@ -50,13 +54,13 @@ class BillingService:
     async def prefetch(self, req: PrefetchRequest) -> PrefetchReply:
         if not self.balance_enabled:
             return PrefetchReply(reservations=dict.fromkeys(req.run_ids))
-        cost = self.ledger.prices.lookup(req.model).worst_case(req.prompt_tokens, req.max_output_tokens)
+        cost = self._worst_case(req)
         return PrefetchReply(reservations=await self.ledger.prefetch(req.user_id, req.run_ids, cost))
 
     async def extend(self, req: ExtendRequest) -> ExtendReply:
         if not self.balance_enabled:
             return ExtendReply(ok=True)
-        cost = self.ledger.prices.lookup(req.model).worst_case(req.prompt_tokens, req.max_output_tokens)
+        cost = self._worst_case(req)
         outcome = await self.ledger.extend(req.reservation_id, req.user_id, cost)
         if outcome == "ok":
             return ExtendReply(ok=True, reserved=from_micro(cost))

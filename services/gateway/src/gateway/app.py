@@ -52,9 +52,8 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
                 from redis.asyncio import Redis
 
                 redis = Redis.from_url(settings.redis_url)
-            auth = Authenticator(
-                nats_requester(nc), subjects, ttl_s=settings.auth_cache_ttl_s, rpc_timeout_s=settings.rpc_timeout_s
-            )
+            rpc = nats_requester(nc)
+            auth = Authenticator(rpc, subjects, ttl_s=settings.auth_cache_ttl_s, rpc_timeout_s=settings.rpc_timeout_s)
 
             async def on_invalidated(msg) -> None:  # type: ignore[no-untyped-def]
                 try:
@@ -63,7 +62,6 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
                     log.warning("ignored a malformed cache invalidation")
 
             invalidations = await nc.subscribe(subjects.catalog_invalidated, cb=on_invalidated)
-            rpc = nats_requester(nc)
 
             async def close_run(closed: RunClosed) -> None:
                 headers = trace_headers({MSG_ID_HEADER: closed.msg_id})

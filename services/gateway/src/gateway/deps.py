@@ -22,11 +22,6 @@ async def get_ctx(request: Request) -> GatewayContext:
 CtxDep = Annotated[GatewayContext, Depends(get_ctx)]
 
 
-async def get_authenticated(request: Request, ctx: CtxDep) -> Principal:
-    """Authenticate the Bearer API key (cached) and require REMOTE_AGENTS USE; no rate limit yet."""
-    return await ctx.auth.authenticate(request.headers.get("authorization"))
-
-
 async def check_rate_limit(ctx: GatewayContext, principal: Principal) -> None:
     """Apply the key's rate limit: 429 with ``Retry-After`` when it is spent."""
     if ctx.rate_limiter is None:
@@ -44,11 +39,11 @@ async def check_rate_limit(ctx: GatewayContext, principal: Principal) -> None:
         )
 
 
-async def get_principal(ctx: CtxDep, principal: Annotated[Principal, Depends(get_authenticated)]) -> Principal:
-    """Authenticate, then apply the key's rate limit."""
+async def get_principal(request: Request, ctx: CtxDep) -> Principal:
+    """Authenticate the Bearer API key (cached), require REMOTE_AGENTS USE, apply the key's rate limit."""
+    principal = await ctx.auth.authenticate(request.headers.get("authorization"))
     await check_rate_limit(ctx, principal)
     return principal
 
 
-AuthenticatedDep = Annotated[Principal, Depends(get_authenticated)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
