@@ -40,6 +40,7 @@ from contracts import (
 )
 from gateway.app import create_app
 from gateway.auth import hash_key
+from gateway.httpguard import guarded_protocol
 from gateway.settings import GatewaySettings
 from servicekit.natsio import ensure_streams
 
@@ -265,7 +266,8 @@ async def serve(settings: GatewaySettings) -> AsyncIterator[tuple[str, Any]]:
     sock.listen(128)
     port = sock.getsockname()[1]
     app = create_app(settings)
-    config = uvicorn.Config(app, lifespan="on", log_level="warning", ws="none", http="httptools", loop="none")
+    protocol = guarded_protocol(settings.max_header_bytes, settings.header_timeout_s)  # as gateway.__main__ does
+    config = uvicorn.Config(app, lifespan="on", log_level="warning", ws="none", http=protocol, loop="none")
     server = uvicorn.Server(config)
     # uvicorn's own signal handling would take over the test process' SIGINT.
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from contracts import AgentSnapshot, ChatMessage
+from contracts import AgentSnapshot
 from gateway.errors import GatewayError, param_from_loc
 from gateway.routes.chat import max_output_tokens, parse_chat_request
-from gateway.schemas import estimate_prompt_tokens
 from gateway.settings import GatewaySettings
 from tests.support.openapi_schema import validate
 
 pytestmark = pytest.mark.unit
+
+
+def _body(**fields: object) -> bytes:
+    """A chat body that is valid but for ``fields`` (json.dumps sends a NUL as the escape \\u0000)."""
+    body: dict[str, object] = {"model": "a", "messages": [{"role": "user", "content": "x"}], **fields}
+    return json.dumps(body).encode()
 
 
 def bad(raw: bytes) -> GatewayError:
@@ -46,6 +53,22 @@ def bad(raw: bytes) -> GatewayError:
             b'{"model": "a", "messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": "y"}}',
             "stream_options.include_usage",
         ),
+        # Bounded at the edge: what storage, NATS and arithmetic cannot take never gets past here.
+        (_body(conversation_id="c" * 201), "conversation_id"),
+        (_body(conversation_id="a\u0000b"), "conversation_id"),
+        (_body(parent_message_id="p" * 201), "parent_message_id"),
+        (_body(max_tokens=9223372036854775808), "max_tokens"),
+        (_body(max_tokens=2**31), "max_tokens"),
+        (_body(max_completion_tokens=9223372036854775808), "max_completion_tokens"),
+        (_body(user="u" * 257), "user"),
+        (_body(model="m" * 257), "model"),
+        (_body(stop=["s" * 257]), "stop"),
+        (_body(n=2), "n"),
+        (_body(messages=[{"role": "user", "content": "nul \u0000 inside"}]), "messages[0].content"),
+        (_body(messages=[{"role": "user", "name": "n\u0000", "content": "x"}]), "messages[0].name"),
+        (_body(messages=[{"role": "user", "content": [{"type": "file", "file": {"file_id": "f"}}]}]), "messages[0]"),
+        (_body(messages=[{"role": "user", "content": [{"type": "text"}]}]), "messages[0].content"),
+        (_body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]), "messages[0]"),
     ],
 )
 def test_bad_bodies(raw: bytes, param: str | None) -> None:
@@ -79,14 +102,6 @@ def test_param_names() -> None:
     assert param_from_loc(("body", "messages", 0, "role")) == "messages[0].role"
     assert param_from_loc(("stream",)) == "stream"
     assert param_from_loc(()) is None
-
-
-def test_prompt_estimate_is_chars_over_four() -> None:
-    messages = [
-        ChatMessage(role="user", content="a" * 10),
-        ChatMessage(role="user", content=[{"type": "text", "text": "bb"}]),
-    ]
-    assert estimate_prompt_tokens(messages, "c" * 4) == 4
 
 
 def test_max_output_tokens_precedence() -> None:

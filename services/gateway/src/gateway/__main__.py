@@ -1,5 +1,6 @@
 """``python -m gateway``: serve the gateway with uvicorn (uvloop, httptools). SIGTERM/SIGINT stop
-accepting connections, let open streams finish (up to ``GATEWAY_DRAIN_TIMEOUT_S``), then close."""
+accepting connections, let open streams finish (up to ``GATEWAY_DRAIN_TIMEOUT_S``), then close.
+Request headers are bounded in size and time (:mod:`gateway.httpguard`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from servicekit.runtime import freeze_startup_heap
 from servicekit.telemetry import setup_logging
 
 from .app import create_app
+from .httpguard import guarded_protocol
 from .settings import GatewaySettings
 
 
@@ -22,7 +24,7 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(settings.max_header_bytes, settings.header_timeout_s),
         access_log=settings.access_log,
         log_config=None,
         timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,

@@ -93,6 +93,7 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
                 rate_limiter=RateLimiter(redis, namespace=settings.nats_namespace),
                 rpc=rpc,
                 preadmitted=preadmitted if settings.preadmit_runs else None,
+                close_run=close_run,
             )
             if on_ready is not None:
                 on_ready()
@@ -118,6 +119,9 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
         # One server span per request comes from ObservabilityMiddleware; FastAPI's built-in
         # instrumentation would add a second span, metrics and log records to every request.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+        # No redirects on an API: a trailing slash is a 404 in the envelope, never a 307 to a URL
+        # built from the request's Host header.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.metrics = metrics

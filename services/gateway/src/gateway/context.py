@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from contracts import Subjects
+from contracts import RunClosed, Subjects
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -39,6 +40,8 @@ class GatewayContext:
     rpc: Requester | None = None
     #: Runs admitted ahead of time (None: every request is admitted on its own).
     preadmitted: PreAdmissions | None = None
+    #: Publishes a run's ``RunClosed`` (to release the hold of a run that was never queued).
+    close_run: Callable[[RunClosed], Awaitable[None]] | None = None
 
     def __post_init__(self) -> None:
         if self.rpc is None:

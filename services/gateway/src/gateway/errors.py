@@ -100,11 +100,22 @@ def param_from_loc(loc: Sequence[int | str]) -> str | None:
     for part in loc:
         if part in ("body", "query", "path", "header") and not out:
             continue
+        if isinstance(part, str) and _is_union_tag(part):
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         else:
             out += f".{part}" if out else str(part)
     return out or None
+
+
+#: The names pydantic puts in an error's location for the member of a union that failed.
+_SCALAR_TAGS = frozenset({"str", "int", "float", "bool", "none", "list", "dict", "bytes"})
+
+
+def _is_union_tag(part: str) -> bool:
+    """``function-after[…]``, ``list[…]``, ``str`` or a model's class name: not a parameter's name."""
+    return "[" in part or part in _SCALAR_TAGS or part[:1].isupper()
 
 
 def describe_validation_error(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
@@ -113,7 +124,7 @@ def describe_validation_error(errors: Sequence[Mapping[str, Any]]) -> tuple[str,
         return "Invalid request.", None
     first = errors[0]
     param = param_from_loc(first.get("loc", ()))
-    msg = str(first.get("msg", "invalid value"))
+    msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     if first.get("type") == "json_invalid":
         return "We could not parse the JSON body of your request.", None
     if first.get("type") == "missing":

@@ -143,6 +143,10 @@ class PreAdmissions:
         if runs:
             self._ready.setdefault(key, deque()).extend(runs)
 
+    def put_back(self, run: AheadRun, agent: AgentSnapshot, max_out: int) -> None:
+        """A run taken for a request refused before it was queued: the next request may take it."""
+        self._ready.setdefault(self._key(run.user_id, agent, max_out), deque()).appendleft(run)
+
     def give_back(self, run: AheadRun) -> None:
         """A run taken but never queued: release its reservation (in the background)."""
         self._spawn(self._hand_back([run]))

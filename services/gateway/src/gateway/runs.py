@@ -61,11 +61,12 @@ class RunStream:
     async def open(self) -> None:
         self._sub = await self._nc.subscribe(self._subjects.run_events(self.run_id), cb=self._on_msg)
 
-    async def publish(self, js: JetStreamContext, request: RunRequest, ack_wait_s: float) -> None:
-        """Put the request on the RUNS work queue (deduplicated by run id; carries the trace context)."""
+    async def publish(self, js: JetStreamContext, request: RunRequest | bytes, ack_wait_s: float) -> None:
+        """Put the request (or its encoding) on the RUNS work queue (deduplicated by run id; carries the
+        trace context)."""
         await js.publish(
             self._subjects.run_request,
-            request.model_dump_json().encode(),
+            request if isinstance(request, bytes) else request.model_dump_json().encode(),
             timeout=ack_wait_s,
             headers=trace_headers({"Nats-Msg-Id": self.run_id}),
         )

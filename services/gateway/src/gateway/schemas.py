@@ -8,44 +8,102 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
 
 from contracts import ChatMessage, FunctionCall, ToolCall
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 Number = StrictInt | StrictFloat
 
+#: Integers the wire, the ledger and provider APIs all hold (int32).
+MAX_INT32 = 2**31 - 1
+#: Identifiers that reach a database column (a usage record's conversation id: 200 characters).
+MAX_ID_LENGTH = 200
+#: Names and short values (agent ids, users, tool names, stop sequences).
+MAX_NAME_LENGTH = 256
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL's text types cannot store U+0000; refused here, before it reaches NATS or a database.
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (\\u0000)")
+    return value
+
+
+#: A string with no NUL character (any length: the body limit and the run size bound it).
+Text = Annotated[StrictStr, AfterValidator(_no_nul)]
+#: An identifier stored with a run's usage.
+Ident = Annotated[StrictStr, Field(max_length=MAX_ID_LENGTH), AfterValidator(_no_nul)]
+#: A short name.
+Name = Annotated[StrictStr, Field(max_length=MAX_NAME_LENGTH), AfterValidator(_no_nul)]
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class ContentPart(_Body):
-    """One part of a message's content; text parts carry ``text``, other kinds pass through to the runner."""
+class TextPart(_Body):
+    type: Literal["text"]
+    text: Text
 
-    model_config = ConfigDict(extra="allow")
 
-    type: StrictStr
-    text: StrictStr | None = None
+class RefusalPart(_Body):
+    type: Literal["refusal"]
+    refusal: Text
+
+
+class ImageURL(_Body):
+    url: Annotated[Text, Field(min_length=1)]
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(_Body):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class InputAudio(_Body):
+    data: Annotated[Text, Field(min_length=1)]
+    format: Literal["wav", "mp3"]
+
+
+class AudioPart(_Body):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+#: One part of a message's content. ``file`` parts are refused: their size in tokens cannot be bounded
+#: before the provider reads them, and admission must reserve a run's worst case.
+ContentPart = Annotated[TextPart | RefusalPart | ImagePart | AudioPart, Field(discriminator="type")]
 
 
 class FunctionCallIn(_Body):
-    name: StrictStr
-    arguments: StrictStr = ""
+    name: Name
+    arguments: Text = ""
 
 
 class ToolCallIn(_Body):
-    id: StrictStr
+    id: Name
     type: Literal["function"] = "function"
     function: FunctionCallIn
 
 
 class MessageIn(_Body):
     role: Role
-    content: StrictStr | list[ContentPart] | None = None
-    name: StrictStr | None = None
+    content: Text | list[ContentPart] | None = None
+    name: Name | None = None
     tool_calls: list[ToolCallIn] | None = None
-    tool_call_id: StrictStr | None = None
+    tool_call_id: Name | None = None
 
     def problem(self) -> tuple[str, str] | None:
         """``(field, message)`` when the message is well-typed but incomplete for its role."""
@@ -53,10 +111,6 @@ class MessageIn(_Body):
             return "tool_call_id", "a 'tool' message needs 'tool_call_id'"
         if self.content is None and not (self.role == "assistant" and self.tool_calls):
             return "content", f"a '{self.role}' message needs 'content'"
-        if isinstance(self.content, list):
-            for part in self.content:
-                if part.type == "text" and part.text is None:
-                    return "content", "a text content part needs 'text'"
         return None
 
     def to_contract(self) -> ChatMessage:
@@ -85,18 +139,19 @@ class StreamOptions(_Body):
 class ChatCompletionRequest(_Body):
     """``POST /v1/chat/completions``: ``model`` names the agent."""
 
-    model: Annotated[StrictStr, Field(min_length=1)]
+    model: Annotated[Name, Field(min_length=1)]
     messages: Annotated[list[MessageIn], Field(min_length=1)]
     stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
-    max_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
-    max_completion_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+    max_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_INT32)] | None = None
+    max_completion_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_INT32)] | None = None
     temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
     top_p: Annotated[Number, Field(ge=0, le=1)] | None = None
-    stop: StrictStr | list[StrictStr] | None = None
-    user: StrictStr | None = None
-    conversation_id: StrictStr | None = None
-    parent_message_id: StrictStr | None = None
+    n: Literal[1] | None = Field(default=None, description="one choice a request: agents answer once")
+    stop: Name | list[Name] | None = None
+    user: Name | None = None
+    conversation_id: Ident | None = None
+    parent_message_id: Ident | None = None
 
     @field_validator("stop")
     @classmethod
@@ -126,13 +181,3 @@ class ChatCompletionRequest(_Body):
             if found is not None:
                 return f"messages[{i}].{found[0]}", found[1]
         return None
-
-
-def estimate_prompt_tokens(messages: list[ChatMessage], instructions: str | None) -> int:
-    """A cheap prompt-size estimate for admission: characters / 4 of every message's text and the instructions."""
-    chars = len(instructions or "")
-    for m in messages:
-        chars += len(m.text())
-        if m.tool_calls:
-            chars += sum(len(t.function.name) + len(t.function.arguments) for t in m.tool_calls)
-    return (chars + 3) // 4

@@ -30,6 +30,7 @@ from contracts import (
     TokenUsage,
     UsageRecorded,
 )
+from contracts.estimate import prompt_tokens_bound
 from contracts.events import (
     ReasoningDelta,
     TextDelta,
@@ -262,9 +263,11 @@ class AgentRun:
         return "length"
 
     # --- billing ------------------------------------------------------------------------------------
+    def _tool_texts(self) -> list[str]:
+        return [json.dumps(t.parameters) + t.name + t.description for t in self.tool_specs]
+
     def _prompt_chars(self) -> int:
-        schemas = [json.dumps(t.parameters) + t.name + t.description for t in self.tool_specs]
-        return usage_mod.prompt_chars(self.conversation, schemas)
+        return usage_mod.prompt_chars(self.conversation, self._tool_texts())
 
     async def _extend(self) -> None:
         req = self.request
@@ -278,7 +281,7 @@ class AgentRun:
             user_id=req.caller.user_id,
             provider=self.connection.kind,
             model=req.agent.model,
-            prompt_tokens=usage_mod.estimate_prompt_tokens(self._prompt_chars()),
+            prompt_tokens=prompt_tokens_bound(self.conversation, model=req.agent.model, tools=self._tool_texts()),
             max_output_tokens=int(max_out),
         )
         try:

@@ -94,7 +94,8 @@ def prompt_chars(messages: Iterable[ChatMessage], extra: Iterable[str] = ()) -> 
 
 
 def estimate_prompt_tokens(chars: int) -> int:
-    """≈ 4 characters per token, at least 1."""
+    """≈ 4 characters per token, at least 1: a likely count, for billing a call whose provider never
+    reported its usage (the bound that admission reserves is :mod:`contracts.estimate`'s)."""
     return max(1, chars // 4)
 
 

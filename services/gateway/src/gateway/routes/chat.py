@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from datetime import timedelta
 from types import SimpleNamespace
@@ -20,11 +21,13 @@ from contracts import (
     Caller,
     ErrorInfo,
     Principal,
+    RunClosed,
     RunOptions,
     RunRequest,
     new_id,
     utcnow,
 )
+from contracts.estimate import prompt_tokens_bound
 
 from ..context import GatewayContext
 from ..deps import check_rate_limit
@@ -33,11 +36,29 @@ from ..relay import ChatStreamResponse, collect, empty_response
 from ..render import ChunkRenderer
 from ..rpc import call
 from ..runs import ClientGone, RunStream, RunStreamError
-from ..schemas import ChatCompletionRequest, estimate_prompt_tokens
+from ..schemas import ChatCompletionRequest
+
+log = logging.getLogger(__name__)
+
+
+def check_json_content_type(request: Request) -> None:
+    """415 for a body declared as anything but JSON (no Content-Type at all is taken as JSON)."""
+    declared = request.headers.get("content-type")
+    if declared is None:
+        return
+    media = declared.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise GatewayError.of(
+            415,
+            f"Unsupported Content-Type {declared[:100]!r}: send the body as 'application/json'.",
+            INVALID_REQUEST,
+            "unsupported_media_type",
+        )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) more than ``limit`` bytes whether or not Content-Length says so."""
+    check_json_content_type(request)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
@@ -118,7 +139,7 @@ async def admit(
 async def admit_and_queue(
     ctx: GatewayContext,
     run: RunStream,
-    run_request: RunRequest,
+    payload: bytes,
     principal: Principal,
     agent: AgentSnapshot,
     prompt: int,
@@ -128,9 +149,9 @@ async def admit_and_queue(
     as awaiting admission, and a runner that takes it meanwhile calls no model until billing's
     go-ahead (RunAdmitted, sent with the admission's answer); a refused run is cancelled."""
     settings = ctx.settings
-    queued = asyncio.ensure_future(run.publish(ctx.js, run_request, settings.rpc_timeout_s))
+    queued = asyncio.ensure_future(run.publish(ctx.js, payload, settings.rpc_timeout_s))
     try:
-        await admit(ctx, run.run_id, principal, agent, prompt, max_out)
+        admitted = await admit(ctx, run.run_id, principal, agent, prompt, max_out)
     except BaseException:
         with contextlib.suppress(Exception):  # best effort: the admission's own error is the answer
             await run.cancel("not_admitted")
@@ -139,8 +160,48 @@ async def admit_and_queue(
     try:
         await queued
     except Exception as exc:
+        # Admitted but not queued: its hold goes back now, not when the reservation expires. The
+        # publish may have reached the stream all the same (its ack lost): the cancel makes a runner
+        # that pulls it drop it.
+        await release_unqueued(ctx, run, principal, admitted.reservation_id)
         raise GatewayError.unavailable("The run queue is unavailable; try again shortly.") from exc
 
+
+async def release_unqueued(
+    ctx: GatewayContext, run: RunStream, principal: Principal, reservation_id: str | None
+) -> None:
+    """Hand back the hold of a run that was admitted but could not be queued (best effort: billing's
+    expiry sweep releases it in the end)."""
+    with contextlib.suppress(Exception):
+        await run.cancel("not_admitted")
+    closed = RunClosed(
+        run_id=run.run_id, user_id=principal.user_id, reservation_id=reservation_id, calls=0, status="failed"
+    )
+    if ctx.close_run is None:
+        return
+    try:
+        await ctx.close_run(closed)
+    except Exception:
+        log.warning("releasing the hold of run %s failed; it expires instead", run.run_id, exc_info=True)
+
+
+def encode_run(request: RunRequest, max_payload: int) -> bytes:
+    """The run as it goes on the queue; 413 (before any hold) when it is larger than NATS carries."""
+    payload = request.model_dump_json().encode()
+    if len(payload) > max_payload:
+        raise GatewayError.of(
+            413,
+            f"The conversation is too large to run: it encodes to {len(payload)} bytes and at most "
+            f"{max_payload} can be queued. Send fewer or smaller messages or images.",
+            INVALID_REQUEST,
+            "request_too_large",
+            "messages",
+        )
+    return payload
+
+
+#: Bytes of a NATS message's limit left for its headers (message id, trace context).
+HEADER_ROOM = 1024
 
 PATH = "/v1/chat/completions"
 #: What metrics and spans name the route by (FastAPI records only its own routes in the scope).
@@ -173,7 +234,7 @@ async def create_chat_completion(request: Request, ctx: GatewayContext, principa
 
     messages = [m.to_contract() for m in body.messages]
     max_out = max_output_tokens(body, agent, settings.default_max_output_tokens)
-    prompt = estimate_prompt_tokens(messages, agent.instructions)
+    prompt = prompt_tokens_bound(messages, model=agent.model, instructions=agent.instructions, tools=len(agent.tools))
     ahead = ctx.preadmitted.take(principal.user_id, agent, max_out, prompt) if ctx.preadmitted else None
     run_id = ahead.run_id if ahead is not None else new_id("chatcmpl-")
     streaming = bool(body.stream) and not agent.model_parameters.get("disableStreaming")
@@ -196,6 +257,13 @@ async def create_chat_completion(request: Request, ctx: GatewayContext, principa
         parent_message_id=body.parent_message_id,
     )
 
+    try:
+        payload = encode_run(run_request, ctx.nc.max_payload - HEADER_ROOM)
+    except GatewayError:
+        if ahead is not None:
+            ctx.preadmitted.put_back(ahead, agent, max_out)  # type: ignore[union-attr]
+        raise
+
     run = RunStream(ctx.nc, ctx.subjects, run_id)
     handed_over = False
     try:
@@ -203,12 +271,14 @@ async def create_chat_completion(request: Request, ctx: GatewayContext, principa
         if ahead is not None:
             # Admitted ahead of time (see gateway.preadmit): queued as it is, no round trip to billing.
             try:
-                await run.publish(ctx.js, run_request, settings.rpc_timeout_s)
+                await run.publish(ctx.js, payload, settings.rpc_timeout_s)
             except Exception as exc:
+                with contextlib.suppress(Exception):
+                    await run.cancel("not_admitted")
                 ctx.preadmitted.give_back(ahead)  # type: ignore[union-attr]
                 raise GatewayError.unavailable("The run queue is unavailable; try again shortly.") from exc
         else:
-            await admit_and_queue(ctx, run, run_request, principal, agent, prompt, max_out)
+            await admit_and_queue(ctx, run, payload, principal, agent, prompt, max_out)
         if ctx.preadmitted is not None:
             ctx.preadmitted.refill(principal.user_id, agent, max_out, prompt)
         try:

@@ -1,0 +1,137 @@
+"""uvicorn's httptools protocol with limits on what comes before a request's body.
+
+uvicorn bounds neither the size of a request's line and headers nor the time a client may take to
+send them: a 50 MB header is buffered whole, and a connection that sends half a request stays open.
+:class:`GuardedHttpToolsProtocol` answers ``431`` once the line and headers pass ``max_header_bytes``
+and ``408`` when they are not complete ``header_timeout_s`` after their first byte (or after the
+connection opened), both in the OpenAI error envelope, and closes the connection.
+
+Pass it as ``uvicorn.Config(http=guarded_protocol(settings))``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+#: How long a refused connection is read (and dropped) before it is closed.
+LINGER_S = 1.0
+
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+def _error(status: int, message: str, code: str) -> bytes:
+    body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}})
+    return b"".join(
+        [
+            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status]),
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+    )
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """The httptools protocol, with a size and a time limit on each request's line and headers."""
+
+    max_header_bytes = 64 * 1024
+    header_timeout_s = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = False  # between a request's first byte and the end of its headers
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # lingering after a refusal: what the client still sends is read and dropped
+        if self._in_head or self._head_timer is not None:
+            self._in_head = True
+            self._head_bytes += len(data)
+        # Fed first, checked after: one read (at most a few hundred KiB) may end the headers and
+        # carry the start of the body, which is not the headers' size.
+        super().data_received(data)
+        if self._in_head and self._head_bytes > self.max_header_bytes:
+            self._refuse(
+                431,
+                f"The request line and headers are larger than {self.max_header_bytes} bytes.",
+                "request_header_fields_too_large",
+            )
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not self._in_head:
+            # A pipelined or keep-alive request: count and time it from here.
+            self._in_head = True
+            self._head_bytes = 0
+            self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_bytes = 0
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()  # the next request on this connection gets its own allowance
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._head_bytes = 0
+        self._head_timer = self.loop.call_later(self.header_timeout_s, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self._in_head:
+            self._refuse(
+                408,
+                f"The request's headers did not arrive within {self.header_timeout_s:g} s.",
+                "request_timeout",
+            )
+        else:  # an idle connection that never began a request
+            self.transport.close()
+
+    def _refuse(self, status: int, message: str, code: str) -> None:
+        """Answer, end our side, and close a moment later. Closing at once with the client's bytes
+        still unread would reset the connection, and a client would lose the answer to the reset."""
+        self._disarm()
+        if self._refused or self.transport.is_closing():
+            return
+        self._refused = True
+        self.transport.write(_error(status, message, code))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
+
+
+def guarded_protocol(max_header_bytes: int, header_timeout_s: float) -> type[GuardedHttpToolsProtocol]:
+    """A protocol class with these limits, for ``uvicorn.Config(http=...)``."""
+    return type(
+        "GuardedHttpToolsProtocol",
+        (GuardedHttpToolsProtocol,),
+        {"max_header_bytes": max_header_bytes, "header_timeout_s": header_timeout_s},
+    )
