@@ -1,4 +1,4 @@
-"""One trace spans gateway → runner → billing for one request (spans exported by OTLP/HTTP)."""
+"""One trace spans gateway → catalog → billing → runner for one request (spans exported by OTLP/HTTP)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tests.e2e.otlp import OtlpReceiver
 pytestmark = pytest.mark.e2e
 
 
-async def test_one_trace_spans_gateway_runner_and_billing(
+async def test_one_trace_spans_all_four_services(
     e2e: StackHandle, client: Any, otlp_receiver: OtlpReceiver
 ) -> None:
     agent = e2e.agent("openai")
@@ -28,6 +28,8 @@ async def test_one_trace_spans_gateway_runner_and_billing(
     )
     assert completion.choices[0].message.content == "Traced."
 
-    wanted = {"gateway", "runner", "billing"}
+    # The agent is new, so the gateway asks the catalog about it: the catalog's span must be in the
+    # request's trace too (the request/reply client carries the trace context on every call).
+    wanted = {"gateway", "catalog", "billing", "runner"}
     arrived = otlp_receiver.wait_for(lambda: wanted <= otlp_receiver.services_of(trace_id), timeout=15)
     assert arrived, f"services seen in the trace: {otlp_receiver.services_of(trace_id)}"

@@ -1,4 +1,9 @@
-"""Request/reply over NATS to the catalog and billing: typed, with "nobody answered" as a 503."""
+"""Request/reply over NATS to the catalog and billing: typed, with "nobody answered" as a 503.
+
+The gateway's one request/reply client: authentication, agent access, admission, model listing, runs
+admitted ahead and the admin API all go through :func:`nats_requester`, and every request carries the
+current trace context (W3C ``traceparent``), so catalog's and billing's spans join the request's trace.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 import nats.errors
 from pydantic import BaseModel, ValidationError
+
+from servicekit.natsio import trace_headers
 
 from .auth import Requester, ServiceUnavailable
 from .errors import GatewayError
@@ -22,7 +29,7 @@ def nats_requester(nc: Client) -> Requester:
 
     async def request(subject: str, payload: bytes, timeout_s: float) -> bytes:
         try:
-            msg = await nc.request(subject, payload, timeout=timeout_s)
+            msg = await nc.request(subject, payload, timeout=timeout_s, headers=trace_headers() or None)
         except (nats.errors.Error, TimeoutError) as exc:
             raise ServiceUnavailable(subject) from exc
         return msg.data

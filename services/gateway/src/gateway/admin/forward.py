@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from nats.errors import Error as NatsError
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from contracts import AdminReply, AdminRequest
-from servicekit.natsio import trace_headers
 
+from ..auth import ServiceUnavailable
 from ..context import GatewayContext
 from ..errors import SERVER, GatewayError, JSONResponse, error_response
 
@@ -28,18 +27,14 @@ async def request_reply(
     ctx: GatewayContext, service: Service, subject: str, message: BaseModel, reply_type: type[Any]
 ) -> Any:
     """Send ``message`` on ``subject`` and parse the reply; 503 when ``service`` doesn't answer in time."""
+    assert ctx.rpc is not None
     try:
-        msg = await ctx.nc.request(
-            subject,
-            message.model_dump_json().encode(),
-            timeout=ctx.settings.rpc_timeout_s,
-            headers=trace_headers() or None,
-        )
-    except (NatsError, TimeoutError) as exc:
+        data = await ctx.rpc(subject, message.model_dump_json().encode(), ctx.settings.rpc_timeout_s)
+    except ServiceUnavailable as exc:
         # NoResponders, timeout, closed connection: the owning service is down or overloaded.
         raise GatewayError.unavailable(f"The {service} service is unavailable; try again shortly.") from exc
     try:
-        return reply_type.model_validate_json(msg.data)
+        return reply_type.model_validate_json(data)
     except ValidationError as exc:
         log.error("malformed reply from the %s service on %s", service, subject)
         raise GatewayError.of(500, f"The {service} service sent a malformed reply.", SERVER, "bad_reply") from exc
