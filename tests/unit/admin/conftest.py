@@ -16,6 +16,7 @@ from nats.errors import NoRespondersError
 from contracts import AdminReply, Principal, Subjects
 from gateway.admin import router
 from gateway.errors import GatewayError, install_exception_handlers
+from gateway.rpc import nats_requester
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 API_KEY = "sk-" + "ab" * 32
@@ -72,8 +73,14 @@ async def client(fake_nats: FakeNats, subjects: Subjects) -> AsyncIterator[httpx
     install_exception_handlers(app)
     app.include_router(router)
     app.state.ctx = SimpleNamespace(
-        settings=SimpleNamespace(admin_token=ADMIN_TOKEN, rpc_timeout_s=1.0, default_rate_limit_per_minute=600),
+        settings=SimpleNamespace(
+            admin_token=ADMIN_TOKEN,
+            rpc_timeout_s=1.0,
+            default_rate_limit_per_minute=600,
+            admin_max_body_bytes=1024 * 1024,
+        ),
         nc=fake_nats,
+        rpc=nats_requester(fake_nats),  # type: ignore[arg-type]
         subjects=subjects,
         auth=FakeAuth(),
         rate_limiter=None,
