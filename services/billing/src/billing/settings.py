@@ -19,7 +19,12 @@ class BillingSettings(ServiceSettings):
     migrate: bool = True
     balance_enabled: bool = True
     transactions_enabled: bool = True
-    start_balance: int = Field(default=20_000, ge=0, description="credits granted on a user's first use")
+    start_balance: int = Field(
+        default=100_000,
+        ge=0,
+        description="credits granted on a user's first use: enough for the worst case of an ordinary first request "
+        "(4,096 output tokens at the default price of 6 USD per million, and a few thousand prompt tokens)",
+    )
     auto_refill_enabled: bool = False
     auto_refill_interval_s: int = Field(default=30 * 86400, ge=1)
     auto_refill_amount: int = Field(default=10_000, ge=0)
