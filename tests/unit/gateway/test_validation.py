@@ -8,7 +8,8 @@ import pytest
 
 from contracts import AgentSnapshot
 from gateway.errors import GatewayError, param_from_loc
-from gateway.routes.chat import max_output_tokens, parse_chat_request
+from gateway.orchestration import max_output_tokens
+from gateway.routes.chat import parse_chat_request
 from gateway.settings import GatewaySettings
 from tests.support.openapi_schema import validate
 
@@ -109,9 +110,9 @@ def test_max_output_tokens_precedence() -> None:
     bare = AgentSnapshot(id="a", name="a", provider="openai", model="m")
     with_limit = parse_chat_request(b'{"model": "a", "messages": [{"role": "user", "content": "x"}], "max_tokens": 5}')
     without = parse_chat_request(b'{"model": "a", "messages": [{"role": "user", "content": "x"}]}')
-    assert max_output_tokens(with_limit, agent, 4096) == 5
-    assert max_output_tokens(without, agent, 4096) == 300
-    assert max_output_tokens(without, bare, 4096) == 4096
+    assert max_output_tokens(with_limit.requested_max_tokens, agent, 4096) == 5
+    assert max_output_tokens(without.requested_max_tokens, agent, 4096) == 300
+    assert max_output_tokens(without.requested_max_tokens, bare, 4096) == 4096
 
 
 def test_production_refuses_weak_admin_tokens(monkeypatch: pytest.MonkeyPatch) -> None:

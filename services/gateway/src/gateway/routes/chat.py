@@ -1,12 +1,10 @@
-"""``POST /v1/chat/completions``: auth → body → agent access → admission → run → SSE relay or one body."""
+"""``POST /v1/chat/completions``: the HTTP side of a chat run — read and check the body, then render
+what :func:`gateway.orchestration.start_run` started as SSE chunks or one ``chat.completion``."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import time
-from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,31 +12,16 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from contracts import (
-    AdmitReply,
-    AdmitRequest,
-    AgentSnapshot,
-    Caller,
-    ErrorInfo,
-    Principal,
-    RunClosed,
-    RunOptions,
-    RunRequest,
-    new_id,
-    utcnow,
-)
-from contracts.estimate import prompt_tokens_bound
+from contracts import Principal
 
 from ..context import GatewayContext
 from ..deps import check_rate_limit
-from ..errors import INSUFFICIENT_QUOTA, INVALID_REQUEST, GatewayError, JSONResponse, describe_validation_error
+from ..errors import INVALID_REQUEST, GatewayError, JSONResponse, describe_validation_error
+from ..orchestration import RunSpec, start_run
 from ..relay import ChatStreamResponse, collect, empty_response
 from ..render import ChunkRenderer
-from ..rpc import call
-from ..runs import ClientGone, RunStream, RunStreamError
+from ..runs import ClientGone
 from ..schemas import ChatCompletionRequest
-
-log = logging.getLogger(__name__)
 
 
 def check_json_content_type(request: Request) -> None:
@@ -94,115 +77,6 @@ def parse_chat_request(raw: bytes) -> ChatCompletionRequest:
     return body
 
 
-def max_output_tokens(body: ChatCompletionRequest, agent: AgentSnapshot, default: int) -> int:
-    """The request's limit, else the agent's, else the gateway default."""
-    requested = body.requested_max_tokens
-    if requested:
-        return requested
-    params = agent.model_parameters
-    for name in ("max_tokens", "maxTokens", "max_output_tokens", "maxOutputTokens", "max_completion_tokens"):
-        value = params.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return default
-
-
-async def admit(
-    ctx: GatewayContext, run_id: str, principal: Principal, agent: AgentSnapshot, prompt: int, max_out: int
-) -> AdmitReply:
-    """Ask billing to reserve the run's worst case; 402 when the balance can't cover it."""
-    assert ctx.rpc is not None
-    request = AdmitRequest(
-        run_id=run_id,
-        user_id=principal.user_id,
-        agent_id=agent.id,
-        provider=agent.provider,
-        model=agent.model,
-        prompt_tokens=prompt,
-        max_output_tokens=max_out,
-        announce=True,
-    )
-    reply = await call(ctx.rpc, ctx.subjects.billing_admit, request, AdmitReply, ctx.settings.rpc_timeout_s, "billing")
-    if not reply.admitted:
-        raise GatewayError(
-            reply.error
-            or ErrorInfo(
-                status=402,
-                type=INSUFFICIENT_QUOTA,
-                message="Your balance is too low for this request.",
-                code="insufficient_quota",
-            )
-        )
-    return reply
-
-
-async def admit_and_queue(
-    ctx: GatewayContext,
-    run: RunStream,
-    payload: bytes,
-    principal: Principal,
-    agent: AgentSnapshot,
-    prompt: int,
-    max_out: int,
-) -> None:
-    """Admission and the trip through the run queue, overlapped: the request is queued at once, marked
-    as awaiting admission, and a runner that takes it meanwhile calls no model until billing's
-    go-ahead (RunAdmitted, sent with the admission's answer); a refused run is cancelled."""
-    settings = ctx.settings
-    queued = asyncio.ensure_future(run.publish(ctx.js, payload, settings.rpc_timeout_s))
-    try:
-        admitted = await admit(ctx, run.run_id, principal, agent, prompt, max_out)
-    except BaseException:
-        with contextlib.suppress(Exception):  # best effort: the admission's own error is the answer
-            await run.cancel("not_admitted")
-        await asyncio.gather(queued, return_exceptions=True)
-        raise
-    try:
-        await queued
-    except Exception as exc:
-        # Admitted but not queued: its hold goes back now, not when the reservation expires. The
-        # publish may have reached the stream all the same (its ack lost): the cancel makes a runner
-        # that pulls it drop it.
-        await release_unqueued(ctx, run, principal, admitted.reservation_id)
-        raise GatewayError.unavailable("The run queue is unavailable; try again shortly.") from exc
-
-
-async def release_unqueued(
-    ctx: GatewayContext, run: RunStream, principal: Principal, reservation_id: str | None
-) -> None:
-    """Hand back the hold of a run that was admitted but could not be queued (best effort: billing's
-    expiry sweep releases it in the end)."""
-    with contextlib.suppress(Exception):
-        await run.cancel("not_admitted")
-    closed = RunClosed(
-        run_id=run.run_id, user_id=principal.user_id, reservation_id=reservation_id, calls=0, status="failed"
-    )
-    if ctx.close_run is None:
-        return
-    try:
-        await ctx.close_run(closed)
-    except Exception:
-        log.warning("releasing the hold of run %s failed; it expires instead", run.run_id, exc_info=True)
-
-
-def encode_run(request: RunRequest, max_payload: int) -> bytes:
-    """The run as it goes on the queue; 413 (before any hold) when it is larger than NATS carries."""
-    payload = request.model_dump_json().encode()
-    if len(payload) > max_payload:
-        raise GatewayError.of(
-            413,
-            f"The conversation is too large to run: it encodes to {len(payload)} bytes and at most "
-            f"{max_payload} can be queued. Send fewer or smaller messages or images.",
-            INVALID_REQUEST,
-            "request_too_large",
-            "messages",
-        )
-    return payload
-
-
-#: Bytes of a NATS message's limit left for its headers (message id, trace context).
-HEADER_ROOM = 1024
-
 PATH = "/v1/chat/completions"
 #: What metrics and spans name the route by (FastAPI records only its own routes in the scope).
 _ROUTE = SimpleNamespace(path=PATH)
@@ -232,91 +106,31 @@ async def create_chat_completion(request: Request, ctx: GatewayContext, principa
         raise
     await limited
 
-    messages = [m.to_contract() for m in body.messages]
-    max_out = max_output_tokens(body, agent, settings.default_max_output_tokens)
-    prompt = prompt_tokens_bound(messages, model=agent.model, instructions=agent.instructions, tools=len(agent.tools))
-    ahead = ctx.preadmitted.take(principal.user_id, agent, max_out, prompt) if ctx.preadmitted else None
-    run_id = ahead.run_id if ahead is not None else new_id("chatcmpl-")
-    streaming = bool(body.stream) and not agent.model_parameters.get("disableStreaming")
-    run_request = RunRequest(
-        run_id=run_id,
-        caller=Caller(user_id=principal.user_id, key_id=principal.key_id),
-        agent=agent,
-        messages=messages,
-        options=RunOptions(
-            stream=streaming,
-            max_tokens=max_out,
-            temperature=body.temperature,
-            top_p=body.top_p,
-            stop=body.stop_list,
-        ),
-        deadline=utcnow() + timedelta(seconds=settings.queue_timeout_s),
-        reservation_id=ahead.reservation_id if ahead is not None else None,
-        await_admission=ahead is None,
+    spec = RunSpec(
+        messages=[m.to_contract() for m in body.messages],
+        stream=bool(body.stream),
+        max_tokens=body.requested_max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=body.stop_list,
         conversation_id=body.conversation_id,
         parent_message_id=body.parent_message_id,
     )
-
+    started = await start_run(ctx, principal, agent, spec)
+    run, created = started.stream, int(time.time())
+    if started.streaming:
+        renderer = ChunkRenderer(started.run_id, created, body.model, include_usage=body.include_usage)
+        return ChatStreamResponse(
+            run,
+            started.first,
+            renderer,
+            idle_timeout_s=settings.idle_timeout_s,
+            metrics=ctx.metrics,
+            started_at=started_at,
+        )
     try:
-        payload = encode_run(run_request, ctx.nc.max_payload - HEADER_ROOM)
-    except GatewayError:
-        if ahead is not None:
-            ctx.preadmitted.put_back(ahead, agent, max_out)  # type: ignore[union-attr]
-        raise
-
-    run = RunStream(ctx.nc, ctx.subjects, run_id)
-    handed_over = False
-    try:
-        await run.open()
-        if ahead is not None:
-            # Admitted ahead of time (see gateway.preadmit): queued as it is, no round trip to billing.
-            try:
-                await run.publish(ctx.js, payload, settings.rpc_timeout_s)
-            except Exception as exc:
-                with contextlib.suppress(Exception):
-                    await run.cancel("not_admitted")
-                ctx.preadmitted.give_back(ahead)  # type: ignore[union-attr]
-                raise GatewayError.unavailable("The run queue is unavailable; try again shortly.") from exc
-        else:
-            await admit_and_queue(ctx, run, payload, principal, agent, prompt, max_out)
-        if ctx.preadmitted is not None:
-            ctx.preadmitted.refill(principal.user_id, agent, max_out, prompt)
-        try:
-            first = await run.next(settings.queue_timeout_s)
-        except RunStreamError as exc:
-            if exc.info.code == "run_timeout":
-                # A runner that pulls it later must drop it: the client has its answer.
-                await run.cancel("deadline")
-                ctx.metrics.runs.labels("no_capacity").inc()
-                raise GatewayError.unavailable(
-                    "No agent runner could take the request in time; try again shortly.", "no_capacity"
-                ) from exc
-            await run.cancel("deadline")
-            raise GatewayError(exc.info) from exc
-        if first.type == "failed":
-            raise GatewayError(first.error)  # type: ignore[union-attr]
-
-        created = int(time.time())
-        if streaming:
-            renderer = ChunkRenderer(run_id, created, body.model, include_usage=body.include_usage)
-            handed_over = True
-            return ChatStreamResponse(
-                run,
-                first,
-                renderer,
-                idle_timeout_s=settings.idle_timeout_s,
-                metrics=ctx.metrics,
-                started_at=started_at,
-            )
-        handed_over = True
-        try:
-            aggregator, done = await collect(run, first, request.receive, settings.idle_timeout_s, ctx.metrics)
-        except ClientGone:
-            return empty_response()
-        completion: dict[str, Any] = aggregator.completion(run_id, created, body.model, done)
-        return JSONResponse(completion)
+        aggregator, done = await collect(run, started.first, request.receive, settings.idle_timeout_s, ctx.metrics)
     except ClientGone:
         return empty_response()
-    finally:
-        if not handed_over:
-            await run.close()
+    completion: dict[str, Any] = aggregator.completion(started.run_id, created, body.model, done)
+    return JSONResponse(completion)

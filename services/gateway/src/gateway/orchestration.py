@@ -1,0 +1,260 @@
+"""Starting a run, whatever the API: admission, the run queue, and the run's first event.
+
+The routes parse a request into a :class:`RunSpec` and render what :func:`start_run` hands back; this
+module knows nothing of HTTP. Its steps, in order:
+
+1. bound the prompt (:mod:`contracts.estimate`) and the output (request, agent, default);
+2. take a run admitted ahead of time if one fits (:mod:`gateway.preadmit`), else a fresh run id;
+3. encode the :class:`~contracts.RunRequest` once: a run larger than a NATS message is a 413 here,
+   before any credit is held;
+4. subscribe to the run's events, then queue it — already admitted, or overlapped with billing's
+   admission (the runner waits for billing's go-ahead); a run admitted but never queued hands its
+   hold back at once;
+5. wait for the first event (``started``, or ``failed``): no runner in time is a 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+
+from contracts import (
+    AdmitReply,
+    AdmitRequest,
+    AgentSnapshot,
+    Caller,
+    ChatMessage,
+    ErrorInfo,
+    Principal,
+    RunClosed,
+    RunEvent,
+    RunOptions,
+    RunRequest,
+    new_id,
+    utcnow,
+)
+from contracts.estimate import prompt_tokens_bound
+
+from .context import GatewayContext
+from .errors import INSUFFICIENT_QUOTA, INVALID_REQUEST, GatewayError
+from .rpc import call
+from .runs import RunStream, RunStreamError
+
+log = logging.getLogger(__name__)
+
+#: Bytes of a NATS message's limit left for its headers (message id, trace context).
+HEADER_ROOM = 1024
+#: Agent model parameters that set the output limit, in the order they are looked at.
+_MAX_OUTPUT_PARAMS = ("max_tokens", "maxTokens", "max_output_tokens", "maxOutputTokens", "max_completion_tokens")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a client asked for, in the run's terms (parsed and bounded by the route)."""
+
+    messages: list[ChatMessage]
+    stream: bool
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
+    conversation_id: str | None = None
+    parent_message_id: str | None = None
+    api: Literal["chat.completions", "responses"] = "chat.completions"
+    id_prefix: str = "chatcmpl-"
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    """A queued run whose first event arrived: the route renders from here, and closes ``stream``."""
+
+    run_id: str
+    stream: RunStream
+    first: RunEvent
+    streaming: bool
+
+
+def max_output_tokens(requested: int | None, agent: AgentSnapshot, default: int) -> int:
+    """The request's limit, else the agent's, else the gateway default."""
+    if requested:
+        return requested
+    params = agent.model_parameters
+    for name in _MAX_OUTPUT_PARAMS:
+        value = params.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return default
+
+
+async def start_run(ctx: GatewayContext, principal: Principal, agent: AgentSnapshot, spec: RunSpec) -> StartedRun:
+    """Admit and queue a run of ``agent`` and wait for its first event; a :class:`GatewayError` otherwise."""
+    settings = ctx.settings
+    max_out = max_output_tokens(spec.max_tokens, agent, settings.default_max_output_tokens)
+    prompt = prompt_tokens_bound(
+        spec.messages, model=agent.model, instructions=agent.instructions, tools=len(agent.tools)
+    )
+    ahead = ctx.preadmitted.take(principal.user_id, agent, max_out, prompt) if ctx.preadmitted else None
+    run_id = ahead.run_id if ahead is not None else new_id(spec.id_prefix)
+    streaming = spec.stream and not agent.model_parameters.get("disableStreaming")
+    request = RunRequest(
+        run_id=run_id,
+        api=spec.api,
+        caller=Caller(user_id=principal.user_id, key_id=principal.key_id),
+        agent=agent,
+        messages=spec.messages,
+        options=RunOptions(
+            stream=streaming, max_tokens=max_out, temperature=spec.temperature, top_p=spec.top_p, stop=spec.stop
+        ),
+        deadline=utcnow() + timedelta(seconds=settings.queue_timeout_s),
+        reservation_id=ahead.reservation_id if ahead is not None else None,
+        await_admission=ahead is None,
+        conversation_id=spec.conversation_id,
+        parent_message_id=spec.parent_message_id,
+    )
+    try:
+        payload = encode_run(request, ctx.nc.max_payload - HEADER_ROOM)
+    except GatewayError:
+        if ahead is not None:
+            ctx.preadmitted.put_back(ahead, agent, max_out)  # type: ignore[union-attr]
+        raise
+
+    run = RunStream(ctx.nc, ctx.subjects, run_id)
+    started = False
+    try:
+        await run.open()
+        if ahead is not None:
+            # Admitted ahead of time: queued as it is, no round trip to billing.
+            try:
+                await run.publish(ctx.js, payload, settings.rpc_timeout_s)
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    await run.cancel("not_admitted")
+                ctx.preadmitted.give_back(ahead)  # type: ignore[union-attr]
+                raise _queue_unavailable() from exc
+        else:
+            await admit_and_queue(ctx, run, payload, principal, agent, prompt, max_out)
+        if ctx.preadmitted is not None:
+            ctx.preadmitted.refill(principal.user_id, agent, max_out, prompt)
+        first = await _first_event(ctx, run)
+        started = True
+        return StartedRun(run_id=run_id, stream=run, first=first, streaming=bool(streaming))
+    finally:
+        if not started:
+            await run.close()
+
+
+async def _first_event(ctx: GatewayContext, run: RunStream) -> RunEvent:
+    try:
+        first = await run.next(ctx.settings.queue_timeout_s)
+    except RunStreamError as exc:
+        # A runner that pulls it later must drop it: the client has its answer.
+        await run.cancel("deadline")
+        if exc.info.code == "run_timeout":
+            ctx.metrics.runs.labels("no_capacity").inc()
+            raise GatewayError.unavailable(
+                "No agent runner could take the request in time; try again shortly.", "no_capacity"
+            ) from exc
+        raise GatewayError(exc.info) from exc
+    if first.type == "failed":
+        raise GatewayError(first.error)  # type: ignore[union-attr]
+    return first
+
+
+def encode_run(request: RunRequest, max_payload: int) -> bytes:
+    """The run as it goes on the queue; 413 (before any hold) when it is larger than NATS carries."""
+    payload = request.model_dump_json().encode()
+    if len(payload) > max_payload:
+        raise GatewayError.of(
+            413,
+            f"The conversation is too large to run: it encodes to {len(payload)} bytes and at most "
+            f"{max_payload} can be queued. Send fewer or smaller messages or images.",
+            INVALID_REQUEST,
+            "request_too_large",
+            "messages",
+        )
+    return payload
+
+
+async def admit(
+    ctx: GatewayContext, run_id: str, principal: Principal, agent: AgentSnapshot, prompt: int, max_out: int
+) -> AdmitReply:
+    """Ask billing to reserve the run's worst case; 402 when the balance can't cover it."""
+    assert ctx.rpc is not None
+    request = AdmitRequest(
+        run_id=run_id,
+        user_id=principal.user_id,
+        agent_id=agent.id,
+        provider=agent.provider,
+        model=agent.model,
+        prompt_tokens=prompt,
+        max_output_tokens=max_out,
+        announce=True,
+    )
+    reply = await call(ctx.rpc, ctx.subjects.billing_admit, request, AdmitReply, ctx.settings.rpc_timeout_s, "billing")
+    if not reply.admitted:
+        raise GatewayError(
+            reply.error
+            or ErrorInfo(
+                status=402,
+                type=INSUFFICIENT_QUOTA,
+                message="Your balance is too low for this request.",
+                code="insufficient_quota",
+            )
+        )
+    return reply
+
+
+async def admit_and_queue(
+    ctx: GatewayContext,
+    run: RunStream,
+    payload: bytes,
+    principal: Principal,
+    agent: AgentSnapshot,
+    prompt: int,
+    max_out: int,
+) -> None:
+    """Admission and the trip through the run queue, overlapped: the request is queued at once, marked
+    as awaiting admission, and a runner that takes it meanwhile calls no model until billing's
+    go-ahead (RunAdmitted, sent with the admission's answer); a refused run is cancelled."""
+    queued = asyncio.ensure_future(run.publish(ctx.js, payload, ctx.settings.rpc_timeout_s))
+    try:
+        admitted = await admit(ctx, run.run_id, principal, agent, prompt, max_out)
+    except BaseException:
+        with contextlib.suppress(Exception):  # best effort: the admission's own error is the answer
+            await run.cancel("not_admitted")
+        await asyncio.gather(queued, return_exceptions=True)
+        raise
+    try:
+        await queued
+    except Exception as exc:
+        # Admitted but not queued: its hold goes back now, not when the reservation expires. The
+        # publish may have reached the stream all the same (its ack lost): the cancel makes a runner
+        # that pulls it drop it.
+        await release_unqueued(ctx, run, principal, admitted.reservation_id)
+        raise _queue_unavailable() from exc
+
+
+async def release_unqueued(
+    ctx: GatewayContext, run: RunStream, principal: Principal, reservation_id: str | None
+) -> None:
+    """Hand back the hold of a run that was admitted but could not be queued (best effort: billing's
+    expiry sweep releases it in the end)."""
+    with contextlib.suppress(Exception):
+        await run.cancel("not_admitted")
+    if ctx.close_run is None:
+        return
+    closed = RunClosed(
+        run_id=run.run_id, user_id=principal.user_id, reservation_id=reservation_id, calls=0, status="failed"
+    )
+    try:
+        await ctx.close_run(closed)
+    except Exception:
+        log.warning("releasing the hold of run %s failed; it expires instead", run.run_id, exc_info=True)
+
+
+def _queue_unavailable() -> GatewayError:
+    return GatewayError.unavailable("The run queue is unavailable; try again shortly.")
