@@ -17,6 +17,7 @@ from servicekit import natsio
 from .admitpath import AdmitPath
 from .consumer import UsageConsumer
 from .db import migrate, open_engine
+from .deadletters import DeadLetters
 from .handlers import register
 from .health import HealthServer
 from .ledger import Ledger, Policy
@@ -36,6 +37,7 @@ class BillingApp:
         self.subjects = Subjects(settings.nats_namespace)
         self.ledger: Ledger | None = None
         self.consumer: UsageConsumer | None = None
+        self.dead_letters: DeadLetters | None = None
         self.ready = False
 
     @contextlib.asynccontextmanager
@@ -58,10 +60,12 @@ class BillingApp:
                 subs = await register(nc, self.subjects, service, inflight)
                 probe = AdminRequest(op="pricing.list").model_dump_json().encode()
                 await natsio.wait_until_answering(nc, self.subjects.billing_admin, probe)
+                self.dead_letters = DeadLetters(engine)
                 self.consumer = UsageConsumer(
                     js,
                     self.subjects,
                     self.ledger.apply,
+                    self.dead_letters.park,
                     batch=s.batch_size,
                     ack_wait_s=s.usage_ack_wait_s,
                     retry_delay_s=s.usage_retry_delay_s,
@@ -147,6 +151,15 @@ class BillingApp:
             return True
         except Exception:
             return False
+
+    async def count_dead_letters(self) -> int | None:
+        """For /readyz: usage messages parked in ``usage_dead_letters`` (None: the database did not answer)."""
+        if self.dead_letters is None:
+            return None
+        try:
+            return await self.dead_letters.count()
+        except Exception:
+            return None
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

@@ -3,9 +3,28 @@
 Why plain nats-py ``pull_subscribe`` + ``fetch`` rather than a FastStream subscriber: a batch is ONE
 database transaction, and no message of it may be acked before that commit. A handler-per-message
 framework acks (or not) each message on its own and hides the batch; here the loop owns the whole
-cycle — fetch ≤ ``batch`` → decode → one transaction → commit → ack every message. On a database
-error nothing was committed: every message is nak'ed with a delay and comes back; the unique
+cycle — fetch ≤ ``batch`` → decode → one transaction → commit → ack every message. The unique
 (run_id, call_index) key makes a re-application (after a commit whose ack was lost) a no-op.
+
+No single message may stop the consumer (issue #8: one record that PostgreSQL refused used to fail
+its batch, and every later batch that picked it up, forever). So a failed batch is judged by
+:func:`billing.faults.classify`:
+
+- the database is at fault (unreachable, restarting): nothing was committed; every message is
+  nak'ed with a delay and comes back — the batch is retried whole, as before;
+- the data is at fault: the batch is applied again in halves, and each half that fails in halves
+  again, down to the record(s) at fault; every part that commits is acked at once. A record the
+  database refuses on its own is parked. Happy batches stay one transaction; each bad record costs
+  about log2(batch) more.
+- neither is known (a bug): the same halving, but the record at fault is nak'ed alone (retried,
+  never parked), so the rest of the batch goes on.
+
+Before any of that, what can never be applied — a message that does not decode, an identity or an
+amount no column holds (:mod:`billing.sanitize`) — is parked at once (:mod:`billing.deadletters`:
+raw bytes kept, then ``term()``), never retried, never blocking anyone. Metadata that does not fit
+(an over-long or NUL-holding conversation id) never fails a batch: the ledger cleans it and bills
+the money. Parked messages are counted (``billing_usage_dead_letters_total``) and reported by
+``/readyz``, which stays 200: billing works for everyone else (see services/billing/README.md).
 """
 
 from __future__ import annotations
@@ -13,21 +32,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import trace
-from pydantic import ValidationError
+from prometheus_client import Counter
 
 from contracts import TRACEPARENT_HEADER, RunClosed, Subjects, UsageRecorded
 from servicekit.natsio import context_from_headers
 
+from .deadletters import DeadLetter
+from .faults import Fault, classify, describe
+from .sanitize import close_fault, record_fault
+
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("billing")
 
+DEAD_LETTERS = Counter(
+    "billing_usage_dead_letters", "Usage messages parked in usage_dead_letters: not billed, each needs an operator"
+)
+
 Apply = Callable[[list[UsageRecorded], list[RunClosed]], Awaitable[int]]
+Park = Callable[[list[DeadLetter]], Awaitable[int]]
+Item = tuple[Msg, UsageRecorded | RunClosed]
 
 
 class UsageConsumer:
@@ -36,6 +66,7 @@ class UsageConsumer:
         js: JetStreamContext,
         subjects: Subjects,
         apply: Apply,
+        park: Park,
         *,
         batch: int = 256,
         ack_wait_s: float = 60.0,
@@ -48,10 +79,12 @@ class UsageConsumer:
         self.retry_delay_s = retry_delay_s
         self.subjects = subjects
         self.apply = apply
+        self.park = park
         self.batch = batch
         self.applied = 0
         self.batches = 0
         self.idle_polls = 0
+        self.parked = 0  # dead letters written by this process
         self.crashed = False
         self._stopping = asyncio.Event()
 
@@ -127,37 +160,102 @@ class UsageConsumer:
         return msgs
 
     async def _handle(self, msgs: list[Msg]) -> None:
-        records: list[UsageRecorded] = []
-        closes: list[RunClosed] = []
-        poison: list[Msg] = []
+        items: list[Item] = []
+        faulty: list[tuple[Msg, str]] = []  # to park, with why
         for m in msgs:
-            try:
-                if m.subject == self.subjects.usage_run_closed:
-                    closes.append(RunClosed.model_validate_json(m.data))
-                else:
-                    records.append(UsageRecorded.model_validate_json(m.data))
-            except ValidationError:
-                poison.append(m)
-        start = time.time_ns()
+            decoded = self._decode(m)
+            if isinstance(decoded, str):
+                faulty.append((m, decoded))
+            else:
+                items.append((m, decoded))
+        start, applied = time.time_ns(), self.applied
         with tracer.start_as_current_span("ledger.batch") as span:
             span.set_attribute("billing.batch.size", len(msgs))
             try:
-                written = await self.apply(records, closes)
-            except Exception as exc:
-                # Nothing committed: let every message come back (after a pause), then retry.
-                log.warning("applying a usage batch of %d failed (%s); it will be redelivered", len(msgs), exc)
-                span.record_exception(exc)
-                await self._settle_all(msgs, "nak")
+                acked, retry = await self._apply_isolating(items, faulty)
+            except _Unavailable as exc:
+                # Nothing left was committed: let it all come back (after a pause), then retry.
+                log.warning("applying a usage batch of %d failed (%s); it will be redelivered", len(msgs), exc.cause)
+                span.record_exception(exc.cause)
+                await self._settle_all(exc.msgs + [m for m, _ in faulty], "nak")
                 await asyncio.sleep(self.retry_delay_s / 2)
                 return
-            span.set_attribute("billing.ledger.written", written)
-        _trace_each(msgs, start)
-        for m in poison:
-            log.error("dropping an undecodable usage message on %s (seq %s)", m.subject, m.metadata.sequence.stream)
-            await _quietly(m.term())
-        await self._settle_all([m for m in msgs if m not in poison], "ack")
-        self.applied += written
-        self.batches += 1
+            span.set_attribute("billing.ledger.written", self.applied - applied)
+        _trace_each(acked, start)
+        await self._settle_all(retry, "nak")
+        await self._park(faulty)
+
+    def _decode(self, m: Msg) -> UsageRecorded | RunClosed | str:
+        """The message's event, or why it can never be applied (then it is parked)."""
+        try:
+            if m.subject == self.subjects.usage_run_closed:
+                close = RunClosed.model_validate_json(m.data)
+                return close_fault(close) or close
+            record = UsageRecorded.model_validate_json(m.data)
+        except Exception as exc:  # not JSON, not the model, or whatever a hostile payload does to a parser
+            return f"undecodable: {exc}"
+        return record_fault(record) or record
+
+    async def _apply_isolating(self, items: list[Item], faulty: list[tuple[Msg, str]]) -> tuple[list[Msg], list[Msg]]:
+        """Apply ``items`` in one transaction; if the data is at fault, in halves down to the record(s)
+        at fault (see the module docstring). Acks each part once it is committed.
+
+        Returns (the messages acked, the messages to nak alone); appends what the database refused to
+        ``faulty``. Raises :class:`_Unavailable` (with every message not yet committed) when the
+        database is at fault.
+        """
+        acked: list[Msg] = []
+        retry: list[Msg] = []
+        parts = deque([items] if items else [])
+        while parts:
+            part = parts.popleft()
+            records = [e for _, e in part if isinstance(e, UsageRecorded)]
+            closes = [e for _, e in part if isinstance(e, RunClosed)]
+            try:
+                written = await self.apply(records, closes)
+            except Exception as exc:
+                fault = classify(exc)
+                if fault is Fault.TRANSIENT:
+                    raise _Unavailable(exc, [m for p in (part, *parts) for m, _ in p]) from exc
+                if len(part) > 1:
+                    if len(part) == len(items):
+                        log.warning(
+                            "a usage batch of %d was refused (%s: %s); applying it in parts",
+                            len(part),
+                            fault.value,
+                            describe(exc),
+                        )
+                    mid = len(part) // 2
+                    parts.extendleft((part[mid:], part[:mid]))
+                    continue
+                msg = part[0][0]
+                if fault is Fault.DATA:
+                    faulty.append((msg, f"refused by the database: {describe(exc)}"))
+                else:
+                    log.error("a usage message (seq %s) failed on its own; it will be retried", _seq(msg), exc_info=exc)
+                    retry.append(msg)
+                continue
+            await self._settle_all([m for m, _ in part], "ack")
+            acked.extend(m for m, _ in part)
+            self.applied += written
+            self.batches += 1
+        return acked, retry
+
+    async def _park(self, faulty: list[tuple[Msg, str]]) -> None:
+        """Write the dead letters, then ``term()`` their messages; if the write fails they come back."""
+        if not faulty:
+            return
+        try:
+            await self.park([DeadLetter.of(m, error) for m, error in faulty])
+        except Exception:
+            log.exception("parking %d usage message(s) failed; they will be redelivered", len(faulty))
+            await self._settle_all([m for m, _ in faulty], "nak")
+            return
+        for m, error in faulty:
+            log.error("parked usage message seq %s on %s (NOT billed): %s", _seq(m), m.subject, error[:500])
+        await asyncio.gather(*(_quietly(m.term()) for m, _ in faulty))
+        self.parked += len(faulty)
+        DEAD_LETTERS.inc(len(faulty))
 
     async def _settle_all(self, msgs: list[Msg], how: str) -> None:
         """Ack (after the commit) or nak every message. A failure here loses nothing: an unacked message
@@ -176,6 +274,22 @@ async def _quietly(op: Awaitable[None]) -> None:
         await op
     except Exception as exc:  # NATS reconnecting: the message is redelivered, the ledger absorbs it
         log.warning("acknowledging a usage message failed: %s", exc)
+
+
+class _Unavailable(Exception):
+    """The database is at fault: ``msgs`` (not committed) must be retried."""
+
+    def __init__(self, cause: Exception, msgs: list[Msg]) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.msgs = msgs
+
+
+def _seq(m: Msg) -> int | None:
+    try:
+        return m.metadata.sequence.stream
+    except Exception:  # a message without JetStream metadata (a test's fake): no sequence to show
+        return None
 
 
 def _trace_each(msgs: list[Msg], start_ns: int) -> None:

@@ -1,13 +1,26 @@
 """Tables and migrations. On PostgreSQL every table lives in schema ``billing``; on SQLite in its own file.
 
-Money columns are BIGINT micro-credits (see :mod:`billing.money`).
+Money columns are BIGINT micro-credits (see :mod:`billing.money`); token counts are BIGINT too (a
+provider may report more than an INTEGER holds, and a token is never dropped).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from servicekit import db as sdb
@@ -43,11 +56,11 @@ ledger = Table(
     Column("provider", String(32), nullable=True),
     Column("model", String(200), nullable=True),
     Column("price_key", String(200), nullable=True),
-    Column("input_tokens", Integer, nullable=True),
-    Column("cache_write_tokens", Integer, nullable=True),
-    Column("cache_read_tokens", Integer, nullable=True),
-    Column("output_tokens", Integer, nullable=True),
-    Column("reasoning_tokens", Integer, nullable=True),
+    Column("input_tokens", BigInteger, nullable=True),
+    Column("cache_write_tokens", BigInteger, nullable=True),
+    Column("cache_read_tokens", BigInteger, nullable=True),
+    Column("output_tokens", BigInteger, nullable=True),
+    Column("reasoning_tokens", BigInteger, nullable=True),
     Column("input_price", BigInteger, nullable=True),
     Column("output_price", BigInteger, nullable=True),
     Column("cache_write_price", BigInteger, nullable=True),
@@ -83,6 +96,25 @@ prices = Table(
     Column("cache_write", BigInteger, nullable=True),
     Column("cache_read", BigInteger, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+#: Usage messages the ledger can never take (undecodable, or an identity or amount no column holds),
+#: parked by the consumer so they block no one — and lose nothing: ``data`` is the message as sent.
+#: The same stored message parked twice (its ack was lost) is one row.
+usage_dead_letters = Table(
+    "usage_dead_letters",
+    metadata,
+    Column("id", _SEQ, primary_key=True, autoincrement=True),
+    Column("stream", String(64), nullable=False),
+    Column("stream_seq", BigInteger, nullable=False),
+    Column("digest", String(64), nullable=False),  # SHA-256 of data, hex
+    Column("subject", String(255), nullable=False),
+    Column("msg_id", String(255), nullable=True),
+    Column("deliveries", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("error", String(2000), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("stream", "stream_seq", "digest", name="uq_usage_dead_letter"),
 )
 
 

@@ -1,4 +1,11 @@
-"""``/healthz``, ``/readyz`` (NATS and the database) and ``/metrics`` on the billing health port."""
+"""``/healthz``, ``/readyz`` (NATS and the database) and ``/metrics`` on the billing health port.
+
+Parked usage (``usage_dead_letters``, see :mod:`billing.deadletters`) does not make billing unready:
+every other user's usage is still billed, and taking the process out of service (or restarting it)
+would bill nothing more and park nothing less. ``/readyz`` stays 200 and says ``"status": "degraded"``
+with the number parked in ``dead_letters``; the ``billing_usage_dead_letters_total`` metric is what
+to alert on. A parked message is money not billed until an operator deals with it.
+"""
 
 from __future__ import annotations
 
@@ -46,8 +53,14 @@ class HealthServer:
         elif path == "/readyz":
             db = await self.billing.check_database()
             ok = self.billing.ready and db
+            parked = await self.billing.count_dead_letters() if db else None
+            status = ("degraded" if parked else "ready") if ok else "not ready"
             body = orjson.dumps(
-                {"status": "ready" if ok else "not ready", "checks": {"nats": self.billing.ready, "database": db}}
+                {
+                    "status": status,
+                    "checks": {"nats": self.billing.ready, "database": db},
+                    "dead_letters": parked,
+                }
             )
             await _send(send, 200 if ok else 503, body, b"application/json")
         elif path == "/metrics":

@@ -34,6 +34,7 @@ from contracts import RunClosed, UsageRecorded
 from .db import SCHEMA, accounts, ledger, prices, reservations
 from .money import Price
 from .pricing import PriceEntry, PriceTable
+from .sanitize import check_cost, clean_row
 
 if TYPE_CHECKING:
     from .admitpath import AdmitPath
@@ -117,17 +118,18 @@ _USAGE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("provider", "text"),
     ("model", "text"),
     ("price_key", "text"),
-    ("input_tokens", "int"),
-    ("cache_write_tokens", "int"),
-    ("cache_read_tokens", "int"),
-    ("output_tokens", "int"),
-    ("reasoning_tokens", "int"),
+    ("input_tokens", "bigint"),
+    ("cache_write_tokens", "bigint"),
+    ("cache_read_tokens", "bigint"),
+    ("output_tokens", "bigint"),
+    ("reasoning_tokens", "bigint"),
     ("input_price", "bigint"),
     ("output_price", "bigint"),
     ("cache_write_price", "bigint"),
     ("cache_read_price", "bigint"),
     ("context", "text"),
     ("estimated", "boolean"),
+    ("note", "text"),
 )
 _USAGE_NAMES = ", ".join(c for c, _ in _USAGE_COLUMNS)
 
@@ -481,14 +483,17 @@ class Ledger:
             return written
 
     def _price(self, fresh: Sequence[UsageRecorded]) -> list[tuple[Price, int]]:
-        """Each record's price and exact cost in µcr (one price lookup per model per batch)."""
+        """Each record's price and exact cost in µcr (one price lookup per model per batch).
+
+        A cost no BIGINT holds raises :class:`billing.sanitize.Unstorable`: the consumer then isolates
+        the record and parks it."""
         by_model: dict[str, Price] = {}
         out = []
         for r in fresh:
             price = by_model.get(r.model)
             if price is None:
                 price = by_model[r.model] = self.prices.lookup(r.model)
-            out.append((price, _cost(price, r)))
+            out.append((price, check_cost(r, _cost(price, r))))
         return out
 
     async def _lock_reservations(self, conn: AsyncConnection, runs: list[str]) -> dict[str, dict[str, Any]]:
@@ -594,7 +599,8 @@ class Ledger:
     ) -> list[dict[str, Any]]:
         """The batch's entries, in batch order. With balances tracked, ``balance_after`` comes from each
         user's balance after the batch: the user's last entry has it, each earlier one adds back the
-        amounts of the user's entries after it."""
+        amounts of the user's entries after it. Metadata that does not fit its column is cleaned
+        (:func:`billing.sanitize.clean_row`); identities and amounts are never touched."""
         after: list[int | None] = [None] * len(fresh)
         if balances is not None:
             running = dict(balances)
@@ -628,9 +634,10 @@ class Ledger:
                     "cache_read_price": price.cache_read,
                     "context": r.context,
                     "estimated": r.estimated,
+                    "note": None,
                 }
             )
-        return rows
+        return [clean_row(row) for row in rows]
 
     async def _insert_usage(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
         """Insert the entries (ON CONFLICT (run_id, call_index) DO NOTHING); returns how many were written."""
