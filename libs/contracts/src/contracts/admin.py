@@ -20,19 +20,35 @@ billing: ``balance.get`` GET /users/{user_id}/balance · ``credits.add`` POST /u
 ``pricing.put`` PUT /pricing/{model_key}
 
 Lists are paginated with ``?limit=`` (default 20, at most 100) and ``?after=<id>`` and answer
-:class:`Page`. An API key's plaintext never crosses NATS: the gateway makes the key, sends only its
-SHA-256 hash and prefix (:class:`ApiKeyRegister`), and returns the plaintext once to the caller.
+:class:`Page`. Every string and number of a body is bounded by what storage and arithmetic accept
+(:mod:`contracts.bounds`): no string may hold the NUL character, lengths are the columns' widths.
+
+An API key's plaintext never crosses NATS: the gateway makes the key, sends only its SHA-256 hash
+and prefix (:class:`ApiKeyRegister`), and returns the plaintext once to the caller.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from ._base import Message
+from .bounds import (
+    ID_MAX_LENGTH,
+    INT32_MAX,
+    MAX_CREDITS_CHANGE,
+    MAX_GROUPS,
+    MAX_INSTRUCTIONS_LENGTH,
+    MAX_PRICE,
+    MAX_TOOL_NAME_LENGTH,
+    MAX_TOOLS,
+    Expiry,
+    ModelParameters,
+    StoredStr,
+)
 
 GrantRole = Literal["viewer", "editor", "manager", "owner"]
 #: Permission bits of each grant role.
@@ -50,17 +66,23 @@ class Page(Message):
 
 
 # --- users, groups, roles -------------------------------------------------------------------
+#: An id of a user, group, key, agent or grant (or a role's name), as its column holds it.
+Id = Annotated[StoredStr, Field(min_length=1, max_length=ID_MAX_LENGTH)]
+
+
 class UserCreate(Message):
-    name: str = Field(min_length=1, max_length=200)
-    email: str | None = Field(default=None, max_length=320)
-    role: str = Field(default="USER", min_length=1, max_length=64)
+    name: StoredStr = Field(min_length=1, max_length=200)
+    email: StoredStr | None = Field(default=None, max_length=320)
+    role: StoredStr = Field(default="USER", min_length=1, max_length=ID_MAX_LENGTH)
 
 
 class UserUpdate(Message):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    email: str | None = Field(default=None, max_length=320)
-    role: str | None = Field(default=None, min_length=1, max_length=64)
-    groups: list[str] | None = Field(default=None, description="the user's groups, by id (replaces the set)")
+    name: StoredStr | None = Field(default=None, min_length=1, max_length=200)
+    email: StoredStr | None = Field(default=None, max_length=320)
+    role: StoredStr | None = Field(default=None, min_length=1, max_length=ID_MAX_LENGTH)
+    groups: list[Id] | None = Field(
+        default=None, max_length=MAX_GROUPS, description="the user's groups, by id (replaces the set)"
+    )
 
 
 class User(Message):
@@ -74,11 +96,11 @@ class User(Message):
 
 
 class GroupCreate(Message):
-    name: str = Field(min_length=1, max_length=200)
+    name: StoredStr = Field(min_length=1, max_length=200)
 
 
 class GroupMemberAdd(Message):
-    user_id: str
+    user_id: Id
 
 
 class Group(Message):
@@ -103,16 +125,16 @@ class Role(Message):
 class ApiKeyCreate(Message):
     """The HTTP body of ``POST /admin/v1/users/{user_id}/api-keys``."""
 
-    name: str = Field(min_length=1, max_length=200)
-    expires_at: datetime | None = None
-    rate_limit_per_minute: int | None = Field(default=None, ge=1)
+    name: StoredStr = Field(min_length=1, max_length=200)
+    expires_at: Expiry = Field(default=None, description="between 1970-01-01 and 9000-01-01")
+    rate_limit_per_minute: int | None = Field(default=None, ge=1, le=INT32_MAX)
 
 
 class ApiKeyRegister(ApiKeyCreate):
     """What the gateway forwards for ``api_keys.create``: the body plus the key's hash and prefix."""
 
     key_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
-    prefix: str = Field(min_length=8, max_length=8)
+    prefix: StoredStr = Field(min_length=8, max_length=8)
 
 
 class ApiKey(Message):
@@ -135,25 +157,33 @@ class ApiKeyCreated(ApiKey):
 
 
 # --- agents and grants -----------------------------------------------------------------------
+#: A tool's name, as an agent lists it.
+ToolName = Annotated[StoredStr, Field(min_length=1, max_length=MAX_TOOL_NAME_LENGTH)]
+_PARAMETERS_DOC = (
+    "passed to the model; integers fit in 64 bits, numbers are finite, at most 8 levels deep and 32 KiB; "
+    "max_tokens 1 to 1000000, temperature 0 to 2, top_p 0 to 1"
+)
+
+
 class AgentCreate(Message):
-    name: str = Field(min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=2000)
-    provider: str = Field(min_length=1, max_length=100, description="a provider connection of the runners")
-    model: str = Field(min_length=1, max_length=200)
-    instructions: str | None = None
-    model_parameters: dict[str, Any] = Field(default_factory=dict)
-    tools: list[str] = Field(default_factory=list)
-    owner_id: str
+    name: StoredStr = Field(min_length=1, max_length=200)
+    description: StoredStr | None = Field(default=None, max_length=2000)
+    provider: StoredStr = Field(min_length=1, max_length=100, description="a provider connection of the runners")
+    model: StoredStr = Field(min_length=1, max_length=200)
+    instructions: StoredStr | None = Field(default=None, max_length=MAX_INSTRUCTIONS_LENGTH)
+    model_parameters: ModelParameters = Field(default_factory=dict, description=_PARAMETERS_DOC)
+    tools: list[ToolName] = Field(default_factory=list, max_length=MAX_TOOLS)
+    owner_id: Id
 
 
 class AgentUpdate(Message):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=2000)
-    provider: str | None = Field(default=None, min_length=1, max_length=100)
-    model: str | None = Field(default=None, min_length=1, max_length=200)
-    instructions: str | None = None
-    model_parameters: dict[str, Any] | None = None
-    tools: list[str] | None = None
+    name: StoredStr | None = Field(default=None, min_length=1, max_length=200)
+    description: StoredStr | None = Field(default=None, max_length=2000)
+    provider: StoredStr | None = Field(default=None, min_length=1, max_length=100)
+    model: StoredStr | None = Field(default=None, min_length=1, max_length=200)
+    instructions: StoredStr | None = Field(default=None, max_length=MAX_INSTRUCTIONS_LENGTH)
+    model_parameters: ModelParameters | None = Field(default=None, description=_PARAMETERS_DOC)
+    tools: list[ToolName] | None = Field(default=None, max_length=MAX_TOOLS)
 
 
 class Agent(Message):
@@ -174,7 +204,7 @@ class Agent(Message):
 class GrantCreate(Message):
     resource_type: Literal["agent", "remote_agent"]
     principal_type: Literal["user", "group", "role", "public"]
-    principal_id: str | None = Field(default=None, description="required except for `public`")
+    principal_id: Id | None = Field(default=None, description="required except for `public`")
     role: GrantRole
 
 
@@ -194,8 +224,10 @@ class Grant(Message):
 class CreditsAdd(Message):
     """Credits to add (negative: an adjustment down). A decimal string or an integer, never a float."""
 
-    amount: Decimal
-    note: str | None = Field(default=None, max_length=500)
+    amount: Decimal = Field(
+        ge=-MAX_CREDITS_CHANGE, le=MAX_CREDITS_CHANGE, description="at most 10^12 credits either way"
+    )
+    note: StoredStr | None = Field(default=None, max_length=500)
 
 
 class Balance(Message):
@@ -239,10 +271,10 @@ class LedgerEntry(Message):
 class PriceSet(Message):
     """USD per million tokens. Cache prices fall back to the input price."""
 
-    input: Decimal = Field(ge=0)
-    output: Decimal = Field(ge=0)
-    cache_write: Decimal | None = Field(default=None, ge=0)
-    cache_read: Decimal | None = Field(default=None, ge=0)
+    input: Decimal = Field(ge=0, le=MAX_PRICE)
+    output: Decimal = Field(ge=0, le=MAX_PRICE)
+    cache_write: Decimal | None = Field(default=None, ge=0, le=MAX_PRICE)
+    cache_read: Decimal | None = Field(default=None, ge=0, le=MAX_PRICE)
 
 
 class Price(PriceSet):

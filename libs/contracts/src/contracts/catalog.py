@@ -40,11 +40,14 @@ class VerifyKeyReply(Message):
 
 
 class AgentAccessRequest(Message):
-    """May ``user_id`` run agent ``agent_id`` (REMOTE_AGENT VIEW)? On success the reply has the agent."""
+    """May ``user_id`` run agent ``agent_id`` (REMOTE_AGENT VIEW)? On success the reply has the agent.
+
+    ``agent_id`` is whatever the client named as its model: the catalog answers 404 for one that
+    cannot exist, so it is not bounded here."""
 
     user_id: str
     agent_id: str
-    permission: int = VIEW
+    permission: int = Field(default=VIEW, ge=0, le=VIEW | EDIT | DELETE | SHARE, description="permission bits")
 
 
 class AgentAccessReply(Message):
@@ -58,7 +61,7 @@ class ModelInfo(Message):
 
     id: str
     created: int
-    owned_by: str
+    owned_by: str = Field(description="the organisation, as OpenAI means it (`switchboard`): never a user's id")
     name: str
     description: str | None = None
     provider: str
