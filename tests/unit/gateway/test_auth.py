@@ -16,8 +16,8 @@ from contracts import (
     VerifyKeyReply,
     VerifyKeyRequest,
 )
-from gateway.auth import Authenticator, ServiceUnavailable, TTLCache, bearer_key, hash_key
-from gateway.errors import GatewayError
+from gateway.auth import Authenticator, TTLCache, bearer_key, hash_key
+from gateway.errors import GatewayError, ServiceUnavailable
 
 pytestmark = pytest.mark.unit
 

@@ -28,7 +28,7 @@ from contracts import (
     VerifyKeyRequest,
 )
 
-from .errors import AUTHENTICATION, PERMISSION, GatewayError
+from .errors import AUTHENTICATION, PERMISSION, GatewayError, ServiceUnavailable
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -36,10 +36,6 @@ R = TypeVar("R", bound=BaseModel)
 
 #: ``await request(subject, payload, timeout) -> reply bytes``; raises ``ServiceUnavailable`` when nobody answers.
 Requester = Callable[[str, bytes, float], Awaitable[bytes]]
-
-
-class ServiceUnavailable(Exception):
-    """A request/reply dependency (catalog, billing) did not answer."""
 
 
 def hash_key(key: str) -> str:

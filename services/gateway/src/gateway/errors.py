@@ -1,8 +1,13 @@
-"""Errors and how they are rendered: always the OpenAI envelope ``{"error": {"message", "type", "param", "code"}}``.
+"""The gateway's exceptions, and how errors are rendered: always the OpenAI envelope
+``{"error": {"message", "type", "param", "code"}}``.
 
 The tree::
 
-    GatewayError            one error answer: carries a contracts.ErrorInfo (status, type, message, code, param)
+    GatewayException         the root: every exception the gateway raises on purpose
+    ├── GatewayError         one error answer: carries a contracts.ErrorInfo (status, type, message, code, param)
+    ├── ServiceUnavailable   a request/reply dependency (catalog, billing) did not answer (rpc.call: 503)
+    ├── RunStreamError       a run's event stream broke: an error chunk, or an error status before the headers
+    └── ClientGone           the HTTP client disconnected while the gateway waited for its run
 
 Anything else that escapes a handler becomes a 500 ``server_error``; FastAPI's validation errors become
 400 ``invalid_request_error`` with ``param`` naming the field; Starlette's HTTP exceptions (unknown route,
@@ -43,7 +48,27 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
-class GatewayError(Exception):
+class GatewayException(Exception):
+    """The root of the gateway's own exceptions (the tree is in this module's docstring)."""
+
+
+class ServiceUnavailable(GatewayException):
+    """A request/reply dependency (catalog, billing) did not answer."""
+
+
+class RunStreamError(GatewayException):
+    """The run's event stream broke: rendered as an error chunk (or an error status before headers)."""
+
+    def __init__(self, info: ErrorInfo) -> None:
+        super().__init__(info.message)
+        self.info = info
+
+
+class ClientGone(GatewayException):
+    """The HTTP client disconnected while we waited for the run."""
+
+
+class GatewayError(GatewayException):
     """An error answer. ``info`` is what the client sees; ``headers`` (e.g. ``Retry-After``) go with it."""
 
     def __init__(self, info: ErrorInfo, headers: Mapping[str, str] | None = None) -> None:

@@ -40,9 +40,9 @@ from contracts import (
 from contracts.estimate import prompt_tokens_bound
 
 from .context import GatewayContext
-from .errors import INSUFFICIENT_QUOTA, INVALID_REQUEST, GatewayError
+from .errors import INSUFFICIENT_QUOTA, INVALID_REQUEST, GatewayError, RunStreamError
 from .rpc import call
-from .runs import RunStream, RunStreamError
+from .runs import RunStream
 
 log = logging.getLogger(__name__)
 

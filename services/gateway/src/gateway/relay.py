@@ -18,9 +18,9 @@ from starlette.responses import Response
 from contracts import ErrorInfo, RunCompleted, RunEvent, RunFailed
 from contracts.events import Heartbeat
 
-from .errors import GatewayError
+from .errors import ClientGone, GatewayError, RunStreamError
 from .render import DONE, KEEP_ALIVE, ChunkRenderer, CompletionAggregator, error_chunk
-from .runs import ClientGone, RunStream, RunStreamError
+from .runs import RunStream
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send

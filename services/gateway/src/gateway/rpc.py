@@ -14,8 +14,8 @@ from pydantic import BaseModel, ValidationError
 
 from servicekit.natsio import trace_headers
 
-from .auth import Requester, ServiceUnavailable
-from .errors import GatewayError
+from .auth import Requester
+from .errors import GatewayError, ServiceUnavailable
 
 if TYPE_CHECKING:
     from nats.aio.client import Client

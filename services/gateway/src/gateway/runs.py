@@ -16,6 +16,8 @@ from pydantic import ValidationError
 from contracts import RUN_EVENT, CancelRun, ErrorInfo, RunEvent, RunRequest, Subjects
 from servicekit.natsio import trace_headers
 
+from .errors import ClientGone, RunStreamError
+
 if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.aio.msg import Msg
@@ -23,18 +25,6 @@ if TYPE_CHECKING:
     from nats.js import JetStreamContext
 
 _CLIENT_GONE = object()
-
-
-class RunStreamError(Exception):
-    """The run's event stream broke: rendered as an error chunk (or an error status before headers)."""
-
-    def __init__(self, info: ErrorInfo) -> None:
-        super().__init__(info.message)
-        self.info = info
-
-
-class ClientGone(Exception):
-    """The HTTP client disconnected while we waited for the run."""
 
 
 def _stream_error(message: str, code: str, status: int = 500) -> RunStreamError:

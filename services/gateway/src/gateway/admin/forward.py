@@ -10,9 +10,8 @@ from starlette.responses import Response
 
 from contracts import AdminReply, AdminRequest
 
-from ..auth import ServiceUnavailable
 from ..context import GatewayContext
-from ..errors import SERVER, GatewayError, JSONResponse, error_response
+from ..errors import SERVER, GatewayError, JSONResponse, ServiceUnavailable, error_response
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,10 @@ from contracts import Principal
 
 from ..context import GatewayContext
 from ..deps import check_rate_limit
-from ..errors import INVALID_REQUEST, GatewayError, JSONResponse, describe_validation_error
+from ..errors import INVALID_REQUEST, ClientGone, GatewayError, JSONResponse, describe_validation_error
 from ..orchestration import RunSpec, start_run
 from ..relay import ChatStreamResponse, collect, empty_response
 from ..render import ChunkRenderer
-from ..runs import ClientGone
 from ..schemas import ChatCompletionRequest
 
 
