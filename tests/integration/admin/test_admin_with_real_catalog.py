@@ -37,8 +37,14 @@ async def admin(nats_client, nats_url: str, database_url: str, namespace: str) -
         install_exception_handlers(app)
         app.include_router(router)
         app.state.ctx = SimpleNamespace(
-            settings=SimpleNamespace(admin_token=ADMIN_TOKEN, rpc_timeout_s=5.0, default_rate_limit_per_minute=600),
+            settings=SimpleNamespace(
+                admin_token=ADMIN_TOKEN,
+                rpc_timeout_s=5.0,
+                default_rate_limit_per_minute=600,
+                admin_max_body_bytes=1024 * 1024,
+            ),
             nc=nats_client,
+            rpc=nats_requester(nats_client),
             subjects=subjects,
             auth=auth,
             rate_limiter=None,

@@ -16,6 +16,7 @@ from contracts import BILLING_QUEUE, BalanceReply, BalanceRequest, Principal, Su
 from gateway.admin import router
 from gateway.errors import install_exception_handlers
 from gateway.ratelimit import RateLimiter
+from gateway.rpc import nats_requester
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +45,7 @@ async def replicas(nats_client, namespace: str, redis_url: str) -> AsyncIterator
         app.state.ctx = SimpleNamespace(
             settings=SimpleNamespace(admin_token="x" * 32, rpc_timeout_s=2.0, default_rate_limit_per_minute=600),
             nc=nats_client,
+            rpc=nats_requester(nats_client),
             subjects=subjects,
             auth=KeyAuth(),
             rate_limiter=RateLimiter(redis, namespace=rl_namespace),

@@ -178,9 +178,9 @@ def test_non_money_floats_stay_floats() -> None:
     agent = parse_body(
         AgentCreate,
         b'{"name": "a", "provider": "p", "model": "m", "owner_id": "u",'
-        b' "model_parameters": {"temperature": 0.7, "n": [1.5]}}',
+        b' "model_parameters": {"temperature": 0.7, "nested": [1.5]}}',
     )
-    assert agent.model_parameters == {"temperature": 0.7, "n": [1.5]}
+    assert agent.model_parameters == {"temperature": 0.7, "nested": [1.5]}
     assert isinstance(agent.model_parameters["temperature"], float)
 
 

@@ -8,8 +8,10 @@ from fastapi import Depends, Query
 from starlette.responses import Response
 
 from contracts.admin import Balance, CreditsAdd, LedgerEntry, Page, Price, PriceSet
+from contracts.bounds import INT64_MAX
 
 from ..deps import CtxDep
+from ..errors import GatewayError
 from .bodies import body_doc, json_body
 from .common import PageQuery, admin_router, op_id
 from .forward import relay
@@ -22,6 +24,19 @@ PRICE_MONEY = ("input", "output", "cache_write", "cache_read")
 
 CreditsAddBody = Annotated[CreditsAdd, Depends(json_body(CreditsAdd, money=CREDITS_MONEY))]
 PriceSetBody = Annotated[PriceSet, Depends(json_body(PriceSet, money=PRICE_MONEY))]
+LEDGER_ID_PREFIX = "le_"
+
+
+def check_ledger_cursor(after: str | None) -> None:
+    """400 unless ``after`` is a ledger entry id: ``le_`` and a sequence number a BIGINT holds."""
+    if after is None:
+        return
+    digits = after.removeprefix(LEDGER_ID_PREFIX)
+    valid = after.startswith(LEDGER_ID_PREFIX) and digits.isascii() and digits.isdigit() and len(digits) <= 19
+    if not valid or int(digits) > INT64_MAX:
+        raise GatewayError.bad_request(
+            "Invalid value for 'after': it must be the id of a ledger entry (le_<number>).", param="after"
+        )
 
 
 @router.get(
@@ -60,6 +75,7 @@ async def list_ledger(
     page: PageQuery,
     run_id: Annotated[str | None, Query(description="only this run's entries")] = None,
 ) -> Response:
+    check_ledger_cursor(page.get("after"))
     query = {**page, "run_id": run_id} if run_id else page
     return await relay(ctx, "billing", "ledger.list", params={"user_id": user_id}, query=query)
 
