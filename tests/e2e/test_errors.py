@@ -66,11 +66,12 @@ async def test_invalid_key_is_401(e2e: StackHandle, agent_id: str) -> None:
     validate("ErrorResponse", caught.value.response.json())
 
 
-async def test_no_grant_is_403(e2e: StackHandle, agent_id: str) -> None:
+async def test_no_grant_is_the_404_of_a_missing_agent(e2e: StackHandle, agent_id: str) -> None:
     async with e2e.client(api_key=e2e.seeded.outsider_key) as c:
-        with pytest.raises(openai.PermissionDeniedError) as caught:
+        with pytest.raises(openai.NotFoundError) as caught:
             await c.chat.completions.create(model=agent_id, messages=HELLO)  # type: ignore[arg-type]
     validate("ErrorResponse", caught.value.response.json())
+    assert caught.value.code == "model_not_found"
 
 
 async def test_unknown_agent_is_404(client: Any) -> None:
@@ -82,7 +83,7 @@ async def test_unknown_agent_is_404(client: Any) -> None:
 
 
 async def test_grant_lets_the_outsider_in(e2e: StackHandle) -> None:
-    """The 403 above is about the grant: with a viewer grant the same key may run the agent."""
+    """The 404 above is about the grant: with a viewer grant the same key may run the agent."""
     agent = e2e.agent("openai")
     e2e.admin.grant(
         agent.id,

@@ -30,6 +30,7 @@ async def test_models_lists_the_callers_agents(e2e: StackHandle, client: Any, ht
     validate("Model", one.json())
     assert one.json()["id"] == mine.id
 
-    # Another user's agent, no grant: refused (403 access_denied, as for running it).
-    with pytest.raises(openai.PermissionDeniedError):
+    # Another user's agent, no grant: the answer a missing one gets (404 model_not_found, as for running it).
+    with pytest.raises(openai.NotFoundError) as hidden:
         await client.models.retrieve(theirs.id)
+    assert hidden.value.code == "model_not_found"

@@ -53,9 +53,9 @@ async def test_each_user_lists_and_retrieves_exactly_its_agents(e2e: StackHandle
                     model = await client.models.retrieve(agent_id)
                     assert model.id == agent_id and model.object == "model"
                 else:
-                    with pytest.raises(openai.PermissionDeniedError) as denied:
+                    with pytest.raises(openai.NotFoundError) as denied:
                         await client.models.retrieve(agent_id)
-                    assert denied.value.code == "access_denied"
+                    assert denied.value.code == "model_not_found"
             with pytest.raises(openai.NotFoundError) as missing:
                 await client.models.retrieve("agent_does_not_exist")
             assert missing.value.code == "model_not_found"

@@ -58,7 +58,7 @@ async def test_removed_grant_stops_on_both_gateways_within_a_second(e2e: StackHa
     for url in gateways:
         assert await _status(url, guest_key, path) == 200
     e2e.admin.request("DELETE", f"/agents/{agent['id']}/grants/{grant['id']}")
-    await asyncio.gather(*(_within(1.0, url, guest_key, 403, path) for url in gateways))
+    await asyncio.gather(*(_within(1.0, url, guest_key, 404, path) for url in gateways))
 
 
 async def test_rate_limit_is_one_budget_across_gateways(e2e: StackHandle, second_gateway: str) -> None:

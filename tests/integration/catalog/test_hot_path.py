@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,7 +12,7 @@ from sqlalchemy import select
 
 from catalog import db
 from catalog.app import CatalogRuntime
-from contracts import EDIT, VIEW, CacheInvalidated, Subjects
+from contracts import EDIT, VIEW, CacheInvalidated, ListModelsReply, Subjects
 
 from .conftest import CatalogClient, new_key
 
@@ -55,7 +56,7 @@ async def test_unknown_expired_and_bad_keys_are_401(catalog: CatalogClient) -> N
     assert b'"status":400' in raw.data  # a malformed request is answered, not dropped
 
 
-async def test_unknown_agent_404_and_no_grant_403(catalog: CatalogClient) -> None:
+async def test_unknown_agent_and_no_grant_are_the_same_404(catalog: CatalogClient) -> None:
     owner, other = await catalog.user("Owner"), await catalog.user("Other")
     agent_id = await catalog.agent(owner)
     missing = await catalog.access(owner, "agent_doesnotexist")
@@ -64,9 +65,12 @@ async def test_unknown_agent_404_and_no_grant_403(catalog: CatalogClient) -> Non
     assert (e.status, e.type, e.code, e.param) == (404, "invalid_request_error", "model_not_found", "model")
     assert e.message == "The model `agent_doesnotexist` does not exist or you do not have access to it."
 
+    # Not theirs: the very answer a missing agent gets, so nobody learns which agent ids exist.
     denied = await catalog.access(other, agent_id)
     assert denied.agent is None and denied.error is not None
-    assert (denied.error.status, denied.error.type, denied.error.code) == (403, "permission_error", "access_denied")
+    d = denied.error
+    assert (d.status, d.type, d.code, d.param) == (404, "invalid_request_error", "model_not_found", "model")
+    assert d.message == f"The model `{agent_id}` does not exist or you do not have access to it."
 
     # A grant on resource type `agent` alone does not open the inference routes.
     await catalog.ok(
@@ -203,7 +207,7 @@ async def test_grant_removal_drops_cached_access(
     assert (event.kind, event.agent_id) == ("grant", x)
     await sub.unsubscribe()
     denied = await catalog.access(bob, x)
-    assert denied.error is not None and denied.error.status == 403
+    assert denied.error is not None and (denied.error.status, denied.error.code) == (404, "model_not_found")
 
 
 async def test_role_without_remote_agents_use_is_refused(catalog: CatalogClient, namespace: str) -> None:
@@ -255,3 +259,17 @@ async def test_no_plaintext_key_is_stored(catalog: CatalogClient, runtime: Catal
     assert row["key_hash"] == key_hash and row["prefix"] == key[:8]
     for value in row.values():
         assert key not in str(value) and key[8:] not in str(value)
+
+
+async def test_models_are_owned_by_the_organisation_not_a_user(catalog: CatalogClient) -> None:
+    owner, guest = await catalog.user("Owner"), await catalog.user("Guest")
+    agent_id = await catalog.agent(owner)
+    await catalog.ok(
+        "grants.create",
+        {"agent_id": agent_id},
+        {"resource_type": "remote_agent", "principal_type": "user", "principal_id": guest, "role": "viewer"},
+    )
+    raw = await catalog.nc.request(catalog.s.catalog_models_list, json.dumps({"user_id": guest}).encode(), timeout=5)
+    reply = ListModelsReply.model_validate_json(raw.data)
+    assert [(m.id, m.owned_by) for m in reply.models] == [(agent_id, "switchboard")]
+    assert owner.encode() not in raw.data

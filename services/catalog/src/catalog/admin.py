@@ -3,6 +3,10 @@
 Each operation validates its input with the contracts' models (a failure is a 400 naming the field),
 calls the repository, publishes the cache invalidations its change calls for, and answers an
 :class:`contracts.AdminReply` with the resource's JSON. Errors are the OpenAI envelope.
+
+Path and query parameters are checked before any op runs (no NUL, at most an id column's width), so
+no value reaches the database that it cannot compare, and no error repeats a huge input. An agent's
+answer is made inside the transaction that writes it: if it cannot be made, nothing is written.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from contracts.admin import (
     UserCreate,
     UserUpdate,
 )
+from contracts.bounds import ID_MAX_LENGTH, json_problem, text_problem
 
 from . import ids
 from .errors import BadRequest, CatalogError
@@ -40,14 +45,28 @@ M = TypeVar("M", bound=BaseModel)
 Op = Callable[[CatalogService, AdminRequest], Awaitable[AdminReply]]
 
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+#: How much of a caller's input (a field path, an op name) an error message repeats.
+ECHO_MAX = 200
 
 
 def validation_error(exc: ValidationError) -> BadRequest:
     """The first pydantic error as a 400 whose ``param`` is the field's dotted path."""
-    err = exc.errors()[0]
-    param = ".".join(str(p) for p in err.get("loc", ())) or None
+    err = exc.errors(include_url=False, include_input=False)[0]
+    param = ".".join(str(p) for p in err.get("loc", ()))[:ECHO_MAX] or None
     msg = err.get("msg", "Invalid value")
     return BadRequest(f"{param}: {msg}" if param else msg, param=param)
+
+
+def check_parameters(req: AdminRequest) -> None:
+    """400 for a path or query parameter no catalog column can hold (every one is an id, a role
+    name or a page size: at most 64 characters, no NUL)."""
+    for name, value in [*req.params.items(), *req.query.items()]:
+        problem = text_problem(value)
+        if problem is None and len(value) > ID_MAX_LENGTH:
+            problem = f"must be at most {ID_MAX_LENGTH} characters"
+        if problem is not None:
+            shown = name[:ECHO_MAX]
+            raise BadRequest(f"{shown}: {problem}", param=shown)
 
 
 def body_as(model: type[M], req: AdminRequest) -> M:
@@ -80,7 +99,12 @@ def paging(req: AdminRequest) -> tuple[int, str | None]:
 
 
 def ok(resource: BaseModel | dict[str, Any], status: int = 200) -> AdminReply:
+    """The success answer; raises (a 500) when its JSON is not what the gateway can render, which
+    inside a write's transaction undoes the write."""
     body = resource.model_dump(mode="json") if isinstance(resource, BaseModel) else resource
+    found = json_problem(body)
+    if found is not None:
+        raise CatalogError(f"The answer cannot be rendered as JSON ({found[1]}).")
     return AdminReply(status=status, body=body)
 
 
@@ -224,9 +248,9 @@ async def agents_create(svc: CatalogService, req: AdminRequest) -> AdminReply:
         )
         for rt in (RESOURCE_AGENT, RESOURCE_REMOTE_AGENT)
     ]
-    agent = await svc.repo.create_agent(agent, owner_grants)
+    reply = await svc.repo.create_agent(agent, owner_grants, lambda stored: ok(stored, 201))
     await svc.invalidate(CacheInvalidated(kind="agent", agent_id=agent.id, at=utcnow()))
-    return ok(agent, 201)
+    return reply
 
 
 async def agents_list(svc: CatalogService, req: AdminRequest) -> AdminReply:
@@ -246,9 +270,9 @@ async def agents_update(svc: CatalogService, req: AdminRequest) -> AdminReply:
         if required in changes and changes[required] is None:
             raise BadRequest(f"{required}: cannot be null", param=required)
     changes["updated_at"] = utcnow()
-    agent = await svc.repo.update_agent(agent_id, changes)
+    reply = await svc.repo.update_agent(agent_id, changes, ok)
     await svc.invalidate(CacheInvalidated(kind="agent", agent_id=agent_id, at=utcnow()))
-    return ok(agent)
+    return reply
 
 
 async def agents_delete(svc: CatalogService, req: AdminRequest) -> AdminReply:
@@ -327,7 +351,9 @@ async def dispatch(svc: CatalogService, req: AdminRequest) -> AdminReply:
     op = OPS.get(req.op)
     try:
         if op is None:
-            raise BadRequest(f"Unknown catalog operation `{req.op}`.", param="op", code="unknown_operation")
+            shown = req.op[:ECHO_MAX] if text_problem(req.op) is None else "(unprintable)"
+            raise BadRequest(f"Unknown catalog operation `{shown}`.", param="op", code="unknown_operation")
+        check_parameters(req)
         return await op(svc, req)
     except CatalogError as err:
         return error_reply(err)

@@ -13,6 +13,7 @@ Tree::
 from __future__ import annotations
 
 from contracts import ErrorInfo
+from contracts.bounds import ID_MAX_LENGTH, text_problem
 
 
 class CatalogError(Exception):
@@ -64,10 +65,16 @@ class Conflict(CatalogError):
     code = "conflict"
 
 
+def plausible_id(value: str) -> bool:
+    """Whether ``value`` could be a stored id (fits the id columns, storable text)."""
+    return 0 < len(value) <= ID_MAX_LENGTH and text_problem(value) is None
+
+
 def model_not_found(agent_id: str) -> NotFound:
-    """The OpenAI answer for an agent the caller cannot see."""
+    """The OpenAI answer for an agent the caller cannot see (missing or not theirs: the same answer)."""
+    named = f" `{agent_id}`" if plausible_id(agent_id) else ""
     return NotFound(
-        f"The model `{agent_id}` does not exist or you do not have access to it.",
+        f"The model{named} does not exist or you do not have access to it.",
         param="model",
         code="model_not_found",
     )

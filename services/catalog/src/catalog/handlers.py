@@ -2,7 +2,8 @@
 
 Each handler reads the raw message and validates it itself, so that a malformed request still gets
 an answer (a 400) and an unexpected failure a 500 envelope: a handler that raised would leave the
-gateway waiting for its timeout.
+gateway waiting for its timeout. The same holds for a reply that cannot be encoded: it becomes a 500
+envelope too, so every request is answered.
 """
 
 from __future__ import annotations
@@ -71,9 +72,15 @@ async def _answer(
             log.exception("%s failed", name)
             outcome.set("error")
             return _error_reply(reply_type, CatalogError("Internal error in the catalog."))
+        try:
+            data = reply.model_dump_json().encode()
+        except Exception:
+            log.exception("%s: the reply could not be encoded", name)
+            outcome.set("error")
+            return _error_reply(reply_type, CatalogError("Internal error in the catalog."))
         status = getattr(getattr(reply, "error", None), "status", None) or getattr(reply, "status", 200)
         outcome.set(str(status))
-        return reply.model_dump_json().encode()
+        return data
 
 
 def register(broker: NatsBroker, subjects: Subjects, *, workers: int) -> None:

@@ -23,7 +23,7 @@ from contracts import (
 )
 
 from .cache import AnswerCache
-from .errors import Forbidden, Unauthorized, model_not_found
+from .errors import Forbidden, Unauthorized, model_not_found, plausible_id
 from .keys import INVALID, key_problem, seconds_left
 from .lastused import LastUsedRecorder
 from .permissions import RESOURCE_REMOTE_AGENT, effective_bits, has_permission
@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 Publish = Callable[[CacheInvalidated], Awaitable[None]]
 
 NO_REMOTE_AGENTS = "Your role does not allow using agents through the API (REMOTE_AGENTS USE)."
+#: ``owned_by`` of every listed agent: the organisation, as OpenAI means it (who made an agent is the
+#: admin API's business, not its callers').
+OWNED_BY = "switchboard"
 
 
 @dataclass
@@ -83,33 +86,42 @@ class CatalogService:
 
     # --- agent access --------------------------------------------------------------------------
     async def agent_access(self, req: AgentAccessRequest) -> AgentAccessReply:
-        """The agent's snapshot when the user holds ``permission`` on it as a remote agent; else 404/403."""
+        """The agent's snapshot when the user holds ``permission`` on it as a remote agent.
+
+        Otherwise 404 ``model_not_found`` — the same answer whether the agent is missing or merely not
+        the caller's to use, so that nobody learns which agent ids exist — or 403 when the caller's
+        role may use no agent through the API at all."""
+        if not (plausible_id(req.agent_id) and plausible_id(req.user_id)):
+            # Nothing stored can match (and the database could not even compare a NUL).
+            return AgentAccessReply(error=model_not_found(req.agent_id).info(), cache_ttl_s=self.reply_ttl_s)
         if self.cache is not None:
             hit = await self.cache.get_access(req.agent_id, req.user_id, req.permission)
             if hit is not None:
                 return AgentAccessReply.model_validate_json(hit)
-        reply = await self._agent_access(req)
+        reply, exists = await self._agent_access(req)
         # Only answers about an existing agent are cached: they are dropped with the agent's entry.
-        if self.cache is not None and (reply.error is None or reply.error.status == 403):
+        if self.cache is not None and exists:
             await self.cache.put_access(req.agent_id, req.user_id, req.permission, reply.model_dump_json().encode())
         return reply
 
-    async def _agent_access(self, req: AgentAccessRequest) -> AgentAccessReply:
+    async def _agent_access(self, req: AgentAccessRequest) -> tuple[AgentAccessReply, bool]:
+        """The answer, and whether the agent exists."""
         agent, grants, caller = await self.repo.access_facts(req.agent_id, req.user_id, RESOURCE_REMOTE_AGENT)
-        if agent is None:
-            return AgentAccessReply(error=model_not_found(req.agent_id).info(), cache_ttl_s=self.reply_ttl_s)
+        ttl, exists = self.reply_ttl_s, agent is not None
         if caller is not None and not caller.remote_agents_use:
-            return AgentAccessReply(error=Forbidden(NO_REMOTE_AGENTS).info(), cache_ttl_s=self.reply_ttl_s)
+            return AgentAccessReply(error=Forbidden(NO_REMOTE_AGENTS).info(), cache_ttl_s=ttl), exists
+        if agent is None:
+            return AgentAccessReply(error=model_not_found(req.agent_id).info(), cache_ttl_s=ttl), False
         if caller is None or not has_permission(effective_bits(caller.principals, grants), req.permission):
-            return AgentAccessReply(
-                error=Forbidden(f"No remote access to agent `{req.agent_id}`.").info(), cache_ttl_s=self.reply_ttl_s
-            )
-        return AgentAccessReply(agent=agent_snapshot(agent), cache_ttl_s=self.reply_ttl_s)
+            return AgentAccessReply(error=model_not_found(req.agent_id).info(), cache_ttl_s=ttl), True
+        return AgentAccessReply(agent=agent_snapshot(agent), cache_ttl_s=ttl), True
 
     # --- models --------------------------------------------------------------------------------
     async def list_models(self, req: ListModelsRequest) -> ListModelsReply:
         """Exactly the agents the user may run: VIEW on ``remote_agent`` (none when the role lacks USE),
-        oldest first. ``owned_by`` is the owner's user id."""
+        oldest first. ``owned_by`` is the organisation (``switchboard``), never the owner's user id."""
+        if not plausible_id(req.user_id):
+            return ListModelsReply(models=[])
         caller, agents, grants = await self.repo.candidate_agents(req.user_id, RESOURCE_REMOTE_AGENT)
         if caller is None or not caller.remote_agents_use:
             return ListModelsReply(models=[])
@@ -118,7 +130,7 @@ class CatalogService:
                 ModelInfo(
                     id=a.id,
                     created=int(a.created_at.timestamp()),
-                    owned_by=a.owner_id,
+                    owned_by=OWNED_BY,
                     name=a.name,
                     description=a.description,
                     provider=a.provider,

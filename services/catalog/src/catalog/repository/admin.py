@@ -3,8 +3,8 @@ one consistent state; a unique-index race with a concurrent request becomes a 40
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -17,6 +17,8 @@ from .. import db
 from ..errors import BadRequest, Conflict, NotFound
 from ..keys import as_utc
 from .rows import PageResult, agent_of, grant_of, grant_row, key_of, keyset_page, principal_key, user_of
+
+R = TypeVar("R")
 
 
 class AdminStore:
@@ -263,25 +265,27 @@ class AdminStore:
         return key_of(row), row.key_hash
 
     # --- agents ------------------------------------------------------------------------------
-    async def create_agent(self, agent: Agent, owner_grants: list[Grant]) -> Agent:
+    async def create_agent(self, agent: Agent, owner_grants: list[Grant], reply: Callable[[Agent], R]) -> R:
+        """Insert the agent and its owner's grants; ``reply(stored agent)`` is made before the commit,
+        so an agent whose answer cannot be made is not left behind."""
         async with self.engine.begin() as conn:
             if not await self._exists(conn, db.users, db.users.c.id, agent.owner_id):
                 raise NotFound(f"No user with id `{agent.owner_id}`.", param="owner_id")
             await conn.execute(insert(db.agents).values(**agent.model_dump(exclude={"object"})))
             for g in owner_grants:
                 await conn.execute(insert(db.grants).values(**grant_row(g)))
-        return agent
+            return reply(await self._load_agent(conn, agent.id, strict=True))
 
     async def get_agent(self, agent_id: str) -> Agent:
         async with self.engine.connect() as conn:
             return await self._load_agent(conn, agent_id)
 
     @staticmethod
-    async def _load_agent(conn: AsyncConnection, agent_id: str) -> Agent:
+    async def _load_agent(conn: AsyncConnection, agent_id: str, *, strict: bool = False) -> Agent:
         row = (await conn.execute(select(db.agents).where(db.agents.c.id == agent_id))).first()
         if row is None:
             raise NotFound(f"No agent with id `{agent_id}`.", param="agent_id")
-        return agent_of(row)
+        return agent_of(row, strict=strict)
 
     async def list_agents(self, owner_id: str | None, limit: int, after: str | None) -> PageResult:
         a = db.agents
@@ -290,11 +294,12 @@ class AdminStore:
             rows, more = await keyset_page(conn, a, where, limit, after)
         return PageResult([agent_of(r) for r in rows], more)
 
-    async def update_agent(self, agent_id: str, changes: dict[str, Any]) -> Agent:
+    async def update_agent(self, agent_id: str, changes: dict[str, Any], reply: Callable[[Agent], R]) -> R:
+        """Apply a PATCH; like :meth:`create_agent`, ``reply(updated agent)`` is made before the commit."""
         async with self.engine.begin() as conn:
             await self._load_agent(conn, agent_id)
             await conn.execute(update(db.agents).where(db.agents.c.id == agent_id).values(**changes))
-            return await self._load_agent(conn, agent_id)
+            return reply(await self._load_agent(conn, agent_id, strict=True))
 
     async def delete_agent(self, agent_id: str) -> None:
         async with self.engine.begin() as conn:

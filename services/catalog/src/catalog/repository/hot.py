@@ -114,7 +114,8 @@ class HotPathReads:
     async def access_facts(
         self, agent_id: str, user_id: str, resource_type: str
     ) -> tuple[Agent | None, list[GrantBits], Caller | None]:
-        """The agent, its grants on ``resource_type``, and the caller (two queries, one connection)."""
+        """The agent, its grants on ``resource_type``, and the caller (two queries, one connection).
+        The caller is read even when there is no such agent: their role decides the answer first."""
         a, g = db.agents, db.grants
         async with self.engine.connect() as conn:
             rows = (
@@ -124,9 +125,9 @@ class HotPathReads:
                     .where(a.c.id == agent_id)
                 )
             ).all()
-            if not rows:
-                return None, [], None
             caller = await _caller(conn, user_id)
+        if not rows:
+            return None, [], caller
         grants = [GrantBits(r.principal_type, r.principal_id, r.permissions) for r in rows if r.principal_type]
         return agent_of(rows[0]), grants, caller
 

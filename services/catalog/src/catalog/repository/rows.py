@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,9 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import AgentSnapshot
 from contracts.admin import Agent, ApiKey, Grant, User
+from contracts.bounds import json_problem, text_problem
 
-from ..errors import BadRequest
+from ..errors import BadRequest, Conflict
 from ..keys import as_utc
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,20 @@ def key_of(row: Any) -> ApiKey:
     )
 
 
-def agent_of(row: Any) -> Agent:
+def agent_of(row: Any, *, strict: bool = False) -> Agent:
+    """The agent of a row. Its JSON columns hold whatever was written; what could not be rendered as
+    JSON (an integer beyond 64 bits, a non-finite number, NUL) is left out and logged, so that one bad
+    row cannot fail a list or every request to it. ``strict`` (for a write about to commit) raises a
+    409 instead, undoing the write."""
+    params, tools, dropped = _clean_json_columns(row.model_parameters, row.tools)
+    if dropped:
+        if strict:
+            raise Conflict(
+                f"Agent `{row.id}` would hold a value that cannot be served ({dropped[0]}); "
+                "send model_parameters and tools that replace it.",
+                param=dropped[0].split(".", 1)[0].split("[", 1)[0].split(":", 1)[0],
+            )
+        log.warning("agent %s holds values that cannot be served, left out: %s", row.id, "; ".join(dropped))
     return Agent(
         id=row.id,
         name=row.name,
@@ -55,12 +72,37 @@ def agent_of(row: Any) -> Agent:
         provider=row.provider,
         model=row.model,
         instructions=row.instructions,
-        model_parameters=row.model_parameters or {},
-        tools=row.tools or [],
+        model_parameters=params,
+        tools=tools,
         owner_id=row.owner_id,
         created_at=as_utc(row.created_at),
         updated_at=as_utc(row.updated_at),
     )
+
+
+def _clean_json_columns(params: Any, tools: Any) -> tuple[dict[str, Any], list[str], list[str]]:
+    """``model_parameters`` and ``tools`` without what cannot be served, and what was left out."""
+    dropped: list[str] = []
+    clean_params: dict[str, Any] = {}
+    if isinstance(params, dict):
+        for key, value in params.items():
+            found = json_problem({key: value}, max_depth=32)
+            if found is None:
+                clean_params[key] = value
+            else:
+                dropped.append(f"model_parameters.{str(key)[:100]!r}: {found[1]}")
+    elif params is not None:
+        dropped.append("model_parameters: not a JSON object")
+    clean_tools: list[str] = []
+    if isinstance(tools, list):
+        for i, tool in enumerate(tools):
+            if isinstance(tool, str) and text_problem(tool) is None:
+                clean_tools.append(tool)
+            else:
+                dropped.append(f"tools[{i}]: not a storable string")
+    elif tools is not None:
+        dropped.append("tools: not a JSON array")
+    return clean_params, clean_tools, dropped
 
 
 def grant_of(row: Any) -> Grant:

@@ -1,4 +1,8 @@
-"""``GET /v1/models`` and ``GET /v1/models/{model}``: the agents the caller may run, as OpenAI models."""
+"""``GET /v1/models`` and ``GET /v1/models/{model}``: the agents the caller may run, as OpenAI models.
+
+``owned_by`` is the organisation, as in OpenAI's answers (``openai``, ``system``, an org id), never the
+id of the user who made the agent: a granted agent would otherwise tell its callers who its owner is.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +18,16 @@ from ..rpc import call
 
 router = APIRouter()
 
+#: Every agent's ``owned_by``.
+OWNED_BY = "switchboard"
+
 
 def model_object(m: ModelInfo) -> dict[str, Any]:
     return {
         "id": m.id,
         "object": "model",
         "created": m.created,
-        "owned_by": m.owned_by,
+        "owned_by": OWNED_BY,
         "name": m.name,
         "description": m.description,
         "provider": m.provider,
@@ -33,7 +40,7 @@ def agent_model_object(agent: AgentSnapshot) -> dict[str, Any]:
         "id": agent.id,
         "object": "model",
         "created": created,
-        "owned_by": agent.owner_id or "switchboard",
+        "owned_by": OWNED_BY,
         "name": agent.name,
         "description": agent.description,
         "provider": agent.provider,
@@ -59,6 +66,7 @@ async def list_models(ctx: CtxDep, principal: PrincipalDep) -> JSONResponse:
 
 @router.get("/v1/models/{model:path}")
 async def retrieve_model(model: str, ctx: CtxDep, principal: PrincipalDep) -> JSONResponse:
-    """One agent, if the caller may use it (404 ``model_not_found`` / 403 ``access_denied`` otherwise)."""
+    """One agent, if the caller may use it; otherwise 404 ``model_not_found``, whether it is missing or
+    not the caller's to use (403 ``access_denied`` only when the key's role may use no agent at all)."""
     agent = await ctx.auth.agent(principal, model)
     return JSONResponse(agent_model_object(agent))
