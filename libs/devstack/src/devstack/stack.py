@@ -1,14 +1,16 @@
 """The whole product as real processes on one machine: ``make run`` and the end-to-end tests use it.
 
-A :class:`Stack` starts, in order, an embedded ``nats-server`` (unless a NATS URL is given), the fake
-LLM (unless the provider base URLs are given), then catalog, billing and N runners (together), then
+A :class:`Stack` starts, in order, an embedded ``nats-server`` (unless a NATS URL is given), an
+embedded PostgreSQL (unless database URLs are given; its data is kept under ``<run_dir>/postgres``
+across restarts), the fake LLM (unless the provider base URLs are given), then catalog, billing and
+N runners (together), then
 the gateway, each as ``python -m <service>`` with a free health port of its own and its output in
 ``<run_dir>/logs/<name>.log``, and waits for each ``/readyz``. :meth:`Stack.stop` stops them in reverse.
 
     with Stack(StackConfig(run_dir=tmp)) as stack:
         httpx.get(stack.gateway_url + "/readyz")
 
-Names of the processes: ``nats``, ``fakellm``, ``catalog``, ``billing``, ``runner-0`` … ``runner-{N-1}``,
+Names of the processes: ``nats``, ``postgres``, ``fakellm``, ``catalog``, ``billing``, ``runner-0`` … ``runner-{N-1}``,
 ``gateway``. :meth:`Stack.kill` / :meth:`Stack.stop_service` / :meth:`Stack.restart` take a name, or
 ``"runner"`` for every runner.
 """
@@ -26,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .embedded import EmbeddedNats
+from .embedded_pg import EmbeddedPostgres
 from .errors import StackError
 from .procs import ManagedProcess, free_port, tail
 
@@ -44,15 +47,15 @@ class StackConfig:
     """What to run and where. Every field has a workable default for a laptop."""
 
     run_dir: Path
-    """Logs (``logs/``), the embedded NATS store and SQLite files go under it."""
+    """Logs (``logs/``), the embedded NATS store and the embedded PostgreSQL's data go under it."""
     namespace: str = ""
     """NATS namespace (subject and stream prefix), so several stacks can share one NATS."""
     nats_url: str | None = None
     """An existing NATS with JetStream; ``None`` or ``"embedded"``: start one."""
     catalog_database_url: str | None = None
-    """Default: ``sqlite:///<run_dir>/catalog.db``."""
+    """PostgreSQL for the catalog. Default: an embedded PostgreSQL (shared with billing, each in its schema)."""
     billing_database_url: str | None = None
-    """Default: ``sqlite:///<run_dir>/billing.db``."""
+    """PostgreSQL for billing. Default: the same embedded PostgreSQL."""
     redis_url: str | None = None
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 0
@@ -83,6 +86,7 @@ class Stack:
         self.logs_dir = self.run_dir / "logs"
         self.processes: dict[str, ManagedProcess] = {}
         self._nats: EmbeddedNats | None = None
+        self._postgres: EmbeddedPostgres | None = None
         self.nats_url: str = ""
         self.fakellm_url: str | None = None
         self.gateway_port = config.gateway_port
@@ -119,6 +123,7 @@ class Stack:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._start_nats()
+            self._start_postgres()
             if "runner" in self.config.services:
                 self._start_fakellm()
             self._build_services()
@@ -134,6 +139,8 @@ class Stack:
         """SIGTERM every process (gateway first, NATS last), wait, then SIGKILL what is left."""
         for name in reversed(list(self.processes)):
             self.processes[name].stop(self.config.stop_timeout_s)
+        if self._postgres is not None:
+            self._postgres.stop()
         if self._nats is not None:
             self._nats.stop()
 
@@ -189,6 +196,18 @@ class Stack:
         self._nats = EmbeddedNats(self.run_dir / "nats", self.log_path("nats"))
         self.nats_url = self._nats.start()
 
+    def _needs_postgres(self) -> bool:
+        cfg = self.config
+        return ("catalog" in cfg.services and not cfg.catalog_database_url) or (
+            "billing" in cfg.services and not cfg.billing_database_url
+        )
+
+    def _start_postgres(self) -> None:
+        if not self._needs_postgres():
+            return
+        self._postgres = EmbeddedPostgres(self.run_dir / "postgres", max_connections=100)
+        self._postgres.start(self.config.ready_timeout_s)
+
     def _start_fakellm(self) -> None:
         if self.config.provider_env.get("OPENAI_BASE_URL"):
             return
@@ -230,8 +249,9 @@ class Stack:
 
     def _build_services(self) -> None:
         cfg = self.config
-        catalog_db = cfg.catalog_database_url or f"sqlite:///{self.run_dir / 'catalog.db'}"
-        billing_db = cfg.billing_database_url or f"sqlite:///{self.run_dir / 'billing.db'}"
+        embedded = self._postgres.url if self._postgres is not None else ""
+        catalog_db = cfg.catalog_database_url or embedded
+        billing_db = cfg.billing_database_url or embedded
         specs: list[tuple[str, str, str, dict[str, str]]] = [
             ("catalog", "catalog", "CATALOG_", {"CATALOG_DATABASE_URL": catalog_db}),
             ("billing", "billing", "BILLING_", {"BILLING_DATABASE_URL": billing_db}),
