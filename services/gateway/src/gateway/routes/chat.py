@@ -14,48 +14,14 @@ from starlette.responses import Response
 
 from contracts import Principal
 
+from ..bodylimits import read_json_body
 from ..context import GatewayContext
 from ..deps import check_rate_limit
-from ..errors import INVALID_REQUEST, ClientGone, GatewayError, JSONResponse, describe_validation_error
+from ..errors import ClientGone, GatewayError, JSONResponse, describe_validation_error
 from ..orchestration import RunSpec, start_run
 from ..relay import ChatStreamResponse, collect, empty_response
 from ..render import ChunkRenderer
 from ..schemas import ChatCompletionRequest
-
-
-def check_json_content_type(request: Request) -> None:
-    """415 for a body declared as anything but JSON (no Content-Type at all is taken as JSON)."""
-    declared = request.headers.get("content-type")
-    if declared is None:
-        return
-    media = declared.split(";", 1)[0].strip().lower()
-    if media != "application/json" and not media.endswith("+json"):
-        raise GatewayError.of(
-            415,
-            f"Unsupported Content-Type {declared[:100]!r}: send the body as 'application/json'.",
-            INVALID_REQUEST,
-            "unsupported_media_type",
-        )
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) more than ``limit`` bytes whether or not Content-Length says so."""
-    check_json_content_type(request)
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(limit: int) -> GatewayError:
-    return GatewayError.of(413, f"The request body is larger than {limit} bytes.", INVALID_REQUEST, "request_too_large")
 
 
 def parse_chat_request(raw: bytes) -> ChatCompletionRequest:
@@ -98,7 +64,7 @@ async def create_chat_completion(request: Request, ctx: GatewayContext, principa
     # before anything reaches billing or a runner, and a spent limit (429) wins over a bad body (400).
     limited = asyncio.ensure_future(check_rate_limit(ctx, principal))
     try:
-        body = parse_chat_request(await read_body(request, settings.max_body_bytes))
+        body = parse_chat_request(await read_json_body(request, settings.max_body_bytes))
         agent = await ctx.auth.agent(principal, body.model)
     except BaseException:
         await limited
