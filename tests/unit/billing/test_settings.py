@@ -13,7 +13,7 @@ pytestmark = pytest.mark.unit
 def test_defaults() -> None:
     s = BillingSettings(_env_file=None)  # type: ignore[call-arg]
     assert s.balance_enabled and s.transactions_enabled
-    assert s.start_balance == 20_000 and s.reservation_ttl_s == 900 and s.health_port == 8082
+    assert s.start_balance == 100_000 and s.reservation_ttl_s == 900 and s.health_port == 8082
     assert s.database_url.startswith("sqlite:///") and s.batch_size <= 1000
 
 

@@ -5,6 +5,7 @@ No secret ever crosses NATS: the gateway sends the SHA-256 hex digest of an API 
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Literal
 
@@ -27,6 +28,12 @@ class Principal(Message):
     groups: list[str] = Field(default_factory=list)
     remote_agents_use: bool = Field(default=True, description="the role's REMOTE_AGENTS USE permission")
     rate_limit_per_minute: int | None = Field(default=None, description="None: the gateway's default")
+
+
+def hash_api_key(key: str) -> str:
+    """The digest under which an API key is stored and asked about (SHA-256, hex): the one definition,
+    used where a key is made (the admin API) and where it is presented (authentication)."""
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 class VerifyKeyRequest(Message):

@@ -9,7 +9,6 @@ gateway immediately, not after the TTL. Keys are never logged.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
@@ -27,6 +26,7 @@ from contracts import (
     VerifyKeyReply,
     VerifyKeyRequest,
 )
+from contracts.catalog import hash_api_key
 
 from .errors import AUTHENTICATION, PERMISSION, GatewayError, ServiceUnavailable
 
@@ -38,9 +38,8 @@ R = TypeVar("R", bound=BaseModel)
 Requester = Callable[[str, bytes, float], Awaitable[bytes]]
 
 
-def hash_key(key: str) -> str:
-    """The SHA-256 hex digest under which the catalog knows an API key."""
-    return hashlib.sha256(key.encode()).hexdigest()
+#: The digest under which the catalog knows an API key (defined once, in the contracts).
+hash_key = hash_api_key
 
 
 def bearer_key(authorization: str | None) -> str:

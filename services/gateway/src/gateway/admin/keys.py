@@ -5,9 +5,10 @@ Pure: no framework, no I/O.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass, field
+
+from contracts.catalog import hash_api_key
 
 KEY_PREFIX = "sk-"
 #: Random bytes per key (rendered as twice as many hex characters).
@@ -30,6 +31,6 @@ def make_key() -> NewKey:
     plaintext = KEY_PREFIX + secrets.token_hex(KEY_BYTES)
     return NewKey(
         plaintext=plaintext,
-        key_hash=hashlib.sha256(plaintext.encode()).hexdigest(),
+        key_hash=hash_api_key(plaintext),
         prefix=plaintext[:PREFIX_LENGTH],
     )
