@@ -1,4 +1,10 @@
-"""Request/reply handlers (queue group "billing"): decode, ask the service, reply. Never leave a caller waiting."""
+"""Request/reply handlers (queue group "billing"): decode, ask the service, reply. Never leave a caller waiting.
+
+Whatever a request holds, it gets one answer: a body that does not decode or validate → 400; a
+:class:`billing.errors.BillingError` → its own error; a value the database refuses (a data error,
+see :mod:`billing.faults`: the service's checks should have caught it) → 400; anything else → 500.
+Error messages are cut short, so that an answer never echoes a megabyte back.
+"""
 
 from __future__ import annotations
 
@@ -30,14 +36,20 @@ from contracts import (
 )
 from servicekit.natsio import context_from_headers
 
+from .errors import BillingError
+from .faults import Fault, classify, describe
 from .service import BillingService
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("billing")
 
 
+#: The longest error message an answer carries.
+MESSAGE_MAX = 500
+
+
 def _error(status: int, message: str, type_: str) -> ErrorInfo:
-    return ErrorInfo(status=status, type=type_, message=message)
+    return ErrorInfo(status=status, type=type_, message=message[:MESSAGE_MAX])
 
 
 async def register(
@@ -57,11 +69,22 @@ async def register(
                     reply = await call(request_type.model_validate_json(msg.data))
                 except ValidationError as exc:
                     reply = on_error(_error(400, f"invalid request: {exc.errors()[0]['msg']}", "invalid_request_error"))
-                except Exception:
-                    log.exception("billing %s failed", name)
-                    reply = on_error(_error(500, "billing failed to answer; try again", "server_error"))
+                except BillingError as exc:
+                    info = exc.info.model_copy(update={"message": exc.info.message[:MESSAGE_MAX]})
+                    reply = on_error(info)
+                except Exception as exc:
+                    if classify(exc) is Fault.DATA:
+                        log.warning("billing %s: the database refused a value of the request (%s)", name, describe(exc))
+                        message = "invalid request: a value is out of range or cannot be stored"
+                        reply = on_error(_error(400, message, "invalid_request_error"))
+                    else:
+                        log.exception("billing %s failed", name)
+                        reply = on_error(_error(500, "billing failed to answer; try again", "server_error"))
             if msg.reply:
-                await msg.respond(reply.model_dump_json().encode())
+                try:
+                    await msg.respond(reply.model_dump_json().encode())
+                except Exception:  # NATS reconnecting: the caller times out and retries
+                    log.warning("billing %s: the answer could not be sent", name, exc_info=True)
 
         async def cb(msg: Msg) -> None:
             # nats-py runs a subscription's callbacks one after another: answer concurrently instead.

@@ -13,10 +13,14 @@ exact integer of µcr: no rounding happens anywhere. Finer prices are refused (4
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 
 MICRO = 1_000_000
+#: The largest amount a BIGINT column holds, in micro-units (about 9.2 x 10^12 credits).
+MAX_MICRO = 2**63 - 1
 _QUANTUM = Decimal(1).scaleb(-6)
+#: Enough precision for any value that passed the size check (20 integer digits + 6 decimals).
+_EXACT = Context(prec=40)
 
 
 class MoneyError(ValueError):
@@ -24,19 +28,32 @@ class MoneyError(ValueError):
 
 
 def to_micro(value: Decimal | int | str, *, what: str = "amount") -> int:
-    """Credits (or USD/1M for a price) → integer micro-units, refusing floats and sub-micro precision."""
+    """Credits (or USD/1M for a price) → integer micro-units, refusing floats, sub-micro precision and
+    amounts no BIGINT holds (checked on the exponent first: ``int()`` of a 100,000-digit number would
+    hold the event loop for a while, and ``Decimal`` arithmetic rounds beyond 28 digits)."""
     if isinstance(value, float):
         raise MoneyError(f"{what} must be a decimal string or an integer, not a float")
     try:
         d = Decimal(value)
     except (InvalidOperation, TypeError) as exc:
-        raise MoneyError(f"{what} is not a number: {value!r}") from exc
+        raise MoneyError(f"{what} is not a number: {_short(value)!r}") from exc
     if not d.is_finite():
         raise MoneyError(f"{what} must be finite")
-    scaled = d * MICRO
-    if scaled != scaled.to_integral_value():
-        raise MoneyError(f"{what} has more than 6 decimal places: {value}")
-    return int(scaled)
+    if d and d.adjusted() > 13:  # ≥ 10^14: beyond a BIGINT of micro-units whatever the digits
+        raise MoneyError(f"{what} is too large")
+    _, digits, exponent = d.as_tuple()
+    if isinstance(exponent, int) and exponent < -6 and any(digits[exponent + 6 :]):
+        raise MoneyError(f"{what} has more than 6 decimal places: {_short(value)}")
+    micro = int(d.scaleb(6, _EXACT).to_integral_value())
+    if abs(micro) > MAX_MICRO:
+        raise MoneyError(f"{what} is too large")
+    return micro
+
+
+def _short(value: object) -> str:
+    """``value`` for an error message: an attacker's megabyte of digits is not echoed back."""
+    text = str(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def from_micro(micro: int) -> Decimal:

@@ -1,4 +1,8 @@
-"""Billing's answers: admission, extension, balances and the admin operations. No framework here."""
+"""Billing's answers: admission, extension, balances and the admin operations. No framework here.
+
+Every request is checked against what billing can store and compute (:mod:`billing.inputs`) before
+it touches the database: a bad one is a :class:`billing.errors.BadRequest` (400), never a 500.
+"""
 
 from __future__ import annotations
 
@@ -20,10 +24,12 @@ from contracts import (
 )
 from contracts.admin import Balance, CreditsAdd, LedgerEntry, Page, Price, PriceSet
 
+from . import inputs
 from .errors import BadRequest, BillingError, NotFound, insufficient_quota
 from .ledger import Ledger
-from .money import MoneyError, from_micro, to_micro
+from .money import MAX_MICRO, MoneyError, from_micro, to_micro
 from .pricing import DEFAULT_KEY, PriceEntry
+from .sanitize import NOTE_WIDTH, RUN_ID_WIDTH
 
 PRICE_FIELDS = ("input", "output", "cache_write", "cache_read")
 
@@ -37,10 +43,13 @@ class BillingService:
         return self.ledger.policy.balance_enabled
 
     def _worst_case(self, req: AdmitRequest | ExtendRequest | PrefetchRequest) -> int:
-        """What one run (or its next call) may cost at most, in µcr: what admission reserves."""
-        return self.ledger.prices.lookup(req.model).worst_case(req.prompt_tokens, req.max_output_tokens)
+        """What one run (or its next call) may cost at most, in µcr: what admission reserves (a 400
+        beyond what a BIGINT holds)."""
+        return inputs.cost(self.ledger.prices.lookup(req.model).worst_case(req.prompt_tokens, req.max_output_tokens))
 
     async def admit(self, req: AdmitRequest) -> AdmitReply:
+        inputs.user_id(req.user_id)
+        inputs.run_id(req.run_id)  # it names the go-ahead's subject, even with balances off
         if not self.balance_enabled:
             return AdmitReply(admitted=True)
         cost = self._worst_case(req)
@@ -52,12 +61,19 @@ class BillingService:
         return AdmitReply(admitted=True, reservation_id=rid, reserved=from_micro(cost))
 
     async def prefetch(self, req: PrefetchRequest) -> PrefetchReply:
+        inputs.user_id(req.user_id)
+        for run_id in req.run_ids:
+            inputs.run_id(run_id, "run_ids")
         if not self.balance_enabled:
             return PrefetchReply(reservations=dict.fromkeys(req.run_ids))
         cost = self._worst_case(req)
+        if 10 * cost * len(req.run_ids) > MAX_MICRO:  # the ledger's "a tenth of what is available" test
+            return PrefetchReply()  # refused, as for any balance: none could hold ten times this
         return PrefetchReply(reservations=await self.ledger.prefetch(req.user_id, req.run_ids, cost))
 
     async def extend(self, req: ExtendRequest) -> ExtendReply:
+        inputs.user_id(req.user_id)
+        inputs.text("reservation_id", req.reservation_id, inputs.RESERVATION_ID_WIDTH)
         if not self.balance_enabled:
             return ExtendReply(ok=True)
         cost = self._worst_case(req)
@@ -73,7 +89,7 @@ class BillingService:
         )
 
     async def balance(self, req: BalanceRequest) -> BalanceReply:
-        b = await self._balance(req.user_id)
+        b = await self._balance(inputs.user_id(req.user_id))
         return BalanceReply(user_id=req.user_id, balance=b.balance, reserved=b.reserved, enabled=b.enabled)
 
     async def _balance(self, user_id: str) -> Balance:
@@ -98,7 +114,7 @@ class BillingService:
     async def _admin(self, req: AdminRequest) -> tuple[int, Any]:
         op, params, query = req.op, req.params, req.query
         if op == "balance.get":
-            return 200, (await self._balance(_param(params, "user_id"))).model_dump(mode="json")
+            return 200, (await self._balance(inputs.user_id(_param(params, "user_id")))).model_dump(mode="json")
         if op == "credits.add":
             body = _body(req)
             if isinstance(body.get("amount"), float):
@@ -108,14 +124,19 @@ class BillingService:
                 amount = to_micro(credits.amount)
             except MoneyError as exc:
                 raise BadRequest(str(exc), param="amount") from exc
+            if credits.note is not None:
+                inputs.text("note", credits.note, NOTE_WIDTH)
             kind = "topup" if amount >= 0 else "adjustment"
-            row = await self.ledger.credit(_param(params, "user_id"), amount, kind, credits.note)
+            row = await self.ledger.credit(inputs.user_id(_param(params, "user_id")), amount, kind, credits.note)
             return 201, _entry(row)
         if op == "ledger.list":
             limit = _limit(query)
-            after = _after(query.get("after"))
+            after = inputs.ledger_cursor(query.get("after"))
+            run_id = query.get("run_id") or None
+            if run_id is not None:
+                inputs.text("run_id", run_id, RUN_ID_WIDTH)
             rows = await self.ledger.entries(
-                _param(params, "user_id"), limit=limit + 1, after=after, run_id=query.get("run_id") or None
+                inputs.user_id(_param(params, "user_id")), limit=limit + 1, after=after, run_id=run_id
             )
             data = [_entry(r) for r in rows[:limit]]
             page = Page(
@@ -130,7 +151,7 @@ class BillingService:
             items = [_price(k, e) for k, e in sorted(table.entries.items())] + [_price(DEFAULT_KEY, table.default)]
             return 200, Page(data=items, has_more=False).model_dump(mode="json")
         if op == "pricing.put":
-            key = _param(params, "model_key").lower()
+            key = inputs.text("model_key", _param(params, "model_key").lower(), inputs.MODEL_KEY_WIDTH)
             body = _body(req)
             for name in PRICE_FIELDS:
                 if isinstance(body.get(name), float):
@@ -167,21 +188,14 @@ def _validate(model: Any, body: dict[str, Any]) -> Any:
 
 
 def _limit(query: dict[str, str]) -> int:
+    raw = query.get("limit", "20")
     try:
-        limit = int(query.get("limit", "20"))
+        limit = int(raw) if len(raw) <= 10 else 0  # int() of a long digit string is slow, then refused
     except ValueError as exc:
         raise BadRequest("limit must be an integer", param="limit") from exc
     if not 1 <= limit <= 100:
         raise BadRequest("limit must be between 1 and 100", param="limit")
     return limit
-
-
-def _after(value: str | None) -> int | None:
-    if not value:
-        return None
-    if not value.startswith("le_") or not value[3:].isdigit():
-        raise NotFound(f"no ledger entry {value!r}", param="after")
-    return int(value[3:])
 
 
 def _entry(row: dict[str, Any]) -> dict[str, Any]:
