@@ -84,6 +84,8 @@ def clean_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _identity_fault(name: str, value: str, width: int) -> str | None:
+    if len(value) <= width and value.isascii() and "\x00" not in value:  # the common case, cheaply
+        return None
     if len(value) > width:
         return f"{name} is {len(value)} characters, the ledger takes {width}"
     if not storable(value):
@@ -98,9 +100,10 @@ def record_fault(r: UsageRecorded) -> str | None:
         return fault
     if r.call_index > INT32_MAX:
         return f"call_index {r.call_index} is beyond the ledger's range"
-    for name in TOKEN_FIELDS:
-        if getattr(r.usage, name) > INT64_MAX:
-            return f"{name} {getattr(r.usage, name)} is beyond the ledger's range"
+    u = r.usage
+    if max(u.input_tokens, u.cache_write_tokens, u.cache_read_tokens, u.output_tokens, u.reasoning_tokens) > INT64_MAX:
+        name = next(n for n in TOKEN_FIELDS if getattr(u, n) > INT64_MAX)
+        return f"{name} {getattr(u, name)} is beyond the ledger's range"
     return None
 
 
