@@ -140,3 +140,19 @@ async def test_a_flood_of_bad_requests_does_not_wedge_the_handlers(catalog: Cata
     assert all(AdminReply.model_validate_json(r.data).status == 400 for r in replies)
     owner = await catalog.user("After")
     assert (await catalog.ok("users.get", {"user_id": owner}))["name"] == "After"
+
+
+async def test_a_list_of_the_largest_agents_pages_instead_of_going_silent(catalog: CatalogClient) -> None:
+    owner = await catalog.user()
+    ids = [await catalog.agent(owner, f"A{i}", instructions="é" * 100_000) for i in range(6)]
+    seen: list[str] = []
+    after: str | None = None
+    while True:
+        query = {"limit": "100", **({"after": after} if after else {})}
+        page = await catalog.ok("agents.list", query=query)
+        seen += [a["id"] for a in page["data"]]
+        assert len(page["data"]) < 6
+        if not page["has_more"]:
+            break
+        after = page["last_id"]
+    assert seen == ids

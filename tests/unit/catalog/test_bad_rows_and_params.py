@@ -79,3 +79,33 @@ def test_model_not_found_names_only_a_plausible_id() -> None:
     assert not plausible_id("a\x00")
     assert "`agent_1`" in model_not_found("agent_1").message
     assert model_not_found("x" * 10_000).message == "The model does not exist or you do not have access to it."
+
+
+def test_a_page_stops_before_it_outgrows_one_message() -> None:
+    from catalog.admin import PAGE_BUDGET_BYTES, page
+    from catalog.repository import PageResult
+
+    big = [
+        agent_of(_row({}, [])).model_copy(update={"id": f"agent_{i}", "instructions": "é" * 100_000}) for i in range(5)
+    ]
+    reply = page(PageResult(big, False))
+    body = reply.body
+    assert isinstance(body, dict) and body["has_more"] is True
+    assert [a["id"] for a in body["data"]] == ["agent_0", "agent_1"] and body["last_id"] == "agent_1"
+    assert len(reply.model_dump_json()) <= PAGE_BUDGET_BYTES + 10_000
+    one = page(PageResult(big[:1], False)).body  # one item always fits, whatever its size
+    assert isinstance(one, dict) and len(one["data"]) == 1 and one["has_more"] is False
+
+
+async def test_a_reply_too_large_for_nats_is_an_error_reply() -> None:
+    from catalog.handlers import MAX_REPLY_BYTES, _answer
+    from catalog.metrics import Metrics
+    from contracts import AdminReply
+
+    async def huge(_: AdminRequest) -> AdminReply:
+        return AdminReply(body={"x": "y" * MAX_REPLY_BYTES})
+
+    raw = SimpleNamespace(body=AdminRequest(op="users.list").model_dump_json().encode())
+    data = await _answer("admin", raw, Metrics(), AdminRequest, AdminReply, huge)  # type: ignore[arg-type]
+    reply = AdminReply.model_validate_json(data)
+    assert reply.status == 500 and reply.error is not None and reply.error.code == "reply_too_large"

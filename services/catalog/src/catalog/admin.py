@@ -11,6 +11,7 @@ answer is made inside the transaction that writes it: if it cannot be made, noth
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -45,6 +46,8 @@ M = TypeVar("M", bound=BaseModel)
 Op = Callable[[CatalogService, AdminRequest], Awaitable[AdminReply]]
 
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+#: The JSON a list page may hold (an agent is at most about 800 KB, a NATS message 1 MiB by default).
+PAGE_BUDGET_BYTES = 512 * 1024
 #: How much of a caller's input (a field path, an op name) an error message repeats.
 ECHO_MAX = 200
 
@@ -109,14 +112,25 @@ def ok(resource: BaseModel | dict[str, Any], status: int = 200) -> AdminReply:
 
 
 def page(result: PageResult) -> AdminReply:
-    items = result.items
-    ids_ = [getattr(i, "id", None) or getattr(i, "name", None) for i in items]
+    """A list page of at most :data:`PAGE_BUDGET_BYTES` of JSON: items beyond it are left for the next
+    page (``has_more``), since one reply must fit in one NATS message. The first item always fits."""
+    data: list[dict[str, Any]] = []
+    ids_: list[str | None] = []
+    size, has_more = 0, result.has_more
+    for item in result.items:
+        body = item.model_dump(mode="json")
+        size += len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
+        if data and size > PAGE_BUDGET_BYTES:
+            has_more = True
+            break
+        data.append(body)
+        ids_.append(getattr(item, "id", None) or getattr(item, "name", None))
     return ok(
         Page(
-            data=[i.model_dump(mode="json") for i in items],
+            data=data,
             first_id=ids_[0] if ids_ else None,
             last_id=ids_[-1] if ids_ else None,
-            has_more=result.has_more,
+            has_more=has_more,
         )
     )
 

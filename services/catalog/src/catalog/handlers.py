@@ -41,6 +41,8 @@ Req = TypeVar("Req", bound=BaseModel)
 Service = Annotated[CatalogService, Context("catalog")]
 Meter = Annotated[Metrics, Context("catalog_metrics")]
 Raw = NatsMessage  # the raw message (faststream injects it from the context)
+#: The largest reply sent: NATS's default max_payload (1 MiB), less room for headers.
+MAX_REPLY_BYTES = 1024 * 1024 - 4096
 
 
 def _error_reply(reply_type: type[BaseModel], err: CatalogError) -> bytes:
@@ -78,6 +80,11 @@ async def _answer(
             log.exception("%s: the reply could not be encoded", name)
             outcome.set("error")
             return _error_reply(reply_type, CatalogError("Internal error in the catalog."))
+        if len(data) > MAX_REPLY_BYTES:
+            # NATS would refuse to carry it and the caller would hear nothing until its timeout.
+            log.error("%s: a reply of %d bytes is too large to send", name, len(data))
+            outcome.set("error")
+            return _error_reply(reply_type, CatalogError("The answer is too large to send.", code="reply_too_large"))
         status = getattr(getattr(reply, "error", None), "status", None) or getattr(reply, "status", 200)
         outcome.set(str(status))
         return data
