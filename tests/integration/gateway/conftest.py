@@ -129,10 +129,8 @@ async def run_fakes(nc: nats.NATS, subjects: Subjects, fakes: Fakes) -> list[Any
 
     async def access(msg: Any) -> None:
         req = AgentAccessRequest.model_validate_json(msg.data)
-        if req.agent_id in fakes.forbidden_agents:
-            err = ErrorInfo(status=403, type="permission_error", message="Not yours.", code="access_denied")
-            reply = AgentAccessReply(error=err)
-        elif req.agent_id not in fakes.agents:
+        if req.agent_id not in fakes.agents or req.agent_id in fakes.forbidden_agents:
+            # As the catalog: an agent the caller may not use answers exactly as a missing one.
             err = ErrorInfo(
                 status=404,
                 type="invalid_request_error",

@@ -158,10 +158,11 @@ async def test_unknown_and_forbidden_agents(stack: Stack) -> None:
     async with stack.client() as client:
         with pytest.raises(openai.NotFoundError) as not_found:
             await client.chat.completions.create(model="agent_nope", messages=HI)
-        with pytest.raises(openai.PermissionDeniedError) as denied:
+        with pytest.raises(openai.NotFoundError) as denied:
             await client.chat.completions.create(model="agent_secret", messages=HI)
     assert not_found.value.code == "model_not_found" and not_found.value.param == "model"
-    assert denied.value.code == "access_denied"
+    assert denied.value.code == "model_not_found"  # a private agent is not told apart from a missing one
+    assert str(denied.value.body) == str(not_found.value.body).replace("agent_nope", "agent_secret")
 
 
 async def test_insufficient_balance_is_402(stack: Stack) -> None:
@@ -240,7 +241,7 @@ async def test_models_list_and_retrieve(stack: Stack) -> None:
     validate("Model", one.json())
     assert one.json()["id"] == "agent_hello" and one.json()["name"] == "Agent agent_hello"
     assert_error(missing.status_code, missing.json(), 404, "model_not_found")
-    assert_error(denied.status_code, denied.json(), 403, "access_denied")
+    assert_error(denied.status_code, denied.json(), 404, "model_not_found")
     assert_error(anonymous.status_code, anonymous.json(), 401)
     async with stack.client() as client:
         page = await client.models.list()

@@ -178,3 +178,14 @@ async def test_answer_in_flight_during_invalidation_is_not_cached() -> None:
     catalog.gate.set()
     await task
     assert len(auth.keys) == 0
+
+
+def test_the_cache_is_bounded_and_drops_the_oldest_written() -> None:
+    cache: TTLCache[str, int] = TTLCache(lambda: 0.0, max_entries=3)
+    for i in range(10_000):  # a client sending endless distinct model names
+        cache.put(f"model-{i}", i, 60)
+    assert len(cache) == 3
+    assert cache.get("model-9999") == 9999 and cache.get("model-0") is None
+    cache.put("model-9997", 1, 60)  # rewritten: now the newest
+    cache.put("new", 2, 60)
+    assert cache.get("model-9997") == 1 and cache.get("model-9998") is None

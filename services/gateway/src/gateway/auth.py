@@ -59,12 +59,19 @@ def _unauthorized(message: str) -> GatewayError:
     return GatewayError.of(401, message, AUTHENTICATION, "invalid_api_key")
 
 
-class TTLCache(Generic[K, V]):
-    """A dict whose entries expire. Small and synchronous: the gateway's per-process auth cache."""
+#: Entries an auth cache holds at most: a client sending endless distinct keys or model names
+#: cannot grow the gateway's memory past it (about 100 MB at worst).
+CACHE_MAX_ENTRIES = 100_000
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+
+class TTLCache(Generic[K, V]):
+    """A dict whose entries expire, holding at most ``max_entries`` (the oldest written goes first).
+    Small and synchronous: the gateway's per-process auth cache."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, max_entries: int = CACHE_MAX_ENTRIES) -> None:
         self._data: dict[K, tuple[float, V]] = {}
         self._clock = clock
+        self._max = max_entries
 
     def get(self, key: K) -> V | None:
         hit = self._data.get(key)
@@ -76,8 +83,13 @@ class TTLCache(Generic[K, V]):
         return hit[1]
 
     def put(self, key: K, value: V, ttl: float) -> None:
-        if ttl > 0:
-            self._data[key] = (self._clock() + ttl, value)
+        if ttl <= 0:
+            return
+        self._data.pop(key, None)  # re-inserted at the end: the dict's order is the order of writing
+        if len(self._data) >= self._max:
+            # Entries live seconds, so the oldest written is about the first to expire anyway.
+            del self._data[next(iter(self._data))]
+        self._data[key] = (self._clock() + ttl, value)
 
     def pop(self, key: K) -> None:
         self._data.pop(key, None)
