@@ -189,3 +189,49 @@ def test_the_cache_is_bounded_and_drops_the_oldest_written() -> None:
     cache.put("model-9997", 1, 60)  # rewritten: now the newest
     cache.put("new", 2, 60)
     assert cache.get("model-9997") == 1 and cache.get("model-9998") is None
+
+
+async def test_a_brief_catalog_outage_is_not_felt_by_recent_callers() -> None:
+    catalog, clock = FakeCatalog(), FakeClock()
+    auth = Authenticator(catalog, SUBJECTS, ttl_s=5, stale_s=300, rpc_timeout_s=1, clock=clock)
+    principal = await auth.authenticate(f"Bearer {KEY}")
+    await auth.agent(principal, "agent_1")
+    catalog.down = True
+    clock.now += 60  # well past the 5 s cache, inside the stale window
+    assert (await auth.authenticate(f"Bearer {KEY}")).user_id == "u1"
+    assert (await auth.agent(principal, "agent_1")).id == "agent_1"
+    assert auth.stale_served == 2
+    with pytest.raises(GatewayError) as unknown:  # never seen: nothing to fall back on
+        await auth.agent(principal, "agent_2")
+    assert unknown.value.status == 503
+    clock.now += 300  # past the stale window too
+    with pytest.raises(GatewayError) as expired:
+        await auth.authenticate(f"Bearer {KEY}")
+    assert expired.value.status == 503
+
+
+async def test_revocation_wins_over_the_stale_window() -> None:
+    catalog, clock = FakeCatalog(), FakeClock()
+    auth = Authenticator(catalog, SUBJECTS, ttl_s=5, stale_s=300, rpc_timeout_s=1, clock=clock)
+    principal = await auth.authenticate(f"Bearer {KEY}")
+    await auth.agent(principal, "agent_1")
+    auth.invalidate(CacheInvalidated(kind="api_key", key_hash=hash_key(KEY)))
+    auth.invalidate(CacheInvalidated(kind="grant", agent_id="agent_1"))
+    catalog.down = True
+    clock.now += 60
+    for attempt in (auth.authenticate(f"Bearer {KEY}"), auth.agent(principal, "agent_1")):
+        with pytest.raises(GatewayError) as caught:
+            await attempt
+        assert caught.value.status == 503  # not the revoked answer
+
+
+async def test_refusals_are_never_served_stale() -> None:
+    catalog, clock = FakeCatalog(), FakeClock()
+    auth = Authenticator(catalog, SUBJECTS, ttl_s=5, stale_s=300, rpc_timeout_s=1, clock=clock)
+    with pytest.raises(GatewayError):
+        await auth.authenticate("Bearer sk-unknown-key")
+    catalog.down = True
+    clock.now += 60
+    with pytest.raises(GatewayError) as caught:
+        await auth.authenticate("Bearer sk-unknown-key")
+    assert caught.value.status == 503

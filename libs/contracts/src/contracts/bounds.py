@@ -74,6 +74,8 @@ def text_problem(value: str) -> str | None:
     """Why ``value`` cannot be stored as text (PostgreSQL refuses NUL; UTF-8 refuses lone surrogates)."""
     if "\x00" in value:
         return "must not contain the NUL character (\\u0000)"
+    if value.isascii():
+        return None
     try:
         value.encode()
     except UnicodeEncodeError:

@@ -53,7 +53,13 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
 
                 redis = Redis.from_url(settings.redis_url)
             rpc = nats_requester(nc)
-            auth = Authenticator(rpc, subjects, ttl_s=settings.auth_cache_ttl_s, rpc_timeout_s=settings.rpc_timeout_s)
+            auth = Authenticator(
+                rpc,
+                subjects,
+                ttl_s=settings.auth_cache_ttl_s,
+                stale_s=settings.auth_stale_s,
+                rpc_timeout_s=settings.rpc_timeout_s,
+            )
 
             async def on_invalidated(msg) -> None:  # type: ignore[no-untyped-def]
                 try:

@@ -9,9 +9,10 @@ gateway immediately, not after the TTL. Keys are never logged.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -32,6 +33,8 @@ from .errors import AUTHENTICATION, PERMISSION, GatewayError, ServiceUnavailable
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+log = logging.getLogger(__name__)
+
 R = TypeVar("R", bound=BaseModel)
 
 #: ``await request(subject, payload, timeout) -> reply bytes``; raises ``ServiceUnavailable`` when nobody answers.
@@ -66,10 +69,14 @@ CACHE_MAX_ENTRIES = 100_000
 
 class TTLCache(Generic[K, V]):
     """A dict whose entries expire, holding at most ``max_entries`` (the oldest written goes first).
-    Small and synchronous: the gateway's per-process auth cache."""
+    Small and synchronous: the gateway's per-process auth cache.
+
+    An entry may also be kept ``stale_s`` past its expiry: :meth:`get` no longer returns it, but
+    :meth:`get_stale` does — what the gateway falls back on while the catalog cannot be reached.
+    """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, max_entries: int = CACHE_MAX_ENTRIES) -> None:
-        self._data: dict[K, tuple[float, V]] = {}
+        self._data: dict[K, tuple[float, float, V]] = {}  # key → (fresh until, kept until, value)
         self._clock = clock
         self._max = max_entries
 
@@ -77,25 +84,38 @@ class TTLCache(Generic[K, V]):
         hit = self._data.get(key)
         if hit is None:
             return None
-        if hit[0] <= self._clock():
+        now = self._clock()
+        if hit[0] <= now:
+            if hit[1] <= now:
+                self._data.pop(key, None)
+            return None
+        return hit[2]
+
+    def get_stale(self, key: K) -> V | None:
+        """The entry, fresh or within its stale window."""
+        hit = self._data.get(key)
+        if hit is None:
+            return None
+        if hit[1] <= self._clock():
             self._data.pop(key, None)
             return None
-        return hit[1]
+        return hit[2]
 
-    def put(self, key: K, value: V, ttl: float) -> None:
+    def put(self, key: K, value: V, ttl: float, stale_s: float = 0.0) -> None:
         if ttl <= 0:
             return
         self._data.pop(key, None)  # re-inserted at the end: the dict's order is the order of writing
         if len(self._data) >= self._max:
-            # Entries live seconds, so the oldest written is about the first to expire anyway.
+            # Entries live minutes at most, so the oldest written is about the first to expire anyway.
             del self._data[next(iter(self._data))]
-        self._data[key] = (self._clock() + ttl, value)
+        fresh_until = self._clock() + ttl
+        self._data[key] = (fresh_until, fresh_until + max(0.0, stale_s), value)
 
     def pop(self, key: K) -> None:
         self._data.pop(key, None)
 
     def drop_where(self, predicate: Callable[[K, V], bool]) -> int:
-        doomed = [k for k, (_, v) in self._data.items() if predicate(k, v)]
+        doomed = [k for k, (_, _, v) in self._data.items() if predicate(k, v)]
         for k in doomed:
             del self._data[k]
         return len(doomed)
@@ -108,7 +128,13 @@ class TTLCache(Generic[K, V]):
 
 
 class Authenticator:
-    """Who is this key, and may they run that agent? Cached answers of the catalog."""
+    """Who is this key, and may they run that agent? Cached answers of the catalog.
+
+    An answer is reused for ``ttl_s``. A *positive* one (a key that works, an agent the user may run)
+    is also kept ``stale_s`` longer and served while the catalog cannot be reached, so a brief catalog
+    outage is not felt by callers it has seen recently. Revocations and grant removals are pushed by
+    the catalog (:meth:`invalidate`) and drop the entry, stale window and all: they win over every cache.
+    """
 
     def __init__(
         self,
@@ -116,12 +142,16 @@ class Authenticator:
         subjects: Subjects,
         *,
         ttl_s: float = 5.0,
+        stale_s: float = 0.0,
         rpc_timeout_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._request = request
         self._subjects = subjects
         self._ttl = ttl_s
+        self._stale = stale_s
+        #: How many answers were served stale because the catalog could not be reached.
+        self.stale_served = 0
         self._timeout = rpc_timeout_s
         self.keys: TTLCache[str, VerifyKeyReply] = TTLCache(clock)
         self.agents: TTLCache[tuple[str, str], AgentAccessReply] = TTLCache(clock)
@@ -134,12 +164,14 @@ class Authenticator:
         key_hash = hash_key(bearer_key(authorization))
         reply = self.keys.get(key_hash)
         if reply is None:
-            reply = await self._ask(
+            reply = await self._fetch(
+                self.keys,
+                key_hash,
                 ("key", key_hash),
                 self._subjects.catalog_verify_key,
                 VerifyKeyRequest(key_hash=key_hash),
                 VerifyKeyReply,
-                lambda r: self.keys.put(key_hash, r, self._ttl_of(r.cache_ttl_s)),
+                lambda r: r.principal is not None and r.error is None,
             )
         if reply.error is not None:
             raise GatewayError(reply.error)
@@ -156,12 +188,14 @@ class Authenticator:
         cache_key = (principal.user_id, agent_id)
         reply = self.agents.get(cache_key)
         if reply is None:
-            reply = await self._ask(
+            reply = await self._fetch(
+                self.agents,
+                cache_key,
                 ("agent", *cache_key),
                 self._subjects.catalog_agent_access,
                 AgentAccessRequest(user_id=principal.user_id, agent_id=agent_id),
                 AgentAccessReply,
-                lambda r: self.agents.put(cache_key, r, self._ttl_of(r.cache_ttl_s)),
+                lambda r: r.agent is not None and r.error is None,
             )
         if reply.error is not None:
             raise GatewayError(reply.error)
@@ -188,6 +222,32 @@ class Authenticator:
         else:
             self.keys.clear()
             self.agents.clear()
+
+    async def _fetch(
+        self,
+        cache: TTLCache[Any, R],
+        key: Any,
+        flight: Hashable,
+        subject: str,
+        request: BaseModel,
+        reply_type: type[R],
+        positive: Callable[[R], bool],
+    ) -> R:
+        """Ask the catalog and cache its answer; while it cannot be reached, a recent positive answer."""
+
+        def store(reply: R) -> None:
+            ttl = self._ttl_of(getattr(reply, "cache_ttl_s", self._ttl))
+            cache.put(key, reply, ttl, self._stale if positive(reply) else 0.0)
+
+        try:
+            return await self._ask(flight, subject, request, reply_type, store)
+        except GatewayError as exc:
+            stale = cache.get_stale(key) if exc.status == 503 else None
+            if stale is None or not positive(stale):
+                raise
+            self.stale_served += 1
+            log.warning("the catalog cannot be reached: serving a recent answer (stale window %g s)", self._stale)
+            return stale
 
     def _ttl_of(self, reply_ttl: float) -> float:
         return min(self._ttl, reply_ttl) if reply_ttl >= 0 else self._ttl

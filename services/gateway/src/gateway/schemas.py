@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from contracts import ChatMessage, FunctionCall, ToolCall
+from contracts.bounds import text_problem
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 Number = StrictInt | StrictFloat
@@ -33,19 +34,20 @@ MAX_ID_LENGTH = 200
 MAX_NAME_LENGTH = 256
 
 
-def _no_nul(value: str) -> str:
-    # PostgreSQL's text types cannot store U+0000; refused here, before it reaches NATS or a database.
-    if "\x00" in value:
-        raise ValueError("must not contain the NUL character (\\u0000)")
+def _storable(value: str) -> str:
+    # What PostgreSQL cannot store (NUL) is refused here, before it reaches NATS or a database.
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
-#: A string with no NUL character (any length: the body limit and the run size bound it).
-Text = Annotated[StrictStr, AfterValidator(_no_nul)]
+#: A string storage can hold (any length: the body limit and the run size bound it).
+Text = Annotated[StrictStr, AfterValidator(_storable)]
 #: An identifier stored with a run's usage.
-Ident = Annotated[StrictStr, Field(max_length=MAX_ID_LENGTH), AfterValidator(_no_nul)]
+Ident = Annotated[StrictStr, Field(max_length=MAX_ID_LENGTH), AfterValidator(_storable)]
 #: A short name.
-Name = Annotated[StrictStr, Field(max_length=MAX_NAME_LENGTH), AfterValidator(_no_nul)]
+Name = Annotated[StrictStr, Field(max_length=MAX_NAME_LENGTH), AfterValidator(_storable)]
 
 
 class _Body(BaseModel):

@@ -27,6 +27,12 @@ class GatewaySettings(ServiceSettings):
     default_max_output_tokens: int = Field(default=4096, ge=1)
     default_rate_limit_per_minute: int = Field(default=600, ge=1)
     auth_cache_ttl_s: float = Field(default=5.0, ge=0)
+    auth_stale_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="a key's or an agent's positive answer is served this long past its expiry while the catalog "
+        "cannot be reached (revocations still apply at once)",
+    )
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
     admin_max_body_bytes: int = Field(default=1024 * 1024, ge=1, description="admin API request bodies: 413 above")
     max_header_bytes: int = Field(default=64 * 1024, ge=1024, description="request line and headers: 431 above")
