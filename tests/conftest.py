@@ -67,6 +67,21 @@ async def database_url(postgres_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
+async def missing_database(postgres_url: str) -> AsyncIterator[tuple[str, str]]:
+    """(URL, name) of a PostgreSQL database that does not exist yet — for a service to create — dropped
+    afterwards if something made it."""
+    import asyncpg
+
+    name = f"sbtest_{secrets.token_hex(6)}"
+    yield urlparse(postgres_url)._replace(path=f"/{name}").geturl(), name
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
 async def nats_client(nats_url: str, namespace: str):  # type: ignore[no-untyped-def]
     """A connected nats-py client; streams of this test's namespace are deleted afterwards."""
     import nats

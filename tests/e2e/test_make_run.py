@@ -105,7 +105,7 @@ def test_devstack_run_prints_a_working_example_and_stops_cleanly(tmp_path: Path)
             text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         assert "Hello!" in text  # the fake LLM echoes an unscripted prompt
         assert (tmp_path / "run" / "logs" / "gateway.log").exists()
-        # One engine everywhere: the data is in an embedded PostgreSQL, and no SQLite file exists.
+        # One engine everywhere: the data is in an embedded PostgreSQL, and no database file lies beside it.
         pgdata = tmp_path / "run" / "postgres" / "pgdata"
         assert (pgdata / "PG_VERSION").exists() and (pgdata / "postmaster.pid").exists()
         assert not list((tmp_path / "run").rglob("*.db"))

@@ -1,13 +1,12 @@
 """``Ledger.apply`` on its own (no NATS): batches mixing users, duplicates within and across batches,
-``balance_after``, settlement, a batch that raced another writer — on PostgreSQL and SQLite — and, on
-PostgreSQL, what an apply holds while it works and in which order it locks (no deadlock with admission,
-extension, the expiry sweeper or another billing replica)."""
+``balance_after``, settlement, a batch that raced another writer — and what an apply holds while it
+works and in which order it locks (no deadlock with admission, extension, the expiry sweeper or another
+billing replica)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,16 +49,8 @@ async def open_ledger(url: str, **policy: Any) -> Ledger:
     return Ledger(open_engine(url), Policy(**values), PriceTable(shipped(), default=PriceEntry(1, 1)))
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def led(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> AsyncIterator[Ledger]:
-    url = database_url if request.param == "postgresql" else f"sqlite:///{tmp_path / 'billing.db'}"
-    lg = await open_ledger(url)
-    yield lg
-    await lg.engine.dispose()
-
-
 @pytest.fixture
-async def pg(database_url: str) -> AsyncIterator[Ledger]:
+async def led(database_url: str) -> AsyncIterator[Ledger]:
     lg = await open_ledger(database_url)
     yield lg
     await lg.engine.dispose()
@@ -101,7 +92,7 @@ async def reservation(lg: Ledger, run: str) -> tuple[int, int | None]:
     return row.remaining, row.expected_calls
 
 
-# --- both dialects ---------------------------------------------------------------------------------
+# --- batches ---------------------------------------------------------------------------------------
 
 
 async def test_a_batch_mixing_users_with_duplicates_inside_it(led: Ledger) -> None:
@@ -170,14 +161,14 @@ async def test_settlement_releases_the_rest_once_every_call_is_in(led: Ledger) -
     assert await books(led, ["a"]) == {"a": (START + 100_000 * MICRO - spent - cost(r1[2]), 0)}
 
 
-async def test_switches(tmp_path: Path) -> None:
-    lg = await open_ledger(f"sqlite:///{tmp_path / 'off.db'}", transactions_enabled=False)
+async def test_switches(database_url: str) -> None:
+    lg = await open_ledger(database_url, transactions_enabled=False)
     try:
         assert await lg.apply([usage("r", 0)], []) == 0
         assert await usage_keys(lg) == []
     finally:
         await lg.engine.dispose()
-    lg = await open_ledger(f"sqlite:///{tmp_path / 'nobalance.db'}", balance_enabled=False)
+    lg = await open_ledger(database_url, balance_enabled=False)  # the same, still empty, database
     try:
         assert await lg.apply([usage("r", 0, user="a"), usage("r", 1, user="a")], []) == 2
         async with lg.engine.connect() as conn:
@@ -200,7 +191,7 @@ async def test_a_batch_that_keeps_racing_is_rolled_back_and_raised(led: Ledger) 
     assert await books(led, ["a"]) == before  # the balance moved in the transaction was rolled back
 
 
-# --- PostgreSQL: concurrency -----------------------------------------------------------------------
+# --- concurrency -----------------------------------------------------------------------------------
 
 
 class Gate:
@@ -234,21 +225,21 @@ async def waiting_on_a_lock(lg: Ledger, n: int = 1) -> None:
             await asyncio.sleep(0.01)
 
 
-async def test_admission_is_not_blocked_while_an_apply_reads_and_settles(pg: Ledger) -> None:
-    await pg.credit("a", 100_000 * MICRO, "topup", None)
-    assert (await pg.admit("a", "r1", 20_000 * MICRO))[0]
-    gate = Gate(pg)
-    applying = asyncio.create_task(pg.apply([usage("r1", 0, user="a")], [closed("r1", "a", 1)]))
+async def test_admission_is_not_blocked_while_an_apply_reads_and_settles(led: Ledger) -> None:
+    await led.credit("a", 100_000 * MICRO, "topup", None)
+    assert (await led.admit("a", "r1", 20_000 * MICRO))[0]
+    gate = Gate(led)
+    applying = asyncio.create_task(led.apply([usage("r1", 0, user="a")], [closed("r1", "a", 1)]))
     async with asyncio.timeout(10):
         await gate.reached.wait()
         # The apply holds r1's reservation and has settled it, but has not touched a's account row:
         # a's admissions go straight through (before, they waited for the whole batch).
-        rid, _, _ = await pg.admit("a", "r2", 1_000 * MICRO)
+        rid, _, _ = await led.admit("a", "r2", 1_000 * MICRO)
         assert rid is not None
         gate.opened.set()
         assert await applying == 1
     spent = cost(usage("r1", 0))
-    assert await books(pg, ["a"]) == {"a": (START + 100_000 * MICRO - spent, 1_000 * MICRO)}
+    assert await books(led, ["a"]) == {"a": (START + 100_000 * MICRO - spent, 1_000 * MICRO)}
 
 
 OTHERS: dict[str, Callable[[Ledger, str | None], Coroutine[Any, Any, Any]]] = {
@@ -259,64 +250,64 @@ OTHERS: dict[str, Callable[[Ledger, str | None], Coroutine[Any, Any, Any]]] = {
 
 
 @pytest.mark.parametrize("other", sorted(OTHERS))
-async def test_apply_and_an_operation_on_the_same_reservation_do_not_deadlock(pg: Ledger, other: str) -> None:
+async def test_apply_and_an_operation_on_the_same_reservation_do_not_deadlock(led: Ledger, other: str) -> None:
     """Both lock the reservation before the account: the other waits for the apply, never the reverse.
 
     (With the account locked first by one and the reservation first by the other, PostgreSQL would
     detect a deadlock here and fail one of them.)"""
-    await pg.credit("a", 100_000 * MICRO, "topup", None)
-    rid, reserved, _ = await pg.admit("a", "r1", 20_000 * MICRO)
+    await led.credit("a", 100_000 * MICRO, "topup", None)
+    rid, reserved, _ = await led.admit("a", "r1", 20_000 * MICRO)
     assert rid
     if other == "expiry":
-        async with pg.engine.begin() as conn:
+        async with led.engine.begin() as conn:
             await conn.execute(update(reservations).values(expires_at=reservations.c.created_at))
-    gate = Gate(pg)
+    gate = Gate(led)
     record = usage("r1", 0, user="a")
-    applying = asyncio.create_task(pg.apply([record], []))
+    applying = asyncio.create_task(led.apply([record], []))
     async with asyncio.timeout(15):
         await gate.reached.wait()
-        doing: asyncio.Task[Any] = asyncio.create_task(OTHERS[other](pg, rid))
-        await waiting_on_a_lock(pg)  # the other operation waits for r1's reservation
+        doing: asyncio.Task[Any] = asyncio.create_task(OTHERS[other](led, rid))
+        await waiting_on_a_lock(led)  # the other operation waits for r1's reservation
         gate.opened.set()
         assert await applying == 1
         result = await doing
     left = reserved - cost(record)
     if other == "readmission":
         assert result[0] == rid
-        assert await reservation(pg, "r1") == (left + 1_000 * MICRO, None)
+        assert await reservation(led, "r1") == (left + 1_000 * MICRO, None)
     elif other == "extension":
         assert result == "ok"
-        assert await reservation(pg, "r1") == (left + 1_000 * MICRO, None)
+        assert await reservation(led, "r1") == (left + 1_000 * MICRO, None)
     else:
         assert result == 1
-        assert await reservation(pg, "r1") == (0, None)
-    await books(pg, ["a"])
+        assert await reservation(led, "r1") == (0, None)
+    await books(led, ["a"])
 
 
-async def test_two_batches_locking_the_same_accounts_do_not_deadlock(pg: Ledger) -> None:
+async def test_two_batches_locking_the_same_accounts_do_not_deadlock(led: Ledger) -> None:
     """Two billing replicas, each with records of users a and b in opposite order, released together:
     both lock the accounts in user id order, so one waits for the other."""
-    await pg.apply([usage("open", 0, user="a"), usage("open", 1, user="b")], [])  # both accounts exist
-    gate = Gate(pg, holds=2)
+    await led.apply([usage("open", 0, user="a"), usage("open", 1, user="b")], [])  # both accounts exist
+    gate = Gate(led, holds=2)
     one = [usage("x", 0, user="b"), usage("y", 0, user="a")]
     two = [usage("z", 0, user="a"), usage("w", 0, user="b")]
-    tasks = [asyncio.create_task(pg.apply(batch, [])) for batch in (one, two)]
+    tasks = [asyncio.create_task(led.apply(batch, [])) for batch in (one, two)]
     async with asyncio.timeout(15):
         await gate.reached.wait()
         gate.opened.set()
         assert await asyncio.gather(*tasks) == [2, 2]
     each = cost(usage("x", 0))
-    assert await books(pg, ["a", "b"]) == {"a": (START - 3 * each, 0), "b": (START - 3 * each, 0)}
+    assert await books(led, ["a", "b"]) == {"a": (START - 3 * each, 0), "b": (START - 3 * each, 0)}
 
 
-async def test_a_record_raced_by_another_replica_is_applied_once(pg: Ledger) -> None:
+async def test_a_record_raced_by_another_replica_is_applied_once(led: Ledger) -> None:
     """Another replica commits one of the batch's records after this batch's pre-check: the insert
     finds it, the whole transaction rolls back, and the retry leaves that record out."""
-    other = Ledger(pg.engine, pg.policy, pg.prices)
+    other = Ledger(led.engine, led.policy, led.prices)
     raced = usage("r1", 1, user="a", input_tokens=5)
     batch = [usage("r1", 0, user="a"), raced, usage("r2", 0, user="b")]
     await other.apply([usage("open", 0, user="a"), usage("open", 1, user="b")], [])
-    real = pg._move_accounts
+    real = led._move_accounts
     calls = 0
 
     async def race_then_move(conn: Any, moves: Any) -> dict[str, int]:
@@ -326,13 +317,13 @@ async def test_a_record_raced_by_another_replica_is_applied_once(pg: Ledger) -> 
             assert await other.apply([raced], []) == 1  # committed while this batch is mid-transaction
         return await real(conn, moves)
 
-    pg._move_accounts = race_then_move  # type: ignore[method-assign]
-    assert await pg.apply(batch, []) == 2
+    led._move_accounts = race_then_move  # type: ignore[method-assign]
+    assert await led.apply(batch, []) == 2
     assert calls == 2
-    keys = [(k[0], k[1]) for k in await usage_keys(pg)]
+    keys = [(k[0], k[1]) for k in await usage_keys(led)]
     assert sorted(keys) == sorted([("open", 0), ("open", 1), ("r1", 0), ("r1", 1), ("r2", 0)])
     opened = cost(usage("open", 0))
-    assert await books(pg, ["a", "b"]) == {
+    assert await books(led, ["a", "b"]) == {
         "a": (START - opened - cost(batch[0]) - cost(raced), 0),
         "b": (START - opened - cost(batch[2]), 0),
     }

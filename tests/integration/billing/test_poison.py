@@ -215,26 +215,18 @@ async def _equals(value: Any, expected: int) -> bool:
     return await value == expected
 
 
-async def test_on_sqlite_too_huge_token_counts_are_billed_and_the_unappliable_parked(
-    nats_url: str, namespace: str, nats_client: Any, tmp_path: Any
+async def test_huge_token_counts_are_billed_and_the_unappliable_parked(
+    billing_settings: Callable[..., BillingSettings], nats_client: Any, namespace: str, books: Books
 ) -> None:
-    """The SQLite path (``make run``): the migration's BIGINT token columns and the dead-letter table."""
-    url = f"sqlite:///{tmp_path / 'billing.db'}"
-    settings = BillingSettings(
-        nats_url=nats_url, nats_namespace=namespace, database_url=url, health_port=0, start_balance=0
-    )
+    """The migration's BIGINT token columns and the dead-letter table, on their own."""
     s = Subjects(namespace)
-    async with BillingApp(settings).running() as app:
+    async with BillingApp(billing_settings()).running() as app:
         await publish_raw(nats_client, s.usage_recorded, *raw("huge", "u", usage={"output_tokens": 2**35}))
         await publish_raw(nats_client, s.usage_recorded, *raw("nul", "u", conversation_id="x\u0000" * 150))
         await publish_raw(nats_client, s.usage_recorded, "bad:0", b"\x00not json")
-        books = Books(url)
-        try:
-            await wait_for(lambda: books.has(2))
-            await wait_for(lambda: _equals(dead_letter_count(books), 1))
-            assert (await entry(books, "huge")).output_tokens == 2**35
-            assert (await entry(books, "nul")).conversation_id == "x" * 150
-            assert bytes((await dead_letters(books))[0].data) == b"\x00not json"
-        finally:
-            await books.close()
+        await wait_for(lambda: books.has(2))
+        await wait_for(lambda: _equals(dead_letter_count(books), 1))
+        assert (await entry(books, "huge")).output_tokens == 2**35
+        assert (await entry(books, "nul")).conversation_id == "x" * 150
+        assert bytes((await dead_letters(books))[0].data) == b"\x00not json"
         assert app.consumer is not None and not app.consumer.crashed

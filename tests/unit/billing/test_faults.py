@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import asyncpg
 import pytest
 from sqlalchemy import exc as sa_exc
@@ -51,7 +49,7 @@ def test_postgres_data_errors_are_the_datas_fault(orig: Exception) -> None:
         wrapped(asyncpg.exceptions.TooManyConnectionsError("too many clients")),
         wrapped(asyncpg.exceptions.UniqueViolationError("duplicate key")),  # another replica won a race
         wrapped(asyncpg.exceptions.InterfaceError("connection is closed"), sa_exc.InterfaceError),
-        wrapped(sqlite3.OperationalError("database is locked"), sa_exc.OperationalError),
+        wrapped(asyncpg.exceptions.LockNotAvailableError("could not obtain lock"), sa_exc.OperationalError),
         ConnectionRefusedError(111, "Connect call failed"),
         ConnectionError("the connection dropped after the commit"),
         TimeoutError(),
@@ -64,20 +62,20 @@ def test_outages_and_races_are_transient(exc: Exception) -> None:
     assert classify(exc) is Fault.TRANSIENT
 
 
-def test_sqlite_integrity_errors_other_than_unique_are_data() -> None:
-    unique = sqlite3.IntegrityError("UNIQUE constraint failed: ledger.run_id")
-    unique.sqlite_errorname = "SQLITE_CONSTRAINT_UNIQUE"
-    not_null = sqlite3.IntegrityError("NOT NULL constraint failed")
-    not_null.sqlite_errorname = "SQLITE_CONSTRAINT_NOTNULL"
+def test_integrity_errors_other_than_unique_are_data() -> None:
+    unique = asyncpg.exceptions.UniqueViolationError('duplicate key value violates unique constraint "uq_ledger_call"')
+    not_null = asyncpg.exceptions.NotNullViolationError('null value in column "user_id"')
+    foreign = asyncpg.exceptions.ForeignKeyViolationError("violates foreign key constraint")
     assert classify(wrapped(unique, sa_exc.IntegrityError)) is Fault.TRANSIENT
     assert classify(wrapped(not_null, sa_exc.IntegrityError)) is Fault.DATA
+    assert classify(wrapped(foreign, sa_exc.IntegrityError)) is Fault.DATA
 
 
 @pytest.mark.parametrize(
     "exc",
     [
         Unstorable("cost"),
-        OverflowError("Python int too large to convert to SQLite INTEGER"),
+        OverflowError("int too big to convert"),
         UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"),
     ],
 )

@@ -14,7 +14,7 @@ def test_defaults() -> None:
     s = BillingSettings(_env_file=None)  # type: ignore[call-arg]
     assert s.balance_enabled and s.transactions_enabled
     assert s.start_balance == 100_000 and s.reservation_ttl_s == 900 and s.health_port == 8082
-    assert s.database_url.startswith("sqlite:///") and s.batch_size <= 1000
+    assert s.database_url == "postgresql://postgres@127.0.0.1:5432/postgres" and s.batch_size <= 1000
 
 
 def test_balance_forces_transactions_on(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -29,6 +29,14 @@ def test_database_url_from_either_variable(monkeypatch: pytest.MonkeyPatch) -> N
     assert BillingSettings().database_url == "postgresql://a/b"
     monkeypatch.setenv("BILLING_DATABASE_URL", "postgresql://c/d")
     assert BillingSettings().database_url == "postgresql://c/d"
+
+
+@pytest.mark.parametrize("url", ["mysql://db/billing", "postgresql+psycopg://u@h/d", "file:///x.db", "not a url"])
+def test_the_database_is_postgresql(url: str) -> None:
+    """One engine everywhere: any other URL is refused when the settings are read, not at first use."""
+    with pytest.raises(ValidationError, match=r"PostgreSQL|not a URL"):
+        BillingSettings(database_url=url)
+    assert BillingSettings(database_url="postgresql+asyncpg://u@h/d").database_url == "postgresql+asyncpg://u@h/d"
 
 
 @pytest.mark.parametrize("price", ["0", "0.0000001", "x"])

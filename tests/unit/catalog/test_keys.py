@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -34,8 +34,10 @@ def test_revocation_wins_over_expiry() -> None:
 
 
 def test_naive_datetimes_are_utc() -> None:
-    naive = datetime(2026, 1, 1, 12, 0)  # what SQLite hands back
+    naive = datetime(2026, 1, 1, 12, 0)  # a caller's; PostgreSQL hands timestamptz back aware
     assert as_utc(naive) == NOW
+    elsewhere = as_utc(NOW.astimezone(timezone(timedelta(hours=2))))
+    assert elsewhere == NOW and elsewhere is not None and elsewhere.tzinfo is UTC
     assert key_problem(expires_at=naive, revoked_at=None, now=NOW) == EXPIRED
 
 

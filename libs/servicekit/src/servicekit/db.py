@@ -1,36 +1,49 @@
-"""Database engines: PostgreSQL (asyncpg) in production and tests, SQLite (aiosqlite) for ``make run``.
+"""Database engines: PostgreSQL through asyncpg, everywhere — production, tests and ``make run``
+(an embedded PostgreSQL, see ``devstack.embedded_pg``). One engine: a second dialect once hid a
+production-only bug.
 
-Money is never stored as a float: services store integer sub-units (see billing), which both dialects
-sum exactly.
+Money is never stored as a float: services store integer sub-units (see billing).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Connection, event, text
+from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+#: The URL schemes accepted: PostgreSQL, with asyncpg as its driver (named or not).
+_POSTGRES = frozenset({"postgresql", "postgres", "postgresql+asyncpg"})
+
+#: A clear default for a service's ``DATABASE_URL``: the local server's ``postgres`` database.
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def postgres_url(url: str) -> str:
+    """``url`` when it names a PostgreSQL database; otherwise a ``ValueError`` saying so (settings
+    validate with it, so a URL of another database refuses to start instead of failing later)."""
+    try:
+        scheme = make_url(url).drivername
+    except ArgumentError as exc:
+        raise ValueError("the database URL is not a URL (expected postgresql://user@host:port/database)") from exc
+    if scheme not in _POSTGRES:
+        raise ValueError(f"the database must be PostgreSQL (postgresql://…), not {scheme}://…")
+    return url
 
 
 def async_url(url: str) -> str:
-    """``postgresql://…`` → ``postgresql+asyncpg://…``; ``sqlite:///x`` → ``sqlite+aiosqlite:///x``."""
-    u = make_url(url)
-    if u.drivername in ("postgresql", "postgres"):
-        u = u.set(drivername="postgresql+asyncpg")
-    elif u.drivername == "sqlite":
-        u = u.set(drivername="sqlite+aiosqlite")
-    return u.render_as_string(hide_password=False)
-
-
-def is_sqlite(url: str) -> bool:
-    return make_url(url).get_backend_name() == "sqlite"
+    """``postgresql://…`` → ``postgresql+asyncpg://…`` (a ``ValueError`` for any other database)."""
+    u = make_url(postgres_url(url))
+    return u.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
 def create_engine(
     url: str, *, pool_size: int = 10, max_overflow: int | None = None, pre_ping: bool = True
 ) -> AsyncEngine:
-    """An async engine for ``url``. SQLite gets WAL, a busy timeout and foreign keys.
+    """An async engine for ``url``. A service's tables name their schema (their ``MetaData``), so
+    services can share one database.
 
     ``pre_ping`` checks each pooled connection with a round trip before use (safe across a database
     restart, at ~0.2 ms a checkout); a hot path that retries on its own may turn it off.
@@ -39,21 +52,8 @@ def create_engine(
     fresh connection (TCP, authentication, type introspection, statements prepared again) costs
     milliseconds exactly when the service is busiest.
     """
-    url = async_url(url)
-    if is_sqlite(url):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
-        return engine
     return create_async_engine(
-        url,
+        async_url(url),
         pool_size=pool_size,
         max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_pre_ping=pre_ping,
@@ -62,12 +62,10 @@ def create_engine(
 
 
 async def ensure_database(url: str) -> None:
-    """Create the PostgreSQL database named in ``url`` if it does not exist (SQLite creates itself)."""
-    if is_sqlite(url):
-        return
+    """Create the PostgreSQL database named in ``url`` if it does not exist."""
     import asyncpg
 
-    u = make_url(url)
+    u = make_url(postgres_url(url))
     name = u.database
     admin = u.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
     conn = await asyncpg.connect(admin)
@@ -79,29 +77,11 @@ async def ensure_database(url: str) -> None:
         await conn.close()
 
 
-def schema_map(url: str, schema: str) -> dict[str, str | None]:
-    """``schema_translate_map`` for a service whose tables live in ``schema`` (SQLite has no schemas)."""
-    return {schema: None} if is_sqlite(url) else {}
-
-
-def open_engine(
-    url: str, schema: str, *, pre_ping: bool = True, pool_size: int = 10, max_overflow: int | None = None
-) -> AsyncEngine:
-    """An engine whose statements land in the service's own schema (on SQLite, its own file)."""
-    if is_sqlite(url):
-        db = make_url(url).database
-        if db and db != ":memory:":
-            Path(db).parent.mkdir(parents=True, exist_ok=True)
-    return create_engine(url, pre_ping=pre_ping, pool_size=pool_size, max_overflow=max_overflow).execution_options(
-        schema_translate_map=schema_map(url, schema)
-    )
-
-
 async def migrate(url: str, *, schema: str, script_location: Path, lock_id: int) -> None:
     """Bring a service's schema to Alembic head. Concurrent replicas wait on a PostgreSQL advisory lock.
 
     The Alembic environment receives the connection (``config.attributes["connection"]``) and the
-    schema (``config.attributes["schema"]``, None on SQLite) — it never opens a URL of its own.
+    schema (``config.attributes["schema"]``) — it never opens a URL of its own.
     """
     from alembic import command
     from alembic.config import Config
@@ -110,24 +90,22 @@ async def migrate(url: str, *, schema: str, script_location: Path, lock_id: int)
         cfg = Config()
         cfg.set_main_option("script_location", str(script_location))
         cfg.attributes["connection"] = conn
-        cfg.attributes["schema"] = None if is_sqlite(url) else schema
+        cfg.attributes["schema"] = schema
         command.upgrade(cfg, "head")
 
     await ensure_database(url)
-    engine = open_engine(url, schema)
+    engine = create_engine(url)
     try:
         async with engine.connect() as conn:
-            if not is_sqlite(url):
-                await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock_id})
-                await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-                await conn.commit()
+            await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock_id})
+            await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            await conn.commit()
             try:
                 await conn.run_sync(upgrade)
                 await conn.commit()
             finally:
-                if not is_sqlite(url):
-                    await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": lock_id})
-                    await conn.commit()
+                await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": lock_id})
+                await conn.commit()
     finally:
         await engine.dispose()
 

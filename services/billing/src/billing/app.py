@@ -50,10 +50,9 @@ class BillingApp:
             if s.migrate:
                 await migrate(s.database_url)
             engine = open_engine(s.database_url, s.db_pool_size)
-            admit_path = AdmitPath(s.database_url) if engine.dialect.name == "postgresql" else None
+            admit_path = AdmitPath(s.database_url)
             try:
-                if admit_path is not None:
-                    await admit_path.start()
+                await admit_path.start()
                 self.ledger = Ledger(engine, self._policy(), await self._prices(engine), admit_path)
                 service = BillingService(self.ledger)
                 inflight: set[asyncio.Task[None]] = set()
@@ -95,8 +94,7 @@ class BillingApp:
                     if health:
                         await health.stop()
             finally:
-                if admit_path is not None:
-                    await admit_path.close()
+                await admit_path.close()
                 await engine.dispose()
         finally:
             # Everything was unsubscribed and every answer sent above: nothing left to drain.

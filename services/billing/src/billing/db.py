@@ -1,4 +1,4 @@
-"""Tables and migrations. On PostgreSQL every table lives in schema ``billing``; on SQLite in its own file.
+"""Tables and migrations. Every table lives in PostgreSQL schema ``billing``.
 
 Money columns are BIGINT micro-credits (see :mod:`billing.money`); token counts are BIGINT too (a
 provider may report more than an INTEGER holds, and a token is never dropped).
@@ -27,7 +27,6 @@ from servicekit import db as sdb
 
 SCHEMA = "billing"
 MIGRATION_LOCK_ID = 0x5B_B111_106
-_SEQ = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements only INTEGER primary keys
 
 metadata = MetaData(schema=SCHEMA)
 
@@ -44,7 +43,7 @@ accounts = Table(
 ledger = Table(
     "ledger",
     metadata,
-    Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=True),
     Column("user_id", String(64), nullable=False),
     Column("kind", String(16), nullable=False),
     Column("amount", BigInteger, nullable=False),
@@ -104,7 +103,7 @@ prices = Table(
 usage_dead_letters = Table(
     "usage_dead_letters",
     metadata,
-    Column("id", _SEQ, primary_key=True, autoincrement=True),
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
     Column("stream", String(64), nullable=False),
     Column("stream_seq", BigInteger, nullable=False),
     Column("digest", String(64), nullable=False),  # SHA-256 of data, hex
@@ -123,7 +122,7 @@ def open_engine(url: str, pool_size: int = 20) -> AsyncEngine:
     # fails (the consumer retries its batch, an admission answers 503) and the pool reconnects.
     # No overflow: under a burst, admissions wait a moment for a pooled connection rather than
     # each opening (and then closing) one of its own, which costs far more than the wait.
-    return sdb.open_engine(url, SCHEMA, pre_ping=False, pool_size=pool_size, max_overflow=0)
+    return sdb.create_engine(url, pre_ping=False, pool_size=pool_size, max_overflow=0)
 
 
 async def migrate(url: str) -> None:

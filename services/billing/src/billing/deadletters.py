@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
 from sqlalchemy import String, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .db import usage_dead_letters as table
@@ -73,7 +73,6 @@ class DeadLetters:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     async def park(self, letters: Sequence[DeadLetter]) -> int:
         """Write ``letters`` in one transaction; returns how many were new (a re-park is a no-op)."""
@@ -81,7 +80,7 @@ class DeadLetters:
             return 0
         now = datetime.now(UTC)
         stmt = (
-            self._insert(table)
+            insert(table)
             .values([letter.row(now) for letter in letters])
             .on_conflict_do_nothing(index_elements=["stream", "stream_seq", "digest"])
             .returning(table.c.id)

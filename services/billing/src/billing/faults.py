@@ -24,7 +24,6 @@ asyncpg's errors, which carry the SQLSTATE.
 from __future__ import annotations
 
 import enum
-import sqlite3
 
 from sqlalchemy import exc as sa_exc
 
@@ -39,7 +38,6 @@ class Fault(enum.Enum):
 
 UNIQUE_VIOLATION = "23505"
 _DATA_CLASSES = frozenset({"22", "23", "54"})
-_SQLITE_UNIQUE = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -59,14 +57,12 @@ def _sqlstate(e: BaseException) -> str | None:
     return state if isinstance(state, str) and len(state) == 5 else None
 
 
-_DATA_TYPES = (Unstorable, UnicodeError, OverflowError, sqlite3.DataError, sa_exc.DataError)
+_DATA_TYPES = (Unstorable, UnicodeError, OverflowError, sa_exc.DataError)
 _TRANSIENT_TYPES = (
     sa_exc.OperationalError,
     sa_exc.InterfaceError,
     sa_exc.DisconnectionError,
     sa_exc.TimeoutError,
-    sqlite3.OperationalError,
-    sqlite3.InterfaceError,
     OSError,  # ConnectionError, a refused connect while PostgreSQL restarts
     TimeoutError,
 )
@@ -87,9 +83,6 @@ def classify(exc: BaseException) -> Fault:
     for e in chain:
         if isinstance(e, _DATA_TYPES):
             return Fault.DATA
-        if isinstance(e, sqlite3.IntegrityError):
-            unique = getattr(e, "sqlite_errorname", "") in _SQLITE_UNIQUE
-            return Fault.TRANSIENT if unique else Fault.DATA
         if isinstance(e, (RacedError, *_TRANSIENT_TYPES)):
             return Fault.TRANSIENT
     return Fault.UNKNOWN

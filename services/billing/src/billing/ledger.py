@@ -2,8 +2,8 @@
 
 Invariant: for every account, ``balance`` equals the sum of its ledger ``amount``s, because both
 change in the same transaction. ``reserved`` is the sum of its open reservations' ``remaining``.
-Admission is one conditional UPDATE (``balance - reserved >= cost``), atomic on PostgreSQL and SQLite,
-so concurrent admissions can never reserve more than the balance.
+Admission is one conditional UPDATE (``balance - reserved >= cost``), atomic in PostgreSQL, so
+concurrent admissions can never reserve more than the balance.
 
 Spend is a fact: a call's cost is debited in full even when it exceeds what its run still has
 reserved (or the balance), so a balance can end below zero; only *admission* is refused (402).
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, bindparam, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import and_, select, text, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts import RunClosed, UsageRecorded
@@ -173,12 +173,10 @@ class Ledger:
         self, engine: AsyncEngine, policy: Policy, table: PriceTable, admit_path: AdmitPath | None = None
     ) -> None:
         self.engine = engine
-        #: PostgreSQL: admission's common case on connections of its own (see billing.admitpath).
+        #: Admission's common case on connections of its own (see billing.admitpath).
         self.admit_path = admit_path
         self.policy = policy
         self.prices = table
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        self._pg = engine.dialect.name == "postgresql"
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     # --- accounts ----------------------------------------------------------------------------
@@ -189,41 +187,11 @@ class Ledger:
             return
         now = _now()
         start = self.policy.start_balance if self.policy.balance_enabled else 0
-        if self._pg:
-            await conn.execute(_ENSURE_PG, {"uids": wanted, "start": start, "now": now})
-            return
-        stmt = (
-            self._insert(accounts)
-            .values(
-                [
-                    {"user_id": u, "balance": start, "reserved": 0, "created_at": now, "last_refill_at": None}
-                    for u in wanted
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=["user_id"])
-            .returning(accounts.c.user_id)
-        )
-        created = (await conn.execute(stmt)).scalars().all()
-        if created and start:
-            await conn.execute(
-                ledger.insert(),
-                [
-                    {
-                        "user_id": u,
-                        "kind": "start",
-                        "amount": start,
-                        "balance_after": start,
-                        "estimated": False,
-                        "created_at": now,
-                    }
-                    for u in created
-                ],
-            )
+        await conn.execute(_ENSURE_PG, {"uids": wanted, "start": start, "now": now})
 
     async def _lock(self, conn: AsyncConnection, user_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         q = select(accounts).where(accounts.c.user_id.in_(sorted(set(user_ids)))).order_by(accounts.c.user_id)
-        if self._pg:
-            q = q.with_for_update()
+        q = q.with_for_update()
         return {r.user_id: dict(r._mapping) for r in await conn.execute(q)}
 
     async def balance(self, user_id: str) -> dict[str, int | str | bool]:
@@ -260,38 +228,37 @@ class Ledger:
         """Reserve ``cost`` µcr for a run. Returns (reservation id or None when refused, cost, available).
 
         A run admitted again (its request redelivered) grows its one reservation instead of failing.
-        On PostgreSQL the common case — an open account with room — is one statement.
+        The common case — an open account with room — is one statement.
         """
         now = _now()
         expires = now + timedelta(seconds=self.policy.reservation_ttl_s)
-        if self._pg:
-            # One statement needs no transaction around it: in autocommit it is one round trip
-            # instead of three (BEGIN, the statement, COMMIT), and just as atomic.
-            params: dict[str, Any] = {
-                "rid": f"resv_{secrets.token_hex(12)}",
-                "run_id": run_id,
-                "user_id": user_id,
-                "cost": cost,
-                "expires": expires,
-                "now": now,
-            }
-            if self.admit_path is not None:
-                rid = await self.admit_path.admit(**params)
-            else:
-                async with self._autocommit.connect() as conn:
-                    rid = (await conn.execute(_ADMIT_PG, params)).scalar_one_or_none()
-            if rid is not None:
-                return rid, cost, 0
+        # One statement needs no transaction around it: in autocommit it is one round trip
+        # instead of three (BEGIN, the statement, COMMIT), and just as atomic.
+        params: dict[str, Any] = {
+            "rid": f"resv_{secrets.token_hex(12)}",
+            "run_id": run_id,
+            "user_id": user_id,
+            "cost": cost,
+            "expires": expires,
+            "now": now,
+        }
+        if self.admit_path is not None:
+            rid = await self.admit_path.admit(**params)
+        else:
+            async with self._autocommit.connect() as conn:
+                rid = (await conn.execute(_ADMIT_PG, params)).scalar_one_or_none()
+        if rid is not None:
+            return rid, cost, 0
         async with self.engine.begin() as conn:
             await self._ensure_accounts(conn, [user_id])
-            if self._pg:  # the lock order: the run's reservation (if any) before the account
-                q = select(reservations.c.id).where(reservations.c.run_id == run_id).with_for_update()
-                await conn.execute(q)
+            # the lock order: the run's reservation (if any) before the account
+            q = select(reservations.c.id).where(reservations.c.run_id == run_id).with_for_update()
+            await conn.execute(q)
             await self._maybe_refill(conn, user_id, cost)
             if not await self._reserve(conn, user_id, cost):
                 row = (await self._lock(conn, [user_id]))[user_id]
                 return None, cost, row["balance"] - row["reserved"]
-            stmt = self._insert(reservations).values(
+            stmt = insert(reservations).values(
                 id=f"resv_{secrets.token_hex(12)}",
                 run_id=run_id,
                 user_id=user_id,
@@ -343,11 +310,11 @@ class Ledger:
     async def extend(self, reservation_id: str, user_id: str, cost: int) -> str:
         """Grow a reservation by ``cost`` µcr: ``"ok"``, ``"unaffordable"`` or ``"not_found"``."""
         async with self.engine.begin() as conn:
-            q = select(reservations.c.id).where(
-                and_(reservations.c.id == reservation_id, reservations.c.user_id == user_id)
+            q = (  # the lock order: the reservation before the account
+                select(reservations.c.id)
+                .where(and_(reservations.c.id == reservation_id, reservations.c.user_id == user_id))
+                .with_for_update()
             )
-            if self._pg:  # the lock order: the reservation before the account
-                q = q.with_for_update()
             if (await conn.execute(q)).first() is None:
                 return "not_found"
             if not await self._reserve(conn, user_id, cost):
@@ -379,9 +346,7 @@ class Ledger:
         if row["balance"] - row["reserved"] - cost > 0:
             return
         now = _now()
-        last = row["last_refill_at"]
-        if last is not None and last.tzinfo is None:
-            last = last.replace(tzinfo=UTC)
+        last = row["last_refill_at"]  # timestamptz: aware
         if last is not None and now < last + timedelta(seconds=p.auto_refill_interval_s):
             return
         after = row["balance"] + p.auto_refill_amount
@@ -497,25 +462,12 @@ class Ledger:
         return out
 
     async def _lock_reservations(self, conn: AsyncConnection, runs: list[str]) -> dict[str, dict[str, Any]]:
-        if self._pg:
-            result = await conn.execute(_LOCK_RESERVATIONS_PG, {"runs": runs})
-            return {row.run_id: dict(row._mapping) for row in result}
-        out: dict[str, dict[str, Any]] = {}
-        cols = (reservations.c.run_id, reservations.c.user_id, reservations.c.remaining, reservations.c.expected_calls)
-        for chunk in _chunks(runs):
-            q = select(*cols).where(reservations.c.run_id.in_(chunk))
-            out.update((row.run_id, dict(row._mapping)) for row in await conn.execute(q))
-        return out
+        result = await conn.execute(_LOCK_RESERVATIONS_PG, {"runs": runs})
+        return {row.run_id: dict(row._mapping) for row in result}
 
     async def _ledger_keys(self, conn: AsyncConnection, runs: list[str]) -> list[tuple[str, int]]:
         """Every (run_id, call_index) in the ledger for these runs."""
-        if self._pg:
-            return [(row[0], row[1]) for row in await conn.execute(_LEDGER_KEYS_PG, {"runs": runs})]
-        out: list[tuple[str, int]] = []
-        for chunk in _chunks(runs):
-            q = select(ledger.c.run_id, ledger.c.call_index).where(ledger.c.run_id.in_(chunk))
-            out.extend((row[0], row[1]) for row in await conn.execute(q))
-        return out
+        return [(row[0], row[1]) for row in await conn.execute(_LEDGER_KEYS_PG, {"runs": runs})]
 
     async def _settle(
         self,
@@ -551,22 +503,14 @@ class Ledger:
                 changed.append((run_id, remaining, calls))
         if not changed:
             return release_by_user
-        if self._pg:
-            await conn.execute(
-                _UPDATE_RESERVATIONS_PG,
-                {
-                    "runs": [c[0] for c in changed],
-                    "remaining": [c[1] for c in changed],
-                    "calls": [c[2] for c in changed],
-                },
-            )
-        else:
-            await conn.execute(
-                update(reservations)
-                .where(reservations.c.run_id == bindparam("rid"))
-                .values(remaining=bindparam("left"), expected_calls=bindparam("calls")),
-                [{"rid": rid, "left": left, "calls": calls} for rid, left, calls in changed],
-            )
+        await conn.execute(
+            _UPDATE_RESERVATIONS_PG,
+            {
+                "runs": [c[0] for c in changed],
+                "remaining": [c[1] for c in changed],
+                "calls": [c[2] for c in changed],
+            },
+        )
         return release_by_user
 
     async def _move_accounts(self, conn: AsyncConnection, moves: Mapping[str, Sequence[int]]) -> dict[str, int]:
@@ -575,24 +519,12 @@ class Ledger:
         if not moves:
             return {}
         uids = sorted(moves)
-        if self._pg:
-            params = {
-                "uids": uids,
-                "deltas": [moves[u][0] for u in uids],
-                "released": [moves[u][1] for u in uids],
-            }
-            return {row[0]: row[1] for row in await conn.execute(_MOVE_ACCOUNTS_PG, params)}
-        await conn.execute(
-            update(accounts)
-            .where(accounts.c.user_id == bindparam("uid"))
-            .values(balance=accounts.c.balance + bindparam("delta"), reserved=accounts.c.reserved - bindparam("freed")),
-            [{"uid": u, "delta": moves[u][0], "freed": moves[u][1]} for u in uids],
-        )
-        out: dict[str, int] = {}
-        for chunk in _chunks(uids):
-            q = select(accounts.c.user_id, accounts.c.balance).where(accounts.c.user_id.in_(chunk))
-            out.update((row[0], row[1]) for row in await conn.execute(q))
-        return out
+        params = {
+            "uids": uids,
+            "deltas": [moves[u][0] for u in uids],
+            "released": [moves[u][1] for u in uids],
+        }
+        return {row[0]: row[1] for row in await conn.execute(_MOVE_ACCOUNTS_PG, params)}
 
     def _usage_rows(
         self, fresh: list[UsageRecorded], priced: list[tuple[Price, int]], balances: Mapping[str, int] | None
@@ -641,14 +573,9 @@ class Ledger:
 
     async def _insert_usage(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
         """Insert the entries (ON CONFLICT (run_id, call_index) DO NOTHING); returns how many were written."""
-        now = _now()
-        if self._pg:
-            params: dict[str, Any] = {c: [row[c] for row in rows] for c, _ in _USAGE_COLUMNS}
-            params["now"] = now
-            return len((await conn.execute(_INSERT_USAGE_PG, params)).all())
-        stmt = self._insert(ledger).on_conflict_do_nothing(index_elements=["run_id", "call_index"])
-        values = [{**row, "kind": "usage", "created_at": now} for row in rows]
-        return len((await conn.execute(stmt.returning(ledger.c.run_id), values)).all())
+        params: dict[str, Any] = {c: [row[c] for row in rows] for c, _ in _USAGE_COLUMNS}
+        params["now"] = _now()
+        return len((await conn.execute(_INSERT_USAGE_PG, params)).all())
 
     async def expire(self) -> int:
         """Release reservations past their expiry (their runs were abandoned). Returns how many.
@@ -662,19 +589,13 @@ class Ledger:
                 select(reservations.c.id, reservations.c.user_id, reservations.c.remaining)
                 .where(due)
                 .order_by(reservations.c.run_id)
-            )
-            if self._pg:
                 # A reservation settled while we waited for its lock is re-checked against ``due``.
-                q = q.with_for_update()
+                .with_for_update()
+            )
             rows = (await conn.execute(q)).all()
             if not rows:
                 return 0
-            ids = [r.id for r in rows]
-            if self._pg:
-                await conn.execute(_RELEASE_RESERVATIONS_PG, {"ids": ids})
-            else:
-                for chunk in _chunks(ids):
-                    await conn.execute(update(reservations).where(reservations.c.id.in_(chunk)).values(remaining=0))
+            await conn.execute(_RELEASE_RESERVATIONS_PG, {"ids": [r.id for r in rows]})
             by_user: dict[str, int] = defaultdict(int)
             for r in rows:
                 by_user[r.user_id] += r.remaining
@@ -708,7 +629,7 @@ class Ledger:
             "updated_at": _now(),
         }
         async with self.engine.begin() as conn:
-            stmt = self._insert(prices).values(model_key=key, **values)
+            stmt = insert(prices).values(model_key=key, **values)
             await conn.execute(stmt.on_conflict_do_update(index_elements=["model_key"], set_=values))
         self.prices.set(key, entry)
 
@@ -721,8 +642,3 @@ def _cost(price: Price, r: UsageRecorded) -> int:
         cache_write_tokens=u.cache_write_tokens,
         cache_read_tokens=u.cache_read_tokens,
     )
-
-
-def _chunks(items: Sequence[str], size: int = 500) -> list[Sequence[str]]:
-    """SQLite's IN lists, a few hundred values at a time."""
-    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -2,8 +2,8 @@
 
 Units. Prices are USD per million tokens; balances are credits, 1,000,000 credits = 1 USD — so a
 token priced at P USD/1M costs exactly P credits. Everything is stored and summed as integers of
-**micro-credits** (1 credit = 1,000,000 µcr), which PostgreSQL and SQLite both add exactly (SQLite
-has no exact decimal type, and a float is never acceptable for money).
+**micro-credits** (1 credit = 1,000,000 µcr) in BIGINT columns, which PostgreSQL adds exactly and
+fast (a float is never acceptable for money).
 
 Precision rule: a price may have at most 6 decimal places (USD per 1M tokens, i.e. 1e-12 USD per
 token). A price is then an integer number of µcr per token, and every cost — tokens x prices — an

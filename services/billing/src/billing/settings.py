@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from servicekit.db import DEFAULT_URL, postgres_url
 from servicekit.settings import ServiceSettings, shared
 
 from .money import to_micro
@@ -14,7 +15,9 @@ class BillingSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="BILLING_", extra="ignore", populate_by_name=True)
 
     database_url: str = Field(
-        default="sqlite:///./.run/billing.db", validation_alias=shared("BILLING_", "DATABASE_URL")
+        default=DEFAULT_URL,
+        validation_alias=shared("BILLING_", "DATABASE_URL"),
+        description="PostgreSQL (tables in schema `billing`, so it may share a database with the catalog)",
     )
     migrate: bool = True
     balance_enabled: bool = True
@@ -49,6 +52,11 @@ class BillingSettings(ServiceSettings):
     )
     health_port: int = Field(default=8082, validation_alias=AliasChoices("BILLING_HEALTH_PORT", "health_port"))
     health_host: str = "0.0.0.0"
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres(cls, value: str) -> str:
+        return postgres_url(value)
 
     @field_validator("default_price_input", "default_price_output")
     @classmethod

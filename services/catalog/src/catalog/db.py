@@ -1,7 +1,7 @@
 """Tables, the engine and migrations.
 
-On PostgreSQL every table lives in schema ``catalog`` (so the catalog can share a database with
-another service); on SQLite the catalog has a file of its own and the schema is translated away.
+Every table lives in PostgreSQL schema ``catalog``, so the catalog can share a database with another
+service.
 """
 
 from __future__ import annotations
@@ -126,8 +126,8 @@ grants = Table(
 
 
 def open_engine(url: str) -> AsyncEngine:
-    """An engine whose statements land in the catalog's schema (or, on SQLite, its own file)."""
-    return sdb.open_engine(url, SCHEMA)
+    """An engine for the catalog's database (its tables name schema ``catalog``)."""
+    return sdb.create_engine(url)
 
 
 async def migrate(url: str) -> None:

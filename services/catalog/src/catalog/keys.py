@@ -10,7 +10,8 @@ REVOKED = "API key has been revoked."
 
 
 def as_utc(ts: datetime | None) -> datetime | None:
-    """Datetimes from SQLite come back naive; everything stored is UTC."""
+    """``ts`` in UTC. PostgreSQL hands ``timestamptz`` back aware; a naive datetime (a caller's) is
+    taken as UTC, as everything stored is."""
     if ts is None:
         return None
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)

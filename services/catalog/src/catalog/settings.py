@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from servicekit.db import DEFAULT_URL, postgres_url
 from servicekit.settings import ServiceSettings, shared
 
 
@@ -14,9 +15,9 @@ class CatalogSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="CATALOG_", extra="ignore", populate_by_name=True)
 
     database_url: str = Field(
-        default="sqlite:///./.run/catalog.db",
+        default=DEFAULT_URL,
         validation_alias=shared("CATALOG_", "DATABASE_URL"),
-        description="PostgreSQL (tables in schema `catalog`) or SQLite (a file of the catalog's own)",
+        description="PostgreSQL (tables in schema `catalog`, so it may share a database with billing)",
     )
     redis_url: str | None = Field(
         default=None,
@@ -31,3 +32,8 @@ class CatalogSettings(ServiceSettings):
     last_used_interval_s: float = Field(default=60.0, ge=0, description="write a key's last_used_at at most this often")
     last_used_flush_s: float = Field(default=2.0, gt=0, description="how often pending last_used_at writes go out")
     workers: int = Field(default=16, ge=1, description="concurrent requests per subscriber")
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres(cls, value: str) -> str:
+        return postgres_url(value)

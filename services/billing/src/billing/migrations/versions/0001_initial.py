@@ -12,8 +12,6 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-_SEQ = sa.BigInteger().with_variant(sa.Integer, "sqlite")
-
 
 def upgrade() -> None:
     s = context.config.attributes.get("schema")
@@ -29,7 +27,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "ledger",
-        sa.Column("seq", _SEQ, primary_key=True, autoincrement=True),
+        sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=True),
         sa.Column("user_id", sa.String(64), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("amount", sa.BigInteger, nullable=False),

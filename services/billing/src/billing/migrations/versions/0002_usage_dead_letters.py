@@ -1,9 +1,8 @@
 """Token counts as BIGINT; the usage_dead_letters table.
 
 A provider reporting more than 2^31 - 1 tokens made the ledger insert fail (INTEGER), and with it
-the whole usage batch. On PostgreSQL the five token columns become BIGINT (this rewrites the ledger
-table under an exclusive lock: on a large ledger, plan the upgrade's minutes). SQLite already stores
-any 64-bit integer in an INTEGER column, so there the columns are left as they are.
+the whole usage batch. The five token columns become BIGINT (this rewrites the ledger table under an
+exclusive lock: on a large ledger, plan the upgrade's minutes).
 
 Revision ID: 0002
 Revises: 0001
@@ -17,22 +16,16 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-_SEQ = sa.BigInteger().with_variant(sa.Integer, "sqlite")
 _TOKENS = ("input_tokens", "cache_write_tokens", "cache_read_tokens", "output_tokens", "reasoning_tokens")
-
-
-def _postgres() -> bool:
-    return op.get_bind().dialect.name == "postgresql"
 
 
 def upgrade() -> None:
     s = context.config.attributes.get("schema")
-    if _postgres():
-        for name in _TOKENS:
-            op.alter_column("ledger", name, type_=sa.BigInteger, existing_type=sa.Integer, schema=s)
+    for name in _TOKENS:
+        op.alter_column("ledger", name, type_=sa.BigInteger, existing_type=sa.Integer, schema=s)
     op.create_table(
         "usage_dead_letters",
-        sa.Column("id", _SEQ, primary_key=True, autoincrement=True),
+        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
         sa.Column("stream", sa.String(64), nullable=False),
         sa.Column("stream_seq", sa.BigInteger, nullable=False),
         sa.Column("digest", sa.String(64), nullable=False),
@@ -50,6 +43,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     s = context.config.attributes.get("schema")
     op.drop_table("usage_dead_letters", schema=s)
-    if _postgres():  # fails if a token count above 2^31 - 1 was written since: that is the point
-        for name in _TOKENS:
-            op.alter_column("ledger", name, type_=sa.Integer, existing_type=sa.BigInteger, schema=s)
+    # fails if a token count above 2^31 - 1 was written since: that is the point
+    for name in _TOKENS:
+        op.alter_column("ledger", name, type_=sa.Integer, existing_type=sa.BigInteger, schema=s)

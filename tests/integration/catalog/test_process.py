@@ -1,4 +1,4 @@
-"""The catalog on SQLite (``make run``), in-process and as ``python -m catalog``."""
+"""The catalog's basic path on a database it creates itself, in-process and as ``python -m catalog``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import sys
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,14 +15,18 @@ import pytest
 
 from catalog.app import CatalogRuntime
 from contracts import Subjects
+from tests.support.pg import database_exists
 
 from .conftest import CatalogClient, catalog_settings
 
 pytestmark = pytest.mark.integration
 
 
-async def test_basic_path_on_sqlite(tmp_path: Path, nats_url: str, namespace: str, nats_client: Any) -> None:
-    url = f"sqlite:///{tmp_path}/sub/catalog.db"
+async def test_basic_path_on_a_database_it_creates(
+    missing_database: tuple[str, str], postgres_url: str, nats_url: str, namespace: str, nats_client: Any
+) -> None:
+    url, name = missing_database
+    assert not await database_exists(postgres_url, name)
     rt = CatalogRuntime(catalog_settings(nats_url=nats_url, nats_namespace=namespace, database_url=url))
     async with rt.running():
         c = CatalogClient(nats_client, Subjects(namespace))
@@ -39,7 +42,7 @@ async def test_basic_path_on_sqlite(tmp_path: Path, nats_url: str, namespace: st
         page = await c.ok("users.list", query={"limit": "1"})
         assert [u["id"] for u in page["data"]] == [ann] and page["has_more"]
         assert [u["id"] for u in (await c.ok("users.list", query={"after": ann}))["data"]] == [bob]
-    assert (tmp_path / "sub" / "catalog.db").exists()
+    assert await database_exists(postgres_url, name)
 
 
 def _free_port() -> int:
@@ -49,14 +52,14 @@ def _free_port() -> int:
 
 
 async def test_python_m_catalog_serves_and_exits_cleanly_on_sigterm(
-    tmp_path: Path, nats_url: str, namespace: str, nats_client: Any
+    database_url: str, nats_url: str, namespace: str, nats_client: Any
 ) -> None:
     port = _free_port()
     env = {
         **os.environ,
         "NATS_URL": nats_url,
         "SWITCHBOARD_NAMESPACE": namespace,
-        "CATALOG_DATABASE_URL": f"sqlite:///{tmp_path}/catalog.db",
+        "CATALOG_DATABASE_URL": database_url,
         "CATALOG_HEALTH_PORT": str(port),
         "CATALOG_HEALTH_HOST": "127.0.0.1",
     }
@@ -99,14 +102,14 @@ async def test_python_m_catalog_serves_and_exits_cleanly_on_sigterm(
 
 
 async def test_redis_down_means_uncached_not_broken(
-    tmp_path: Path, nats_url: str, namespace: str, nats_client: Any
+    database_url: str, nats_url: str, namespace: str, nats_client: Any
 ) -> None:
     dead_redis = f"redis://127.0.0.1:{_free_port()}/0"
     rt = CatalogRuntime(
         catalog_settings(
             nats_url=nats_url,
             nats_namespace=namespace,
-            database_url=f"sqlite:///{tmp_path}/catalog.db",
+            database_url=database_url,
             redis_url=dead_redis,
         )
     )
