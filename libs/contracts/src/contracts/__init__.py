@@ -49,6 +49,7 @@ from .events import (
     ToolResult,
     UsageReported,
 )
+from .fleet import RUNNER_ID_HEADER, RunnerHeartbeat, RunProgress
 from .runs import (
     AgentSnapshot,
     Caller,
@@ -69,6 +70,7 @@ __all__ = [
     "DELETE",
     "EDIT",
     "MSG_ID_HEADER",
+    "RUNNER_ID_HEADER",
     "RUN_EVENT",
     "SHARE",
     "TERMINAL_EVENT_TYPES",
@@ -108,8 +110,10 @@ __all__ = [
     "RunEvent",
     "RunFailed",
     "RunOptions",
+    "RunProgress",
     "RunRequest",
     "RunStarted",
+    "RunnerHeartbeat",
     "Subjects",
     "TextDelta",
     "TokenUsage",

@@ -68,6 +68,12 @@ class Subjects:
         """The one durable pull consumer every runner shares."""
         return "runners"
 
+    # --- the runner fleet ---------------------------------------------------------------------
+    @property
+    def runner_heartbeat(self) -> str:
+        """A :class:`contracts.fleet.RunnerHeartbeat` from every runner about once a second (core NATS)."""
+        return self._s("runner.heartbeat.v1")
+
     # --- usage (money: JetStream, file storage) -----------------------------------------------
     @property
     def usage_recorded(self) -> str:
