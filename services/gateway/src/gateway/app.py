@@ -23,6 +23,7 @@ from .admin import router as admin_router
 from .auth import Authenticator
 from .context import GatewayContext
 from .errors import install_exception_handlers
+from .fleet import RunnerWatch
 from .metrics import Metrics
 from .middleware import ObservabilityMiddleware
 from .preadmit import PreAdmissions
@@ -68,6 +69,9 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
                     log.warning("ignored a malformed cache invalidation")
 
             invalidations = await nc.subscribe(subjects.catalog_invalidated, cb=on_invalidated)
+            fleet = RunnerWatch(settings.runner_lost_s)
+            heartbeats = await nc.subscribe(subjects.runner_heartbeat, cb=fleet.on_heartbeat)
+            watching = asyncio.create_task(fleet.sweep(), name="gateway-runner-watch")
 
             async def close_run(closed: RunClosed) -> None:
                 headers = trace_headers({MSG_ID_HEADER: closed.msg_id})
@@ -100,12 +104,15 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
                 rpc=rpc,
                 preadmitted=preadmitted if settings.preadmit_runs else None,
                 close_run=close_run,
+                fleet=fleet,
             )
             if on_ready is not None:
                 on_ready()
             log.info("gateway ready (namespace %r)", settings.nats_namespace)
             yield
             sweeping.cancel()
+            watching.cancel()
+            await heartbeats.unsubscribe()
             await preadmitted.close()
             await invalidations.unsubscribe()
         finally:

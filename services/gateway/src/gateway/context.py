@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from nats.js import JetStreamContext
 
     from .auth import Authenticator, Requester
+    from .fleet import RunnerWatch
     from .metrics import Metrics
     from .preadmit import PreAdmissions
     from .settings import GatewaySettings
@@ -40,6 +41,8 @@ class GatewayContext:
     rpc: Requester | None = None
     #: Runs admitted ahead of time (None: every request is admitted on its own).
     preadmitted: PreAdmissions | None = None
+    #: Which runners are alive (None: no watch; the idle timeout alone notices a dead runner).
+    fleet: RunnerWatch | None = None
     #: Publishes a run's ``RunClosed`` (to release the hold of a run that was never queued).
     close_run: Callable[[RunClosed], Awaitable[None]] | None = None
 

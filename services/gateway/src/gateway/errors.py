@@ -97,8 +97,11 @@ class GatewayError(GatewayException):
         return cls.of(400, message, INVALID_REQUEST, code, param)
 
     @classmethod
-    def unavailable(cls, message: str, code: str = "service_unavailable") -> GatewayError:
-        return cls.of(503, message, SERVER, code)
+    def unavailable(
+        cls, message: str, code: str = "service_unavailable", retry_after_s: int | None = None
+    ) -> GatewayError:
+        headers = {"Retry-After": str(retry_after_s)} if retry_after_s else None
+        return cls.of(503, message, SERVER, code, headers=headers)
 
 
 def openai_error(

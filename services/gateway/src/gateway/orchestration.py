@@ -93,6 +93,12 @@ def max_output_tokens(requested: int | None, agent: AgentSnapshot, default: int)
 async def start_run(ctx: GatewayContext, principal: Principal, agent: AgentSnapshot, spec: RunSpec) -> StartedRun:
     """Admit and queue a run of ``agent`` and wait for its first event; a :class:`GatewayError` otherwise."""
     settings = ctx.settings
+    if ctx.fleet is not None and ctx.fleet.none_alive():
+        # Runners were heard from, and none is alive now: say so at once, before any hold.
+        ctx.metrics.runs.labels("no_capacity").inc()
+        raise GatewayError.unavailable(
+            "No agent runner is available right now; try again shortly.", "no_capacity", retry_after_s=2
+        )
     max_out = max_output_tokens(spec.max_tokens, agent, settings.default_max_output_tokens)
     prompt = prompt_tokens_bound(
         spec.messages, model=agent.model, instructions=agent.instructions, tools=len(agent.tools)
@@ -161,6 +167,9 @@ async def _first_event(ctx: GatewayContext, run: RunStream) -> RunEvent:
         raise GatewayError(exc.info) from exc
     if first.type == "failed":
         raise GatewayError(first.error)  # type: ignore[union-attr]
+    if ctx.fleet is not None and first.type == "started":
+        ctx.fleet.watch(run, first.runner_id)
+        run.on_close = ctx.fleet.unwatch
     return first
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -34,16 +35,20 @@ def _stream_error(message: str, code: str, status: int = 500) -> RunStreamError:
 class RunStream:
     """The ordered event stream of one run."""
 
-    __slots__ = ("_expected", "_nc", "_queue", "_sub", "_subjects", "closed", "run_id")
+    __slots__ = ("_expected", "_nc", "_queue", "_sub", "_subjects", "closed", "on_close", "run_id", "runner_id")
 
     def __init__(self, nc: Client, subjects: Subjects, run_id: str) -> None:
         self._nc = nc
         self._subjects = subjects
         self.run_id = run_id
-        self._queue: asyncio.Queue[bytes | object] = asyncio.Queue()
+        self._queue: asyncio.Queue[bytes | RunStreamError | object] = asyncio.Queue()
         self._sub: Subscription | None = None
         self._expected = 0
         self.closed = False
+        #: The runner executing the run, once its ``started`` event named it.
+        self.runner_id: str | None = None
+        #: Called once when the run closes (the runner watch forgets it).
+        self.on_close: Callable[[RunStream], None] | None = None
 
     async def _on_msg(self, msg: Msg) -> None:
         self._queue.put_nowait(msg.data)
@@ -65,6 +70,10 @@ class RunStream:
         """Whether another event (or the client's departure) is already waiting: :meth:`next` won't wait."""
         return not self._queue.empty()
 
+    def fail(self, info: ErrorInfo) -> None:
+        """Wake :meth:`next` with a :class:`RunStreamError` (the run's runner was lost)."""
+        self._queue.put_nowait(RunStreamError(info))
+
     def client_gone(self) -> None:
         """Wake :meth:`next` with :class:`ClientGone` (called when the HTTP client disconnects)."""
         self._queue.put_nowait(_CLIENT_GONE)
@@ -81,6 +90,8 @@ class RunStream:
                 raise _stream_error(f"The agent run sent nothing for {wait_s:g} s.", "run_timeout", 504) from None
         if data is _CLIENT_GONE:
             raise ClientGone
+        if isinstance(data, RunStreamError):
+            raise data
         try:
             event = RUN_EVENT.validate_json(data)  # type: ignore[arg-type]
         except ValidationError:
@@ -102,6 +113,8 @@ class RunStream:
         if self.closed:
             return
         self.closed = True
+        if self.on_close is not None:
+            self.on_close(self)
         if self._sub is not None:
             # The connection may be closing; the subscription dies with it then.
             with contextlib.suppress(Exception):

@@ -23,6 +23,9 @@ class GatewaySettings(ServiceSettings):
         default=None, validation_alias=AliasChoices("GATEWAY_ADMIN_TOKEN", "ADMIN_TOKEN", "admin_token")
     )
     queue_timeout_s: float = Field(default=10.0, gt=0, description="no `started` event within it: 503")
+    runner_lost_s: float = Field(
+        default=3.0, gt=0, description="a runner heard from and then silent this long is lost: its streams fail"
+    )
     idle_timeout_s: float = Field(default=15.0, gt=0, description="no event at all within it: the stream ends")
     default_max_output_tokens: int = Field(default=4096, ge=1)
     default_rate_limit_per_minute: int = Field(default=600, ge=1)

@@ -1,0 +1,72 @@
+"""The runner watch: a runner heard and then silent fails its open runs; one never heard is left alone."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from contracts import RUNNER_ID_HEADER, ErrorInfo
+from gateway.fleet import RunnerWatch
+
+pytestmark = pytest.mark.unit
+
+
+class Clock:
+    now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeRun:
+    def __init__(self) -> None:
+        self.runner_id: str | None = None
+        self.failed: list[ErrorInfo] = []
+
+    def fail(self, info: ErrorInfo) -> None:
+        self.failed.append(info)
+
+
+def beat(runner: str) -> Any:
+    return SimpleNamespace(headers={RUNNER_ID_HEADER: runner}, data=b"{}")
+
+
+async def test_a_silent_runner_fails_its_runs_and_only_its_runs() -> None:
+    clock = Clock()
+    watch = RunnerWatch(lost_after_s=3, clock=clock)
+    await watch.on_heartbeat(beat("r1"))
+    await watch.on_heartbeat(beat("r2"))
+    on_r1, on_r2, unknown = FakeRun(), FakeRun(), FakeRun()
+    watch.watch(on_r1, "r1")  # type: ignore[arg-type]
+    watch.watch(on_r2, "r2")  # type: ignore[arg-type]
+    watch.watch(unknown, "never-heard")  # type: ignore[arg-type]
+    clock.now += 2
+    await watch.on_heartbeat(beat("r2"))
+    assert watch.sweep_once() == 0
+    clock.now += 1.5  # r1: 3.5 s silent; r2: 1.5 s
+    assert watch.sweep_once() == 1
+    assert [e.code for e in on_r1.failed] == ["runner_lost"] and on_r1.failed[0].status == 502
+    assert on_r2.failed == [] and unknown.failed == []
+    assert watch.sweep_once() == 0  # failed once, not again
+
+
+async def test_none_alive_only_once_runners_were_heard() -> None:
+    clock = Clock()
+    watch = RunnerWatch(lost_after_s=3, clock=clock)
+    assert not watch.none_alive()  # nothing heard: runners that publish no heartbeat are not judged
+    await watch.on_heartbeat(beat("r1"))
+    assert not watch.none_alive()
+    clock.now += 5
+    assert watch.none_alive()
+    await watch.on_heartbeat(beat("r2"))  # a restarted runner, under a new id
+    assert not watch.none_alive()
+
+
+def test_a_closed_run_is_forgotten() -> None:
+    watch = RunnerWatch()
+    run = FakeRun()
+    watch.watch(run, "r1")  # type: ignore[arg-type]
+    watch.unwatch(run)  # type: ignore[arg-type]
+    assert watch._runs == {}
