@@ -185,7 +185,7 @@ async def test_a_batch_that_keeps_racing_is_rolled_back_and_raised(led: Ledger) 
     async def nothing_written(conn: Any, rows: list[dict[str, Any]]) -> int:
         return 0
 
-    led._insert_usage = nothing_written  # type: ignore[method-assign]
+    led.usage.insert_entries = nothing_written  # type: ignore[method-assign]
     with pytest.raises(RacedError):
         await led.apply([usage("r1", 0, user="a")], [])
     assert await books(led, ["a"]) == before  # the balance moved in the transaction was rolled back
@@ -198,11 +198,11 @@ class Gate:
     """Holds an apply just before it touches the accounts: reservations locked and settled, ledger read."""
 
     def __init__(self, lg: Ledger, holds: int = 1) -> None:
-        self.real = lg._move_accounts
+        self.real = lg.accounts.move
         self.holds = holds
         self.reached = asyncio.Event()
         self.opened = asyncio.Event()
-        lg._move_accounts = self  # type: ignore[method-assign]
+        lg.accounts.move = self  # type: ignore[method-assign]
 
     async def __call__(self, conn: Any, moves: Any) -> dict[str, int]:
         if self.holds:
@@ -307,7 +307,7 @@ async def test_a_record_raced_by_another_replica_is_applied_once(led: Ledger) ->
     raced = usage("r1", 1, user="a", input_tokens=5)
     batch = [usage("r1", 0, user="a"), raced, usage("r2", 0, user="b")]
     await other.apply([usage("open", 0, user="a"), usage("open", 1, user="b")], [])
-    real = led._move_accounts
+    real = led.accounts.move
     calls = 0
 
     async def race_then_move(conn: Any, moves: Any) -> dict[str, int]:
@@ -317,7 +317,7 @@ async def test_a_record_raced_by_another_replica_is_applied_once(led: Ledger) ->
             assert await other.apply([raced], []) == 1  # committed while this batch is mid-transaction
         return await real(conn, moves)
 
-    led._move_accounts = race_then_move  # type: ignore[method-assign]
+    led.accounts.move = race_then_move  # type: ignore[method-assign]
     assert await led.apply(batch, []) == 2
     assert calls == 2
     keys = [(k[0], k[1]) for k in await usage_keys(led)]

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
-import billing.ledger
+import billing.ledger.usage
 from billing.app import BillingApp
 from billing.db import ledger, usage_dead_letters
 from billing.settings import BillingSettings
@@ -178,7 +178,7 @@ async def test_what_postgres_refuses_on_its_own_is_isolated_from_its_batch(
     itself refuses the records (VARCHAR(200), NUL, a balance beyond a BIGINT). Published before billing
     starts, they share a batch with good records: the batch is applied in parts, the good records
     committed, the refused ones parked."""
-    monkeypatch.setattr(billing.ledger, "clean_row", lambda row: row)
+    monkeypatch.setattr(billing.ledger.usage, "clean_row", lambda row: row)
     s = Subjects(namespace)
     await natsio.ensure_streams(nats_client.jetstream(), s)
     whale = {"input_tokens": 2_000_000_000_000}  # 5 x 10^18 µcr: one fits a balance, two do not

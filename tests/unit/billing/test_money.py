@@ -11,6 +11,7 @@ import pytest
 import billing
 from billing.money import MICRO, MoneyError, Price, from_micro, to_micro
 from billing.pricing import DEFAULT_KEY, PriceEntry, PriceTable, load_yaml, shipped
+from contracts import TokenUsage
 
 pytestmark = pytest.mark.unit
 
@@ -84,6 +85,16 @@ def test_worst_case_is_prompt_at_input_plus_max_output() -> None:
     assert credits(p.worst_case(1000, 1000)) == 12_500
 
 
+def test_one_cost_formula_for_a_calls_tokens_and_for_admissions_worst_case() -> None:
+    p = Price("m", input=3, output=11, cache_write=5, cache_read=1)
+    tokens = TokenUsage(
+        input_tokens=100, cache_write_tokens=20, cache_read_tokens=10, output_tokens=50, reasoning_tokens=40
+    )
+    assert p.charge(tokens) == p.cost(input_tokens=100, cache_write_tokens=20, cache_read_tokens=10, output_tokens=50)
+    assert p.charge(tokens) == 100 * 3 + 20 * 5 + 10 * 1 + 50 * 11  # reasoning is inside the output tokens
+    assert p.worst_case(1000, 7) == p.cost(input_tokens=1000, output_tokens=7) == 1000 * 3 + 7 * 11
+
+
 @pytest.mark.parametrize("value", ["0.000001", "2.5", "1.123456", 7, "0", "-3.25"])
 def test_six_decimals_are_exact(value: object) -> None:
     micro = to_micro(value)  # type: ignore[arg-type]
@@ -141,10 +152,13 @@ def test_shipped_table_covers_the_current_models() -> None:
 
 
 def test_no_float_on_the_money_path() -> None:
-    """money, pricing and ledger never build or annotate a float (only to refuse one)."""
+    """money, pricing and the ledger never build or annotate a float (only to refuse one)."""
     root = Path(billing.__file__).parent
-    for name in ("money.py", "pricing.py", "ledger.py"):
-        tree = ast.parse((root / name).read_text())
+    paths = [root / "money.py", root / "pricing.py", *sorted((root / "ledger").glob("*.py"))]
+    assert len(paths) > 5
+    for path in paths:
+        name = path.relative_to(root).as_posix()
+        tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant):
                 assert not isinstance(node.value, float), f"{name}:{node.lineno}: float literal"

@@ -1,7 +1,8 @@
 """Admission's common case on PostgreSQL, on connections of its own.
 
 Admission is on every request's path to its first token; its common case (an open account with
-room) is one statement (``ledger._ADMIT_PG``). Here it runs on a small asyncpg pool reserved for it:
+room) is one statement (:data:`billing.ledger.sql.ADMIT`). Here it runs on a small asyncpg pool
+reserved for it (the ledger takes it as a :class:`billing.ledger.reservations.FastAdmission`):
 
 - prepared once per connection and sent as one round trip, without the ORM in between;
 - no session reset between uses (asyncpg's default reset is one more round trip per use; this
@@ -25,6 +26,8 @@ import asyncpg
 from sqlalchemy import TextClause
 from sqlalchemy.engine import make_url
 
+from .ledger.sql import ADMIT
+
 
 def _positional(clause: TextClause) -> tuple[str, list[str]]:
     """``:name`` parameters → asyncpg's ``$n``; returns the SQL and the names in order."""
@@ -44,11 +47,9 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 
 class AdmitPath:
     def __init__(self, database_url: str, size: int = 8) -> None:
-        from .ledger import _ADMIT_PG
-
         u = make_url(database_url).set(drivername="postgresql")
         self._dsn = u.render_as_string(hide_password=False)
-        self._sql, self._names = _positional(_ADMIT_PG)
+        self._sql, self._names = _positional(ADMIT)
         self._size = size
         self._pool: asyncpg.Pool | None = None
 

@@ -27,6 +27,7 @@ import enum
 
 from sqlalchemy import exc as sa_exc
 
+from .ledger import RacedError
 from .sanitize import Unstorable
 
 
@@ -70,8 +71,6 @@ _TRANSIENT_TYPES = (
 
 def classify(exc: BaseException) -> Fault:
     """See the module docstring. A SQLSTATE anywhere in the chain decides; else the types do."""
-    from .ledger import RacedError  # the ledger imports sanitize, as this module does: no cycle at import
-
     chain = _chain(exc)
     for e in chain:
         state = _sqlstate(e)

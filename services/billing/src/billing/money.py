@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Context, Decimal, InvalidOperation
+from typing import Protocol
 
 MICRO = 1_000_000
 #: The largest amount a BIGINT column holds, in micro-units (about 9.2 x 10^12 credits).
@@ -63,6 +64,19 @@ def from_micro(micro: int) -> Decimal:
     return d.quantize(Decimal(1)) if d == d.to_integral_value() else d.normalize()
 
 
+class TokenCounts(Protocol):
+    """A call's tokens as billed (``contracts.TokenUsage``, or a ledger row that recorded them)."""
+
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def cache_write_tokens(self) -> int: ...
+    @property
+    def cache_read_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class Price:
     """One model's prices in µcr per token (= USD/1M x 10^6). Cache prices already fell back to input."""
@@ -76,7 +90,9 @@ class Price:
     def cost(
         self, *, input_tokens: int, output_tokens: int, cache_write_tokens: int = 0, cache_read_tokens: int = 0
     ) -> int:
-        """The exact cost in µcr. ``input_tokens`` are the uncached ones; reasoning is inside ``output_tokens``."""
+        """The exact cost in µcr — the one formula of a call's cost: what the ledger charges, what
+        admission reserves (:meth:`worst_case`) and what ``billing reconcile`` checks every entry against.
+        ``input_tokens`` are the uncached ones; reasoning is inside ``output_tokens``."""
         return (
             input_tokens * self.input
             + cache_write_tokens * self.cache_write
@@ -84,6 +100,15 @@ class Price:
             + output_tokens * self.output
         )
 
+    def charge(self, tokens: TokenCounts) -> int:
+        """:meth:`cost` of a call's tokens."""
+        return self.cost(
+            input_tokens=tokens.input_tokens,
+            output_tokens=tokens.output_tokens,
+            cache_write_tokens=tokens.cache_write_tokens,
+            cache_read_tokens=tokens.cache_read_tokens,
+        )
+
     def worst_case(self, prompt_tokens: int, max_output_tokens: int) -> int:
-        """What admission reserves: the whole prompt at the input price plus the maximum output."""
-        return prompt_tokens * self.input + max_output_tokens * self.output
+        """What admission reserves: the whole prompt at the (uncached) input price plus the maximum output."""
+        return self.cost(input_tokens=prompt_tokens, output_tokens=max_output_tokens)

@@ -11,6 +11,7 @@ from contracts import Subjects, UsageRecorded
 from servicekit import natsio
 
 from .db import ledger, open_engine
+from .money import Price
 from .settings import BillingSettings
 
 TOKENS = ("input_tokens", "cache_write_tokens", "cache_read_tokens", "output_tokens", "reasoning_tokens")
@@ -69,12 +70,9 @@ async def differences(settings: BillingSettings) -> list[str]:
         for name in TOKENS:
             if getattr(row, name) != getattr(rec.usage, name):
                 out.append(f"{key[0]}:{key[1]} {name}: usage {getattr(rec.usage, name)}, ledger {getattr(row, name)}")
-        cost = (
-            row.input_tokens * row.input_price
-            + row.cache_write_tokens * row.cache_write_price
-            + row.cache_read_tokens * row.cache_read_price
-            + row.output_tokens * row.output_price
-        )
+        # The prices recorded on the entry, through the one cost formula the ledger charged with.
+        price = Price(row.price_key, row.input_price, row.output_price, row.cache_write_price, row.cache_read_price)
+        cost = price.charge(row)
         if -row.amount != cost:
             out.append(f"{key[0]}:{key[1]} amount {row.amount} µcr does not equal its tokens x prices ({-cost})")
     for key in sorted(set(rows) - set(records)):

@@ -1,0 +1,178 @@
+"""Reservations: admission (:meth:`Reservations.admit`), holds made ahead (``prefetch``), a multi-step
+run's next call (``extend``) and the sweep of abandoned ones (``expire``).
+
+Admission reserves a run's worst case: one conditional UPDATE (``balance - reserved >= cost``),
+atomic in PostgreSQL, so concurrent admissions never reserve more than the balance. Every path locks
+the run's reservation before its account (see :mod:`billing.ledger`).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..db import accounts, reservations
+from . import sql
+from .accounts import Accounts
+from .policy import Policy, utcnow
+from .settlement import Move
+
+
+class FastAdmission(Protocol):
+    """Runs :data:`billing.ledger.sql.ADMIT` on connections of its own (:class:`billing.admitpath.AdmitPath`)."""
+
+    async def admit(self, **params: Any) -> Any:
+        """The reservation id, or None when the statement reserved nothing."""
+
+
+def _reservation_id() -> str:
+    return f"resv_{secrets.token_hex(12)}"
+
+
+class Reservations:
+    """The ``reservations`` table, and the accounts' ``reserved`` that mirrors it."""
+
+    def __init__(
+        self, engine: AsyncEngine, policy: Policy, accounts: Accounts, fast: FastAdmission | None = None
+    ) -> None:
+        self.engine = engine
+        self.policy = policy
+        self.accounts = accounts
+        self.fast = fast
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    def _expiry(self) -> timedelta:
+        return timedelta(seconds=self.policy.reservation_ttl_s)
+
+    async def admit(self, user_id: str, run_id: str, cost: int) -> tuple[str | None, int, int]:
+        """Reserve ``cost`` µcr for a run. Returns (reservation id or None when refused, cost, available).
+
+        A run admitted again (its request redelivered) grows its one reservation instead of failing.
+        The common case — an open account with room — is one statement; the rest (a new account, an
+        auto-refill, a refusal) one transaction.
+        """
+        now = utcnow()
+        expires = now + self._expiry()
+        # One statement needs no transaction around it: in autocommit it is one round trip
+        # instead of three (BEGIN, the statement, COMMIT), and just as atomic.
+        params: dict[str, Any] = {
+            "rid": _reservation_id(),
+            "run_id": run_id,
+            "user_id": user_id,
+            "cost": cost,
+            "expires": expires,
+            "now": now,
+        }
+        if self.fast is not None:
+            rid = await self.fast.admit(**params)
+        else:
+            async with self._autocommit.connect() as conn:
+                rid = (await conn.execute(sql.ADMIT, params)).scalar_one_or_none()
+        if rid is not None:
+            return rid, cost, 0
+        async with self.engine.begin() as conn:
+            await self.accounts.ensure(conn, [user_id])
+            # the lock order: the run's reservation (if any) before the account
+            await conn.execute(select(reservations.c.id).where(reservations.c.run_id == run_id).with_for_update())
+            await self.accounts.maybe_refill(conn, user_id, cost)
+            if not await self.accounts.reserve(conn, user_id, cost):
+                row = (await self.accounts.lock(conn, [user_id]))[user_id]
+                return None, cost, row["balance"] - row["reserved"]
+            stmt = insert(reservations).values(
+                id=_reservation_id(),
+                run_id=run_id,
+                user_id=user_id,
+                remaining=cost,
+                expected_calls=None,
+                expires_at=expires,
+                created_at=now,
+            )
+            upsert = stmt.on_conflict_do_update(
+                index_elements=["run_id"],
+                set_={"remaining": reservations.c.remaining + stmt.excluded.remaining, "expires_at": expires},
+            ).returning(reservations.c.id)
+            rid = (await conn.execute(upsert)).scalar_one()
+            return rid, cost, 0
+
+    async def prefetch(self, user_id: str, run_ids: Sequence[str], cost: int) -> dict[str, str]:
+        """Reserve ``cost`` µcr for each of ``run_ids`` (runs admitted ahead of time), all or none, and
+        only while they take at most a tenth of what is available: holds made ahead never decide a
+        402 but for a request that would need nine tenths of the balance. Returns run id →
+        reservation id; empty when refused (or the account isn't open yet: its first request opens
+        it, the usual way)."""
+        total = cost * len(run_ids)
+        now = utcnow()
+        expires = now + self._expiry()
+        async with self.engine.begin() as conn:
+            room = await conn.execute(
+                update(accounts)
+                .where(and_(accounts.c.user_id == user_id, accounts.c.balance - accounts.c.reserved >= 10 * total))
+                .values(reserved=accounts.c.reserved + total)
+            )
+            if room.rowcount != 1:
+                return {}
+            granted = {run_id: _reservation_id() for run_id in run_ids}
+            rows = [
+                {
+                    "id": rid,
+                    "run_id": run_id,
+                    "user_id": user_id,
+                    "remaining": cost,
+                    "expected_calls": None,
+                    "expires_at": expires,
+                    "created_at": now,
+                }
+                for run_id, rid in granted.items()
+            ]
+            await conn.execute(reservations.insert(), rows)
+            return granted
+
+    async def extend(self, reservation_id: str, user_id: str, cost: int) -> str:
+        """Grow a reservation by ``cost`` µcr: ``"ok"``, ``"unaffordable"`` or ``"not_found"``."""
+        async with self.engine.begin() as conn:
+            q = (  # the lock order: the reservation before the account
+                select(reservations.c.id)
+                .where(and_(reservations.c.id == reservation_id, reservations.c.user_id == user_id))
+                .with_for_update()
+            )
+            if (await conn.execute(q)).first() is None:
+                return "not_found"
+            if not await self.accounts.reserve(conn, user_id, cost):
+                return "unaffordable"
+            await conn.execute(
+                update(reservations)
+                .where(reservations.c.id == reservation_id)
+                .values(remaining=reservations.c.remaining + cost, expires_at=utcnow() + self._expiry())
+            )
+            return "ok"
+
+    async def expire(self) -> int:
+        """Release reservations past their expiry (their runs were abandoned). Returns how many.
+
+        Locks the reservations (in run id order) before the accounts (in user id order): the order
+        the usage batches, admission and :meth:`extend` use, so the sweeper never deadlocks with them.
+        """
+        async with self.engine.begin() as conn:
+            due = and_(reservations.c.expires_at < utcnow(), reservations.c.remaining > 0)
+            q = (
+                select(reservations.c.id, reservations.c.user_id, reservations.c.remaining)
+                .where(due)
+                .order_by(reservations.c.run_id)
+                # A reservation settled while we waited for its lock is re-checked against ``due``.
+                .with_for_update()
+            )
+            rows = (await conn.execute(q)).all()
+            if not rows:
+                return 0
+            await conn.execute(sql.RELEASE_RESERVATIONS, {"ids": [r.id for r in rows]})
+            by_user: dict[str, int] = {}
+            for r in rows:
+                by_user[r.user_id] = by_user.get(r.user_id, 0) + r.remaining
+            await self.accounts.move(conn, {u: Move(0, amount) for u, amount in by_user.items()})
+            return len(rows)
