@@ -7,12 +7,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
 from contracts import CancelRun, RunRequest, Subjects
+from devstack.procs import free_port
 from fakellm.server import FakeLLM
 from runner.app import RunnerApp, create_app
-from runner.health import HealthServer
 from runner.settings import RunnerSettings
 
 from .conftest import WAIT_S, Collected, Harness, make_request
@@ -110,22 +111,24 @@ async def test_drain_cancels_what_is_left_with_usage_and_a_503(harness: Harness)
         await s.unsubscribe()
 
 
-async def test_health_server_over_http() -> None:
-    import httpx
-
-    ready = [False]
-    server = HealthServer("127.0.0.1", 0, lambda: ready[0], lambda: b"runner_active_runs 0.0\n")
-    await server.start()
+async def test_the_health_port_answers_in_the_common_shape(
+    runner_settings: RunnerSettings, runner_env: dict[str, str]
+) -> None:
+    port = free_port()
+    settings = runner_settings.model_copy(update={"health_port": port, "health_host": "127.0.0.1"})
+    app = create_app(settings, env=runner_env)
+    await app.start()
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             assert (await http.get("/healthz")).json() == {"status": "ok"}
-            assert (await http.get("/readyz")).status_code == 503
-            ready[0] = True
-            assert (await http.get("/readyz")).json()["checks"] == {"nats": True}
+            ready = await http.get("/readyz")
+            assert ready.status_code == 200
+            assert ready.json() == {"status": "ready", "checks": {"nats": True}, "optional": {}, "phase": "serving"}
             metrics = await http.get("/metrics")
             assert metrics.status_code == 200 and b"runner_active_runs" in metrics.content
     finally:
-        await server.stop()
+        await app.stop()
+    assert (await app.health.readiness()).body()["phase"] == "draining"
 
 
 async def test_a_deleted_runs_consumer_is_recreated(harness: Harness) -> None:

@@ -1,5 +1,5 @@
 """Cancellation at awkward moments (money records must still be exact), terminal events of cancelled
-runs, the metrics a run feeds, and the health app's answers."""
+runs, the metrics a run feeds, and the runner's readiness."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import pytest
 from contracts import RunClosed, TokenUsage, UsageRecorded
 from runner.agent import AgentRun, RunConfig
 from runner.aio import complete
+from runner.app import create_app
 from runner.connections import Connection
 from runner.errors import shutting_down
-from runner.health import HealthApp
 from runner.metrics import Metrics
 from runner.providers import FinishChunk, TextChunk, UsageChunk
+from runner.settings import RunnerSettings
 
 from .test_agent_loop import MemoryPorts, ScriptedProvider, _request
 
@@ -136,17 +137,12 @@ async def test_metrics_count_calls_tokens_and_first_output() -> None:
     assert b"runner_active_runs" in metrics.render()
 
 
-def test_health_answers() -> None:
-    ready = [True]
-    app = HealthApp(lambda: ready[0], lambda: b"m 1\n")
-    assert app.answer("GET", "/healthz")[0] == 200
-    assert app.answer("GET", "/readyz")[0] == 200
-    ready[0] = False
-    status, _, body = app.answer("GET", "/readyz")
-    assert status == 503 and b"not ready" in body
-    assert app.answer("GET", "/metrics")[2] == b"m 1\n"
-    assert app.answer("GET", "/nope")[0] == 404
-    assert app.answer("POST", "/healthz")[0] == 405
+async def test_readiness_is_nats_only_and_not_before_the_runner_serves() -> None:
+    app = create_app(RunnerSettings(health_port=0), env={})
+    readiness = await app.health.readiness()
+    assert readiness.http_status == 503
+    assert readiness.body() == {"status": "not ready", "checks": {"nats": False}, "optional": {}, "phase": "starting"}
+    assert b"runner_active_runs" in app.health.metrics()
 
 
 async def test_a_cancel_while_completed_goes_out_leaves_the_run_completed() -> None:

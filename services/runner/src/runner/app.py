@@ -1,9 +1,10 @@
 """Composition root: settings → NATS connection, provider clients, tools, the worker, the health server.
 
 ``create_app(settings)`` builds a :class:`RunnerApp`; ``python -m runner`` runs one and the integration
-tests start one in-process (``async with create_app(settings): …``). Start opens, in order, the provider
-clients, NATS (streams, the RUNS consumer, the cancel subscription) and the health server; stop drains
-runs and closes them in reverse. The runner has no database and no Redis.
+tests start one in-process (``async with create_app(settings): …``). Start opens, in order, the health
+server (so ``/healthz`` answers through start-up), the provider clients and NATS (streams, the RUNS
+consumer, the cancel subscription); stop drains runs and closes them in reverse. The runner has no
+database and no Redis: ``/readyz`` checks NATS only (:mod:`servicekit.health`).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from opentelemetry import trace
 from opentelemetry.trace import TracerProvider
 
 from contracts import Subjects
+from servicekit.health import Health, HealthServer, nats_answers
 from servicekit.natsio import connect
 
 from .agent import RunConfig
 from .connections import load_connections
-from .health import HealthServer
 from .metrics import Metrics
 from .providers import Provider, build_provider
 from .settings import RunnerSettings
@@ -54,9 +55,9 @@ class RunnerApp:
         self.runner_id = settings.runner_id or f"{socket.gethostname()}-{os.getpid()}"
         self.nc: Client | None = None
         self.worker: Worker | None = None
-        self.health: HealthServer | None = None
+        self.health = Health({"nats": lambda: nats_answers(self.nc)}, metrics=self.metrics.render)
+        self._health_server: HealthServer | None = None
         self._providers: dict[str, Provider] = {}
-        self._stopping = False
 
     async def __aenter__(self) -> RunnerApp:
         await self.start()
@@ -68,10 +69,23 @@ class RunnerApp:
         await self.stop()
 
     def ready(self) -> bool:
-        return not self._stopping and self.nc is not None and self.nc.is_connected and self.worker is not None
+        """Serving (started, not draining) and connected to NATS."""
+        return self.health.phase == "serving" and self.nc is not None and self.nc.is_connected
 
     async def start(self) -> None:
+        """Open everything; on a failure (or a cancelled start-up), close what was opened."""
+        try:
+            await self._start()
+        except BaseException:
+            self.worker = None  # never started: nothing of its own to drain (nc.drain ends its subscriptions)
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         s = self.settings
+        if s.health_port:
+            self._health_server = HealthServer(self.health, s.health_host, s.health_port)
+            await self._health_server.start()
         self._providers = {name: build_provider(c, s.provider_timeout_s) for name, c in self.connections.items()}
         self.nc = await connect(s.nats_url, name=f"runner-{self.runner_id}")
         self.worker = Worker(
@@ -92,25 +106,23 @@ class RunnerApp:
             tracer=self.tracer,
         )
         await self.worker.start()
-        if s.health_port:
-            self.health = HealthServer(s.health_host, s.health_port, self.ready, self.metrics.render)
-            await self.health.start()
+        self.health.phase = "serving"
         log.info("runner %s started (concurrency %d)", self.runner_id, s.concurrency)
 
     async def stop(self) -> None:
         """Drain: stop fetching, let runs finish up to ``drain_s``, cancel the rest, close."""
-        self._stopping = True
+        self.health.phase = "draining"
         if self.worker is not None:
             await self.worker.stop(self.settings.drain_s)
-            self.worker = None  # not ready any more
-        if self.health is not None:
-            await self.health.stop()
-            self.health = None
+            self.worker = None
         if self.nc is not None and not self.nc.is_closed:
             await self.nc.drain()
         for provider in self._providers.values():
             await provider.close()
         self._providers = {}
+        if self._health_server is not None:
+            await self._health_server.stop()
+            self._health_server = None
         log.info("runner %s stopped", self.runner_id)
 
 
