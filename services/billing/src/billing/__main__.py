@@ -1,34 +1,23 @@
-"""``python -m billing`` runs the service; ``python -m billing reconcile`` compares USAGE with the ledger."""
+"""``python -m billing`` runs the service; ``python -m billing reconcile`` compares USAGE with the ledger.
+
+The service starts and stops as every service does (:func:`servicekit.runtime.run_service`): on
+SIGTERM/SIGINT it stops answering, finishes (commits and acks) the usage batch in hand and exits 0.
+``reconcile`` is a one-shot command, not a service: it runs to its end on a plain event loop.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import logging
-import signal
 import sys
 
-from servicekit.runtime import freeze_startup_heap
-from servicekit.telemetry import setup_logging, setup_tracing
+import uvloop
 
+from servicekit.runtime import run_service
+from servicekit.telemetry import setup_logging
+
+from .app import BillingApp
 from .settings import BillingSettings
-
-log = logging.getLogger("billing")
-
-
-async def serve(settings: BillingSettings) -> None:
-    from .app import BillingApp
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with BillingApp(settings).running():
-        freeze_startup_heap()
-        log.info("billing ready")
-        await stop.wait()
-    log.info("billing stopped")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,20 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     settings = BillingSettings()
-    setup_logging(settings.log_level)
     if args.command == "reconcile":
         from .reconcile import reconcile
 
+        setup_logging(settings.log_level)
         return asyncio.run(reconcile(settings, quiet=args.quiet))
-    setup_tracing("billing", settings.otlp_endpoint)
-    with contextlib.suppress(KeyboardInterrupt):
-        try:
-            import uvloop
-
-            uvloop.run(serve(settings))
-        except ImportError:  # pragma: no cover
-            asyncio.run(serve(settings))
-    return 0
+    return run_service("billing", settings, lambda: BillingApp(settings).running(), loop_factory=uvloop.new_event_loop)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,12 @@
 """Composition root: settings → NATS, the database (migrated), the price table, the ledger, handlers,
 the USAGE consumer, the reservation sweeper and the health server. Opened in that order, closed in reverse.
+
+Health (:mod:`servicekit.health`, the same body as every service): ``/readyz`` checks NATS and the
+database (which includes a live USAGE consumer). Parked usage (``usage_dead_letters``, see
+:mod:`billing.deadletters`) does not make billing unready: every other user's usage is still billed,
+and taking the process out of service (or restarting it) would bill nothing more and park nothing
+less. ``/readyz`` stays 200 and says ``"status": "degraded"`` with the number parked in
+``dead_letters``; the ``billing_usage_dead_letters_total`` metric is what to alert on.
 """
 
 from __future__ import annotations
@@ -9,18 +16,20 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+from nats.aio.client import Client
 from sqlalchemy import text
 
 from contracts import AdminRequest, Subjects
 from servicekit import natsio
+from servicekit.health import Health, HealthServer, nats_answers
 
 from .admitpath import AdmitPath
 from .consumer import UsageConsumer
 from .db import migrate, open_engine
 from .deadletters import DeadLetters
 from .handlers import register
-from .health import HealthServer
 from .ledger import Ledger, Policy
+from .metrics import Metrics
 from .money import MICRO, to_micro
 from .pricing import PriceEntry, PriceTable, from_file, shipped
 from .service import BillingService
@@ -38,12 +47,19 @@ class BillingApp:
         self.ledger: Ledger | None = None
         self.consumer: UsageConsumer | None = None
         self.dead_letters: DeadLetters | None = None
-        self.ready = False
+        self.nc: Client | None = None
+        self.metrics = Metrics(lambda: self.consumer)
+        self.health = Health(
+            {"nats": lambda: nats_answers(self.nc), "database": self.check_database},
+            facts={"dead_letters": self.count_dead_letters},
+            degraded=lambda facts: bool(facts["dead_letters"]),
+            metrics=self.metrics.render,
+        )
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[BillingApp]:
         s = self.settings
-        nc = await natsio.connect(s.nats_url, "billing")
+        nc = self.nc = await natsio.connect(s.nats_url, "billing")
         try:
             js = nc.jetstream()
             await natsio.ensure_streams(js, self.subjects)
@@ -76,14 +92,14 @@ class BillingApp:
                 ]
                 for task in tasks:
                     task.add_done_callback(_log_crash)
-                health = HealthServer(self, s.health_host, s.health_port) if s.health_port else None
+                health = HealthServer(self.health, s.health_host, s.health_port) if s.health_port else None
                 if health:
                     await health.start()
-                self.ready = True
+                self.health.phase = "serving"
                 try:
                     yield self
                 finally:
-                    self.ready = False
+                    self.health.phase = "draining"
                     for sub in subs:
                         await sub.unsubscribe()
                     self.consumer.stop()
