@@ -1,27 +1,29 @@
 """Composition root: :func:`create_app` wires settings → NATS broker, database, Redis, the service.
 
-The lifespan opens NATS, the database (migrating it first when asked) and Redis in that order and
-closes them in reverse. :class:`CatalogRuntime.running` runs the same lifespan without the HTTP
-side, for tests and for ``CATALOG_HEALTH_PORT=0``.
+:meth:`CatalogRuntime.lifespan` opens NATS, the database (migrating it first when asked) and Redis in
+that order and closes them in reverse. :meth:`CatalogRuntime.running` is the whole process: the
+health port (:mod:`servicekit.health`, the body every service answers: NATS and the database decide
+readiness; Redis is optional, a cache the catalog answers without), the lifespan and the subscribers.
+``python -m catalog`` runs it with :func:`servicekit.runtime.run_service`, as every service runs, rather
+than with FastStream's own application runner, so that its start-up, signals and health port are the
+other services' too; the broker, its subscribers and their ``Context`` are FastStream's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from faststream import FastStream
-from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from contracts import AdminRequest, CacheInvalidated, Subjects
+from servicekit.health import Check, Health, nats_answers, serving_health
 from servicekit.natsio import trace_headers, wait_until_answering
 
 from .cache import AnswerCache
@@ -58,6 +60,12 @@ class CatalogRuntime:
         self.redis: Redis | None = None
         self.repo: Repository | None = None
         self.service: CatalogService | None = None
+        optional: dict[str, Check] = {"redis": self._redis_answers} if settings.redis_url else {}
+        self.health = Health(
+            {"nats": self._nats_answers, "database": self._database_answers},
+            optional=optional,
+            metrics=self.metrics.render,
+        )
 
     async def _publish(self, event: CacheInvalidated) -> None:
         await self.broker.publish(
@@ -65,7 +73,7 @@ class CatalogRuntime:
         )
 
     @contextlib.asynccontextmanager
-    async def lifespan(self, *_: Any, **__: Any) -> AsyncIterator[None]:
+    async def lifespan(self) -> AsyncIterator[None]:
         s = self.settings
         await self.broker.connect()
         try:
@@ -122,73 +130,32 @@ class CatalogRuntime:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[CatalogRuntime]:
-        """The lifespan plus the subscribers: a full catalog without the HTTP side."""
-        async with self.lifespan():
+        """The whole catalog: the health port (when set), the lifespan and the subscribers."""
+        s = self.settings
+        async with serving_health(self.health, s.health_host, s.health_port), self.lifespan():
             await self.broker.start()
-            await self._flush()
-            assert self.broker._connection is not None
             probe = AdminRequest(op="roles.list").model_dump_json().encode()
-            await wait_until_answering(self.broker._connection, self.subjects.catalog_admin, probe)
-            yield self
+            await wait_until_answering(self.broker.connection, self.subjects.catalog_admin, probe)
+            self.health.phase = "serving"
+            try:
+                yield self
+            finally:
+                self.health.phase = "draining"
 
-    async def _flush(self, timeout: float = 5.0) -> bool:
-        """A PING/PONG round trip: the server has every subscription sent before it, and NATS is up."""
-        conn = self.broker._connection
-        if conn is None:
-            return False
-        try:
-            await conn.flush(timeout=max(1, round(timeout)))
-        except Exception:
-            return False
+    async def _nats_answers(self) -> bool:
+        # NatsBroker.connection is the public handle of its nats-py client (it raises before connect).
+        return await nats_answers(self.broker.connection)
+
+    async def _database_answers(self) -> bool:
+        assert self.repo is not None
+        await self.repo.ping()
         return True
 
-    async def readiness(self) -> dict[str, bool]:
-        # A flush, not just "connected": once it answers, the request/reply subscriptions are live.
-        checks: dict[str, bool] = {"nats": await self._flush(timeout=1.0)}
-        try:
-            assert self.repo is not None
-            await asyncio.wait_for(self.repo.ping(), 2.0)
-            checks["database"] = True
-        except Exception:
-            checks["database"] = False
-        if self.settings.redis_url:
-            try:
-                assert self.redis is not None
-                await asyncio.wait_for(self.redis.ping(), 1.0)
-                checks["redis"] = True
-            except Exception:
-                checks["redis"] = False
-        return checks
+    async def _redis_answers(self) -> bool:
+        assert self.redis is not None
+        return bool(await self.redis.ping())
 
 
-def _routes(runtime: CatalogRuntime) -> list[tuple[str, Any]]:
-    @get(include_in_schema=False)
-    async def healthz(scope: Any) -> AsgiResponse:
-        return AsgiResponse(b'{"status":"ok"}', status_code=200, headers={"content-type": "application/json"})
-
-    @get(include_in_schema=False)
-    async def readyz(scope: Any) -> AsgiResponse:
-        checks = await runtime.readiness()
-        ready = all(checks.values())
-        body = json.dumps({"status": "ready" if ready else "not ready", "checks": checks}).encode()
-        return AsgiResponse(body, status_code=200 if ready else 503, headers={"content-type": "application/json"})
-
-    @get(include_in_schema=False)
-    async def metrics(scope: Any) -> AsgiResponse:
-        return AsgiResponse(runtime.metrics.render(), status_code=200, headers={"content-type": "text/plain"})
-
-    return [("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics)]
-
-
-def create_app(settings: CatalogSettings) -> FastStream | AsgiFastStream:
-    """The catalog application: an ASGI app with health routes, or a bare FastStream app when the
-    health port is 0."""
-    runtime = CatalogRuntime(settings)
-    if settings.health_port:
-        app: FastStream | AsgiFastStream = AsgiFastStream(
-            runtime.broker, asgi_routes=_routes(runtime), lifespan=runtime.lifespan
-        )
-    else:
-        app = FastStream(runtime.broker, lifespan=runtime.lifespan)
-    app.catalog_runtime = runtime  # type: ignore[union-attr]
-    return app
+def create_app(settings: CatalogSettings) -> CatalogRuntime:
+    """The catalog process for ``settings``; ``async with create_app(settings).running(): …`` serves it."""
+    return CatalogRuntime(settings)
