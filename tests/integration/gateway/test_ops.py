@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import nats
 import pytest
 
 from contracts import Subjects
+from devstack.procs import free_port
 from tests.support.openapi_schema import validate
 
 from .conftest import KEY, Stack
@@ -17,16 +19,39 @@ pytestmark = pytest.mark.integration
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
-async def test_readyz_checks_nats_and_the_catalog(stack: Stack) -> None:
+async def test_readyz_checks_nats_in_the_body_every_service_answers(stack: Stack, nats_url: str) -> None:
     async with stack.http() as http:
         ready = await http.get("/readyz")
-        assert ready.status_code == 200 and ready.json()["checks"] == {"nats": "ok", "catalog": "ok"}
-        # Point the gateway at a namespace nobody answers in: not ready, and the body is still the envelope.
+        assert ready.status_code == 200
+        body = ready.json()
+        assert body["status"] == "ready" and body["checks"] == {"nats": True} and body["phase"] == "serving"
+        assert body["optional"] in ({}, {"redis": True})  # Redis only when the environment names one
+        # The catalog is not a check: its outage leaves the gateway in service, answering 503s itself.
         stack.app.state.ctx.subjects = Subjects(f"{stack.subjects.namespace}_nobody")
-        not_ready = await http.get("/readyz")
+        assert (await http.get("/readyz")).status_code == 200
+        # NATS is: a connection that no longer answers makes the gateway not ready.
+        gone = await nats.connect(nats_url)
+        await gone.close()
+        stack.app.state.ctx.nc, live = gone, stack.app.state.ctx.nc
+        try:
+            not_ready = await http.get("/readyz")
+        finally:
+            stack.app.state.ctx.nc = live
     assert not_ready.status_code == 503
-    validate("ErrorResponse", {"error": not_ready.json()["error"]})
-    assert not_ready.json()["checks"]["catalog"] == "down"
+    assert not_ready.json()["status"] == "not ready" and not_ready.json()["checks"] == {"nats": False}
+
+
+@pytest.mark.parametrize("settings_overrides", [{"redis_url": f"redis://127.0.0.1:{free_port()}/0"}])
+async def test_redis_down_is_degraded_never_not_ready(stack: Stack) -> None:
+    async with stack.http() as http:
+        ready = await http.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {
+        "status": "degraded",
+        "checks": {"nats": True},
+        "optional": {"redis": False},
+        "phase": "serving",
+    }
 
 
 async def test_metrics_count_requests_tokens_and_first_tokens(stack: Stack) -> None:

@@ -44,6 +44,9 @@ async def test_python_m_gateway_serves_and_exits_zero_on_sigterm(
                 pass
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             assert (await http.get("/healthz")).json() == {"status": "ok"}
+            ready = await http.get("/readyz")
+            assert ready.status_code == 200
+            assert ready.json() == {"status": "ready", "checks": {"nats": True}, "optional": {}, "phase": "serving"}
             unauthorized = await http.get("/v1/models")
         assert unauthorized.status_code == 401
         proc.send_signal(signal.SIGTERM)

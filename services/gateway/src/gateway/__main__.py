@@ -1,26 +1,30 @@
-"""``python -m gateway``: serve the gateway with uvicorn (uvloop, httptools). SIGTERM/SIGINT stop
-accepting connections, let open streams finish (up to ``GATEWAY_DRAIN_TIMEOUT_S``), then close.
-Request headers are bounded in size and time (:mod:`gateway.httpguard`)."""
+"""``python -m gateway``: serve the gateway with uvicorn (uvloop, httptools) until SIGTERM/SIGINT, then
+stop accepting connections, let open streams finish (up to ``GATEWAY_DRAIN_TIMEOUT_S``), close, exit 0.
+Request headers are bounded in size and time (:mod:`gateway.httpguard`).
+
+The start-up and the signals are every service's (:func:`servicekit.runtime.run_service`). The one
+difference: the gateway is an HTTP server, so the service it runs is uvicorn's
+(:func:`servicekit.runtime.serving_uvicorn`, which leaves the signals to the helper), and its event
+loop is the one uvicorn is configured with (``loop="uvloop"``), named once here.
+"""
 
 from __future__ import annotations
 
-import signal
+import sys
 
 import uvicorn
 
-from servicekit.runtime import freeze_startup_heap
-from servicekit.telemetry import setup_logging
+from servicekit.runtime import run_service, serving_uvicorn
 
 from .app import create_app
 from .httpguard import guarded_protocol
 from .settings import GatewaySettings
 
 
-def main() -> None:
+def main() -> int:
     settings = GatewaySettings()
-    setup_logging(settings.log_level)
     config = uvicorn.Config(
-        create_app(settings, on_ready=freeze_startup_heap),
+        create_app(settings),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
@@ -30,12 +34,8 @@ def main() -> None:
         timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
         lifespan="on",
     )
-    # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal under the handler it found at start;
-    # a no-op handler there makes a drained gateway exit 0 instead of dying of the signal.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
-    uvicorn.Server(config).run()
+    return run_service("gateway", settings, lambda: serving_uvicorn(config), loop_factory=config.get_loop_factory())
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,17 +1,20 @@
-"""Health: ``/healthz`` (the process is alive), ``/readyz`` (its dependencies answer), ``/metrics``."""
+"""Health: ``/healthz`` (the process is alive), ``/readyz`` (it can serve), ``/metrics``.
+
+The gateway answers these on its API port with FastAPI routes; the body of ``/readyz`` is the one
+every service answers (:mod:`servicekit.health`).
+"""
 
 from __future__ import annotations
 
-import asyncio
+from typing import Any
 
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from contracts import ErrorInfo, ListModelsReply, ListModelsRequest
+from servicekit.health import Check, Health, nats_answers
 
 from ..deps import CtxDep
 from ..errors import JSONResponse
-from ..rpc import call
 
 router = APIRouter()
 
@@ -23,37 +26,27 @@ async def healthz() -> JSONResponse:
 
 @router.get("/readyz", include_in_schema=False)
 async def readyz(ctx: CtxDep) -> JSONResponse:
-    """Ready when NATS is connected, Redis (if configured) pings, and the catalog answers."""
-    checks: dict[str, str] = {"nats": "ok" if ctx.nc.is_connected else "down"}
+    """Ready while NATS answers a round trip; Redis (when configured) is optional: without it rate
+    limits are counted in this process (``degraded``, still 200).
+
+    The catalog and billing are not checked here: each has a readiness probe of its own, and a gateway
+    taken out of service with them would turn their outage into connection errors at the load
+    balancer instead of the gateway's own 503 answers (or, for a known key, its stale-while-unreachable
+    cache).
+    """
+    optional: dict[str, Check] = {}
     if ctx.redis is not None:
-        try:
-            async with asyncio.timeout(ctx.settings.rpc_timeout_s):
-                await ctx.redis.ping()
-            checks["redis"] = "ok"
-        except Exception:
-            checks["redis"] = "down"
-    if checks["nats"] == "ok":
-        assert ctx.rpc is not None
-        try:
-            # Any well-formed answer (even an error about an unknown user) proves the catalog is serving.
-            await call(
-                ctx.rpc,
-                ctx.subjects.catalog_models_list,
-                ListModelsRequest(user_id="readiness-probe"),
-                ListModelsReply,
-                ctx.settings.rpc_timeout_s,
-                "catalog",
-            )
-            checks["catalog"] = "ok"
-        except Exception:
-            checks["catalog"] = "down"
-    else:
-        checks["catalog"] = "unknown"
-    if all(v == "ok" for v in checks.values()):
-        return JSONResponse({"status": "ready", "checks": checks})
-    down = ", ".join(k for k, v in checks.items() if v != "ok")
-    info = ErrorInfo(status=503, type="server_error", message=f"Not ready: {down}.", code="service_unavailable")
-    return JSONResponse({**info.envelope(), "checks": checks}, status_code=503)
+        redis = ctx.redis
+
+        async def redis_answers() -> bool:
+            return bool(await redis.ping())
+
+        optional["redis"] = redis_answers
+    health = Health({"nats": lambda: nats_answers(ctx.nc)}, optional=optional, metrics=ctx.metrics.render)
+    health.phase = "serving"  # the routes answer only between the lifespan's start-up and shutdown
+    readiness = await health.readiness()
+    body: dict[str, Any] = readiness.body()
+    return JSONResponse(body, status_code=readiness.http_status)
 
 
 @router.get("/metrics", include_in_schema=False)
