@@ -251,7 +251,7 @@ spec:
             periodSeconds: 10
             timeoutSeconds: 3
             failureThreshold: 3
-          # Ready only while NATS, the database and Redis (where the service uses them) answer.
+          # Ready only while NATS and (billing, catalog) the database answer; Redis is optional, never a check.
           readinessProbe:
             httpGet: {path: {{ $svc.readinessPath }}, port: http}
             periodSeconds: 5
