@@ -48,7 +48,7 @@ typecheck: install ## mypy over every package
 bench: install ## Benchmarks: added latency and throughput next to the fake LLM called directly
 	$(PY) -m bench
 
-contracts: install ## Regenerate the committed contract schemas
+contracts: install ## Regenerate the committed contract schemas and the AsyncAPI document (libs/contracts/asyncapi.json)
 	$(PY) -m contracts.snapshot --write
 
 helm-lint: install ## Lint and render the Helm chart (helm if on PATH, else Helm's library from the dev deps)
