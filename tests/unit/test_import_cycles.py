@@ -25,12 +25,6 @@ PACKAGES: dict[str, Path] = {
     p.name: p for p in sorted(ROOT.glob("*/*/src/*")) if p.is_dir() and (p / "__init__.py").exists()
 }
 
-#: Cycles being removed by work in progress elsewhere, each with its reason. A listed cycle may
-#: disappear (that is the point); nothing else may appear. Keep this empty when you can.
-KNOWN: dict[frozenset[str], str] = {
-    frozenset({"billing.app", "billing.health"}): "the health server is moving out of billing.app (issue #9)",
-}
-
 
 def module_name(package: str, path: Path) -> str:
     rel = path.relative_to(PACKAGES[package].parent).with_suffix("")
@@ -144,5 +138,5 @@ def test_the_graph_sees_imports_wherever_they_stand(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("package", sorted(PACKAGES))
 def test_no_import_cycles(package: str) -> None:
-    found = [c for c in cycles(graph(package)) if frozenset(c) not in KNOWN]
+    found = cycles(graph(package))
     assert not found, f"{package} has import cycles: {found}"
