@@ -108,4 +108,5 @@ def running_stack(
     finally:
         stack.stop()
         asyncio.run(_drop_databases(postgres_url, dbs))
-        asyncio.run(_delete_streams(nats_url, namespace))
+        if nats_url != "embedded":  # an embedded server's store goes with its run directory
+            asyncio.run(_delete_streams(nats_url, namespace))

@@ -39,6 +39,8 @@ class FakeNats:
 
     responder: Callable[[str, dict[str, Any]], Any] = lambda s, p: AdminReply(status=200, body={"ok": True})
     sent: list[Sent] = field(default_factory=list)
+    is_connected: bool = True
+    is_closed: bool = False
 
     async def request(
         self, subject: str, payload: bytes = b"", timeout: float = 0.5, headers: dict[str, str] | None = None

@@ -64,6 +64,12 @@ class Subjects:
         return self._stream("RUNS")
 
     @property
+    def run_events_stream(self) -> str:
+        """Every run's events, kept briefly (file storage): a gateway that missed some — a NATS restart,
+        a reconnect — reads them again from here."""
+        return self._stream("RUN_EVENTS")
+
+    @property
     def runs_consumer(self) -> str:
         """The one durable pull consumer every runner shares."""
         return "runners"

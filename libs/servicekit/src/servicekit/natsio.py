@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import nats
 from nats.aio.client import Client
@@ -18,21 +19,54 @@ from contracts import Subjects
 log = logging.getLogger(__name__)
 
 
-async def connect(url: str, name: str) -> Client:
-    """Connect with reconnects forever (a service outlives a NATS restart)."""
+#: How long the events of a run stay readable after they were published (RUN_EVENTS).
+RUN_EVENTS_MAX_AGE_S = 120.0
+#: RUN_EVENTS holds at most this much; the oldest events go first.
+RUN_EVENTS_MAX_BYTES = 1024**3
+
+
+async def connect(url: str, name: str, *, on_reconnected: Callable[[], Awaitable[None]] | None = None) -> Client:
+    """Connect with reconnects forever (a service outlives a NATS restart); ``on_reconnected`` runs
+    after every reconnect (core subscriptions are already renewed then)."""
     return await nats.connect(
         servers=[u.strip() for u in url.split(",")],
         name=name,
         max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
+        reconnect_time_wait=0.25,
         connect_timeout=5,
+        reconnected_cb=on_reconnected,
     )
+
+
+async def wait_connected(nc: Client, timeout_s: float) -> bool:
+    """Whether ``nc`` is connected, waiting up to ``timeout_s`` while it reconnects (a NATS restart
+    takes a second or two: a request made meanwhile waits for it rather than failing at once)."""
+    if nc.is_connected:
+        return True
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    # nats-py has no awaitable "connected again"; this polls only while the connection is down.
+    while not nc.is_connected and not nc.is_closed and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    return nc.is_connected
 
 
 def stream_configs(subjects: Subjects, *, usage_replicas: int = 1) -> list[StreamConfig]:
     """The JetStream streams of one namespace. RUNS buffers bursts (work queue, dedupe by run id);
-    USAGE is money (file storage, dedupe window, long retention: billing acks after its commit)."""
+    USAGE is money (file storage, dedupe window, long retention: billing acks after its commit);
+    RUN_EVENTS keeps every run's events for a short while (file storage, so they outlive a NATS
+    restart), where a gateway reads again what it missed. Runners publish events on core NATS: the
+    stream captures them without a publish acknowledgement on the per-token path."""
     return [
+        StreamConfig(
+            name=subjects.run_events_stream,
+            subjects=[subjects.run_events_all],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=RUN_EVENTS_MAX_AGE_S,
+            max_bytes=RUN_EVENTS_MAX_BYTES,
+            discard=DiscardPolicy.OLD,
+        ),
         StreamConfig(
             name=subjects.runs_stream,
             subjects=[subjects.run_request],

@@ -30,6 +30,7 @@ from .preadmit import PreAdmissions
 from .ratelimit import RateLimiter
 from .routes import chat, health, models
 from .rpc import nats_requester
+from .runs import recover_all
 from .settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,13 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
         if not isinstance(trace.get_tracer_provider(), TracerProvider):
             setup_tracing("gateway", settings.otlp_endpoint)
         subjects = Subjects(settings.nats_namespace)
-        nc = await connect(settings.nats_url, "gateway")
+
+        async def on_reconnected() -> None:
+            # Core subscriptions are renewed; what they missed meanwhile is in RUN_EVENTS.
+            reading = recover_all()
+            log.warning("reconnected to NATS: %d open runs read their events again", reading)
+
+        nc = await connect(settings.nats_url, "gateway", on_reconnected=on_reconnected)
         redis = None
         try:
             js = nc.jetstream()
@@ -53,7 +60,7 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
                 from redis.asyncio import Redis
 
                 redis = Redis.from_url(settings.redis_url)
-            rpc = nats_requester(nc)
+            rpc = nats_requester(nc, settings.nats_reconnect_wait_s)
             auth = Authenticator(
                 rpc,
                 subjects,

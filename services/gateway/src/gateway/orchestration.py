@@ -38,6 +38,7 @@ from contracts import (
     utcnow,
 )
 from contracts.estimate import prompt_tokens_bound
+from servicekit.natsio import wait_connected
 
 from .context import GatewayContext
 from .errors import INSUFFICIENT_QUOTA, INVALID_REQUEST, GatewayError, RunStreamError
@@ -128,7 +129,9 @@ async def start_run(ctx: GatewayContext, principal: Principal, agent: AgentSnaps
             ctx.preadmitted.put_back(ahead, agent, max_out)  # type: ignore[union-attr]
         raise
 
-    run = RunStream(ctx.nc, ctx.subjects, run_id)
+    if not ctx.nc.is_connected and not await wait_connected(ctx.nc, settings.nats_reconnect_wait_s):
+        raise _queue_unavailable()
+    run = RunStream(ctx.nc, ctx.subjects, run_id, ctx.js)
     started = False
     try:
         await run.open()

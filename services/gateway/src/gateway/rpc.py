@@ -7,12 +7,14 @@ current trace context (W3C ``traceparent``), so catalog's and billing's spans jo
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import TYPE_CHECKING, TypeVar
 
 import nats.errors
 from pydantic import BaseModel, ValidationError
 
-from servicekit.natsio import trace_headers
+from servicekit.natsio import trace_headers, wait_connected
 
 from .auth import Requester
 from .errors import GatewayError, ServiceUnavailable
@@ -23,16 +25,38 @@ if TYPE_CHECKING:
 R = TypeVar("R", bound=BaseModel)
 
 
-def nats_requester(nc: Client) -> Requester:
+def nats_requester(nc: Client, reconnect_wait_s: float = 0.0) -> Requester:
     """A :data:`gateway.auth.Requester` over ``nc``: no responders, a timeout or a closed connection →
-    :class:`ServiceUnavailable`."""
+    :class:`ServiceUnavailable`.
+
+    A NATS restart is ridden out: while the connection is down, a request waits for it up to
+    ``reconnect_wait_s``; for as long again after a reconnect, "no responders" (the catalog or billing
+    not subscribed again yet) is retried rather than answered with a 503.
+    """
+    stats = getattr(nc, "stats", {})
+    seen = {"reconnects": stats.get("reconnects", 0), "at": -reconnect_wait_s}
+
+    def within_reconnect_window() -> bool:
+        now = time.monotonic()
+        reconnects = stats.get("reconnects", 0)
+        if reconnects != seen["reconnects"]:
+            seen["reconnects"], seen["at"] = reconnects, now
+        return now - seen["at"] < reconnect_wait_s
 
     async def request(subject: str, payload: bytes, timeout_s: float) -> bytes:
-        try:
-            msg = await nc.request(subject, payload, timeout=timeout_s, headers=trace_headers() or None)
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise ServiceUnavailable(subject) from exc
-        return msg.data
+        if not nc.is_connected and not await wait_connected(nc, reconnect_wait_s):
+            raise ServiceUnavailable(subject)
+        while True:
+            try:
+                msg = await nc.request(subject, payload, timeout=timeout_s, headers=trace_headers() or None)
+            except nats.errors.NoRespondersError as exc:
+                if within_reconnect_window():
+                    await asyncio.sleep(0.05)
+                    continue
+                raise ServiceUnavailable(subject) from exc
+            except (nats.errors.Error, TimeoutError) as exc:
+                raise ServiceUnavailable(subject) from exc
+            return msg.data
 
     return request
 

@@ -3,15 +3,23 @@
 Subscribe first, then publish the request, so no event can be missed. Events arrive on core NATS
 into a local queue; :meth:`RunStream.next` returns them in ``seq`` order or raises
 :class:`RunStreamError` (gap, bad event, idle timeout) or :class:`ClientGone` (the HTTP client left).
+
+Core NATS may lose events (a NATS server restart, a reconnect); every event is also kept for a while in
+the RUN_EVENTS stream. An event that arrives ahead of its turn, or a reconnect (:func:`recover_all`),
+makes the run read what the stream holds from its next ``seq`` on; events seen twice are dropped. Only
+what the stream does not hold either is an ``event_gap``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
 from contracts import RUN_EVENT, CancelRun, ErrorInfo, RunEvent, RunRequest, Subjects
@@ -25,7 +33,24 @@ if TYPE_CHECKING:
     from nats.aio.subscription import Subscription
     from nats.js import JetStreamContext
 
+log = logging.getLogger(__name__)
+
 _CLIENT_GONE = object()
+_RECOVER = object()
+#: Pauses between reads of RUN_EVENTS while an event is still missing (about 2 s in all).
+_RECOVER_RETRIES = (0.1, 0.3, 0.6, 1.0)
+#: Events read from RUN_EVENTS in one fetch.
+_RECOVER_BATCH = 256
+#: Every run open in this process, so a reconnect can make each read what it missed.
+_OPEN: weakref.WeakSet[RunStream] = weakref.WeakSet()
+
+
+def recover_all() -> int:
+    """Make every open run read again what RUN_EVENTS holds (after a reconnect); how many."""
+    runs = list(_OPEN)
+    for run in runs:
+        run.recover_soon()
+    return len(runs)
 
 
 def _stream_error(message: str, code: str, status: int = 500) -> RunStreamError:
@@ -35,12 +60,28 @@ def _stream_error(message: str, code: str, status: int = 500) -> RunStreamError:
 class RunStream:
     """The ordered event stream of one run."""
 
-    __slots__ = ("_expected", "_nc", "_queue", "_sub", "_subjects", "closed", "on_close", "run_id", "runner_id")
+    __slots__ = (
+        "__weakref__",
+        "_ahead",
+        "_expected",
+        "_js",
+        "_nc",
+        "_queue",
+        "_sub",
+        "_subjects",
+        "closed",
+        "on_close",
+        "run_id",
+        "runner_id",
+    )
 
-    def __init__(self, nc: Client, subjects: Subjects, run_id: str) -> None:
+    def __init__(self, nc: Client, subjects: Subjects, run_id: str, js: JetStreamContext | None = None) -> None:
         self._nc = nc
+        self._js = js
         self._subjects = subjects
         self.run_id = run_id
+        #: Events that arrived before their turn, by seq.
+        self._ahead: dict[int, RunEvent] = {}
         self._queue: asyncio.Queue[bytes | RunStreamError | object] = asyncio.Queue()
         self._sub: Subscription | None = None
         self._expected = 0
@@ -55,6 +96,11 @@ class RunStream:
 
     async def open(self) -> None:
         self._sub = await self._nc.subscribe(self._subjects.run_events(self.run_id), cb=self._on_msg)
+        _OPEN.add(self)
+
+    def recover_soon(self) -> None:
+        """Make :meth:`next` read what RUN_EVENTS holds before it waits again (after a reconnect)."""
+        self._queue.put_nowait(_RECOVER)
 
     async def publish(self, js: JetStreamContext, request: RunRequest | bytes, ack_wait_s: float) -> None:
         """Put the request (or its encoding) on the RUNS work queue (deduplicated by run id; carries the
@@ -68,7 +114,7 @@ class RunStream:
 
     def buffered(self) -> bool:
         """Whether another event (or the client's departure) is already waiting: :meth:`next` won't wait."""
-        return not self._queue.empty()
+        return self._expected in self._ahead or not self._queue.empty()
 
     def fail(self, info: ErrorInfo) -> None:
         """Wake :meth:`next` with a :class:`RunStreamError` (the run's runner was lost)."""
@@ -80,29 +126,87 @@ class RunStream:
 
     async def next(self, wait_s: float) -> RunEvent:
         """The next event in order; no event at all (heartbeats included) within ``wait_s`` is an error."""
-        try:
-            data = self._queue.get_nowait()
-        except asyncio.QueueEmpty:
+        while True:
+            if self._ahead:
+                ready = self._ahead.pop(self._expected, None)
+                if ready is not None:
+                    self._expected += 1
+                    return ready
             try:
-                async with asyncio.timeout(wait_s):
-                    data = await self._queue.get()
-            except TimeoutError:
-                raise _stream_error(f"The agent run sent nothing for {wait_s:g} s.", "run_timeout", 504) from None
-        if data is _CLIENT_GONE:
-            raise ClientGone
-        if isinstance(data, RunStreamError):
-            raise data
+                data = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                try:
+                    async with asyncio.timeout(wait_s):
+                        data = await self._queue.get()
+                except TimeoutError:
+                    raise _stream_error(f"The agent run sent nothing for {wait_s:g} s.", "run_timeout", 504) from None
+            if data is _CLIENT_GONE:
+                raise ClientGone
+            if isinstance(data, RunStreamError):
+                raise data
+            if data is _RECOVER:
+                await self._recover()
+                continue
+            try:
+                event = RUN_EVENT.validate_json(data)  # type: ignore[arg-type]
+            except ValidationError:
+                raise _stream_error("The agent run sent an invalid event.", "bad_event") from None
+            if event.seq == self._expected:
+                self._expected += 1
+                return event
+            if event.seq < self._expected:
+                continue  # seen already (read again from RUN_EVENTS)
+            # Ahead of its turn: core NATS lost the events between. The stream has them — or will in a
+            # moment, when JetStream has just restarted with the NATS server: ask it a few times.
+            self._ahead[event.seq] = event
+            for pause in _RECOVER_RETRIES:
+                await self._recover()
+                if self._expected in self._ahead:
+                    break
+                await asyncio.sleep(pause)
+            if self._expected not in self._ahead:
+                raise _stream_error(
+                    f"The agent run's events arrived out of order (expected {self._expected}, got {event.seq}).",
+                    "event_gap",
+                )
+
+    async def _recover(self) -> None:
+        """Read the run's events from RUN_EVENTS (from the next one on) into ``_ahead``."""
+        if self._js is None:
+            return
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=30.0,
+            mem_storage=True,
+        )
         try:
-            event = RUN_EVENT.validate_json(data)  # type: ignore[arg-type]
-        except ValidationError:
-            raise _stream_error("The agent run sent an invalid event.", "bad_event") from None
-        if event.seq != self._expected:
-            raise _stream_error(
-                f"The agent run's events arrived out of order (expected {self._expected}, got {event.seq}).",
-                "event_gap",
+            psub = await self._js.pull_subscribe(
+                self._subjects.run_events(self.run_id), stream=self._subjects.run_events_stream, config=config
             )
-        self._expected += 1
-        return event
+        except Exception:
+            log.warning("reading run %s's events again failed", self.run_id, exc_info=True)
+            return
+        try:
+            while True:
+                try:
+                    msgs = await psub.fetch(_RECOVER_BATCH, timeout=1.0)
+                except TimeoutError:
+                    break
+                for msg in msgs:
+                    try:
+                        event = RUN_EVENT.validate_json(msg.data)
+                    except ValidationError:
+                        continue
+                    if event.seq >= self._expected:
+                        self._ahead.setdefault(event.seq, event)
+                if len(msgs) < _RECOVER_BATCH:
+                    break
+        except Exception:
+            log.warning("reading run %s's events again failed", self.run_id, exc_info=True)
+        finally:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
 
     async def cancel(self, reason: str = "client_disconnected") -> None:
         """Tell the runner to stop (core NATS, best effort)."""
@@ -113,6 +217,7 @@ class RunStream:
         if self.closed:
             return
         self.closed = True
+        _OPEN.discard(self)
         if self.on_close is not None:
             self.on_close(self)
         if self._sub is not None:

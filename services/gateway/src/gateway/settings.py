@@ -42,6 +42,9 @@ class GatewaySettings(ServiceSettings):
     header_timeout_s: float = Field(default=10.0, gt=0, description="a request's headers must arrive within it: 408")
     redis_url: str | None = Field(default=None, validation_alias=shared("GATEWAY_", "REDIS_URL"))
     rpc_timeout_s: float = Field(default=2.0, gt=0, description="catalog and billing request/reply timeout")
+    nats_reconnect_wait_s: float = Field(
+        default=5.0, ge=0, description="while NATS reconnects (a restart), a new request waits this long for it"
+    )
     access_log: bool = Field(default=False)
     drain_timeout_s: float = Field(default=20.0, ge=0, description="SIGTERM: how long open streams may finish")
     preadmit_runs: int = Field(
