@@ -32,7 +32,6 @@ import re
 import secrets
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -61,9 +60,8 @@ IMAGES = ("fakellm", "catalog", "billing", "runner", "gateway")
 #: Host names compose resolves; none may be left in a process's environment here.
 COMPOSE_HOSTS = ("nats", "postgres", "redis", "jaeger", "fakellm")
 READY_TIMEOUT_S = 60.0
-#: How each may end on SIGTERM. The services exit 0 once drained (their ``__main__`` sees to it); the
-#: fake LLM keeps uvicorn's default: it shuts down, then re-raises the signal, so it dies of SIGTERM.
-CLEAN_EXIT = {name: {0} for name in IMAGES} | {"fakellm": {0, -signal.SIGTERM}}
+#: How each may end on SIGTERM: exit 0 once drained (each ``__main__`` sees to it).
+CLEAN_EXIT = {name: {0} for name in IMAGES}
 STOP_TIMEOUT_S = 20.0
 #: Variables of this process that would change what an install or an interpreter does.
 _NOT_INHERITED = re.compile(r"^(PYTHON\w*|VIRTUAL_ENV\w*|CONDA\w*)$")

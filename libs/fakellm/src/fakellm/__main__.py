@@ -34,8 +34,14 @@ def main() -> None:
         print(f"FAKELLM_READY {server.url}", flush=True)
         await serving
 
+    import signal
+
     import uvloop
 
+    # uvicorn shuts down on SIGTERM/SIGINT, then re-raises the signal under the handler it found at
+    # start: a no-op handler there makes a stopped fake LLM exit 0 instead of dying of the signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(run())
 
