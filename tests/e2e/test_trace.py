@@ -13,9 +13,7 @@ from tests.e2e.otlp import OtlpReceiver
 pytestmark = pytest.mark.e2e
 
 
-async def test_one_trace_spans_all_four_services(
-    e2e: StackHandle, client: Any, otlp_receiver: OtlpReceiver
-) -> None:
+async def test_one_trace_spans_all_four_services(e2e: StackHandle, client: Any, otlp_receiver: OtlpReceiver) -> None:
     agent = e2e.agent("openai")
     await e2e.fake.script(agent.model, [{"text": "Traced.", "usage": {"prompt_tokens": 4, "output_tokens": 2}}])
     trace_id = secrets.token_hex(16)

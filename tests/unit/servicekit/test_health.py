@@ -168,3 +168,13 @@ async def test_the_body_is_json_of_the_shape() -> None:
     status, ctype, body = await HealthApp(health).answer("GET", "/readyz")
     assert (status, ctype) == (503, "application/json")
     assert json.loads(body) == {"status": "not ready", "checks": {"nats": False}, "optional": {}, "phase": "starting"}
+
+
+async def test_liveness_fails_only_for_a_state_the_process_cannot_leave() -> None:
+    dead = {"loop": False}
+    health = Health({"nats": fails}, metrics=lambda: b"", alive=lambda: not dead["loop"], timeout_s=FAST)
+    app = HealthApp(health)
+    assert (await app.answer("GET", "/healthz"))[0] == 200  # NATS down: not ready, still alive
+    dead["loop"] = True
+    status, _, body = await app.answer("GET", "/healthz")
+    assert status == 503 and json.loads(body) == {"status": "dead"}

@@ -95,11 +95,18 @@ def _channels() -> list[Channel]:
             "runEvents",
             s.run_events(_RUN_ID),
             "The events of one run, in order (core NATS: a delta must not wait for a JetStream ack). "
-            "The gateway subscribes to one run's subject before it queues the run.",
+            "The gateway subscribes to one run's subject before it queues the run. The RUN_EVENTS stream "
+            "also keeps them briefly (file storage), so a gateway that missed some (a gap, a NATS restart) "
+            "reads them again.",
             "RunEvent",
             ("runner",),
             ("gateway",),
             headers="none",
+            jetstream={
+                "stream": s.run_events_stream,
+                "retention": "limits: 120 s, 1 GiB, the oldest dropped",
+                "consumer": "none standing: a gateway reads a run's events with a short-lived consumer when it missed some",
+            },
         ),
         Channel(
             "runCancel",

@@ -148,7 +148,9 @@ class Health:
 
     ``checks`` decide readiness; ``optional`` checks only make it degraded; ``facts`` go into the body
     and ``degraded(facts)`` may say the service needs an operator. The service sets :attr:`phase`:
-    ``"serving"`` once it answers, ``"draining"`` as it begins to stop.
+    ``"serving"`` once it answers, ``"draining"`` as it begins to stop. ``alive`` (liveness, ``/healthz``)
+    is false only for a state the process cannot leave by itself — a loop that died — so that the
+    orchestrator restarts it; a dependency that is down is a readiness matter, never a liveness one.
     """
 
     def __init__(
@@ -159,6 +161,7 @@ class Health:
         optional: Mapping[str, Check] | None = None,
         facts: Mapping[str, Fact] | None = None,
         degraded: Callable[[Mapping[str, Any]], bool] | None = None,
+        alive: Callable[[], bool] | None = None,
         timeout_s: float = CHECK_TIMEOUT_S,
     ) -> None:
         clash = _RESERVED & set(facts or {})
@@ -170,6 +173,7 @@ class Health:
         self.metrics = metrics
         self.phase: Phase = "starting"
         self._degraded = degraded
+        self.alive = alive or (lambda: True)
         self._timeout_s = timeout_s
 
     async def readiness(self) -> Readiness:
@@ -197,6 +201,8 @@ class HealthApp:
         if method not in ("GET", "HEAD"):
             return 405, _JSON, b'{"error":"method not allowed"}'
         if path == "/healthz":
+            if not self.health.alive():
+                return 503, _JSON, b'{"status":"dead"}'
             return 200, _JSON, b'{"status":"ok"}'
         if path == "/readyz":
             readiness = await self.health.readiness()

@@ -53,6 +53,9 @@ class BillingApp:
             {"nats": lambda: nats_answers(self.nc), "database": self.check_database},
             facts={"dead_letters": self.count_dead_letters},
             degraded=lambda facts: bool(facts["dead_letters"]),
+            # A USAGE consumer that died does not come back by itself: /healthz fails, and the
+            # orchestrator (Kubernetes, make run's supervisor) restarts the process.
+            alive=lambda: self.consumer is None or not self.consumer.crashed,
             metrics=self.metrics.render,
         )
 

@@ -104,7 +104,7 @@ class UsageConsumer:
         try:
             await self._loop(sub)
         except BaseException:
-            self.crashed = True  # /readyz reports it, so the orchestrator restarts the process
+            self.crashed = True  # /healthz (liveness) fails, so the orchestrator restarts the process
             raise
         finally:
             await sub.unsubscribe()
