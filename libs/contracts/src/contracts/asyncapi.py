@@ -105,7 +105,7 @@ def _channels() -> list[Channel]:
             jetstream={
                 "stream": s.run_events_stream,
                 "retention": "limits: 120 s, 1 GiB, the oldest dropped",
-                "consumer": "none standing: a gateway reads a run's events with a short-lived consumer when it missed some",
+                "consumer": "none standing: a gateway that missed events reads them with a short-lived consumer",
             },
         ),
         Channel(
