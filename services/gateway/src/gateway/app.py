@@ -32,6 +32,7 @@ from .routes import chat, health, models
 from .rpc import nats_requester
 from .runs import recover_all
 from .settings import GatewaySettings
+from .shedding import LoadShedMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -150,5 +151,6 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(admin_router)
-    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
+    app.add_middleware(LoadShedMiddleware, metrics=metrics, max_in_flight=settings.max_in_flight)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics)  # outermost: shed requests are counted too
     return app

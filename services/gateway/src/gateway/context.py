@@ -41,6 +41,8 @@ class GatewayContext:
     rpc: Requester | None = None
     #: Runs admitted ahead of time (None: every request is admitted on its own).
     preadmitted: PreAdmissions | None = None
+    #: Runs queued (or being admitted) whose runner has not said ``started`` yet.
+    runs_starting: int = 0
     #: Which runners are alive (None: no watch; the idle timeout alone notices a dead runner).
     fleet: RunnerWatch | None = None
     #: Publishes a run's ``RunClosed`` (to release the hold of a run that was never queued).

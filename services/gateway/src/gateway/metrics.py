@@ -27,6 +27,28 @@ class Metrics:
         self.open_streams = Gauge("gateway_open_streams", "Streaming responses open now", registry=self.registry)
         self.tokens = Counter("gateway_tokens", "Tokens of completed runs", ["kind"], registry=self.registry)
         self.runs = Counter("gateway_runs", "Runs by outcome", ["outcome"], registry=self.registry)
+        self.in_flight = Gauge(
+            "gateway_requests_in_flight",
+            "API requests being handled now (open streams included)",
+            registry=self.registry,
+        )
+        self.runs_starting = Gauge(
+            "gateway_runs_starting",
+            "Runs admitted or queued and not started by a runner yet: the run queue as this gateway sees it",
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "gateway_run_queue_wait_seconds",
+            "From queueing a run to its runner's first event (an autoscaler's signal for runners)",
+            buckets=TTFT_BUCKETS,
+            registry=self.registry,
+        )
+        self.shed = Counter(
+            "gateway_requests_shed",
+            "Requests refused at once because the gateway is at a limit",
+            ["limit"],
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

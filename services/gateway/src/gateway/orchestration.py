@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
@@ -41,9 +42,10 @@ from contracts.estimate import prompt_tokens_bound
 from servicekit.natsio import wait_connected
 
 from .context import GatewayContext
-from .errors import INSUFFICIENT_QUOTA, INVALID_REQUEST, GatewayError, RunStreamError
+from .errors import INSUFFICIENT_QUOTA, INVALID_REQUEST, SERVER, GatewayError, RunStreamError
 from .rpc import call
 from .runs import RunStream
+from .shedding import RETRY_AFTER_S
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,15 @@ async def start_run(ctx: GatewayContext, principal: Principal, agent: AgentSnaps
         raise GatewayError.unavailable(
             "No agent runner is available right now; try again shortly.", "no_capacity", retry_after_s=2
         )
+    if ctx.runs_starting >= settings.max_runs_starting:
+        ctx.metrics.shed.labels("runs_starting").inc()
+        raise GatewayError.of(
+            503,
+            f"{ctx.runs_starting} runs are already waiting for an agent runner; try again shortly.",
+            SERVER,
+            "overloaded",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
     max_out = max_output_tokens(spec.max_tokens, agent, settings.default_max_output_tokens)
     prompt = prompt_tokens_bound(
         spec.messages, model=agent.model, instructions=agent.instructions, tools=len(agent.tools)
@@ -133,6 +144,9 @@ async def start_run(ctx: GatewayContext, principal: Principal, agent: AgentSnaps
         raise _queue_unavailable()
     run = RunStream(ctx.nc, ctx.subjects, run_id, ctx.js)
     started = False
+    ctx.runs_starting += 1
+    ctx.metrics.runs_starting.inc()
+    queued_at = time.perf_counter()
     try:
         await run.open()
         if ahead is not None:
@@ -150,8 +164,11 @@ async def start_run(ctx: GatewayContext, principal: Principal, agent: AgentSnaps
             ctx.preadmitted.refill(principal.user_id, agent, max_out, prompt)
         first = await _first_event(ctx, run)
         started = True
+        ctx.metrics.queue_wait.observe(time.perf_counter() - queued_at)
         return StartedRun(run_id=run_id, stream=run, first=first, streaming=bool(streaming))
     finally:
+        ctx.runs_starting -= 1
+        ctx.metrics.runs_starting.dec()
         if not started:
             await run.close()
 

@@ -23,6 +23,12 @@ class GatewaySettings(ServiceSettings):
         default=None, validation_alias=AliasChoices("GATEWAY_ADMIN_TOKEN", "ADMIN_TOKEN", "admin_token")
     )
     queue_timeout_s: float = Field(default=10.0, gt=0, description="no `started` event within it: 503")
+    max_in_flight: int = Field(
+        default=10_000, ge=1, description="API requests handled at once (open streams included): 503 above"
+    )
+    max_runs_starting: int = Field(
+        default=1_000, ge=1, description="runs waiting for a runner at once: 503 with Retry-After above"
+    )
     runner_lost_s: float = Field(
         default=3.0, gt=0, description="a runner heard from and then silent this long is lost: its streams fail"
     )
