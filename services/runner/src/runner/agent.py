@@ -25,6 +25,7 @@ from contracts import (
     RunClosed,
     RunCompleted,
     RunFailed,
+    RunProgress,
     RunRequest,
     RunStarted,
     TokenUsage,
@@ -141,6 +142,18 @@ class _PendingCall:
     arguments: list[str] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class _InFlight:
+    """The model call under way, as far as it has got: what the run's heartbeat reports (read from
+    another task, so it lives on the run, not in the call's locals)."""
+
+    index: int  # its call index: the number of calls recorded before it
+    chars: int  # characters of the prompt sent
+    deltas: int = 0  # text, reasoning and tool-argument deltas received
+    reported: TokenUsage | None = None  # what the provider reported so far
+    finish: str | None = None
+
+
 @dataclass
 class _CallResult:
     text: str
@@ -186,6 +199,7 @@ class AgentRun:
         #: Provider blocks to send back with the assistant message at that conversation position.
         self.extras: dict[int, list[dict[str, Any]]] = {}
         self.status: Status_ = "failed"
+        self._call: _InFlight | None = None
 
     def admitted(self, reservation_id: str | None) -> None:
         """The go-ahead of a run queued before its admission: bill under ``reservation_id``; its
@@ -199,6 +213,30 @@ class AgentRun:
     @property
     def total(self) -> TokenUsage:
         return usage_mod.total(self.usages)
+
+    def progress(self) -> RunProgress:
+        """How far the run has got, for the runner's heartbeat: the model call in flight (if any) and
+        what would be recorded for it if it stopped now (the same usage a cancel records). Reads only
+        what the loop keeps anyway; nothing on the per-token path."""
+        req = self.request
+        call = self._call
+        recorded = len(self.usages)
+        # Once the call's usage is recorded (appended), it is no longer in flight.
+        in_flight = call is not None and call.index == recorded
+        conn = self.connection
+        return RunProgress(
+            run_id=req.run_id,
+            user_id=req.caller.user_id,
+            agent_id=req.agent.id,
+            reservation_id=req.reservation_id,
+            conversation_id=req.conversation_id,
+            provider=conn.kind if conn is not None else req.agent.provider,
+            connection=conn.name if conn is not None else "",
+            model=req.agent.model,
+            call_index=recorded if in_flight else None,
+            calls_recorded=recorded,
+            usage=_usage_so_far(call) if call is not None and in_flight else TokenUsage(),
+        )
 
     # --- the run ----------------------------------------------------------------------------------
     async def execute(self) -> Status_:
@@ -315,9 +353,8 @@ class AgentRun:
         emit = self.emitter.emit
         text: list[str] = []
         calls: dict[int, _PendingCall] = {}
-        reported: TokenUsage | None = None
-        finish: str | None = None
-        deltas = 0
+        # The call's progress lives on the run (the heartbeat reads it): one counter per delta.
+        p = self._call = _InFlight(len(self.usages), chars)
         attributes = {
             "gen_ai.operation.name": "chat",
             "gen_ai.provider.name": self.connection.kind,
@@ -330,12 +367,12 @@ class AgentRun:
                         if not self._first_output and not isinstance(c, UsageChunk | FinishChunk | OpaqueBlock):
                             self._output_started()
                         if isinstance(c, TextChunk):
-                            deltas += 1
+                            p.deltas += 1
                             text.append(c.text)
-                            await emit(TextDelta, flush=deltas == 1, delta=c.text)
+                            await emit(TextDelta, flush=p.deltas == 1, delta=c.text)
                         elif isinstance(c, ReasoningChunk):
-                            deltas += 1
-                            await emit(ReasoningDelta, flush=deltas == 1, delta=c.text)
+                            p.deltas += 1
+                            await emit(ReasoningDelta, flush=p.deltas == 1, delta=c.text)
                         elif isinstance(c, ToolCallChunk):
                             pending = calls.get(c.index)
                             if pending is None:
@@ -349,38 +386,39 @@ class AgentRun:
                                 started = {"index": pending.index, "call_id": pending.id, "name": pending.name}
                                 await emit(ToolCallStarted, flush=True, **started)
                             if c.arguments:
-                                deltas += 1
+                                p.deltas += 1
                                 pending.arguments.append(c.arguments)
                                 await emit(ToolCallArgumentsDelta, index=pending.index, delta=c.arguments)
                         elif isinstance(c, UsageChunk):
-                            reported = usage_mod.merge(reported, c.usage)
+                            p.reported = usage_mod.merge(p.reported, c.usage)
                         elif isinstance(c, FinishChunk):
-                            finish = c.reason
+                            p.finish = c.reason
                         elif isinstance(c, OpaqueBlock):
                             opaque.append(c.block)
             except ProviderError as exc:
                 span.set_status(Status(StatusCode.ERROR, "provider_error"))
-                if deltas == 0:
+                if p.deltas == 0:
+                    self._call = None  # refused before any output: nothing to bill
                     raise provider_failed(exc.message) from None
-                await self._record(span, self._estimate(chars, deltas, reported), True, "incomplete")
+                await self._record(span, self._estimate(chars, p.deltas, p.reported), True, "incomplete")
                 raise stream_broken(exc.message) from None
             except StreamBroken as exc:
                 span.set_status(Status(StatusCode.ERROR, "stream_broken"))
-                await self._record(span, self._estimate(chars, deltas, reported), True, "incomplete")
+                await self._record(span, self._estimate(chars, p.deltas, p.reported), True, "incomplete")
                 raise stream_broken(str(exc)) from None
             except asyncio.CancelledError:
-                final = reported is not None and finish is not None and reported.total_tokens > 0
-                if final:
-                    assert reported is not None
-                    await self._record(span, reported, False, "cancelled")
+                if _final(p):
+                    assert p.reported is not None
+                    await self._record(span, p.reported, False, "cancelled")
                 else:
-                    await self._record(span, self._estimate(chars, deltas, reported), True, "cancelled")
+                    await self._record(span, self._estimate(chars, p.deltas, p.reported), True, "cancelled")
                 raise
+            reported = p.reported
             if reported is not None and reported.total_tokens > 0:
                 await self._record(span, reported, False, "normal")
             else:
                 # The provider sent no usage: count it ourselves rather than bill nothing.
-                await self._record(span, self._estimate(chars, deltas, reported), True, "incomplete")
+                await self._record(span, self._estimate(chars, p.deltas, p.reported), True, "incomplete")
         ordered = [calls[k] for k in sorted(calls)]
         if opaque:
             self.extras[len(self.conversation)] = opaque
@@ -395,7 +433,7 @@ class AgentRun:
                 or None,
             )
         )
-        return _CallResult(text="".join(text), tool_calls=ordered, finish=finish)
+        return _CallResult(text="".join(text), tool_calls=ordered, finish=p.finish)
 
     def _output_started(self) -> None:
         self._first_output = True
@@ -485,3 +523,17 @@ class AgentRun:
                 log.warning("tool %s raised %s", call.name, type(exc).__name__, exc_info=True)
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 return f"Error: the tool failed ({type(exc).__name__})", True
+
+
+def _final(call: _InFlight) -> bool:
+    """The provider has sent the call's final usage (and its finish): bill that, not an estimate."""
+    return call.reported is not None and call.finish is not None and call.reported.total_tokens > 0
+
+
+def _usage_so_far(call: _InFlight) -> TokenUsage:
+    """What a cancel now would record for ``call``: the provider's final usage once it came, else the
+    estimate (prompt ≈ chars / 4 unless the provider said, output = deltas received)."""
+    if _final(call):
+        assert call.reported is not None
+        return call.reported
+    return AgentRun._estimate(call.chars, call.deltas, call.reported)

@@ -3,8 +3,9 @@
 ``create_app(settings)`` builds a :class:`RunnerApp`; ``python -m runner`` runs one and the integration
 tests start one in-process (``async with create_app(settings): …``). Start opens, in order, the health
 server (so ``/healthz`` answers through start-up), the provider clients and NATS (streams, the RUNS
-consumer, the cancel subscription); stop drains runs and closes them in reverse. The runner has no
-database and no Redis: ``/readyz`` checks NATS only (:mod:`servicekit.health`).
+consumer, the cancel subscription), then the fleet heartbeat (:mod:`runner.fleet`); stop drains runs
+(heartbeats go on meanwhile), sends a last, empty heartbeat and closes the rest in reverse. The runner
+has no database and no Redis: ``/readyz`` checks NATS only (:mod:`servicekit.health`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from servicekit.natsio import connect
 
 from .agent import RunConfig
 from .connections import load_connections
+from .fleet import Heartbeat
 from .metrics import Metrics
 from .providers import Provider, build_provider
 from .settings import RunnerSettings
@@ -55,6 +57,7 @@ class RunnerApp:
         self.runner_id = settings.runner_id or f"{socket.gethostname()}-{os.getpid()}"
         self.nc: Client | None = None
         self.worker: Worker | None = None
+        self.heartbeat: Heartbeat | None = None
         self.health = Health({"nats": lambda: nats_answers(self.nc)}, metrics=self.metrics.render)
         self._health_server: HealthServer | None = None
         self._providers: dict[str, Provider] = {}
@@ -106,6 +109,10 @@ class RunnerApp:
             tracer=self.tracer,
         )
         await self.worker.start()
+        self.heartbeat = Heartbeat(
+            self.nc, self.subjects.runner_heartbeat, self.runner_id, s.fleet_heartbeat_s, self.worker.progress
+        )
+        self.heartbeat.start()
         self.health.phase = "serving"
         log.info("runner %s started (concurrency %d)", self.runner_id, s.concurrency)
 
@@ -113,8 +120,11 @@ class RunnerApp:
         """Drain: stop fetching, let runs finish up to ``drain_s``, cancel the rest, close."""
         self.health.phase = "draining"
         if self.worker is not None:
-            await self.worker.stop(self.settings.drain_s)
+            await self.worker.stop(self.settings.drain_s)  # the heartbeat goes on while runs drain
             self.worker = None
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
+            self.heartbeat = None
         if self.nc is not None and not self.nc.is_closed:
             await self.nc.drain()
         for provider in self._providers.values():

@@ -15,6 +15,13 @@ class RunnerSettings(ServiceSettings):
 
     concurrency: int = Field(default=64, ge=1, description="runs executed at once by this worker")
     heartbeat_s: float = Field(default=2.0, gt=0, description="send a heartbeat after this long without an event")
+    fleet_heartbeat_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=10,
+        description="how often the runner tells the fleet it is alive and how far its runs have got "
+        "(billing and gateways take it for dead after a few seconds of silence)",
+    )
     max_steps: int = Field(default=10, ge=1, description="model calls per run unless the agent or request says")
     drain_s: float = Field(default=30.0, ge=0, description="on SIGTERM, how long running runs may finish")
     ack_wait_s: float = Field(default=300.0, gt=0, description="RUNS consumer ack wait (we ack at start anyway)")

@@ -26,7 +26,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
-from contracts import CancelRun, ErrorInfo, RunAdmitted, RunClosed, RunFailed, RunRequest, Subjects
+from contracts import CancelRun, ErrorInfo, RunAdmitted, RunClosed, RunFailed, RunProgress, RunRequest, Subjects
 from servicekit.natsio import context_from_headers, ensure_streams
 
 from .agent import AgentRun, RunConfig
@@ -88,6 +88,9 @@ class Worker:
             nc, self._js, subjects, metrics, publish_timeout_s=publish_timeout_s, billing_timeout_s=billing_timeout_s
         )
         self._runs: dict[str, tuple[asyncio.Task[None], AgentRun]] = {}
+        #: Every run this worker has taken and not closed yet (waiting for its admission included):
+        #: what the runner's heartbeat reports.
+        self._taken: dict[str, AgentRun] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._cancelled: set[str] = set()
         self._early_cancels: OrderedDict[str, tuple[float, None]] = OrderedDict()
@@ -104,6 +107,10 @@ class Worker:
     @property
     def active(self) -> int:
         return len(self._tasks)
+
+    def progress(self) -> list[RunProgress]:
+        """How far each run taken here has got (for the heartbeat; see :mod:`runner.fleet`)."""
+        return [run.progress() for run in list(self._taken.values())]
 
     async def start(self) -> None:
         self._cancel_sub = await self._nc.subscribe(self._subjects.run_cancel_all, cb=self._on_cancel)
@@ -197,12 +204,20 @@ class Worker:
             metrics=self._metrics,
             tracer=self._tracer,
         )
-        if request.await_admission:
-            # Prepared above while billing decides; nothing is sent before the go-ahead.
-            admitted = await self._await_admission(request)
-            if admitted is None:
-                return
-            run.admitted(admitted.reservation_id)
+        self._taken[run_id] = run
+        try:
+            if request.await_admission:
+                # Prepared above while billing decides; nothing is sent before the go-ahead.
+                admitted = await self._await_admission(request)
+                if admitted is None:
+                    return
+                run.admitted(admitted.reservation_id)
+            await self._execute(msg, run)
+        finally:
+            self._taken.pop(run_id, None)
+
+    async def _execute(self, msg: Msg, run: AgentRun) -> None:
+        run_id, agent = run.request.run_id, run.request.agent
         current = asyncio.current_task()
         assert current is not None
         self._runs[run_id] = (current, run)  # type: ignore[assignment]
