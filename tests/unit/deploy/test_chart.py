@@ -489,3 +489,25 @@ def test_chart_script_renders_and_lints(capsys: pytest.CaptureFixture[str]) -> N
     runner = of_kind([d for d in yaml.safe_load_all(out) if d], "Deployment")["demo-runner"]
     assert runner["spec"]["replicas"] == 5
     assert run(["template"]) == 1  # the defaults alone name no database and no admin token
+
+
+def test_keda_scales_the_runner_on_the_run_queue_instead_of_cpu() -> None:
+    keda = {"enabled": True, "natsMonitoringEndpoint": "nats.nats:8222", "account": "$G", "pendingRunsPerReplica": 32}
+    runner = {"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 40, "keda": keda}}
+    docs = render(EXISTING, {"nats": {"namespace": "prod"}, "services": {"runner": runner}})
+    scaled = of_kind(docs, "ScaledObject")["sb-runner"]
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "sb-runner"
+    assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (2, 40)
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "nats-jetstream"
+    assert trigger["metadata"] == {
+        "natsServerMonitoringEndpoint": "nats.nats:8222",
+        "account": "$G",
+        "stream": "prod_RUNS",
+        "consumer": "runners",
+        "lagThreshold": "32",
+    }
+    assert of_kind(docs, "HorizontalPodAutoscaler") == {}  # KEDA makes its own
+    assert "replicas" not in of_kind(docs, "Deployment")["sb-runner"]["spec"]
+    assert of_kind(render(EXISTING), "ScaledObject") == {}  # off by default

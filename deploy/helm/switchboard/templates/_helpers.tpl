@@ -344,6 +344,35 @@ spec:
           averageUtilization: {{ .svc.autoscaling.targetCPUUtilizationPercentage }}
 {{- end -}}
 
+{{- /* KEDA instead of a CPU HPA (the runner): scale on the RUNS consumer's backlog, read from the
+NATS server's monitoring endpoint. Streams run I/O-bound, so CPU says little about a runner's load. */ -}}
+{{- define "switchboard.scaledobject" -}}
+{{- $keda := .svc.autoscaling.keda -}}
+{{- $ns := .root.Values.nats.namespace -}}
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: {{ include "switchboard.fullname" . }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "switchboard.labels" . | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ include "switchboard.fullname" . }}
+  minReplicaCount: {{ .svc.autoscaling.minReplicas }}
+  maxReplicaCount: {{ .svc.autoscaling.maxReplicas }}
+  triggers:
+    - type: nats-jetstream
+      metadata:
+        natsServerMonitoringEndpoint: {{ $keda.natsMonitoringEndpoint | quote }}
+        account: {{ $keda.account | quote }}
+        stream: {{ if $ns }}{{ printf "%s_RUNS" $ns | quote }}{{ else }}"RUNS"{{ end }}
+        consumer: "runners"
+        lagThreshold: {{ $keda.pendingRunsPerReplica | quote }}
+{{- end -}}
+
 {{- define "switchboard.pdb" -}}
 apiVersion: policy/v1
 kind: PodDisruptionBudget
