@@ -143,9 +143,10 @@ def _channels() -> list[Channel]:
             "usageRecorded",
             s.usage_recorded,
             "One model call's usage: money. JetStream (file storage); publishes are retried until stored, "
-            "billing acks only after its ledger commit.",
+            "billing acks only after its ledger commit. Billing sends it too, estimated, for the call in "
+            "flight on a runner that fell silent (same message id: the runner's own record wins).",
             "UsageRecorded",
-            ("runner",),
+            ("runner", "billing"),
             ("billing",),
             headers="jetstream",
             jetstream={
@@ -160,9 +161,10 @@ def _channels() -> list[Channel]:
             "usageRunClosed",
             s.usage_run_closed,
             "A run makes no more calls: billing releases what is left of its reservation. The runner sends "
-            "it when a run ends; the gateway for a run admitted ahead of time and never used.",
+            "it when a run ends; the gateway for a run admitted ahead of time and never used; billing for "
+            "the runs of a runner that fell silent.",
             "RunClosed",
-            ("runner", "gateway"),
+            ("runner", "gateway", "billing"),
             ("billing",),
             headers="jetstream",
             jetstream={

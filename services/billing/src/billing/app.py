@@ -1,5 +1,6 @@
 """Composition root: settings → NATS, the database (migrated), the price table, the ledger, handlers,
-the USAGE consumer, the reservation sweeper and the health server. Opened in that order, closed in reverse.
+the fleet watch (:mod:`billing.fleet`: a dead runner's calls billed, its runs closed), the USAGE
+consumer, the reservation sweeper and the health server. Opened in that order, closed in reverse.
 
 Health (:mod:`servicekit.health`, the same body as every service): ``/readyz`` checks NATS and the
 database (which includes a live USAGE consumer). Parked usage (``usage_dead_letters``, see
@@ -27,6 +28,7 @@ from .admitpath import AdmitPath
 from .consumer import UsageConsumer
 from .db import migrate, open_engine
 from .deadletters import DeadLetters
+from .fleet import FleetWatch
 from .handlers import register
 from .ledger import Ledger, Policy
 from .metrics import Metrics
@@ -47,6 +49,7 @@ class BillingApp:
         self.ledger: Ledger | None = None
         self.consumer: UsageConsumer | None = None
         self.dead_letters: DeadLetters | None = None
+        self.fleet: FleetWatch | None = None
         self.nc: Client | None = None
         self.metrics = Metrics(lambda: self.consumer)
         self.health = Health(
@@ -89,6 +92,8 @@ class BillingApp:
                     retry_delay_s=s.usage_retry_delay_s,
                     linger_s=s.usage_linger_s,
                 )
+                self.fleet = FleetWatch(nc, js, self.subjects, self.metrics.fleet, lost_after_s=s.runner_lost_s)
+                await self.fleet.start()
                 tasks = [
                     asyncio.create_task(self.consumer.run(), name="billing-usage"),
                     asyncio.create_task(self._sweep(), name="billing-sweep"),
@@ -105,6 +110,7 @@ class BillingApp:
                     self.health.phase = "draining"
                     for sub in subs:
                         await sub.unsubscribe()
+                    await self.fleet.stop()
                     self.consumer.stop()
                     # The consumer finishes (commits and acks) the batch in hand before it returns.
                     await asyncio.wait_for(asyncio.gather(tasks[0], return_exceptions=True), 10)

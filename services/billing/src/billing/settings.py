@@ -35,6 +35,12 @@ class BillingSettings(ServiceSettings):
     default_price_input: str = Field(default="6", description="USD/1M for models without a price (as LibreChat)")
     default_price_output: str = "6"
     reservation_ttl_s: float = Field(default=900.0, gt=0)
+    runner_lost_s: float = Field(
+        default=3.0,
+        gt=0,
+        description="a runner silent this long (its fleet heartbeat) is dead: its calls in flight are billed "
+        "from its last heartbeat and its runs closed, releasing their reservations",
+    )
     db_pool_size: int = Field(
         default=20, ge=1, le=500, description="database connections kept open (admissions beyond it wait for one)"
     )
