@@ -11,7 +11,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from billing.app import BillingApp
 from billing.settings import BillingSettings
@@ -19,10 +18,8 @@ from catalog.app import CatalogRuntime
 from catalog.settings import CatalogSettings
 from contracts import Subjects
 from gateway.admin import router as admin_router
-from gateway.auth import Authenticator
-from gateway.errors import install_exception_handlers
 from gateway.routes.models import router as models_router
-from gateway.rpc import nats_requester
+from tests.support.admin_app import admin_app
 
 pytestmark = pytest.mark.integration
 
@@ -45,24 +42,7 @@ async def stack(nats_client, nats_url: str, database_url: str, namespace: str) -
     )
     subjects = Subjects(namespace)
     async with catalog.running(), billing.running():
-        app = FastAPI()
-        install_exception_handlers(app)
-        app.include_router(admin_router)
-        app.include_router(models_router)
-        requester = nats_requester(nats_client)
-        app.state.ctx = SimpleNamespace(
-            settings=SimpleNamespace(
-                admin_token=ADMIN_TOKEN,
-                rpc_timeout_s=5.0,
-                default_rate_limit_per_minute=600,
-                admin_max_body_bytes=1024 * 1024,
-            ),
-            nc=nats_client,
-            rpc=requester,
-            subjects=subjects,
-            auth=Authenticator(requester, subjects),
-            rate_limiter=None,
-        )
+        app = admin_app(nats_client, subjects, ADMIN_TOKEN, rpc_timeout_s=5.0, routers=(admin_router, models_router))
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app),
             base_url="http://gw",

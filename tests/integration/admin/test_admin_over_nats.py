@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from contracts import (
     BILLING_QUEUE,
@@ -25,10 +24,7 @@ from contracts import (
     VerifyKeyReply,
     VerifyKeyRequest,
 )
-from gateway.admin import router
-from gateway.auth import Authenticator
-from gateway.errors import install_exception_handlers
-from gateway.rpc import nats_requester
+from tests.support.admin_app import admin_app
 
 pytestmark = pytest.mark.integration
 
@@ -129,22 +125,7 @@ async def setup(nats_client, namespace: str) -> AsyncIterator[SimpleNamespace]:
     ]
     await nats_client.flush()
 
-    app = FastAPI()
-    install_exception_handlers(app)
-    app.include_router(router)
-    app.state.ctx = SimpleNamespace(
-        settings=SimpleNamespace(
-            admin_token=ADMIN_TOKEN,
-            rpc_timeout_s=2.0,
-            default_rate_limit_per_minute=600,
-            admin_max_body_bytes=1024 * 1024,
-        ),
-        nc=nats_client,
-        rpc=nats_requester(nats_client),
-        subjects=subjects,
-        auth=Authenticator(nats_requester(nats_client), subjects),
-        rate_limiter=None,
-    )
+    app = admin_app(nats_client, subjects, ADMIN_TOKEN)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://gw",

@@ -9,15 +9,13 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from catalog.app import CatalogRuntime
 from catalog.settings import CatalogSettings
 from contracts import Subjects
-from gateway.admin import router
 from gateway.auth import Authenticator
-from gateway.errors import install_exception_handlers
 from gateway.rpc import nats_requester
+from tests.support.admin_app import admin_app
 
 pytestmark = pytest.mark.integration
 
@@ -33,22 +31,7 @@ async def admin(nats_client, nats_url: str, database_url: str, namespace: str) -
     auth = Authenticator(nats_requester(nats_client), subjects)
     runtime = CatalogRuntime(settings)
     async with runtime.running():
-        app = FastAPI()
-        install_exception_handlers(app)
-        app.include_router(router)
-        app.state.ctx = SimpleNamespace(
-            settings=SimpleNamespace(
-                admin_token=ADMIN_TOKEN,
-                rpc_timeout_s=5.0,
-                default_rate_limit_per_minute=600,
-                admin_max_body_bytes=1024 * 1024,
-            ),
-            nc=nats_client,
-            rpc=nats_requester(nats_client),
-            subjects=subjects,
-            auth=auth,
-            rate_limiter=None,
-        )
+        app = admin_app(nats_client, subjects, ADMIN_TOKEN, rpc_timeout_s=5.0, auth=auth)
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app),
             base_url="http://gw",

@@ -10,13 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from nats.errors import NoRespondersError
 
 from contracts import AdminReply, Principal, Subjects
-from gateway.admin import router
-from gateway.errors import GatewayError, install_exception_handlers
-from gateway.rpc import nats_requester
+from gateway.errors import GatewayError
+from tests.support.admin_app import admin_app
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 API_KEY = "sk-" + "ab" * 32
@@ -71,22 +69,7 @@ def subjects() -> Subjects:
 
 @pytest.fixture
 async def client(fake_nats: FakeNats, subjects: Subjects) -> AsyncIterator[httpx.AsyncClient]:
-    app = FastAPI()
-    install_exception_handlers(app)
-    app.include_router(router)
-    app.state.ctx = SimpleNamespace(
-        settings=SimpleNamespace(
-            admin_token=ADMIN_TOKEN,
-            rpc_timeout_s=1.0,
-            default_rate_limit_per_minute=600,
-            admin_max_body_bytes=1024 * 1024,
-        ),
-        nc=fake_nats,
-        rpc=nats_requester(fake_nats),  # type: ignore[arg-type]
-        subjects=subjects,
-        auth=FakeAuth(),
-        rate_limiter=None,
-    )
+    app = admin_app(fake_nats, subjects, ADMIN_TOKEN, rpc_timeout_s=1.0, auth=FakeAuth())
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://gw", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
