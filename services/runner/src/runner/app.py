@@ -10,6 +10,7 @@ has no database and no Redis: ``/readyz`` checks NATS only (:mod:`servicekit.hea
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -25,6 +26,7 @@ from servicekit.health import Health, HealthServer, nats_answers
 from servicekit.natsio import connect
 
 from .agent import RunConfig
+from .backpressure import LoopLag
 from .connections import load_connections
 from .fleet import Heartbeat
 from .metrics import Metrics
@@ -58,6 +60,7 @@ class RunnerApp:
         self.nc: Client | None = None
         self.worker: Worker | None = None
         self.heartbeat: Heartbeat | None = None
+        self._lag_task: asyncio.Task[None] | None = None
         self.health = Health({"nats": lambda: nats_answers(self.nc)}, metrics=self.metrics.render)
         self._health_server: HealthServer | None = None
         self._providers: dict[str, Provider] = {}
@@ -108,6 +111,9 @@ class RunnerApp:
             admission_wait_s=s.admission_wait_s,
             tracer=self.tracer,
         )
+        if s.busy_lag_s > 0:
+            self.worker.lag = LoopLag(busy_s=s.busy_lag_s, on_free=self.worker.refill)
+            self._lag_task = asyncio.create_task(self.worker.lag.run(), name="runner-loop-lag")
         await self.worker.start()
         self.heartbeat = Heartbeat(
             self.nc, self.subjects.runner_heartbeat, self.runner_id, s.fleet_heartbeat_s, self.worker.progress
@@ -119,6 +125,9 @@ class RunnerApp:
     async def stop(self) -> None:
         """Drain: stop fetching, let runs finish up to ``drain_s``, cancel the rest, close."""
         self.health.phase = "draining"
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            self._lag_task = None
         if self.worker is not None:
             await self.worker.stop(self.settings.drain_s)  # the heartbeat goes on while runs drain
             self.worker = None

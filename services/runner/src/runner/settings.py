@@ -13,7 +13,17 @@ class RunnerSettings(ServiceSettings):
 
     model_config = SettingsConfigDict(env_prefix="RUNNER_", extra="ignore", populate_by_name=True)
 
-    concurrency: int = Field(default=64, ge=1, description="runs executed at once by this worker")
+    concurrency: int = Field(
+        default=1024,
+        ge=1,
+        description="runs executed at once by this worker at most: streams wait on providers, so this is high and "
+        "the CPU limits (RUNNER_BUSY_LAG_S)",
+    )
+    busy_lag_s: float = Field(
+        default=0.05,
+        ge=0,
+        description="while the event loop lags more than this, the runner takes no new runs (0: slots alone decide)",
+    )
     heartbeat_s: float = Field(default=2.0, gt=0, description="send a heartbeat after this long without an event")
     fleet_heartbeat_s: float = Field(
         default=1.0,

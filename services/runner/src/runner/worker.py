@@ -30,6 +30,7 @@ from contracts import CancelRun, ErrorInfo, RunAdmitted, RunClosed, RunFailed, R
 from servicekit.natsio import context_from_headers, ensure_streams
 
 from .agent import AgentRun, RunConfig
+from .backpressure import LoopLag
 from .bus import NatsPorts
 from .connections import Connection
 from .emitter import EventEmitter
@@ -103,10 +104,23 @@ class Worker:
         self._feed: PullFeed
         self._cancel_sub: Subscription | None = None
         self._admitted_sub: Subscription | None = None
+        #: CPU backpressure (see :mod:`runner.backpressure`); None: slots alone decide.
+        self.lag: LoopLag | None = None
 
     @property
     def active(self) -> int:
         return len(self._tasks)
+
+    def _free_slots(self) -> int:
+        """Slots to ask the queue for: none while the event loop lags (CPU backpressure)."""
+        if self.lag is not None and self.lag.busy:
+            return 0
+        return self._concurrency - len(self._tasks)
+
+    async def refill(self) -> None:
+        """Ask the queue for work again (the loop stopped lagging)."""
+        if not self._stopping:
+            await self._feed.refill()
 
     def progress(self) -> list[RunProgress]:
         """How far each run taken here has got (for the heartbeat; see :mod:`runner.fleet`)."""
@@ -120,7 +134,7 @@ class Worker:
             self._nc,
             stream=self._subjects.runs_stream,
             consumer=self._subjects.runs_consumer,
-            free_slots=lambda: self._concurrency - len(self._tasks),
+            free_slots=self._free_slots,
             deliver=self._on_request,
             recover=self._ensure_consumer,
         )

@@ -1,0 +1,59 @@
+"""CPU backpressure: a lagging event loop asks the queue for nothing more, and asks again once it keeps up."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from runner.backpressure import LoopLag
+
+pytestmark = pytest.mark.unit
+
+
+def test_busy_while_the_averaged_lag_is_above_the_limit() -> None:
+    lag = LoopLag(busy_s=0.05, weight=0.5)
+    assert not lag.observe(0.0) and not lag.busy
+    lag.observe(0.2)  # average 0.1
+    assert lag.busy
+    assert not lag.observe(0.1) and lag.busy  # still 0.1
+    assert lag.observe(0.0) and not lag.busy  # 0.05, at the limit: free again, once
+
+
+async def test_a_blocked_loop_is_noticed_and_work_is_asked_for_when_it_recovers() -> None:
+    asked = asyncio.Event()
+
+    async def on_free() -> None:
+        asked.set()
+
+    lag = LoopLag(busy_s=0.02, interval_s=0.01, weight=1.0, on_free=on_free)
+    watching = asyncio.create_task(lag.run())
+    await asyncio.sleep(0.03)
+    time.sleep(0.1)  # the CPU is taken: the loop wakes 0.1 s late
+    # It was busy (on_free is called only on the way out of busy), and back in time work is asked for.
+    await asyncio.wait_for(asked.wait(), 2)
+    assert not lag.busy
+    watching.cancel()
+
+
+class _Feed:
+    def __init__(self) -> None:
+        self.refills = 0
+
+    async def refill(self) -> None:
+        self.refills += 1
+
+
+def test_a_busy_runner_asks_for_no_new_runs() -> None:
+    from runner.worker import Worker
+
+    worker = Worker.__new__(Worker)
+    worker._concurrency = 10
+    worker._tasks = set()
+    worker.lag = LoopLag(busy_s=0.05, weight=1.0)
+    assert worker._free_slots() == 10
+    worker.lag.observe(0.5)
+    assert worker._free_slots() == 0
+    worker.lag.observe(0.0)
+    assert worker._free_slots() == 10
