@@ -1,5 +1,6 @@
 """``python -m devstack run`` (what ``make run`` starts): embedded defaults, a seeded demo, a working
-printed example, and Ctrl-C stops everything with exit code 0."""
+printed example, a service that dies is restarted (and says so), and Ctrl-C stops everything with exit
+code 0."""
 
 from __future__ import annotations
 
@@ -28,29 +29,65 @@ pytestmark = pytest.mark.e2e
 _NOT_INHERITED = ("NATS_URL", "DATABASE_URL", "TEST_DATABASE_URL", "REDIS_URL", "ADMIN_TOKEN", "DEMO_MODEL")
 
 
+class Output:
+    """The lines a process prints, read by one thread of its own, waited for by marker."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._proc = proc
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def until(self, marker: str, timeout: float) -> str:
+        """The lines up to the first one holding ``marker``; fails after ``timeout``."""
+        out: list[str] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            out.append(line)
+            if marker in line:
+                return "".join(out)
+        raise AssertionError(f"no {marker!r} within {timeout}s; output:\n{''.join(out)}")
+
+
 def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str:
-    lines: queue.Queue[str | None] = queue.Queue()
+    return Output(proc).until(marker, timeout)
 
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(None)
 
-    threading.Thread(target=pump, daemon=True).start()
-    out: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def _run_env(port: int) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in _NOT_INHERITED and not k.startswith(("OPENAI_", "ANTHROPIC_", "BILLING_", "GATEWAY_", "RUNNER_"))
+    }
+    env["GATEWAY_PORT"] = str(port)
+    return env
+
+
+def _children(pid: int) -> dict[int, list[str]]:
+    """The processes whose parent is ``pid``, with their command lines (Linux /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
         try:
-            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            break
-        if line is None:
-            break
-        out.append(line)
-        if marker in line:
-            return "".join(out)
-    raise AssertionError(f"no {marker!r} within {timeout}s; output:\n{''.join(out)}")
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found[int(entry.name)] = [part.decode(errors="replace") for part in cmdline if part]
+    return found
 
 
 async def _load(base_url: str, key: str, agent: str, clients: int, each: int) -> Counter[int]:
@@ -74,12 +111,7 @@ async def _load(base_url: str, key: str, agent: str, clients: int, each: int) ->
 
 def test_devstack_run_prints_a_working_example_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in _NOT_INHERITED and not k.startswith(("OPENAI_", "ANTHROPIC_", "BILLING_", "GATEWAY_", "RUNNER_"))
-    }
-    env["GATEWAY_PORT"] = str(port)
+    env = _run_env(port)
     proc = subprocess.Popen(
         [sys.executable, "-m", "devstack", "run", "--run-dir", str(tmp_path / "run")],
         stdout=subprocess.PIPE,
@@ -124,3 +156,52 @@ def test_devstack_run_prints_a_working_example_and_stops_cleanly(tmp_path: Path)
             proc.stdout.close()
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, "the gateway still listens after Ctrl-C"
+
+
+def test_devstack_run_restarts_a_service_that_dies(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devstack", "run", "--run-dir", str(tmp_path / "run")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_run_env(port),
+        start_new_session=True,
+    )
+    try:
+        output = Output(proc)
+        banner = output.until("Press Ctrl-C to stop.", timeout=90)
+        key = re.search(r"Demo API key\s+(\S+)", banner)
+        agent = re.search(r"Demo agent \(model\)\s+(\S+)", banner)
+        assert key and agent, banner
+        [runner] = [pid for pid, argv in _children(proc.pid).items() if argv[1:3] == ["-m", "runner"]]
+
+        os.kill(runner, signal.SIGKILL)
+        news = output.until("runner-0 restarted", timeout=30)
+        assert "runner-0 exited unexpectedly (code -9)" in news, news
+        assert proc.poll() is None  # the stack goes on
+
+        # The restarted runner serves (a 503 is fine until its first heartbeat is heard).
+        deadline = time.monotonic() + 30
+        with openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key=key.group(1), max_retries=0, timeout=30
+        ) as client:
+            while True:
+                try:
+                    completion = client.chat.completions.create(
+                        model=agent.group(1), messages=[{"role": "user", "content": "Hello again!"}]
+                    )
+                    break
+                except (openai.APIStatusError, openai.APIConnectionError):
+                    assert time.monotonic() < deadline, "the restarted runner never answered"
+                    time.sleep(0.2)
+        assert "Hello again!" in (completion.choices[0].message.content or "")
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()

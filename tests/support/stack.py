@@ -83,8 +83,10 @@ def running_stack(
     runners: int = 1,
     env: dict[str, str] | None = None,
     service_env: dict[str, dict[str, str]] | None = None,
+    supervise: bool = False,
 ) -> Iterator[Stack]:
-    """Start a stack of its own (namespace, databases) and tear all of it down afterwards."""
+    """Start a stack of its own (namespace, databases) and tear all of it down afterwards. Unsupervised
+    unless ``supervise``: a service a test kills stays down."""
     namespace = f"e2e{secrets.token_hex(4)}"
     dbs = [f"sbe2e_{namespace}_catalog", f"sbe2e_{namespace}_billing"]
     asyncio.run(_create_databases(postgres_url, dbs))
@@ -100,6 +102,7 @@ def running_stack(
         service_env=merge_env(TEST_TIMEOUTS, service_env or {}),
         ready_timeout_s=60.0,
         stop_timeout_s=10.0,
+        supervise=supervise,
     )
     stack = Stack(config)
     try:

@@ -5,8 +5,11 @@ Embedded defaults, each replaced by its variable when set: NATS (``NATS_URL``), 
 and billing), no Redis (``REDIS_URL``), the fake LLM
 (``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``, ``ANTHROPIC_BASE_URL`` / ``ANTHROPIC_API_KEY``). The gateway
 listens on ``GATEWAY_PORT`` (8080); ``ADMIN_TOKEN`` defaults to a random token for this run.
-``CATALOG_*``, ``BILLING_*``, ``RUNNER_*`` and ``GATEWAY_*`` variables reach their service. Ctrl-C stops
-everything and exits 0.
+``CATALOG_*``, ``BILLING_*``, ``RUNNER_*`` and ``GATEWAY_*`` variables reach their service.
+
+The stack is supervised as Kubernetes would (:mod:`devstack.supervise`): a service that exits on its
+own (a crash, ``kill -9``) is started again after a back-off (0.5 s doubling to 10 s), and each exit
+and restart is printed. Only Ctrl-C (or SIGTERM) stops the stack, and it then exits 0.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import secrets
 import signal
 import sys
 import threading
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -56,7 +60,14 @@ def config_from_env(env: dict[str, str], run_dir: Path) -> StackConfig:
         env={k: env[k] for k in _COMMON if env.get(k)},
         service_env=service_env,
         runners=int(env.get("DEVSTACK_RUNNERS", "1")),
+        supervise=True,
+        report=report,
     )
+
+
+def report(message: str) -> None:
+    """A supervisor's news (an exit, a restart), on stderr beside the banner."""
+    print(f"{time.strftime('%H:%M:%S')} devstack: {message}", file=sys.stderr, flush=True)
 
 
 def ensure_credits(gateway_url: str, admin_token: str, user_id: str) -> None:
@@ -132,14 +143,9 @@ def run(run_dir: Path) -> int:
         print(banner(stack, seed, token_generated=not env.get("ADMIN_TOKEN")), flush=True)
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
-        # Wake up now and then to notice a service that died on its own.
+        # A service that dies on its own is the supervisor's (it restarts it); only a signal stops us.
         while not stop.wait(1.0):
-            dead = [name for name, p in stack.processes.items() if not p.running]
-            if dead:
-                print(f"stopped unexpectedly: {', '.join(dead)}; see {stack.logs_dir}", file=sys.stderr)
-                for name in dead:
-                    print(f"--- {name}\n{stack.tail(name)}", file=sys.stderr)
-                return 1
+            pass
         print("\nStopping …", flush=True)
         return 0
     except KeyboardInterrupt:

@@ -4,6 +4,10 @@ Every child runs in a new session (``start_new_session=True``) so that a termina
 only the stack, which then stops the children in order, and so that a signal to the group also
 reaches anything the child itself started. Processes still alive when the interpreter exits (a test
 that failed half-way, an exception in the caller) are killed by an ``atexit`` hook.
+
+A process remembers whether it is *wanted*: from :meth:`ManagedProcess.start` until
+:meth:`ManagedProcess.stop` (a stop on purpose). :meth:`ManagedProcess.kill` is a crash and leaves it
+wanted, so a supervised stack (:mod:`devstack.supervise`) starts it again.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -77,12 +82,29 @@ class ManagedProcess:
         self.ready_url = ready_url
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
+        self.wanted = False
+        self.started_at = 0.0
+        # Orders a stop on purpose against a supervisor's restart (another thread).
+        self._lock = threading.RLock()
 
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the process (appending to its log file)."""
-        if self.running:
-            return
+        with self._lock:
+            self.wanted = True
+            if self.running:
+                return
+            self._spawn()
+
+    def restart_if_wanted(self) -> bool:
+        """Start the process again unless it runs or was stopped on purpose; whether it was started."""
+        with self._lock:
+            if not self.wanted or self.running:
+                return False
+            self._spawn()
+            return True
+
+    def _spawn(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             log.write(f"--- starting {self.name}: {' '.join(self.argv)}\n".encode())
@@ -96,6 +118,7 @@ class ManagedProcess:
                 cwd=self.cwd,
                 start_new_session=True,
             )
+        self.started_at = time.monotonic()
         _LIVE.add(self)
 
     @property
@@ -106,6 +129,11 @@ class ManagedProcess:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    @property
+    def exit_code(self) -> int | None:
+        """The last run's exit code (negative: the signal that ended it); None while it runs."""
+        return self.proc.poll() if self.proc else None
+
     def signal_group(self, sig: int) -> None:
         """Send ``sig`` to the process group (the child and anything it started)."""
         if self.proc is None:
@@ -114,7 +142,7 @@ class ManagedProcess:
             os.killpg(self.proc.pid, sig)
 
     def kill(self) -> None:
-        """SIGKILL now and reap (a crash, as a test wants it)."""
+        """SIGKILL now and reap (a crash, as a test wants it: still wanted, so a supervisor restarts it)."""
         if self.proc is None:
             return
         self.signal_group(signal.SIGKILL)
@@ -122,7 +150,10 @@ class ManagedProcess:
             self.proc.wait(timeout=5)
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM, wait up to ``timeout``, then SIGKILL. Returns the exit code."""
+        """SIGTERM, wait up to ``timeout``, then SIGKILL (a stop on purpose: never restarted). Returns the
+        exit code."""
+        with self._lock:
+            self.wanted = False
         if self.proc is None:
             return None
         if self.proc.poll() is None:

@@ -13,6 +13,12 @@ the gateway, each as ``python -m <service>`` with a free health port of its own 
 Names of the processes: ``nats``, ``postgres``, ``fakellm``, ``catalog``, ``billing``, ``runner-0`` … ``runner-{N-1}``,
 ``gateway``. :meth:`Stack.kill` / :meth:`Stack.stop_service` / :meth:`Stack.restart` take a name, or
 ``"runner"`` for every runner.
+
+With ``StackConfig(supervise=True)`` (``make run``) a process that exits without being asked to — the
+services, the fake LLM, an embedded NATS — is started again with a back-off and each exit and restart
+is reported (:mod:`devstack.supervise`); :meth:`Stack.kill` is then a crash the stack recovers from,
+while :meth:`Stack.stop_service` stays a stop on purpose. The embedded PostgreSQL (``pg_ctl``, a daemon
+of its own) is not supervised. Without it (the tests' stacks) a process that dies stays down.
 """
 
 from __future__ import annotations
@@ -21,16 +27,18 @@ import os
 import re
 import secrets
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import urlparse
 
 from .embedded import EmbeddedNats
 from .embedded_pg import EmbeddedPostgres
 from .errors import StackError
 from .procs import ManagedProcess, free_port, tail
+from .supervise import Supervisor
 
 #: Variables the stack sets itself: inherited values would silently point a service elsewhere.
 _MANAGED_PREFIXES = ("CATALOG_", "BILLING_", "RUNNER_", "GATEWAY_", "OPENAI_", "ANTHROPIC_", "OTEL_")
@@ -75,6 +83,11 @@ class StackConfig:
     """Which services to run (a subset is useful for a partial stack; the fake LLM comes with runners)."""
     ready_timeout_s: float = 60.0
     stop_timeout_s: float = 15.0
+    supervise: bool = False
+    """Restart a process that exits unexpectedly, with a back-off (``make run``); off for the tests'
+    stacks, which kill services on purpose and expect them to stay down."""
+    report: Callable[[str], None] | None = None
+    """Where the supervisor reports exits and restarts (default: a warning on the ``devstack`` logger)."""
 
 
 class Stack:
@@ -91,6 +104,7 @@ class Stack:
         self.fakellm_url: str | None = None
         self.gateway_port = config.gateway_port
         self._health_ports: dict[str, int] = {}
+        self.supervisor: Supervisor | None = None
 
     # --- public surface -------------------------------------------------------------------------
     @property
@@ -130,13 +144,30 @@ class Stack:
             self._start_and_wait([n for n in ["catalog", "billing", *self.runner_names] if n in self.processes])
             if "gateway" in self.processes:
                 self._start_and_wait(["gateway"])
+            if self.config.supervise:
+                self.supervisor = Supervisor(self.supervised, self.config.report)
+                self.supervisor.start()
         except BaseException:
             self.stop()
             raise
         return self
 
+    def supervised(self) -> dict[str, ManagedProcess]:
+        """Every process the stack started and can start again: the services, the fake LLM, an embedded NATS."""
+        found = dict(self.processes)
+        if self._nats is not None:
+            found["nats"] = self._nats.process
+        return found
+
+    def restarts(self, name: str) -> int:
+        """How many times the supervisor restarted ``name`` (0 when the stack is not supervised)."""
+        return self.supervisor.restarts(name) if self.supervisor is not None else 0
+
     def stop(self) -> None:
         """SIGTERM every process (gateway first, NATS last), wait, then SIGKILL what is left."""
+        if self.supervisor is not None:
+            self.supervisor.stop()  # first: nothing is restarted while the stack stops
+            self.supervisor = None
         for name in reversed(list(self.processes)):
             self.processes[name].stop(self.config.stop_timeout_s)
         if self._postgres is not None:
@@ -145,12 +176,14 @@ class Stack:
             self._nats.stop()
 
     def kill(self, name: str) -> None:
-        """SIGKILL a service now (``"runner"``: every runner): a crash, as tests want it."""
+        """SIGKILL a service now (``"runner"``: every runner): a crash, as tests want it (a supervised
+        stack starts it again)."""
         for p in self._select(name):
             p.kill()
 
     def stop_service(self, name: str) -> None:
-        """Stop a service gracefully (SIGTERM, then SIGKILL after the stop timeout)."""
+        """Stop a service gracefully (SIGTERM, then SIGKILL after the stop timeout); a stop on purpose,
+        never undone by the supervisor (:meth:`restart` starts it again)."""
         for p in self._select(name):
             p.stop(self.config.stop_timeout_s)
 
@@ -235,6 +268,9 @@ class Stack:
             return m is not None
 
         p.wait_until(announced, self.config.ready_timeout_s, "announcing FAKELLM_READY")
+        # A restart binds the same port: the runners were told this URL.
+        assert self.fakellm_url is not None
+        p.argv[p.argv.index("--port") + 1] = str(urlparse(self.fakellm_url).port)
 
     def _provider_env(self) -> dict[str, str]:
         if self.fakellm_url is None:
@@ -320,7 +356,8 @@ class Stack:
         lines = []
         for name, p in self.processes.items():
             state = "running" if p.running else f"exited {p.proc.returncode if p.proc else '-'}"
-            lines.append(f"{name:10} pid={p.pid} {state} log={p.log_path}")
+            restarts = f" restarts={self.restarts(name)}" if self.supervisor is not None else ""
+            lines.append(f"{name:10} pid={p.pid} {state}{restarts} log={p.log_path}")
         return "\n".join(lines)
 
     def tail(self, name: str, lines: int = 40) -> str:
