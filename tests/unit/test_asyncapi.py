@@ -84,9 +84,16 @@ def test_operations_send_what_their_channels_carry() -> None:
             assert all(m["$ref"].startswith(f"{reply}/messages/") for m in op["reply"]["messages"]), key
 
 
+#: Subjects of a service's own domain that every one of its replicas hears (a fan-out: no queue group,
+#: no reply): each catalog replica applies every cache invalidation to the shared Redis cache.
+FAN_OUT = {"catalog.receive.catalogInvalidated"}
+
+
 def test_request_reply_subjects_name_their_queue_group_and_reply() -> None:
     for key, op in DOC["operations"].items():
-        if key.startswith(("catalog.receive.catalog", "billing.receive.billing")):
+        if key in FAN_OUT:
+            assert "bindings" not in op and "reply" not in op, key
+        elif key.startswith(("catalog.receive.catalog", "billing.receive.billing")):
             service = key.split(".")[0]
             assert op["bindings"]["nats"]["queue"] == service, key
             assert "reply" in op, key

@@ -168,7 +168,10 @@ async def test_revocation_publishes_and_stops_the_key_at_once_redis_included(
     assert (await catalog.verify(key_hash)).principal is not None
     assert (await catalog.verify(key_hash)).principal is not None  # a cache hit now
     assert runtime.redis is not None and runtime.service is not None and runtime.service.cache is not None
-    cache_key = runtime.service.cache._vk(key_hash)
+    cache = runtime.service.cache
+    generation = await cache.current_generation()
+    assert generation is not None
+    cache_key = cache.entry(generation, "vk", key_hash)
     assert await runtime.redis.exists(cache_key) == 1
 
     fut, sub = await _next_invalidation(catalog, namespace)

@@ -219,10 +219,12 @@ def _channels() -> list[Channel]:
         Channel(
             "catalogInvalidated",
             s.catalog_invalidated,
-            "Something gateways cache changed: drop matching entries now. Core NATS fan-out (no queue group).",
+            "Something cached changed: drop matching entries now. Core NATS fan-out (no queue group): every "
+            "gateway drops its own cache, every catalog replica drops the entry from the shared Redis cache too "
+            "(the replica that made the change may not have reached Redis).",
             "CacheInvalidated",
             ("catalog",),
-            ("gateway",),
+            ("gateway", "catalog"),
         ),
         Channel(
             "billingAdmit",

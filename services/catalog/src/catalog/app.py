@@ -7,6 +7,9 @@ readiness; Redis is optional, a cache the catalog answers without), the lifespan
 ``python -m catalog`` runs it with :func:`servicekit.runtime.run_service`, as every service runs, rather
 than with FastStream's own application runner, so that its start-up, signals and health port are the
 other services' too; the broker, its subscribers and their ``Context`` are FastStream's.
+
+A Redis that refuses, hangs or answers slowly costs a request at most ``CATALOG_REDIS_TIMEOUT_S``, and
+nothing while the cache's circuit breaker is open (:mod:`catalog.cache`).
 """
 
 from __future__ import annotations
@@ -20,13 +23,13 @@ from typing import Any
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from contracts import AdminRequest, CacheInvalidated, Subjects
+from servicekit.breaker import CircuitBreaker
 from servicekit.health import Check, Health, nats_answers, serving_health
 from servicekit.natsio import trace_headers, wait_until_answering
 
-from .cache import AnswerCache
+from .cache import AnswerCache, redis_client
 from .db import migrate, open_engine
 from .handlers import register
 from .lastused import LastUsedRecorder
@@ -58,6 +61,7 @@ class CatalogRuntime:
         )
         register(self.broker, self.subjects, workers=settings.workers)
         self.redis: Redis | None = None
+        self.cache: AnswerCache | None = None
         self.repo: Repository | None = None
         self.service: CatalogService | None = None
         optional: dict[str, Check] = {"redis": self._redis_answers} if settings.redis_url else {}
@@ -81,13 +85,17 @@ class CatalogRuntime:
                 await migrate(s.database_url)
             engine = open_engine(s.database_url)
             try:
-                self.redis = Redis.from_url(s.redis_url) if s.redis_url else None
+                self._open_cache()
                 try:
-                    if self.redis is not None:
-                        await self._check_redis()
+                    if self.cache is not None:
+                        # The cache is optional: without Redis the catalog answers correctly, only
+                        # uncached; /readyz says degraded. The first contact moves its generation.
+                        await self.cache.start()
                     async with self._service(engine):
                         yield
                 finally:
+                    if self.cache is not None:
+                        await self.cache.close()
                     if self.redis is not None:
                         await self.redis.aclose()
             finally:
@@ -95,14 +103,21 @@ class CatalogRuntime:
         finally:
             await self.broker.stop()
 
-    async def _check_redis(self) -> None:
-        # The cache is optional: without Redis the catalog answers correctly, only uncached
-        # (cache calls fail soft); /readyz reports it.
-        assert self.redis is not None
-        try:
-            await self.redis.ping()
-        except RedisError:
-            log.warning("redis is not reachable at start-up; answering uncached until it is", exc_info=True)
+    def _open_cache(self) -> None:
+        s = self.settings
+        if not s.redis_url:
+            return
+        self.redis = redis_client(s.redis_url, connect_timeout_s=s.redis_connect_timeout_s, timeout_s=s.redis_timeout_s)
+        self.cache = AnswerCache(
+            self.redis,
+            s.nats_namespace,
+            s.cache_ttl_s,
+            timeout_s=s.redis_timeout_s,
+            breaker=CircuitBreaker(
+                cooldown_s=s.redis_cooldown_s, max_cooldown_s=s.redis_max_cooldown_s, start_open=True
+            ),
+            metrics=self.metrics,
+        )
 
     @contextlib.asynccontextmanager
     async def _service(self, engine: Any) -> AsyncIterator[None]:
@@ -111,9 +126,8 @@ class CatalogRuntime:
         recorder = LastUsedRecorder(
             self.repo.touch_keys, interval_s=s.last_used_interval_s, flush_s=s.last_used_flush_s
         )
-        cache = AnswerCache(self.redis, s.nats_namespace, s.cache_ttl_s) if self.redis is not None else None
         self.service = CatalogService(
-            repo=self.repo, publish=self._publish, last_used=recorder, cache=cache, reply_ttl_s=s.reply_cache_ttl_s
+            repo=self.repo, publish=self._publish, last_used=recorder, cache=self.cache, reply_ttl_s=s.reply_cache_ttl_s
         )
         self.broker.context.set_global("catalog", self.service)
         self.broker.context.set_global("catalog_metrics", self.metrics)
@@ -125,8 +139,6 @@ class CatalogRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
             await recorder.flush()
-            if cache is not None:
-                await cache.close()
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[CatalogRuntime]:
@@ -152,8 +164,8 @@ class CatalogRuntime:
         return True
 
     async def _redis_answers(self) -> bool:
-        assert self.redis is not None
-        return bool(await self.redis.ping())
+        # Through the cache's breaker: false at once while it is open, bounded by the Redis timeout.
+        return self.cache is not None and await self.cache.answers()
 
 
 def create_app(settings: CatalogSettings) -> CatalogRuntime:

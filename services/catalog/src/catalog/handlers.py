@@ -23,6 +23,7 @@ from contracts import (
     AdminRequest,
     AgentAccessReply,
     AgentAccessRequest,
+    CacheInvalidated,
     ListModelsReply,
     ListModelsRequest,
     Subjects,
@@ -91,7 +92,8 @@ async def _answer(
 
 
 def register(broker: NatsBroker, subjects: Subjects, *, workers: int) -> None:
-    """Subscribe the four request/reply handlers in queue group ``catalog`` (core NATS: no acks)."""
+    """Subscribe the four request/reply handlers in queue group ``catalog``, and every replica to the
+    invalidation fan-out (core NATS: no acks)."""
 
     @broker.subscriber(subjects.catalog_verify_key, queue=CATALOG_QUEUE, max_workers=workers)
     async def verify_key(raw: Raw, svc: Service, metrics: Meter) -> bytes:
@@ -116,3 +118,17 @@ def register(broker: NatsBroker, subjects: Subjects, *, workers: int) -> None:
             return await admin.dispatch(svc, req)
 
         return await _answer("admin", raw, metrics, AdminRequest, AdminReply, run)
+
+    # No queue group: every replica hears every invalidation. One worker: they apply in order.
+    @broker.subscriber(subjects.catalog_invalidated)
+    async def invalidated(raw: Raw, svc: Service) -> None:
+        """Something cached changed (on any replica): drop it from the shared answer cache too."""
+        try:
+            event = CacheInvalidated.model_validate_json(raw.body)
+        except ValidationError:
+            log.warning("ignored a malformed cache invalidation")
+            return
+        try:
+            await svc.heard(event)
+        except Exception:
+            log.exception("applying a cache invalidation failed")

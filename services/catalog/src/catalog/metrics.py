@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
 class Outcome:
@@ -18,7 +18,7 @@ class Outcome:
 
 
 class Metrics:
-    """Request counts and latencies by handler and outcome."""
+    """Request counts and latencies by handler and outcome; the Redis answer cache's state."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -30,6 +30,17 @@ class Metrics:
             "time to answer a catalog request",
             ["handler"],
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self.redis_available = Gauge(
+            "catalog_redis_available",
+            "1 while the answer cache uses Redis; 0 while Redis is unset or its circuit breaker is open",
+            registry=self.registry,
+        )
+        self.cache_lookups = Counter(
+            "catalog_cache_lookups",
+            "Answer cache reads: hit, miss, or unavailable (Redis not used: its breaker is open or the call failed)",
+            ["result"],
             registry=self.registry,
         )
 

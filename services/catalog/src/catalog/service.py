@@ -22,7 +22,7 @@ from contracts import (
     utcnow,
 )
 
-from .cache import AnswerCache
+from .cache import UNCACHED, AnswerCache
 from .errors import Forbidden, Unauthorized, model_not_found, plausible_id
 from .keys import INVALID, key_problem, seconds_left
 from .lastused import LastUsedRecorder
@@ -52,10 +52,11 @@ class CatalogService:
     # --- verify key ----------------------------------------------------------------------------
     async def verify_key(self, req: VerifyKeyRequest) -> VerifyKeyReply:
         """The principal a key hash acts as, or 401."""
+        read = UNCACHED
         if self.cache is not None:
-            hit = await self.cache.get_principal(req.key_hash)
-            if hit is not None:
-                reply = VerifyKeyReply.model_validate_json(hit)
+            read = await self.cache.get_principal(req.key_hash)
+            if read.value is not None:
+                reply = VerifyKeyReply.model_validate_json(read.value)
                 if reply.principal is not None:
                     self.last_used.seen(reply.principal.key_id)
                 return reply
@@ -81,7 +82,7 @@ class CatalogService:
         )
         self.last_used.seen(owner.key_id, now)
         if self.cache is not None:
-            await self.cache.put_principal(req.key_hash, reply.model_dump_json().encode(), left)
+            await self.cache.put_principal(read, req.key_hash, reply.model_dump_json().encode(), left)
         return reply
 
     # --- agent access --------------------------------------------------------------------------
@@ -94,14 +95,16 @@ class CatalogService:
         if not (plausible_id(req.agent_id) and plausible_id(req.user_id)):
             # Nothing stored can match (and the database could not even compare a NUL).
             return AgentAccessReply(error=model_not_found(req.agent_id).info(), cache_ttl_s=self.reply_ttl_s)
+        read = UNCACHED
         if self.cache is not None:
-            hit = await self.cache.get_access(req.agent_id, req.user_id, req.permission)
-            if hit is not None:
-                return AgentAccessReply.model_validate_json(hit)
+            read = await self.cache.get_access(req.agent_id, req.user_id, req.permission)
+            if read.value is not None:
+                return AgentAccessReply.model_validate_json(read.value)
         reply, exists = await self._agent_access(req)
         # Only answers about an existing agent are cached: they are dropped with the agent's entry.
         if self.cache is not None and exists:
-            await self.cache.put_access(req.agent_id, req.user_id, req.permission, reply.model_dump_json().encode())
+            data = reply.model_dump_json().encode()
+            await self.cache.put_access(read, req.agent_id, req.user_id, req.permission, data)
         return reply
 
     async def _agent_access(self, req: AgentAccessRequest) -> tuple[AgentAccessReply, bool]:
@@ -142,7 +145,7 @@ class CatalogService:
 
     # --- invalidation --------------------------------------------------------------------------
     async def invalidate(self, event: CacheInvalidated, *, key_hashes: list[str] | None = None) -> None:
-        """Drop our cached answers, then tell every gateway (core NATS fan-out)."""
+        """Drop our cached answers, then tell every gateway and every catalog replica (core NATS fan-out)."""
         if self.cache is not None:
             await self._drop(event, key_hashes)
         try:
@@ -151,16 +154,19 @@ class CatalogService:
             # The change is committed; a lost fan-out only means gateways keep an entry for its short TTL.
             log.exception("publishing CacheInvalidated failed")
 
+    async def heard(self, event: CacheInvalidated) -> None:
+        """An invalidation on the fan-out (from any replica, this one included): drop it here too. The
+        replica that made the change may not have reached Redis; a replica that can applies the drop,
+        and one that cannot opens its breaker, whose return moves the cache's generation."""
+        if self.cache is not None:
+            await self._drop(event, None)
+
     async def _drop(self, event: CacheInvalidated, key_hashes: list[str] | None) -> None:
         assert self.cache is not None
-        if event.kind == "all":
-            await self.cache.drop_everything()
-            return
         if event.kind == "api_key":
             await self.cache.drop_keys([h for h in [event.key_hash, *(key_hashes or [])] if h])
-        elif event.kind == "user":
-            hashes = key_hashes if key_hashes is not None else await self.repo.key_hashes_of(event.user_id or "")
-            await self.cache.drop_keys(hashes)
-            await self.cache.drop_all_access()
-        elif event.agent_id:
+        elif event.kind in ("agent", "grant") and event.agent_id:
             await self.cache.drop_agent(event.agent_id)
+        else:
+            # A user's role or groups change their answers about every agent; a role, everyone's.
+            await self.cache.drop_everything()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from servicekit.db import DEFAULT_URL, postgres_url
@@ -24,6 +24,30 @@ class CatalogSettings(ServiceSettings):
         validation_alias=shared("CATALOG_", "REDIS_URL"),
         description="optional answer cache; unset: run uncached",
     )
+    redis_connect_timeout_s: float = Field(
+        default=0.1,
+        gt=0,
+        validation_alias=shared("CATALOG_", "REDIS_CONNECT_TIMEOUT_S"),
+        description="a connection to Redis not made within it: uncached",
+    )
+    redis_timeout_s: float = Field(
+        default=0.25,
+        gt=0,
+        validation_alias=shared("CATALOG_", "REDIS_TIMEOUT_S"),
+        description="every Redis call (connect included) ends within it, well under a gateway's RPC timeout",
+    )
+    redis_cooldown_s: float = Field(
+        default=0.5,
+        gt=0,
+        validation_alias=shared("CATALOG_", "REDIS_COOLDOWN_S"),
+        description="after a failed Redis call, no call for this long; then one probe (doubling while it fails)",
+    )
+    redis_max_cooldown_s: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias=shared("CATALOG_", "REDIS_MAX_COOLDOWN_S"),
+        description="the longest cool-down between probes",
+    )
     migrate: bool = Field(default=True, description="run the Alembic migrations at start-up")
     health_port: int = Field(default=8081, ge=0, le=65535, description="/healthz, /readyz, /metrics; 0 disables")
     health_host: str = Field(default="0.0.0.0")
@@ -37,3 +61,9 @@ class CatalogSettings(ServiceSettings):
     @classmethod
     def _postgres(cls, value: str) -> str:
         return postgres_url(value)
+
+    @model_validator(mode="after")
+    def _cooldowns(self) -> CatalogSettings:
+        if self.redis_max_cooldown_s < self.redis_cooldown_s:
+            raise ValueError("REDIS_MAX_COOLDOWN_S must be at least REDIS_COOLDOWN_S")
+        return self

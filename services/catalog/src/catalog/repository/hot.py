@@ -3,7 +3,6 @@ question allows."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -165,8 +164,3 @@ class HotPathReads:
         async with self.engine.begin() as conn:
             for key_id, ts in seen.items():
                 await conn.execute(update(k).where(k.c.id == key_id).values(last_used_at=ts))
-
-    async def key_hashes_of(self, user_id: str) -> Sequence[str]:
-        k = db.api_keys
-        async with self.engine.connect() as conn:
-            return list((await conn.execute(select(k.c.key_hash).where(k.c.user_id == user_id))).scalars())
