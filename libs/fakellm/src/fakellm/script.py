@@ -100,12 +100,18 @@ def _is_real_user(message: dict[str, Any], api: str) -> bool:
     return True
 
 
-def select_turn(messages: list[dict[str, Any]], api: str) -> tuple[int, str]:
-    """The turn index (assistant messages after the last real user message) and that user's text."""
+def last_user_index(messages: list[dict[str, Any]], api: str) -> int:
+    """The index of the last real user message (not an Anthropic tool result), -1 when there is none."""
     last_user = -1
     for i, m in enumerate(messages):
         if _is_real_user(m, api):
             last_user = i
+    return last_user
+
+
+def select_turn(messages: list[dict[str, Any]], api: str) -> tuple[int, str]:
+    """The turn index (assistant messages after the last real user message) and that user's text."""
+    last_user = last_user_index(messages, api)
     turn = sum(1 for m in messages[last_user + 1 :] if m.get("role") == "assistant")
     user_text = _content_text(messages[last_user].get("content")) if last_user >= 0 else ""
     return turn, user_text

@@ -2,7 +2,15 @@
 
 Routes: ``POST /v1/chat/completions`` (OpenAI), ``POST /v1/messages`` (Anthropic), ``GET /v1/models``,
 ``PUT /_fake/scripts/{model}``, ``DELETE /_fake/scripts``, ``GET /_fake/requests``, ``DELETE
-/_fake/requests``, ``GET /_fake/wait``, ``GET /healthz``. See the package README for scripts.
+/_fake/requests``, ``GET /_fake/wait``, ``GET /healthz``.
+
+A model with a script (``PUT /_fake/scripts/{model}`` with ``{"turns": [...]}``) answers its turns in
+order: the turn is the number of assistant messages after the last user message. A model without one
+echoes the last user message (``You said: …``), except that a request offering a ``calculator`` tool
+whose last user message holds an arithmetic expression (``What is 17*23?``) gets a ``calculator``
+call, one offering ``current_time`` and asking for the time gets a ``current_time`` call, and the
+request carrying those tools' results gets a text answer with them (``17*23 = 391.``): the agent loop,
+deterministic, without a provider (:mod:`fakellm.autotools`).
 """
 
 from __future__ import annotations
@@ -19,8 +27,9 @@ import orjson
 import uvicorn
 
 from . import wire_anthropic, wire_openai
+from .autotools import unscripted_turn
 from .records import Records
-from .script import Plan, plan, select_turn
+from .script import Plan, last_user_index, plan, select_turn
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -108,8 +117,11 @@ class FakeLLMApp:
             await _json(send, 400, err)
             return
         turn_index, user_text = select_turn(messages, api)
-        turns = self.scripts.get(model) or [{"text": f"You said: {user_text}"}]
-        turn = turns[min(turn_index, len(turns) - 1)]
+        turns = self.scripts.get(model)
+        if turns:
+            turn = turns[min(turn_index, len(turns) - 1)]
+        else:
+            turn = unscripted_turn(body, api, last_user_index(messages, api), user_text)
         p = plan(turn, body, api, self.defaults)
         streaming = bool(body.get("stream"))
         rec = self.records.new(api, model, streaming, turn_index, messages)
