@@ -118,8 +118,9 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
             for m in (INSTANT, PACED)
         }
     direct_url, gw_url = f"{fake}/v1/chat/completions", f"{stack.gateway_url}/v1/chat/completions"
-    direct_h = {"Authorization": "Bearer sk-fake"}
-    gw_h = {"Authorization": f"Bearer {key}"}
+    # As every OpenAI client sends them: a JSON body says so (the gateway answers 415 otherwise).
+    direct_h = {"Authorization": "Bearer sk-fake", "Content-Type": "application/json"}
+    gw_h = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
     def body(model: str, stream: bool = True) -> dict[str, Any]:
         return {"model": model, "messages": [{"role": "user", "content": "Say thirty-two words."}], "stream": stream}
