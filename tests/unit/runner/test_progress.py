@@ -22,10 +22,12 @@ from contracts import (
 )
 from contracts.billing import ExtendReply, ExtendRequest
 from runner.agent import AgentRun, RunConfig
+from runner.app import RunnerApp
 from runner.connections import Connection
 from runner.errors import ProviderError
 from runner.fleet import heartbeat_messages
 from runner.providers import CallSpec, Chunk, FinishChunk, TextChunk, ToolCallChunk, UsageChunk
+from runner.settings import RunnerSettings
 from runner.tools import builtin_registry
 
 pytestmark = pytest.mark.unit
@@ -264,3 +266,11 @@ def test_a_runner_id_that_looks_like_the_runs_field() -> None:
     runs = [_progress(1)]
     [beat] = _decode(heartbeat_messages('r"runs":[]', 1.0, runs, max_bytes=1 << 20))
     assert beat.runner_id == 'r"runs":[]' and beat.runs == runs
+
+
+def test_each_start_has_a_runner_id_of_its_own() -> None:
+    # A container restarted in its pod keeps host name and pid: its heartbeat must not pass for the dead one's.
+    first, second = (RunnerApp(RunnerSettings(health_port=0), env={}) for _ in range(2))
+    assert first.runner_id != second.runner_id
+    named = RunnerApp(RunnerSettings(health_port=0, runner_id="runner-a"), env={})
+    assert named.runner_id == "runner-a"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import socket
 from collections.abc import Mapping
 from types import TracebackType
@@ -56,7 +57,9 @@ class RunnerApp:
         self.tools = tools or builtin_registry()
         # The process's provider (``setup_tracing``) unless a test brings its own.
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("runner")
-        self.runner_id = settings.runner_id or f"{socket.gethostname()}-{os.getpid()}"
+        # Unique to this start: a container restarted in the same pod has the same host name and pid,
+        # and a dead runner's id heard again would hide its death from billing and the gateways.
+        self.runner_id = settings.runner_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.nc: Client | None = None
         self.worker: Worker | None = None
         self.heartbeat: Heartbeat | None = None
@@ -116,7 +119,13 @@ class RunnerApp:
             self._lag_task = asyncio.create_task(self.worker.lag.run(), name="runner-loop-lag")
         await self.worker.start()
         self.heartbeat = Heartbeat(
-            self.nc, self.subjects.runner_heartbeat, self.runner_id, s.fleet_heartbeat_s, self.worker.progress
+            self.nc,
+            self.subjects.runner_heartbeat,
+            self.runner_id,
+            s.fleet_heartbeat_s,
+            self.worker.progress,
+            connections=list(self.connections),
+            tools=self.tools.names(),
         )
         self.heartbeat.start()
         self.health.phase = "serving"

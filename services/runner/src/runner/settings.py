@@ -45,7 +45,11 @@ class RunnerSettings(ServiceSettings):
         default="",
         description='extra provider connections, JSON {"name": {"kind", "base_url", "api_key_env"}}',
     )
-    runner_id: str = Field(default="", description="this worker's name in RunStarted; default: host and pid")
+    runner_id: str = Field(
+        default="",
+        description="this worker's name in RunStarted and its fleet heartbeat; unique to each start "
+        "(default: host, pid and a random suffix)",
+    )
     health_port: int = Field(default=8083, ge=0, le=65535, description="/healthz, /readyz, /metrics; 0 disables")
     health_host: str = Field(default="0.0.0.0")
     max_ack_pending: int = Field(default=4096, ge=1, description="RUNS consumer max ack pending (≥ total concurrency)")
