@@ -84,6 +84,10 @@ class RunFailed(_RunEvent):
     type: Literal["failed"] = "failed"
     error: ErrorInfo
     usage: TokenUsage = Field(default_factory=TokenUsage)
+    detail: str | None = Field(
+        default=None,
+        description="the technical cause (the provider's own error) for the gateway's log; never shown to the client",
+    )
 
 
 class Heartbeat(_RunEvent):

@@ -99,6 +99,10 @@ class RunRequest(Event):
     )
     conversation_id: str | None = None
     parent_message_id: str | None = None
+    request_id: str | None = Field(
+        default=None,
+        description="the HTTP request that started the run (the gateway's `x-request-id`), for the runner's logs",
+    )
 
 
 class CancelRun(Event):

@@ -9,11 +9,15 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from . import requestid
+
 
 def setup_logging(level: str) -> None:
+    """Log to stderr; every line names the request it is about (``request_id=-`` outside one)."""
+    requestid.install()
     logging.basicConfig(
         level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s request_id=%(request_id)s %(message)s",
     )
 
 

@@ -1,5 +1,5 @@
-"""One server span and one request count per HTTP request, as a plain ASGI middleware (no per-chunk work
-beyond reading the status off the response start)."""
+"""One server span, one request count and one request id per HTTP request, as a plain ASGI middleware
+(no per-chunk work beyond reading the status off the response start and adding ``x-request-id`` to it)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from servicekit import requestid
+
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -15,18 +17,31 @@ if TYPE_CHECKING:
 
 
 class ObservabilityMiddleware:
-    """Continues the caller's W3C trace (``traceparent``), names the span after the route, counts requests."""
+    """Continues the caller's W3C trace (``traceparent``), names the span after the route, counts requests,
+    and gives each request an id: the client's ``X-Request-ID`` when it is acceptable (see
+    :func:`servicekit.requestid.accept`), else a new one. The id is in the response's ``x-request-id``
+    header, in every log record while the request is served, and on the run it starts."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
         self.tracer = trace.get_tracer("gateway")
+        requestid.install()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in _TRACE_HEADERS}
+        carrier: dict[str, str] = {}
+        sent_id: bytes | None = None
+        for k, v in scope["headers"]:
+            if k in _TRACE_HEADERS:
+                carrier[k.decode("latin-1")] = v.decode("latin-1")
+            elif k == _REQUEST_ID:
+                sent_id = v
+        rid = requestid.accept(sent_id.decode("latin-1") if sent_id is not None else None)
+        token = requestid.request_id.set(rid)
+        rid_header = (_REQUEST_ID, rid.encode())
         parent = propagate.extract(carrier) if carrier else None
         method = scope["method"]
         status = 500
@@ -37,6 +52,7 @@ class ObservabilityMiddleware:
             if not started and message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), rid_header]
             await send(message)
 
         with self.tracer.start_as_current_span(
@@ -53,9 +69,11 @@ class ObservabilityMiddleware:
                 if status >= 500:
                     span.set_status(Status(StatusCode.ERROR))
                 self.metrics.requests.labels(method, route, str(status)).inc()
+                requestid.request_id.reset(token)
 
 
 _TRACE_HEADERS = (b"traceparent", b"tracestate", b"baggage")
+_REQUEST_ID = requestid.HEADER.encode()
 
 
 def _route(scope: Scope) -> str:

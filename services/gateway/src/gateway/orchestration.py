@@ -40,7 +40,9 @@ from contracts import (
 )
 from contracts.estimate import prompt_tokens_bound
 from servicekit.natsio import wait_connected
+from servicekit.requestid import request_id
 
+from . import runlog
 from .context import GatewayContext
 from .errors import INSUFFICIENT_QUOTA, INVALID_REQUEST, SERVER, GatewayError, RunStreamError
 from .rpc import call
@@ -132,7 +134,9 @@ async def start_run(ctx: GatewayContext, principal: Principal, agent: AgentSnaps
         await_admission=ahead is None,
         conversation_id=spec.conversation_id,
         parent_message_id=spec.parent_message_id,
+        request_id=request_id.get(),
     )
+    runlog.started(run_id, principal.user_id, agent.id, agent.provider)
     try:
         payload = encode_run(request, ctx.nc.max_payload - HEADER_ROOM)
     except GatewayError:

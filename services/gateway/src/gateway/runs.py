@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
-from contracts import RUN_EVENT, CancelRun, ErrorInfo, RunEvent, RunRequest, Subjects
+from contracts import RUN_EVENT, CancelRun, ErrorInfo, RunEvent, RunFailed, RunRequest, Subjects
 from servicekit.natsio import trace_headers
 
+from . import runlog
 from .errors import ClientGone, RunStreamError
 
 if TYPE_CHECKING:
@@ -151,6 +152,8 @@ class RunStream:
                 event = RUN_EVENT.validate_json(data)  # type: ignore[arg-type]
             except ValidationError:
                 raise _stream_error("The agent run sent an invalid event.", "bad_event") from None
+            if type(event) is RunFailed and event.seq >= self._expected:
+                runlog.failed(self.run_id, event.error, event.detail)
             if event.seq == self._expected:
                 self._expected += 1
                 return event

@@ -251,7 +251,7 @@ class AgentRun:
             await self.emitter.emit(RunCompleted, flush=True, finish_reason=finish, usage=self.total)
         except RunError as exc:
             beats.cancel()
-            await self._fail(exc.info)
+            await self._fail(exc.info, exc.detail)
         except asyncio.CancelledError:
             # Usage of the call in flight is recorded by now. The stream still gets a terminal event,
             # so whoever follows it (a resumed client, the gateway on a runner shutdown) ends at once.
@@ -264,7 +264,7 @@ class AgentRun:
             # A bug must still end the client's stream and close the run for billing.
             log.exception("run %s failed unexpectedly", self.request.run_id)
             beats.cancel()
-            await self._fail(internal_error())
+            await self._fail(internal_error(), log_it=False)
         finally:
             beats.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -282,9 +282,23 @@ class AgentRun:
                 raise asyncio.CancelledError
         return self.status
 
-    async def _fail(self, info: ErrorInfo) -> None:
+    async def _fail(self, info: ErrorInfo, detail: str | None = None, *, log_it: bool = True) -> None:
         self.status = "failed"
-        await self.emitter.emit(RunFailed, error=info, usage=self.total)
+        if log_it:
+            # The run's one log line at the runner; the request id is on the record (servicekit.requestid).
+            req = self.request
+            log.warning(
+                "run %s failed: user=%s agent=%s provider=%s status=%s code=%s error=%r cause=%r",
+                req.run_id,
+                req.caller.user_id,
+                req.agent.id,
+                req.agent.provider,
+                info.status,
+                info.code,
+                info.message,
+                detail,
+            )
+        await self.emitter.emit(RunFailed, error=info, usage=self.total, detail=detail)
 
     async def _loop(self) -> str:
         if self.provider is None or self.connection is None:

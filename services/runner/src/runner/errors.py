@@ -21,11 +21,13 @@ class RunnerError(Exception):
 
 
 class RunError(RunnerError):
-    """A run cannot go on; ``info`` is what ``RunFailed`` carries to the client."""
+    """A run cannot go on; ``info`` is what ``RunFailed`` carries to the client, written for them;
+    ``detail`` is the technical cause (a provider's own error), for logs only."""
 
-    def __init__(self, info: ErrorInfo) -> None:
+    def __init__(self, info: ErrorInfo, detail: str | None = None) -> None:
         super().__init__(info.message)
         self.info = info
+        self.detail = detail
 
 
 class ConfigError(RunnerError):
@@ -63,14 +65,22 @@ def unknown_provider(name: str) -> RunError:
 
 
 def provider_failed(message: str) -> RunError:
-    return RunError(ErrorInfo(status=502, type="server_error", code="provider_error", message=message))
+    # The provider's refusal (a bad model name, a context too long) is what the client needs to act on.
+    return RunError(ErrorInfo(status=502, type="server_error", code="provider_error", message=message), detail=message)
+
+
+#: What a client is told when the provider's stream breaks mid-answer; the provider's own error (a
+#: transport exception's text, say) goes to the logs (``RunError.detail``), not to the client.
+STREAM_BROKEN_MESSAGE = (
+    "The connection to the model provider broke while the answer was being streamed, so the answer is "
+    "incomplete. Try again; if it keeps happening, the provider may be having trouble."
+)
 
 
 def stream_broken(message: str) -> RunError:
     return RunError(
-        ErrorInfo(
-            status=502, type="server_error", code="provider_error", message=f"The provider stream broke: {message}"
-        )
+        ErrorInfo(status=502, type="server_error", code="provider_error", message=STREAM_BROKEN_MESSAGE),
+        detail=message,
     )
 
 

@@ -28,6 +28,8 @@ from pydantic import ValidationError
 
 from contracts import CancelRun, ErrorInfo, RunAdmitted, RunClosed, RunFailed, RunProgress, RunRequest, Subjects
 from servicekit.natsio import context_from_headers, ensure_streams
+from servicekit.requestid import install as install_request_ids
+from servicekit.requestid import request_id
 
 from .agent import AgentRun, RunConfig
 from .backpressure import LoopLag
@@ -72,6 +74,7 @@ class Worker:
         admission_wait_s: float = 10.0,
         tracer: trace.Tracer | None = None,
     ) -> None:
+        install_request_ids()
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream()
         self._subjects = subjects
@@ -196,6 +199,8 @@ class Worker:
             log.error("dropped an invalid RunRequest")
             return
         run_id = request.run_id
+        # This task's log records name the client's request (its own context: no reset needed).
+        request_id.set(request.request_id)
         now = datetime.now(UTC)
         self._metrics.queue_wait.observe(max(0.0, (now - request.ts).total_seconds()))
         deadline = request.deadline if request.deadline.tzinfo else request.deadline.replace(tzinfo=UTC)
