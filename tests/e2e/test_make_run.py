@@ -1,6 +1,7 @@
 """``python -m devstack run`` (what ``make run`` starts): embedded defaults, a seeded demo, a working
 printed example, a service that dies is restarted (and says so), and Ctrl-C stops everything with exit
-code 0."""
+code 0. The printed example runs as pasted, the demo agent shows the agent loop (the calculator called
+and its result in the answer), and the admin token and demo key are kept across restarts."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import asyncio
 import os
 import queue
 import re
+import shlex
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -22,11 +25,14 @@ import openai
 import pytest
 
 from devstack.procs import free_port
+from devstack.seed import AdminClient
+from tests.e2e.checks import run_ledger
 
 pytestmark = pytest.mark.e2e
 
 #: Variables that would point ``make run`` away from its embedded defaults.
 _NOT_INHERITED = ("NATS_URL", "DATABASE_URL", "TEST_DATABASE_URL", "REDIS_URL", "ADMIN_TOKEN", "DEMO_MODEL")
+_EXPORTED = ("SWITCHBOARD_API_KEY", "SWITCHBOARD_AGENT", "SWITCHBOARD_BASE_URL", "ADMIN_TOKEN")
 
 
 class Output:
@@ -68,7 +74,9 @@ def _run_env(port: int) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in _NOT_INHERITED and not k.startswith(("OPENAI_", "ANTHROPIC_", "BILLING_", "GATEWAY_", "RUNNER_"))
+        if k not in _NOT_INHERITED
+        and k not in _EXPORTED
+        and not k.startswith(("OPENAI_", "ANTHROPIC_", "BILLING_", "GATEWAY_", "RUNNER_"))
     }
     env["GATEWAY_PORT"] = str(port)
     return env
@@ -205,3 +213,140 @@ def test_devstack_run_restarts_a_service_that_dies(tmp_path: Path) -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def _start_run(run_dir: Path, port: int) -> tuple[subprocess.Popen[str], Output]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devstack", "run", "--run-dir", str(run_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_run_env(port),
+        start_new_session=True,
+    )
+    return proc, Output(proc)
+
+
+def _stop_run(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def _exports(banner: str) -> dict[str, str]:
+    """The ``export NAME=value`` lines of the banner, as a shell would read them."""
+    found = {}
+    for line in banner.splitlines():
+        if line.startswith("export "):
+            for word in shlex.split(line)[1:]:
+                name, _, value = word.partition("=")
+                found[name] = value
+    return found
+
+
+def _between(banner: str, start: str, end: str) -> str:
+    """The printed lines after the line holding ``start`` and before the line holding ``end``."""
+    lines = banner.splitlines(keepends=True)
+    first = next(i for i, line in enumerate(lines) if start in line)
+    last = next(i for i, line in enumerate(lines) if i > first and end in line)
+    return "".join(lines[first + 1 : last])
+
+
+def _shell(script: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``script`` pasted into a fresh shell that has none of the printed variables yet."""
+    env = {k: v for k, v in _run_env(0).items() if k != "GATEWAY_PORT"}
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def _api_keys(gateway: str, admin_token: str, user_id: str) -> list[str]:
+    """The ids of the user's API keys (the admin token is checked by the same call)."""
+    with AdminClient(gateway, admin_token) as admin:
+        return sorted(str(k["id"]) for k in admin.iterate(f"/users/{user_id}/api-keys"))
+
+
+def test_devstack_run_examples_run_as_pasted_demo_calls_its_tools_and_credentials_are_kept(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    port = free_port()
+    gateway = f"http://127.0.0.1:{port}"
+    proc, output = _start_run(run_dir, port)
+    try:
+        banner = output.until("Press Ctrl-C to stop.", timeout=90)
+        exported = _exports(banner)
+        assert set(exported) == set(_EXPORTED), banner
+        assert exported["SWITCHBOARD_BASE_URL"] == f"{gateway}/v1"
+        user_id = re.search(r"Demo user\s+(\S+)", banner)
+        assert user_id, banner
+        export_lines = "".join(line + "\n" for line in banner.splitlines() if line.startswith("export "))
+
+        # The variables are kept in <run dir>/env, readable by the owner only.
+        env_file = run_dir / "env"
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+        sourced = _shell(f"source {shlex.quote(str(env_file))} && env")
+        assert all(f"{k}={v}" in sourced.stdout.splitlines() for k, v in exported.items()), sourced
+
+        # The Python example, pasted as printed into the virtualenv's Python after the export lines.
+        example = _between(banner, "Or with the openai Python SDK", "The same example is in")
+        assert example.strip() and not example.lstrip("\n").startswith(" "), example
+        assert example.strip() == (run_dir / "example.py").read_text().strip()
+        pasted = _shell(f"{export_lines}{shlex.quote(sys.executable)} - <<'EOF'\n{example}EOF\n")
+        assert pasted.returncode == 0, pasted
+        assert "391" in pasted.stdout, pasted
+        # The command printed to run the written example, as printed (it names the interpreter).
+        [command] = [line for line in _between(banner, "run it with:", "demo agent").splitlines() if line.strip()]
+        assert command.endswith("example.py") and not command.startswith(("python", "python3")), command
+        ran = _shell(f"{export_lines}{command}")
+        assert ran.returncode == 0, ran
+        assert "17*23 = 391" in ran.stdout, ran
+        # The printed curl example, as printed.
+        curl = _between(banner, "Stream an answer with curl:", "Or with the openai Python SDK")
+        streamed = _shell(f"{export_lines}{curl}")
+        assert streamed.returncode == 0 and "Hello!" in streamed.stdout and "[DONE]" in streamed.stdout, streamed
+
+        # The demo agent shows the agent loop: the fake LLM calls the calculator, the runner executes it
+        # (two model calls billed for the run), and the answer holds its result.
+        with openai.OpenAI(
+            base_url=exported["SWITCHBOARD_BASE_URL"],
+            api_key=exported["SWITCHBOARD_API_KEY"],
+            max_retries=0,
+            timeout=30,
+        ) as client:
+            completion = client.chat.completions.create(
+                model=exported["SWITCHBOARD_AGENT"], messages=[{"role": "user", "content": "What is 17*23?"}]
+            )
+        message = completion.choices[0].message
+        assert "391" in (message.content or ""), message
+        assert [tc.function.name for tc in message.tool_calls or []] == ["calculator"], message
+        with AdminClient(gateway, exported["ADMIN_TOKEN"]) as admin:
+            calls = asyncio.run(run_ledger(admin, user_id.group(1), completion.id, calls=2))
+        assert sorted(e["call_index"] for e in calls) == [0, 1], calls
+        keys_before = _api_keys(gateway, exported["ADMIN_TOKEN"], user_id.group(1))
+    finally:
+        _stop_run(proc)
+    assert proc.returncode == 0
+
+    # Started again on the same run directory: the same admin token and demo key, no new key.
+    proc, output = _start_run(run_dir, port)
+    try:
+        again = output.until("Press Ctrl-C to stop.", timeout=90)
+        assert _exports(again) == exported, again
+        assert "kept from" in again, again
+        assert _api_keys(gateway, exported["ADMIN_TOKEN"], user_id.group(1)) == keys_before
+        with openai.OpenAI(
+            base_url=exported["SWITCHBOARD_BASE_URL"],
+            api_key=exported["SWITCHBOARD_API_KEY"],
+            max_retries=0,
+            timeout=30,
+        ) as client:
+            answer = client.chat.completions.create(
+                model=exported["SWITCHBOARD_AGENT"], messages=[{"role": "user", "content": "Hello again!"}]
+            )
+        assert "Hello again!" in (answer.choices[0].message.content or "")
+    finally:
+        _stop_run(proc)
+    assert proc.returncode == 0

