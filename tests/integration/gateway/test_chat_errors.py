@@ -150,6 +150,10 @@ async def test_role_without_remote_agents_use_is_403(stack: Stack) -> None:
     status, body, _ = await post(stack, {"model": "m", "messages": HI}, key=NO_USE_KEY)
     assert_error(status, body, 403, "access_denied")
     assert body["error"]["type"] == "permission_error"
+    # Plain language, and what to do about it (no permission names).
+    message = body["error"]["message"]
+    assert "not allowed to use agents through the API" in message and "administrator" in message
+    assert "REMOTE_AGENTS" not in message
 
 
 async def test_unknown_and_forbidden_agents(stack: Stack) -> None:

@@ -179,7 +179,11 @@ class Authenticator:
             raise _unauthorized("Incorrect API key provided.")
         if not reply.principal.remote_agents_use:
             raise GatewayError.of(
-                403, "This API key's role may not use agents through the API.", PERMISSION, "access_denied"
+                403,
+                "Your account is not allowed to use agents through the API. Ask an administrator to allow "
+                "API use for your account's role.",
+                PERMISSION,
+                "access_denied",
             )
         return reply.principal
 
