@@ -26,6 +26,7 @@ from .errors import install_exception_handlers
 from .fleet import RunnerWatch
 from .metrics import Metrics
 from .middleware import ObservabilityMiddleware
+from .openapi import document_openai_routes
 from .preadmit import PreAdmissions
 from .ratelimit import RateLimiter
 from .routes import chat, health, models
@@ -148,6 +149,7 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
     app.state.metrics = metrics
     install_exception_handlers(app)
     app.add_route(chat.PATH, chat.endpoint, methods=["POST"], include_in_schema=False)
+    document_openai_routes(app)  # the plain route above, in /openapi.json and /docs all the same
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(admin_router)

@@ -1,0 +1,225 @@
+"""The gateway's OpenAPI document (``/openapi.json``, browsable at ``/docs``), with the OpenAI routes.
+
+``POST /v1/chat/completions`` is a plain Starlette route (it skips FastAPI's dependency resolution on
+the hot path), so FastAPI's generator does not see it. :func:`document_openai_routes` wraps
+``app.openapi`` to add its operation once: the request body is the schema of the route's own parser
+(:class:`gateway.schemas.ChatCompletionRequest`), the answers use the component names of OpenAI's spec
+(``CreateChatCompletionResponse``, ``CreateChatCompletionStreamResponse``, ``ErrorResponse``) with
+the fields Switchboard sends. The route itself is untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+
+from .routes.chat import PATH as CHAT_PATH
+from .schemas import ChatCompletionRequest
+
+_REF = "#/components/schemas/{model}"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF.format(model=name)}
+
+
+_NULLABLE_STRING = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+
+_USAGE = {
+    "type": "object",
+    "description": "What the run was billed for (every model call of the agent loop, summed).",
+    "properties": {
+        "prompt_tokens": {"type": "integer"},
+        "completion_tokens": {"type": "integer"},
+        "total_tokens": {"type": "integer"},
+        "prompt_tokens_details": {"type": "object"},
+        "completion_tokens_details": {"type": "object"},
+    },
+    "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+}
+
+_TOOL_CALL = {
+    "type": "object",
+    "properties": {
+        "index": {"type": "integer"},
+        "id": {"type": "string"},
+        "type": {"type": "string", "enum": ["function"]},
+        "function": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}},
+        },
+    },
+}
+
+_FINISH = {"type": "string", "enum": ["stop", "length", "tool_calls", "content_filter"]}
+
+_COMPONENTS: dict[str, Any] = {
+    "CompletionUsage": _USAGE,
+    "ChatCompletionMessageToolCall": _TOOL_CALL,
+    "CreateChatCompletionResponse": {
+        "type": "object",
+        "title": "CreateChatCompletionResponse",
+        "description": "The agent's whole answer (`stream` false).",
+        "properties": {
+            "id": {"type": "string", "description": "the run id"},
+            "object": {"type": "string", "enum": ["chat.completion"]},
+            "created": {"type": "integer"},
+            "model": {"type": "string", "description": "the agent id the request named"},
+            "choices": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "message": {
+                            "type": "object",
+                            "properties": {
+                                "role": {"type": "string", "enum": ["assistant"]},
+                                "content": _NULLABLE_STRING,
+                                "refusal": _NULLABLE_STRING,
+                                "tool_calls": {"type": "array", "items": _ref("ChatCompletionMessageToolCall")},
+                            },
+                            "required": ["role", "content"],
+                        },
+                        "logprobs": {"type": "null"},
+                        "finish_reason": _FINISH,
+                    },
+                    "required": ["index", "message", "finish_reason"],
+                },
+            },
+            "usage": _ref("CompletionUsage"),
+        },
+        "required": ["id", "object", "created", "model", "choices"],
+    },
+    "CreateChatCompletionStreamResponse": {
+        "type": "object",
+        "title": "CreateChatCompletionStreamResponse",
+        "description": "One `data:` frame of the SSE stream (`stream` true); the stream ends with `data: [DONE]`. "
+        "A failure after the stream started is a frame holding an `ErrorResponse` instead.",
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"type": "string", "enum": ["chat.completion.chunk"]},
+            "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "choices": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "delta": {
+                            "type": "object",
+                            "properties": {
+                                "role": {"type": "string"},
+                                "content": _NULLABLE_STRING,
+                                "tool_calls": {"type": "array", "items": _ref("ChatCompletionMessageToolCall")},
+                            },
+                        },
+                        "finish_reason": {"anyOf": [_FINISH, {"type": "null"}]},
+                    },
+                },
+            },
+            "usage": {
+                "anyOf": [_ref("CompletionUsage"), {"type": "null"}],
+                "description": "with `stream_options.include_usage`: null on every chunk but the last",
+            },
+        },
+        "required": ["id", "object", "created", "model", "choices"],
+    },
+    "ErrorResponse": {
+        "type": "object",
+        "title": "ErrorResponse",
+        "properties": {
+            "error": {
+                "type": "object",
+                "properties": {
+                    "message": {"type": "string", "description": "written for the user"},
+                    "type": {"type": "string"},
+                    "param": _NULLABLE_STRING,
+                    "code": _NULLABLE_STRING,
+                },
+                "required": ["message", "type"],
+            }
+        },
+        "required": ["error"],
+    },
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref("ErrorResponse")}}}
+
+
+def chat_operation() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The OpenAPI operation of ``POST /v1/chat/completions`` and the component schemas it refers to."""
+    request = ChatCompletionRequest.model_json_schema(ref_template=_REF)
+    components = dict(request.pop("$defs", {}))
+    components["CreateChatCompletionRequest"] = request
+    components.update(_COMPONENTS)
+    operation = {
+        "tags": ["openai"],
+        "summary": "Create chat completion",
+        "operationId": "createChatCompletion",
+        "description": "Run an agent (`model` is the agent id, see `GET /v1/models`) on a conversation, as "
+        "OpenAI's Chat Completions API: the agent's instructions, model and tools are applied, and the "
+        "agent loop runs its tools before it answers. With `stream` true the answer is an SSE stream of "
+        "`chat.completion.chunk` frames. Every response carries an `x-request-id` header (the client's "
+        "`X-Request-ID` when it sent an acceptable one).",
+        "security": [{"bearerAuth": []}],
+        "parameters": [
+            {
+                "name": "X-Request-ID",
+                "in": "header",
+                "required": False,
+                "description": "kept as the request id when 1-128 printable ASCII characters without spaces",
+                "schema": {"type": "string", "maxLength": 128},
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("CreateChatCompletionRequest")}},
+        },
+        "responses": {
+            "200": {
+                "description": "The answer: one `chat.completion`, or (`stream` true) an SSE stream",
+                "headers": {"x-request-id": {"schema": {"type": "string"}}},
+                "content": {
+                    "application/json": {"schema": _ref("CreateChatCompletionResponse")},
+                    "text/event-stream": {"schema": _ref("CreateChatCompletionStreamResponse")},
+                },
+            },
+            "400": _error("The request is invalid (`param` names the field)"),
+            "401": _error("No or an unknown API key"),
+            "402": _error("The balance is too low for this request"),
+            "403": _error("The key's account may not use agents through the API"),
+            "404": _error("No such agent, or the caller may not run it"),
+            "413": _error("The body or the conversation is too large"),
+            "429": _error("Rate limited (see `Retry-After`)"),
+            "502": _error("The model provider failed"),
+            "503": _error("No runner, billing or queue available now (see `Retry-After`)"),
+        },
+    }
+    return operation, components
+
+
+def document_openai_routes(app: FastAPI) -> None:
+    """Make ``app.openapi()`` (what ``/openapi.json`` and ``/docs`` serve) include the chat route."""
+    generate: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()  # FastAPI's own document, built once and cached on the app
+        paths = schema.setdefault("paths", {})
+        if CHAT_PATH not in paths:
+            operation, components = chat_operation()
+            paths[CHAT_PATH] = {"post": operation}
+            parts = schema.setdefault("components", {})
+            for name, component in components.items():
+                parts.setdefault("schemas", {}).setdefault(name, component)
+            parts.setdefault("securitySchemes", {}).setdefault(
+                "bearerAuth", {"type": "http", "scheme": "bearer", "description": "an API key (`sk-…`)"}
+            )
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
