@@ -2,6 +2,11 @@
 
 Transport-free: NATS, billing and the clock reach it through :class:`RunPorts`, so the loop is tested
 without a broker. Every model call's usage is recorded (and acknowledged) before the loop goes on.
+
+Longer than our modules usually are, on purpose: it is one class, :class:`AgentRun`, whose four parts
+(the run, billing, one model call, tools) read and write the same per-run state — the conversation,
+the call in flight, the usage so far. Split into modules, that state would travel through every call;
+the tools part leaves when client and MCP tools give it a module of its own.
 """
 
 from __future__ import annotations
