@@ -232,3 +232,103 @@ def test_url_flag_and_trailing_slash() -> None:
     result = run(recorder, "--url", "http://other.test:1234/", "users", "list")
     assert result.exit_code == 0
     assert str(recorder.last.url).startswith("http://other.test:1234/admin/v1/users")
+
+
+def test_credits_add_takes_a_negative_amount_without_dashes() -> None:
+    recorder = Recorder()
+    result = run(recorder, "credits", "add", "u1", "-1000", "--note", "refund")
+    assert result.exit_code == 0, result.output
+    assert recorder.last.url.path == "/admin/v1/users/u1/credits"
+    assert recorder.body() == {"amount": "-1000", "note": "refund"}
+
+
+def _directory(request: httpx.Request) -> httpx.Response:
+    """A gateway holding two pages of groups and one user (``/users/{id}`` of an unknown id is a 404)."""
+    path, after = request.url.path, request.url.params.get("after")
+    if request.method == "POST":
+        return httpx.Response(201, json={"id": "gr_1", "object": "grant"})
+    if path == "/admin/v1/groups":
+        first = {"object": "list", "data": [{"id": "g_1", "object": "group", "name": "ops"}], "has_more": True}
+        second = {"object": "list", "data": [{"id": "g_2", "object": "group", "name": "research"}], "has_more": False}
+        return httpx.Response(200, json=second if after == "g_1" else first)
+    if path == "/admin/v1/users":
+        return httpx.Response(200, json={"object": "list", "data": [{"id": "u_7", "object": "user", "name": "ada"}]})
+    envelope = {"error": {"message": "No such user.", "type": "invalid_request_error", "code": "not_found"}}
+    return httpx.Response(404, json=envelope)
+
+
+@pytest.mark.parametrize(
+    ("principal", "kind", "resolved"),
+    [("group:research", "group", "g_2"), ("group:g_1", "group", "g_1"), ("user:ada", "user", "u_7"),
+     ("user:u_7", "user", "u_7")],
+)  # fmt: skip
+def test_grants_accept_a_name_or_an_id(principal: str, kind: str, resolved: str) -> None:
+    recorder = Recorder(_directory)
+    result = run(recorder, "grants", "add", "a1", "--principal", principal, "--role", "viewer")
+    assert result.exit_code == 0, result.output
+    assert recorder.last.method == "POST"
+    assert recorder.body() == {"resource_type": "remote_agent", "principal_type": kind, "principal_id": resolved,
+                               "role": "viewer"}  # fmt: skip
+
+
+@pytest.mark.parametrize("principal", ["group:nobody", "user:nobody"])
+def test_grants_to_an_unknown_name_are_not_found(principal: str) -> None:
+    recorder = Recorder(_directory)
+    result = run(recorder, "grants", "add", "a1", "--principal", principal, "--role", "viewer")
+    assert result.exit_code == 1
+    assert "not found" in result.stderr and "nobody" in result.stderr
+    assert all(r.method == "GET" for r in recorder.requests)  # nothing was created
+
+
+def test_groups_list() -> None:
+    recorder = Recorder(_directory)
+    result = run(recorder, "groups", "list", "--limit", "5")
+    assert result.exit_code == 0, result.output
+    assert recorder.last.url.path == "/admin/v1/groups"
+    assert dict(recorder.last.url.params) == {"limit": "5"}
+    assert json.loads(result.stdout)["data"][0]["name"] == "ops"
+
+
+def test_agents_update_sends_only_the_fields_given(tmp_path: Path) -> None:
+    recorder = Recorder()
+    result = run(recorder, "agents", "update", "agent_1", "--model", "gpt-4.1-mini", "--tool", "calculator",
+                 "--tool", "current_time")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (recorder.last.method, recorder.last.url.path) == ("PATCH", "/admin/v1/agents/agent_1")
+    assert recorder.body() == {"model": "gpt-4.1-mini", "tools": ["calculator", "current_time"]}
+    changes = tmp_path / "changes.yaml"
+    changes.write_text("instructions: Be brief.\nmodel: old\n")
+    result = run(recorder, "agents", "update", "agent_1", "-f", str(changes), "--model", "new")
+    assert result.exit_code == 0, result.output
+    assert recorder.body() == {"instructions": "Be brief.", "model": "new"}
+    before = len(recorder.requests)
+    assert run(recorder, "agents", "update", "agent_1").exit_code == 1
+    assert len(recorder.requests) == before
+
+
+@pytest.mark.parametrize("command", [["grants", "add"], ["credits", "add"], ["ledger"], ["roles", "set"]])
+def test_help_shows_flags_as_flags(command: list[str]) -> None:
+    result = run(Recorder(), *command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "--table" in result.stdout
+    assert "<bool>" not in result.stdout
+
+
+def test_ledger_table_fits_a_terminal() -> None:
+    entry = {"id": "le_0123456789abcdef0123", "object": "ledger.entry", "user_id": "usr_0123456789abcdef",
+             "kind": "usage", "amount": "-1234.567890", "balance_after": "998765.432110",
+             "run_id": "chatcmpl-0123456789abcdef0123456789abcdef", "call_index": 0,
+             "agent_id": "agent_0123456789abcdef", "conversation_id": None, "provider": "openai",
+             "model": "gpt-4.1-mini", "price_key": "openai/gpt-4.1-mini", "input_tokens": 1200,
+             "output_tokens": 300, "input_price": "0.40", "output_price": "1.60", "context": "normal",
+             "estimated": False, "note": None, "created_at": "2026-12-02T20:33:22.123456Z"}  # fmt: skip
+    page = {"object": "list", "data": [entry, {**entry, "kind": "adjustment", "amount": "-1000.000000"}]}
+    recorder = Recorder(lambda r: httpx.Response(200, json=page))
+    result = run(recorder, "ledger", "u1", "--table")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 100, lines
+    assert lines[0].split() == ["CREATED_AT", "KIND", "AMOUNT", "BALANCE_AFTER", "RUN_ID"]
+    assert lines[1].split() == ["2026-12-02", "20:33", "usage", "-1234.567890", "998765.432110", entry["run_id"]]
+    # Without --table the answer is the whole entry.
+    assert json.loads(run(recorder, "ledger", "u1").stdout) == page

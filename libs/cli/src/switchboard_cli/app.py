@@ -19,7 +19,12 @@ TableOpt = Annotated[bool, typer.Option("--table", help="print a table instead o
 LimitOpt = Annotated[int, typer.Option("--limit", min=1, max=100, help="page size")]
 AfterOpt = Annotated[str | None, typer.Option("--after", help="the last id of the previous page")]
 
-PRINCIPAL_HELP = "user:ID, group:ID, role:NAME or public"
+PRINCIPAL_HELP = "user:ID-OR-NAME, group:ID-OR-NAME, role:NAME or public"
+#: Plain help (click's): typer's rich help shows every flag as taking a ``<bool>`` value.
+HELP_MODE = None
+#: What ``ledger --table`` shows of an entry (every field is in the JSON, without ``--table``): with a
+#: run id of 41 characters and times to the minute it fits a 100-column terminal.
+LEDGER_COLUMNS = ("created_at", "kind", "amount", "balance_after", "run_id")
 
 
 @dataclass
@@ -35,7 +40,16 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _call(ctx: typer.Context, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+def _call(
+    ctx: typer.Context,
+    method: str,
+    path: str,
+    *,
+    json: Any = None,
+    params: dict[str, Any] | None = None,
+    missing_ok: bool = False,
+) -> Any:
+    """The admin API's answer; an error message and exit 1 otherwise (``missing_ok``: None on a 404)."""
     state: State = ctx.ensure_object(State)
     if not state.admin_token:
         raise _fail("no admin token: pass --admin-token or set ADMIN_TOKEN")
@@ -43,6 +57,8 @@ def _call(ctx: typer.Context, method: str, path: str, *, json: Any = None, param
     try:
         return client.call(method, path, json=json, params=params)
     except CliError as exc:
+        if missing_ok and exc.status == 404:
+            return None
         raise _fail(exc.message) from exc
     finally:
         client.close()
@@ -73,10 +89,65 @@ def _page(limit: int, after: str | None, **extra: Any) -> dict[str, Any]:
     return {"limit": limit, "after": after, **extra}
 
 
+def _read_mapping(file: Path) -> dict[str, Any]:
+    """An agent's fields from a YAML or JSON file (JSON is YAML too)."""
+    try:
+        body = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise _fail(f"cannot read {file}: {exc}") from exc
+    if not isinstance(body, dict):
+        raise _fail(f"{file} must hold a mapping of the agent's fields")
+    return body
+
+
+def _resolve(ctx: typer.Context, kind: str, ident: str) -> str:
+    """The id of the user or group ``ident`` names, by id or by name; "not found" when none does, and
+    an error listing the ids when a name is ambiguous."""
+    path = "/users" if kind == "user" else "/groups"
+    if kind == "user" and _call(ctx, "GET", f"/users/{_seg(ident)}", missing_ok=True) is not None:
+        return ident  # an id: one request (groups have no such route, their list is searched)
+    matches: list[str] = []
+    after: str | None = None
+    while True:
+        page = _call(ctx, "GET", path, params=_page(100, after))
+        rows = [r for r in page.get("data", []) if isinstance(r, dict)] if isinstance(page, dict) else []
+        for row in rows:
+            if row.get("id") == ident:
+                return ident
+            if row.get("name") == ident:
+                matches.append(str(row.get("id")))
+        if not (isinstance(page, dict) and page.get("has_more") and rows):
+            break
+        after = str(rows[-1].get("id"))
+    if not matches:
+        raise _fail(f"not found: no {kind} with the id or name {ident!r}")
+    if len(matches) > 1:
+        raise _fail(f"{len(matches)} {kind}s are named {ident!r} ({', '.join(matches)}): give the id")
+    return matches[0]
+
+
+def _date(value: Any) -> Any:
+    """``2026-01-02T03:04:05.678+00:00`` as ``2026-01-02 03:04`` (UTC, as the API gives it; for narrow tables)."""
+    if isinstance(value, str) and len(value) >= 16 and value[10] == "T":
+        return value[:10] + " " + value[11:16]
+    return value
+
+
+def _columns(value: Any, columns: tuple[str, ...]) -> Any:
+    """A list page reduced to ``columns`` (for ``--table``)."""
+    if not (isinstance(value, dict) and isinstance(value.get("data"), list)):
+        return value
+    rows = [{c: _date(row.get(c)) if c.endswith("_at") else row.get(c) for c in columns} for row in value["data"]]
+    return {**value, "data": rows}
+
+
 def build_app(transport: httpx.BaseTransport | None = None) -> typer.Typer:
     """The CLI. ``transport`` replaces the network (tests pass an ``httpx.MockTransport``)."""
     app = typer.Typer(
-        name="switchboard", help="Operate a Switchboard deployment through its admin API.", no_args_is_help=True
+        name="switchboard",
+        help="Operate a Switchboard deployment through its admin API.",
+        no_args_is_help=True,
+        rich_markup_mode=HELP_MODE,
     )
 
     @app.callback()
@@ -97,7 +168,11 @@ def build_app(transport: httpx.BaseTransport | None = None) -> typer.Typer:
     groups = typer.Typer(help="Groups of users.", no_args_is_help=True)
     roles = typer.Typer(help="Roles and their permissions.", no_args_is_help=True)
     credits = typer.Typer(help="Credits (1,000,000 credits = 1 USD).", no_args_is_help=True)
-    pricing = typer.Typer(help="Model prices (USD per million tokens).", no_args_is_help=True)
+    pricing = typer.Typer(
+        help="Model prices (USD per million tokens).", no_args_is_help=True, rich_markup_mode=HELP_MODE
+    )
+    for sub in (users, keys, agents, grants, groups, roles, credits, pricing):
+        sub.rich_markup_mode = HELP_MODE
     for sub, name in ((users, "users"), (keys, "keys"), (agents, "agents"), (grants, "grants"),
                       (groups, "groups"), (roles, "roles"), (credits, "credits"), (pricing, "pricing")):  # fmt: skip
         app.add_typer(sub, name=name)
@@ -171,13 +246,7 @@ def build_app(transport: httpx.BaseTransport | None = None) -> typer.Typer:
         table: TableOpt = False,
     ) -> None:
         """Create an agent from a YAML or JSON file of its fields (name, provider, model, owner_id …)."""
-        try:
-            body = yaml.safe_load(file.read_text(encoding="utf-8"))  # JSON is YAML too
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise _fail(f"cannot read {file}: {exc}") from exc
-        if not isinstance(body, dict):
-            raise _fail(f"{file} must hold a mapping of the agent's fields")
-        _show(ctx, _call(ctx, "POST", "/agents", json=body), table)
+        _show(ctx, _call(ctx, "POST", "/agents", json=_read_mapping(file)), table)
 
     @agents.command("list")
     def agents_list(
@@ -194,6 +263,33 @@ def build_app(transport: httpx.BaseTransport | None = None) -> typer.Typer:
     def agents_get(ctx: typer.Context, agent_id: str, table: TableOpt = False) -> None:
         """Show an agent."""
         _show(ctx, _call(ctx, "GET", f"/agents/{_seg(agent_id)}"), table)
+
+    @agents.command("update")
+    def agents_update(
+        ctx: typer.Context,
+        agent_id: str,
+        file: Annotated[
+            Path | None,
+            typer.Option("-f", "--file", help="YAML or JSON of the fields to change", dir_okay=False, readable=True),
+        ] = None,
+        name: Annotated[str | None, typer.Option("--name")] = None,
+        description: Annotated[str | None, typer.Option("--description")] = None,
+        provider: Annotated[str | None, typer.Option("--provider", help="a provider connection's name")] = None,
+        model: Annotated[str | None, typer.Option("--model")] = None,
+        instructions: Annotated[str | None, typer.Option("--instructions")] = None,
+        tool: Annotated[
+            list[str] | None, typer.Option("--tool", help="a tool the agent may call; repeat it (replaces the list)")
+        ] = None,
+        table: TableOpt = False,
+    ) -> None:
+        """Change an agent's fields (those given; flags win over the file's)."""
+        body = _read_mapping(file) if file is not None else {}
+        flags = {"name": name, "description": description, "provider": provider, "model": model,
+                 "instructions": instructions, "tools": tool}  # fmt: skip
+        body.update({k: v for k, v in flags.items() if v is not None})
+        if not body:
+            raise _fail("nothing to change: give --file or at least one field flag")
+        _show(ctx, _call(ctx, "PATCH", f"/agents/{_seg(agent_id)}", json=body), table)
 
     @agents.command("delete")
     def agents_delete(ctx: typer.Context, agent_id: str, table: TableOpt = False) -> None:
@@ -215,7 +311,9 @@ def build_app(transport: httpx.BaseTransport | None = None) -> typer.Typer:
         kind, _, ident = principal.partition(":")
         if kind == "public" and not ident:
             principal_id = None
-        elif kind in ("user", "group", "role") and ident:
+        elif kind in ("user", "group") and ident:
+            principal_id = _resolve(ctx, kind, ident)
+        elif kind == "role" and ident:
             principal_id = ident
         else:
             raise _fail(f"--principal must be {PRINCIPAL_HELP}, got {principal!r}")
@@ -234,6 +332,11 @@ def build_app(transport: httpx.BaseTransport | None = None) -> typer.Typer:
     def groups_create(ctx: typer.Context, name: str, table: TableOpt = False) -> None:
         """Create a group."""
         _show(ctx, _call(ctx, "POST", "/groups", json={"name": name}), table)
+
+    @groups.command("list")
+    def groups_list(ctx: typer.Context, limit: LimitOpt = 20, after: AfterOpt = None, table: TableOpt = False) -> None:
+        """List groups (with their members' ids)."""
+        _show(ctx, _call(ctx, "GET", "/groups", params=_page(limit, after)), table)
 
     @groups.command("add-member")
     def groups_add_member(ctx: typer.Context, group_id: str, user_id: str, table: TableOpt = False) -> None:
@@ -254,11 +357,12 @@ def build_app(transport: httpx.BaseTransport | None = None) -> typer.Typer:
         _show(ctx, _call(ctx, "PATCH", f"/roles/{_seg(role)}", json=body), table)
 
     # --- billing ----------------------------------------------------------------------------
-    @credits.command("add")
+    # A negative amount (``credits add u1 -1000``) is an argument, not an unknown option.
+    @credits.command("add", context_settings={"ignore_unknown_options": True})
     def credits_add(
         ctx: typer.Context,
         user_id: str,
-        amount: Annotated[str, typer.Argument(help="credits, a decimal (negative after --: an adjustment)")],
+        amount: Annotated[str, typer.Argument(help="credits, a decimal; negative for an adjustment")],
         note: Annotated[str | None, typer.Option("--note")] = None,
         table: TableOpt = False,
     ) -> None:
@@ -282,7 +386,10 @@ def build_app(transport: httpx.BaseTransport | None = None) -> typer.Typer:
     ) -> None:
         """List a user's ledger entries."""
         params = _page(limit, after, run_id=run_id)
-        _show(ctx, _call(ctx, "GET", f"/users/{_seg(user_id)}/ledger", params=params), table)
+        entries = _call(ctx, "GET", f"/users/{_seg(user_id)}/ledger", params=params)
+        state: State = ctx.ensure_object(State)
+        # A table shows the columns that matter and fits a terminal; the JSON keeps every field.
+        _show(ctx, _columns(entries, LEDGER_COLUMNS) if table or state.table else entries, table)
 
     @pricing.command("list")
     def pricing_list(ctx: typer.Context, limit: LimitOpt = 20, after: AfterOpt = None, table: TableOpt = False) -> None:
