@@ -162,6 +162,15 @@ CASES: list[tuple[str, str, Any, str, str, dict[str, str], dict[str, str], Any]]
 ]
 
 
+def prechecks(op: str, body: dict[str, Any] | None) -> list[str]:
+    """The catalog ops a route asks before it forwards ``op``."""
+    if op in ("balance.get", "credits.add", "ledger.list"):
+        return ["users.get"]
+    if op in ("agents.create", "agents.update") and body is not None and ({"provider", "tools"} & body.keys()):
+        return ["fleet.capabilities"]
+    return []
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "service", "op", "params", "query", "forwarded"),
     CASES,
@@ -182,7 +191,9 @@ async def test_route_forwards_op(
 ) -> None:
     response = await client.request(method, path, json=body)
     assert response.status_code < 300, response.text
-    [sent] = fake_nats.sent
+    *checks, sent = fake_nats.sent
+    # Read-only questions to the catalog first: does the user exist, what does the fleet serve.
+    assert [(c.subject, c.json["op"]) for c in checks] == [(subjects.catalog_admin, c) for c in prechecks(op, body)]
     assert sent.subject == (subjects.catalog_admin if service == "catalog" else subjects.billing_admin)
     request = sent.json
     assert request["op"] == op

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from catalog.admin import OPS, dispatch
+from catalog.fleet import FleetCapabilities
 from catalog.ids import new_agent_id
 from contracts import AdminRequest
 
@@ -26,12 +27,23 @@ class _Untouchable:
 class _Svc:
     repo = _Untouchable()
 
+    def __init__(self) -> None:
+        self.fleet = FleetCapabilities()
+
     async def invalidate(self, *a: Any, **k: Any) -> None:
         raise AssertionError("nothing changed")
 
 
-async def _run(op: str, *, params: dict[str, str] | None = None, body: Any = None, query: dict[str, str] | None = None):
-    return await dispatch(_Svc(), AdminRequest(op=op, params=params or {}, body=body, query=query or {}))  # type: ignore[arg-type]
+async def _run(
+    op: str,
+    *,
+    params: dict[str, str] | None = None,
+    body: Any = None,
+    query: dict[str, str] | None = None,
+    svc: _Svc | None = None,
+):
+    req = AdminRequest(op=op, params=params or {}, body=body, query=query or {})
+    return await dispatch(svc or _Svc(), req)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -130,7 +142,7 @@ def test_every_catalog_op_of_the_contract_is_served() -> None:
     catalog_part = doc.split("billing:")[0]
     for op in OPS:
         assert f"``{op}``" in catalog_part
-    assert "agents.get" in OPS and len(OPS) == 22
+    assert "agents.get" in OPS and len(OPS) == 23
 
 
 def test_agent_ids_are_prefixed_base62() -> None:

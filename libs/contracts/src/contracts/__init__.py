@@ -49,7 +49,7 @@ from .events import (
     ToolResult,
     UsageReported,
 )
-from .fleet import RUNNER_ID_HEADER, RunnerHeartbeat, RunProgress
+from .fleet import RUNNER_ID_HEADER, Capabilities, RunnerHeartbeat, RunProgress
 from .runs import (
     AgentSnapshot,
     Caller,
@@ -88,6 +88,7 @@ __all__ = [
     "CacheInvalidated",
     "Caller",
     "CancelRun",
+    "Capabilities",
     "ChatMessage",
     "ErrorInfo",
     "Event",

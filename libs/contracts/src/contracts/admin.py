@@ -13,7 +13,9 @@ catalog: ``users.create`` POST /users · ``users.list`` GET /users · ``users.ge
 ``api_keys.revoke`` DELETE /api-keys/{key_id} · ``agents.create`` POST /agents · ``agents.list`` GET /agents ·
 ``agents.get`` / ``agents.update`` / ``agents.delete`` GET|PATCH|DELETE /agents/{agent_id} ·
 ``grants.create`` POST /agents/{agent_id}/grants · ``grants.list`` GET /agents/{agent_id}/grants ·
-``grants.delete`` DELETE /agents/{agent_id}/grants/{grant_id}
+``grants.delete`` DELETE /agents/{agent_id}/grants/{grant_id} · ``fleet.capabilities`` (no route: the
+provider connections and tools the live runners serve, :class:`contracts.Capabilities`, which the
+gateway checks an agent body against)
 
 billing: ``balance.get`` GET /users/{user_id}/balance · ``credits.add`` POST /users/{user_id}/credits ·
 ``ledger.list`` GET /users/{user_id}/ledger · ``pricing.list`` GET /pricing ·

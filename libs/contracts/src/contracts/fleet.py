@@ -12,13 +12,19 @@ Who listens, and why:
   closes the run (``RunClosed``, status ``failed``), which releases its reservation at once.
 - **gateways** fail the streams of a runner that fell silent (an error chunk within seconds, not
   after the idle timeout).
+- **the catalog** keeps what live runners announce they can serve (``connections``, ``tools``), so an
+  agent naming a provider connection or a tool no runner has (``opneai``, ``web_serch``) is refused
+  when it is created or updated (:func:`capability_problems`), not when it first runs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from pydantic import Field
 
 from ._base import Event, Message
+from .problems import Problem
 from .usage import TokenUsage
 
 #: The NATS header naming the runner of a heartbeat.
@@ -54,3 +60,58 @@ class RunnerHeartbeat(Event):
     runs: list[RunProgress] = Field(default_factory=list)
     part: int = Field(default=0, ge=0)
     parts: int = Field(default=1, ge=1)
+    connections: list[str] | None = Field(
+        default=None, description="the provider connections this runner serves (an agent's `provider`); every part"
+    )
+    tools: list[str] | None = Field(default=None, description="the tools this runner executes; every part")
+
+
+class Capabilities(Message):
+    """What the live runners can serve, as the catalog knows it: the union of what each announced.
+    ``None`` for a kind no live runner announced (none heard yet, or one too old to say): then it is
+    not checked."""
+
+    connections: list[str] | None = None
+    tools: list[str] | None = None
+    runners: int = Field(default=0, ge=0, description="live runners heard")
+
+
+#: How many known names a problem lists before it says "…".
+_SHOWN = 20
+
+
+def _known(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_SHOWN]) + (", …" if len(names) > _SHOWN else "")
+    return shown or "none"
+
+
+def capability_problems(provider: object, tools: object, caps: Capabilities) -> list[Problem]:
+    """``(param, problem)`` for an agent's ``provider`` and ``tools`` that no live runner serves, in
+    field order: ``("provider", "unknown connection 'opneai' (known: anthropic, openai)")``,
+    ``("tools[0]", "unknown tool 'web_serch' (known: calculator, current_time)")``. Values that are
+    not strings are left to the model's own validation."""
+    out: list[Problem] = []
+    if caps.connections is not None and isinstance(provider, str) and provider not in caps.connections:
+        out.append(("provider", f"unknown connection {_quoted(provider)} (known: {_known(caps.connections)})"))
+    if caps.tools is not None and isinstance(tools, list):
+        for i, name in enumerate(tools):
+            if isinstance(name, str) and name not in caps.tools:
+                out.append((f"tools[{i}]", f"unknown tool {_quoted(name)} (known: {_known(caps.tools)})"))
+    return out
+
+
+def _quoted(value: str) -> str:
+    # An error repeats at most a column's width of what it was sent.
+    return repr(value[:200])
+
+
+def union(announced: Iterable[list[str] | None]) -> list[str] | None:
+    """The sorted union of what each runner announced; ``None`` if any said nothing (or none did)."""
+    names: set[str] = set()
+    seen = False
+    for item in announced:
+        if item is None:
+            return None
+        seen = True
+        names.update(item)
+    return sorted(names) if seen else None

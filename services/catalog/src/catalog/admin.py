@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from contracts import AdminReply, AdminRequest, CacheInvalidated, utcnow
+from contracts import AdminReply, AdminRequest, CacheInvalidated, problems, utcnow
 from contracts.admin import (
     GRANT_ROLE_BITS,
     Agent,
@@ -35,6 +35,8 @@ from contracts.admin import (
     UserUpdate,
 )
 from contracts.bounds import ID_MAX_LENGTH, json_problem, text_problem
+from contracts.fleet import capability_problems
+from contracts.problems import Problem
 
 from . import ids
 from .errors import BadRequest, CatalogError
@@ -52,12 +54,18 @@ PAGE_BUDGET_BYTES = 512 * 1024
 ECHO_MAX = 200
 
 
-def validation_error(exc: ValidationError) -> BadRequest:
-    """The first pydantic error as a 400 whose ``param`` is the field's dotted path."""
-    err = exc.errors(include_url=False, include_input=False)[0]
-    param = ".".join(str(p) for p in err.get("loc", ()))[:ECHO_MAX] or None
-    msg = err.get("msg", "Invalid value")
-    return BadRequest(f"{param}: {msg}" if param else msg, param=param)
+def validation_error(
+    exc: ValidationError, extra: list[Problem] | None = None, fields: list[str] | None = None
+) -> BadRequest:
+    """A 400 naming every problem at once (:mod:`contracts.problems`): pydantic's and ``extra``, in
+    the order of ``fields``; ``param`` is the first one's (``tools[0]``, ``model_parameters.top_p``)."""
+    found = problems.from_pydantic(exc.errors(include_url=False, include_input=False))
+    return problems_error([*found, *(extra or [])], fields or [])
+
+
+def problems_error(found: list[Problem], fields: list[str]) -> BadRequest:
+    ordered = [(p[:ECHO_MAX] if p else None, m) for p, m in problems.in_field_order(found, fields)]
+    return BadRequest(problems.describe(ordered), param=ordered[0][0])
 
 
 def check_parameters(req: AdminRequest) -> None:
@@ -72,13 +80,25 @@ def check_parameters(req: AdminRequest) -> None:
             raise BadRequest(f"{shown}: {problem}", param=shown)
 
 
-def body_as(model: type[M], req: AdminRequest) -> M:
+def body_as(model: type[M], req: AdminRequest, extra: list[Problem] | None = None) -> M:
+    """The body as ``model``, or one 400 naming its every problem (and the ``extra`` ones)."""
     if not isinstance(req.body, dict):
         raise BadRequest("The request body must be a JSON object.", param=None)
+    fields = list(model.model_fields)
     try:
-        return model.model_validate(req.body)
+        body = model.model_validate(req.body)
     except ValidationError as exc:
-        raise validation_error(exc) from exc
+        raise validation_error(exc, extra, fields) from exc
+    if extra:
+        raise problems_error(extra, fields)
+    return body
+
+
+def agent_body(model: type[M], svc: CatalogService, req: AdminRequest) -> M:
+    """An agent body, its provider and tools checked against what the live runners serve."""
+    body = req.body if isinstance(req.body, dict) else {}
+    caps = svc.fleet.capabilities()
+    return body_as(model, req, capability_problems(body.get("provider"), body.get("tools"), caps))
 
 
 def param(req: AdminRequest, name: str) -> str:
@@ -245,7 +265,7 @@ async def api_keys_revoke(svc: CatalogService, req: AdminRequest) -> AdminReply:
 
 # --- agents and grants ---------------------------------------------------------------------------
 async def agents_create(svc: CatalogService, req: AdminRequest) -> AdminReply:
-    body = body_as(AgentCreate, req)
+    body = agent_body(AgentCreate, svc, req)
     now = utcnow()
     agent = Agent(**body.model_dump(), id=ids.new_agent_id(), created_at=now, updated_at=now)
     # The owner gets `owner` on both resource types, as LibreChat does at creation.
@@ -278,11 +298,15 @@ async def agents_get(svc: CatalogService, req: AdminRequest) -> AdminReply:
 
 async def agents_update(svc: CatalogService, req: AdminRequest) -> AdminReply:
     agent_id = param(req, "agent_id")
-    body = body_as(AgentUpdate, req)
+    body = agent_body(AgentUpdate, svc, req)
     changes = body.model_dump(exclude_unset=True)
-    for required in ("name", "provider", "model", "model_parameters", "tools"):
-        if required in changes and changes[required] is None:
-            raise BadRequest(f"{required}: cannot be null", param=required)
+    nulls = [
+        name
+        for name in ("name", "provider", "model", "model_parameters", "tools")
+        if name in changes and changes[name] is None
+    ]
+    if nulls:
+        raise problems_error([(name, "cannot be null") for name in nulls], list(AgentUpdate.model_fields))
     changes["updated_at"] = utcnow()
     reply = await svc.repo.update_agent(agent_id, changes, ok)
     await svc.invalidate(CacheInvalidated(kind="agent", agent_id=agent_id, at=utcnow()))
@@ -329,6 +353,11 @@ async def grants_delete(svc: CatalogService, req: AdminRequest) -> AdminReply:
     return deleted(grant_id, "grant")
 
 
+async def fleet_capabilities(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    """What the live runners serve (the provider connections and tools agents may name)."""
+    return ok(svc.fleet.capabilities())
+
+
 OPS: dict[str, Op] = {
     "users.create": users_create,
     "users.list": users_list,
@@ -352,6 +381,7 @@ OPS: dict[str, Op] = {
     "grants.create": grants_create,
     "grants.list": grants_list,
     "grants.delete": grants_delete,
+    "fleet.capabilities": fleet_capabilities,
 }
 
 

@@ -146,6 +146,11 @@ class CatalogRuntime:
         s = self.settings
         async with serving_health(self.health, s.health_host, s.health_port), self.lifespan():
             await self.broker.start()
+            assert self.service is not None
+            # Every replica hears every runner (no queue group): what the fleet serves, for agent checks.
+            heartbeats = await self.broker.connection.subscribe(
+                self.subjects.runner_heartbeat, cb=self.service.fleet.on_heartbeat
+            )
             probe = AdminRequest(op="roles.list").model_dump_json().encode()
             await wait_until_answering(self.broker.connection, self.subjects.catalog_admin, probe)
             self.health.phase = "serving"
@@ -153,6 +158,7 @@ class CatalogRuntime:
                 yield self
             finally:
                 self.health.phase = "draining"
+                await heartbeats.unsubscribe()
 
     async def _nats_answers(self) -> bool:
         # NatsBroker.connection is the public handle of its nats-py client (it raises before connect).

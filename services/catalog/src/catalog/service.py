@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from contracts import (
     VIEW,
@@ -24,6 +24,7 @@ from contracts import (
 
 from .cache import UNCACHED, AnswerCache
 from .errors import Forbidden, Unauthorized, model_not_found, plausible_id
+from .fleet import FleetCapabilities
 from .keys import INVALID, key_problem, seconds_left
 from .lastused import LastUsedRecorder
 from .permissions import RESOURCE_REMOTE_AGENT, effective_bits, has_permission
@@ -48,6 +49,8 @@ class CatalogService:
     last_used: LastUsedRecorder
     cache: AnswerCache | None = None
     reply_ttl_s: float = 5.0
+    #: What the live runners serve, heard from their heartbeats (agents are checked against it).
+    fleet: FleetCapabilities = field(default_factory=FleetCapabilities)
 
     # --- verify key ----------------------------------------------------------------------------
     async def verify_key(self, req: VerifyKeyRequest) -> VerifyKeyReply:

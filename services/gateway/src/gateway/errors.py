@@ -26,7 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from contracts import ErrorInfo
+from contracts import ErrorInfo, problems
 
 log = logging.getLogger(__name__)
 
@@ -124,37 +124,22 @@ def error_response(info: ErrorInfo, headers: Mapping[str, str] | None = None) ->
 
 def param_from_loc(loc: Sequence[int | str]) -> str | None:
     """A pydantic error location as OpenAI names a parameter: ``("messages", 0, "role")`` → ``messages[0].role``."""
-    out = ""
-    for part in loc:
-        if part in ("body", "query", "path", "header") and not out:
-            continue
-        if isinstance(part, str) and _is_union_tag(part):
-            continue
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or None
-
-
-#: The names pydantic puts in an error's location for the member of a union that failed.
-_SCALAR_TAGS = frozenset({"str", "int", "float", "bool", "none", "list", "dict", "bytes"})
-
-
-def _is_union_tag(part: str) -> bool:
-    """``function-after[…]``, ``list[…]``, ``str`` or a model's class name: not a parameter's name."""
-    return "[" in part or part in _SCALAR_TAGS or part[:1].isupper()
+    return problems.param_from_loc(loc)
 
 
 def describe_validation_error(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
-    """The message and param of the first of pydantic's errors."""
+    """The message and param of pydantic's errors: ``param`` names the first; one error keeps its plain
+    message, several are all listed (:mod:`contracts.problems`)."""
     if not errors:
         return "Invalid request.", None
     first = errors[0]
-    param = param_from_loc(first.get("loc", ()))
-    msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     if first.get("type") == "json_invalid":
         return "We could not parse the JSON body of your request.", None
+    found = problems.from_pydantic(errors)
+    param = found[0][0]
+    if len(found) > 1:
+        return problems.describe(found), param
+    msg = found[0][1]
     if first.get("type") == "missing":
         return f"Missing required parameter: '{param}'.", param
     return (f"Invalid value for '{param}': {msg}." if param else f"Invalid request: {msg}."), param

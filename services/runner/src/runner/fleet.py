@@ -2,10 +2,12 @@
 (:class:`contracts.RunnerHeartbeat` on ``runner.heartbeat.v1``, core NATS, the runner id also in the
 :data:`contracts.RUNNER_ID_HEADER` header).
 
-Gateways read only the header (a runner that falls silent fails its streams); billing reads the runs
-(a runner silent for ``BILLING_RUNNER_LOST_S`` is dead: billing records each call it had in flight from
-the last progress heard, estimated, and closes its runs, releasing their holds). What can be lost when
-a runner dies is therefore bounded by one heartbeat: the progress since the last one.
+Every heartbeat also names the runner's provider connections and tools: the catalog refuses an agent
+that names one no live runner has. Gateways read only the header (a runner that falls silent fails its
+streams); billing reads the runs (a runner silent for ``BILLING_RUNNER_LOST_S`` is dead: billing
+records each call it had in flight from the last progress heard, estimated, and closes its runs,
+releasing their holds). What can be lost when a runner dies is therefore bounded by one heartbeat: the
+progress since the last one.
 
 The progress is read from what each run's loop keeps anyway (:meth:`runner.agent.AgentRun.progress`),
 once per beat: nothing is added to the per-token path but a counter.
@@ -38,15 +40,23 @@ def heartbeat_messages(
     *,
     max_bytes: int,
     max_runs: int = MAX_RUNS_PER_MESSAGE,
+    connections: Sequence[str] | None = None,
+    tools: Sequence[str] | None = None,
 ) -> list[bytes]:
     """The heartbeat of ``runs`` as encoded :class:`RunnerHeartbeat` messages (``part`` of ``parts``),
     each holding at most ``max_runs`` runs and, where one run allows it, at most ``max_bytes`` bytes.
 
-    Each run is encoded once; its bytes are spliced into the envelope's ``runs`` array."""
+    Each run is encoded once; its bytes are spliced into the envelope's ``runs`` array. Every part
+    carries the runner's ``connections`` and ``tools`` (a few names: the catalog checks agents by them)."""
     encoded = [r.model_dump_json().encode() for r in runs]
     groups: list[list[bytes]] = [[]]
     size = 0
-    budget = max(1, max_bytes - 512)  # the envelope: id, ts, runner id, interval, part, parts
+    announced = {
+        "connections": list(connections) if connections is not None else None,
+        "tools": list(tools) if tools is not None else None,
+    }
+    # The envelope: id, ts, runner id, interval, part, parts, and the names announced.
+    budget = max(1, max_bytes - 512 - sum(len(n) + 3 for names in announced.values() for n in names or ()))
     for item in encoded:
         group = groups[-1]
         if group and (len(group) >= max_runs or size + len(item) + 1 > budget):
@@ -56,7 +66,9 @@ def heartbeat_messages(
         size += len(item) + 1
     out = []
     for part, group in enumerate(groups):
-        envelope = RunnerHeartbeat(runner_id=runner_id, interval_s=interval_s, part=part, parts=len(groups))
+        envelope = RunnerHeartbeat(
+            runner_id=runner_id, interval_s=interval_s, part=part, parts=len(groups), **announced
+        )
         data = envelope.model_dump_json().encode()
         # The key with bare quotes occurs once: a string value holds a '"' only escaped.
         out.append(data.replace(_RUNS_FIELD, b'"runs":[' + b",".join(group) + b"]", 1))
@@ -74,12 +86,17 @@ class Heartbeat:
         runner_id: str,
         interval_s: float,
         runs: Callable[[], Iterable[RunProgress]],
+        *,
+        connections: Sequence[str] | None = None,
+        tools: Sequence[str] | None = None,
     ) -> None:
         self._nc = nc
         self._subject = subject
         self._runner_id = runner_id
         self._interval_s = interval_s
         self._runs = runs
+        self._connections = sorted(connections) if connections is not None else None
+        self._tools = sorted(tools) if tools is not None else None
         self._task: asyncio.Task[None] | None = None
         self.sent = 0
 
@@ -99,7 +116,15 @@ class Heartbeat:
         """One heartbeat of ``runs`` (several messages when they do not fit in one)."""
         max_bytes = int((self._nc.max_payload or 1024 * 1024) * PAYLOAD_SHARE)
         headers = {RUNNER_ID_HEADER: self._runner_id}
-        for data in heartbeat_messages(self._runner_id, self._interval_s, runs, max_bytes=max_bytes):
+        messages = heartbeat_messages(
+            self._runner_id,
+            self._interval_s,
+            runs,
+            max_bytes=max_bytes,
+            connections=self._connections,
+            tools=self._tools,
+        )
+        for data in messages:
             try:
                 await self._nc.publish(self._subject, data, headers=headers)
             except nats.errors.Error as exc:

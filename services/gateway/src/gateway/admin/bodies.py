@@ -6,7 +6,9 @@ their literal text) so money fields can refuse them outright — money is a deci
 integer, never a JSON float — while other fields (an agent's ``temperature``) get an ordinary float.
 
 A body is read only as JSON (415 otherwise) and only up to the gateway's ``admin_max_body_bytes``
-(413 beyond); one nested deeper than :data:`MAX_DEPTH` is refused before it is walked.
+(413 beyond); one nested deeper than :data:`MAX_DEPTH` is refused before it is walked. Every problem
+of a body's fields is named in one 400 (:mod:`contracts.problems`): pydantic's, and those of a route's
+own ``check`` (an agent's provider and tools, which only the catalog knows), in field order.
 """
 
 from __future__ import annotations
@@ -19,11 +21,16 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
+from contracts.problems import Problem, describe, from_pydantic, in_field_order
+
 from ..bodylimits import read_json_body
+from ..context import GatewayContext
 from ..deps import CtxDep
 from ..errors import GatewayError, describe_validation_error
 
 M = TypeVar("M", bound=BaseModel)
+#: A route's own check of a body's JSON (after the JSON-level checks): more problems, or none.
+Check = Callable[[GatewayContext, dict[str, Any]], Awaitable[list[Problem]]]
 
 #: How deeply an admin body may nest (an agent's model parameters are the deepest part, at most 8).
 MAX_DEPTH = 32
@@ -37,6 +44,12 @@ MONEY_SCHEMA: dict[str, Any] = {
 
 def parse_body(model: type[M], raw: bytes, *, money: tuple[str, ...] = ()) -> M:
     """Validate ``raw`` JSON as ``model``; top-level ``money`` fields must be strings or integers."""
+    return validated(model, read_fields(raw, money))
+
+
+def read_fields(raw: bytes, money: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The JSON object of ``raw`` (400 for anything else, or a float in a ``money`` field); outside
+    money fields, numbers with a fraction are floats again."""
     if not raw.strip():
         raise GatewayError.bad_request("A JSON request body is required.")
     try:
@@ -55,20 +68,38 @@ def parse_body(model: type[M], raw: bytes, *, money: tuple[str, ...] = ()) -> M:
                 f"Invalid value for '{name}': money is a decimal string (\"12.50\") or an integer, never a JSON float.",
                 param=name,
             )
-    data = {k: (v if k in money else _floats(v)) for k, v in data.items()}
+    return {k: (v if k in money else _floats(v)) for k, v in data.items()}
+
+
+def validated(model: type[M], data: dict[str, Any], extra: list[Problem] | None = None) -> M:
+    """``data`` as ``model``, or one 400 naming every problem: pydantic's and ``extra``."""
+    errors: list[Any] = []
     try:
-        return model.model_validate(data)
+        body = model.model_validate(data)
     except ValidationError as exc:
-        message, param = describe_validation_error(exc.errors(include_url=False))  # type: ignore[arg-type]
-        raise GatewayError.bad_request(message, param) from exc
+        errors = exc.errors(include_url=False)  # type: ignore[assignment]
+    if not errors and not extra:
+        return body
+    if not extra:
+        message, param = describe_validation_error(errors)
+        raise GatewayError.bad_request(message, param)
+    found = in_field_order([*from_pydantic(errors), *extra], list(model.model_fields))
+    param = found[0][0]
+    message = f"Invalid value for '{param}': {found[0][1]}." if len(found) == 1 else describe(found)
+    raise GatewayError.bad_request(message, param)
 
 
-def json_body(model: type[M], *, money: tuple[str, ...] = ()) -> Callable[..., Awaitable[M]]:
-    """A FastAPI dependency answering the request's body as ``model`` (see :func:`parse_body`)."""
+def json_body(
+    model: type[M], *, money: tuple[str, ...] = (), check: Check | None = None
+) -> Callable[..., Awaitable[M]]:
+    """A FastAPI dependency answering the request's body as ``model`` (see :func:`parse_body`), its
+    problems and those ``check`` finds answered together."""
 
     async def dependency(request: Request, ctx: CtxDep) -> M:
         raw = await read_json_body(request, ctx.settings.admin_max_body_bytes)
-        return parse_body(model, raw, money=money)
+        data = read_fields(raw, money)
+        extra = await check(ctx, data) if check is not None else []
+        return validated(model, data, extra)
 
     dependency.__name__ = f"{model.__name__}_body"
     return dependency

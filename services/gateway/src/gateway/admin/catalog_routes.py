@@ -34,6 +34,7 @@ from contracts.admin import (
 from ..deps import CtxDep
 from ..errors import SERVER, GatewayError, JSONResponse
 from .bodies import body_doc, json_body
+from .capabilities import agent_problems
 from .common import PageQuery, admin_router, op_id
 from .forward import forward, relay, render
 from .keys import make_key
@@ -46,8 +47,8 @@ GroupCreateBody = Annotated[GroupCreate, Depends(json_body(GroupCreate))]
 GroupMemberAddBody = Annotated[GroupMemberAdd, Depends(json_body(GroupMemberAdd))]
 RoleUpdateBody = Annotated[RoleUpdate, Depends(json_body(RoleUpdate))]
 ApiKeyCreateBody = Annotated[ApiKeyCreate, Depends(json_body(ApiKeyCreate))]
-AgentCreateBody = Annotated[AgentCreate, Depends(json_body(AgentCreate))]
-AgentUpdateBody = Annotated[AgentUpdate, Depends(json_body(AgentUpdate))]
+AgentCreateBody = Annotated[AgentCreate, Depends(json_body(AgentCreate, check=agent_problems))]
+AgentUpdateBody = Annotated[AgentUpdate, Depends(json_body(AgentUpdate, check=agent_problems))]
 GrantCreateBody = Annotated[GrantCreate, Depends(json_body(GrantCreate))]
 
 

@@ -15,6 +15,10 @@ class ToolRegistry:
     def __init__(self, tools: list[Tool]) -> None:
         self._tools = {t.name: t for t in tools}
 
+    def names(self) -> list[str]:
+        """The tools' names, sorted (announced in every heartbeat)."""
+        return sorted(self._tools)
+
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
 
