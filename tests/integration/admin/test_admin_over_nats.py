@@ -177,6 +177,7 @@ async def test_service_errors_and_statuses_pass_through(setup) -> None:
 
 
 async def test_credits_reach_billing_exactly(setup) -> None:
+    assert (await setup.client.post("/admin/v1/users", json={"name": "Ada"})).json()["id"] == "u1"
     response = await setup.client.post("/admin/v1/users/u1/credits", json={"amount": "0.000001", "note": "x"})
     assert response.status_code == 201
     assert response.json()["amount"] == "0.000001"

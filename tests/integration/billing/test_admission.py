@@ -155,10 +155,14 @@ async def test_start_balance_on_first_use(
         )
         reply = BalanceReply.model_validate_json(raw.data)
         assert reply.balance == Decimal(20_000) and reply.enabled and reply.error is None
-        await admin(nats_client, s, "balance.get", params={"user_id": "new"})  # again: still one start entry
+        # A read never writes: the start balance is reported, the account is opened on first use.
+        again = (await admin(nats_client, s, "balance.get", params={"user_id": "new"})).body
+        assert again["balance"] == "20000"
+        assert (await admin(nats_client, s, "ledger.list", params={"user_id": "new"})).body["data"] == []
+        await admin(nats_client, s, "credits.add", params={"user_id": "new"}, body={"amount": "1"})
         page = (await admin(nats_client, s, "ledger.list", params={"user_id": "new"})).body
-        assert [(e["kind"], e["amount"]) for e in page["data"]] == [("start", "20000")]
-        assert (await books.account("new")) == (20_000 * MICRO, 0, 20_000 * MICRO)
+        assert [(e["kind"], e["amount"]) for e in page["data"]] == [("start", "20000"), ("topup", "1")]
+        assert (await books.account("new")) == (20_001 * MICRO, 0, 20_001 * MICRO)
 
 
 async def test_negative_credits_and_bad_admin_input(

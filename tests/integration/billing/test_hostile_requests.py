@@ -140,8 +140,10 @@ async def test_a_credit_beyond_what_a_balance_holds_is_a_400(
     """A balance at the top of a BIGINT: the next credit is refused by the database itself — the
     handler's backstop answers 400, not 500, and the balance is untouched."""
     s = Subjects(namespace)
-    opened = await ask(nats_client, s.billing_admin, {"op": "balance.get", "params": {"user_id": "rich"}})
-    assert opened["status"] == 200
+    opened = await ask(
+        nats_client, s.billing_admin, {"op": "credits.add", "params": {"user_id": "rich"}, "body": {"amount": "1"}}
+    )
+    assert opened["status"] == 201
     async with books.engine.begin() as conn:
         await conn.execute(update(accounts).where(accounts.c.user_id == "rich").values(balance=2**63 - 1))
     more = await ask(

@@ -103,11 +103,15 @@ class Accounts:
 
     # --- transactions of their own ------------------------------------------------------------------
     async def balance(self, user_id: str) -> dict[str, int | str | bool]:
-        """The account's balance and reserved µcr (opening it on first use)."""
-        async with self.engine.begin() as conn:
-            await self.ensure(conn, [user_id])
-            row = (await self.lock(conn, [user_id]))[user_id]
-        return {"user_id": user_id, "balance": row["balance"], "reserved": row["reserved"]}
+        """The account's balance and reserved µcr. A read never writes: an account not opened yet (the
+        user has not used anything) answers the start balance it will be opened with, on first use."""
+        async with self.engine.connect() as conn:
+            q = select(accounts.c.balance, accounts.c.reserved).where(accounts.c.user_id == user_id)
+            row = (await conn.execute(q)).first()
+        if row is None:
+            start = self.policy.start_balance if self.policy.balance_enabled else 0
+            return {"user_id": user_id, "balance": start, "reserved": 0}
+        return {"user_id": user_id, "balance": row.balance, "reserved": row.reserved}
 
     async def credit(self, user_id: str, amount: int, kind: str, note: str | None) -> dict[str, Any]:
         """A credit movement (top-up, adjustment, refill): one ledger entry, the balance moved by it."""

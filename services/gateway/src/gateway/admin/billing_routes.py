@@ -1,4 +1,9 @@
-"""Admin routes owned by billing: balances, credits, the ledger and pricing (``subjects.billing_admin``)."""
+"""Admin routes owned by billing: balances, credits, the ledger and pricing (``subjects.billing_admin``).
+
+The routes of one user ask the catalog first whether the user exists (``users.get``): billing opens an
+account for any id it is given, so an unknown or deleted user is answered 404 here and nothing reaches
+billing (no phantom account, no start entry). Billing never reads the catalog's tables.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,12 @@ from starlette.responses import Response
 from contracts.admin import Balance, CreditsAdd, LedgerEntry, Page, Price, PriceSet
 from contracts.bounds import INT64_MAX
 
+from ..context import GatewayContext
 from ..deps import CtxDep
 from ..errors import GatewayError
 from .bodies import body_doc, json_body
 from .common import PageQuery, admin_router, op_id
-from .forward import relay
+from .forward import forward, relay
 
 router = admin_router()
 
@@ -39,6 +45,13 @@ def check_ledger_cursor(after: str | None) -> None:
         )
 
 
+async def require_user(ctx: GatewayContext, user_id: str) -> None:
+    """The catalog's error (404 for a user that does not exist or was deleted) unless ``user_id`` is a user."""
+    reply = await forward(ctx, "catalog", "users.get", params={"user_id": user_id})
+    if reply.error is not None:
+        raise GatewayError(reply.error)
+
+
 @router.get(
     "/users/{user_id}/balance",
     response_model=Balance,
@@ -46,6 +59,7 @@ def check_ledger_cursor(after: str | None) -> None:
     operation_id=op_id("balance.get"),
 )
 async def get_balance(ctx: CtxDep, user_id: str) -> Response:
+    await require_user(ctx, user_id)
     return await relay(ctx, "billing", "balance.get", params={"user_id": user_id})
 
 
@@ -58,6 +72,7 @@ async def get_balance(ctx: CtxDep, user_id: str) -> Response:
     openapi_extra=body_doc(CreditsAdd, money=CREDITS_MONEY),
 )
 async def add_credits(ctx: CtxDep, user_id: str, body: CreditsAddBody) -> Response:
+    await require_user(ctx, user_id)
     return await relay(
         ctx, "billing", "credits.add", params={"user_id": user_id}, body=body.model_dump(mode="json"), success=201
     )
@@ -76,6 +91,7 @@ async def list_ledger(
     run_id: Annotated[str | None, Query(description="only this run's entries")] = None,
 ) -> Response:
     check_ledger_cursor(page.get("after"))
+    await require_user(ctx, user_id)
     query = {**page, "run_id": run_id} if run_id else page
     return await relay(ctx, "billing", "ledger.list", params={"user_id": user_id}, query=query)
 
