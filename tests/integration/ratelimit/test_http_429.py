@@ -48,7 +48,7 @@ async def replicas(nats_client, namespace: str, redis_url: str) -> AsyncIterator
             rpc=nats_requester(nats_client),
             subjects=subjects,
             auth=KeyAuth(),
-            rate_limiter=RateLimiter(redis, namespace=rl_namespace),
+            rate_limiter=RateLimiter(redis, namespace=rl_namespace, timeout_s=5.0),  # counts, not outages
         )
         clients.append(httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw"))
     yield clients

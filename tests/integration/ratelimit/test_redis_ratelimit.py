@@ -15,6 +15,12 @@ from gateway.ratelimit import RateLimiter
 pytestmark = pytest.mark.integration
 
 
+#: These tests are about exact counts, not outages: a Redis call slowed by a busy test machine must not
+#: open the breaker and move the count into process memory (tests/integration/ratelimit/test_redis_outage.py
+#: covers that).
+EXACT_TIMEOUT_S = 5.0
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1_000_000.0
@@ -37,8 +43,8 @@ def ns() -> str:
 
 async def test_two_replicas_share_one_budget(redis_client: aioredis.Redis, ns: str) -> None:
     clock = Clock()
-    a = RateLimiter(redis_client, namespace=ns, clock=clock)
-    b = RateLimiter(redis_client, namespace=ns, clock=clock)
+    a = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns, clock=clock)
+    b = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns, clock=clock)
     results = [await (a if i % 2 else b).check("key_1", 5) for i in range(5)]
     assert results == [None] * 5
     assert await a.check("key_1", 5) == pytest.approx(12.0)
@@ -48,7 +54,7 @@ async def test_two_replicas_share_one_budget(redis_client: aioredis.Redis, ns: s
 
 
 async def test_concurrent_checks_admit_exactly_the_limit(redis_client: aioredis.Redis, ns: str) -> None:
-    replicas = [RateLimiter(redis_client, namespace=ns) for _ in range(3)]
+    replicas = [RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns) for _ in range(3)]
     results = await asyncio.gather(*(replicas[i % 3].check("burst", 10) for i in range(30)))
     assert results.count(None) == 10
     assert all(r is not None and r >= 1 for r in results if r is not None)
@@ -56,7 +62,7 @@ async def test_concurrent_checks_admit_exactly_the_limit(redis_client: aioredis.
 
 async def test_recovery_after_the_window_on_the_injected_clock(redis_client: aioredis.Redis, ns: str) -> None:
     clock = Clock()
-    limiter = RateLimiter(redis_client, namespace=ns, clock=clock)
+    limiter = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns, clock=clock)
     assert [await limiter.check("k", 5) for _ in range(6)] == [None] * 5 + [pytest.approx(12.0)]
     clock.now += 12.0
     assert await limiter.check("k", 5) is None
@@ -66,7 +72,7 @@ async def test_recovery_after_the_window_on_the_injected_clock(redis_client: aio
 
 
 async def test_recovery_on_redis_time_with_a_tiny_window(redis_client: aioredis.Redis, ns: str) -> None:
-    limiter = RateLimiter(redis_client, namespace=ns, window_s=0.3)
+    limiter = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns, window_s=0.3)
     assert [await limiter.check("k", 3) for _ in range(3)] == [None] * 3
     assert await limiter.check("k", 3) == 1.0  # Retry-After floor; the real wait is 0.1 s
     deadline = time.monotonic() + 5.0
@@ -80,7 +86,7 @@ async def test_recovery_on_redis_time_with_a_tiny_window(redis_client: aioredis.
 
 
 async def test_state_is_namespaced_and_expires(redis_client: aioredis.Redis, ns: str) -> None:
-    limiter = RateLimiter(redis_client, namespace=ns)
+    limiter = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns)
     await limiter.check("key_9", 60)
     key = f"sb:{ns}:rl:key_9"
     assert limiter.redis_key("key_9") == key
@@ -89,7 +95,7 @@ async def test_state_is_namespaced_and_expires(redis_client: aioredis.Redis, ns:
 
 
 async def test_evalsha_survives_a_script_flush(redis_client: aioredis.Redis, ns: str) -> None:
-    limiter = RateLimiter(redis_client, namespace=ns)
+    limiter = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns)
     assert await limiter.check("k", 5) is None
     await redis_client.script_flush()
     assert await limiter.check("k", 5) is None
@@ -107,7 +113,7 @@ async def test_unreachable_redis_falls_back_to_memory() -> None:
 @pytest.mark.parametrize("limit", [1, 7, 60])
 async def test_exact_counts_on_redis(redis_client: aioredis.Redis, ns: str, limit: int) -> None:
     clock = Clock()
-    limiter = RateLimiter(redis_client, namespace=ns, clock=clock)
+    limiter = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns, clock=clock)
     results = [await limiter.check("k", limit) for _ in range(limit + 1)]
     assert results.count(None) == limit
     assert results[-1] == pytest.approx(max(1.0, 60.0 / limit), abs=1e-3)
@@ -126,22 +132,24 @@ def _answers_without_waiting(check) -> bool:  # type: ignore[no-untyped-def]
 
 async def test_a_key_far_from_its_limit_goes_ahead_without_a_round_trip(redis_client: aioredis.Redis, ns: str) -> None:
     clock = Clock()
-    limiter = RateLimiter(redis_client, namespace=ns, clock=clock)
-    assert await limiter.check("k", 600) is None  # the first check asks Redis and learns the budget
-    assert all(_answers_without_waiting(limiter.check("k", 600)) for _ in range(10))
-    await asyncio.sleep(0.1)  # the counts land in Redis in the background
-    interval_us = 60_000_000 // 600
+    limiter = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns, clock=clock)
+    # 60 a minute: one request a second, so the state's expiry in Redis (on Redis's own clock, not the
+    # injected one) is a second or more, longer than a busy machine takes between two of these checks.
+    assert await limiter.check("k", 60) is None  # the first check asks Redis and learns the budget
+    assert all(_answers_without_waiting(limiter.check("k", 60)) for _ in range(10))
+    await limiter.drain()  # the counts land in Redis in the background
+    interval_us = 60_000_000 // 60
     tat = int(await redis_client.get(limiter.redis_key("k")))
     assert tat == int(clock.now * 1_000_000) + 11 * interval_us  # all eleven requests counted
 
 
 async def test_a_tight_limit_always_asks_redis(redis_client: aioredis.Redis, ns: str) -> None:
-    limiter = RateLimiter(redis_client, namespace=ns, clock=Clock())
+    limiter = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns, clock=Clock())
     assert await limiter.check("k", 59) is None
     assert not _answers_without_waiting(limiter.check("k", 59))
 
 
 async def test_near_the_limit_every_request_waits_and_the_count_is_exact(redis_client: aioredis.Redis, ns: str) -> None:
-    limiter = RateLimiter(redis_client, namespace=ns, clock=Clock())
+    limiter = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns, clock=Clock())
     results = [await limiter.check("k", 100) for _ in range(101)]  # the first ~half go fast
     assert results.count(None) == 100 and results[-1] is not None

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from contracts import CacheInvalidated, RunClosed, Subjects, new_id
 from contracts.subjects import MSG_ID_HEADER
+from servicekit.breaker import CircuitBreaker
 from servicekit.natsio import connect, ensure_streams, trace_headers
 from servicekit.telemetry import setup_tracing
 
@@ -28,7 +29,7 @@ from .metrics import Metrics
 from .middleware import ObservabilityMiddleware
 from .openapi import document_openai_routes
 from .preadmit import PreAdmissions
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimiter, redis_client
 from .routes import chat, health, models
 from .rpc import nats_requester
 from .runs import recover_all
@@ -55,13 +56,26 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
 
         nc = await connect(settings.nats_url, "gateway", on_reconnected=on_reconnected)
         redis = None
+        rate_limiter: RateLimiter | None = None
         try:
             js = nc.jetstream()
             await ensure_streams(js, subjects)
             if settings.redis_url:
-                from redis.asyncio import Redis
-
-                redis = Redis.from_url(settings.redis_url)
+                # Optional at run time too: short timeouts and a circuit breaker (gateway.ratelimit).
+                redis = redis_client(
+                    settings.redis_url,
+                    connect_timeout_s=settings.redis_connect_timeout_s,
+                    timeout_s=settings.redis_timeout_s,
+                )
+            rate_limiter = RateLimiter(
+                redis,
+                namespace=settings.nats_namespace,
+                timeout_s=settings.redis_timeout_s,
+                breaker=CircuitBreaker(
+                    cooldown_s=settings.redis_cooldown_s, max_cooldown_s=settings.redis_max_cooldown_s
+                ),
+                registry=metrics.registry,
+            )
             rpc = nats_requester(nc, settings.nats_reconnect_wait_s)
             auth = Authenticator(
                 rpc,
@@ -109,7 +123,7 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
                 auth=auth,
                 metrics=metrics,
                 redis=redis,
-                rate_limiter=RateLimiter(redis, namespace=settings.nats_namespace),
+                rate_limiter=rate_limiter,
                 rpc=rpc,
                 preadmitted=preadmitted if settings.preadmit_runs else None,
                 close_run=close_run,
@@ -125,6 +139,8 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
             await preadmitted.close()
             await invalidations.unsubscribe()
         finally:
+            if rate_limiter is not None:
+                await rate_limiter.aclose()
             if redis is not None:
                 await redis.aclose()
             if not nc.is_closed:

@@ -9,7 +9,16 @@ full again. A refused request moves nothing, so hammering does not lengthen the 
 With Redis the check is one Lua script (``EVALSHA``: atomic, one round trip) on
 ``sb:<namespace>:rl:<key_id>``, which expires when the key is idle — every gateway replica shares
 the budget. Redis's own clock is used, so replicas with skewed clocks still agree. Without Redis
-(or while Redis is unreachable) the same algorithm runs in process memory.
+the same algorithm runs in process memory.
+
+Redis is optional at run time too. Every call to it is bounded by ``timeout_s`` (0.25 s; the client's
+own connect and socket timeouts, :func:`redis_client`, are 0.1 s and 0.25 s) and goes through a circuit
+breaker (:mod:`servicekit.breaker`): after a failure, no request calls Redis for a cool-down that grows
+while Redis stays away (a background ``PING`` probes it), and every decision is made in process
+memory — each replica then lets a key through up to its whole limit, so the replicas together allow up
+to N times the limit. One warning is logged when an outage begins and one line when it ends;
+``gateway_rate_limit_local_total`` counts the decisions made locally meanwhile and
+``gateway_rate_limit_redis_available`` is 0.
 
 A key far from its limit is not held up by that round trip. Each answer from Redis also tells how
 much budget the key has left; while the last answer (under a second old) left at least half the
@@ -27,9 +36,17 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+
+from servicekit.breaker import CircuitBreaker, Guard, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +128,24 @@ class MemoryGCRA:
         return len(self._tat)
 
 
+def redis_client(url: str, *, connect_timeout_s: float, timeout_s: float) -> Redis:
+    """A Redis client whose every connect and read gives up within the hot path's budget (redis-py's
+    defaults wait 5 s and retry three times with backoff). A refused or reset connection is retried
+    once at once (a pooled connection may have died with a restarted Redis); a timeout never is."""
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=connect_timeout_s,
+        socket_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+    )
+
+
 class RateLimiter:
     """``await check(key_id, limit_per_minute)``: ``None`` to go ahead, else seconds to wait (≥ 1).
 
     ``window_s`` is the period the limit counts over (60 s; tests use a tiny one). ``clock`` (seconds)
-    replaces Redis's clock and the in-memory clock, for tests.
+    replaces Redis's clock and the in-memory clock, for tests. ``timeout_s`` bounds each Redis call and
+    ``breaker`` decides when Redis is called at all; ``registry`` receives the limiter's metrics.
     """
 
     def __init__(
@@ -125,6 +155,9 @@ class RateLimiter:
         namespace: str = "",
         window_s: float = 60.0,
         clock: Callable[[], float] | None = None,
+        timeout_s: float = 0.25,
+        breaker: CircuitBreaker | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self._redis = redis
         self._prefix = f"sb:{namespace}:rl:" if namespace else "sb:rl:"
@@ -132,7 +165,29 @@ class RateLimiter:
         self._clock = clock
         self._memory = MemoryGCRA(clock or time.monotonic)
         self._script = redis.register_script(_GCRA_LUA) if redis is not None else None
-        self._redis_failing = False
+        self._guard: Guard | None = None
+        if redis is not None:
+            self._guard = Guard(
+                "rate limiter's Redis",
+                breaker or CircuitBreaker(),
+                redis.ping,
+                timeout_s=timeout_s,
+                failures=(RedisError, OSError),
+                on_down=self._down,
+                on_up=self._up,
+            )
+            registry = registry if registry is not None else CollectorRegistry()
+            self._local = Counter(
+                "gateway_rate_limit_local",
+                "Rate-limit decisions made in this process's memory because Redis was unavailable",
+                registry=registry,
+            )
+            self._available = Gauge(
+                "gateway_rate_limit_redis_available",
+                "1 while rate limits are counted in Redis; 0 while its circuit breaker is open (limits per process)",
+                registry=registry,
+            )
+            self._available.set(1)
         # key id → (budget left at Redis's last answer µs, when (monotonic s), spent here since µs)
         self._known: dict[str, tuple[int, float, int]] = {}
         # key id → its counts on their way to Redis (a waiting check lets them land first)
@@ -150,7 +205,7 @@ class RateLimiter:
         # Rounded down: ``limit`` intervals never exceed the window, so exactly ``limit`` fit.
         interval = max(1, window // limit_per_minute)
         wait: int | None
-        if self._script is not None:
+        if self._guard is not None:
             if self._far_from_limit(key_id, interval, window):
                 task = asyncio.get_running_loop().create_task(self._count_in_background(key_id, interval, window))
                 counting = self._counting.setdefault(key_id, set())
@@ -161,17 +216,11 @@ class RateLimiter:
                 # Near the limit: this key's earlier counts reach Redis before this decision does.
                 await asyncio.gather(*self._counting[key_id], return_exceptions=True)
             try:
-                wait = await self._check_redis(key_id, interval, window)
-            except (RedisError, OSError) as exc:
+                wait = await self._guard.call(partial(self._check_redis, key_id, interval, window))
+            except Unavailable:
                 # Limits must not take the API down: fall back to this process's own budget.
-                if not self._redis_failing:
-                    log.warning("rate limiter: Redis unavailable, limiting per process (%s)", type(exc).__name__)
-                    self._redis_failing = True
+                self._local.inc()
                 wait = self._memory.check(key_id, interval, window)
-            else:
-                if self._redis_failing:
-                    log.info("rate limiter: Redis is back")
-                    self._redis_failing = False
         else:
             wait = self._memory.check(key_id, interval, window)
         if wait is None:
@@ -180,7 +229,7 @@ class RateLimiter:
 
     def _far_from_limit(self, key_id: str, interval: int, window: int) -> bool:
         known = self._known.get(key_id)
-        if known is None or self._redis_failing:
+        if known is None or self._guard is None or not self._guard.available:
             return False
         left, at, spent = known
         if time.monotonic() - at > _FRESH_S:
@@ -198,11 +247,38 @@ class RateLimiter:
                 del self._counting[key_id]
 
     async def _count_in_background(self, key_id: str, interval: int, window: int) -> None:
+        assert self._guard is not None
         try:
-            await self._check_redis(key_id, interval, window)
-        except (RedisError, OSError) as exc:
+            await self._guard.call(partial(self._check_redis, key_id, interval, window))
+        except Unavailable:
             self._known.pop(key_id, None)  # the next request asks (and falls back) itself
-            log.warning("rate limiter: counting a request in Redis failed (%s)", type(exc).__name__)
+            log.debug("rate limiter: a request counted in the background did not reach Redis", exc_info=True)
+
+    def _down(self, exc: BaseException) -> None:
+        assert self._guard is not None
+        self._available.set(0)
+        log.warning(
+            "rate limiter: Redis unavailable (%s); limiting per process, trying Redis again within %.1f s",
+            type(exc).__name__,
+            self._guard.breaker.cooldown_s,
+        )
+
+    def _up(self, down_for: float) -> None:
+        self._available.set(1)
+        log.info("rate limiter: Redis answers again after %.1f s; limits are shared again", down_for)
+
+    async def drain(self) -> None:
+        """Wait until every request counted in the background has reached Redis (or given up)."""
+        tasks = [t for counting in self._counting.values() for t in counting]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Let the counts in flight land, and stop a probe of Redis in flight (the client is the
+        caller's to close)."""
+        await self.drain()
+        if self._guard is not None:
+            await self._guard.aclose()
 
     async def _check_redis(self, key_id: str, interval: int, window: int) -> int | None:
         now = _us(self._clock()) if self._clock is not None else -1

@@ -47,6 +47,30 @@ class GatewaySettings(ServiceSettings):
     max_header_bytes: int = Field(default=64 * 1024, ge=1024, description="request line and headers: 431 above")
     header_timeout_s: float = Field(default=10.0, gt=0, description="a request's headers must arrive within it: 408")
     redis_url: str | None = Field(default=None, validation_alias=shared("GATEWAY_", "REDIS_URL"))
+    redis_connect_timeout_s: float = Field(
+        default=0.1,
+        gt=0,
+        validation_alias=shared("GATEWAY_", "REDIS_CONNECT_TIMEOUT_S"),
+        description="a connection to Redis not made within it: limits per process",
+    )
+    redis_timeout_s: float = Field(
+        default=0.25,
+        gt=0,
+        validation_alias=shared("GATEWAY_", "REDIS_TIMEOUT_S"),
+        description="every rate-limit call to Redis (connect included) ends within it",
+    )
+    redis_cooldown_s: float = Field(
+        default=0.5,
+        gt=0,
+        validation_alias=shared("GATEWAY_", "REDIS_COOLDOWN_S"),
+        description="after a failed Redis call, no call for this long; then one probe (doubling while it fails)",
+    )
+    redis_max_cooldown_s: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias=shared("GATEWAY_", "REDIS_MAX_COOLDOWN_S"),
+        description="the longest cool-down between probes",
+    )
     rpc_timeout_s: float = Field(default=2.0, gt=0, description="catalog and billing request/reply timeout")
     nats_reconnect_wait_s: float = Field(
         default=5.0, ge=0, description="while NATS reconnects (a restart), a new request waits this long for it"
@@ -57,6 +81,12 @@ class GatewaySettings(ServiceSettings):
         default=4, ge=0, le=16, description="runs kept admitted ahead per active user and agent (0: none)"
     )
     preadmit_max_age_s: float = Field(default=30.0, gt=0, description="an unused run admitted ahead is handed back")
+
+    @model_validator(mode="after")
+    def _cooldowns(self) -> GatewaySettings:
+        if self.redis_max_cooldown_s < self.redis_cooldown_s:
+            raise ValueError("REDIS_MAX_COOLDOWN_S must be at least REDIS_COOLDOWN_S")
+        return self
 
     @model_validator(mode="after")
     def _refuse_weak_admin_token_in_production(self) -> GatewaySettings:
