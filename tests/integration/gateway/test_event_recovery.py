@@ -28,8 +28,9 @@ async def drop_core_subscription(run: RunStream, nc: nats.NATS) -> None:
     await nc.flush()
 
 
-async def restore_core_subscription(run: RunStream) -> None:
+async def restore_core_subscription(run: RunStream, nc: nats.NATS) -> None:
     await run.open()
+    await nc.flush()  # the server has the subscription before anything is published to it
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ async def test_a_gap_is_filled_from_the_stream(nats_client: nats.NATS, subjects:
         await drop_core_subscription(run, gateway_nc)
         for seq in (1, 2, 3):
             await emit(nats_client, subjects, "run-gap", seq, delta=f"d{seq}")
-        await restore_core_subscription(run)
+        await restore_core_subscription(run, gateway_nc)
         await emit(nats_client, subjects, "run-gap", 4, delta="d4")
         got = [await run.next(2) for _ in range(4)]
         assert [e.seq for e in got] == [1, 2, 3, 4]
@@ -73,7 +74,7 @@ async def test_after_a_reconnect_the_missed_end_of_a_run_is_read(
         done = RunCompleted(run_id="run-end", seq=2, finish_reason="stop")
         await nats_client.publish(subjects.run_events("run-end"), done.model_dump_json().encode())
         await nats_client.flush()
-        await restore_core_subscription(run)
+        await restore_core_subscription(run, gateway_nc)
         assert recover_all() >= 1  # what the gateway does when NATS says it reconnected
         assert (await run.next(2)).seq == 1
         assert (await asyncio.wait_for(run.next(2), 5)).type == "completed"

@@ -57,3 +57,20 @@ def test_a_busy_runner_asks_for_no_new_runs() -> None:
     assert worker._free_slots() == 0
     worker.lag.observe(0.0)
     assert worker._free_slots() == 10
+
+
+async def test_an_emitter_sends_its_recent_events_again_in_order() -> None:
+    from contracts.events import TextDelta
+    from runner.emitter import REPLAY_EVENTS, EventEmitter
+
+    sent: list[bytes] = []
+
+    async def publish(data: bytes) -> None:
+        sent.append(data)
+
+    emitter = EventEmitter("run-1", publish, heartbeat_s=60)
+    for i in range(REPLAY_EVENTS + 10):
+        await emitter.emit(TextDelta, delta=str(i))
+    first_pass = list(sent)
+    assert await emitter.replay() == REPLAY_EVENTS  # only the last ones are kept
+    assert sent[len(first_pass) :] == first_pass[-REPLAY_EVENTS:]

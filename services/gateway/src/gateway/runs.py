@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 
 _CLIENT_GONE = object()
 _RECOVER = object()
-#: Pauses between reads of RUN_EVENTS while an event is still missing (about 2 s in all).
-_RECOVER_RETRIES = (0.1, 0.3, 0.6, 1.0)
+#: Pauses between reads of RUN_EVENTS while an event is still missing (about 5 s in all: after a NATS
+#: restart, runners send their recent events again once JetStream is back).
+_RECOVER_RETRIES = (0.1, 0.3, 0.6, 1.0, 1.0, 1.0, 1.0)
 #: Events read from RUN_EVENTS in one fetch.
 _RECOVER_BATCH = 256
 #: Every run open in this process, so a reconnect can make each read what it missed.

@@ -64,6 +64,7 @@ class RunnerApp:
         self.worker: Worker | None = None
         self.heartbeat: Heartbeat | None = None
         self._lag_task: asyncio.Task[None] | None = None
+        self._replaying: asyncio.Task[int] | None = None
         self.health = Health({"nats": lambda: nats_answers(self.nc)}, metrics=self.metrics.render)
         self._health_server: HealthServer | None = None
         self._providers: dict[str, Provider] = {}
@@ -96,7 +97,13 @@ class RunnerApp:
             self._health_server = HealthServer(self.health, s.health_host, s.health_port)
             await self._health_server.start()
         self._providers = {name: build_provider(c, s.provider_timeout_s) for name, c in self.connections.items()}
-        self.nc = await connect(s.nats_url, name=f"runner-{self.runner_id}")
+
+        async def on_reconnected() -> None:
+            # Events published while NATS came back may have reached nobody: send recent ones again.
+            if self.worker is not None:
+                self._replaying = asyncio.create_task(self.worker.replay_events(), name="runner-event-replay")
+
+        self.nc = await connect(s.nats_url, name=f"runner-{self.runner_id}", on_reconnected=on_reconnected)
         self.worker = Worker(
             self.nc,
             self.subjects,

@@ -9,18 +9,26 @@ yields to the event loop. ``flush=True`` yields at once: for events the client i
 call's first delta, the end), which would otherwise wait behind whatever CPU work follows (decoding a
 burst of buffered chunks). ``started`` is not flushed: the provider request goes out first, and
 ``started`` with the run's first wait for the provider.
+
+The last :data:`REPLAY_EVENTS` events are kept: after a reconnect (a NATS restart) the runner sends
+them again (:meth:`EventEmitter.replay`), because events published while the server was coming back
+may have reached neither the gateway nor the RUN_EVENTS stream; a gateway drops what it saw already.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from contracts.events import Heartbeat, _RunEvent
 
 Publish = Callable[[bytes], Awaitable[None]]
+
+#: Events of a run kept to be sent again after a reconnect (a few seconds of a fast stream).
+REPLAY_EVENTS = 256
 
 
 class EventEmitter:
@@ -30,14 +38,24 @@ class EventEmitter:
         self._publish = publish
         self._heartbeat_s = heartbeat_s
         self._last = time.monotonic()
+        self._recent: deque[bytes] = deque(maxlen=REPLAY_EVENTS)
 
     async def emit(self, event_type: type[_RunEvent], /, *, flush: bool = False, **fields: Any) -> None:
         event = event_type(run_id=self.run_id, seq=self.seq, **fields)
         self.seq += 1
         self._last = time.monotonic()
-        await self._publish(event.model_dump_json().encode())
+        data = event.model_dump_json().encode()
+        self._recent.append(data)
+        await self._publish(data)
         if flush:
             await asyncio.sleep(0)
+
+    async def replay(self) -> int:
+        """Send the kept events again, in order (after a reconnect); how many."""
+        kept = list(self._recent)
+        for data in kept:
+            await self._publish(data)
+        return len(kept)
 
     async def heartbeats(self) -> None:
         """Send a :class:`Heartbeat` whenever nothing was sent for ``heartbeat_s``; run as a task."""

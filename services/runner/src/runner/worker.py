@@ -120,6 +120,23 @@ class Worker:
             return 0
         return self._concurrency - len(self._tasks)
 
+    async def replay_events(self, js_wait_s: float = 10.0) -> int:
+        """After a reconnect: once JetStream answers again, send every live run's recent events
+        again (the gateway drops duplicates; RUN_EVENTS captures what it missed). How many runs."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + js_wait_s
+        while loop.time() < deadline:
+            try:
+                await self._js.account_info()
+                break
+            except Exception:  # JetStream still recovering its streams after the server restart
+                await asyncio.sleep(0.2)
+        runs = [run for _, run in list(self._runs.values())]
+        for run in runs:
+            with contextlib.suppress(Exception):
+                await run.emitter.replay()
+        return len(runs)
+
     async def refill(self) -> None:
         """Ask the queue for work again (the loop stopped lagging)."""
         if not self._stopping:
