@@ -14,8 +14,9 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from gateway.ratelimit import RateLimiter, redis_client
+from gateway.ratelimit import RateLimiter
 from servicekit.breaker import CircuitBreaker
+from servicekit.redisio import redis_client
 from tests.support.tcpfaults import closed_port, faulty_proxy
 
 pytestmark = pytest.mark.integration

@@ -28,8 +28,9 @@ from contracts import AdminRequest, CacheInvalidated, Subjects
 from servicekit.breaker import CircuitBreaker
 from servicekit.health import Check, Health, nats_answers, serving_health
 from servicekit.natsio import trace_headers, wait_until_answering
+from servicekit.redisio import redis_client
 
-from .cache import AnswerCache, redis_client
+from .cache import AnswerCache
 from .db import migrate, open_engine
 from .handlers import register
 from .lastused import LastUsedRecorder

@@ -18,6 +18,7 @@ from contracts import CacheInvalidated, RunClosed, Subjects, new_id
 from contracts.subjects import MSG_ID_HEADER
 from servicekit.breaker import CircuitBreaker
 from servicekit.natsio import connect, ensure_streams, trace_headers
+from servicekit.redisio import redis_client
 from servicekit.telemetry import setup_tracing
 
 from .admin import router as admin_router
@@ -29,7 +30,7 @@ from .metrics import Metrics
 from .middleware import ObservabilityMiddleware
 from .openapi import document_openai_routes
 from .preadmit import PreAdmissions
-from .ratelimit import RateLimiter, redis_client
+from .ratelimit import RateLimiter
 from .routes import chat, health, models
 from .rpc import nats_requester
 from .runs import recover_all

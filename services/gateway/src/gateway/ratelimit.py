@@ -12,7 +12,8 @@ the budget. Redis's own clock is used, so replicas with skewed clocks still agre
 the same algorithm runs in process memory.
 
 Redis is optional at run time too. Every call to it is bounded by ``timeout_s`` (0.25 s; the client's
-own connect and socket timeouts, :func:`redis_client`, are 0.1 s and 0.25 s) and goes through a circuit
+own connect and socket timeouts, :func:`servicekit.redisio.redis_client`, are 0.1 s and 0.25 s) and
+goes through a circuit
 breaker (:mod:`servicekit.breaker`): after a failure, no request calls Redis for a cool-down that grows
 while Redis stays away (a background ``PING`` probes it), and every decision is made in process
 memory — each replica then lets a key through up to its whole limit, so the replicas together allow up
@@ -40,10 +41,6 @@ from functools import partial
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from servicekit.breaker import CircuitBreaker, Guard, Unavailable
@@ -126,18 +123,6 @@ class MemoryGCRA:
 
     def __len__(self) -> int:
         return len(self._tat)
-
-
-def redis_client(url: str, *, connect_timeout_s: float, timeout_s: float) -> Redis:
-    """A Redis client whose every connect and read gives up within the hot path's budget (redis-py's
-    defaults wait 5 s and retry three times with backoff). A refused or reset connection is retried
-    once at once (a pooled connection may have died with a restarted Redis); a timeout never is."""
-    return Redis.from_url(
-        url,
-        socket_connect_timeout=connect_timeout_s,
-        socket_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-    )
 
 
 class RateLimiter:
