@@ -38,12 +38,21 @@ class ReasoningDelta(_RunEvent):
 
 
 class ToolCallStarted(_RunEvent):
-    """A server-side tool call begins. ``index`` is the call's place in the run's one tool-call index space."""
+    """A tool call begins. ``index`` is the call's place in the run's one tool-call index space.
+
+    ``client`` false (the default): the agent's own tool (built-in or MCP), executed by the runner, whose
+    ``tool_result`` follows; clients show it as agent activity, never as a call they must make.
+    ``client`` true: a function the client supplied with the request; the runner does not execute it,
+    and the run ends with ``finish_reason: "tool_calls"`` for the client to run it and send the result.
+    ``server_label`` names where an agent tool runs: the MCP server's name, or ``switchboard`` for built-ins.
+    """
 
     type: Literal["tool_call_started"] = "tool_call_started"
     index: int = Field(ge=0)
     call_id: str
     name: str
+    client: bool = False
+    server_label: str = "switchboard"
 
 
 class ToolCallArgumentsDelta(_RunEvent):

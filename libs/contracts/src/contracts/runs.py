@@ -70,6 +70,29 @@ class Caller(Message):
     key_id: str | None = None
 
 
+class FunctionDefinition(Message):
+    """A function the client offers the model (OpenAI's ``FunctionObject``), checked at the gateway."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ClientTool(Message):
+    """A tool the client supplied with the request: the model may call it, the client runs it."""
+
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+class NamedToolChoice(Message):
+    """``tool_choice`` forcing one client function: ``{"type": "function", "function": {"name": …}}``."""
+
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class RunOptions(Message):
     """Per-request overrides of the agent's model parameters, as the client sent them."""
 
@@ -79,6 +102,14 @@ class RunOptions(Message):
     top_p: float | None = None
     stop: list[str] | None = None
     max_steps: int | None = Field(default=None, ge=1, description="model calls at most in this run")
+    tools: list[ClientTool] | None = Field(
+        default=None, description="the client's own functions, offered to the model beside the agent's tools"
+    )
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = Field(
+        default=None, description="OpenAI's `response_format` (`json_object` or `json_schema`), as sent"
+    )
 
 
 class RunRequest(Event):
