@@ -21,7 +21,7 @@ class LoopLag:
     def __init__(
         self,
         *,
-        busy_s: float = 0.05,
+        busy_s: float = 0.2,
         interval_s: float = 0.1,
         weight: float = 0.3,
         on_free: Callable[[], Awaitable[None]] | None = None,
