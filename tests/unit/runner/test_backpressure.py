@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -74,3 +75,26 @@ async def test_an_emitter_sends_its_recent_events_again_in_order() -> None:
     first_pass = list(sent)
     assert await emitter.replay() == REPLAY_EVENTS  # only the last ones are kept
     assert sent[len(first_pass) :] == first_pass[-REPLAY_EVENTS:]
+
+
+async def test_an_emitter_keeps_only_the_events_of_its_replay_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow stream's kept copy is bounded by age too: after a quiet spell only newer events are sent again."""
+    from contracts.events import TextDelta
+    from runner import emitter as emitter_module
+
+    clock = [1000.0]
+    # the module's own clock only (patching time.monotonic itself would stop the event loop's clock)
+    monkeypatch.setattr(emitter_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    sent: list[bytes] = []
+
+    async def publish(data: bytes) -> None:
+        sent.append(data)
+
+    emitter = emitter_module.EventEmitter("run-1", publish, heartbeat_s=60)
+    for i in range(5):
+        await emitter.emit(TextDelta, delta=str(i))
+    clock[0] += emitter_module.REPLAY_WINDOW_S + 1
+    await emitter.emit(TextDelta, delta="late")
+    first_pass = list(sent)
+    assert await emitter.replay() == 1
+    assert sent[len(first_pass) :] == first_pass[-1:]

@@ -10,9 +10,11 @@ call's first delta, the end), which would otherwise wait behind whatever CPU wor
 burst of buffered chunks). ``started`` is not flushed: the provider request goes out first, and
 ``started`` with the run's first wait for the provider.
 
-The last :data:`REPLAY_EVENTS` events are kept: after a reconnect (a NATS restart) the runner sends
-them again (:meth:`EventEmitter.replay`), because events published while the server was coming back
-may have reached neither the gateway nor the RUN_EVENTS stream; a gateway drops what it saw already.
+The events of the last :data:`REPLAY_WINDOW_S` seconds (at most :data:`REPLAY_EVENTS`) are kept:
+after a reconnect (a NATS restart) the runner sends them again (:meth:`EventEmitter.replay`), because
+events published while the server was coming back may have reached neither the gateway nor the
+RUN_EVENTS stream; a gateway drops what it saw already. Bounding by age as well as by count keeps a
+slow stream's copy small: thousands of open streams at a few tokens a second keep a few KB each.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ from contracts.events import Heartbeat, _RunEvent
 
 Publish = Callable[[bytes], Awaitable[None]]
 
-#: Events of a run kept to be sent again after a reconnect (a few seconds of a fast stream).
+#: Events of a run kept to be sent again after a reconnect, at most (a few seconds of a fast stream).
 REPLAY_EVENTS = 256
+#: ...and only those published this recently: longer than nats-py takes to notice a lost server and
+#: reconnect to one that came back (its events sent before that reached the server already).
+REPLAY_WINDOW_S = 15.0
 
 
 class EventEmitter:
@@ -38,14 +43,17 @@ class EventEmitter:
         self._publish = publish
         self._heartbeat_s = heartbeat_s
         self._last = time.monotonic()
-        self._recent: deque[bytes] = deque(maxlen=REPLAY_EVENTS)
+        self._recent: deque[tuple[float, bytes]] = deque(maxlen=REPLAY_EVENTS)
 
     async def emit(self, event_type: type[_RunEvent], /, *, flush: bool = False, **fields: Any) -> None:
         event = event_type(run_id=self.run_id, seq=self.seq, **fields)
         self.seq += 1
-        self._last = time.monotonic()
+        self._last = now = time.monotonic()
         data = event.model_dump_json().encode()
-        self._recent.append(data)
+        recent = self._recent
+        recent.append((now, data))
+        while recent[0][0] < now - REPLAY_WINDOW_S:
+            recent.popleft()
         await self._publish(data)
         if flush:
             await asyncio.sleep(0)
@@ -53,7 +61,7 @@ class EventEmitter:
     async def replay(self) -> int:
         """Send the kept events again, in order (after a reconnect); how many."""
         kept = list(self._recent)
-        for data in kept:
+        for _, data in kept:
             await self._publish(data)
         return len(kept)
 
