@@ -24,9 +24,11 @@ class FakeRun:
     def __init__(self) -> None:
         self.runner_id: str | None = None
         self.failed: list[ErrorInfo] = []
+        self.causes: list[str | None] = []
 
-    def fail(self, info: ErrorInfo) -> None:
+    def fail(self, info: ErrorInfo, cause: str | None = None) -> None:
         self.failed.append(info)
+        self.causes.append(cause)
 
 
 def beat(runner: str) -> Any:
@@ -48,6 +50,7 @@ async def test_a_silent_runner_fails_its_runs_and_only_its_runs() -> None:
     clock.now += 1.5  # r1: 3.5 s silent; r2: 1.5 s
     assert watch.sweep_once() == 1
     assert [e.code for e in on_r1.failed] == ["runner_lost"] and on_r1.failed[0].status == 502
+    assert on_r1.causes == ["runner r1 sent no heartbeat for 3.5 s (runner lost)"]
     assert on_r2.failed == [] and unknown.failed == []
     assert watch.sweep_once() == 0  # failed once, not again
 

@@ -85,8 +85,9 @@ class RunnerWatch:
             runs = self._runs.pop(runner, set())
             if runs:
                 log.error("runner %s fell silent: failing its %d open runs", runner, len(runs))
+            cause = f"runner {runner} sent no heartbeat for {self._clock() - seen:.1f} s (runner lost)"
             for run in runs:
-                run.fail(runner_lost(runner))
+                run.fail(runner_lost(runner), cause)
             failed += len(runs)
             self.lost_total += len(runs)
             if seen < cutoff - 60:  # long gone: forget it (a restarted runner comes back under a new id)

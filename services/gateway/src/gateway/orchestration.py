@@ -183,11 +183,8 @@ async def _first_event(ctx: GatewayContext, run: RunStream) -> RunEvent:
     except RunStreamError as exc:
         # A runner that pulls it later must drop it: the client has its answer.
         await run.cancel("deadline")
-        if exc.info.code == "run_timeout":
+        if exc.info.code == "no_capacity":
             ctx.metrics.runs.labels("no_capacity").inc()
-            raise GatewayError.unavailable(
-                "No agent runner could take the request in time; try again shortly.", "no_capacity"
-            ) from exc
         raise GatewayError(exc.info) from exc
     if first.type == "failed":
         raise GatewayError(first.error)  # type: ignore[union-attr]

@@ -1,5 +1,6 @@
 """The gateway's one log line for a failed run: request id (on every record, see
-:mod:`servicekit.requestid`), run id, user, agent, provider and the cause the runner reported.
+:mod:`servicekit.requestid`), run id, user, agent, provider, runner and the cause — the runner's own
+report, or what the gateway saw (its runner lost, no runner in time, the idle timeout).
 
 :func:`started` records what the run is about in a context variable when the run is queued, so the
 place that sees the ``failed`` event (the run's event stream) needs no more than the event.
@@ -32,19 +33,22 @@ def started(run_id: str, user_id: str, agent_id: str, provider: str) -> None:
     _about.set(RunAbout(run_id, user_id, agent_id, provider))
 
 
-def failed(run_id: str, error: ErrorInfo, detail: str | None) -> None:
-    """Log a failed run once, with what the client was told and the technical cause."""
+def failed(run_id: str, error: ErrorInfo, cause: str | None, *, runner_id: str | None = None) -> None:
+    """Log a failed run: what the client was told (status, code, message) and the technical ``cause``
+    (the runner's ``RunFailed.detail``, or what the gateway saw: runner lost, a timeout, a bad event).
+    The caller logs each run once (:class:`gateway.runs.RunStream`)."""
     about = _about.get()
     if about is None or about.run_id != run_id:
         about = RunAbout(run_id, "?", "?", "?")
     log.warning(
-        "run %s failed: user=%s agent=%s provider=%s status=%s code=%s error=%r cause=%r",
+        "run %s failed: user=%s agent=%s provider=%s runner=%s status=%s code=%s error=%r cause=%r",
         run_id,
         about.user_id,
         about.agent_id,
         about.provider,
+        runner_id or "-",
         error.status,
         error.code,
         error.message,
-        detail,
+        cause,
     )

@@ -8,6 +8,11 @@ Core NATS may lose events (a NATS server restart, a reconnect); every event is a
 the RUN_EVENTS stream. An event that arrives ahead of its turn, or a reconnect (:func:`recover_all`),
 makes the run read what the stream holds from its next ``seq`` on; events seen twice are dropped. Only
 what the stream does not hold either is an ``event_gap``.
+
+However a run fails — the runner's ``failed`` event, its runner lost (:meth:`RunStream.fail`), no runner
+in time, the idle timeout, a bad event or a gap — :meth:`RunStream.next` logs it through
+:mod:`gateway.runlog`, once per run: a ``failed`` event seen again (a runner resends its recent events
+after a reconnect) is not logged again.
 """
 
 from __future__ import annotations
@@ -55,8 +60,22 @@ def recover_all() -> int:
     return len(runs)
 
 
-def _stream_error(message: str, code: str, status: int = 500) -> RunStreamError:
-    return RunStreamError(ErrorInfo(status=status, type="server_error", message=message, code=code))
+def _error(message: str, code: str, status: int = 500) -> ErrorInfo:
+    return ErrorInfo(status=status, type="server_error", message=message, code=code)
+
+
+#: What the client is told when no runner started its run within the queue timeout.
+NO_RUNNER_IN_TIME = _error("No agent runner could take the request in time; try again shortly.", "no_capacity", 503)
+
+
+class _Failure:
+    """A failure found outside the run's events (its runner was lost), queued to wake :meth:`RunStream.next`."""
+
+    __slots__ = ("cause", "info")
+
+    def __init__(self, info: ErrorInfo, cause: str | None) -> None:
+        self.info = info
+        self.cause = cause
 
 
 class RunStream:
@@ -66,6 +85,7 @@ class RunStream:
         "__weakref__",
         "_ahead",
         "_expected",
+        "_failure_logged",
         "_js",
         "_nc",
         "_queue",
@@ -84,9 +104,10 @@ class RunStream:
         self.run_id = run_id
         #: Events that arrived before their turn, by seq.
         self._ahead: dict[int, RunEvent] = {}
-        self._queue: asyncio.Queue[bytes | RunStreamError | object] = asyncio.Queue()
+        self._queue: asyncio.Queue[bytes | _Failure | object] = asyncio.Queue()
         self._sub: Subscription | None = None
         self._expected = 0
+        self._failure_logged = False
         self.closed = False
         #: The runner executing the run, once its ``started`` event named it.
         self.runner_id: str | None = None
@@ -118,9 +139,17 @@ class RunStream:
         """Whether another event (or the client's departure) is already waiting: :meth:`next` won't wait."""
         return self._expected in self._ahead or not self._queue.empty()
 
-    def fail(self, info: ErrorInfo) -> None:
-        """Wake :meth:`next` with a :class:`RunStreamError` (the run's runner was lost)."""
-        self._queue.put_nowait(RunStreamError(info))
+    def fail(self, info: ErrorInfo, cause: str | None = None) -> None:
+        """Wake :meth:`next` with a :class:`RunStreamError` (the run's runner was lost); ``cause`` is for
+        the log line, never the client."""
+        self._queue.put_nowait(_Failure(info, cause))
+
+    def _failed(self, info: ErrorInfo, cause: str | None) -> RunStreamError:
+        """Log the run's failure (the first one only) and return the error to raise."""
+        if not self._failure_logged:
+            self._failure_logged = True
+            runlog.failed(self.run_id, info, cause, runner_id=self.runner_id)
+        return RunStreamError(info)
 
     def client_gone(self) -> None:
         """Wake :meth:`next` with :class:`ClientGone` (called when the HTTP client disconnects)."""
@@ -141,20 +170,22 @@ class RunStream:
                     async with asyncio.timeout(wait_s):
                         data = await self._queue.get()
                 except TimeoutError:
-                    raise _stream_error(f"The agent run sent nothing for {wait_s:g} s.", "run_timeout", 504) from None
+                    raise self._timed_out(wait_s) from None
             if data is _CLIENT_GONE:
                 raise ClientGone
-            if isinstance(data, RunStreamError):
-                raise data
+            if isinstance(data, _Failure):
+                raise self._failed(data.info, data.cause)
             if data is _RECOVER:
                 await self._recover()
                 continue
             try:
                 event = RUN_EVENT.validate_json(data)  # type: ignore[arg-type]
-            except ValidationError:
-                raise _stream_error("The agent run sent an invalid event.", "bad_event") from None
-            if type(event) is RunFailed and event.seq >= self._expected:
-                runlog.failed(self.run_id, event.error, event.detail)
+            except ValidationError as exc:
+                cause = f"an event that does not parse: {exc.errors()[0].get('msg', 'invalid')}"
+                raise self._failed(_error("The agent run sent an invalid event.", "bad_event"), cause) from None
+            if type(event) is RunFailed and event.seq >= self._expected and not self._failure_logged:
+                self._failure_logged = True
+                runlog.failed(self.run_id, event.error, event.detail, runner_id=self.runner_id)
             if event.seq == self._expected:
                 self._expected += 1
                 return event
@@ -169,10 +200,16 @@ class RunStream:
                     break
                 await asyncio.sleep(pause)
             if self._expected not in self._ahead:
-                raise _stream_error(
-                    f"The agent run's events arrived out of order (expected {self._expected}, got {event.seq}).",
-                    "event_gap",
-                )
+                message = f"The agent run's events arrived out of order (expected {self._expected}, got {event.seq})."
+                raise self._failed(_error(message, "event_gap"), "events missing from both NATS and RUN_EVENTS")
+
+    def _timed_out(self, wait_s: float) -> RunStreamError:
+        """No event within ``wait_s``: before the first, no runner took the run in time (a 503); after
+        it, the run fell idle (a 504)."""
+        if self._expected == 0:
+            return self._failed(NO_RUNNER_IN_TIME, f"no runner started the run within {wait_s:g} s (queue timeout)")
+        info = _error(f"The agent run sent nothing for {wait_s:g} s.", "run_timeout", 504)
+        return self._failed(info, f"no event for {wait_s:g} s (idle timeout)")
 
     async def _recover(self) -> None:
         """Read the run's events from RUN_EVENTS (from the next one on) into ``_ahead``."""
