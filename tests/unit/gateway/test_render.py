@@ -15,8 +15,9 @@ from contracts import (
     ToolCallArgumentsDelta,
     ToolCallStarted,
     ToolResult,
+    UsageReported,
 )
-from gateway.render import DONE, ChunkRenderer, CompletionAggregator, error_chunk, usage_object
+from gateway.render import AGENT_TOOL_CALLS, DONE, ChunkRenderer, CompletionAggregator, error_chunk, usage_object
 from tests.support.openapi_schema import validate
 
 pytestmark = pytest.mark.unit
@@ -52,7 +53,7 @@ def test_every_chunk_is_spec_valid_and_shares_id(include_usage: bool) -> None:
     for event in (
         TextDelta(run_id="r", seq=1, delta='he said "hi"\n'),
         ReasoningDelta(run_id="r", seq=2, delta="hmm"),
-        ToolCallStarted(run_id="r", seq=3, index=0, call_id="call_1", name="f"),
+        ToolCallStarted(run_id="r", seq=3, index=0, call_id="call_1", name="f", client=True),
         ToolCallArgumentsDelta(run_id="r", seq=4, index=0, delta="{}"),
     ):
         frame = r.event(event)
@@ -87,7 +88,9 @@ def test_every_chunk_is_spec_valid_and_shares_id(include_usage: bool) -> None:
 def test_events_that_send_nothing() -> None:
     r = ChunkRenderer("c", 1, "m", include_usage=False)
     assert r.event(Heartbeat(run_id="r", seq=1)) is None
+    # A result of a call never started (or a client's) has nothing to attach to.
     assert r.event(ToolResult(run_id="r", seq=1, index=0, call_id="c", name="n", output="o")) is None
+    assert r.event(UsageReported(run_id="r", seq=2, call_index=0, usage=USAGE)) is None
 
 
 def test_error_chunk_is_the_envelope() -> None:
@@ -102,8 +105,8 @@ def test_aggregated_completion() -> None:
     for event in (
         ReasoningDelta(run_id="r", seq=1, delta="a"),
         ReasoningDelta(run_id="r", seq=2, delta="b"),
-        ToolCallStarted(run_id="r", seq=3, index=1, call_id="call_2", name="g"),
-        ToolCallStarted(run_id="r", seq=4, index=0, call_id="call_1", name="f"),
+        ToolCallStarted(run_id="r", seq=3, index=0, call_id="call_1", name="f", client=True),
+        ToolCallStarted(run_id="r", seq=4, index=1, call_id="call_2", name="g", client=True),
         ToolCallArgumentsDelta(run_id="r", seq=5, index=0, delta='{"x":'),
         ToolCallArgumentsDelta(run_id="r", seq=6, index=0, delta="1}"),
     ):
@@ -127,3 +130,134 @@ def test_aggregated_text_only_has_no_tool_calls_key() -> None:
     body = agg.completion("c", 1, "m", RunCompleted(run_id="r", seq=2))
     validate("CreateChatCompletionResponse", body)
     assert body["choices"][0]["message"] == {"role": "assistant", "content": "hi", "refusal": None}
+
+
+def _agent_then_client_run() -> list[object]:
+    """A run: text, an agent tool call (run index 0) with its result, the call's usage, then a second
+    model call with text, a client call (run index 1, the client's index 0) and its arguments."""
+    return [
+        TextDelta(run_id="r", seq=1, delta="Let me compute that."),
+        ToolCallStarted(run_id="r", seq=2, index=0, call_id="call_a", name="calculator"),
+        ToolCallArgumentsDelta(run_id="r", seq=3, index=0, delta='{"expression":'),
+        ToolCallArgumentsDelta(run_id="r", seq=4, index=0, delta='"17*23"}'),
+        UsageReported(run_id="r", seq=5, call_index=0, usage=USAGE),
+        ToolResult(run_id="r", seq=6, index=0, call_id="call_a", name="calculator", output="391"),
+        TextDelta(run_id="r", seq=7, delta="17*23 = 391."),
+        ToolCallStarted(run_id="r", seq=8, index=1, call_id="call_c", name="get_weather", client=True),
+        ToolCallArgumentsDelta(run_id="r", seq=9, index=1, delta='{"city":"Paris"}'),
+        UsageReported(run_id="r", seq=10, call_index=1, usage=USAGE),
+    ]
+
+
+def _stream(events: list[object], finish: str) -> list[dict]:
+    r = ChunkRenderer("chatcmpl-3", 1, "m", include_usage=False)
+    data = r.role()
+    for event in events:
+        frame = r.event(event)  # type: ignore[arg-type]
+        if frame is not None:
+            data += frame
+    data += r.completed(RunCompleted(run_id="r", seq=99, finish_reason=finish, usage=USAGE))  # type: ignore[arg-type]
+    chunks = frames(data)
+    for chunk in chunks:
+        validate("CreateChatCompletionStreamResponse", chunk)
+    return chunks
+
+
+def test_agent_tool_activity_is_an_extension_and_client_calls_count_from_zero() -> None:
+    chunks = _stream(_agent_then_client_run(), "tool_calls")
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    client = [tc for d in deltas for tc in d.get("tool_calls", [])]
+    # Only the client's call is in tool_calls, at the client's index 0 (the run gave it 1).
+    assert client == [
+        {"index": 0, "id": "call_c", "type": "function", "function": {"name": "get_weather", "arguments": ""}},
+        {"index": 0, "function": {"arguments": '{"city":"Paris"}'}},
+    ]
+    activity = [a for d in deltas for a in d.get(AGENT_TOOL_CALLS, [])]
+    assert activity == [
+        {"index": 0, "id": "call_a", "name": "calculator", "server_label": "switchboard", "arguments": ""},
+        {"index": 0, "arguments": '{"expression":'},
+        {"index": 0, "arguments": '"17*23"}'},
+        {"index": 0, "output": "391", "is_error": False},
+    ]
+    text = "".join(d.get("content") or "" for d in deltas)
+    assert text == "Let me compute that.\n\n17*23 = 391."
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_a_run_of_agent_tools_only_finishes_with_stop() -> None:
+    events = _agent_then_client_run()[:7]
+    # Even if a run said "tool_calls", no client call was sent: the client must not look for one.
+    chunks = _stream(events, "tool_calls")
+    assert all("tool_calls" not in c["choices"][0]["delta"] for c in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_the_sdk_stream_helper_accumulates_the_extension_and_sees_no_tool_calls() -> None:
+    from openai.lib.streaming.chat._completions import ChatCompletionStreamState
+    from openai.types.chat import ChatCompletionChunk
+
+    state = ChatCompletionStreamState()
+    for chunk in _stream(_agent_then_client_run()[:7], "stop"):
+        state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
+    message = state.get_final_completion().choices[0].message
+    assert message.tool_calls is None or message.tool_calls == []
+    assert message.content == "Let me compute that.\n\n17*23 = 391."
+    extension = (message.model_extra or {})[AGENT_TOOL_CALLS]
+    assert extension == [
+        {
+            "index": 0,
+            "id": "call_a",
+            "name": "calculator",
+            "server_label": "switchboard",
+            "arguments": '{"expression":"17*23"}',
+            "output": "391",
+            "is_error": False,
+        }
+    ]
+
+
+def test_reasoning_of_successive_calls_is_separated_too() -> None:
+    events = [
+        ReasoningDelta(run_id="r", seq=1, delta="first"),
+        UsageReported(run_id="r", seq=2, call_index=0, usage=USAGE),
+        ReasoningDelta(run_id="r", seq=3, delta="second"),
+        TextDelta(run_id="r", seq=4, delta="answer"),
+    ]
+    deltas = [c["choices"][0]["delta"] for c in _stream(events, "stop")]
+    assert "".join(d.get("reasoning", "") for d in deltas) == "first\n\nsecond"
+    # No text before the second call: its text starts without a separator.
+    assert "".join(d.get("content") or "" for d in deltas) == "answer"
+
+
+def test_aggregated_agent_activity_and_client_calls() -> None:
+    agg = CompletionAggregator()
+    for event in _agent_then_client_run():
+        agg.add(event)  # type: ignore[arg-type]
+    body = agg.completion("c", 1, "m", RunCompleted(run_id="r", seq=11, finish_reason="tool_calls", usage=USAGE))
+    validate("CreateChatCompletionResponse", body)
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    message = choice["message"]
+    assert message["content"] == "Let me compute that.\n\n17*23 = 391."
+    assert message["tool_calls"] == [
+        {"id": "call_c", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+    ]
+    assert message[AGENT_TOOL_CALLS] == [
+        {
+            "id": "call_a",
+            "name": "calculator",
+            "server_label": "switchboard",
+            "arguments": '{"expression":"17*23"}',
+            "output": "391",
+            "is_error": False,
+        }
+    ]
+
+
+def test_aggregated_agent_only_run_has_no_tool_calls_and_stops() -> None:
+    agg = CompletionAggregator()
+    for event in _agent_then_client_run()[:7]:
+        agg.add(event)  # type: ignore[arg-type]
+    body = agg.completion("c", 1, "m", RunCompleted(run_id="r", seq=8, finish_reason="tool_calls", usage=USAGE))
+    assert "tool_calls" not in body["choices"][0]["message"]
+    assert body["choices"][0]["finish_reason"] == "stop"

@@ -3,6 +3,23 @@
 Pure and framework-free. Every streamed chunk of a completion shares its id, created and model, so
 the constant head and tail of a chunk are rendered once; a text delta then costs one ``orjson.dumps``
 of the delta string and a few byte concatenations.
+
+**Whose tool call it is.** ``tool_calls`` (in a delta and in the message) and ``finish_reason:
+"tool_calls"`` mean one thing only: *the client must run these* — the functions the client supplied
+(:attr:`ToolCallStarted.client`). Their ``index`` counts the client's calls alone (0, 1, …), whatever
+place the run gave them. The agent's own tools, which the runner executes, are reported in the
+extension field :data:`AGENT_TOOL_CALLS` (``agent_tool_calls``), which standard clients ignore:
+
+* in a delta, a list of fragments keyed by ``index`` (the agent's calls counted 0, 1, … on their own):
+  the first fragment of a call ``{"index", "id", "name", "server_label", "arguments": ""}``, then
+  ``{"index", "arguments": <fragment>}``, and once it ran ``{"index", "output", "is_error"}`` — the
+  same accumulation rule as ``tool_calls``, so the openai SDK's stream helpers accumulate it too;
+* in the message, the whole calls in order: ``{"id", "name", "server_label", "arguments", "output",
+  "is_error"}``.
+
+**Steps.** A run may call the model several times (tool calls in between). The text of a model call
+that follows an earlier one's text starts with :data:`STEP_SEPARATOR` (a blank line), so successive
+steps never run together ("…let me compute that.\\n\\n17*23 = 391."); reasoning is separated the same way.
 """
 
 from __future__ import annotations
@@ -20,10 +37,17 @@ from contracts import (
     TokenUsage,
     ToolCallArgumentsDelta,
     ToolCallStarted,
+    ToolResult,
+    UsageReported,
 )
 
 DONE = b"data: [DONE]\n\n"
 KEEP_ALIVE = b": keep-alive\n\n"
+#: The extension field (of a delta and of a message) that carries the agent's own tool activity.
+AGENT_TOOL_CALLS = "agent_tool_calls"
+#: What starts the text (and the reasoning) of a model call when an earlier call of the run sent some.
+STEP_SEPARATOR = "\n\n"
+_SEPARATOR_JSON = orjson.dumps(STEP_SEPARATOR)[:-1]  # '"\n\n' without the closing quote
 
 
 def usage_object(usage: TokenUsage) -> dict[str, Any]:
@@ -52,10 +76,52 @@ def error_chunk(info: ErrorInfo) -> bytes:
     return b"data: " + orjson.dumps(info.envelope()) + b"\n\n"
 
 
+def final_finish_reason(reported: str, client_calls: int) -> str:
+    """``tool_calls`` exactly when the client was handed calls to run; the run's own reason otherwise."""
+    if client_calls:
+        return "tool_calls"
+    return "stop" if reported == "tool_calls" else reported
+
+
+class _Steps:
+    """Where the run is in its model calls and tool calls: the two index spaces and the step breaks.
+
+    Shared by the streamed and the whole answer so both follow one rule."""
+
+    __slots__ = ("agent", "client", "reasoning_break", "reasoning_sent", "text_break", "text_sent")
+
+    def __init__(self) -> None:
+        self.client: dict[int, int] = {}  # run index → the client's index
+        self.agent: dict[int, int] = {}  # run index → the agent-activity index
+        self.text_sent = self.text_break = False
+        self.reasoning_sent = self.reasoning_break = False
+
+    def call_ended(self) -> None:
+        """A model call ended (its usage came): the next one's text and reasoning start a new step."""
+        self.text_break = self.text_sent
+        self.reasoning_break = self.reasoning_sent
+
+    def start(self, event: ToolCallStarted) -> int:
+        """The call's index in its own space (the client's, or the agent activity's)."""
+        space = self.client if event.client else self.agent
+        index = space[event.index] = len(space)
+        return index
+
+
 class ChunkRenderer:
     """Renders the SSE frames of one streamed chat completion."""
 
-    __slots__ = ("_head", "_meta", "_open_tail", "_usage_null", "completion_id", "created", "include_usage", "model")
+    __slots__ = (
+        "_head",
+        "_meta",
+        "_open_tail",
+        "_steps",
+        "_usage_null",
+        "completion_id",
+        "created",
+        "include_usage",
+        "model",
+    )
 
     def __init__(self, completion_id: str, created: int, model: str, *, include_usage: bool) -> None:
         self.completion_id = completion_id
@@ -74,6 +140,7 @@ class ChunkRenderer:
         # Per the spec, with include_usage every chunk but the last carries "usage": null; without, no key.
         self._usage_null = b',"usage":null' if include_usage else b""
         self._open_tail = b',"logprobs":null,"finish_reason":null}]' + self._usage_null + b"}\n\n"
+        self._steps = _Steps()
 
     def delta(self, delta_json: bytes) -> bytes:
         return self._head + delta_json + self._open_tail
@@ -82,19 +149,59 @@ class ChunkRenderer:
         return self.delta(b'{"role":"assistant","content":""}')
 
     def text(self, text: str) -> bytes:
+        steps = self._steps
+        if steps.text_break:
+            steps.text_break = False
+            # The separator joins the delta's own JSON string: '"\n\n' + 'text"' without its quote.
+            return self._head + b'{"content":' + _SEPARATOR_JSON + orjson.dumps(text)[1:] + b"}" + self._open_tail
+        steps.text_sent = True
         return self._head + b'{"content":' + orjson.dumps(text) + b"}" + self._open_tail
 
     def reasoning(self, text: str) -> bytes:
         # OpenRouter's convention for reasoning in chat deltas; clients that don't know it ignore it.
+        steps = self._steps
+        steps.reasoning_sent = True
+        if steps.reasoning_break:
+            steps.reasoning_break = False
+            text = STEP_SEPARATOR + text
         return self._head + b'{"reasoning":' + orjson.dumps(text) + b"}" + self._open_tail
 
-    def tool_call_started(self, index: int, call_id: str, name: str) -> bytes:
-        call = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
-        return self.delta(orjson.dumps({"tool_calls": [call]}))
+    def tool_call_started(self, event: ToolCallStarted) -> bytes:
+        index = self._steps.start(event)
+        if event.client:
+            call = {
+                "index": index,
+                "id": event.call_id,
+                "type": "function",
+                "function": {"name": event.name, "arguments": ""},
+            }
+            return self.delta(orjson.dumps({"tool_calls": [call]}))
+        activity = {
+            "index": index,
+            "id": event.call_id,
+            "name": event.name,
+            "server_label": event.server_label,
+            "arguments": "",
+        }
+        return self.delta(orjson.dumps({AGENT_TOOL_CALLS: [activity]}))
 
-    def tool_call_arguments(self, index: int, fragment: str) -> bytes:
+    def tool_call_arguments(self, run_index: int, fragment: str) -> bytes | None:
         # Only index and the fragment: repeating id or name makes the SDK's accumulator double them.
-        return self.delta(orjson.dumps({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}))
+        steps = self._steps
+        index = steps.client.get(run_index)
+        if index is not None:
+            return self.delta(orjson.dumps({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}))
+        index = steps.agent.get(run_index)
+        if index is None:
+            return None  # arguments of a call never started: nothing to attach them to
+        return self.delta(orjson.dumps({AGENT_TOOL_CALLS: [{"index": index, "arguments": fragment}]}))
+
+    def tool_result(self, event: ToolResult) -> bytes | None:
+        index = self._steps.agent.get(event.index)
+        if index is None:
+            return None
+        result = {"index": index, "output": event.output, "is_error": event.is_error}
+        return self.delta(orjson.dumps({AGENT_TOOL_CALLS: [result]}))
 
     def finish(self, finish_reason: str) -> bytes:
         return (
@@ -110,7 +217,7 @@ class ChunkRenderer:
         return b"data: " + self._meta + b',"choices":[],"usage":' + orjson.dumps(usage_object(usage)) + b"}\n\n"
 
     def event(self, event: RunEvent) -> bytes | None:
-        """The frame for a content event (text, reasoning, tool call); ``None`` for events that send nothing."""
+        """The frame for a content event (text, reasoning, tool activity); ``None`` for events that send nothing."""
         kind = type(event)
         if kind is TextDelta:
             return self.text(event.delta)  # type: ignore[union-attr]
@@ -119,12 +226,16 @@ class ChunkRenderer:
         if kind is ToolCallArgumentsDelta:
             return self.tool_call_arguments(event.index, event.delta)  # type: ignore[union-attr]
         if kind is ToolCallStarted:
-            return self.tool_call_started(event.index, event.call_id, event.name)  # type: ignore[union-attr]
+            return self.tool_call_started(event)  # type: ignore[arg-type]
+        if kind is ToolResult:
+            return self.tool_result(event)  # type: ignore[arg-type]
+        if kind is UsageReported:
+            self._steps.call_ended()
         return None
 
     def completed(self, event: RunCompleted) -> bytes:
         """The finish chunk, the usage chunk when asked for, and ``[DONE]``."""
-        out = self.finish(event.finish_reason)
+        out = self.finish(final_finish_reason(event.finish_reason, len(self._steps.client)))
         if self.include_usage:
             out += self.usage(event.usage)
         return out + DONE
@@ -136,47 +247,91 @@ class CompletionAggregator:
     def __init__(self) -> None:
         self._text: list[str] = []
         self._reasoning: list[str] = []
-        self._calls: dict[int, dict[str, Any]] = {}
+        self._steps = _Steps()
+        self._client: list[dict[str, Any]] = []  # by the client's index
+        self._agent: list[dict[str, Any]] = []  # by the agent-activity index
 
     def add(self, event: RunEvent) -> None:
         kind = type(event)
+        steps = self._steps
         if kind is TextDelta:
+            if steps.text_break:
+                steps.text_break = False
+                self._text.append(STEP_SEPARATOR)
+            steps.text_sent = True
             self._text.append(event.delta)  # type: ignore[union-attr]
         elif kind is ReasoningDelta:
+            if steps.reasoning_break:
+                steps.reasoning_break = False
+                self._reasoning.append(STEP_SEPARATOR)
+            steps.reasoning_sent = True
             self._reasoning.append(event.delta)  # type: ignore[union-attr]
         elif kind is ToolCallStarted:
-            self._calls[event.index] = {"id": event.call_id, "name": event.name, "arguments": []}  # type: ignore[union-attr]
+            assert isinstance(event, ToolCallStarted)
+            steps.start(event)
+            if event.client:
+                self._client.append({"id": event.call_id, "name": event.name, "arguments": []})
+            else:
+                self._agent.append(
+                    {
+                        "id": event.call_id,
+                        "name": event.name,
+                        "server_label": event.server_label,
+                        "arguments": [],
+                        "output": None,
+                        "is_error": False,
+                    }
+                )
         elif kind is ToolCallArgumentsDelta:
-            call = self._calls.get(event.index)  # type: ignore[union-attr]
+            assert isinstance(event, ToolCallArgumentsDelta)
+            call = self._call(event.index)
             if call is not None:
-                call["arguments"].append(event.delta)  # type: ignore[union-attr]
+                call["arguments"].append(event.delta)
+        elif kind is ToolResult:
+            assert isinstance(event, ToolResult)
+            index = steps.agent.get(event.index)
+            if index is not None:
+                self._agent[index]["output"] = event.output
+                self._agent[index]["is_error"] = event.is_error
+        elif kind is UsageReported:
+            steps.call_ended()
+
+    def _call(self, run_index: int) -> dict[str, Any] | None:
+        index = self._steps.client.get(run_index)
+        if index is not None:
+            return self._client[index]
+        index = self._steps.agent.get(run_index)
+        return self._agent[index] if index is not None else None
 
     def message(self) -> dict[str, Any]:
         text = "".join(self._text)
         message: dict[str, Any] = {
             "role": "assistant",
-            "content": text if (text or not self._calls) else None,
+            "content": text if (text or not self._client) else None,
             "refusal": None,
         }
         if self._reasoning:
             message["reasoning"] = "".join(self._reasoning)
-        if self._calls:
+        if self._client:
             message["tool_calls"] = [
                 {
                     "id": c["id"],
                     "type": "function",
                     "function": {"name": c["name"], "arguments": "".join(c["arguments"])},
                 }
-                for _, c in sorted(self._calls.items())
+                for c in self._client
             ]
+        if self._agent:
+            message[AGENT_TOOL_CALLS] = [{**c, "arguments": "".join(c["arguments"])} for c in self._agent]
         return message
 
     def completion(self, completion_id: str, created: int, model: str, done: RunCompleted) -> dict[str, Any]:
+        finish_reason = final_finish_reason(done.finish_reason, len(self._client))
         return {
             "id": completion_id,
             "object": "chat.completion",
             "created": created,
             "model": model,
-            "choices": [{"index": 0, "message": self.message(), "logprobs": None, "finish_reason": done.finish_reason}],
+            "choices": [{"index": 0, "message": self.message(), "logprobs": None, "finish_reason": finish_reason}],
             "usage": usage_object(done.usage),
         }
