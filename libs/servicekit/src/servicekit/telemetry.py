@@ -11,14 +11,28 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from . import requestid
 
+#: Every log line of every service: its request id (``-`` outside a request) after the logger's name.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s request_id=%(request_id)s %(message)s"
+
+#: uvicorn's loggers: their lines (the gateway's access log among them) take the one format above.
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
 
 def setup_logging(level: str) -> None:
-    """Log to stderr; every line names the request it is about (``request_id=-`` outside one)."""
+    """Log to stderr; every line names the request it is about (``request_id=-`` outside one).
+
+    uvicorn's access log is written while the request's middleware has its id set, so its lines carry
+    the id too once they reach the root handler: a uvicorn logger configured with a handler of its own
+    (uvicorn's default ``log_config``, whose format has no request id) is handed to the root one
+    instead. A logger uvicorn has silenced (``access_log=False``: no handler, no propagation) stays so.
+    """
     requestid.install()
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s request_id=%(request_id)s %(message)s",
-    )
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+    for name in UVICORN_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.handlers:
+            logger.handlers = []
+            logger.propagate = True
 
 
 def setup_tracing(service_name: str, otlp_endpoint: str | None) -> TracerProvider:

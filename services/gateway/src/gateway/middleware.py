@@ -1,8 +1,15 @@
 """One server span, one request count and one request id per HTTP request, as a plain ASGI middleware
-(no per-chunk work beyond reading the status off the response start and adding ``x-request-id`` to it)."""
+(no per-chunk work beyond reading the status off the response start and adding ``x-request-id`` to it).
+
+It is the outermost middleware, so it also answers an exception nothing else handled: logged with its
+traceback while the request id is still set, then a 500 in the OpenAI envelope that carries
+``x-request-id`` like every other answer (Starlette's own last-resort handler sits outside every
+middleware, where the id is gone).
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import propagate, trace
@@ -10,10 +17,14 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from servicekit import requestid
 
+from .errors import SERVER, openai_error
+
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from .metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 
 class ObservabilityMiddleware:
@@ -60,6 +71,13 @@ class ObservabilityMiddleware:
         ) as span:
             try:
                 await self.app(scope, receive, send_with_status)
+            except Exception:
+                if started:
+                    # Too late for an error answer: uvicorn closes the connection, the client sees it cut.
+                    log.exception("unhandled error after the response started")
+                    return
+                log.exception("unhandled error")
+                await _SERVER_ERROR(scope, receive, send_with_status)
             finally:
                 route = _route(scope)
                 span.update_name(f"{method} {route}")
@@ -73,6 +91,7 @@ class ObservabilityMiddleware:
 
 
 _TRACE_HEADERS = (b"traceparent", b"tracestate", b"baggage")
+_SERVER_ERROR = openai_error(500, "The server had an error while processing your request.", SERVER, "internal_error")
 _REQUEST_ID = requestid.HEADER.encode()
 
 
