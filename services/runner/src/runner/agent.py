@@ -7,6 +7,13 @@ Longer than our modules usually are, on purpose: it is one class, :class:`AgentR
 (the run, billing, one model call, tools) read and write the same per-run state — the conversation,
 the call in flight, the usage so far. Split into modules, that state would travel through every call;
 the tools part leaves when client and MCP tools give it a module of its own.
+
+Client functions (:mod:`runner.clienttools`): offered beside the agent's tools; a model call that
+calls one ends the run with ``finish_reason: "tool_calls"`` for the client to run it. An agent tool
+called in that same model call is **not** run: its result says so (an error the client sees as agent
+activity), and the model, which never learns of it, calls it again in the next run if it still
+wants it. Running it instead would act (an MCP tool may write) without the model ever seeing the
+outcome, and the history the client replays (its own calls and their results) stays valid as is.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from contracts.runs import FunctionCall, ToolCall
 
 from . import usage as usage_mod
 from .aio import complete
+from .clienttools import collision, plan_tools, server_label
 from .connections import Connection
 from .emitter import EventEmitter
 from .errors import (
@@ -74,6 +82,7 @@ from .providers import (
     ToolCallChunk,
     ToolSpec,
     UsageChunk,
+    response_format_problem,
 )
 from .tools import Tool, ToolError
 
@@ -145,6 +154,14 @@ class _PendingCall:
     id: str
     name: str
     arguments: list[str] = field(default_factory=list)
+    client: bool = False  # a function of the client's: the client runs it
+
+
+#: The result of an agent tool called in the same model call as client functions (see the module docstring).
+SKIPPED = (
+    "Not run: the model called the client's functions in the same turn, so the run ended for the client "
+    "to run them; the model may call this tool again."
+)
 
 
 @dataclass(slots=True)
@@ -198,7 +215,8 @@ class AgentRun:
         self.emitter = EventEmitter(request.run_id, self._publish, config.heartbeat_s)
         self.conversation = initial_conversation(request)
         self.params = call_parameters(request)
-        self.tool_specs = [ToolSpec(t.name, t.description, t.parameters) for t in tools]
+        self.tool_plan = plan_tools(tools, request.options)
+        self.tool_specs: list[ToolSpec] = self.tool_plan.specs
         self.usages: list[TokenUsage] = []  # one per UsageRecorded published, in call order
         self.next_tool_index = 0
         #: Provider blocks to send back with the assistant message at that conversation position.
@@ -244,12 +262,35 @@ class AgentRun:
         )
 
     # --- the run ----------------------------------------------------------------------------------
+    def refusal(self) -> ErrorInfo | None:
+        """Why the request cannot be run at all (a client function named like an agent tool, a
+        ``response_format`` the provider cannot honour), or ``None``. Sent as the run's first event,
+        before ``started``, so the gateway answers it as an HTTP error."""
+        found = collision(list(self.tools.values()), self.request.options)
+        if found is not None:
+            return found
+        kind = self.connection.kind if self.connection is not None else ""
+        problem = response_format_problem(kind, self.request.options.response_format)
+        if problem is not None:
+            return ErrorInfo(
+                status=400,
+                type="invalid_request_error",
+                code="unsupported_parameter",
+                param="response_format",
+                message=f"Invalid value for 'response_format': {problem}.",
+            )
+        return None
+
     async def execute(self) -> Status_:
         """Run to the end. Cancelling the task records the partial usage, closes the run, and re-raises."""
-        # Not flushed (see emitter): the provider request goes out first.
-        await self.emitter.emit(RunStarted, runner_id=self.runner_id)
+        refused = self.refusal()
+        if refused is None:
+            # Not flushed (see emitter): the provider request goes out first.
+            await self.emitter.emit(RunStarted, runner_id=self.runner_id)
         beats = asyncio.create_task(self.emitter.heartbeats(), name=f"heartbeat-{self.request.run_id}")
         try:
+            if refused is not None:
+                raise RunError(refused)
             finish = await self._loop()
             self.status = "completed"
             beats.cancel()
@@ -315,6 +356,9 @@ class AgentRun:
             result = await self._model_call()
             if not result.tool_calls:
                 return "length" if result.finish == "length" else "stop"
+            if any(c.client for c in result.tool_calls):
+                await self._skip_tools([c for c in result.tool_calls if not c.client])
+                return "tool_calls"
             await self._run_tools(result.tool_calls)
         # The step limit ended the loop while the model still wanted tools.
         return "length"
@@ -366,6 +410,9 @@ class AgentRun:
             tools=self.tool_specs,
             params=self.params,
             extras=self.extras,
+            tool_choice=self.tool_plan.choice,
+            parallel_tool_calls=self.tool_plan.parallel,
+            response_format=self.request.options.response_format,
         )
         opaque: list[dict[str, Any]] = []
         chars = self._prompt_chars()
@@ -395,15 +442,9 @@ class AgentRun:
                         elif isinstance(c, ToolCallChunk):
                             pending = calls.get(c.index)
                             if pending is None:
-                                pending = _PendingCall(
-                                    index=self.next_tool_index,
-                                    id=c.id or f"call_{self.request.run_id[-8:]}_{self.next_tool_index}",
-                                    name=c.name or "",
-                                )
-                                self.next_tool_index += 1
+                                pending = self._new_call(c.id, c.name or "")
                                 calls[c.index] = pending
-                                started = {"index": pending.index, "call_id": pending.id, "name": pending.name}
-                                await emit(ToolCallStarted, flush=True, **started)
+                                await emit(ToolCallStarted, flush=True, **self._started(pending))
                             if c.arguments:
                                 p.deltas += 1
                                 pending.arguments.append(c.arguments)
@@ -504,6 +545,28 @@ class AgentRun:
             raise asyncio.CancelledError
 
     # --- tools ----------------------------------------------------------------------------------------
+    def _new_call(self, call_id: str | None, name: str) -> _PendingCall:
+        index = self.next_tool_index
+        self.next_tool_index += 1
+        client = name in self.tool_plan.client_names and name not in self.tools
+        return _PendingCall(
+            index=index, id=call_id or f"call_{self.request.run_id[-8:]}_{index}", name=name, client=client
+        )
+
+    def _started(self, call: _PendingCall) -> dict[str, Any]:
+        """The fields of the call's ``ToolCallStarted``."""
+        fields: dict[str, Any] = {"index": call.index, "call_id": call.id, "name": call.name, "client": call.client}
+        if not call.client:
+            fields["server_label"] = server_label(self.tools.get(call.name))
+        return fields
+
+    async def _skip_tools(self, calls: list[_PendingCall]) -> None:
+        """Close the agent's calls of a model call that also called client functions, unrun."""
+        for call in calls:
+            await self.emitter.emit(
+                ToolResult, index=call.index, call_id=call.id, name=call.name, output=SKIPPED, is_error=True
+            )
+
     async def _run_tools(self, calls: list[_PendingCall]) -> None:
         """Run one turn's tool calls in parallel; report and append the results in index order."""
         results = await asyncio.gather(*(self._run_tool(c) for c in calls))

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..connections import Connection
 from .base import (
     CallSpec,
     Chunk,
     FinishChunk,
+    ForcedTool,
     OpaqueBlock,
     Provider,
     ReasoningChunk,
     TextChunk,
     ToolCallChunk,
+    ToolChoice,
     ToolSpec,
     UsageChunk,
 )
+
+
+def response_format_problem(kind: str, response_format: dict[str, Any] | None) -> str | None:
+    """Why a connection of ``kind`` cannot honour ``response_format`` (checked before the run starts,
+    so the client gets a 400 rather than a broken answer); ``None`` when it can."""
+    if kind == "anthropic":
+        from .anthropic_provider import response_format_problem as anthropic_problem
+
+        return anthropic_problem(response_format)
+    return None  # OpenAI-compatible servers take it as it was sent
 
 
 def build_provider(conn: Connection, timeout_s: float) -> Provider:
@@ -32,12 +46,15 @@ __all__ = [
     "CallSpec",
     "Chunk",
     "FinishChunk",
+    "ForcedTool",
     "OpaqueBlock",
     "Provider",
     "ReasoningChunk",
     "TextChunk",
     "ToolCallChunk",
+    "ToolChoice",
     "ToolSpec",
     "UsageChunk",
     "build_provider",
+    "response_format_problem",
 ]

@@ -14,7 +14,18 @@ from contracts import ChatMessage
 from ..connections import Connection
 from ..errors import ProviderError, StreamBroken
 from ..usage import from_anthropic_delta, from_anthropic_start
-from .base import CallSpec, Chunk, FinishChunk, OpaqueBlock, ReasoningChunk, TextChunk, ToolCallChunk, UsageChunk
+from .base import (
+    CallSpec,
+    Chunk,
+    FinishChunk,
+    ForcedTool,
+    OpaqueBlock,
+    ReasoningChunk,
+    TextChunk,
+    ToolCallChunk,
+    ToolChoice,
+    UsageChunk,
+)
 from .common import client_options, provider_message, redact
 
 #: Anthropic requires ``max_tokens``; this is the default when neither agent nor request sets it.
@@ -87,6 +98,53 @@ def to_anthropic_params(params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     return max_tokens, rest
 
 
+def to_anthropic_tools(call: CallSpec) -> list[dict[str, Any]]:
+    """Every tool as an Anthropic tool (an empty description is left out)."""
+    tools = []
+    for t in call.tools:
+        tool: dict[str, Any] = {"name": t.name}
+        if t.description:
+            tool["description"] = t.description
+        tool["input_schema"] = t.parameters
+        tools.append(tool)
+    return tools
+
+
+def to_anthropic_tool_choice(choice: ToolChoice | None, parallel: bool | None) -> dict[str, Any] | None:
+    """OpenAI's ``tool_choice`` and ``parallel_tool_calls`` as Anthropic's ``tool_choice``: ``required``
+    is ``any``, a named function ``tool``; ``parallel_tool_calls: false`` is ``disable_parallel_tool_use``
+    (which ``none`` does not take: no call at all is fewer than one)."""
+    if choice is None and parallel is not False:
+        return None
+    if isinstance(choice, ForcedTool):
+        out: dict[str, Any] = {"type": "tool", "name": choice.name}
+    else:
+        kind = choice or "auto"
+        out = {"type": "any" if kind == "required" else kind}
+    if parallel is False and out["type"] != "none":
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+def response_format_problem(response_format: dict[str, Any] | None) -> str | None:
+    """Why Anthropic cannot honour ``response_format``, or ``None``: it has structured outputs for a
+    JSON schema, but no mode for "any JSON object"."""
+    if response_format is None or response_format.get("type") in (None, "text", "json_schema"):
+        return None
+    return (
+        f"type {response_format.get('type')!r} cannot be honoured by this agent's model (Anthropic); "
+        "send type 'json_schema' with a schema instead"
+    )
+
+
+def to_anthropic_output_config(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``json_schema`` as Anthropic's structured output (``output_config.format``); ``text``: nothing."""
+    if not response_format or response_format.get("type") != "json_schema":
+        return None
+    schema = (response_format.get("json_schema") or {}).get("schema") or {"type": "object"}
+    return {"format": {"type": "json_schema", "schema": schema}}
+
+
 class EventMapper:
     """Raw stream events → neutral chunks, tracking which content blocks are tool calls."""
 
@@ -152,7 +210,9 @@ class AnthropicProvider:
     async def stream(self, call: CallSpec) -> AsyncGenerator[Chunk, None]:
         system, messages = to_anthropic(call.messages, call.extras)
         max_tokens, params = to_anthropic_params(call.params)
-        tools = [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in call.tools]
+        tools = to_anthropic_tools(call)
+        tool_choice = to_anthropic_tool_choice(call.tool_choice, call.parallel_tool_calls) if tools else None
+        output_config = to_anthropic_output_config(call.response_format)
         try:
             stream = await self._client.messages.create(
                 model=call.model,
@@ -161,6 +221,8 @@ class AnthropicProvider:
                 stream=True,
                 system=system or anthropic.omit,
                 tools=cast(Any, tools) if tools else anthropic.omit,
+                tool_choice=cast(Any, tool_choice) if tool_choice else anthropic.omit,
+                output_config=cast(Any, output_config) if output_config else anthropic.omit,
                 extra_body=params or None,
             )
         except anthropic.APIError as exc:

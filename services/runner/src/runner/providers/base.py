@@ -8,18 +8,32 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from contracts import ChatMessage, TokenUsage
 
 
 @dataclass(frozen=True)
 class ToolSpec:
-    """A tool offered to the model: its name, description and JSON schema of arguments."""
+    """A tool offered to the model: its name, description and JSON schema of arguments; ``strict``
+    as the client set it on its own function (``None``: not said)."""
 
     name: str
     description: str
     parameters: dict[str, Any]
+    strict: bool | None = None
+
+
+@dataclass(frozen=True)
+class ForcedTool:
+    """A ``tool_choice`` that makes the model call this one tool."""
+
+    name: str
+
+
+#: Which tools the model may call: ``auto`` (its choice), ``none``, ``required`` (at least one of those
+#: offered), or one named tool. ``None`` leaves the provider's default (``auto`` when tools are offered).
+ToolChoice = Literal["auto", "none", "required"] | ForcedTool
 
 
 @dataclass
@@ -33,6 +47,11 @@ class CallSpec:
     #: Provider blocks to send back with the assistant message at that position of ``messages``
     #: (see :class:`OpaqueBlock`); adapters that have none ignore them.
     extras: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    tool_choice: ToolChoice | None = None
+    #: ``False``: at most one tool call per model call (sent only when tools are offered).
+    parallel_tool_calls: bool | None = None
+    #: OpenAI's ``response_format`` as the client sent it (``json_object`` / ``json_schema``).
+    response_format: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,17 @@ import orjson
 from ..connections import Connection
 from ..errors import ProviderError, StreamBroken
 from ..usage import from_openai
-from .base import CallSpec, Chunk, FinishChunk, ReasoningChunk, TextChunk, ToolCallChunk, UsageChunk
+from .base import (
+    CallSpec,
+    Chunk,
+    FinishChunk,
+    ForcedTool,
+    ReasoningChunk,
+    TextChunk,
+    ToolCallChunk,
+    ToolChoice,
+    UsageChunk,
+)
 from .common import client_options, connection_failed, redact, status_message
 
 #: Responses-API text parts, which chat completions knows as plain ``text`` parts.
@@ -45,10 +55,23 @@ def to_openai_messages(call: CallSpec) -> list[dict[str, Any]]:
 
 
 def to_openai_tools(call: CallSpec) -> list[dict[str, Any]]:
-    return [
-        {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
-        for t in call.tools
-    ]
+    """Every tool as an OpenAI function; an empty description and an unsaid ``strict`` are left out."""
+    out = []
+    for t in call.tools:
+        function: dict[str, Any] = {"name": t.name}
+        if t.description:
+            function["description"] = t.description
+        function["parameters"] = t.parameters
+        if t.strict is not None:
+            function["strict"] = t.strict
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def to_openai_tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
+    if isinstance(choice, ForcedTool):
+        return {"type": "function", "function": {"name": choice.name}}
+    return choice
 
 
 def reasoning_of(delta: Any) -> str | None:
@@ -141,6 +164,13 @@ class OpenAIProvider:
         }
         if call.tools:
             body["tools"] = to_openai_tools(call)
+            # OpenAI refuses both without tools.
+            if call.tool_choice is not None:
+                body["tool_choice"] = to_openai_tool_choice(call.tool_choice)
+            if call.parallel_tool_calls is not None:
+                body["parallel_tool_calls"] = call.parallel_tool_calls
+        if call.response_format is not None:
+            body["response_format"] = call.response_format
         if call.params:
             body.update(call.params)
         return body
