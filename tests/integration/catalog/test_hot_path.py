@@ -227,6 +227,9 @@ async def test_role_without_remote_agents_use_is_refused(catalog: CatalogClient,
 
     denied = await catalog.access(uid, agent_id)
     assert denied.error is not None and (denied.error.status, denied.error.code) == (403, "access_denied")
+    # Said in plain words, with what to do; no permission constant names.
+    assert denied.error.message.startswith("Your account is not allowed to use agents through the API.")
+    assert "administrator" in denied.error.message and "REMOTE_AGENTS" not in denied.error.message
     verified = await catalog.verify(key_hash)
     assert verified.principal is not None and verified.principal.remote_agents_use is False
     assert await catalog.models(uid) == []

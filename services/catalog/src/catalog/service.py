@@ -34,7 +34,11 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[CacheInvalidated], Awaitable[None]]
 
-NO_REMOTE_AGENTS = "Your role does not allow using agents through the API (REMOTE_AGENTS USE)."
+#: A role without API use (``remote_agents_use``), said as the user meets it: what is refused, what to do.
+NO_REMOTE_AGENTS = (
+    "Your account is not allowed to use agents through the API. Ask an administrator to allow API use for "
+    "your account's role."
+)
 #: ``owned_by`` of every listed agent: the organisation, as OpenAI means it (who made an agent is the
 #: admin API's business, not its callers').
 OWNED_BY = "switchboard"
