@@ -64,6 +64,10 @@ def _error(message: str, code: str, status: int = 500) -> ErrorInfo:
     return ErrorInfo(status=status, type="server_error", message=message, code=code)
 
 
+def _stream_error(message: str, code: str, status: int = 500) -> RunStreamError:
+    return RunStreamError(_error(message, code, status))
+
+
 #: What the client is told when no runner started its run within the queue timeout.
 NO_RUNNER_IN_TIME = _error("No agent runner could take the request in time; try again shortly.", "no_capacity", 503)
 
