@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -140,11 +141,13 @@ def max_steps_of(request: RunRequest, default: int) -> int:
     return default
 
 
-def initial_conversation(request: RunRequest) -> list[ChatMessage]:
-    """The agent's instructions first, as a system message, then the client's messages."""
+def initial_conversation(request: RunRequest, notes: Sequence[str] = ()) -> list[ChatMessage]:
+    """The agent's instructions first, as a system message (followed by ``notes``: what the model
+    should know about tools it cannot have now), then the client's messages."""
     messages = list(request.messages)
-    if request.agent.instructions:
-        messages.insert(0, ChatMessage(role="system", content=request.agent.instructions))
+    system = "\n\n".join(filter(None, [request.agent.instructions, *notes]))
+    if system:
+        messages.insert(0, ChatMessage(role="system", content=system))
     return messages
 
 
@@ -198,6 +201,7 @@ class AgentRun:
         runner_id: str = "",
         metrics: Metrics | None = None,
         tracer: trace.Tracer | None = None,
+        notes: Sequence[str] = (),
     ) -> None:
         self.request = request
         self.connection = connection
@@ -213,7 +217,7 @@ class AgentRun:
         self._started_at = time.monotonic()
         self._first_output = False
         self.emitter = EventEmitter(request.run_id, self._publish, config.heartbeat_s)
-        self.conversation = initial_conversation(request)
+        self.conversation = initial_conversation(request, notes)
         self.params = call_parameters(request)
         self.tool_plan = plan_tools(tools, request.options)
         self.tool_specs: list[ToolSpec] = self.tool_plan.specs
