@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from contracts import (
     AdmitReply,
@@ -38,7 +39,8 @@ from contracts import (
     new_id,
     utcnow,
 )
-from contracts.estimate import prompt_tokens_bound
+from contracts.estimate import prompt_tokens_bound, text_tokens
+from contracts.runs import ClientTool, NamedToolChoice
 from servicekit.natsio import wait_connected
 from servicekit.requestid import request_id
 
@@ -69,8 +71,15 @@ class RunSpec:
     stop: list[str] | None = None
     conversation_id: str | None = None
     parent_message_id: str | None = None
+    #: The client's own functions and the choice among them, and the output format (checked by the route).
+    tools: list[ClientTool] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
     api: Literal["chat.completions", "responses"] = "chat.completions"
     id_prefix: str = "chatcmpl-"
+    #: The run's id when the route chose it (a response's id is its run's); else a new one.
+    run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,15 @@ class StartedRun:
     stream: RunStream
     first: RunEvent
     streaming: bool
+
+
+def client_schema_tokens(spec: RunSpec) -> int:
+    """At most the prompt tokens the client's functions and output schema add to every model call
+    (their JSON, one token a byte at most: :mod:`contracts.estimate`)."""
+    texts = [tool.model_dump_json() for tool in spec.tools or ()]
+    if spec.response_format is not None:
+        texts.append(json.dumps(spec.response_format))
+    return sum(text_tokens(t) for t in texts)
 
 
 def max_output_tokens(requested: int | None, agent: AgentSnapshot, default: int) -> int:
@@ -116,9 +134,11 @@ async def start_run(ctx: GatewayContext, principal: Principal, agent: AgentSnaps
     max_out = max_output_tokens(spec.max_tokens, agent, settings.default_max_output_tokens)
     prompt = prompt_tokens_bound(
         spec.messages, model=agent.model, instructions=agent.instructions, tools=len(agent.tools)
-    )
-    ahead = ctx.preadmitted.take(principal.user_id, agent, max_out, prompt) if ctx.preadmitted else None
-    run_id = ahead.run_id if ahead is not None else new_id(spec.id_prefix)
+    ) + client_schema_tokens(spec)
+    # A run admitted ahead has its id already: only a run whose id the route did not choose takes one.
+    preadmitted = ctx.preadmitted if spec.run_id is None else None
+    ahead = preadmitted.take(principal.user_id, agent, max_out, prompt) if preadmitted else None
+    run_id = ahead.run_id if ahead is not None else (spec.run_id or new_id(spec.id_prefix))
     streaming = spec.stream and not agent.model_parameters.get("disableStreaming")
     request = RunRequest(
         run_id=run_id,
@@ -127,7 +147,15 @@ async def start_run(ctx: GatewayContext, principal: Principal, agent: AgentSnaps
         agent=agent,
         messages=spec.messages,
         options=RunOptions(
-            stream=streaming, max_tokens=max_out, temperature=spec.temperature, top_p=spec.top_p, stop=spec.stop
+            stream=streaming,
+            max_tokens=max_out,
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            stop=spec.stop,
+            tools=spec.tools,
+            tool_choice=spec.tool_choice,
+            parallel_tool_calls=spec.parallel_tool_calls,
+            response_format=spec.response_format,
         ),
         deadline=utcnow() + timedelta(seconds=settings.queue_timeout_s),
         reservation_id=ahead.reservation_id if ahead is not None else None,
@@ -164,8 +192,8 @@ async def start_run(ctx: GatewayContext, principal: Principal, agent: AgentSnaps
                 raise _queue_unavailable() from exc
         else:
             await admit_and_queue(ctx, run, payload, principal, agent, prompt, max_out)
-        if ctx.preadmitted is not None:
-            ctx.preadmitted.refill(principal.user_id, agent, max_out, prompt)
+        if preadmitted is not None:
+            preadmitted.refill(principal.user_id, agent, max_out, prompt)
         first = await _first_event(ctx, run)
         started = True
         ctx.metrics.queue_wait.observe(time.perf_counter() - queued_at)

@@ -1,15 +1,19 @@
 """The request bodies the OpenAI routes accept (a subset of OpenAI's ``CreateChatCompletionRequest``).
 
-Unknown fields are ignored. Types are strict where OpenAI's are (``"stream": "yes"`` is a 400, not
-``True``). Framework-free: the route turns a :class:`pydantic.ValidationError` into the 400 envelope.
+Fields OpenAI defines that we do not serve (``n`` > 1, ``logprobs``, ``audio`` …: :data:`UNSERVED`) are
+a 400 naming the field; fields nobody defines are ignored, as OpenAI does. Types are strict where
+OpenAI's are (``"stream": "yes"`` is a 400, not ``True``). Framework-free: the route turns a
+:class:`pydantic.ValidationError` into the 400 envelope. ``docs/api-chat.md`` tables every field.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -21,7 +25,8 @@ from pydantic import (
 )
 
 from contracts import ChatMessage, FunctionCall, ToolCall
-from contracts.bounds import text_problem
+from contracts.bounds import json_problem, text_problem
+from contracts.runs import ClientTool, FunctionDefinition, NamedToolChoice
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 Number = StrictInt | StrictFloat
@@ -32,6 +37,17 @@ MAX_INT32 = 2**31 - 1
 MAX_ID_LENGTH = 200
 #: Names and short values (agent ids, users, tool names, stop sequences).
 MAX_NAME_LENGTH = 256
+#: Client functions a request may offer (OpenAI's own limit).
+MAX_CLIENT_TOOLS = 128
+#: A function's description, in characters.
+MAX_TOOL_DESCRIPTION = 16_384
+#: A JSON schema (a function's ``parameters``, a ``response_format`` schema), encoded, and its depth.
+MAX_SCHEMA_BYTES = 64 * 1024
+MAX_SCHEMA_DEPTH = 32
+#: All the client's functions together, encoded.
+MAX_TOOLS_BYTES = 512 * 1024
+#: Function and schema names (OpenAI's rule).
+FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
 
 
 def _storable(value: str) -> str:
@@ -134,6 +150,101 @@ class MessageIn(_Body):
         )
 
 
+def _schema(value: dict[str, Any]) -> dict[str, Any]:
+    # A schema travels to the provider as JSON: it must encode, stay small and shallow.
+    found = json_problem(value, max_depth=MAX_SCHEMA_DEPTH)
+    if found is not None:
+        where = "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in found[0])
+        raise ValueError(f"{found[1]} (at {where or 'the top'})")
+    if len(orjson.dumps(value)) > MAX_SCHEMA_BYTES:
+        raise ValueError(f"must be at most {MAX_SCHEMA_BYTES} bytes of JSON")
+    return value
+
+
+#: A JSON schema, bounded (see :func:`_schema`).
+Schema = Annotated[dict[str, Any], AfterValidator(_schema)]
+FunctionName = Annotated[StrictStr, Field(pattern=FUNCTION_NAME)]
+
+
+def _object_schema(value: dict[str, Any]) -> dict[str, Any]:
+    # What providers take as a function's arguments: an object (Anthropic's input_schema must be one).
+    if "type" in value and value["type"] != "object":
+        raise ValueError(f"must be a JSON schema of type 'object', not {value['type']!r}")
+    return value
+
+
+class FunctionIn(_Body):
+    name: FunctionName
+    description: Annotated[Text, Field(max_length=MAX_TOOL_DESCRIPTION)] | None = None
+    parameters: Annotated[Schema, AfterValidator(_object_schema)] | None = None
+    strict: StrictBool | None = None
+
+
+class ToolIn(_Body):
+    """A client function (``type: "function"``); other tool types (``custom``) are a 400."""
+
+    type: Literal["function"]
+    function: FunctionIn
+
+    def to_contract(self) -> ClientTool:
+        f = self.function
+        # An empty schema is "no parameters": the runner sends a valid empty object schema.
+        parameters = f.parameters or None
+        return ClientTool(
+            function=FunctionDefinition(name=f.name, description=f.description, parameters=parameters, strict=f.strict)
+        )
+
+
+class NamedFunction(_Body):
+    name: FunctionName
+
+
+class NamedChoiceIn(_Body):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JSONSchemaIn(_Body):
+    name: FunctionName
+    description: Annotated[Text, Field(max_length=MAX_TOOL_DESCRIPTION)] | None = None
+    schema_: Schema | None = Field(default=None, validation_alias=AliasChoices("schema"))
+    strict: StrictBool | None = None
+
+
+class ResponseFormat(_Body):
+    """``text`` (the default), ``json_object``, or ``json_schema`` with its schema. One model rather
+    than a tagged union, so an error's ``param`` is the field's path (no tag in it); a ``json_schema``
+    without its schema is refused by :meth:`ChatCompletionRequest.problem`."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaIn | None = None
+
+
+#: Fields OpenAI defines that an agent run does not serve, and why (a 400 naming the field unless the
+#: value asks for nothing: ``null``, and the neutral values of :data:`NEUTRAL`).
+UNSERVED: dict[str, str] = {
+    "logprobs": "log probabilities are not served",
+    "top_logprobs": "log probabilities are not served",
+    "audio": "audio output is not served",
+    "prediction": "predicted outputs are not served",
+    "web_search_options": "web search is not served on this route",
+    "functions": "the deprecated 'functions' is not served; send 'tools'",
+    "function_call": "the deprecated 'function_call' is not served; send 'tool_choice'",
+    "seed": "sampling is the agent's: set 'seed' in its model_parameters",
+    "frequency_penalty": "sampling is the agent's: set it in its model_parameters",
+    "presence_penalty": "sampling is the agent's: set it in its model_parameters",
+    "logit_bias": "logit bias is not served",
+    "reasoning_effort": "reasoning effort is the agent's: set it in its model_parameters",
+    "verbosity": "verbosity is the agent's: set it in its model_parameters",
+}
+#: Values of unserved fields that ask for nothing, so clients that send them by habit still work.
+NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "logprobs": (False,),
+    "logit_bias": ({},),
+    "modalities": (["text"],),
+}
+
+
 class StreamOptions(_Body):
     include_usage: StrictBool | None = None
 
@@ -154,6 +265,25 @@ class ChatCompletionRequest(_Body):
     user: Name | None = None
     conversation_id: Ident | None = None
     parent_message_id: Ident | None = None
+    tools: Annotated[list[ToolIn], Field(max_length=MAX_CLIENT_TOOLS)] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedChoiceIn | None = None
+    parallel_tool_calls: StrictBool | None = None
+    response_format: ResponseFormat | None = None
+    modalities: list[Name] | None = None
+    #: The raw values of :data:`UNSERVED` fields, kept only to be refused by name.
+    logprobs: Any = None
+    top_logprobs: Any = None
+    audio: Any = None
+    prediction: Any = None
+    web_search_options: Any = None
+    functions: Any = None
+    function_call: Any = None
+    seed: Any = None
+    frequency_penalty: Any = None
+    presence_penalty: Any = None
+    logit_bias: Any = None
+    reasoning_effort: Any = None
+    verbosity: Any = None
 
     @field_validator("stop")
     @classmethod
@@ -177,9 +307,73 @@ class ChatCompletionRequest(_Body):
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
     def problem(self) -> tuple[str, str] | None:
-        """``(param, message)`` for the first message that its role makes invalid."""
+        """``(param, message)`` for the first field that is well-typed but not servable: an unserved
+        field, a message its role makes invalid, client tools that contradict each other."""
+        unserved = self.unserved()
+        if unserved is not None:
+            return unserved
         for i, message in enumerate(self.messages):
             found = message.problem()
             if found is not None:
                 return f"messages[{i}].{found[0]}", found[1]
+        return self.tools_problem()
+
+    def unserved(self) -> tuple[str, str] | None:
+        for name, why in UNSERVED.items():
+            value = getattr(self, name)
+            if value is not None and value not in NEUTRAL.get(name, ()):
+                return name, f"not supported: {why}"
+        if self.modalities is not None and any(m != "text" for m in self.modalities):
+            return "modalities", "not supported: only 'text' output is served"
+        fmt = self.response_format
+        if fmt is not None and fmt.type == "json_schema" and fmt.json_schema is None:
+            return "response_format.json_schema", "a 'json_schema' response format needs 'json_schema'"
         return None
+
+    def tools_problem(self) -> tuple[str, str] | None:
+        """Duplicate function names, a choice naming no function, the functions' size in all."""
+        names: set[str] = set()
+        for i, tool in enumerate(self.tools or ()):
+            if tool.function.name in names:
+                return f"tools[{i}].function.name", f"duplicate function name {tool.function.name!r}"
+            names.add(tool.function.name)
+        if self.tools and sum(len(t.model_dump_json()) for t in self.tools) > MAX_TOOLS_BYTES:
+            return "tools", f"the functions must be at most {MAX_TOOLS_BYTES} bytes of JSON in all"
+        choice = self.tool_choice
+        if isinstance(choice, NamedChoiceIn) and choice.function.name not in names:
+            return "tool_choice", f"names the function {choice.function.name!r}, which 'tools' does not define"
+        if choice == "required" and not names:
+            return "tool_choice", "'required' needs functions in 'tools'"
+        return None
+
+    def collision(self, agent_tools: list[str]) -> tuple[str, str] | None:
+        """A client function named like one of the agent's own tools (``param``, message), or ``None``."""
+        own = set(agent_tools)
+        for i, tool in enumerate(self.tools or ()):
+            if tool.function.name in own:
+                return (
+                    f"tools[{i}].function.name",
+                    f"{tool.function.name!r} is the name of one of the agent's own tools; rename your function",
+                )
+        return None
+
+    def client_tools(self) -> list[ClientTool] | None:
+        return [t.to_contract() for t in self.tools] if self.tools else None
+
+    def named_choice(self) -> Literal["auto", "none", "required"] | NamedToolChoice | None:
+        choice = self.tool_choice
+        if isinstance(choice, NamedChoiceIn):
+            return NamedToolChoice(function=FunctionCall(name=choice.function.name))
+        return choice
+
+    def response_format_dict(self) -> dict[str, Any] | None:
+        """``response_format`` as it goes to the model (``text`` is the default: nothing to send)."""
+        fmt = self.response_format
+        if fmt is None or fmt.type == "text":
+            return None
+        if fmt.json_schema is not None and fmt.type == "json_schema":
+            schema = fmt.json_schema.model_dump(exclude_none=True, by_alias=False)
+            if "schema_" in schema:
+                schema["schema"] = schema.pop("schema_")
+            return {"type": "json_schema", "json_schema": schema}
+        return {"type": fmt.type}

@@ -66,6 +66,11 @@ async def create_chat_completion(request: Request, ctx: GatewayContext, principa
     try:
         body = parse_chat_request(await read_json_body(request, settings.max_body_bytes))
         agent = await ctx.auth.agent(principal, body.model)
+        clash = body.collision(agent.tools)
+        if clash is not None:
+            raise GatewayError.bad_request(
+                f"Invalid value for '{clash[0]}': {clash[1]}.", clash[0], "tool_name_conflict"
+            )
     except BaseException:
         await limited
         raise
@@ -80,6 +85,10 @@ async def create_chat_completion(request: Request, ctx: GatewayContext, principa
         stop=body.stop_list,
         conversation_id=body.conversation_id,
         parent_message_id=body.parent_message_id,
+        tools=body.client_tools(),
+        tool_choice=body.named_choice(),
+        parallel_tool_calls=body.parallel_tool_calls,
+        response_format=body.response_format_dict(),
     )
     started = await start_run(ctx, principal, agent, spec)
     run, created = started.stream, int(time.time())
