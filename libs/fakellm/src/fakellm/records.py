@@ -19,7 +19,11 @@ class Records:
         self._ids = itertools.count(1)
         self._changed = asyncio.Condition()
 
-    def new(self, api: str, model: str, stream: bool, turn: int, messages: Any) -> dict[str, Any]:
+    def new(
+        self, api: str, model: str, stream: bool, turn: int, messages: Any, params: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Record a request. ``params`` is the rest of its body (tools, tool_choice, response_format …),
+        so tests can assert what reached the provider."""
         rec = {
             "id": f"req_{next(self._ids)}",
             "api": api,
@@ -29,6 +33,7 @@ class Records:
             "tokens_sent": 0,
             "turn": turn,
             "messages": messages,
+            "params": params or {},
             "started_at": time.time(),
             "ended_at": None,
         }

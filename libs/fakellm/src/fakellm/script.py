@@ -130,6 +130,53 @@ def prompt_words(body: dict[str, Any]) -> int:
     return max(1, n)
 
 
+def _offered(body: dict[str, Any]) -> list[str]:
+    names = []
+    for tool in body.get("tools") or []:
+        if isinstance(tool, dict):
+            name = tool.get("name") or (tool.get("function") or {}).get("name")
+            if isinstance(name, str):
+                names.append(name)
+    return names
+
+
+def tool_choice_of(body: dict[str, Any]) -> str | tuple[str, str] | None:
+    """The request's tool choice, either API's: ``"none"``, ``"required"``, ``("named", name)``, or
+    ``None`` (the model decides; scripts may call tools that were not offered, to test that case)."""
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        kind = choice.get("type")
+        if kind == "tool":  # Anthropic
+            return ("named", str(choice.get("name")))
+        if kind == "function":  # OpenAI
+            return ("named", str((choice.get("function") or {}).get("name")))
+        choice = kind
+    if choice == "any":
+        return "required"
+    return choice if choice in ("none", "required") else None
+
+
+def obey_tool_choice(turn: dict[str, Any], body: dict[str, Any], api: str) -> dict[str, Any]:
+    """``turn`` as a model bound by the request's tool choice would answer it: without tool calls when
+    none may be made (``"No tool is used."`` when the turn had no text), with the named function (its
+    arguments from the turn's call of it, else ``forced_arguments``, else ``{}``), or with a call of the
+    first tool offered when one is required and the turn has none."""
+    choice = tool_choice_of(body)
+    calls = turn.get("tool_calls") or []
+    if choice == "none":
+        if not calls:
+            return turn
+        return {**{k: v for k, v in turn.items() if k != "tool_calls"}, "text": turn.get("text") or "No tool is used."}
+    if isinstance(choice, tuple):
+        name = choice[1]
+        mine = [c for c in calls if c.get("name") == name][:1]
+        forced = mine or [{"name": name, "arguments": turn.get("forced_arguments", {})}]
+        return {**turn, "tool_calls": forced}
+    if choice == "required" and not calls and (offered := _offered(body)):
+        return {**turn, "tool_calls": [{"name": offered[0], "arguments": turn.get("forced_arguments", {})}]}
+    return turn
+
+
 def plan(turn: dict[str, Any], body: dict[str, Any], api: str, defaults: tuple[float, float]) -> Plan:
     """Cut a script turn into chunks and fill in the usage it did not state."""
     p = Plan(ttft_ms=float(turn.get("ttft_ms", defaults[0])), tokens_per_s=float(turn.get("tokens_per_s", defaults[1])))

@@ -11,6 +11,11 @@ whose last user message holds an arithmetic expression (``What is 17*23?``) gets
 call, one offering ``current_time`` and asking for the time gets a ``current_time`` call, and the
 request carrying those tools' results gets a text answer with them (``17*23 = 391.``): the agent loop,
 deterministic, without a provider (:mod:`fakellm.autotools`).
+
+Like a real model, the fake obeys ``tool_choice`` (OpenAI's and Anthropic's): ``none`` drops a turn's
+tool calls, ``required``/``any`` makes one when the turn has none, a named function is the call
+(:func:`fakellm.script.obey_tool_choice`). Each record keeps the request's other fields (``params``:
+tools, tool_choice, response_format …) for tests to check what reached the provider.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import uvicorn
 from . import wire_anthropic, wire_openai
 from .autotools import unscripted_turn
 from .records import Records
-from .script import Plan, last_user_index, plan, select_turn
+from .script import Plan, last_user_index, obey_tool_choice, plan, select_turn
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -122,9 +127,11 @@ class FakeLLMApp:
             turn = turns[min(turn_index, len(turns) - 1)]
         else:
             turn = unscripted_turn(body, api, last_user_index(messages, api), user_text)
+        turn = obey_tool_choice(turn, body, api)
         p = plan(turn, body, api, self.defaults)
         streaming = bool(body.get("stream"))
-        rec = self.records.new(api, model, streaming, turn_index, messages)
+        params = {k: v for k, v in body.items() if k != "messages"}
+        rec = self.records.new(api, model, streaming, turn_index, messages, params)
         rid = f"chatcmpl-fake{next(self._ids)}" if api == "openai" else f"msg_fake{next(self._ids)}"
         wire = wire_openai if api == "openai" else wire_anthropic
         if p.error:
