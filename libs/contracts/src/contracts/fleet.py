@@ -12,9 +12,10 @@ Who listens, and why:
   closes the run (``RunClosed``, status ``failed``), which releases its reservation at once.
 - **gateways** fail the streams of a runner that fell silent (an error chunk within seconds, not
   after the idle timeout).
-- **the catalog** keeps what live runners announce they can serve (``connections``, ``tools``), so an
-  agent naming a provider connection or a tool no runner has (``opneai``, ``web_serch``) is refused
-  when it is created or updated (:func:`capability_problems`), not when it first runs.
+- **the catalog** keeps what live runners announce they can serve (``connections``, ``tools``,
+  ``mcp_servers``), so an agent naming a provider connection, a tool or an MCP server no runner has
+  (``opneai``, ``web_serch``, ``mcp:gihtub``) is refused when it is created or updated
+  (:func:`capability_problems`), not when it first runs.
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ from collections.abc import Iterable, Sequence
 from pydantic import Field
 
 from ._base import Event, Message
+from .mcp import function_name, looks_like_mcp, parse_entry, server_of
 from .problems import Problem
 from .usage import TokenUsage
 
 #: The NATS header naming the runner of a heartbeat.
 RUNNER_ID_HEADER = "Switchboard-Runner"
+
+#: MCP servers by name, each with its tools' MCP names, or ``None`` where they are not known.
+McpServers = dict[str, list[str] | None]
 
 
 class RunProgress(Message):
@@ -64,15 +69,23 @@ class RunnerHeartbeat(Event):
         default=None, description="the provider connections this runner serves (an agent's `provider`); every part"
     )
     tools: list[str] | None = Field(default=None, description="the tools this runner executes; every part")
+    mcp_servers: McpServers | None = Field(
+        default=None,
+        description="the MCP servers this runner is configured with, each with the names of its tools as the "
+        "server lists them (null while unknown: not listed yet, the server down, or tools that depend on the user); "
+        "every part",
+    )
+
 
 
 class Capabilities(Message):
     """What the live runners can serve, as the catalog knows it: the union of what each announced.
     ``None`` for a kind no live runner announced (none heard yet, or one too old to say): then it is
-    not checked."""
+    not checked. The same for one MCP server's tools."""
 
     connections: list[str] | None = None
     tools: list[str] | None = None
+    mcp_servers: McpServers | None = None
     runners: int = Field(default=0, ge=0, description="live runners heard")
 
 
@@ -88,21 +101,62 @@ def _known(names: Sequence[str]) -> str:
 def capability_problems(provider: object, tools: object, caps: Capabilities) -> list[Problem]:
     """``(param, problem)`` for an agent's ``provider`` and ``tools`` that no live runner serves, in
     field order: ``("provider", "unknown connection 'opneai' (known: anthropic, openai)")``,
-    ``("tools[0]", "unknown tool 'web_serch' (known: calculator, current_time)")``. Values that are
-    not strings are left to the model's own validation."""
+    ``("tools[0]", "unknown tool 'web_serch' (known: calculator, current_time)")``,
+    ``("tools[1]", "unknown MCP server 'gihtub' (known: github)")``. MCP entries
+    (:mod:`contracts.mcp`) are checked against the servers announced, and a one-tool entry against
+    the server's tools where they are known. Values that are not strings are left to the model's own
+    validation."""
     out: list[Problem] = []
     if caps.connections is not None and isinstance(provider, str) and provider not in caps.connections:
         out.append(("provider", f"unknown connection {_quoted(provider)} (known: {_known(caps.connections)})"))
-    if caps.tools is not None and isinstance(tools, list):
+    if isinstance(tools, list):
         for i, name in enumerate(tools):
-            if isinstance(name, str) and name not in caps.tools:
-                out.append((f"tools[{i}]", f"unknown tool {_quoted(name)} (known: {_known(caps.tools)})"))
+            problem = _tool_problem(name, caps) if isinstance(name, str) else None
+            if problem is not None:
+                out.append((f"tools[{i}]", problem))
     return out
+
+
+def _tool_problem(name: str, caps: Capabilities) -> str | None:
+    servers = caps.mcp_servers
+    if servers is not None:
+        entry = parse_entry(name, servers)
+        if entry is not None:
+            known = servers[entry.server]
+            if entry.tool is None or known is None or any(entry.matches(t) for t in known):
+                return None
+            offered = sorted(function_name(t, entry.server) for t in known)
+            return f"unknown tool {_quoted(name)} of MCP server {_quoted(entry.server)} (known: {_known(offered)})"
+    if looks_like_mcp(name) and (caps.tools is None or name not in caps.tools):
+        if servers is None:
+            return None  # no live runner said which MCP servers it has: not checked
+        return f"unknown MCP server {_quoted(server_of(name))} (known: {_known(sorted(servers))})"
+    if caps.tools is not None and name not in caps.tools:
+        return f"unknown tool {_quoted(name)} (known: {_known(caps.tools)})"
+    return None
 
 
 def _quoted(value: str) -> str:
     # An error repeats at most a column's width of what it was sent.
     return repr(value[:200])
+
+
+def union_mcp(announced: Iterable[McpServers | None]) -> McpServers | None:
+    """The union of the MCP servers each runner announced, ``None`` if any said nothing (or none did);
+    a server's tools are the union of its announced lists, ``None`` if any runner did not know them."""
+    merged: McpServers = {}
+    seen = False
+    for item in announced:
+        if item is None:
+            return None
+        seen = True
+        for server, tools in item.items():
+            if server not in merged:
+                merged[server] = None if tools is None else sorted(set(tools))
+            else:
+                have = merged[server]
+                merged[server] = None if have is None or tools is None else sorted(set(have) | set(tools))
+    return dict(sorted(merged.items())) if seen else None
 
 
 def union(announced: Iterable[list[str] | None]) -> list[str] | None:

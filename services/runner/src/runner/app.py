@@ -34,6 +34,7 @@ from .metrics import Metrics
 from .providers import Provider, build_provider
 from .settings import RunnerSettings
 from .tools import ToolRegistry, builtin_registry
+from .tools.mcp import McpToolbox, load_mcp_servers
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,14 @@ class RunnerApp:
         self.subjects = Subjects(settings.nats_namespace)
         self.metrics = Metrics()
         # Connections come from configuration only; keys never leave this process.
-        self.connections = load_connections(settings.connections, os.environ if env is None else env)
-        self.tools = tools or builtin_registry()
+        environ = os.environ if env is None else env
+        self.connections = load_connections(settings.connections, environ)
+        # MCP servers too: their headers (credentials) stay in this process.
+        servers = load_mcp_servers(settings.mcp_servers, settings.mcp_servers_file, environ)
+        self.mcp = McpToolbox(
+            servers, tools_ttl_s=settings.mcp_tools_ttl_s, max_result_chars=settings.mcp_max_result_chars
+        )
+        self.tools = tools or builtin_registry(self.mcp)
         # The process's provider (``setup_tracing``) unless a test brings its own.
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("runner")
         # Unique to this start: a container restarted in the same pod has the same host name and pid,
@@ -133,7 +140,9 @@ class RunnerApp:
             self.worker.progress,
             connections=list(self.connections),
             tools=self.tools.names(),
+            mcp_servers=self.mcp.announce,
         )
+        self.mcp.start()
         self.heartbeat.start()
         self.health.phase = "serving"
         log.info("runner %s started (concurrency %d)", self.runner_id, s.concurrency)
@@ -150,6 +159,8 @@ class RunnerApp:
         if self.heartbeat is not None:
             await self.heartbeat.stop()
             self.heartbeat = None
+        # After the drain: runs still going used their MCP sessions until now.
+        await self.mcp.close()
         if self.nc is not None and not self.nc.is_closed:
             await self.nc.drain()
         for provider in self._providers.values():
@@ -169,5 +180,6 @@ def create_app(
     tracer_provider: TracerProvider | None = None,
 ) -> RunnerApp:
     """The runner for ``settings``. ``env`` (default: the process environment) holds the providers'
-    standard variables and the keys named by ``RUNNER_CONNECTIONS``; ``tools`` replaces the built-ins."""
+    standard variables, the keys named by ``RUNNER_CONNECTIONS`` and the variables MCP servers' headers
+    name; ``tools`` replaces the built-ins (and the MCP servers)."""
     return RunnerApp(settings, env=env, tools=tools, tracer_provider=tracer_provider)

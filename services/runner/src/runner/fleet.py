@@ -2,8 +2,9 @@
 (:class:`contracts.RunnerHeartbeat` on ``runner.heartbeat.v1``, core NATS, the runner id also in the
 :data:`contracts.RUNNER_ID_HEADER` header).
 
-Every heartbeat also names the runner's provider connections and tools: the catalog refuses an agent
-that names one no live runner has. Gateways read only the header (a runner that falls silent fails its
+Every heartbeat also names the runner's provider connections, tools and MCP servers (with their
+tools' names where known, within a budget): the catalog refuses an agent that names one no live
+runner has. Gateways read only the header (a runner that falls silent fails its
 streams); billing reads the runs (a runner silent for ``BILLING_RUNNER_LOST_S`` is dead: billing
 records each call it had in flight from the last progress heard, estimated, and closes its runs,
 releasing their holds). What can be lost when a runner dies is therefore bounded by one heartbeat: the
@@ -23,6 +24,7 @@ import nats.errors
 from nats.aio.client import Client
 
 from contracts import RUNNER_ID_HEADER, RunnerHeartbeat, RunProgress
+from contracts.fleet import McpServers
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +44,14 @@ def heartbeat_messages(
     max_runs: int = MAX_RUNS_PER_MESSAGE,
     connections: Sequence[str] | None = None,
     tools: Sequence[str] | None = None,
+    mcp_servers: McpServers | None = None,
 ) -> list[bytes]:
     """The heartbeat of ``runs`` as encoded :class:`RunnerHeartbeat` messages (``part`` of ``parts``),
     each holding at most ``max_runs`` runs and, where one run allows it, at most ``max_bytes`` bytes.
 
     Each run is encoded once; its bytes are spliced into the envelope's ``runs`` array. Every part
-    carries the runner's ``connections`` and ``tools`` (a few names: the catalog checks agents by them)."""
+    carries the runner's ``connections``, ``tools`` and ``mcp_servers`` (names: the catalog checks
+    agents by them)."""
     encoded = [r.model_dump_json().encode() for r in runs]
     groups: list[list[bytes]] = [[]]
     size = 0
@@ -55,8 +59,10 @@ def heartbeat_messages(
         "connections": list(connections) if connections is not None else None,
         "tools": list(tools) if tools is not None else None,
     }
+    mcp_size = sum(len(k) + 8 + sum(len(t) + 3 for t in v or ()) for k, v in (mcp_servers or {}).items())
     # The envelope: id, ts, runner id, interval, part, parts, and the names announced.
-    budget = max(1, max_bytes - 512 - sum(len(n) + 3 for names in announced.values() for n in names or ()))
+    names_size = sum(len(n) + 3 for names in announced.values() for n in names or ()) + mcp_size
+    budget = max(1, max_bytes - 512 - names_size)
     for item in encoded:
         group = groups[-1]
         if group and (len(group) >= max_runs or size + len(item) + 1 > budget):
@@ -67,7 +73,12 @@ def heartbeat_messages(
     out = []
     for part, group in enumerate(groups):
         envelope = RunnerHeartbeat(
-            runner_id=runner_id, interval_s=interval_s, part=part, parts=len(groups), **announced
+            runner_id=runner_id,
+            interval_s=interval_s,
+            part=part,
+            parts=len(groups),
+            mcp_servers=mcp_servers,
+            **announced,
         )
         data = envelope.model_dump_json().encode()
         # The key with bare quotes occurs once: a string value holds a '"' only escaped.
@@ -89,6 +100,7 @@ class Heartbeat:
         *,
         connections: Sequence[str] | None = None,
         tools: Sequence[str] | None = None,
+        mcp_servers: Callable[[], McpServers] | None = None,
     ) -> None:
         self._nc = nc
         self._subject = subject
@@ -97,6 +109,8 @@ class Heartbeat:
         self._runs = runs
         self._connections = sorted(connections) if connections is not None else None
         self._tools = sorted(tools) if tools is not None else None
+        # Read at every beat: a server's tools become known (or unknown) while the runner lives.
+        self._mcp_servers = mcp_servers
         self._task: asyncio.Task[None] | None = None
         self.sent = 0
 
@@ -123,6 +137,7 @@ class Heartbeat:
             max_bytes=max_bytes,
             connections=self._connections,
             tools=self._tools,
+            mcp_servers=self._mcp_servers() if self._mcp_servers is not None else None,
         )
         for data in messages:
             try:

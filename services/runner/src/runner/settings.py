@@ -48,6 +48,21 @@ class RunnerSettings(ServiceSettings):
         default="",
         description='extra provider connections, JSON {"name": {"kind", "base_url", "api_key_env"}}',
     )
+    mcp_servers: str = Field(
+        default="",
+        description='MCP servers whose tools agents may use, JSON {"name": {"url": "http://…/mcp", "headers": {…}, '
+        '"timeout_s": 30}}; a header value may name ${VAR} (from the environment) and {{user_id}} (the caller)',
+    )
+    mcp_servers_file: str = Field(default="", description="a file holding the same JSON as RUNNER_MCP_SERVERS")
+    mcp_tools_ttl_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="how long an MCP server's tool list is reused before it is listed again",
+    )
+    mcp_max_result_chars: int = Field(
+        default=100_000, ge=1000, le=10_000_000, description="an MCP tool's result is cut to this many characters"
+    )
     runner_id: str = Field(
         default="",
         description="this worker's name in RunStarted and its fleet heartbeat; unique to each start "

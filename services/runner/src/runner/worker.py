@@ -40,7 +40,7 @@ from .errors import admission_timeout, queue_timeout, shutting_down
 from .metrics import Metrics
 from .providers import Provider
 from .pull import PullFeed
-from .tools import ToolRegistry
+from .tools import ResolvedTools, ToolRegistry
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -224,6 +224,8 @@ class Worker:
         if deadline <= now:
             await self._expired(request)
             return
+        # Before the cancel check: a cancel that lands while MCP servers are listed is seen below.
+        tools = await self._resolve_tools(request, msg)
         if self._early_cancels.pop(run_id, None) is not None:
             await self.ports.close_run(self._closed(request, "cancelled"))
             self._metrics.runs.labels("cancelled").inc()
@@ -233,12 +235,13 @@ class Worker:
             request,
             connection=self._connections.get(agent.provider),
             provider=self._providers.get(agent.provider),
-            tools=self._tools.resolve(agent.tools),
+            tools=tools.tools,
             ports=self.ports,
             config=self._config,
             runner_id=self._runner_id,
             metrics=self._metrics,
             tracer=self._tracer,
+            notes=tools.notes,
         )
         self._taken[run_id] = run
         try:
@@ -251,6 +254,16 @@ class Worker:
             await self._execute(msg, run)
         finally:
             self._taken.pop(run_id, None)
+
+    async def _resolve_tools(self, request: RunRequest, msg: Msg) -> ResolvedTools:
+        """The agent's tools for this run: built-ins, and the MCP tools it names (their servers listed
+        within their timeouts, in the request's trace; a server that is down becomes a note)."""
+        names, registry = request.agent.tools, self._tools
+        if registry.mcp is None or not registry.mcp.entries(names):
+            return ResolvedTools(registry.resolve(names))
+        parent = context_from_headers(dict(msg.headers or {}))
+        with self._tracer.start_as_current_span("resolve_tools", context=parent, kind=SpanKind.INTERNAL):
+            return await registry.resolve_for_run(names, request.caller.user_id)
 
     async def _execute(self, msg: Msg, run: AgentRun) -> None:
         run_id, agent = run.request.run_id, run.request.agent

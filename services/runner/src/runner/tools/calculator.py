@@ -82,6 +82,7 @@ def format_number(value: Number) -> str:
 
 class Calculator:
     name = "calculator"
+    server_label = "switchboard"
     description = "Evaluate an arithmetic expression: numbers, + - * / // % ** and parentheses."
     parameters: dict[str, Any] = {
         "type": "object",

@@ -11,6 +11,7 @@ from .base import ToolError
 
 class CurrentTime:
     name = "current_time"
+    server_label = "switchboard"
     description = "The current date and time (ISO 8601), optionally in an IANA time zone such as Europe/Paris."
     parameters: dict[str, Any] = {
         "type": "object",
