@@ -117,6 +117,7 @@ CASES: list[tuple[str, str, Any, str, str, dict[str, str], dict[str, str], Any]]
         {},
         None,
     ),
+    ("GET", "/admin/v1/capabilities", None, "catalog", "fleet.report", {}, {}, None),
     ("GET", "/admin/v1/users/u1/balance", None, "billing", "balance.get", {"user_id": "u1"}, {}, None),
     (
         "POST",
@@ -273,7 +274,7 @@ def test_every_admin_route_is_documented() -> None:
     app.include_router(router)
     paths = app.openapi()["paths"]
     admin_ops = [op for path, item in paths.items() if path.startswith("/admin/v1") for op in item.values()]
-    assert len(admin_ops) == 27
+    assert len(admin_ops) == 28
     for op in admin_ops:
         assert op["tags"] == ["admin"]
         assert op["summary"]

@@ -142,7 +142,7 @@ def test_every_catalog_op_of_the_contract_is_served() -> None:
     catalog_part = doc.split("billing:")[0]
     for op in OPS:
         assert f"``{op}``" in catalog_part
-    assert "agents.get" in OPS and len(OPS) == 23
+    assert "agents.get" in OPS and len(OPS) == 24
 
 
 def test_agent_ids_are_prefixed_base62() -> None:

@@ -82,6 +82,7 @@ def run(recorder: Recorder, *args: str, env: dict[str, str] | None = None) -> An
         (["credits", "add", "u1", "--", "-3"], "POST", "/admin/v1/users/u1/credits", {},
          {"amount": "-3", "note": None}),
         (["balance", "u1"], "GET", "/admin/v1/users/u1/balance", {}, None),
+        (["capabilities"], "GET", "/admin/v1/capabilities", {}, None),
         (["ledger", "u1", "--run-id", "run_1"], "GET", "/admin/v1/users/u1/ledger", {"limit": "20", "run_id": "run_1"},
          None),
         (["pricing", "list"], "GET", "/admin/v1/pricing", {"limit": "20"}, None),
@@ -332,3 +333,23 @@ def test_ledger_table_fits_a_terminal() -> None:
     assert lines[1].split() == ["2026-12-02", "20:33", "usage", "-1234.567890", "998765.432110", entry["run_id"]]
     # Without --table the answer is the whole entry.
     assert json.loads(run(recorder, "ledger", "u1").stdout) == page
+
+
+def test_capabilities_table_shows_each_provider_and_tool_with_its_runners() -> None:
+    report = {
+        "object": "capabilities",
+        "providers": [{"name": "anthropic", "runners": ["r1"]}, {"name": "openai", "runners": ["r1", "r2"]}],
+        "tools": [{"name": "calculator", "runners": ["r2"]}],
+        "runners": [{"runner_id": "r1", "connections": ["anthropic", "openai"], "tools": [], "last_heard_s": 0.4}],
+        "runners_total": 2,
+    }
+    recorder = Recorder(lambda r: httpx.Response(200, json=report))
+    result = run(recorder, "capabilities", "--table")
+    assert result.exit_code == 0, result.output
+    assert [line.split(None, 2) for line in result.stdout.splitlines()] == [
+        ["KIND", "NAME", "RUNNERS"],
+        ["provider", "anthropic", "r1"],
+        ["provider", "openai", "r1, r2"],
+        ["tool", "calculator", "r2"],
+    ]
+    assert json.loads(run(recorder, "capabilities").stdout) == report

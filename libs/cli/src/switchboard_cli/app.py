@@ -141,6 +141,19 @@ def _columns(value: Any, columns: tuple[str, ...]) -> Any:
     return {**value, "data": rows}
 
 
+def _served_rows(report: Any) -> Any:
+    """The capabilities report as one row per provider and tool (for ``--table``)."""
+    if not isinstance(report, dict):
+        return report
+    rows = [
+        {"kind": kind, "name": entry.get("name"), "runners": ", ".join(map(str, entry.get("runners") or []))}
+        for kind, key in (("provider", "providers"), ("tool", "tools"))
+        for entry in report.get(key) or []
+        if isinstance(entry, dict)
+    ]
+    return {"object": "list", "data": rows}
+
+
 def build_app(transport: httpx.BaseTransport | None = None) -> typer.Typer:
     """The CLI. ``transport`` replaces the network (tests pass an ``httpx.MockTransport``)."""
     app = typer.Typer(
@@ -374,6 +387,13 @@ def build_app(transport: httpx.BaseTransport | None = None) -> typer.Typer:
     def balance(ctx: typer.Context, user_id: str, table: TableOpt = False) -> None:
         """Show a user's balance."""
         _show(ctx, _call(ctx, "GET", f"/users/{_seg(user_id)}/balance"), table)
+
+    @app.command("capabilities")
+    def capabilities(ctx: typer.Context, table: TableOpt = False) -> None:
+        """Show what the live runners serve: provider connections and tools, with the runners announcing each."""
+        report = _call(ctx, "GET", "/capabilities")
+        state: State = ctx.ensure_object(State)
+        _show(ctx, _served_rows(report) if table or state.table else report, table)
 
     @app.command("ledger")
     def ledger(

@@ -15,7 +15,8 @@ catalog: ``users.create`` POST /users · ``users.list`` GET /users · ``users.ge
 ``grants.create`` POST /agents/{agent_id}/grants · ``grants.list`` GET /agents/{agent_id}/grants ·
 ``grants.delete`` DELETE /agents/{agent_id}/grants/{grant_id} · ``fleet.capabilities`` (no route: the
 provider connections and tools the live runners serve, :class:`contracts.Capabilities`, which the
-gateway checks an agent body against)
+gateway checks an agent body against) · ``fleet.report`` GET /capabilities (the same per name and per
+runner, :class:`CapabilitiesReport`, for operators)
 
 billing: ``balance.get`` GET /users/{user_id}/balance · ``credits.add`` POST /users/{user_id}/credits ·
 ``ledger.list`` GET /users/{user_id}/ledger · ``pricing.list`` GET /pricing ·
@@ -220,6 +221,36 @@ class Grant(Message):
     role: GrantRole
     permissions: int
     created_at: datetime
+
+
+# --- the runner fleet ------------------------------------------------------------------------
+class ServedBy(Message):
+    """One provider connection or built-in tool, and the live runners that announce it."""
+
+    name: str
+    runners: list[str] = Field(description="ids of the live runners announcing it")
+
+
+class RunnerAnnouncement(Message):
+    """What one live runner announced in its last heartbeat."""
+
+    runner_id: str
+    connections: list[str] | None = Field(
+        default=None, description="its provider connections (null: a runner too old to say)"
+    )
+    tools: list[str] | None = Field(default=None, description="its built-in tools (null: a runner too old to say)")
+    last_heard_s: float = Field(ge=0, description="seconds since its last heartbeat")
+
+
+class CapabilitiesReport(Message):
+    """``GET /admin/v1/capabilities``: what the live runners serve, as the catalog hears their
+    heartbeats — the names an agent's ``provider`` and ``tools`` are checked against."""
+
+    object: Literal["capabilities"] = "capabilities"
+    providers: list[ServedBy] = Field(description="provider connections, by name")
+    tools: list[ServedBy] = Field(description="built-in tools, by name")
+    runners: list[RunnerAnnouncement] = Field(description="the live runners, by id (the first 500)")
+    runners_total: int = Field(default=0, ge=0, description="how many runners are live")
 
 
 # --- billing ---------------------------------------------------------------------------------

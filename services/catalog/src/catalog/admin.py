@@ -40,6 +40,7 @@ from contracts.problems import Problem
 
 from . import ids
 from .errors import BadRequest, CatalogError
+from .fleetreport import fleet_report
 from .permissions import RESOURCE_AGENT, RESOURCE_REMOTE_AGENT
 from .repository import PageResult
 from .service import CatalogService
@@ -358,6 +359,11 @@ async def fleet_capabilities(svc: CatalogService, req: AdminRequest) -> AdminRep
     return ok(svc.fleet.capabilities())
 
 
+async def fleet_report_op(svc: CatalogService, req: AdminRequest) -> AdminReply:
+    """The same per provider, tool and runner, for operators (read-only)."""
+    return ok(fleet_report(svc.fleet.live_runners()))
+
+
 OPS: dict[str, Op] = {
     "users.create": users_create,
     "users.list": users_list,
@@ -382,6 +388,7 @@ OPS: dict[str, Op] = {
     "grants.list": grants_list,
     "grants.delete": grants_delete,
     "fleet.capabilities": fleet_capabilities,
+    "fleet.report": fleet_report_op,
 }
 
 

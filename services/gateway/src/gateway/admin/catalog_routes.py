@@ -1,4 +1,5 @@
-"""Admin routes owned by the catalog: users, groups, roles, API keys, agents and grants.
+"""Admin routes owned by the catalog: users, groups, roles, API keys, agents, grants, and what the
+runner fleet serves (read-only).
 
 Each route validates its body with the contract model and forwards an ``AdminRequest`` to
 ``subjects.catalog_admin``; the op names are those of :mod:`contracts.admin`.
@@ -18,6 +19,7 @@ from contracts.admin import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyRegister,
+    CapabilitiesReport,
     Grant,
     GrantCreate,
     Group,
@@ -150,6 +152,16 @@ async def remove_group_member(ctx: CtxDep, group_id: str, user_id: str) -> Respo
 @router.get("/roles", response_model=Page, summary="List roles", operation_id=op_id("roles.list"))
 async def list_roles(ctx: CtxDep, page: PageQuery) -> Response:
     return await relay(ctx, "catalog", "roles.list", query=page)
+
+
+@router.get(
+    "/capabilities",
+    response_model=CapabilitiesReport,
+    summary="What the live runners serve: provider connections and tools, with the runners announcing each",
+    operation_id=op_id("fleet.report"),
+)
+async def get_capabilities(ctx: CtxDep) -> Response:
+    return await relay(ctx, "catalog", "fleet.report")
 
 
 @router.patch(
