@@ -1,6 +1,7 @@
-"""What the runner fleet can serve, as the catalog hears it: the provider connections and tools each
-live runner announces in its heartbeat (:class:`contracts.RunnerHeartbeat`), so that an agent naming
-one no runner has (``opneai``, ``web_serch``) is refused when it is written, not when it first runs.
+"""What the runner fleet can serve, as the catalog hears it: the provider connections, tools and MCP
+servers (with their tools, where known) each live runner announces in its heartbeat
+(:class:`contracts.RunnerHeartbeat`), so that an agent naming one no runner has (``opneai``,
+``web_serch``, ``mcp:gihtub``) is refused when it is written, not when it first runs.
 
 Every catalog replica hears every runner (a plain subscription, no queue group) and keeps, per
 runner, what it announced and when it was last heard. A runner silent for :data:`MISSED_BEATS` of its
@@ -24,7 +25,7 @@ from nats.aio.msg import Msg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts import Capabilities
-from contracts.fleet import union
+from contracts.fleet import McpServers, union, union_mcp
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class _Announcement(BaseModel):
     interval_s: float = Field(gt=0)
     connections: list[str] | None = None
     tools: list[str] | None = None
+    mcp_servers: McpServers | None = None
 
 
 @dataclass
@@ -53,6 +55,7 @@ class _Runner:
     tools: list[str] | None
     lost_after_s: float
     heard_at: float
+    mcp_servers: McpServers | None = None
 
 
 @dataclass(frozen=True)
@@ -72,13 +75,20 @@ class FleetCapabilities:
         self._clock = clock
         self._runners: dict[str, _Runner] = {}
 
-    def heard(self, runner_id: str, interval_s: float, connections: list[str] | None, tools: list[str] | None) -> None:
+    def heard(
+        self,
+        runner_id: str,
+        interval_s: float,
+        connections: list[str] | None,
+        tools: list[str] | None,
+        mcp_servers: McpServers | None = None,
+    ) -> None:
         if runner_id not in self._runners and len(self._runners) >= MAX_RUNNERS:
             self._forget_lost()
             if len(self._runners) >= MAX_RUNNERS:
                 return
         lost_after = max(MIN_LOST_AFTER_S, MISSED_BEATS * interval_s)
-        self._runners[runner_id] = _Runner(connections, tools, lost_after, self._clock())
+        self._runners[runner_id] = _Runner(connections, tools, lost_after, self._clock(), mcp_servers)
 
     async def on_heartbeat(self, msg: Msg) -> None:
         """A NATS callback: one heartbeat (any part) of one runner."""
@@ -87,7 +97,7 @@ class FleetCapabilities:
         except ValidationError:
             log.warning("unreadable runner heartbeat ignored")
             return
-        self.heard(beat.runner_id, beat.interval_s, beat.connections, beat.tools)
+        self.heard(beat.runner_id, beat.interval_s, beat.connections, beat.tools, beat.mcp_servers)
 
     def capabilities(self) -> Capabilities:
         """What the live runners serve (``None`` for a kind that cannot be checked: see the module)."""
@@ -96,6 +106,7 @@ class FleetCapabilities:
         return Capabilities(
             connections=union(r.connections for r in live),
             tools=union(r.tools for r in live),
+            mcp_servers=union_mcp(r.mcp_servers for r in live),
             runners=len(live),
         )
 
