@@ -1,4 +1,7 @@
-"""A run that calls the ``calculator`` tool on the server and then answers: streamed and whole."""
+"""A run that calls the ``calculator`` tool on the server and then answers: streamed and whole.
+
+The agent's own tool call is agent activity (the ``agent_tool_calls`` extension), never a
+``tool_calls`` entry the client would have to run, and the run finishes with ``stop``."""
 
 from __future__ import annotations
 
@@ -53,24 +56,22 @@ async def test_streamed_tool_run_with_stream_helper(e2e: StackHandle, client: An
         final = await stream.get_final_completion()
 
     validate_chunks(raw_chunks)
-    # Tool-call deltas share one index space; the first delta of a call carries its id and name.
-    starts = [
-        tc
-        for c in raw_chunks
-        if c.choices and c.choices[0].delta.tool_calls
-        for tc in c.choices[0].delta.tool_calls
-        if tc.id
+    assert not [c for c in raw_chunks if c.choices and c.choices[0].delta.tool_calls]
+    activity = [
+        a for c in raw_chunks if c.choices for a in (c.choices[0].delta.model_extra or {}).get("agent_tool_calls", [])
     ]
-    assert [tc.index for tc in starts] == [0]
-    assert starts[0].function.name == "calculator"
+    assert activity[0]["index"] == 0 and activity[0]["name"] == "calculator" and activity[0]["id"]
+    assert activity[0]["server_label"] == "switchboard"
+    assert {"index": 0, "output": "42", "is_error": False} in activity
+    finishes = [c.choices[0].finish_reason for c in raw_chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]
 
     message = final.choices[0].message
     assert message.content == "6 times 7 is 42."
-    assert message.tool_calls is not None and len(message.tool_calls) == 1
-    call = message.tool_calls[0]
-    assert call.id
-    assert call.function.name == "calculator"
-    assert json.loads(call.function.arguments) == json.loads(ARGS)
+    assert not message.tool_calls
+    (call,) = (message.model_extra or {})["agent_tool_calls"]
+    assert call["name"] == "calculator" and call["output"] == "42" and call["is_error"] is False
+    assert json.loads(call["arguments"]) == json.loads(ARGS)
     await _assert_tool_result_reached_model(e2e, agent.model)
 
     usage = raw_chunks[-1].usage
@@ -93,9 +94,10 @@ async def test_whole_tool_run_sums_usage_over_calls(e2e: StackHandle, client: An
 
     message = completion.choices[0].message
     assert message.content == "6 times 7 is 42."
-    assert message.tool_calls is not None
-    assert [tc.function.name for tc in message.tool_calls] == ["calculator"]
-    assert json.loads(message.tool_calls[0].function.arguments) == json.loads(ARGS)
+    assert message.tool_calls is None and completion.choices[0].finish_reason == "stop"
+    (call,) = (message.model_extra or {})["agent_tool_calls"]
+    assert call["name"] == "calculator" and call["server_label"] == "switchboard"
+    assert json.loads(call["arguments"]) == json.loads(ARGS) and call["output"] == "42"
     await _assert_tool_result_reached_model(e2e, agent.model)
     seen = await assert_usage_billed(e2e.admin, e2e.seeded.user_id, completion.id, completion.usage, calls=2)
     assert seen["prompt"] == 120
