@@ -137,11 +137,13 @@ class RunRequest(Event):
 
 
 class CancelRun(Event):
-    """Stop a run now (the client went away; or, for a run published before its admission, billing
-    refused it). Core NATS, best effort."""
+    """Stop a run now (the client went away; the client cancelled a background response; or, for a run
+    published before its admission, billing refused it). Core NATS, best effort."""
 
     run_id: str
-    reason: Literal["client_disconnected", "deadline", "admin", "not_admitted"] = "client_disconnected"
+    reason: Literal["client_disconnected", "deadline", "admin", "not_admitted", "client_cancelled"] = (
+        "client_disconnected"
+    )
 
 
 class RunAdmitted(Event):

@@ -74,6 +74,11 @@ class Subjects:
         """The one durable pull consumer every runner shares."""
         return "runners"
 
+    @property
+    def responses_bucket(self) -> str:
+        """The JetStream object store of stored Responses API responses (one object per response id)."""
+        return self._stream("RESPONSES")
+
     # --- the runner fleet ---------------------------------------------------------------------
     @property
     def runner_heartbeat(self) -> str:

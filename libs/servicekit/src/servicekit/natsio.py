@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping
 
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, ObjectStoreConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
+from nats.js.object_store import ObjectStore
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 
@@ -19,8 +21,14 @@ from contracts import Subjects
 log = logging.getLogger(__name__)
 
 
-#: How long the events of a run stay readable after they were published (RUN_EVENTS).
-RUN_EVENTS_MAX_AGE_S = 120.0
+#: How long the events of a run stay readable after they were published (RUN_EVENTS), unless
+#: ``SWITCHBOARD_RUN_EVENTS_MAX_AGE_S`` says otherwise. Long enough to resume a background response's
+#: stream a while after its run ended (the Responses API), short enough to bound the stream's size.
+RUN_EVENTS_MAX_AGE_S = 900.0
+#: The environment variable that sets the RUN_EVENTS window. Every service creates the streams, so it
+#: is one shared variable (not one per service): two services with different windows would keep
+#: overwriting each other's stream configuration.
+RUN_EVENTS_MAX_AGE_ENV = "SWITCHBOARD_RUN_EVENTS_MAX_AGE_S"
 #: RUN_EVENTS holds at most this much; the oldest events go first.
 RUN_EVENTS_MAX_BYTES = 1024**3
 
@@ -51,6 +59,20 @@ async def wait_connected(nc: Client, timeout_s: float) -> bool:
     return nc.is_connected
 
 
+def run_events_max_age_s() -> float:
+    """The RUN_EVENTS window in seconds: ``SWITCHBOARD_RUN_EVENTS_MAX_AGE_S`` (at least 60), else the default."""
+    raw = os.environ.get(RUN_EVENTS_MAX_AGE_ENV, "").strip()
+    if not raw:
+        return RUN_EVENTS_MAX_AGE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{RUN_EVENTS_MAX_AGE_ENV} must be a number of seconds, not {raw!r}") from None
+    if value < 60:
+        raise ValueError(f"{RUN_EVENTS_MAX_AGE_ENV} must be at least 60 seconds (a gateway reads missed events there)")
+    return value
+
+
 def stream_configs(subjects: Subjects, *, usage_replicas: int = 1) -> list[StreamConfig]:
     """The JetStream streams of one namespace. RUNS buffers bursts (work queue, dedupe by run id);
     USAGE is money (file storage, dedupe window, long retention: billing acks after its commit);
@@ -63,7 +85,7 @@ def stream_configs(subjects: Subjects, *, usage_replicas: int = 1) -> list[Strea
             subjects=[subjects.run_events_all],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
-            max_age=RUN_EVENTS_MAX_AGE_S,
+            max_age=run_events_max_age_s(),
             max_bytes=RUN_EVENTS_MAX_BYTES,
             discard=DiscardPolicy.OLD,
         ),
@@ -95,6 +117,26 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects) -> None:
             await js.add_stream(config)
         except BadRequestError:
             await js.update_stream(config)
+
+
+async def ensure_object_store(
+    js: JetStreamContext, bucket: str, *, ttl_s: float, replicas: int = 1, description: str | None = None
+) -> ObjectStore:
+    """The object store ``bucket``, created or brought up to date (its TTL and replicas), idempotently.
+
+    Objects are chunked by the store (128 KiB messages), so an object has no NATS message size limit.
+    """
+    config = ObjectStoreConfig(description=description, ttl=ttl_s, replicas=replicas, storage=StorageType.FILE)
+    try:
+        return await js.create_object_store(bucket, config=config)
+    except BadRequestError:
+        # It exists with another configuration: change what may change (the stream keeps its data).
+        info = await js.stream_info(f"OBJ_{bucket}")
+        current = info.config
+        current.max_age = ttl_s
+        current.num_replicas = replicas
+        await js.update_stream(current)
+        return await js.object_store(bucket)
 
 
 def trace_headers(extra: Mapping[str, str] | None = None) -> dict[str, str]:

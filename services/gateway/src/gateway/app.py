@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from contracts import CacheInvalidated, RunClosed, Subjects, new_id
 from contracts.subjects import MSG_ID_HEADER
 from servicekit.breaker import CircuitBreaker
-from servicekit.natsio import connect, ensure_streams, trace_headers
+from servicekit.natsio import connect, ensure_object_store, ensure_streams, trace_headers
 from servicekit.redisio import redis_client
 from servicekit.telemetry import setup_tracing
 
@@ -31,7 +31,10 @@ from .middleware import ObservabilityMiddleware
 from .openapi import document_openai_routes
 from .preadmit import PreAdmissions
 from .ratelimit import RateLimiter
-from .routes import chat, health, models
+from .responses.background import BackgroundResponses
+from .responses.service import ResponsesService
+from .responses.store import ResponseStore
+from .routes import chat, health, models, responses
 from .rpc import nats_requester
 from .runs import recover_all
 from .settings import GatewaySettings
@@ -58,9 +61,28 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
         nc = await connect(settings.nats_url, "gateway", on_reconnected=on_reconnected)
         redis = None
         rate_limiter: RateLimiter | None = None
+        responses_service: ResponsesService | None = None
         try:
             js = nc.jetstream()
             await ensure_streams(js, subjects)
+            objects = await ensure_object_store(
+                js,
+                subjects.responses_bucket,
+                ttl_s=settings.responses_ttl_s,
+                replicas=settings.responses_replicas,
+                description="stored responses of the Responses API",
+            )
+            response_store = ResponseStore(objects, settings.responses_store_timeout_s)
+            responses_service = ResponsesService(
+                response_store,
+                BackgroundResponses(
+                    response_store,
+                    idle_timeout_s=settings.idle_timeout_s,
+                    limit=settings.responses_max_background,
+                    metrics=metrics,
+                ),
+            )
+            app.state.responses = responses_service
             if settings.redis_url:
                 # Optional at run time too: short timeouts and a circuit breaker (gateway.ratelimit).
                 redis = redis_client(
@@ -140,6 +162,8 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
             await preadmitted.close()
             await invalidations.unsubscribe()
         finally:
+            if responses_service is not None:
+                await responses_service.close()
             if rate_limiter is not None:
                 await rate_limiter.aclose()
             if redis is not None:
@@ -166,6 +190,8 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
     app.state.metrics = metrics
     install_exception_handlers(app)
     app.add_route(chat.PATH, chat.endpoint, methods=["POST"], include_in_schema=False)
+    app.add_route(responses.PATH, responses.endpoint, methods=["POST"], include_in_schema=False)
+    app.include_router(responses.router)
     document_openai_routes(app)  # the plain route above, in /openapi.json and /docs all the same
     app.include_router(models.router)
     app.include_router(health.router)

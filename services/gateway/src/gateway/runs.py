@@ -22,8 +22,9 @@ import contextlib
 import logging
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
@@ -269,3 +270,70 @@ class RunStream:
             # The connection may be closing; the subscription dies with it then.
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
+
+
+class RunReplay:
+    """A run's events read again from RUN_EVENTS from its first, then live as the runner publishes them.
+
+    What resumes a stream on any gateway replica: an ordered JetStream consumer on the run's subject
+    (history first, then new events, in stream order). Events the stream holds twice (a runner sends
+    its recent events again after a NATS reconnect) are dropped; a missing one is an ``event_gap``.
+    :meth:`next` raises :class:`RunStreamError` (``run_timeout``) when nothing arrives within its wait —
+    heartbeats count, so a live run never times out; a run whose events expired does at once.
+    """
+
+    __slots__ = ("_caught_up", "_expected", "_js", "_sub", "_subjects", "run_id")
+
+    def __init__(self, js: JetStreamContext, subjects: Subjects, run_id: str) -> None:
+        self._js = js
+        self._subjects = subjects
+        self.run_id = run_id
+        self._sub: Any = None
+        self._expected = 0
+        self._caught_up = False
+
+    async def open(self, timeout_s: float) -> None:
+        """Create the consumer (ephemeral, in memory, gone when this reader is)."""
+        async with asyncio.timeout(timeout_s):
+            self._sub = await self._js.subscribe(
+                self._subjects.run_events(self.run_id),
+                stream=self._subjects.run_events_stream,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.ALL,
+                inactive_threshold=30.0,
+            )
+
+    @property
+    def caught_up(self) -> bool:
+        """Whether the last event returned was the newest the stream held when it was delivered."""
+        return self._caught_up
+
+    async def next(self, wait_s: float) -> RunEvent:
+        """The run's next event in order."""
+        assert self._sub is not None, "open() first"
+        while True:
+            try:
+                msg = await self._sub.next_msg(timeout=wait_s)
+            except (TimeoutError, NatsTimeoutError):
+                raise _stream_error(f"The agent run sent nothing for {wait_s:g} s.", "run_timeout", 504) from None
+            try:
+                event = RUN_EVENT.validate_json(msg.data)
+            except ValidationError:
+                raise _stream_error("The agent run sent an invalid event.", "bad_event") from None
+            with contextlib.suppress(Exception):
+                self._caught_up = msg.metadata.num_pending == 0
+            if event.seq < self._expected:
+                continue
+            if event.seq > self._expected:
+                raise _stream_error(
+                    f"The agent run's events are no longer all kept (expected {self._expected}, got {event.seq}).",
+                    "event_gap",
+                )
+            self._expected += 1
+            return event
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()

@@ -81,6 +81,20 @@ class GatewaySettings(ServiceSettings):
         default=4, ge=0, le=16, description="runs kept admitted ahead per active user and agent (0: none)"
     )
     preadmit_max_age_s: float = Field(default=30.0, gt=0, description="an unused run admitted ahead is handed back")
+    responses_ttl_s: float = Field(
+        default=30 * 24 * 3600.0,
+        ge=60,
+        description="how long a stored Responses API response is kept (the RESPONSES object store's TTL)",
+    )
+    responses_replicas: int = Field(
+        default=1, ge=1, le=5, description="replicas of the RESPONSES object store (production: 3)"
+    )
+    responses_store_timeout_s: float = Field(
+        default=5.0, gt=0, description="every read or write of a stored response ends within it"
+    )
+    responses_max_background: int = Field(
+        default=1_000, ge=1, description="background responses this gateway carries at once: 503 above"
+    )
 
     @model_validator(mode="after")
     def _cooldowns(self) -> GatewaySettings:

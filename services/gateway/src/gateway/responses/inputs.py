@@ -1,0 +1,239 @@
+"""A response's ``input`` → the run's messages, and the input items kept for ``input_items``.
+
+``input`` is a string (one user message) or a list of items:
+
+- ``message`` (``type`` may be left out) with role ``user``/``assistant``/``system``/``developer`` and a
+  string or parts: ``input_text``, ``output_text`` (assistant turns sent back), ``input_image``
+  (``image_url``), ``refusal``;
+- ``function_call`` (the model called a client function) → an assistant message's ``tool_calls``,
+  consecutive calls in one message;
+- ``function_call_output`` → a ``tool`` message;
+- ``mcp_call`` (an agent tool call sent back from an earlier output) → the call and its result;
+- ``reasoning`` items are accepted and not sent to the model (they are the model's own notes).
+
+Anything else is a 400 naming the item: dropping it would change the conversation behind the
+client's back. Framework-free.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contracts import ChatMessage, FunctionCall, ToolCall
+from contracts.bounds import text_problem
+
+from ..errors import GatewayError
+
+_ROLES = ("user", "assistant", "system", "developer")
+#: Longest id or name taken from an item (ids reach the provider and the store).
+_MAX_ID = 256
+
+
+def _bad(message: str, param: str) -> GatewayError:
+    return GatewayError.bad_request(message, param)
+
+
+def _text(value: Any, param: str, *, allow_empty: bool = True) -> str:
+    if not isinstance(value, str):
+        raise _bad(f"Invalid type for '{param}': expected a string.", param)
+    problem = text_problem(value)
+    if problem is not None:
+        raise _bad(f"Invalid value for '{param}': {problem}.", param)
+    if not allow_empty and not value:
+        raise _bad(f"Invalid value for '{param}': it must not be empty.", param)
+    return value
+
+
+def _ident(value: Any, param: str) -> str:
+    text = _text(value, param, allow_empty=False)
+    if len(text) > _MAX_ID:
+        raise _bad(f"Invalid value for '{param}': at most {_MAX_ID} characters.", param)
+    return text
+
+
+def _parts(content: Any, role: str, param: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The chat content parts and the normalised Responses parts of a message's ``content`` list."""
+    if not isinstance(content, list):
+        raise _bad(f"Invalid type for '{param}': expected a string or an array of content parts.", param)
+    chat: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        p = f"{param}[{j}]"
+        if not isinstance(part, dict):
+            raise _bad(f"Invalid type for '{p}': expected an object.", p)
+        kind = part.get("type")
+        if kind in ("input_text", "output_text"):
+            text = _text(part.get("text"), f"{p}.text")
+            chat.append({"type": "text", "text": text})
+            if role == "assistant":
+                kept.append({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+            else:
+                kept.append({"type": "input_text", "text": text})
+        elif kind == "refusal":
+            text = _text(part.get("refusal"), f"{p}.refusal")
+            chat.append({"type": "text", "text": text})
+            kept.append({"type": "refusal", "refusal": text})
+        elif kind == "input_image":
+            url = part.get("image_url")
+            if url is None:
+                raise _bad(
+                    f"'{p}' has no 'image_url': images are taken by URL or data URL ('file_id' is not supported).",
+                    f"{p}.image_url",
+                )
+            url = _text(url, f"{p}.image_url", allow_empty=False)
+            detail = part.get("detail") or "auto"
+            if detail not in ("auto", "low", "high"):
+                raise _bad(f"Invalid value for '{p}.detail': one of 'auto', 'low', 'high'.", f"{p}.detail")
+            if role != "user":
+                raise _bad(f"'{p}': images are taken in 'user' messages only.", p)
+            chat.append({"type": "image_url", "image_url": {"url": url, "detail": detail}})
+            kept.append({"type": "input_image", "image_url": url, "detail": detail})
+        else:
+            raise _bad(
+                f"Unsupported content part type {kind!r} in '{p}': use 'input_text', 'output_text' or 'input_image'.",
+                f"{p}.type",
+            )
+    return chat, kept
+
+
+class InputConverter:
+    """Turns one request's ``input`` into chat messages and stored input items (``id_of(i)`` names item i)."""
+
+    def __init__(self, item_id: Any) -> None:
+        self._item_id = item_id
+        self.messages: list[ChatMessage] = []
+        self.items: list[dict[str, Any]] = []
+        self._open_calls: list[ToolCall] | None = None
+
+    def convert(self, value: str | list[Any]) -> None:
+        if isinstance(value, str):
+            self._message("user", value, "input")
+            return
+        for i, item in enumerate(value):
+            param = f"input[{i}]"
+            if not isinstance(item, dict):
+                raise _bad(f"Invalid type for '{param}': expected an input item object.", param)
+            kind = item.get("type", "message")
+            if kind == "message":
+                role = item.get("role")
+                if role not in _ROLES:
+                    raise _bad(
+                        f"Invalid value for '{param}.role': one of 'user', 'assistant', 'system', 'developer'.",
+                        f"{param}.role",
+                    )
+                if "content" not in item:
+                    raise _bad(f"Missing required parameter: '{param}.content'.", f"{param}.content")
+                self._message(role, item["content"], f"{param}.content")
+            elif kind == "function_call":
+                self._function_call(item, param)
+            elif kind == "function_call_output":
+                self._function_output(item, param)
+            elif kind == "mcp_call":
+                self._mcp_call(item, param)
+            elif kind == "reasoning":
+                continue
+            else:
+                raise _bad(
+                    f"Unsupported input item type {kind!r} in '{param}': use 'message', 'function_call' or "
+                    "'function_call_output' (or 'previous_response_id' to continue a stored response).",
+                    f"{param}.type",
+                )
+
+    def _message(self, role: str, content: Any, param: str) -> None:
+        self._open_calls = None
+        index = len(self.items)
+        if isinstance(content, str):
+            _text(content, param)
+            chat: str | list[dict[str, Any]] = content
+            if role == "assistant":
+                kept = [{"type": "output_text", "text": content, "annotations": [], "logprobs": []}]
+            else:
+                kept = [{"type": "input_text", "text": content}]
+        else:
+            chat, kept = _parts(content, role, param)
+        self.messages.append(ChatMessage(role=role, content=chat))  # type: ignore[arg-type]
+        self.items.append(
+            {"id": self._item_id("msg", index), "type": "message", "role": role, "status": "completed", "content": kept}
+        )
+
+    def _call(self, call_id: str, name: str, arguments: str) -> None:
+        call = ToolCall(id=call_id, function=FunctionCall(name=name, arguments=arguments))
+        if self._open_calls is not None:
+            # Consecutive calls are one assistant turn (parallel calls): extend the last message.
+            self._open_calls.append(call)
+            last = self.messages[-1]
+            self.messages[-1] = last.model_copy(update={"tool_calls": list(self._open_calls)})
+            return
+        self._open_calls = [call]
+        self.messages.append(ChatMessage(role="assistant", content=None, tool_calls=[call]))
+
+    def _function_call(self, item: dict[str, Any], param: str) -> None:
+        call_id = _ident(item.get("call_id"), f"{param}.call_id")
+        name = _ident(item.get("name"), f"{param}.name")
+        arguments = _text(item.get("arguments", ""), f"{param}.arguments")
+        self._call(call_id, name, arguments)
+        self.items.append(
+            {
+                "id": item.get("id") if isinstance(item.get("id"), str) else self._item_id("fc", len(self.items)),
+                "type": "function_call",
+                "call_id": call_id,
+                "name": name,
+                "arguments": arguments,
+                "status": "completed",
+            }
+        )
+
+    def _function_output(self, item: dict[str, Any], param: str) -> None:
+        call_id = _ident(item.get("call_id"), f"{param}.call_id")
+        output = item.get("output")
+        if isinstance(output, list):
+            chat, _ = _parts(output, "user", f"{param}.output")
+            text = "".join(p.get("text", "") for p in chat if p.get("type") == "text")
+        else:
+            text = _text(output, f"{param}.output")
+        self._open_calls = None
+        self.messages.append(ChatMessage(role="tool", content=text, tool_call_id=call_id))
+        self.items.append(
+            {
+                "id": self._item_id("fco", len(self.items)),
+                "type": "function_call_output",
+                "call_id": call_id,
+                "output": text,
+                "status": "completed",
+            }
+        )
+
+    def _mcp_call(self, item: dict[str, Any], param: str) -> None:
+        item_id = _ident(item.get("id"), f"{param}.id")
+        name = _ident(item.get("name"), f"{param}.name")
+        arguments = _text(item.get("arguments", ""), f"{param}.arguments")
+        output = item.get("output")
+        error = item.get("error")
+        result = output if isinstance(output, str) else _error_text(error)
+        self._call(item_id, name, arguments)
+        self.messages.append(ChatMessage(role="tool", content=result, tool_call_id=item_id))
+        self._open_calls = None
+        kept = {
+            k: item.get(k) for k in ("id", "type", "server_label", "name", "arguments", "output", "error", "status")
+        }
+        kept["server_label"] = kept.get("server_label") or "switchboard"
+        kept["status"] = kept.get("status") or "completed"
+        self.items.append(kept)
+
+
+def _error_text(error: Any) -> str:
+    if isinstance(error, str):
+        return error
+    if isinstance(error, dict):
+        content = error.get("content")
+        if isinstance(content, list):
+            return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        return str(error.get("message") or "")
+    return ""
+
+
+def convert_input(value: str | list[Any], item_id: Any) -> tuple[list[ChatMessage], list[dict[str, Any]]]:
+    """The run's messages and the stored input items of ``input``; 400 naming the first bad item."""
+    converter = InputConverter(item_id)
+    converter.convert(value)
+    return converter.messages, converter.items

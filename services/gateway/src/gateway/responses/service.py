@@ -1,0 +1,304 @@
+"""Creating a response: from a checked request to a started run, rendered the way the request asked.
+
+The steps: resolve ``previous_response_id`` (the parent's stored conversation, owner only), convert
+``input``, build the ``Response`` skeleton, start the run through :func:`gateway.orchestration.start_run`
+(auth-free admission, queue, first event — the chat path's), then one of:
+
+- ``background``: store the response (``in_progress``), carry the run in the background, answer at
+  once — the JSON body, or the stream replayed from RUN_EVENTS (a client leaving does not stop it);
+- ``stream``: render the live run as SSE; store the final response before its terminal event;
+- neither: render the run to its end, store it, answer the ``Response``.
+
+A ``store: false`` response leaves only a marker of its owner (see :mod:`.store`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from starlette.responses import Response
+
+from contracts import AgentSnapshot, ChatMessage, Principal, new_id
+
+from ..errors import ClientGone, GatewayError, JSONResponse
+from ..orchestration import RunSpec, StartedRun, start_run
+from ..relay import empty_response, finish_run
+from ..runs import RunReplay
+from .background import BackgroundResponses
+from .history import finished_record
+from .inputs import convert_input
+from .render import TERMINAL_STATUSES, ResponseRenderer
+from .request import (
+    CreateResponseRequest,
+    client_tools,
+    echoed_tool_choice,
+    echoed_tools,
+    response_format,
+    tool_choice,
+)
+from .sse import ResponseEventStream, collect
+from .store import ResponseStore, StoredResponse
+
+if TYPE_CHECKING:
+    from starlette.types import Receive
+
+    from ..context import GatewayContext
+
+log = logging.getLogger(__name__)
+
+RESPONSE_ID_PREFIX = "resp_"
+
+
+def not_found(response_id: str, param: str | None = None, code: str = "not_found") -> GatewayError:
+    return GatewayError.of(404, f"Response with id '{response_id}' not found.", "invalid_request_error", code, param)
+
+
+@dataclass
+class ResponsesService:
+    """What the Responses routes share: the store, the background runs, and marker writes in flight."""
+
+    store: ResponseStore
+    background: BackgroundResponses
+    _pending: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    async def owned(self, response_id: str, principal: Principal) -> StoredResponse:
+        """The caller's stored response; 404 for a missing one, another user's, or a ``store: false`` marker."""
+        record = await self.store.get(response_id)
+        if record is None or record.owner != principal.user_id or not record.stored:
+            raise not_found(response_id)
+        return record
+
+    def remember_unstored(self, record: StoredResponse) -> None:
+        """Write a ``store: false`` marker off the request's path."""
+        task = asyncio.create_task(self._put_quietly(record))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _put_quietly(self, record: StoredResponse) -> None:
+        try:
+            await self.store.put(record)
+        except Exception:
+            log.warning("could not keep the marker of unstored response %s", record.id)
+
+    async def close(self) -> None:
+        await self.background.close()
+        for task in list(self._pending):
+            with contextlib.suppress(Exception):
+                await task
+
+
+def skeleton(response_id: str, body: CreateResponseRequest, spec: RunSpec, created_at: int) -> dict[str, Any]:
+    """The ``Response`` as created: what every stream of it is rendered from."""
+    text = body.text.model_dump(by_alias=True, exclude_none=True) if body.text is not None else {}
+    response: dict[str, Any] = {
+        "id": response_id,
+        "object": "response",
+        "created_at": created_at,
+        "status": "in_progress",
+        "background": bool(body.background),
+        "completed_at": None,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": body.instructions,
+        "max_output_tokens": body.max_output_tokens,
+        "model": body.model,
+        "output": [],
+        "parallel_tool_calls": body.parallel_tool_calls if body.parallel_tool_calls is not None else True,
+        "previous_response_id": body.previous_response_id,
+        "reasoning": {"effort": None, "summary": None},
+        "store": body.stored,
+        "temperature": body.temperature,
+        "text": {"format": text.get("format") or {"type": "text"}},
+        "tool_choice": echoed_tool_choice(spec.tool_choice),
+        "tools": echoed_tools(spec.tools),
+        "top_p": body.top_p,
+        "truncation": "disabled",
+        "metadata": body.metadata or {},
+    }
+    if body.user is not None:  # a string in the spec, never null
+        response["user"] = body.user
+    return response
+
+
+async def _history(service: ResponsesService, principal: Principal, previous_id: str) -> list[ChatMessage]:
+    """The parent's conversation (earlier turns, its input and output); 404/400 when it cannot be continued."""
+    parent = await service.store.get(previous_id)
+    if parent is None or parent.owner != principal.user_id:
+        raise not_found(previous_id, "previous_response_id", "previous_response_not_found")
+    if not parent.stored:
+        raise GatewayError.bad_request(
+            f"Response '{previous_id}' was created with 'store': false, so it was not kept and cannot be "
+            "continued; send the whole conversation in 'input' instead.",
+            "previous_response_id",
+            "previous_response_not_stored",
+        )
+    if parent.status not in TERMINAL_STATUSES:
+        raise GatewayError.bad_request(
+            f"Response '{previous_id}' is still in progress; continue it once it has finished.",
+            "previous_response_id",
+            "previous_response_in_progress",
+        )
+    return list(parent.conversation)
+
+
+def _with_instructions(agent: AgentSnapshot, instructions: str | None) -> AgentSnapshot:
+    """The request's ``instructions`` added to the agent's own (they never replace them)."""
+    if not instructions:
+        return agent
+    combined = f"{agent.instructions}\n\n{instructions}" if agent.instructions else instructions
+    return agent.model_copy(update={"instructions": combined})
+
+
+def _input_item_id(response_id: str) -> Any:
+    tag = response_id.split("_", 1)[-1]
+    return lambda prefix, index: f"{prefix}_{tag}_in{index}"
+
+
+async def create_response(
+    ctx: GatewayContext,
+    service: ResponsesService,
+    principal: Principal,
+    agent: AgentSnapshot,
+    body: CreateResponseRequest,
+    receive: Receive,
+    started_at: float,
+) -> Response:
+    """Start the response's run and answer as the request asked (module docstring)."""
+    response_id = new_id(RESPONSE_ID_PREFIX)
+    tools = client_tools(body)
+    choice = tool_choice(body, tools)
+    fmt = response_format(body)
+    messages, items = convert_input(body.input, _input_item_id(response_id))
+    prior = await _history(service, principal, body.previous_response_id) if body.previous_response_id else []
+    if body.background and service.background.full():
+        raise GatewayError.unavailable("This gateway carries too many background responses; try again shortly.")
+    background = bool(body.background)
+    spec = RunSpec(
+        messages=prior + messages,
+        stream=bool(body.stream) or background,
+        max_tokens=body.max_output_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        api="responses",
+        id_prefix=RESPONSE_ID_PREFIX,
+        run_id=response_id,
+        tools=tools,
+        tool_choice=choice,
+        parallel_tool_calls=body.parallel_tool_calls,
+        response_format=fmt,
+    )
+    base = skeleton(response_id, body, spec, int(time.time()))
+    record = StoredResponse(
+        id=response_id,
+        owner=principal.user_id,
+        run_id=response_id,
+        stored=body.stored,
+        background=background,
+        skeleton=base,
+        response=base,
+        input_items=items,
+        conversation=prior + messages,
+    )
+    started = await start_run(ctx, principal, _with_instructions(agent, body.instructions), spec)
+    if not body.stored:
+        service.remember_unstored(
+            StoredResponse(id=response_id, owner=principal.user_id, run_id=response_id, stored=False)
+        )
+    if background:
+        return await _background(ctx, service, started, record, bool(body.stream))
+    renderer = ResponseRenderer(base)
+    if started.streaming or body.stream:
+        return _live_stream(ctx, service, started, record, renderer, started_at)
+    try:
+        error = await collect(
+            started.stream, started.first, renderer, receive, ctx.settings.idle_timeout_s, ctx.metrics
+        )
+    except ClientGone:
+        return empty_response()  # type: ignore[no-any-return]
+    if error is not None and renderer.response.get("status") == "failed":
+        raise GatewayError(error)
+    if record.stored:
+        await service.store.put(finished_record(record, renderer))
+    return JSONResponse(renderer.snapshot())
+
+
+def _live_stream(
+    ctx: GatewayContext,
+    service: ResponsesService,
+    started: StartedRun,
+    record: StoredResponse,
+    renderer: ResponseRenderer,
+    started_at: float,
+) -> Response:
+    run = started.stream
+
+    async def on_finished(done: ResponseRenderer) -> None:
+        if record.stored and done.response.get("status") != "failed":
+            try:
+                await service.store.put(finished_record(record, done))
+            except GatewayError:
+                log.error("response %s finished but could not be stored", record.id)
+
+    async def on_close(finished: bool) -> None:
+        await finish_run(run, finished)
+
+    return ResponseEventStream(
+        run,
+        renderer,
+        run_id=run.run_id,
+        first=started.first,
+        idle_timeout_s=ctx.settings.idle_timeout_s,
+        metrics=ctx.metrics,
+        on_finished=on_finished,
+        on_close=on_close,
+        started_at=started_at,
+    )
+
+
+async def _background(
+    ctx: GatewayContext, service: ResponsesService, started: StartedRun, record: StoredResponse, stream: bool
+) -> Response:
+    try:
+        await service.store.put(record)
+    except BaseException:
+        # Not stored, so never readable: the run must not go on unseen (and unbilled beyond what it did).
+        with contextlib.suppress(Exception):
+            await started.stream.cancel("client_cancelled")
+        await started.stream.close()
+        raise
+    replay = RunReplay(ctx.js, ctx.subjects, record.run_id) if stream else None
+    if replay is not None:
+        # Subscribed before the run is carried on, so the replay begins with the run's first event.
+        try:
+            await replay.open(ctx.settings.rpc_timeout_s)
+        except Exception:
+            replay = None
+    service.background.carry(started, record)
+    if replay is None:
+        if stream:
+            raise GatewayError.unavailable("The response was started in the background but cannot be streamed now.")
+        return JSONResponse(record.response)
+    return replay_stream(ctx, replay, record, -1)
+
+
+def replay_stream(ctx: GatewayContext, replay: RunReplay, record: StoredResponse, starting_after: int) -> Response:
+    """A background response's stream, rendered again from RUN_EVENTS (events after ``starting_after``)."""
+
+    async def on_close(_: bool) -> None:
+        await replay.close()
+
+    return ResponseEventStream(
+        replay,
+        ResponseRenderer(record.skeleton),
+        run_id=record.run_id,
+        first=None,
+        idle_timeout_s=ctx.settings.idle_timeout_s,
+        metrics=ctx.metrics,
+        starting_after=starting_after,
+        on_close=on_close,
+    )

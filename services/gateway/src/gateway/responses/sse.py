@@ -1,0 +1,183 @@
+"""Sending a response's stream events to the HTTP client, and collecting a run into one ``Response``.
+
+:class:`ResponseEventStream` renders from any source of run events with a ``next(wait_s)`` — the live
+:class:`~gateway.runs.RunStream` of a run this request started, or a :class:`~gateway.runs.RunReplay`
+reading RUN_EVENTS (a background response's stream, first or resumed). It sends only events after
+``starting_after``, watches for the client's departure while it waits (a live run is cancelled then;
+a background one goes on), and runs ``on_finished`` (the store write) before the terminal event
+leaves, so a client that saw ``response.completed`` can look the response up at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from starlette.responses import Response
+
+from contracts import ErrorInfo, RunCompleted, RunEvent, RunFailed, TextDelta
+
+from ..errors import ClientGone, RunStreamError
+from ..relay import count_tokens, finish_run, watch_disconnect
+from ..runs import RunStream
+from .render import ResponseRenderer, sse_frame
+
+if TYPE_CHECKING:
+    from starlette.types import Receive, Scope, Send
+
+    from ..metrics import Metrics
+
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class EventSource(Protocol):
+    async def next(self, wait_s: float) -> RunEvent: ...
+
+
+def failed_event(run_id: str, info: ErrorInfo) -> RunFailed:
+    """The run event a broken stream (idle timeout, runner lost, gap) is rendered as."""
+    return RunFailed(run_id=run_id, seq=0, error=info)
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class ResponseEventStream(Response):
+    """``text/event-stream`` of one response's events (see the module docstring)."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        source: EventSource,
+        renderer: ResponseRenderer,
+        *,
+        run_id: str,
+        first: RunEvent | None,
+        idle_timeout_s: float,
+        metrics: Metrics,
+        starting_after: int = -1,
+        on_finished: Callable[[ResponseRenderer], Awaitable[None]] | None = None,
+        on_close: Callable[[bool], Awaitable[None]] | None = None,
+        started_at: float | None = None,
+    ) -> None:
+        # Not Response.__init__: it would announce "content-length: 0" for the empty initial body.
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = _SSE_HEADERS
+        self.source = source
+        self.renderer = renderer
+        self.run_id = run_id
+        self.first = first
+        self.idle_timeout_s = idle_timeout_s
+        self.metrics = metrics
+        self.starting_after = starting_after
+        self.on_finished = on_finished
+        self.on_close = on_close
+        self.started_at = started_at
+
+    def _frames(self, events: list[dict[str, Any]]) -> bytes:
+        after = self.starting_after
+        return b"".join(sse_frame(e) for e in events if e["sequence_number"] > after)
+
+    async def _pump(self, send: Send) -> None:
+        renderer, metrics = self.renderer, self.metrics
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        body = self._frames(renderer.start())
+        if body:
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        event = self.first
+        first_token = self.started_at is not None
+        while True:
+            if event is None:
+                try:
+                    event = await self.source.next(self.idle_timeout_s)
+                except RunStreamError as exc:
+                    metrics.runs.labels(exc.info.code or "error").inc()
+                    event = failed_event(self.run_id, exc.info)
+            if first_token and type(event) is TextDelta:
+                first_token = False
+                metrics.ttft.observe(time.perf_counter() - self.started_at)  # type: ignore[operator]
+            events = renderer.feed(event)
+            if renderer.finished:
+                if type(event) is RunCompleted:
+                    count_tokens(metrics, event)
+                if self.on_finished is not None:
+                    # Shielded: a client leaving now must not cut the store write short.
+                    await asyncio.shield(self.on_finished(renderer))
+                await send({"type": "http.response.body", "body": self._frames(events), "more_body": False})
+                return
+            body = self._frames(events)
+            if body:
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            event = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        pump = asyncio.create_task(self._pump(send))
+        gone = asyncio.create_task(_until_disconnect(receive))
+        self.metrics.open_streams.inc()
+        try:
+            done, _ = await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if pump not in done:
+                self.metrics.runs.labels("client_disconnected").inc()
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pump
+            else:
+                pump.result()
+        finally:
+            self.metrics.open_streams.dec()
+            gone.cancel()
+            if not pump.done():
+                pump.cancel()
+            if self.on_close is not None:
+                await self.on_close(self.renderer.finished)
+
+
+async def collect(
+    run: RunStream,
+    first: RunEvent,
+    renderer: ResponseRenderer,
+    receive: Receive,
+    idle_timeout_s: float,
+    metrics: Metrics,
+) -> ErrorInfo | None:
+    """Render a live run to its end without sending anything (``stream`` false); the run's error when
+    it failed. A disconnect raises :class:`ClientGone`; the run is cancelled unless it finished."""
+    watcher = asyncio.create_task(watch_disconnect(receive, run))
+    error: ErrorInfo | None = None
+    try:
+        renderer.start()
+        event: RunEvent = first
+        while True:
+            if type(event) is RunFailed:
+                error = event.error
+            renderer.feed(event)
+            if renderer.finished:
+                if type(event) is RunCompleted:
+                    count_tokens(metrics, event)
+                else:
+                    metrics.runs.labels("failed").inc()
+                return error
+            try:
+                event = await run.next(idle_timeout_s)
+            except RunStreamError as exc:
+                metrics.runs.labels(exc.info.code or "error").inc()
+                event = failed_event(run.run_id, exc.info)
+    except ClientGone:
+        metrics.runs.labels("client_disconnected").inc()
+        raise
+    finally:
+        watcher.cancel()
+        await finish_run(run, renderer.finished)

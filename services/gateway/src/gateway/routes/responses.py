@@ -1,0 +1,159 @@
+"""The Responses API routes: ``POST /v1/responses`` (a plain Starlette endpoint, as chat's: the hot
+route skips FastAPI's dependency resolution), and the stored response's routes — retrieve (or stream
+again), delete, ``input_items``, cancel. Thin: the work is in :mod:`gateway.responses`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from contracts import CancelRun
+
+from ..bodylimits import read_json_body
+from ..context import GatewayContext
+from ..deps import CtxDep, PrincipalDep, check_rate_limit
+from ..errors import GatewayError, JSONResponse
+from ..responses.background import finish_from_events, store_final
+from ..responses.render import TERMINAL_STATUSES
+from ..responses.request import parse_create_request
+from ..responses.service import ResponsesService, create_response, replay_stream
+from ..runs import RunReplay
+
+PATH = "/v1/responses"
+_ROUTE = SimpleNamespace(path=PATH)
+#: How long a GET waits for RUN_EVENTS when it finishes a response no gateway carries any more.
+_FINISH_WAIT_S = 1.0
+#: How long a resumed stream waits for the run's first event before saying the events are gone.
+_REPLAY_FIRST_WAIT_S = 2.0
+
+router = APIRouter(prefix=PATH, tags=["responses"])
+
+
+def _service(request: Request) -> ResponsesService:
+    service: ResponsesService = request.app.state.responses
+    return service
+
+
+async def endpoint(request: Request) -> Response:
+    """``POST /v1/responses``: authenticate, check the body and the rate limit together, then create."""
+    request.scope["route"] = _ROUTE
+    started_at = time.perf_counter()
+    ctx: GatewayContext = request.app.state.ctx
+    principal = await ctx.auth.authenticate(request.headers.get("authorization"))
+    limited = asyncio.ensure_future(check_rate_limit(ctx, principal))
+    try:
+        body = parse_create_request(await read_json_body(request, ctx.settings.max_body_bytes))
+        agent = await ctx.auth.agent(principal, body.model)
+    except BaseException:
+        await limited
+        raise
+    await limited
+    return await create_response(ctx, _service(request), principal, agent, body, request.receive, started_at)
+
+
+@router.get("/{response_id}", summary="Retrieve a stored response, or stream a background one again")
+async def retrieve_response(
+    request: Request,
+    response_id: str,
+    ctx: CtxDep,
+    principal: PrincipalDep,
+    stream: bool = False,
+    starting_after: Annotated[int, Query(ge=-1, le=2**31 - 1)] = -1,
+) -> Response:
+    service = _service(request)
+    record = await service.owned(response_id, principal)
+    if stream:
+        if not record.background:
+            raise GatewayError.bad_request(
+                "Only a background response can be streamed again; this one was not created with 'background': true.",
+                "stream",
+            )
+        replay = RunReplay(ctx.js, ctx.subjects, record.run_id)
+        await replay.open(ctx.settings.rpc_timeout_s)
+        return replay_stream(ctx, replay, record, starting_after)
+    if record.status not in TERMINAL_STATUSES:
+        local = service.background.local(response_id)
+        if local is not None:
+            return JSONResponse(local.snapshot())
+        record = await finish_from_events(
+            ctx.js,
+            ctx.subjects,
+            service.store,
+            record,
+            follow=False,
+            wait_s=_FINISH_WAIT_S,
+            deadline_s=ctx.settings.rpc_timeout_s + _FINISH_WAIT_S,
+        )
+    return JSONResponse(record.response)
+
+
+@router.delete("/{response_id}", summary="Delete a stored response")
+async def delete_response(request: Request, response_id: str, principal: PrincipalDep) -> Response:
+    service = _service(request)
+    await service.owned(response_id, principal)
+    await service.store.delete(response_id)
+    return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
+
+
+@router.get("/{response_id}/input_items", summary="The input items of a stored response")
+async def list_input_items(
+    request: Request,
+    response_id: str,
+    principal: PrincipalDep,
+    after: Annotated[str | None, Query(max_length=300)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Literal["asc", "desc"] = "desc",
+) -> Response:
+    record = await _service(request).owned(response_id, principal)
+    items: list[dict[str, Any]] = list(record.input_items)
+    if order == "desc":
+        items.reverse()
+    if after is not None:
+        ids = [item.get("id") for item in items]
+        if after not in ids:
+            raise GatewayError.bad_request(f"No input item with id '{after}' in this response.", "after")
+        items = items[ids.index(after) + 1 :]
+    page = items[:limit]
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else "",
+            "last_id": page[-1]["id"] if page else "",
+            "has_more": len(items) > limit,
+        }
+    )
+
+
+@router.post("/{response_id}/cancel", summary="Cancel a background response")
+async def cancel_response(request: Request, response_id: str, ctx: CtxDep, principal: PrincipalDep) -> Response:
+    service = _service(request)
+    record = await service.owned(response_id, principal)
+    if not record.background:
+        raise GatewayError.bad_request(
+            "Only a background response can be cancelled; this one was not created with 'background': true.",
+            None,
+        )
+    if record.status in TERMINAL_STATUSES:
+        return JSONResponse(record.response)
+    cancel = CancelRun(run_id=record.run_id, reason="client_cancelled")
+    await ctx.nc.publish(ctx.subjects.run_cancel(record.run_id), cancel.model_dump_json().encode())
+    wait_s = ctx.settings.idle_timeout_s
+    if service.background.local(response_id) is not None and await service.background.wait(response_id, wait_s):
+        stored = await service.store.get(response_id)
+        if stored is not None and stored.status in TERMINAL_STATUSES:
+            return JSONResponse(stored.response)
+    record = await finish_from_events(
+        ctx.js, ctx.subjects, service.store, record, follow=True, wait_s=wait_s, deadline_s=wait_s
+    )
+    if record.status not in TERMINAL_STATUSES:
+        # The run's end was never heard (its events expired, or its runner is gone): cancelled all the same.
+        response = dict(record.response, status="cancelled")
+        record = record.model_copy(update={"response": response})
+        await store_final(service.store, record)
+    return JSONResponse(record.response)
