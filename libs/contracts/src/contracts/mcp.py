@@ -59,7 +59,9 @@ class McpEntry:
 
     def matches(self, tool: str) -> bool:
         """Whether this entry selects the server's tool named ``tool`` (its MCP name)."""
-        return self.tool is None or self.tool == tool or self.tool == function_name(tool, self.server)
+        if self.tool is None or self.tool == tool:
+            return True
+        return f"{self.tool}{DELIMITER}{self.server}" == function_name(tool, self.server)
 
 
 def parse_entry(entry: str, servers: Iterable[str]) -> McpEntry | None:

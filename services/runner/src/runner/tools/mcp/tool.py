@@ -23,7 +23,8 @@ _NO_DESCRIPTION = "A tool of the MCP server {server}."
 
 def render_result(result: mcp_types.CallToolResult, max_chars: int) -> str:
     """The text the model sees: the text of every content block, then the structured content as JSON
-    (unless a text block already says exactly that), cut to ``max_chars``."""
+    (unless a text block already says the same: the SDK's servers send a tool's return value both
+    ways, a plain value wrapped as ``{"result": …}``), cut to ``max_chars``."""
     parts: list[str] = []
     for block in result.content:
         if isinstance(block, mcp_types.TextContent):
@@ -37,12 +38,21 @@ def render_result(result: mcp_types.CallToolResult, max_chars: int) -> str:
         else:
             parts.append(f"[{block.type} content omitted]")
     structured = result.structured_content
-    if structured is not None and not any(_same_json(p, structured) for p in parts):
+    if structured is not None and not _repeats(parts, structured):
         parts.append(json.dumps(structured, ensure_ascii=False, separators=(",", ":")))
     text = "\n".join(parts)
     if len(text) > max_chars:
         text = f"{text[:max_chars]}\n[truncated: {len(text) - max_chars} more characters]"
     return text
+
+
+def _repeats(parts: list[str], structured: Any) -> bool:
+    if any(_same_json(p, structured) for p in parts):
+        return True
+    if isinstance(structured, dict) and len(structured) == 1:
+        (value,) = structured.values()
+        return any(p == value or _same_json(p, value) for p in parts)
+    return False
 
 
 def _same_json(text: str, value: Any) -> bool:

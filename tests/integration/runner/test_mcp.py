@@ -1,0 +1,247 @@
+"""The runner's MCP client against a real MCP server (the SDK's server side over streamable HTTP, on a
+thread of its own): listing, calling, isError, a server that is down, a timeout, long names, header
+substitution, session reuse and re-establishment, cancellation — then whole runs through the agent loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from contracts.mcp import FUNCTION_NAME_PATTERN, function_name
+from runner.settings import RunnerSettings
+from runner.tools import ToolError
+from runner.tools.mcp import McpServerConfig, McpTimeout, McpTool, McpToolbox, McpUnavailable, load_mcp_servers
+from tests.integration.runner.conftest import Harness, make_request
+from tests.support.mcp_server import LONG_TOOL_NAME, McpTestServer
+
+pytestmark = pytest.mark.integration
+
+SERVER = "tools"
+
+
+@pytest.fixture
+def mcp_server() -> Iterator[McpTestServer]:
+    with McpTestServer() as server:
+        yield server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def toolbox_for(url: str, *, timeout_s: float = 5.0, headers: dict[str, str] | None = None, **kw: Any) -> McpToolbox:
+    config = McpServerConfig(name=SERVER, url=url, headers=headers or {}, timeout_s=timeout_s)
+    return McpToolbox({SERVER: config}, **kw)
+
+
+@pytest.fixture
+async def toolbox(mcp_server: McpTestServer) -> AsyncIterator[McpToolbox]:
+    box = toolbox_for(mcp_server.url)
+    yield box
+    await box.close()
+
+
+async def eventually(probe: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def by_name(tools: list[Any]) -> dict[str, McpTool]:
+    return {t.name: t for t in tools}
+
+
+async def test_every_tool_of_a_server_is_listed_under_its_model_name(toolbox: McpToolbox) -> None:
+    resolved = await toolbox.resolve([f"mcp:{SERVER}"], "u1")
+    assert resolved.notes == []
+    tools = by_name(resolved.tools)
+    long_name = function_name(LONG_TOOL_NAME, SERVER)
+    assert set(tools) == {"add_mcp_tools", "fail_mcp_tools", "sleep_mcp_tools", "echo_header_mcp_tools", long_name}
+    for name, tool in tools.items():
+        assert FUNCTION_NAME_PATTERN.match(name), name
+        assert tool.server_label == SERVER
+        assert tool.parameters["type"] == "object"
+    add = tools["add_mcp_tools"]
+    assert add.description == "Add two numbers and return their sum."
+    assert set(add.parameters["properties"]) == {"a", "b"}
+    # Shortened with a stable hash, the server's suffix kept.
+    assert len(long_name) == 64 and long_name.endswith("_mcp_tools") and long_name.startswith("lookup_customer")
+
+
+async def test_one_tool_is_selected_by_its_mcp_name_or_its_model_name(toolbox: McpToolbox) -> None:
+    long_name = function_name(LONG_TOOL_NAME, SERVER)
+    resolved = await toolbox.resolve(["add_mcp_tools", f"{LONG_TOOL_NAME}_mcp_tools", "calculator"], "u1")
+    assert sorted(t.name for t in resolved.tools) == sorted(["add_mcp_tools", long_name])
+    resolved = await toolbox.resolve([long_name], "u1")
+    assert [t.name for t in resolved.tools] == [long_name]
+    assert "Ada Lovelace" in await resolved.tools[0].call({"reference": "X-1"})
+
+
+async def test_a_call_returns_the_servers_text_and_structured_content(toolbox: McpToolbox) -> None:
+    add = by_name((await toolbox.resolve([f"mcp:{SERVER}"], "u1")).tools)["add_mcp_tools"]
+    out = await add.call({"a": 2, "b": 3.5})
+    assert json.loads(out) == {"sum": 5.5}
+
+
+async def test_an_is_error_result_is_a_tool_error(toolbox: McpToolbox) -> None:
+    fail = by_name((await toolbox.resolve(["fail_mcp_tools"], "u1")).tools)["fail_mcp_tools"]
+    with pytest.raises(ToolError, match="refused on purpose: because"):
+        await fail.call({"reason": "because"})
+
+
+async def test_a_server_that_is_down_gives_a_note_and_no_tools() -> None:
+    box = toolbox_for(f"http://127.0.0.1:{free_port()}/mcp", timeout_s=3)
+    try:
+        started = time.monotonic()
+        resolved = await box.resolve([f"mcp:{SERVER}", "add_mcp_tools"], "u1")
+        assert resolved.tools == []
+        assert len(resolved.notes) == 1
+        assert "MCP server 'tools' cannot be reached" in resolved.notes[0]
+        assert "unavailable" in resolved.notes[0]
+        # Remembered for a few seconds: the next run hears it at once.
+        resolved = await box.resolve([f"mcp:{SERVER}"], "u2")
+        assert resolved.notes and time.monotonic() - started < 3
+        assert box.announce() == {SERVER: None}
+    finally:
+        await box.close()
+
+
+async def test_a_slow_tool_hits_the_servers_timeout_and_is_cancelled_there(mcp_server: McpTestServer) -> None:
+    box = toolbox_for(mcp_server.url, timeout_s=0.5)
+    try:
+        sleep = by_name((await box.resolve(["sleep_mcp_tools"], "u1")).tools)["sleep_mcp_tools"]
+        started = time.monotonic()
+        with pytest.raises(McpTimeout, match=r"did not answer within 0\.5 s"):
+            await sleep.call({"seconds": 10})
+        assert time.monotonic() - started < 3
+        await eventually(lambda: mcp_server.observed.sleeps_cancelled == 1)
+        # The session is still good for the next call.
+        add = by_name((await box.resolve(["add_mcp_tools"], "u1")).tools)["add_mcp_tools"]
+        assert json.loads(await add.call({"a": 1, "b": 1})) == {"sum": 2}
+        assert box.pool.opened == 1
+    finally:
+        await box.close()
+
+
+async def test_cancelling_the_caller_cancels_the_call_at_the_server(
+    toolbox: McpToolbox, mcp_server: McpTestServer
+) -> None:
+    sleep = by_name((await toolbox.resolve(["sleep_mcp_tools"], "u1")).tools)["sleep_mcp_tools"]
+    task = asyncio.create_task(sleep.call({"seconds": 30}))
+    await eventually(lambda: mcp_server.observed.sleeps_started == 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await eventually(lambda: mcp_server.observed.sleeps_cancelled == 1)
+
+
+async def test_headers_carry_the_user_id_and_environment_variables(mcp_server: McpTestServer) -> None:
+    spec = json.dumps(
+        {SERVER: {"url": mcp_server.url, "headers": {"X-User": "user-{{user_id}}", "X-Key": "Bearer ${MCP_KEY}"}}}
+    )
+    box = McpToolbox(load_mcp_servers(spec, "", {"MCP_KEY": "s3cret"}))
+    try:
+        for user in ("alice", "bob"):
+            echo = by_name((await box.resolve(["echo_header_mcp_tools"], user)).tools)["echo_header_mcp_tools"]
+            assert await echo.call({"name": "X-User"}) == f"user-{user}"
+            assert await echo.call({"name": "X-Key"}) == "Bearer s3cret"
+        # Headers naming the user: a session (and a tool list) per user; not announced.
+        assert box.pool.opened == 2
+        assert box.announce() == {SERVER: None}
+    finally:
+        await box.close()
+
+
+async def test_sessions_and_tool_lists_are_reused_across_runs(toolbox: McpToolbox, mcp_server: McpTestServer) -> None:
+    for _ in range(3):
+        add = by_name((await toolbox.resolve([f"mcp:{SERVER}"], "u1")).tools)["add_mcp_tools"]
+        await add.call({"a": 1, "b": 2})
+    assert toolbox.pool.opened == 1
+    assert mcp_server.observed.calls == ["add", "add", "add"]
+    assert toolbox.announce() == {SERVER: sorted(["add", "fail", "sleep", "echo_header", LONG_TOOL_NAME])}
+
+
+async def test_a_lost_session_is_reestablished_for_the_next_call() -> None:
+    port = free_port()
+    server = McpTestServer(port=port).start()
+    box = toolbox_for(server.url, timeout_s=3, tools_ttl_s=0.05)
+    try:
+        add = by_name((await box.resolve(["add_mcp_tools"], "u1")).tools)["add_mcp_tools"]
+        assert json.loads(await add.call({"a": 1, "b": 2})) == {"sum": 3}
+        server.stop()
+        with pytest.raises(McpUnavailable):
+            await add.call({"a": 1, "b": 2})
+        server = McpTestServer(port=port).start()
+        await asyncio.sleep(0.06)  # past the tool list's TTL (0.05 s), so the next run lists again
+        add = by_name((await box.resolve(["add_mcp_tools"], "u1")).tools)["add_mcp_tools"]
+        assert json.loads(await add.call({"a": 2, "b": 2})) == {"sum": 4}
+        assert box.pool.opened == 2
+    finally:
+        await box.close()
+        server.stop()
+
+
+# --- whole runs through the agent loop --------------------------------------------------------------
+@pytest.fixture
+def runner_settings(nats_url: str, namespace: str, mcp_server: McpTestServer) -> RunnerSettings:
+    down = f"http://127.0.0.1:{free_port()}/mcp"
+    servers = {SERVER: {"url": mcp_server.url, "timeout_s": 2}, "down": {"url": down, "timeout_s": 2}}
+    return RunnerSettings(
+        nats_url=nats_url,
+        nats_namespace=namespace,
+        health_port=0,
+        heartbeat_s=0.3,
+        drain_s=2.0,
+        concurrency=8,
+        mcp_servers=json.dumps(servers),
+    )
+
+
+async def test_an_agent_uses_an_mcp_tool_in_a_run(harness: Harness) -> None:
+    await harness.script(
+        "m-mcp",
+        [
+            {"tool_calls": [{"name": "add_mcp_tools", "arguments": json.dumps({"a": 17, "b": 25})}]},
+            {"text": "17 + 25 = 42."},
+        ],
+    )
+    got = await harness.run(make_request("m-mcp", "add 17 and 25", tools=[f"mcp:{SERVER}", "calculator"]))
+    assert got.types[-1] == "completed"
+    [started] = got.of("tool_call_started")
+    assert (started.name, started.server_label) == ("add_mcp_tools", SERVER)
+    [result] = got.of("tool_result")
+    assert not result.is_error and json.loads(result.output) == {"sum": 42}
+    first, second = await harness.requests("m-mcp")
+    offered = {t["function"]["name"] for t in first["params"]["tools"]}
+    assert {"add_mcp_tools", "calculator", function_name(LONG_TOOL_NAME, SERVER)} <= offered
+    assert any(m.get("role") == "tool" and '"sum"' in str(m.get("content")) for m in second["messages"])
+
+
+async def test_a_server_that_is_down_is_a_note_to_the_model_and_the_rest_works(harness: Harness) -> None:
+    await harness.script(
+        "m-down",
+        [
+            {"tool_calls": [{"name": "fail_mcp_tools", "arguments": json.dumps({"reason": "test"})}]},
+            {"text": "It failed."},
+        ],
+    )
+    got = await harness.run(make_request("m-down", "go", tools=["mcp:down", "fail_mcp_tools"]))
+    assert got.types[-1] == "completed"
+    [result] = got.of("tool_result")
+    assert result.is_error and "refused on purpose: test" in result.output
+    first = (await harness.requests("m-down"))[0]
+    system = first["messages"][0]
+    assert system["role"] == "system"
+    assert system["content"].startswith("Be brief.")
+    assert "MCP server 'down' cannot be reached" in system["content"]
+    assert [t["function"]["name"] for t in first["params"]["tools"]] == ["fail_mcp_tools"]
