@@ -9,7 +9,7 @@ from typing import Any
 import pydantic
 from openai.types.responses import Response, ResponseStreamEvent
 
-from tests.support.openapi_schema import _registry, _URI, validate
+from tests.support.openapi_schema import _URI, _registry, validate
 
 _STREAM_EVENT: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ResponseStreamEvent)
 

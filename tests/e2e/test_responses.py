@@ -260,9 +260,11 @@ async def test_request_errors(e2e: StackHandle) -> None:
 
 
 async def test_poor_user_gets_402(e2e: StackHandle) -> None:
-    agent = e2e.agent()
+    agent = e2e.agent(owner_id=e2e.seeded.poor_id)
     await e2e.fake.script(agent.model, [{"text": "never"}])
     async with e2e.client(e2e.seeded.poor_key) as poor:
         with pytest.raises(openai.APIStatusError) as err:
-            await poor.responses.create(model=agent.id, input="hi")
-    assert err.value.status_code in (402, 403, 404)
+            await poor.responses.create(model=agent.id, input="hi", stream=True)
+    assert err.value.status_code == 402
+    assert err.value.body["code"] == "insufficient_quota"  # type: ignore[index]
+    assert await e2e.fake.requests(agent.model) == []

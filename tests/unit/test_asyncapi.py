@@ -25,12 +25,12 @@ def test_committed_copy_is_up_to_date() -> None:
 
 
 def _subjects() -> set[str]:
-    """Every subject a :class:`Subjects` names (``{run_id}`` for a per-run one); wildcards, streams and
-    consumer names left out."""
+    """Every subject a :class:`Subjects` names (``{run_id}`` for a per-run one); wildcards, streams,
+    object store buckets and consumer names left out."""
     s = Subjects()
     out = set()
     for name, member in inspect.getmembers(Subjects):
-        if name.startswith("_") or name.endswith(("_all", "_stream", "_consumer")) or name == "namespace":
+        if name.startswith("_") or name.endswith(("_all", "_stream", "_bucket", "_consumer")) or name == "namespace":
             continue
         out.add(getattr(s, name) if isinstance(member, property) else getattr(s, name)("{run_id}"))
     return out

@@ -1,0 +1,171 @@
+"""``/v1/responses`` through a real gateway and NATS with scripted runs: failures mid-stream, client
+functions beside agent tools, a tool error, a cut-off answer, and the permission and balance errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import openai
+import pytest
+
+from contracts import (
+    RunCompleted,
+    RunFailed,
+    TextDelta,
+    ToolCallArgumentsDelta,
+    ToolCallStarted,
+    ToolResult,
+)
+from contracts.errors import ErrorInfo
+from tests.e2e.responses_checks import check_response, check_stream
+from tests.support.openapi_schema import validate
+
+from .conftest import BROKE_KEY, KEY, NO_USE_KEY, RunContext, Stack
+from .test_chat_stream import USAGE, fail_midway
+
+pytestmark = pytest.mark.integration
+
+
+async def tools_of_both_kinds(run: RunContext) -> None:
+    await run.start()
+    await run.emit(ToolCallStarted, index=0, call_id="call_a", name="lookup", server_label="docs")
+    await run.emit(ToolCallArgumentsDelta, index=0, delta='{"q":1}')
+    await run.emit(ToolResult, index=0, call_id="call_a", name="lookup", output="no such page", is_error=True)
+    await run.emit(TextDelta, delta="Let me ask you.")
+    await run.emit(ToolCallStarted, index=1, call_id="call_b", name="get_weather", client=True)
+    await run.emit(ToolCallArgumentsDelta, index=1, delta='{"city":"Paris"}')
+    await run.emit(RunCompleted, finish_reason="tool_calls", usage=USAGE)
+
+
+async def cut_off(run: RunContext) -> None:
+    await run.start()
+    await run.emit(TextDelta, delta="and so")
+    await run.emit(RunCompleted, finish_reason="length", usage=USAGE)
+
+
+async def sse_events(stack: Stack, body: dict[str, Any], key: str = KEY) -> list[dict[str, Any]]:
+    """The stream's events as sent, with each ``event:`` line checked against the data's ``type``."""
+    events: list[dict[str, Any]] = []
+    async with (
+        stack.http() as http,
+        http.stream(
+            "POST", "/v1/responses", json={**body, "stream": True}, headers={"Authorization": f"Bearer {key}"}
+        ) as resp,
+    ):
+        assert resp.status_code == 200, await resp.aread()
+        kind = None
+        async for line in resp.aiter_lines():
+            if line.startswith("event: "):
+                kind = line[len("event: ") :]
+            elif line.startswith("data: "):
+                data = json.loads(line[len("data: ") :])
+                assert data["type"] == kind
+                events.append(data)
+    return events
+
+
+async def test_failure_mid_stream_is_an_error_event_then_failed(stack: Stack) -> None:
+    stack.fakes.agent("agent_fail", fail_midway)
+    events = await sse_events(stack, {"model": "agent_fail", "input": "hi"})
+    kinds = [e["type"] for e in events]
+    assert kinds[-2:] == ["error", "response.failed"]
+    assert events[-2]["message"] == "The provider failed."
+    check_stream(events)
+    failed = events[-1]["response"]
+    assert failed["status"] == "failed" and failed["error"]["code"] == "server_error"
+    assert failed["output"][0]["status"] == "incomplete"
+    # The SDK raises on the error event.
+    async with stack.client() as client:
+        with pytest.raises(openai.APIError, match="The provider failed"):
+            async for _ in await client.responses.create(model="agent_fail", input="hi", stream=True):
+                pass
+        # Not streamed: the run's error status.
+        with pytest.raises(openai.APIStatusError) as err:
+            await client.responses.create(model="agent_fail", input="hi")
+    assert err.value.status_code == 502
+
+
+async def test_client_function_and_failed_agent_tool(stack: Stack) -> None:
+    stack.fakes.agent("agent_tools", tools_of_both_kinds)
+    events = await sse_events(
+        stack,
+        {
+            "model": "agent_tools",
+            "input": "weather?",
+            "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}],
+        },
+    )
+    check_stream(events)
+    kinds = [e["type"] for e in events]
+    assert "response.mcp_call.failed" in kinds and "response.function_call_arguments.done" in kinds
+    output = events[-1]["response"]["output"]
+    assert [i["type"] for i in output] == ["mcp_call", "message", "function_call"]
+    mcp, call = output[0], output[2]
+    assert mcp["server_label"] == "docs" and mcp["status"] == "failed" and mcp["output"] is None
+    assert mcp["error"]["content"][0]["text"] == "no such page"
+    assert call == {
+        "id": call["id"],
+        "type": "function_call",
+        "call_id": "call_b",
+        "name": "get_weather",
+        "arguments": '{"city":"Paris"}',
+        "status": "completed",
+    }
+    request = stack.fakes.run_requests[-1]
+    assert request.api == "responses" and request.run_id == events[0]["response"]["id"]
+    assert request.options.tools is not None and request.options.tools[0].function.name == "get_weather"
+
+
+async def test_cut_off_answer_is_incomplete(stack: Stack) -> None:
+    stack.fakes.agent("agent_cut", cut_off)
+    events = await sse_events(stack, {"model": "agent_cut", "input": "go", "max_output_tokens": 2})
+    check_stream(events)
+    final = events[-1]
+    assert final["type"] == "response.incomplete"
+    assert final["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+    async with stack.client() as client:
+        response = await client.responses.create(model="agent_cut", input="go")
+    check_response(response.to_dict(mode="json"))
+    assert response.status == "incomplete"
+
+
+@pytest.mark.parametrize(("key", "status", "code"), [(NO_USE_KEY, 403, "access_denied"), (BROKE_KEY, 402, None)])
+async def test_permission_and_balance(stack: Stack, key: str, status: int, code: str | None) -> None:
+    stack.fakes.agent("agent_x", cut_off)
+    async with stack.http() as http:
+        r = await http.post(
+            "/v1/responses", json={"model": "agent_x", "input": "x"}, headers={"Authorization": f"Bearer {key}"}
+        )
+    assert r.status_code == status, r.text
+    validate("ErrorResponse", r.json())
+    if code is not None:
+        assert r.json()["error"]["code"] == code
+    if key == NO_USE_KEY:  # refused before anything was queued
+        assert not any(req.agent.id == "agent_x" for req in stack.fakes.run_requests)
+
+
+async def test_unauthenticated_routes(stack: Stack) -> None:
+    async with stack.http() as http:
+        for method, path in (
+            ("POST", "/v1/responses"),
+            ("GET", "/v1/responses/resp_x"),
+            ("DELETE", "/v1/responses/resp_x"),
+            ("GET", "/v1/responses/resp_x/input_items"),
+            ("POST", "/v1/responses/resp_x/cancel"),
+        ):
+            r = await http.request(method, path)
+            assert r.status_code == 401, (method, path, r.text)
+        r = await http.get("/v1/responses/resp_missing", headers={"Authorization": f"Bearer {KEY}"})
+        assert r.status_code == 404 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_run_failed_before_stream_keeps_http_status(stack: Stack) -> None:
+    async def refuse(run: RunContext) -> None:
+        err = ErrorInfo(status=429, type="rate_limit_exceeded", message="Provider busy.", code="rate_limited")
+        await run.emit(RunFailed, error=err)
+
+    stack.fakes.agent("agent_busy", refuse)
+    async with stack.client() as client:
+        with pytest.raises(openai.RateLimitError):
+            await client.responses.create(model="agent_busy", input="x", stream=True)

@@ -1,0 +1,190 @@
+"""The Responses renderer is deterministic and complete; input conversion and the continuation history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from contracts import (
+    ErrorInfo,
+    Heartbeat,
+    ReasoningDelta,
+    RunCompleted,
+    RunFailed,
+    RunStarted,
+    TextDelta,
+    TokenUsage,
+    ToolCallArgumentsDelta,
+    ToolCallStarted,
+    ToolResult,
+)
+from gateway.errors import GatewayError
+from gateway.responses.history import output_messages
+from gateway.responses.inputs import convert_input
+from gateway.responses.render import ResponseRenderer
+from tests.e2e.responses_checks import check_stream
+
+RID = "resp_0123abcd"
+TS = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+USAGE = TokenUsage(input_tokens=10, cache_write_tokens=2, cache_read_tokens=3, output_tokens=7, reasoning_tokens=1)
+
+
+def skeleton() -> dict[str, Any]:
+    return {
+        "id": RID,
+        "object": "response",
+        "created_at": 1,
+        "status": "in_progress",
+        "background": True,
+        "completed_at": None,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": None,
+        "max_output_tokens": None,
+        "model": "agent",
+        "output": [],
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None},
+        "store": True,
+        "temperature": None,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": None,
+        "truncation": "disabled",
+        "metadata": {},
+    }
+
+
+def run_events(end: Any) -> list[Any]:
+    seq = iter(range(100))
+
+    def ev(cls: type, **kw: Any) -> Any:
+        return cls(run_id=RID, seq=next(seq), ts=TS, **kw)
+
+    return [
+        ev(RunStarted, runner_id="r"),
+        ev(ReasoningDelta, delta="Think "),
+        ev(ReasoningDelta, delta="first."),
+        ev(TextDelta, delta="Computing."),
+        ev(ToolCallStarted, index=0, call_id="call_1", name="calculator"),
+        ev(ToolCallArgumentsDelta, index=0, delta='{"expression":'),
+        ev(ToolCallArgumentsDelta, index=0, delta='"6*7"}'),
+        ev(Heartbeat),
+        ev(ToolResult, index=0, call_id="call_1", name="calculator", output="42"),
+        ev(TextDelta, delta="It is "),
+        ev(TextDelta, delta="42."),
+        end(next(seq)),
+    ]
+
+
+def render(events: list[Any]) -> list[dict[str, Any]]:
+    renderer = ResponseRenderer(skeleton())
+    out = renderer.start()
+    for event in events:
+        out.extend(renderer.feed(event))
+    return out
+
+
+def completed(seq: int) -> RunCompleted:
+    return RunCompleted(run_id=RID, seq=seq, ts=TS, usage=USAGE)
+
+
+def test_two_renderers_render_the_same_stream() -> None:
+    first, second = render(run_events(completed)), render(run_events(completed))
+    assert first == second
+    check_stream(first)
+    final = first[-1]["response"]
+    assert [i["type"] for i in final["output"]] == ["reasoning", "message", "mcp_call", "message"]
+    assert final["output"][2]["output"] == "42" and final["output"][2]["arguments"] == '{"expression":"6*7"}'
+    assert final["usage"] == {
+        "input_tokens": 15,
+        "input_tokens_details": {"cached_tokens": 3, "cache_write_tokens": 2},
+        "output_tokens": 7,
+        "output_tokens_details": {"reasoning_tokens": 1},
+        "total_tokens": 22,
+    }
+    assert final["completed_at"] == int(TS.timestamp())
+
+
+def test_failure_closes_open_items_then_error_and_failed() -> None:
+    info = ErrorInfo(status=502, type="server_error", message="boom", code="provider_error")
+    events = run_events(lambda seq: RunFailed(run_id=RID, seq=seq, ts=TS, error=info))
+    out = render(events)
+    check_stream(out)
+    assert [e["type"] for e in out[-3:]] == ["response.output_item.done", "error", "response.failed"]
+    assert out[-1]["response"]["output"][-1]["status"] == "incomplete"
+
+
+def test_cancelled_run_is_cancelled_without_error_event() -> None:
+    info = ErrorInfo(status=499, type="cancelled", message="The run was cancelled.", code="cancelled")
+    out = render(run_events(lambda seq: RunFailed(run_id=RID, seq=seq, ts=TS, error=info)))
+    assert out[-1]["type"] == "response.failed" and out[-1]["response"]["status"] == "cancelled"
+    assert "error" not in [e["type"] for e in out]
+
+
+def test_history_of_an_agent_tool_round() -> None:
+    renderer = ResponseRenderer(skeleton())
+    renderer.start()
+    for event in run_events(completed):
+        renderer.feed(event)
+    messages = output_messages(renderer.output, renderer.call_ids)
+    assert [(m.role, m.text(), bool(m.tool_calls)) for m in messages] == [
+        ("assistant", "Computing.", True),
+        ("tool", "42", False),
+        ("assistant", "It is 42.", False),
+    ]
+    assert messages[0].tool_calls[0].id == "call_1" and messages[1].tool_call_id == "call_1"  # type: ignore[index]
+
+
+def _ids(prefix: str, i: int) -> str:
+    return f"{prefix}_{i}"
+
+
+def test_input_items_convert_to_chat_messages() -> None:
+    messages, items = convert_input(
+        [
+            {"role": "system", "content": "sys"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "a"},
+                    {"type": "input_image", "image_url": "https://x/y.png"},
+                ],
+            },
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            {"type": "function_call", "call_id": "c2", "name": "g", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "r1"},
+            {"type": "reasoning", "id": "rs_1", "summary": []},
+        ],
+        _ids,
+    )
+    assert [m.role for m in messages] == ["system", "user", "assistant", "tool"]
+    assert [c.id for c in messages[2].tool_calls or []] == ["c1", "c2"]
+    assert messages[1].content[1] == {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "auto"}}  # type: ignore[index]
+    assert [i["type"] for i in items] == [
+        "message",
+        "message",
+        "function_call",
+        "function_call",
+        "function_call_output",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "param"),
+    [
+        ([{"type": "item_reference", "id": "x"}], "input[0].type"),
+        ([{"role": "tool", "content": "x"}], "input[0].role"),
+        ([{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}], "input[0].content[0].type"),
+        ([{"type": "function_call_output", "output": "x"}], "input[0].call_id"),
+        ([{"role": "user", "content": "a\x00b"}], "input[0].content"),
+    ],
+)
+def test_bad_input_items_name_their_param(value: Any, param: str) -> None:
+    with pytest.raises(GatewayError) as err:
+        convert_input(value, _ids)
+    assert err.value.status == 400 and err.value.info.param == param
