@@ -511,3 +511,21 @@ def test_keda_scales_the_runner_on_the_run_queue_instead_of_cpu() -> None:
     assert of_kind(docs, "HorizontalPodAutoscaler") == {}  # KEDA makes its own
     assert "replicas" not in of_kind(docs, "Deployment")["sb-runner"]["spec"]
     assert of_kind(render(EXISTING), "ScaledObject") == {}  # off by default
+
+
+def test_mcp_servers_come_from_a_secret_mounted_into_the_runners_only() -> None:
+    assert "RUNNER_MCP_SERVERS_FILE" not in env_of(of_kind(render(EXISTING), "Deployment")["sb-runner"])
+    deployments = of_kind(render(EXISTING, {"mcp": {"existingSecret": "sb-mcp"}}), "Deployment")
+    runner = deployments["sb-runner"]
+    assert env_of(runner)["RUNNER_MCP_SERVERS_FILE"]["value"] == "/etc/switchboard/mcp/servers.json"
+    assert {"name": "mcp-servers", "mountPath": "/etc/switchboard/mcp", "readOnly": True} in container(runner)[
+        "volumeMounts"
+    ]
+    volume = {
+        "name": "mcp-servers",
+        "secret": {"secretName": "sb-mcp", "items": [{"key": "servers.json", "path": "servers.json"}]},
+    }
+    assert volume in runner["spec"]["template"]["spec"]["volumes"]
+    for name in ("sb-gateway", "sb-catalog", "sb-billing"):
+        assert "RUNNER_MCP_SERVERS_FILE" not in env_of(deployments[name])
+        assert all(v["name"] != "mcp-servers" for v in deployments[name]["spec"]["template"]["spec"]["volumes"])

@@ -87,6 +87,11 @@ Included once, from services.yaml.
 {{- end -}}
 {{- end -}}
 
+{{/* Where a runner finds the MCP servers' Secret (values `mcp`), mounted as files. */}}
+{{- define "switchboard.mcpDir" -}}
+/etc/switchboard/mcp
+{{- end -}}
+
 {{/* An env entry for one of nats/redis: its existing Secret key, else its plain URL, else nothing. */}}
 {{- define "switchboard.urlEnv" -}}
 {{- if .cfg.existingSecret }}
@@ -170,6 +175,10 @@ Included once, from services.yaml.
 - name: ANTHROPIC_BASE_URL
   value: {{ $fake | quote }}
 {{- end }}
+{{- end }}
+{{- if and (eq .name "runner") $v.mcp.existingSecret }}
+- name: RUNNER_MCP_SERVERS_FILE
+  value: {{ printf "%s/%s" (include "switchboard.mcpDir" .) $v.mcp.key | quote }}
 {{- end }}
 {{- range $key := keys $svc.env | sortAlpha }}
 - name: {{ $key }}
@@ -270,12 +279,23 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            {{- if and (eq .name "runner") $v.mcp.existingSecret }}
+            - name: mcp-servers
+              mountPath: {{ include "switchboard.mcpDir" . }}
+              readOnly: true
+            {{- end }}
             {{- with $svc.extraVolumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
       volumes:
         - name: tmp
           emptyDir: {}
+        {{- if and (eq .name "runner") $v.mcp.existingSecret }}
+        - name: mcp-servers
+          secret:
+            secretName: {{ $v.mcp.existingSecret | quote }}
+            items: [{key: {{ $v.mcp.key | quote }}, path: {{ $v.mcp.key | quote }}}]
+        {{- end }}
         {{- with $svc.extraVolumes }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
