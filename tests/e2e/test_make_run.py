@@ -321,7 +321,8 @@ def test_devstack_run_examples_run_as_pasted_demo_calls_its_tools_and_credential
             )
         message = completion.choices[0].message
         assert "391" in (message.content or ""), message
-        assert [tc.function.name for tc in message.tool_calls or []] == ["calculator"], message
+        assert not message.tool_calls, message  # the agent's own call is activity, not the client's
+        assert [c["name"] for c in (message.model_extra or {})["agent_tool_calls"]] == ["calculator"], message
         with AdminClient(gateway, exported["ADMIN_TOKEN"]) as admin:
             calls = asyncio.run(run_ledger(admin, user_id.group(1), completion.id, calls=2))
         assert sorted(e["call_index"] for e in calls) == [0, 1], calls

@@ -26,7 +26,7 @@ async def never_starts(run: RunContext) -> None:
 
 async def only_tools(run: RunContext) -> None:
     await run.start()
-    await run.emit(ToolCallStarted, index=0, call_id="call_x", name="lookup")
+    await run.emit(ToolCallStarted, index=0, call_id="call_x", name="lookup", client=True)
     await run.emit(ToolCallArgumentsDelta, index=0, delta='{"q":1}')
     await run.emit(RunCompleted, finish_reason="tool_calls", usage=USAGE)
 
@@ -79,7 +79,9 @@ async def test_non_stream_tool_calls_with_text(stack: Stack) -> None:
     status, body, _ = await post(stack, {"model": "agent_tools", "messages": HI})
     assert status == 200
     validate("CreateChatCompletionResponse", body)
-    assert [c["id"] for c in body["choices"][0]["message"]["tool_calls"]] == ["call_a", "call_b"]
+    message = body["choices"][0]["message"]
+    assert "tool_calls" not in message and body["choices"][0]["finish_reason"] == "stop"
+    assert [c["id"] for c in message["agent_tool_calls"]] == ["call_a", "call_b"]
 
 
 async def test_disable_streaming_answers_one_body_even_when_asked_to_stream(stack: Stack) -> None:

@@ -187,10 +187,12 @@ async def test_tool_calls_accumulate_in_the_sdk_helper(stack: Stack) -> None:
         final = await stream.get_final_completion()
     message = final.choices[0].message
     assert message.content == "Sunny in Paris."
-    calls = message.tool_calls or []
-    assert [(c.id, c.function.name, c.function.arguments) for c in calls] == [
-        ("call_a", "get_weather", '{"city":"Paris"}'),
-        ("call_b", "get_time", "{}"),
+    # The agent's own calls are activity (the agent_tool_calls extension), never calls for the client.
+    assert not message.tool_calls and final.choices[0].finish_reason == "stop"
+    calls = (message.model_extra or {})["agent_tool_calls"]
+    assert [(c["id"], c["name"], c["arguments"], c.get("output")) for c in calls] == [
+        ("call_a", "get_weather", '{"city":"Paris"}', "sunny"),
+        ("call_b", "get_time", "{}", None),
     ]
 
 

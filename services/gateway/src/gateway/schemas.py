@@ -230,7 +230,6 @@ UNSERVED: dict[str, str] = {
     "web_search_options": "web search is not served on this route",
     "functions": "the deprecated 'functions' is not served; send 'tools'",
     "function_call": "the deprecated 'function_call' is not served; send 'tool_choice'",
-    "seed": "sampling is the agent's: set 'seed' in its model_parameters",
     "frequency_penalty": "sampling is the agent's: set it in its model_parameters",
     "presence_penalty": "sampling is the agent's: set it in its model_parameters",
     "logit_bias": "logit bias is not served",
@@ -278,7 +277,6 @@ class ChatCompletionRequest(_Body):
     web_search_options: Any = None
     functions: Any = None
     function_call: Any = None
-    seed: Any = None
     frequency_penalty: Any = None
     presence_penalty: Any = None
     logit_bias: Any = None

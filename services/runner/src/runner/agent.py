@@ -369,7 +369,11 @@ class AgentRun:
 
     # --- billing ------------------------------------------------------------------------------------
     def _tool_texts(self) -> list[str]:
-        return [json.dumps(t.parameters) + t.name + t.description for t in self.tool_specs]
+        """What every call sends beside the conversation: the tools' schemas and the output schema."""
+        texts = [json.dumps(t.parameters) + t.name + t.description for t in self.tool_specs]
+        if self.request.options.response_format is not None:
+            texts.append(json.dumps(self.request.options.response_format))
+        return texts
 
     def _prompt_chars(self) -> int:
         return usage_mod.prompt_chars(self.conversation, self._tool_texts())
