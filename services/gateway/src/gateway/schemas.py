@@ -314,7 +314,31 @@ class ChatCompletionRequest(_Body):
             found = message.problem()
             if found is not None:
                 return f"messages[{i}].{found[0]}", found[1]
-        return self.tools_problem()
+        return self.history_problem() or self.tools_problem()
+
+    def history_problem(self) -> tuple[str, str] | None:
+        """Tool calls and their answers that do not pair up, as every provider refuses them: each
+        ``tool`` message answers a call of the assistant message before it, and each such call is
+        answered before the conversation goes on."""
+        open_calls: set[str] = set()  # calls of the last assistant message not answered yet
+        opened_at = -1
+        for i, message in enumerate(self.messages):
+            if message.role == "tool":
+                if message.tool_call_id not in open_calls:
+                    return (
+                        f"messages[{i}].tool_call_id",
+                        f"{message.tool_call_id!r} answers no tool call of the assistant message before it",
+                    )
+                open_calls.discard(message.tool_call_id)
+                continue
+            if open_calls:
+                return f"messages[{opened_at}].tool_calls", "every tool call needs a 'tool' message answering it"
+            if message.role == "assistant" and message.tool_calls:
+                open_calls = {c.id for c in message.tool_calls}
+                opened_at = i
+        if open_calls:
+            return f"messages[{opened_at}].tool_calls", "every tool call needs a 'tool' message answering it"
+        return None
 
     def unserved(self) -> tuple[str, str] | None:
         for name, why in UNSERVED.items():
