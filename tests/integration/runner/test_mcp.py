@@ -12,8 +12,14 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from contracts import RUN_EVENT, Subjects
+from contracts.events import TERMINAL_EVENT_TYPES
 from contracts.mcp import FUNCTION_NAME_PATTERN, function_name
+from runner.app import create_app
 from runner.settings import RunnerSettings
 from runner.tools import ToolError
 from runner.tools.mcp import McpServerConfig, McpTimeout, McpTool, McpToolbox, McpUnavailable, load_mcp_servers
@@ -23,6 +29,7 @@ from tests.support.mcp_server import LONG_TOOL_NAME, McpTestServer
 pytestmark = pytest.mark.integration
 
 SERVER = "tools"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4737"
 
 
 @pytest.fixture
@@ -245,3 +252,45 @@ async def test_a_server_that_is_down_is_a_note_to_the_model_and_the_rest_works(h
     assert system["content"].startswith("Be brief.")
     assert "MCP server 'down' cannot be reached" in system["content"]
     assert [t["function"]["name"] for t in first["params"]["tools"]] == ["fail_mcp_tools"]
+
+
+async def test_an_mcp_call_is_an_execute_tool_span_of_the_runs_trace(
+    nats_client: Any, namespace: str, runner_settings: RunnerSettings, runner_env: dict[str, str], fake_llm: Any
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    async with create_app(runner_settings, env=runner_env, tracer_provider=provider) as app:
+        h = Harness(nc=nats_client, subjects=Subjects(namespace), fake=fake_llm, app=app)
+        await h.script(
+            "m-mcp-trace",
+            [{"tool_calls": [{"name": "add_mcp_tools", "arguments": '{"a": 1, "b": 2}'}]}, {"text": "3."}],
+        )
+        req = make_request("m-mcp-trace", "1+2", tools=[f"mcp:{SERVER}"])
+        done = asyncio.Event()
+
+        async def on_event(msg: Any) -> None:
+            if RUN_EVENT.validate_json(msg.data).type in TERMINAL_EVENT_TYPES:
+                done.set()
+
+        sub = await h.nc.subscribe(h.subjects.run_events(req.run_id), cb=on_event)
+        await h.nc.flush()
+        # As the gateway sends it: the request's trace context in the headers.
+        await h.nc.jetstream().publish(
+            h.subjects.run_request,
+            req.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": req.run_id, "traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"},
+        )
+        await asyncio.wait_for(done.wait(), 10)
+        await sub.unsubscribe()
+        await eventually(lambda: any(s.name.startswith("invoke_agent") for s in exporter.get_finished_spans()))
+    provider.shutdown()
+    spans = {s.name: s for s in exporter.get_finished_spans() if s.context.trace_id == int(TRACE_ID, 16)}
+    assert {"invoke_agent Helper", "resolve_tools", "execute_tool add_mcp_tools"} <= set(spans)
+    tool = spans["execute_tool add_mcp_tools"]
+    attributes = dict(tool.attributes or {})
+    assert attributes["gen_ai.tool.name"] == "add_mcp_tools"
+    assert attributes["gen_ai.tool.type"] == "extension"
+    assert attributes["mcp.method.name"] == "tools/call"
+    assert attributes["mcp.server.name"] == SERVER
+    assert attributes["server.address"] == "127.0.0.1"

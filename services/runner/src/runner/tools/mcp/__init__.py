@@ -68,12 +68,10 @@ class McpToolbox:
                 wanted.setdefault(entry.server, []).append(entry)
         out = ResolvedMcpTools()
         servers = list(wanted)
-        listings = await asyncio.gather(
-            *(self.pool.tools(s, user_id) for s in servers), return_exceptions=True
-        )
+        listings = await asyncio.gather(*(self.pool.tools(s, user_id) for s in servers), return_exceptions=True)
         for server, listing in zip(servers, listings, strict=True):
             if isinstance(listing, McpUnavailable | McpTimeout):
-                out.notes.append(f"{listing} Answer without them, and say so if the user asked for them.")
+                out.notes.append(f"{listing}. Answer without them, and say so if the user asked for them.")
                 continue
             if isinstance(listing, BaseException):
                 raise listing

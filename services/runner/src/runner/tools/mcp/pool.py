@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import mcp_types
 
 from .config import McpServerConfig
-from .session import McpSession, McpUnavailable
+from .session import McpSession, McpUnavailable, describe
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class McpPool:
         self._listings: dict[tuple[str, str], _Listing] = {}
         self._locks: dict[tuple[str, ...], asyncio.Lock] = {}
         self._closed = False
+        self._closing: set[asyncio.Task[None]] = set()
         #: Sessions opened so far (a test reads it to see them reused).
         self.opened = 0
 
@@ -93,8 +94,10 @@ class McpPool:
     def _drop(self, key: tuple[str, str]) -> None:
         session = self._sessions.pop(key, None)
         if session is not None:
-            # Closing waits for the server's goodbye: not on the caller's path.
-            asyncio.get_running_loop().create_task(session.close(), name="mcp-session-close")
+            # Closing waits for the server's goodbye: not on the caller's path (but awaited by close()).
+            task = asyncio.get_running_loop().create_task(session.close(), name="mcp-session-close")
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     def _evict(self, server: str) -> None:
         if not self.servers[server].per_user:
@@ -134,6 +137,11 @@ class McpPool:
         except McpUnavailable as exc:
             log.warning("MCP server %s: its tools are unavailable: %s", server, exc)
             return _Listing(None, exc, now + min(FAILURE_TTL_S, self._ttl))
+        except Exception as exc:
+            # A listing the SDK cannot read (a server off the protocol): the run goes on without it.
+            log.warning("MCP server %s: its tool list is unusable", server, exc_info=True)
+            failed = McpUnavailable(f"MCP server {server!r} answered a tool list that cannot be read ({describe(exc)})")
+            return _Listing(None, failed, now + min(FAILURE_TTL_S, self._ttl))
         raise AssertionError("unreachable")
 
     def known_tools(self, server: str) -> list[str] | None:
@@ -149,4 +157,4 @@ class McpPool:
         self._closed = True
         sessions = list(self._sessions.values())
         self._sessions.clear()
-        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+        await asyncio.gather(*(s.close() for s in sessions), *self._closing, return_exceptions=True)
