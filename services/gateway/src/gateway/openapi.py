@@ -15,7 +15,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from .responses.request import IGNORED_FIELDS, CreateResponseRequest
 from .routes.chat import PATH as CHAT_PATH
+from .routes.responses import PATH as RESPONSES_PATH
 from .schemas import ChatCompletionRequest
 
 _REF = "#/components/schemas/{model}"
@@ -204,16 +206,91 @@ def chat_operation() -> tuple[dict[str, Any], dict[str, Any]]:
     return operation, components
 
 
+_RESPONSE_COMPONENTS: dict[str, Any] = {
+    "Response": {
+        "type": "object",
+        "title": "Response",
+        "description": "OpenAI's `Response` object (see OpenAI's spec for every field): `id` is the response id "
+        "everywhere (stream events, lookups, the ledger's run id); `output` holds `reasoning`, `message`, "
+        "`mcp_call` (the agent's own tools, run on the server) and `function_call` (the client's functions) items.",
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"type": "string", "enum": ["response"]},
+            "status": {
+                "type": "string",
+                "enum": ["completed", "failed", "in_progress", "cancelled", "queued", "incomplete"],
+            },
+            "model": {"type": "string", "description": "the agent id the request named"},
+            "output": {"type": "array", "items": {"type": "object"}},
+            "usage": {"type": "object", "description": "every model call of the run, summed: what was billed"},
+        },
+        "required": ["id", "object", "status", "model", "output"],
+    },
+    "ResponseStreamEvent": {
+        "type": "object",
+        "title": "ResponseStreamEvent",
+        "description": "One SSE frame (`event: <type>` and `data: <json>`) of OpenAI's `ResponseStreamEvent` union; "
+        "`sequence_number` rises from 0 without gaps. A failure after the stream started is an `error` event, "
+        "then `response.failed`.",
+        "properties": {"type": {"type": "string"}, "sequence_number": {"type": "integer"}},
+        "required": ["type", "sequence_number"],
+    },
+}
+
+
+def responses_operation() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The OpenAPI operation of ``POST /v1/responses`` and the component schemas it refers to."""
+    request = CreateResponseRequest.model_json_schema(ref_template=_REF, by_alias=True)
+    components = dict(request.pop("$defs", {}))
+    components["CreateResponse"] = request
+    components.update(_RESPONSE_COMPONENTS)
+    operation = {
+        "tags": ["openai"],
+        "summary": "Create a response",
+        "operationId": "createResponse",
+        "description": "Run an agent (`model` is the agent id) as OpenAI's Responses API: `input` a string or "
+        "items, `instructions` added to the agent's own, `previous_response_id` to continue a stored response, "
+        "`store` (default true) to keep it, `background` to run it without a connected client (then "
+        "`GET /v1/responses/{id}?stream=true&starting_after=N` reads its stream again on any gateway). "
+        f"Accepted and ignored: {', '.join(f'`{f}`' for f in IGNORED_FIELDS)}.",
+        "security": [{"bearerAuth": []}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("CreateResponse")}}},
+        "responses": {
+            "200": {
+                "description": "The `Response`, or (`stream` true) an SSE stream of its events",
+                "headers": {"x-request-id": {"schema": {"type": "string"}}},
+                "content": {
+                    "application/json": {"schema": _ref("Response")},
+                    "text/event-stream": {"schema": _ref("ResponseStreamEvent")},
+                },
+            },
+            "400": _error("The request is invalid (`param` names the field)"),
+            "401": _error("No or an unknown API key"),
+            "402": _error("The balance is too low for this request"),
+            "403": _error("The key's account may not use agents through the API"),
+            "404": _error("No such agent (`model_not_found`), or no such previous response"),
+            "413": _error("The body or the conversation is too large"),
+            "429": _error("Rate limited (see `Retry-After`)"),
+            "502": _error("The model provider failed"),
+            "503": _error("No runner, billing, queue or response store available now (see `Retry-After`)"),
+        },
+    }
+    return operation, components
+
+
 def document_openai_routes(app: FastAPI) -> None:
-    """Make ``app.openapi()`` (what ``/openapi.json`` and ``/docs`` serve) include the chat route."""
+    """Make ``app.openapi()`` (what ``/openapi.json`` and ``/docs`` serve) include the plain OpenAI routes
+    (chat completions, create response); the stored responses' routes are FastAPI's own."""
     generate: Callable[[], dict[str, Any]] = app.openapi
 
     def openapi() -> dict[str, Any]:
         schema = generate()  # FastAPI's own document, built once and cached on the app
         paths = schema.setdefault("paths", {})
-        if CHAT_PATH not in paths:
-            operation, components = chat_operation()
-            paths[CHAT_PATH] = {"post": operation}
+        for path, make in ((CHAT_PATH, chat_operation), (RESPONSES_PATH, responses_operation)):
+            if "post" in paths.get(path, {}):
+                continue
+            operation, components = make()
+            paths.setdefault(path, {})["post"] = operation
             parts = schema.setdefault("components", {})
             for name, component in components.items():
                 parts.setdefault("schemas", {}).setdefault(name, component)
