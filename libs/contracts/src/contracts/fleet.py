@@ -77,7 +77,6 @@ class RunnerHeartbeat(Event):
     )
 
 
-
 class Capabilities(Message):
     """What the live runners can serve, as the catalog knows it: the union of what each announced.
     ``None`` for a kind no live runner announced (none heard yet, or one too old to say): then it is
