@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from contracts import RUN_EVENT, Subjects
+from contracts import RUN_EVENT, CancelRun, Subjects
 from contracts.events import TERMINAL_EVENT_TYPES
 from contracts.mcp import FUNCTION_NAME_PATTERN, function_name
 from runner.app import create_app
@@ -294,3 +294,23 @@ async def test_an_mcp_call_is_an_execute_tool_span_of_the_runs_trace(
     assert attributes["mcp.method.name"] == "tools/call"
     assert attributes["mcp.server.name"] == SERVER
     assert attributes["server.address"] == "127.0.0.1"
+
+
+async def test_cancelling_a_run_cancels_its_mcp_call_at_the_server(harness: Harness, mcp_server: McpTestServer) -> None:
+    await harness.script(
+        "m-mcp-cancel", [{"tool_calls": [{"name": "sleep_mcp_tools", "arguments": '{"seconds": 30}'}]}, {"text": "-"}]
+    )
+    req = make_request("m-mcp-cancel", "sleep", tools=["sleep_mcp_tools"])
+    got, done, (subs, closed) = await harness.start(req)
+    await eventually(lambda: mcp_server.observed.sleeps_started == 1)
+    await harness.nc.publish(
+        harness.subjects.run_cancel(req.run_id), CancelRun(run_id=req.run_id).model_dump_json().encode()
+    )
+    await asyncio.wait_for(done.wait(), 10)
+    assert (got.events[-1].type, got.events[-1].error.status) == ("failed", 499)
+    # The server heard the cancel well before the server's timeout (2 s) would have ended the call.
+    await eventually(lambda: mcp_server.observed.sleeps_cancelled == 1, timeout=1.5)
+    await asyncio.wait_for(closed.wait(), 10)
+    assert got.closed[0].status == "cancelled"
+    for s in subs:
+        await s.unsubscribe()
