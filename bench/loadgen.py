@@ -43,7 +43,7 @@ def summary_ms(values: list[float]) -> dict[str, float]:
 
 
 async def stream_once(client: aiohttp.ClientSession, url: str, headers: dict[str, str], body: dict) -> StreamResult:
-    """POST a streaming chat completion and time its content deltas."""
+    """POST a streaming chat completion (or a streaming response) and time its content deltas."""
     start = time.perf_counter()
     first = last = None
     gaps: list[float] = []
@@ -60,8 +60,17 @@ async def stream_once(client: aiohttp.ClientSession, url: str, headers: dict[str
             chunk = orjson.loads(data)
             if "error" in chunk:
                 raise RuntimeError(f"stream error: {chunk['error']}")
-            choices = chunk.get("choices") or ()
-            if choices and choices[0].get("delta", {}).get("content"):
+            if "type" in chunk:  # a Responses event (`data:` carries its type; the `event:` line is skipped)
+                kind = chunk["type"]
+                if kind in ("response.completed", "response.failed", "response.incomplete"):
+                    if kind != "response.completed":
+                        raise RuntimeError(f"stream ended with {kind}")
+                    break
+                is_token = kind == "response.output_text.delta" and bool(chunk.get("delta"))
+            else:
+                choices = chunk.get("choices") or ()
+                is_token = bool(choices and choices[0].get("delta", {}).get("content"))
+            if is_token:
                 now = time.perf_counter()
                 if first is None:
                     first = now

@@ -125,6 +125,11 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
     def body(model: str, stream: bool = True) -> dict[str, Any]:
         return {"model": model, "messages": [{"role": "user", "content": "Say thirty-two words."}], "stream": stream}
 
+    def responses_body(model: str) -> dict[str, Any]:
+        return {"model": model, "input": "Say thirty-two words.", "stream": True, "store": False}
+
+    gw_responses_url = f"{stack.gateway_url}/v1/responses"
+
     n_light = 60 if quick else 400
     n_paced = 64 if quick else 256
     n_sat = 128 if quick else 1024
@@ -134,16 +139,24 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
         for _ in range(20):
             await sequential_streams(client, direct_url, direct_h, body(INSTANT), 1)
             await sequential_streams(client, gw_url, gw_h, body(agents[INSTANT]), 1)
+            await sequential_streams(client, gw_responses_url, gw_h, responses_body(agents[INSTANT]), 1)
 
-        # 1. light load: one at a time, instant model
+        # 1. light load: one at a time, instant model; chat completions, then the same on /v1/responses
+        #    (the provider called directly is the baseline of both: the runner calls its chat route)
         direct = await sequential_streams(client, direct_url, direct_h, body(INSTANT), n_light)
         through = await sequential_streams(client, gw_url, gw_h, body(agents[INSTANT]), n_light)
-        d, g = [r.ttft for r in direct], [r.ttft for r in through]
+        responses = await sequential_streams(client, gw_responses_url, gw_h, responses_body(agents[INSTANT]), n_light)
+        d, g, r = [x.ttft for x in direct], [x.ttft for x in through], [x.ttft for x in responses]
         results["light"] = {
             "requests": n_light,
             "direct_ttft_ms": summary_ms(d),
             "gateway_ttft_ms": summary_ms(g),
             "added_ttft_ms": {q: (percentile(g, p) - percentile(d, p)) * 1000 for q, p in (("p50", 50), ("p99", 99))},
+        }
+        results["light_responses"] = {
+            "requests": n_light,
+            "gateway_ttft_ms": summary_ms(r),
+            "added_ttft_ms": {q: (percentile(r, p) - percentile(d, p)) * 1000 for q, p in (("p50", 50), ("p99", 99))},
         }
 
         # 2. realistic load: 64 concurrent paced streams. As with real traffic, streams start at
