@@ -115,7 +115,9 @@ class Group(Message):
 
 
 class RoleUpdate(Message):
-    remote_agents_use: bool = Field(description="the REMOTE_AGENTS USE permission: may call /v1 inference routes")
+    remote_agents_use: bool = Field(
+        description="whether users of this role may use agents through the API (/v1/chat/completions, /v1/models)"
+    )
 
 
 class Role(Message):
