@@ -49,6 +49,10 @@ class McpToolbox:
     ) -> None:
         self.servers = servers
         self.pool = McpPool(servers, tools_ttl_s=tools_ttl_s)
+        if servers:
+            # The SDK's HTTP client logs every request's URL at INFO; a URL may carry a credential.
+            httpx_log = logging.getLogger("httpx2")
+            httpx_log.setLevel(max(httpx_log.getEffectiveLevel(), logging.WARNING))
         self._ttl = tools_ttl_s
         self._max_chars = max_result_chars
         self._refresher: asyncio.Task[None] | None = None

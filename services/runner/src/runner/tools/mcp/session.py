@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import httpx2
 import mcp_types
@@ -32,6 +32,8 @@ MAX_LIST_PAGES = 20
 #: How long the server may hold a stream open without sending anything (the SDK's own default).
 STREAM_READ_TIMEOUT_S = 300.0
 CLIENT_INFO = mcp_types.Implementation(name="switchboard-runner", version="1")
+
+_T = TypeVar("_T")
 
 
 class McpUnavailable(ToolError):
@@ -131,7 +133,11 @@ class McpSession:
         tools: list[mcp_types.Tool] = []
         cursor: str | None = None
         for _ in range(MAX_LIST_PAGES):
-            page = await self._request(lambda c, cur=cursor: c.list_tools(cursor=cur), "listing its tools")
+
+            def page_of(client: Client, after: str | None = cursor) -> Awaitable[mcp_types.ListToolsResult]:
+                return client.list_tools(cursor=after)
+
+            page = await self._request(page_of, "listing its tools")
             tools.extend(page.tools)
             cursor = page.next_cursor
             if cursor is None:
@@ -146,7 +152,7 @@ class McpSession:
             lambda c: c.call_tool(name, arguments, read_timeout_seconds=timeout), f"calling {name!r}"
         )
 
-    async def _request(self, send: Any, doing: str) -> Any:
+    async def _request(self, send: Callable[[Client], Awaitable[_T]], doing: str) -> _T:
         server, timeout = self.config.name, self.config.timeout_s
         client = self._live()
         try:
