@@ -353,3 +353,19 @@ def test_capabilities_table_shows_each_provider_and_tool_with_its_runners() -> N
         ["tool", "calculator", "r2"],
     ]
     assert json.loads(run(recorder, "capabilities").stdout) == report
+
+
+def test_agents_table_shows_the_columns_that_identify_an_agent() -> None:
+    agent = {"id": "agent_0123456789abcdefghij", "object": "agent", "name": "Demo assistant",
+             "description": "The demo agent of make run", "provider": "openai", "model": "gpt-4o-mini",
+             "instructions": "You are a helpful assistant. " * 20, "model_parameters": {"temperature": 0.2},
+             "tools": ["calculator", "current_time"], "owner_id": "user_c80c185f21f8a2cc05966077",
+             "created_at": "2026-12-03T07:42:37.586532Z", "updated_at": "2026-12-03T07:42:37.586532Z"}  # fmt: skip
+    page = {"object": "list", "data": [agent], "has_more": False}
+    recorder = Recorder(lambda r: httpx.Response(200, json=page))
+    result = run(recorder, "--table", "agents", "list")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["ID", "NAME", "PROVIDER", "MODEL", "TOOLS", "OWNER_ID"]
+    assert max(len(line) for line in lines) <= 140, lines
+    assert json.loads(run(recorder, "agents", "list").stdout) == page

@@ -25,6 +25,9 @@ HELP_MODE = None
 #: What ``ledger --table`` shows of an entry (every field is in the JSON, without ``--table``): with a
 #: run id of 41 characters and times to the minute it fits a 100-column terminal.
 LEDGER_COLUMNS = ("created_at", "kind", "amount", "balance_after", "run_id")
+#: What ``agents list --table`` shows (instructions and parameters make a row hundreds of columns wide;
+#: ``agents get ID`` and the JSON show every field).
+AGENT_COLUMNS = ("id", "name", "provider", "model", "tools", "owner_id")
 
 
 @dataclass
@@ -270,7 +273,9 @@ def build_app(transport: httpx.BaseTransport | None = None) -> typer.Typer:
         table: TableOpt = False,
     ) -> None:
         """List agents."""
-        _show(ctx, _call(ctx, "GET", "/agents", params=_page(limit, after, owner_id=owner)), table)
+        agents_page = _call(ctx, "GET", "/agents", params=_page(limit, after, owner_id=owner))
+        state: State = ctx.ensure_object(State)
+        _show(ctx, _columns(agents_page, AGENT_COLUMNS) if table or state.table else agents_page, table)
 
     @agents.command("get")
     def agents_get(ctx: typer.Context, agent_id: str, table: TableOpt = False) -> None:
