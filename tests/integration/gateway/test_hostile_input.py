@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from typing import Any
 
@@ -176,6 +177,7 @@ async def test_oversized_headers_are_a_431(stack: Stack) -> None:
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 431")
     assert json.loads(body)["error"]["code"] == "request_header_fields_too_large"
+    assert re.search(rb"\r\nx-request-id: req_[0-9a-f]{24}\r\n", head + b"\r\n")
 
 
 @pytest.mark.parametrize("settings_overrides", [{"header_timeout_s": 0.3}])
@@ -183,6 +185,7 @@ async def test_headers_sent_too_slowly_are_a_408(stack: Stack) -> None:
     started = time.monotonic()
     answer = await _raw_exchange(stack.url, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")  # never ends
     assert answer.startswith(b"HTTP/1.1 408")
+    assert re.search(rb"\r\nx-request-id: req_[0-9a-f]{24}\r\n", answer)
     assert time.monotonic() - started < 3
 
 

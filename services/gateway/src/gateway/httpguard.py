@@ -4,7 +4,8 @@ uvicorn bounds neither the size of a request's line and headers nor the time a c
 send them: a 50 MB header is buffered whole, and a connection that sends half a request stays open.
 :class:`GuardedHttpToolsProtocol` answers ``431`` once the line and headers pass ``max_header_bytes``
 and ``408`` when they are not complete ``header_timeout_s`` after their first byte (or after the
-connection opened), both in the OpenAI error envelope, and closes the connection.
+connection opened), both in the OpenAI error envelope with an ``x-request-id`` like every other answer
+(a new id: the client's headers were never read), and closes the connection.
 
 Pass it as ``uvicorn.Config(http=guarded_protocol(settings))``.
 """
@@ -16,6 +17,8 @@ from typing import Any
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from servicekit.requestid import HEADER, new_request_id
 
 #: How long a refused connection is read (and dropped) before it is closed.
 LINGER_S = 1.0
@@ -30,6 +33,7 @@ def _error(status: int, message: str, code: str) -> bytes:
             b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status]),
             b"content-type: application/json\r\n",
             b"content-length: %d\r\n" % len(body),
+            b"%s: %s\r\n" % (HEADER.encode(), new_request_id().encode()),
             b"connection: close\r\n\r\n",
             body,
         ]
