@@ -235,7 +235,7 @@ async def test_store_false_is_not_kept_and_cannot_be_continued(e2e: StackHandle,
 
 
 async def test_request_errors(e2e: StackHandle) -> None:
-    agent = e2e.agent()
+    agent, calc = e2e.agent(), e2e.agent(tools=["calculator"])
     headers = {"Authorization": f"Bearer {e2e.seeded.api_key}"}
     cases: list[tuple[dict[str, Any], int, str | None]] = [
         ({"model": agent.id}, 400, "input"),
@@ -246,6 +246,12 @@ async def test_request_errors(e2e: StackHandle) -> None:
         ({"model": agent.id, "input": "x", "tools": [{"type": "function", "name": "bad name!"}]}, 400, "tools[0].name"),
         ({"model": agent.id, "input": "x", "conversation": "conv_1"}, 400, "conversation"),
         ({"model": "no-such-agent", "input": "x"}, 404, None),
+        (
+            {"model": agent.id, "input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]},
+            400,
+            "input[0].call_id",
+        ),
+        ({"model": calc.id, "input": "x", "tools": [{"type": "function", "name": "calculator"}]}, 400, "tools[0].name"),
     ]
     async with httpx.AsyncClient(base_url=e2e.stack.gateway_url, headers=headers, timeout=30) as http:
         for body, status, param in cases:

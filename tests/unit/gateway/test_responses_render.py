@@ -8,7 +8,11 @@ from typing import Any
 import pytest
 
 from contracts import (
+    ChatMessage,
+    ClientTool,
     ErrorInfo,
+    FunctionCall,
+    FunctionDefinition,
     Heartbeat,
     ReasoningDelta,
     RunCompleted,
@@ -16,14 +20,16 @@ from contracts import (
     RunStarted,
     TextDelta,
     TokenUsage,
+    ToolCall,
     ToolCallArgumentsDelta,
     ToolCallStarted,
     ToolResult,
 )
 from gateway.errors import GatewayError
 from gateway.responses.history import output_messages
-from gateway.responses.inputs import convert_input
+from gateway.responses.inputs import check_pairing, convert_input
 from gateway.responses.render import ResponseRenderer
+from gateway.responses.request import check_tool_names
 from tests.e2e.responses_checks import check_stream
 
 RID = "resp_0123abcd"
@@ -145,7 +151,7 @@ def _ids(prefix: str, i: int) -> str:
 
 
 def test_input_items_convert_to_chat_messages() -> None:
-    messages, items = convert_input(
+    converted = convert_input(
         [
             {"role": "system", "content": "sys"},
             {
@@ -162,6 +168,7 @@ def test_input_items_convert_to_chat_messages() -> None:
         ],
         _ids,
     )
+    messages, items = converted.messages, converted.items
     assert [m.role for m in messages] == ["system", "user", "assistant", "tool"]
     assert [c.id for c in messages[2].tool_calls or []] == ["c1", "c2"]
     assert messages[1].content[1] == {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "auto"}}  # type: ignore[index]
@@ -188,3 +195,34 @@ def test_bad_input_items_name_their_param(value: Any, param: str) -> None:
     with pytest.raises(GatewayError) as err:
         convert_input(value, _ids)
     assert err.value.status == 400 and err.value.info.param == param
+
+
+@pytest.mark.parametrize(
+    ("prior", "value", "param"),
+    [
+        ([], [{"type": "function_call_output", "call_id": "c9", "output": "x"}], "input[0].call_id"),
+        ([], [{"type": "function_call", "call_id": "c1", "name": "f"}, {"role": "user", "content": "hi"}], "input[0]"),
+        ([], [{"type": "function_call", "call_id": "c1", "name": "f"}], "input[0]"),
+        (
+            [ChatMessage(role="assistant", tool_calls=[ToolCall(id="c1", function=FunctionCall(name="f"))])],
+            [{"role": "user", "content": "never answered"}],
+            "previous_response_id",
+        ),
+    ],
+)
+def test_calls_and_outputs_must_pair_up(prior: list[ChatMessage], value: Any, param: str) -> None:
+    with pytest.raises(GatewayError) as err:
+        check_pairing(prior, convert_input(value, _ids))
+    assert err.value.status == 400 and err.value.info.param == param
+
+
+def test_an_output_answering_the_previous_responses_call_pairs() -> None:
+    prior = [ChatMessage(role="assistant", tool_calls=[ToolCall(id="c1", function=FunctionCall(name="f"))])]
+    check_pairing(prior, convert_input([{"type": "function_call_output", "call_id": "c1", "output": "ok"}], _ids))
+
+
+def test_client_function_named_like_an_agent_tool_is_refused() -> None:
+    tools = [ClientTool(function=FunctionDefinition(name="calculator"))]
+    with pytest.raises(GatewayError) as err:
+        check_tool_names(tools, ["calculator", "current_time"])
+    assert err.value.info.param == "tools[0].name" and err.value.info.code == "tool_name_conflict"

@@ -97,20 +97,23 @@ def _parts(content: Any, role: str, param: str) -> tuple[list[dict[str, Any]], l
 
 
 class InputConverter:
-    """Turns one request's ``input`` into chat messages and stored input items (``id_of(i)`` names item i)."""
+    """Turns one request's ``input`` into chat messages and stored input items (``item_id(kind, i)``
+    names item i); ``params`` names the input item each message came from."""
 
     def __init__(self, item_id: Any) -> None:
         self._item_id = item_id
         self.messages: list[ChatMessage] = []
+        self.params: list[str] = []
         self.items: list[dict[str, Any]] = []
         self._open_calls: list[ToolCall] | None = None
+        self._param = "input"
 
     def convert(self, value: str | list[Any]) -> None:
         if isinstance(value, str):
             self._message("user", value, "input")
             return
         for i, item in enumerate(value):
-            param = f"input[{i}]"
+            param = self._param = f"input[{i}]"
             if not isinstance(item, dict):
                 raise _bad(f"Invalid type for '{param}': expected an input item object.", param)
             kind = item.get("type", "message")
@@ -139,6 +142,10 @@ class InputConverter:
                     f"{param}.type",
                 )
 
+    def _append(self, message: ChatMessage) -> None:
+        self.messages.append(message)
+        self.params.append(self._param)
+
     def _message(self, role: str, content: Any, param: str) -> None:
         self._open_calls = None
         index = len(self.items)
@@ -151,7 +158,7 @@ class InputConverter:
                 kept = [{"type": "input_text", "text": content}]
         else:
             chat, kept = _parts(content, role, param)
-        self.messages.append(ChatMessage(role=role, content=chat))  # type: ignore[arg-type]
+        self._append(ChatMessage(role=role, content=chat))  # type: ignore[arg-type]
         self.items.append(
             {"id": self._item_id("msg", index), "type": "message", "role": role, "status": "completed", "content": kept}
         )
@@ -165,7 +172,7 @@ class InputConverter:
             self.messages[-1] = last.model_copy(update={"tool_calls": list(self._open_calls)})
             return
         self._open_calls = [call]
-        self.messages.append(ChatMessage(role="assistant", content=None, tool_calls=[call]))
+        self._append(ChatMessage(role="assistant", content=None, tool_calls=[call]))
 
     def _function_call(self, item: dict[str, Any], param: str) -> None:
         call_id = _ident(item.get("call_id"), f"{param}.call_id")
@@ -192,7 +199,7 @@ class InputConverter:
         else:
             text = _text(output, f"{param}.output")
         self._open_calls = None
-        self.messages.append(ChatMessage(role="tool", content=text, tool_call_id=call_id))
+        self._append(ChatMessage(role="tool", content=text, tool_call_id=call_id))
         self.items.append(
             {
                 "id": self._item_id("fco", len(self.items)),
@@ -211,7 +218,7 @@ class InputConverter:
         error = item.get("error")
         result = output if isinstance(output, str) else _error_text(error)
         self._call(item_id, name, arguments)
-        self.messages.append(ChatMessage(role="tool", content=result, tool_call_id=item_id))
+        self._append(ChatMessage(role="tool", content=result, tool_call_id=item_id))
         self._open_calls = None
         kept = {
             k: item.get(k) for k in ("id", "type", "server_label", "name", "arguments", "output", "error", "status")
@@ -232,8 +239,38 @@ def _error_text(error: Any) -> str:
     return ""
 
 
-def convert_input(value: str | list[Any], item_id: Any) -> tuple[list[ChatMessage], list[dict[str, Any]]]:
-    """The run's messages and the stored input items of ``input``; 400 naming the first bad item."""
+def convert_input(value: str | list[Any], item_id: Any) -> InputConverter:
+    """``input`` converted: ``messages`` for the run, ``items`` to store, ``params`` naming each
+    message's item; 400 naming the first bad item."""
     converter = InputConverter(item_id)
     converter.convert(value)
-    return converter.messages, converter.items
+    return converter
+
+
+def check_pairing(prior: list[ChatMessage], converted: InputConverter) -> None:
+    """Calls and their outputs must pair up, as every provider requires (chat's rule): each
+    ``function_call_output`` answers a call made just before it (in ``input``, or as the last output of
+    the previous response), and each call is answered before the conversation goes on. 400 otherwise,
+    naming the item."""
+    params = ["previous_response_id"] * len(prior) + converted.params
+    open_calls: set[str] = set()
+    opened_at = ""
+    for message, param in zip([*prior, *converted.messages], params, strict=True):
+        if message.role == "tool":
+            if message.tool_call_id not in open_calls:
+                raise _bad(
+                    f"'{param}' answers the call {message.tool_call_id!r}, which no function call just before it made.",
+                    f"{param}.call_id",
+                )
+            open_calls.discard(message.tool_call_id or "")
+            continue
+        if open_calls:
+            raise _bad(
+                f"The function call(s) of '{opened_at}' need a 'function_call_output' before the conversation goes on.",
+                opened_at,
+            )
+        if message.role == "assistant" and message.tool_calls:
+            open_calls = {c.id for c in message.tool_calls}
+            opened_at = param
+    if open_calls:
+        raise _bad(f"The function call(s) of '{opened_at}' need a 'function_call_output'.", opened_at)

@@ -16,7 +16,18 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from contracts import ClientTool, FunctionCall, FunctionDefinition, NamedToolChoice
 
 from ..errors import GatewayError, describe_validation_error
-from ..schemas import MAX_INT32, MAX_NAME_LENGTH, Ident, Name, Number, Text
+from ..schemas import (
+    MAX_CLIENT_TOOLS,
+    MAX_INT32,
+    MAX_NAME_LENGTH,
+    MAX_TOOL_DESCRIPTION,
+    MAX_TOOLS_BYTES,
+    Ident,
+    Name,
+    Number,
+    Schema,
+    Text,
+)
 
 #: Accepted and ignored: they tune OpenAI's service (caching, tiers, moderation, logprobs, truncation)
 #: and change nothing a client relies on here.
@@ -42,8 +53,8 @@ _REFUSED_FIELDS = {
 }
 #: OpenAI's rule for function names.
 _FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-#: Client functions a request may offer.
-MAX_TOOLS = 128
+#: Client functions a request may offer (chat's bound).
+MAX_TOOLS = MAX_CLIENT_TOOLS
 #: Metadata: at most 16 pairs, keys up to 64 characters, values up to 512 (OpenAI's limits).
 _MAX_METADATA = 16
 
@@ -53,12 +64,12 @@ class _Body(BaseModel):
 
 
 class FunctionToolIn(_Body):
-    """A client function, in the Responses API's flat shape."""
+    """A client function, in the Responses API's flat shape (bounded as chat's: :mod:`gateway.schemas`)."""
 
     type: Literal["function"]
     name: Name
-    description: Text | None = None
-    parameters: dict[str, Any] | None = None
+    description: Annotated[Text, Field(max_length=MAX_TOOL_DESCRIPTION)] | None = None
+    parameters: Schema | None = None
     strict: StrictBool | None = None
 
 
@@ -178,11 +189,31 @@ def client_tools(body: CreateResponseRequest) -> list[ClientTool] | None:
         tools.append(
             ClientTool(
                 function=FunctionDefinition(
-                    name=tool.name, description=tool.description, parameters=tool.parameters, strict=tool.strict
+                    # An empty schema is "no parameters": the runner sends a valid empty object schema.
+                    name=tool.name,
+                    description=tool.description,
+                    parameters=tool.parameters or None,
+                    strict=tool.strict,
                 )
             )
         )
+    if sum(len(t.model_dump_json()) for t in tools) > MAX_TOOLS_BYTES:
+        raise _bad(f"The functions in 'tools' must be at most {MAX_TOOLS_BYTES} bytes of JSON in all.", "tools")
     return tools
+
+
+def check_tool_names(tools: list[ClientTool] | None, agent_tools: list[str]) -> None:
+    """A client function may not be named like one of the agent's own tools (the model could not tell
+    them apart): 400 ``tool_name_conflict``, as on chat."""
+    own = set(agent_tools)
+    for i, tool in enumerate(tools or ()):
+        if tool.function.name in own:
+            raise _bad(
+                f"Invalid value for 'tools[{i}].name': {tool.function.name!r} is the name of one of the agent's "
+                "own tools; rename your function.",
+                f"tools[{i}].name",
+                "tool_name_conflict",
+            )
 
 
 ToolChoice = Literal["auto", "none", "required"] | NamedToolChoice | None
@@ -244,6 +275,7 @@ __all__ = [
     "IGNORED_FIELDS",
     "MAX_NAME_LENGTH",
     "CreateResponseRequest",
+    "check_tool_names",
     "client_tools",
     "echoed_tool_choice",
     "echoed_tools",

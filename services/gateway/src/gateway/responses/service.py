@@ -31,10 +31,11 @@ from ..relay import empty_response, finish_run
 from ..runs import RunReplay
 from .background import BackgroundResponses
 from .history import finished_record
-from .inputs import convert_input
+from .inputs import check_pairing, convert_input
 from .render import TERMINAL_STATUSES, ResponseRenderer
 from .request import (
     CreateResponseRequest,
+    check_tool_names,
     client_tools,
     echoed_tool_choice,
     echoed_tools,
@@ -171,10 +172,13 @@ async def create_response(
     """Start the response's run and answer as the request asked (module docstring)."""
     response_id = new_id(RESPONSE_ID_PREFIX)
     tools = client_tools(body)
+    check_tool_names(tools, agent.tools)
     choice = tool_choice(body, tools)
     fmt = response_format(body)
-    messages, items = convert_input(body.input, _input_item_id(response_id))
+    converted = convert_input(body.input, _input_item_id(response_id))
+    messages, items = converted.messages, converted.items
     prior = await _history(service, principal, body.previous_response_id) if body.previous_response_id else []
+    check_pairing(prior, converted)
     if body.background and service.background.full():
         raise GatewayError.unavailable("This gateway carries too many background responses; try again shortly.")
     background = bool(body.background)
