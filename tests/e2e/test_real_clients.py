@@ -23,7 +23,7 @@ CALL_WEATHER = {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Pa
 #: generateText with the chat provider, up to three steps; the fetch it uses counts the requests.
 VERCEL_SCRIPT = """
 import { createOpenAI } from '@ai-sdk/openai';
-import { generateText, jsonSchema, stepCountIs, tool } from 'ai';
+import { generateText, jsonSchema, stepCountIs, streamText, tool } from 'ai';
 
 let requests = 0;
 const countingFetch = (url, init) => { requests += 1; return fetch(url, init); };
@@ -36,33 +36,41 @@ const tools = process.env.CLIENT_TOOL ? {
     execute: async ({ city }) => { executed.push(city); return `sunny in ${city}`; },
   }),
 } : undefined;
-const result = await generateText({
+const options = {
   model: provider.chat(process.env.AGENT_ID),
   prompt: process.env.PROMPT,
   tools,
   stopWhen: stepCountIs(3),
-});
+};
+// streamText's result resolves its fields once the stream is consumed; generateText's are plain values.
+const result = process.env.STREAM ? streamText(options) : await generateText(options);
+const steps = await result.steps;
 console.log(JSON.stringify({
-  text: result.text,
+  text: await result.text,
   requests,
-  steps: result.steps.length,
-  toolCalls: result.steps.flatMap((s) => s.toolCalls.map((c) => c.toolName)),
-  finishReason: result.finishReason,
+  steps: steps.length,
+  toolCalls: steps.flatMap((s) => s.toolCalls.map((c) => c.toolName)),
+  finishReason: await result.finishReason,
   executed,
 }));
 """
 
 
-def _node_env(e2e: StackHandle, agent_id: str, prompt: str, client_tool: bool = False) -> dict[str, str]:
+def _node_env(
+    e2e: StackHandle, agent_id: str, prompt: str, *, client_tool: bool = False, stream: bool = False
+) -> dict[str, str]:
     env = {"BASE_URL": e2e.base_url, "API_KEY": e2e.seeded.api_key, "AGENT_ID": agent_id, "PROMPT": prompt}
     if client_tool:
         env["CLIENT_TOOL"] = "1"
+    if stream:
+        env["STREAM"] = "1"
     return env
 
 
-async def test_vercel_agent_tool_answers_in_one_request(e2e: StackHandle, node_clients: Path) -> None:
+@pytest.mark.parametrize("stream", [False, True], ids=["generateText", "streamText"])
+async def test_vercel_agent_tool_answers_in_one_request(e2e: StackHandle, node_clients: Path, stream: bool) -> None:
     agent = e2e.agent("openai", tools=["calculator"])  # unscripted: the fake calls the calculator
-    out = run_node(node_clients, VERCEL_SCRIPT, _node_env(e2e, agent.id, "What is 17*23?"))
+    out = run_node(node_clients, VERCEL_SCRIPT, _node_env(e2e, agent.id, "What is 17*23?", stream=stream))
     assert out["requests"] == 1 and out["steps"] == 1, out
     assert out["toolCalls"] == [] and out["finishReason"] == "stop", out
     assert "391" in out["text"], out
@@ -112,6 +120,15 @@ async def test_langchain_agent_tool_answers_in_one_request(
     assert "391" in message.content
     assert message.tool_calls == [] and message.invalid_tool_calls == []
     assert len(seen) == 1 and seen[0].endswith("/chat/completions")
+
+
+async def test_langchain_streamed_agent_tool_has_no_tool_call_chunks(
+    e2e: StackHandle, lc_http: httpx.AsyncClient
+) -> None:
+    agent = e2e.agent("openai", tools=["calculator"])
+    chunks = [c async for c in _chat_openai(e2e, agent.id, lc_http).astream("What is 17*23?")]
+    assert "391" in "".join(str(c.content) for c in chunks)
+    assert all(not c.tool_call_chunks and not c.tool_calls for c in chunks)
 
 
 async def test_langchain_bind_tools_round_trip(e2e: StackHandle, lc_http: httpx.AsyncClient) -> None:
