@@ -274,3 +274,32 @@ async def test_poor_user_gets_402(e2e: StackHandle) -> None:
     assert err.value.status_code == 402
     assert err.value.body["code"] == "insufficient_quota"  # type: ignore[index]
     assert await e2e.fake.requests(agent.model) == []
+
+
+async def test_client_function_round_trip_with_previous_response_id(
+    e2e: StackHandle, client: openai.AsyncOpenAI
+) -> None:
+    agent = e2e.agent(tools=["calculator"])
+    await e2e.fake.script(agent.model, [{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}])
+    weather = {
+        "type": "function",
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+    asked = await client.responses.create(model=agent.id, input="Weather in Paris?", tools=[weather])  # type: ignore[list-item]
+    (call,) = asked.output
+    assert call.type == "function_call" and call.name == "get_weather" and call.status == "completed"
+    assert json.loads(call.arguments) == {"city": "Paris"}
+    assert asked.tools[0].name == "get_weather"  # type: ignore[union-attr]
+
+    await e2e.fake.script(agent.model, [{"text": "It is sunny in Paris."}])
+    answer = await client.responses.create(
+        model=agent.id,
+        previous_response_id=asked.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 24 C"}],
+        tools=[weather],  # type: ignore[list-item]
+    )
+    assert answer.output_text == "It is sunny in Paris."
+    sent = json.dumps((await e2e.fake.requests(agent.model))[-1])
+    assert "sunny, 24 C" in sent and call.call_id in sent

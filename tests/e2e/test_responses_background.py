@@ -152,3 +152,24 @@ async def test_rate_limit_applies_to_responses(e2e: StackHandle) -> None:
         with pytest.raises(openai.RateLimitError) as err:
             await limited.responses.create(model=agent.id, input="two")
     assert err.value.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
+
+
+async def test_a_response_whose_gateway_died_is_finished_by_another(e2e: StackHandle) -> None:
+    before = set(e2e.stack.processes)
+    doomed_url = e2e.stack.add_gateway()
+    (doomed,) = set(e2e.stack.processes) - before
+    agent = e2e.agent()
+    await e2e.fake.script(agent.model, [{"text": SHORT_TEXT, "tokens_per_s": 30}])
+    async with openai.AsyncOpenAI(
+        base_url=f"{doomed_url}/v1", api_key=e2e.seeded.api_key, max_retries=0, timeout=30
+    ) as on_doomed:
+        created = await on_doomed.responses.create(model=agent.id, input="Go", background=True)
+    e2e.stack.kill(doomed)  # the gateway carrying it dies mid-run; the runner goes on
+
+    async with e2e.client() as survivor:
+        done = await eventually(
+            lambda: survivor.responses.retrieve(created.id), lambda r: r.status == "completed", timeout=20
+        )
+        assert done.output_text == SHORT_TEXT
+        # Finished once, stored: the next read is the stored response itself.
+        assert (await survivor.responses.retrieve(created.id)).to_dict() == done.to_dict()
