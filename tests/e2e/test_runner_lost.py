@@ -1,6 +1,7 @@
 """A drill: the runner is killed (-9) with 10 streams in flight.
 
-Every client gets an error chunk within seconds (the gateways hear the runner's heartbeat stop), every
+Every client gets an error chunk within seconds (the gateways hear the runner's heartbeat stop) and the
+gateway logs each failed run once, under the client's request id, with the cause; every
 provider call in flight is billed exactly once — estimated, from the runner's last heartbeat, never
 zero and never more than was streamed — and the reservations are released within seconds, not after
 the 15-minute expiry sweep. A runner started again serves new requests.
@@ -61,7 +62,10 @@ class Stream:
 async def _follow(handle: StackHandle, agent_id: str, stream: Stream) -> None:
     async with handle.client() as client:
         response = await client.chat.completions.create(
-            model=agent_id, messages=[{"role": "user", "content": "Count."}], stream=True
+            model=agent_id,
+            messages=[{"role": "user", "content": "Count."}],
+            stream=True,
+            extra_headers={"X-Request-ID": f"drill-{agent_id}"},
         )
         try:
             async for chunk in response:
@@ -99,6 +103,13 @@ async def test_a_killed_runner_s_calls_are_billed_and_its_holds_released(handle:
         assert stream.error is not None, f"{model}: the stream ended without an error"
         assert stream.error.code == "runner_lost", stream.error
         assert stream.ended_at - killed_at < ERROR_WITHIN_S
+    # Each failed run is one line of the gateway's log, under its request id, with who and why.
+    log_lines = handle.stack.log_path("gateway").read_text(encoding="utf-8", errors="replace").splitlines()
+    for agent in agents:
+        failed = [line for line in log_lines if f"request_id=drill-{agent.id} " in line and " failed: " in line]
+        assert len(failed) == 1, failed
+        for part in (f"user={user}", f"agent={agent.id}", "provider=openai", "code=runner_lost", "(runner lost)"):
+            assert part in failed[0], (part, failed[0])
 
     # Billing's part: the holds are released within seconds …
     def released(balance: dict[str, str]) -> bool:
