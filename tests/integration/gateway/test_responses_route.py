@@ -169,3 +169,27 @@ async def test_run_failed_before_stream_keeps_http_status(stack: Stack) -> None:
     async with stack.client() as client:
         with pytest.raises(openai.RateLimitError):
             await client.responses.create(model="agent_busy", input="x", stream=True)
+
+
+async def test_background_stream_after_its_events_expired(stack: Stack) -> None:
+    from tests.e2e.fake import eventually
+
+    async def quick(run: RunContext) -> None:
+        await run.start()
+        await run.emit(TextDelta, delta="done")
+        await run.emit(RunCompleted, finish_reason="stop", usage=USAGE)
+
+    stack.fakes.agent("agent_quick", quick)
+    async with stack.client() as client:
+        created = await client.responses.create(model="agent_quick", input="x", background=True)
+        done = await eventually(lambda: client.responses.retrieve(created.id), lambda r: r.status == "completed")
+        assert done.output_text == "done"
+        # RUN_EVENTS no longer holds the run (its window passed): a clear 400, the response itself still there.
+        await stack.nc.jetstream().purge_stream(
+            stack.subjects.run_events_stream, subject=stack.subjects.run_events(created.id)
+        )
+        with pytest.raises(openai.BadRequestError) as err:
+            async for _ in await client.responses.retrieve(created.id, stream=True):
+                pass
+        assert err.value.body["code"] == "stream_expired"  # type: ignore[index]
+        assert (await client.responses.retrieve(created.id)).output_text == "done"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 
-from contracts import AgentSnapshot, ChatMessage, Principal, new_id
+from contracts import AgentSnapshot, ChatMessage, Principal, RunEvent, new_id
 
 from ..errors import ClientGone, GatewayError, JSONResponse
 from ..orchestration import RunSpec, StartedRun, start_run
@@ -216,7 +216,7 @@ async def create_response(
     if background:
         return await _background(ctx, service, started, record, bool(body.stream))
     renderer = ResponseRenderer(base)
-    if started.streaming or body.stream:
+    if body.stream:  # an agent that does not stream still answers a stream (its text in one delta)
         return _live_stream(ctx, service, started, record, renderer, started_at)
     try:
         error = await collect(
@@ -227,8 +227,17 @@ async def create_response(
     if error is not None and renderer.response.get("status") == "failed":
         raise GatewayError(error)
     if record.stored:
-        await service.store.put(finished_record(record, renderer))
+        await _store_answered(service, finished_record(record, renderer))
     return JSONResponse(renderer.snapshot())
+
+
+async def _store_answered(service: ResponsesService, record: StoredResponse) -> None:
+    """Store a response the client is about to receive. A store that fails now does not take the answer
+    (already paid for) away from the client: the failure is logged, and a lookup of it is a 404."""
+    try:
+        await service.store.put(record)
+    except GatewayError:
+        log.error("response %s was answered but could not be stored", record.id)
 
 
 def _live_stream(
@@ -243,10 +252,7 @@ def _live_stream(
 
     async def on_finished(done: ResponseRenderer) -> None:
         if record.stored and done.response.get("status") != "failed":
-            try:
-                await service.store.put(finished_record(record, done))
-            except GatewayError:
-                log.error("response %s finished but could not be stored", record.id)
+            await _store_answered(service, finished_record(record, done))
 
     async def on_close(finished: bool) -> None:
         await finish_run(run, finished)
@@ -290,7 +296,9 @@ async def _background(
     return replay_stream(ctx, replay, record, -1)
 
 
-def replay_stream(ctx: GatewayContext, replay: RunReplay, record: StoredResponse, starting_after: int) -> Response:
+def replay_stream(
+    ctx: GatewayContext, replay: RunReplay, record: StoredResponse, starting_after: int, first: RunEvent | None = None
+) -> Response:
     """A background response's stream, rendered again from RUN_EVENTS (events after ``starting_after``)."""
 
     async def on_close(_: bool) -> None:
@@ -300,7 +308,7 @@ def replay_stream(ctx: GatewayContext, replay: RunReplay, record: StoredResponse
         replay,
         ResponseRenderer(record.skeleton),
         run_id=record.run_id,
-        first=None,
+        first=first,
         idle_timeout_s=ctx.settings.idle_timeout_s,
         metrics=ctx.metrics,
         starting_after=starting_after,

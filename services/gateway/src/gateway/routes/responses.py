@@ -17,7 +17,7 @@ from contracts import CancelRun
 from ..bodylimits import read_json_body
 from ..context import GatewayContext
 from ..deps import CtxDep, PrincipalDep, check_rate_limit
-from ..errors import GatewayError, JSONResponse
+from ..errors import GatewayError, JSONResponse, RunStreamError
 from ..responses.background import finish_from_events, store_final
 from ..responses.render import TERMINAL_STATUSES
 from ..responses.request import parse_create_request
@@ -74,8 +74,23 @@ async def retrieve_response(
                 "stream",
             )
         replay = RunReplay(ctx.js, ctx.subjects, record.run_id)
-        await replay.open(ctx.settings.rpc_timeout_s)
-        return replay_stream(ctx, replay, record, starting_after)
+        try:
+            await replay.open(ctx.settings.rpc_timeout_s)
+            # The run's first event is there at once unless RUN_EVENTS no longer keeps it: then say so,
+            # rather than render a stream that would end in a timeout.
+            first = await replay.next(min(_REPLAY_FIRST_WAIT_S, ctx.settings.idle_timeout_s))
+        except (RunStreamError, TimeoutError) as exc:
+            await replay.close()
+            raise GatewayError.bad_request(
+                f"The events of response '{response_id}' are no longer kept, so its stream cannot be read "
+                "again; retrieve it without 'stream' for the response itself.",
+                "stream",
+                "stream_expired",
+            ) from exc
+        except BaseException:
+            await replay.close()
+            raise
+        return replay_stream(ctx, replay, record, starting_after, first)
     if record.status not in TERMINAL_STATUSES:
         local = service.background.local(response_id)
         if local is not None:
