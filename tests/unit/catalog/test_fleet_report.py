@@ -27,7 +27,7 @@ async def test_the_report_names_the_runners_of_each_provider_and_tool() -> None:
     svc.fleet = FleetCapabilities(clock)
     svc.fleet.heard("runner-b", 1.0, ["openai"], ["calculator"])
     clock.now += 1.5
-    svc.fleet.heard("runner-a", 1.0, ["anthropic", "openai"], ["calculator", "current_time"])
+    svc.fleet.heard("runner-a", 1.0, ["anthropic", "openai"], ["calculator", "current_time"], {"github": ["search"]})
     svc.fleet.heard("runner-old", 1.0, None, None)  # too old to announce: counted, names nothing
     reply = await _run("fleet.report", svc=svc)
     assert reply.status == 200 and reply.error is None
@@ -40,6 +40,8 @@ async def test_the_report_names_the_runners_of_each_provider_and_tool() -> None:
         ("calculator", ["runner-a", "runner-b"]),
         ("current_time", ["runner-a"]),
     ]
+    assert [(m.name, m.runners) for m in report.mcp_servers] == [("github", ["runner-a"])]
+    assert report.runners[0].mcp_servers == {"github": ["search"]}
     assert [(r.runner_id, r.connections, r.last_heard_s) for r in report.runners] == [
         ("runner-a", ["anthropic", "openai"], 0.0),
         ("runner-b", ["openai"], 1.5),

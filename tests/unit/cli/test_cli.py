@@ -340,6 +340,7 @@ def test_capabilities_table_shows_each_provider_and_tool_with_its_runners() -> N
         "object": "capabilities",
         "providers": [{"name": "anthropic", "runners": ["r1"]}, {"name": "openai", "runners": ["r1", "r2"]}],
         "tools": [{"name": "calculator", "runners": ["r2"]}],
+        "mcp_servers": [{"name": "github", "runners": ["r1"]}],
         "runners": [{"runner_id": "r1", "connections": ["anthropic", "openai"], "tools": [], "last_heard_s": 0.4}],
         "runners_total": 2,
     }
@@ -351,6 +352,7 @@ def test_capabilities_table_shows_each_provider_and_tool_with_its_runners() -> N
         ["provider", "anthropic", "r1"],
         ["provider", "openai", "r1, r2"],
         ["tool", "calculator", "r2"],
+        ["mcp_server", "github", "r1"],
     ]
     assert json.loads(run(recorder, "capabilities").stdout) == report
 

@@ -145,12 +145,12 @@ def _columns(value: Any, columns: tuple[str, ...]) -> Any:
 
 
 def _served_rows(report: Any) -> Any:
-    """The capabilities report as one row per provider and tool (for ``--table``)."""
+    """The capabilities report as one row per provider, tool and MCP server (for ``--table``)."""
     if not isinstance(report, dict):
         return report
     rows = [
         {"kind": kind, "name": entry.get("name"), "runners": ", ".join(map(str, entry.get("runners") or []))}
-        for kind, key in (("provider", "providers"), ("tool", "tools"))
+        for kind, key in (("provider", "providers"), ("tool", "tools"), ("mcp_server", "mcp_servers"))
         for entry in report.get(key) or []
         if isinstance(entry, dict)
     ]

@@ -227,7 +227,7 @@ class Grant(Message):
 
 # --- the runner fleet ------------------------------------------------------------------------
 class ServedBy(Message):
-    """One provider connection or built-in tool, and the live runners that announce it."""
+    """One provider connection, built-in tool or MCP server, and the live runners that announce it."""
 
     name: str
     runners: list[str] = Field(description="ids of the live runners announcing it")
@@ -241,6 +241,9 @@ class RunnerAnnouncement(Message):
         default=None, description="its provider connections (null: a runner too old to say)"
     )
     tools: list[str] | None = Field(default=None, description="its built-in tools (null: a runner too old to say)")
+    mcp_servers: dict[str, list[str] | None] | None = Field(
+        default=None, description="its MCP servers, each with its tools (null: not known)"
+    )
     last_heard_s: float = Field(ge=0, description="seconds since its last heartbeat")
 
 
@@ -251,6 +254,7 @@ class CapabilitiesReport(Message):
     object: Literal["capabilities"] = "capabilities"
     providers: list[ServedBy] = Field(description="provider connections, by name")
     tools: list[ServedBy] = Field(description="built-in tools, by name")
+    mcp_servers: list[ServedBy] = Field(default_factory=list, description="MCP servers, by name")
     runners: list[RunnerAnnouncement] = Field(description="the live runners, by id (the first 500)")
     runners_total: int = Field(default=0, ge=0, description="how many runners are live")
 

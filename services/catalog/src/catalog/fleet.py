@@ -66,6 +66,7 @@ class LiveRunner:
     connections: list[str] | None
     tools: list[str] | None
     silent_s: float
+    mcp_servers: McpServers | None = None
 
 
 class FleetCapabilities:
@@ -114,7 +115,10 @@ class FleetCapabilities:
         """Each live runner's last announcement, by runner id."""
         self._forget_lost()
         now = self._clock()
-        return [LiveRunner(k, r.connections, r.tools, now - r.heard_at) for k, r in sorted(self._runners.items())]
+        return [
+            LiveRunner(k, r.connections, r.tools, now - r.heard_at, r.mcp_servers)
+            for k, r in sorted(self._runners.items())
+        ]
 
     def _forget_lost(self) -> None:
         now = self._clock()

@@ -1,6 +1,7 @@
 """The operators' view of the runner fleet (admin op ``fleet.report``, ``GET /admin/v1/capabilities``):
-each provider connection and built-in tool with the live runners that announce it, and each live
-runner with what it announced and how long ago it was last heard (:class:`contracts.admin.CapabilitiesReport`).
+each provider connection, built-in tool and MCP server with the live runners that announce it, and
+each live runner with what it announced and how long ago it was last heard
+(:class:`contracts.admin.CapabilitiesReport`).
 
 It reads the same heartbeats agents are checked against (:mod:`catalog.fleet`), so it shows exactly why
 an agent naming a provider or tool is refused or accepted. It covers the first :data:`MAX_REPORTED`
@@ -36,11 +37,13 @@ def fleet_report(runners: list[LiveRunner]) -> CapabilitiesReport:
         runners_total=total,
         providers=_served_by((c, r.runner_id) for r in runners for c in r.connections or ()),
         tools=_served_by((t, r.runner_id) for r in runners for t in r.tools or ()),
+        mcp_servers=_served_by((m, r.runner_id) for r in runners for m in r.mcp_servers or ()),
         runners=[
             RunnerAnnouncement(
                 runner_id=r.runner_id,
                 connections=r.connections,
                 tools=r.tools,
+                mcp_servers=r.mcp_servers,
                 last_heard_s=round(max(r.silent_s, 0.0), 3),
             )
             for r in runners
