@@ -99,7 +99,9 @@ class McpTestServer:
         self._sock.bind((host, port))
         self.host, self.port = self._sock.getsockname()[:2]
         app = build_server(self.observed).streamable_http_app(streamable_http_path="/mcp", host=host)
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        # Open streams (a session's GET) would hold a shutdown: a restart in a test must be quick.
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
+        self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 
     @property

@@ -23,6 +23,7 @@ from runner.app import create_app
 from runner.settings import RunnerSettings
 from runner.tools import ToolError
 from runner.tools.mcp import McpServerConfig, McpTimeout, McpTool, McpToolbox, McpUnavailable, load_mcp_servers
+from runner.tools.mcp import session as mcp_session
 from tests.integration.runner.conftest import Harness, make_request
 from tests.support.mcp_server import LONG_TOOL_NAME, McpTestServer
 
@@ -314,3 +315,22 @@ async def test_cancelling_a_run_cancels_its_mcp_call_at_the_server(harness: Harn
     assert got.closed[0].status == "cancelled"
     for s in subs:
         await s.unsubscribe()
+
+
+async def test_a_session_the_server_forgot_is_replaced_and_the_call_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Servers before protocol 2026-07-28 keep sessions: after a restart they answer 404 for the old one.
+    monkeypatch.setattr(mcp_session, "CONNECT_MODE", "legacy")
+    port = free_port()
+    server = McpTestServer(port=port).start()
+    box = toolbox_for(server.url, timeout_s=3)
+    try:
+        add = by_name((await box.resolve(["add_mcp_tools"], "u1")).tools)["add_mcp_tools"]
+        assert json.loads(await add.call({"a": 1, "b": 2})) == {"sum": 3}
+        server.stop()
+        server = McpTestServer(port=port).start()
+        assert json.loads(await add.call({"a": 2, "b": 2})) == {"sum": 4}  # no error: sent again
+        assert box.pool.opened == 2
+        assert server.observed.calls == ["add"]  # the restarted server ran it once
+    finally:
+        await box.close()
+        server.stop()

@@ -32,12 +32,19 @@ MAX_LIST_PAGES = 20
 #: How long the server may hold a stream open without sending anything (the SDK's own default).
 STREAM_READ_TIMEOUT_S = 300.0
 CLIENT_INFO = mcp_types.Implementation(name="switchboard-runner", version="1")
+#: How the protocol version is agreed: the SDK probes for the newest and falls back to the handshake.
+CONNECT_MODE = "auto"
 
 _T = TypeVar("_T")
 
 
 class McpUnavailable(ToolError):
     """The MCP server cannot be reached, or the connection to it was lost."""
+
+
+class McpSessionLost(McpUnavailable):
+    """The server no longer knows the session (it restarted, or expired it): the request was not run,
+    so it may be sent again on a new session."""
 
 
 class McpTimeout(ToolError):
@@ -97,7 +104,10 @@ class McpSession:
         transport = streamable_http_client(self.config.url, http_client=http)
         try:
             # cache=None: the pool caches tool lists with its own TTL; one rule, not two.
-            async with http, Client(transport, cache=None, read_timeout_seconds=timeout, client_info=CLIENT_INFO) as c:
+            client = Client(
+                transport, cache=None, read_timeout_seconds=timeout, client_info=CLIENT_INFO, mode=CONNECT_MODE
+            )
+            async with http, client as c:
                 self._client = c
                 self._ready.set()
                 await self._closing.wait()
@@ -164,6 +174,10 @@ class McpSession:
             if exc.error.code == mcp_types.CONNECTION_CLOSED:
                 self.broken = True
                 raise McpUnavailable(f"the connection to MCP server {server!r} was lost ({doing})") from None
+            if exc.error.code == mcp_types.INVALID_REQUEST and "session" in exc.error.message.lower():
+                # A server with sessions (before protocol 2026-07-28) answers 404 for one it forgot.
+                self.broken = True
+                raise McpSessionLost(f"MCP server {server!r} no longer knows this session ({doing})") from None
             if exc.error.code == mcp_types.REQUEST_TIMEOUT:
                 raise McpTimeout(f"MCP server {server!r} did not answer within {timeout:g} s ({doing})") from None
             raise ToolError(f"MCP server {server!r} refused {doing}: {exc.error.message[:500]}") from None

@@ -16,6 +16,7 @@ from contracts.mcp import function_name
 
 from ..base import ToolError
 from .pool import McpPool
+from .session import McpSessionLost
 
 #: What the model is told a tool does when the server gives no description.
 _NO_DESCRIPTION = "A tool of the MCP server {server}."
@@ -91,9 +92,18 @@ class McpTool:
                 "server.port": url.port or (443 if url.scheme == "https" else 80),
             }
         )
-        session = await self._pool.session(self.server_label, self._user_id)
-        result = await session.call_tool(self.mcp_name, arguments)
+        result = await self._call(arguments)
         text = render_result(result, self._max_chars)
         if result.is_error:
             raise ToolError(f"the MCP tool {self.mcp_name!r} of server {self.server_label!r} failed: {text}")
         return text
+
+    async def _call(self, arguments: dict[str, Any]) -> mcp_types.CallToolResult:
+        try:
+            session = await self._pool.session(self.server_label, self._user_id)
+            return await session.call_tool(self.mcp_name, arguments)
+        except McpSessionLost:
+            # The server never ran it (it forgot the session, a restart): once more on a new session.
+            # A connection lost mid-call is not retried: the tool may have run.
+            session = await self._pool.session(self.server_label, self._user_id)
+            return await session.call_tool(self.mcp_name, arguments)
