@@ -156,8 +156,9 @@ async def test_unauthenticated_routes(stack: Stack) -> None:
         ):
             r = await http.request(method, path)
             assert r.status_code == 401, (method, path, r.text)
-        r = await http.get("/v1/responses/resp_missing", headers={"Authorization": f"Bearer {KEY}"})
-        assert r.status_code == 404 and r.json()["error"]["type"] == "invalid_request_error"
+        for response_id in ("resp_missing", "bad%20id", "x" * 300):
+            r = await http.get(f"/v1/responses/{response_id}", headers={"Authorization": f"Bearer {KEY}"})
+            assert r.status_code == 404 and r.json()["error"]["type"] == "invalid_request_error", r.text
 
 
 async def test_run_failed_before_stream_keeps_http_status(stack: Stack) -> None:

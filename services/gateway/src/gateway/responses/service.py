@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESPONSE_ID_PREFIX = "resp_"
+#: What a response id can look like (ours are ``resp_`` and 32 hex digits); anything else is not found
+#: without asking the store.
+_RESPONSE_ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 
 
 def not_found(response_id: str, param: str | None = None, code: str = "not_found") -> GatewayError:
@@ -69,7 +73,7 @@ class ResponsesService:
 
     async def owned(self, response_id: str, principal: Principal) -> StoredResponse:
         """The caller's stored response; 404 for a missing one, another user's, or a ``store: false`` marker."""
-        record = await self.store.get(response_id)
+        record = await self.store.get(response_id) if _RESPONSE_ID.match(response_id) else None
         if record is None or record.owner != principal.user_id or not record.stored:
             raise not_found(response_id)
         return record
@@ -128,7 +132,7 @@ def skeleton(response_id: str, body: CreateResponseRequest, spec: RunSpec, creat
 
 async def _history(service: ResponsesService, principal: Principal, previous_id: str) -> list[ChatMessage]:
     """The parent's conversation (earlier turns, its input and output); 404/400 when it cannot be continued."""
-    parent = await service.store.get(previous_id)
+    parent = await service.store.get(previous_id) if _RESPONSE_ID.match(previous_id) else None
     if parent is None or parent.owner != principal.user_id:
         raise not_found(previous_id, "previous_response_id", "previous_response_not_found")
     if not parent.stored:
