@@ -30,7 +30,7 @@ from .tool import McpTool, render_result
 log = logging.getLogger(__name__)
 
 #: The tool names announced in one heartbeat, in characters at most; servers past it say "unknown".
-ANNOUNCE_BUDGET_CHARS = 8192
+ANNOUNCE_BUDGET_CHARS = 4096
 
 
 @dataclass
