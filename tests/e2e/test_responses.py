@@ -15,6 +15,7 @@ import pytest
 from tests.e2e.checks import assert_usage_billed
 from tests.e2e.conftest import StackHandle
 from tests.e2e.responses_checks import check_response, check_stream
+from tests.support.openapi_schema import validate
 
 pytestmark = pytest.mark.e2e
 
@@ -187,7 +188,9 @@ async def test_stored_response_routes_and_owner_only(e2e: StackHandle, client: o
     assert page.has_more is True
     rest = await client.responses.input_items.list(response.id, after=page.last_id, order="asc")
     assert [i.role for i in rest.data] == ["assistant", "user"] and rest.has_more is False  # type: ignore[union-attr]
-    desc = await client.responses.input_items.list(response.id)
+    raw = await client.responses.input_items.with_raw_response.list(response.id)
+    validate("ResponseItemList", json.loads(raw.content))
+    desc = raw.parse()
     assert [i.role for i in desc.data] == ["user", "assistant", "user", "developer"]  # type: ignore[union-attr]
 
     async with e2e.client(e2e.seeded.outsider_key) as outsider:
