@@ -334,3 +334,19 @@ async def test_a_session_the_server_forgot_is_replaced_and_the_call_sent_again(m
     finally:
         await box.close()
         server.stop()
+
+
+async def test_per_user_sessions_are_capped_the_least_recently_used_closed(mcp_server: McpTestServer) -> None:
+    config = McpServerConfig(name=SERVER, url=mcp_server.url, headers={"X-User": "{{user_id}}"}, timeout_s=5)
+    box = McpToolbox({SERVER: config})
+    box.pool._max_user_sessions = 2
+    try:
+        for user in ("u1", "u2", "u1", "u3"):
+            echo = by_name((await box.resolve(["echo_header_mcp_tools"], user)).tools)["echo_header_mcp_tools"]
+            assert await echo.call({"name": "X-User"}) == user
+        assert box.pool.opened == 3
+        kept = sorted(k[1] for k in box.pool._sessions)
+        assert kept == ["u1", "u3"]  # u2 was used least recently
+        assert sorted(k[1] for k in box.pool._listings) == ["u1", "u3"]
+    finally:
+        await box.close()

@@ -100,12 +100,18 @@ class McpPool:
             task.add_done_callback(self._closing.discard)
 
     def _evict(self, server: str) -> None:
+        """Keep a per-user server's sessions within the cap, and forget what users without one left
+        (their tool lists, their locks), so memory follows the sessions kept, not every user seen."""
         if not self.servers[server].per_user:
             return
         mine = [k for k in self._sessions if k[0] == server]
         for key in mine[: max(0, len(mine) - self._max_user_sessions)]:
             self._drop(key)
-            self._listings.pop(key, None)
+        for key in [k for k in self._listings if k[0] == server and k not in self._sessions]:
+            del self._listings[key]
+        for lock_key in [k for k in self._locks if k[-2] == server and k[-2:] not in self._sessions]:
+            if not self._locks[lock_key].locked():
+                del self._locks[lock_key]
 
     async def tools(self, server: str, user_id: str) -> list[mcp_types.Tool]:
         """The tools ``server`` lists for ``user_id`` (reused for the TTL), or :class:`McpUnavailable`."""
