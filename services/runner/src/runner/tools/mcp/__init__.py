@@ -75,6 +75,8 @@ class McpToolbox:
         listings = await asyncio.gather(*(self.pool.tools(s, user_id) for s in servers), return_exceptions=True)
         for server, listing in zip(servers, listings, strict=True):
             if isinstance(listing, McpUnavailable | McpTimeout):
+                # Every run it affects says so in its log (the record names the request).
+                log.warning("run goes on without the tools of MCP server %s: %s", server, listing)
                 out.notes.append(f"{listing}. Answer without them, and say so if the user asked for them.")
                 continue
             if isinstance(listing, BaseException):

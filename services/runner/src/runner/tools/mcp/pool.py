@@ -141,7 +141,7 @@ class McpPool:
                     if attempt == 2 or not session.broken:
                         raise
         except McpUnavailable as exc:
-            log.warning("MCP server %s: its tools are unavailable: %s", server, exc)
+            log.info("MCP server %s could not be listed: %s", server, exc)
             return _Listing(None, exc, now + min(FAILURE_TTL_S, self._ttl))
         except Exception as exc:
             # A listing the SDK cannot read (a server off the protocol): the run goes on without it.
