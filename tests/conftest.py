@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from tests.support.natsclean import delete_namespace_streams
 from tests.support.services import ensure_service_urls
 
 
@@ -88,8 +89,5 @@ async def nats_client(nats_url: str, namespace: str):  # type: ignore[no-untyped
 
     nc = await nats.connect(nats_url)
     yield nc
-    js = nc.jetstream()
-    for info in await js.streams_info():
-        if info.config.name and info.config.name.startswith(f"{namespace}_"):
-            await js.delete_stream(info.config.name)
+    await delete_namespace_streams(nc.jetstream(), namespace)
     await nc.drain()

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from devstack.stack import Stack, StackConfig
+from tests.support.natsclean import delete_namespace_streams
 
 #: Short timeouts, so an error path in a test ends in seconds rather than the production defaults.
 TEST_TIMEOUTS = {
@@ -51,10 +52,7 @@ async def _delete_streams(nats_url: str, namespace: str) -> None:
 
     nc = await nats.connect(nats_url)
     try:
-        js = nc.jetstream()
-        for info in await js.streams_info():
-            if info.config.name and info.config.name.startswith(f"{namespace}_"):
-                await js.delete_stream(info.config.name)
+        await delete_namespace_streams(nc.jetstream(), namespace)
     finally:
         await nc.drain()
 
