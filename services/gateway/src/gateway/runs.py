@@ -273,21 +273,23 @@ class RunStream:
 
 
 class RunReplay:
-    """A run's events read again from RUN_EVENTS from its first, then live as the runner publishes them.
+    """A run's events read again from RUN_EVENTS, then live as the runner publishes them; those after
+    ``after_seq`` are returned (-1: all).
 
     What resumes a stream on any gateway replica: an ordered JetStream consumer on the run's subject
     (history first, then new events, in stream order). Events the stream holds twice (a runner sends
     its recent events again after a NATS reconnect) are dropped; a missing one is an ``event_gap``.
-    :meth:`next` raises :class:`RunStreamError` (``run_timeout``) when nothing arrives within its wait —
-    heartbeats count, so a live run never times out; a run whose events expired does at once.
+    :meth:`next` raises :class:`RunStreamError` (``run_timeout``) when nothing arrives within its wait:
+    heartbeats count, so a live run does not time out, while a run whose events expired does.
     """
 
-    __slots__ = ("_caught_up", "_expected", "_js", "_sub", "_subjects", "run_id")
+    __slots__ = ("_after", "_caught_up", "_expected", "_js", "_sub", "_subjects", "run_id")
 
-    def __init__(self, js: JetStreamContext, subjects: Subjects, run_id: str) -> None:
+    def __init__(self, js: JetStreamContext, subjects: Subjects, run_id: str, after_seq: int = -1) -> None:
         self._js = js
         self._subjects = subjects
         self.run_id = run_id
+        self._after = after_seq
         self._sub: Any = None
         self._expected = 0
         self._caught_up = False
@@ -330,7 +332,8 @@ class RunReplay:
                     "event_gap",
                 )
             self._expected += 1
-            return event
+            if event.seq > self._after:
+                return event
 
     async def close(self) -> None:
         if self._sub is not None:
