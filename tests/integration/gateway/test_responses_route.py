@@ -194,3 +194,15 @@ async def test_background_stream_after_its_events_expired(stack: Stack) -> None:
                 pass
         assert err.value.body["code"] == "stream_expired"  # type: ignore[index]
         assert (await client.responses.retrieve(created.id)).output_text == "done"
+
+
+async def test_a_conversation_larger_than_a_run_message_is_413(stack: Stack) -> None:
+    stack.fakes.agent("agent_big", cut_off)
+    big = "word " * 300_000  # 1.5 MB: under the body limit, over a NATS message
+    async with stack.http() as http:
+        r = await http.post(
+            "/v1/responses", json={"model": "agent_big", "input": big}, headers={"Authorization": f"Bearer {KEY}"}
+        )
+    assert r.status_code == 413, r.text
+    assert r.json()["error"]["param"] == "input" and r.json()["error"]["code"] == "request_too_large"
+    assert not any(req.agent.id == "agent_big" for req in stack.fakes.run_requests)

@@ -212,7 +212,12 @@ async def create_response(
         input_items=items,
         conversation=prior + messages,
     )
-    started = await start_run(ctx, principal, _with_instructions(agent, body.instructions), spec)
+    try:
+        started = await start_run(ctx, principal, _with_instructions(agent, body.instructions), spec)
+    except GatewayError as exc:
+        if exc.info.code == "request_too_large":  # the run's conversation: this API calls it 'input'
+            raise GatewayError(exc.info.model_copy(update={"param": "input"}), exc.headers) from None
+        raise
     if not body.stored:
         service.remember_unstored(
             StoredResponse(id=response_id, owner=principal.user_id, run_id=response_id, stored=False)
