@@ -40,7 +40,7 @@ def check_stream(events: list[Any], *, first_seq: int = 0) -> list[dict[str, Any
     for event in raw:
         assert event["type"] in schemas, f"not a ResponseStreamEvent: {event['type']}"
         validate(schemas[event["type"]], event)
-        _STREAM_EVENT.validate_python(event, strict=False)
+        _STREAM_EVENT.validate_python(event, strict=True)
     assert [e["sequence_number"] for e in raw] == list(range(first_seq, first_seq + len(raw)))
     ids = {e["response"]["id"] for e in raw if "response" in e}
     assert len(ids) <= 1, ids
@@ -61,4 +61,4 @@ def check_stream(events: list[Any], *, first_seq: int = 0) -> list[dict[str, Any
 def check_response(body: dict[str, Any]) -> Response:
     """A Response body against the spec and the SDK's model."""
     validate("Response", body)
-    return Response.model_validate(body)
+    return Response.model_validate(body, strict=True)
