@@ -306,3 +306,23 @@ async def test_client_function_round_trip_with_previous_response_id(
     assert answer.output_text == "It is sunny in Paris."
     sent = json.dumps((await e2e.fake.requests(agent.model))[-1])
     assert "sunny, 24 C" in sent and call.call_id in sent
+
+
+async def test_sse_frames_name_their_event(e2e: StackHandle, http: httpx.AsyncClient) -> None:
+    """Each frame's ``event:`` line equals its data's ``type`` (what clients reading SSE by event name rely on)."""
+    agent = e2e.agent(tools=["calculator"])
+    await e2e.fake.script(
+        agent.model, [{"tool_calls": [{"name": "calculator", "arguments": CALC_ARGS}]}, {"text": "42 it is."}]
+    )
+    frames: list[tuple[str, dict[str, Any]]] = []
+    async with http.stream("POST", "/v1/responses", json={"model": agent.id, "input": "6*7?", "stream": True}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        kind = None
+        async for line in r.aiter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                frames.append((str(kind), json.loads(line.removeprefix("data: "))))
+                kind = None
+    assert frames and all(kind == data["type"] for kind, data in frames)
+    check_stream([data for _, data in frames])
