@@ -143,3 +143,38 @@ async def test_langchain_continues_with_previous_response_id(
     assert _text(second) == "You are Ada."
     sent = str((await e2e.fake.requests(agent.model))[-1])
     assert "My name is Ada." in sent and "Noted, Ada." in sent and "Who am I?" in sent
+
+
+#: Two turns with the history passed back: with store (the default) the SDK refers to its earlier
+#: answer by item id (item_reference) instead of sending it again.
+VERCEL_TWO_TURNS = """
+import { createOpenAI } from '@ai-sdk/openai';
+import { generateText } from 'ai';
+
+const bodies = [];
+const recordingFetch = (url, init) => { bodies.push(JSON.parse(init.body)); return fetch(url, init); };
+const provider = createOpenAI({ baseURL: process.env.BASE_URL, apiKey: process.env.API_KEY, fetch: recordingFetch });
+const model = provider(process.env.AGENT_ID);
+const first = await generateText({ model, prompt: 'My name is Ada.' });
+const second = await generateText({
+  model,
+  messages: [
+    { role: 'user', content: 'My name is Ada.' },
+    ...first.response.messages,
+    { role: 'user', content: 'Who am I?' },
+  ],
+});
+console.log(JSON.stringify({ first: first.text, second: second.text, secondInput: bodies[1].input }));
+"""
+
+
+async def test_vercel_ai_sdk_second_turn_refers_to_the_stored_answer(e2e: StackHandle, node_clients: Path) -> None:
+    agent = e2e.agent("openai")
+    await e2e.fake.script(agent.model, [{"text": "Noted, Ada."}])
+    env = {"BASE_URL": e2e.base_url, "API_KEY": e2e.seeded.api_key, "AGENT_ID": agent.id}
+    # The fake answers every run with its script's first turn: the history sent is what is checked.
+    out = run_node(node_clients, VERCEL_TWO_TURNS, env)
+    assert out["first"] == "Noted, Ada." and out["second"] == "Noted, Ada.", out
+    assert {"type": "item_reference"}.items() <= out["secondInput"][1].items(), out
+    sent = str((await e2e.fake.requests(agent.model))[-1])
+    assert sent.index("My name is Ada.") < sent.index("Noted, Ada.") < sent.index("Who am I?")

@@ -27,7 +27,7 @@ from contracts import (
 )
 from gateway.errors import GatewayError
 from gateway.responses.history import output_messages
-from gateway.responses.inputs import check_pairing, convert_input
+from gateway.responses.inputs import check_pairing, convert_input, referenced_ids
 from gateway.responses.render import ResponseRenderer
 from gateway.responses.request import check_tool_names
 from tests.e2e.responses_checks import check_stream
@@ -184,7 +184,7 @@ def test_input_items_convert_to_chat_messages() -> None:
 @pytest.mark.parametrize(
     ("value", "param"),
     [
-        ([{"type": "item_reference", "id": "x"}], "input[0].type"),
+        ([{"type": "item_reference", "id": "x"}], "input[0].id"),
         ([{"role": "tool", "content": "x"}], "input[0].role"),
         ([{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}], "input[0].content[0].type"),
         ([{"type": "function_call_output", "output": "x"}], "input[0].call_id"),
@@ -226,3 +226,32 @@ def test_client_function_named_like_an_agent_tool_is_refused() -> None:
     with pytest.raises(GatewayError) as err:
         check_tool_names(tools, ["calculator", "current_time"])
     assert err.value.info.param == "tools[0].name" and err.value.info.code == "tool_name_conflict"
+
+
+def test_an_item_reference_stands_for_the_stored_item() -> None:
+    stored = {
+        "msg_ab_0": {
+            "id": "msg_ab_0",
+            "type": "message",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": "Noted.", "annotations": [], "logprobs": []}],
+        },
+        "rs_ab_1": {"id": "rs_ab_1", "type": "reasoning", "summary": []},
+    }
+    value = [
+        {"role": "user", "content": "I am Ada."},
+        {"type": "item_reference", "id": "rs_ab_1"},
+        {"type": "item_reference", "id": "msg_ab_0"},
+        {"role": "user", "content": "Who am I?"},
+    ]
+    converted = convert_input(value, _ids, stored)
+    assert [(m.role, m.text()) for m in converted.messages] == [
+        ("user", "I am Ada."),
+        ("assistant", "Noted."),
+        ("user", "Who am I?"),
+    ]
+    assert referenced_ids(value) == ["rs_ab_1", "msg_ab_0"]
+    with pytest.raises(GatewayError) as err:
+        convert_input([{"type": "item_reference", "id": "msg_zz_0"}], _ids, stored)
+    assert err.value.info.param == "input[0].id"

@@ -9,7 +9,9 @@
   consecutive calls in one message;
 - ``function_call_output`` → a ``tool`` message;
 - ``mcp_call`` (an agent tool call sent back from an earlier output) → the call and its result;
-- ``reasoning`` items are accepted and not sent to the model (they are the model's own notes).
+- ``reasoning`` items are accepted and not sent to the model (they are the model's own notes);
+- ``item_reference`` names an item of one of the caller's stored responses (an output item, or an
+  input item), which stands in its place — what clients that rely on ``store`` send for earlier turns.
 
 Anything else is a 400 naming the item: dropping it would change the conversation behind the
 client's back. Framework-free.
@@ -100,8 +102,9 @@ class InputConverter:
     """Turns one request's ``input`` into chat messages and stored input items (``item_id(kind, i)``
     names item i); ``params`` names the input item each message came from."""
 
-    def __init__(self, item_id: Any) -> None:
+    def __init__(self, item_id: Any, references: dict[str, dict[str, Any]] | None = None) -> None:
         self._item_id = item_id
+        self._references = references or {}
         self.messages: list[ChatMessage] = []
         self.params: list[str] = []
         self.items: list[dict[str, Any]] = []
@@ -116,6 +119,8 @@ class InputConverter:
             param = self._param = f"input[{i}]"
             if not isinstance(item, dict):
                 raise _bad(f"Invalid type for '{param}': expected an input item object.", param)
+            if item.get("type") == "item_reference":
+                item = self._referenced(item, param)
             kind = item.get("type", "message")
             if kind == "message":
                 role = item.get("role")
@@ -141,6 +146,15 @@ class InputConverter:
                     "'function_call_output' (or 'previous_response_id' to continue a stored response).",
                     f"{param}.type",
                 )
+
+    def _referenced(self, item: dict[str, Any], param: str) -> dict[str, Any]:
+        ref = item.get("id")
+        found = self._references.get(ref) if isinstance(ref, str) else None
+        if found is None:
+            raise _bad(
+                f"'{param}' refers to the item {ref!r}, which none of your stored responses holds.", f"{param}.id"
+            )
+        return found
 
     def _append(self, message: ChatMessage) -> None:
         self.messages.append(message)
@@ -239,10 +253,25 @@ def _error_text(error: Any) -> str:
     return ""
 
 
-def convert_input(value: str | list[Any], item_id: Any) -> InputConverter:
+def referenced_ids(value: str | list[Any]) -> list[str]:
+    """The item ids ``input``'s ``item_reference`` items name (in order, once each)."""
+    if isinstance(value, str):
+        return []
+    ids = [
+        item["id"]
+        for item in value
+        if isinstance(item, dict) and item.get("type") == "item_reference" and isinstance(item.get("id"), str)
+    ]
+    return list(dict.fromkeys(ids))
+
+
+def convert_input(
+    value: str | list[Any], item_id: Any, references: dict[str, dict[str, Any]] | None = None
+) -> InputConverter:
     """``input`` converted: ``messages`` for the run, ``items`` to store, ``params`` naming each
-    message's item; 400 naming the first bad item."""
-    converter = InputConverter(item_id)
+    message's item (``references``: the items ``item_reference`` may name, by id); 400 naming the
+    first bad item."""
+    converter = InputConverter(item_id, references)
     converter.convert(value)
     return converter
 

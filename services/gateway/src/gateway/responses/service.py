@@ -32,7 +32,7 @@ from ..relay import empty_response, finish_run
 from ..runs import RunReplay
 from .background import BackgroundResponses
 from .history import finished_record
-from .inputs import check_pairing, convert_input
+from .inputs import check_pairing, convert_input, referenced_ids
 from .render import TERMINAL_STATUSES, ResponseRenderer
 from .request import (
     CreateResponseRequest,
@@ -57,6 +57,8 @@ RESPONSE_ID_PREFIX = "resp_"
 #: What a response id can look like (ours are ``resp_`` and 32 hex digits); anything else is not found
 #: without asking the store.
 _RESPONSE_ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+#: Stored responses one request's ``item_reference`` items may draw on (each is one store read).
+MAX_REFERENCED_RESPONSES = 16
 
 
 def not_found(response_id: str, param: str | None = None, code: str = "not_found") -> GatewayError:
@@ -151,6 +153,36 @@ async def _history(service: ResponsesService, principal: Principal, previous_id:
     return list(parent.conversation)
 
 
+def _response_of(item_id: str) -> str | None:
+    """The response an item id of ours belongs to (``msg_<tag>_3``, ``fc_<tag>_in0`` → ``resp_<tag>``)."""
+    parts = item_id.split("_")
+    return f"{RESPONSE_ID_PREFIX}{parts[1]}" if len(parts) == 3 and parts[1] else None
+
+
+async def _references(
+    service: ResponsesService, principal: Principal, item_ids: list[str]
+) -> dict[str, dict[str, Any]]:
+    """The stored items ``item_reference`` items name, by id: read from the caller's own stored
+    responses (another user's items are as unknown as missing ones)."""
+    response_ids = list(dict.fromkeys(r for r in map(_response_of, item_ids) if r and _RESPONSE_ID.match(r)))
+    if not response_ids:
+        return {}
+    if len(response_ids) > MAX_REFERENCED_RESPONSES:
+        raise GatewayError.bad_request(
+            f"'input' refers to items of {len(response_ids)} responses; at most {MAX_REFERENCED_RESPONSES}.",
+            "input",
+        )
+    records = await asyncio.gather(*(service.store.get(r) for r in response_ids))
+    items: dict[str, dict[str, Any]] = {}
+    for record in records:
+        if record is None or record.owner != principal.user_id or not record.stored:
+            continue
+        for item in [*record.input_items, *record.response.get("output", [])]:
+            if isinstance(item.get("id"), str):
+                items[item["id"]] = item
+    return items
+
+
 def _with_instructions(agent: AgentSnapshot, instructions: str | None) -> AgentSnapshot:
     """The request's ``instructions`` added to the agent's own (they never replace them)."""
     if not instructions:
@@ -179,7 +211,8 @@ async def create_response(
     check_tool_names(tools, agent.tools)
     choice = tool_choice(body, tools)
     fmt = response_format(body)
-    converted = convert_input(body.input, _input_item_id(response_id))
+    references = await _references(service, principal, referenced_ids(body.input))
+    converted = convert_input(body.input, _input_item_id(response_id), references)
     messages, items = converted.messages, converted.items
     prior = await _history(service, principal, body.previous_response_id) if body.previous_response_id else []
     check_pairing(prior, converted)
