@@ -178,3 +178,42 @@ async def test_vercel_ai_sdk_second_turn_refers_to_the_stored_answer(e2e: StackH
     assert {"type": "item_reference"}.items() <= out["secondInput"][1].items(), out
     sent = str((await e2e.fake.requests(agent.model))[-1])
     assert sent.index("My name is Ada.") < sent.index("Noted, Ada.") < sent.index("Who am I?")
+
+
+VERCEL_TOOL_LOOP = """
+import { createOpenAI } from '@ai-sdk/openai';
+import { generateText, jsonSchema, stepCountIs, tool } from 'ai';
+
+const provider = createOpenAI({ baseURL: process.env.BASE_URL, apiKey: process.env.API_KEY });
+const executed = [];
+const result = await generateText({
+  model: provider(process.env.AGENT_ID),
+  prompt: 'Weather in Paris?',
+  tools: {
+    get_weather: tool({
+      description: 'The weather in a city',
+      inputSchema: jsonSchema({ type: 'object', properties: { city: { type: 'string' } }, required: ['city'] }),
+      execute: async ({ city }) => { executed.push(city); return `sunny in ${city}`; },
+    }),
+  },
+  stopWhen: stepCountIs(3),
+});
+console.log(JSON.stringify({
+  text: result.text,
+  steps: result.steps.length,
+  toolCalls: result.steps.flatMap((s) => s.toolCalls.map((c) => c.toolName)),
+  executed,
+}));
+"""
+
+
+async def test_vercel_ai_sdk_client_tool_loop(e2e: StackHandle, node_clients: Path) -> None:
+    agent = e2e.agent("openai", tools=["calculator"])
+    await e2e.fake.script(
+        agent.model, [{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}, {"text": "Sunny."}]
+    )
+    env = {"BASE_URL": e2e.base_url, "API_KEY": e2e.seeded.api_key, "AGENT_ID": agent.id}
+    out = run_node(node_clients, VERCEL_TOOL_LOOP, env)
+    assert out["executed"] == ["Paris"] and out["toolCalls"] == ["get_weather"], out
+    assert out["steps"] == 2 and out["text"] == "Sunny.", out
+    assert "sunny in Paris" in str((await e2e.fake.requests(agent.model))[-1])
