@@ -315,25 +315,24 @@ def _live_stream(
 async def _background(
     ctx: GatewayContext, service: ResponsesService, started: StartedRun, record: StoredResponse, stream: bool
 ) -> Response:
+    """Store the response, carry its run, answer at once. Whatever fails first leaves nothing behind:
+    the run is cancelled (billed for what it did) and no response half exists."""
+    replay = RunReplay(ctx.js, ctx.subjects, record.run_id) if stream else None
     try:
+        if replay is not None:
+            await replay.open(ctx.settings.rpc_timeout_s)
         await service.store.put(record)
-    except BaseException:
-        # Not stored, so never readable: the run must not go on unseen (and unbilled beyond what it did).
+    except BaseException as exc:
         with contextlib.suppress(Exception):
             await started.stream.cancel("client_cancelled")
         await started.stream.close()
+        if replay is not None:
+            await replay.close()
+        if isinstance(exc, Exception) and not isinstance(exc, GatewayError):
+            raise GatewayError.unavailable("The response could not be started in the background; try again.") from exc
         raise
-    replay = RunReplay(ctx.js, ctx.subjects, record.run_id) if stream else None
-    if replay is not None:
-        # Subscribed before the run is carried on, so the replay begins with the run's first event.
-        try:
-            await replay.open(ctx.settings.rpc_timeout_s)
-        except Exception:
-            replay = None
     service.background.carry(started, record)
     if replay is None:
-        if stream:
-            raise GatewayError.unavailable("The response was started in the background but cannot be streamed now.")
         return JSONResponse(record.response)
     return replay_stream(ctx, replay, record, -1)
 
