@@ -3,6 +3,7 @@ functions beside agent tools, a tool error, a cut-off answer, and the permission
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -206,3 +207,25 @@ async def test_a_conversation_larger_than_a_run_message_is_413(stack: Stack) -> 
     assert r.status_code == 413, r.text
     assert r.json()["error"]["param"] == "input" and r.json()["error"]["code"] == "request_too_large"
     assert not any(req.agent.id == "agent_big" for req in stack.fakes.run_requests)
+
+
+async def test_store_unavailable(stack: Stack) -> None:
+    """Without its store, a background response is a 503 and its run is cancelled (nothing half
+    exists); an ordinary response is still answered."""
+
+    async def slow(run: RunContext) -> None:
+        await run.start()
+        await run.emit(TextDelta, delta="ok")
+        await run.emit(RunCompleted, finish_reason="stop", usage=USAGE)
+
+    stack.fakes.agent("agent_nostore", slow)
+    await stack.nc.jetstream().delete_object_store(stack.subjects.responses_bucket)
+    async with stack.client() as client:
+        with pytest.raises(openai.APIStatusError) as err:
+            await client.responses.create(model="agent_nostore", input="x", background=True)
+        assert err.value.status_code == 503
+        background_run = stack.fakes.run_requests[-1].run_id
+        await asyncio.wait_for(stack.fakes.cancelled.wait(), 5)
+        assert [c.run_id for c in stack.fakes.cancels] == [background_run]
+        answered = await client.responses.create(model="agent_nostore", input="x")
+        assert answered.output_text == "ok"
