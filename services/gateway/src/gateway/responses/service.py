@@ -9,7 +9,8 @@ The steps: resolve ``previous_response_id`` (the parent's stored conversation, o
 - ``stream``: render the live run as SSE; store the final response before its terminal event;
 - neither: render the run to its end, store it, answer the ``Response``.
 
-A ``store: false`` response leaves only a marker of its owner (see :mod:`.store`).
+A ``store: false`` response leaves only a marker of its owner (see :mod:`.store`). Stored responses
+are found (owner only) by :mod:`.lookup`.
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 
-from contracts import AgentSnapshot, ChatMessage, Principal, RunEvent, new_id
+from contracts import AgentSnapshot, Principal, RunEvent, new_id
 
 from ..errors import ClientGone, GatewayError, JSONResponse
 from ..orchestration import RunSpec, StartedRun, start_run
@@ -33,7 +33,8 @@ from ..runs import RunReplay
 from .background import BackgroundResponses
 from .history import finished_record
 from .inputs import check_pairing, convert_input, referenced_ids
-from .render import TERMINAL_STATUSES, ResponseRenderer
+from .lookup import RESPONSE_ID_PREFIX, history, owned, references
+from .render import ResponseRenderer
 from .request import (
     CreateResponseRequest,
     check_tool_names,
@@ -53,17 +54,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RESPONSE_ID_PREFIX = "resp_"
-#: What a response id can look like (ours are ``resp_`` and 32 hex digits); anything else is not found
-#: without asking the store.
-_RESPONSE_ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
-#: Stored responses one request's ``item_reference`` items may draw on (each is one store read).
-MAX_REFERENCED_RESPONSES = 16
-
-
-def not_found(response_id: str, param: str | None = None, code: str = "not_found") -> GatewayError:
-    return GatewayError.of(404, f"Response with id '{response_id}' not found.", "invalid_request_error", code, param)
-
 
 @dataclass
 class ResponsesService:
@@ -75,10 +65,7 @@ class ResponsesService:
 
     async def owned(self, response_id: str, principal: Principal) -> StoredResponse:
         """The caller's stored response; 404 for a missing one, another user's, or a ``store: false`` marker."""
-        record = await self.store.get(response_id) if _RESPONSE_ID.match(response_id) else None
-        if record is None or record.owner != principal.user_id or not record.stored:
-            raise not_found(response_id)
-        return record
+        return await owned(self.store, response_id, principal)
 
     def remember_unstored(self, record: StoredResponse) -> None:
         """Write a ``store: false`` marker off the request's path."""
@@ -132,57 +119,6 @@ def skeleton(response_id: str, body: CreateResponseRequest, spec: RunSpec, creat
     return response
 
 
-async def _history(service: ResponsesService, principal: Principal, previous_id: str) -> list[ChatMessage]:
-    """The parent's conversation (earlier turns, its input and output); 404/400 when it cannot be continued."""
-    parent = await service.store.get(previous_id) if _RESPONSE_ID.match(previous_id) else None
-    if parent is None or parent.owner != principal.user_id:
-        raise not_found(previous_id, "previous_response_id", "previous_response_not_found")
-    if not parent.stored:
-        raise GatewayError.bad_request(
-            f"Response '{previous_id}' was created with 'store': false, so it was not kept and cannot be "
-            "continued; send the whole conversation in 'input' instead.",
-            "previous_response_id",
-            "previous_response_not_stored",
-        )
-    if parent.status not in TERMINAL_STATUSES:
-        raise GatewayError.bad_request(
-            f"Response '{previous_id}' is still in progress; continue it once it has finished.",
-            "previous_response_id",
-            "previous_response_in_progress",
-        )
-    return list(parent.conversation)
-
-
-def _response_of(item_id: str) -> str | None:
-    """The response an item id of ours belongs to (``msg_<tag>_3``, ``fc_<tag>_in0`` → ``resp_<tag>``)."""
-    parts = item_id.split("_")
-    return f"{RESPONSE_ID_PREFIX}{parts[1]}" if len(parts) == 3 and parts[1] else None
-
-
-async def _references(
-    service: ResponsesService, principal: Principal, item_ids: list[str]
-) -> dict[str, dict[str, Any]]:
-    """The stored items ``item_reference`` items name, by id: read from the caller's own stored
-    responses (another user's items are as unknown as missing ones)."""
-    response_ids = list(dict.fromkeys(r for r in map(_response_of, item_ids) if r and _RESPONSE_ID.match(r)))
-    if not response_ids:
-        return {}
-    if len(response_ids) > MAX_REFERENCED_RESPONSES:
-        raise GatewayError.bad_request(
-            f"'input' refers to items of {len(response_ids)} responses; at most {MAX_REFERENCED_RESPONSES}.",
-            "input",
-        )
-    records = await asyncio.gather(*(service.store.get(r) for r in response_ids))
-    items: dict[str, dict[str, Any]] = {}
-    for record in records:
-        if record is None or record.owner != principal.user_id or not record.stored:
-            continue
-        for item in [*record.input_items, *record.response.get("output", [])]:
-            if isinstance(item.get("id"), str):
-                items[item["id"]] = item
-    return items
-
-
 def _with_instructions(agent: AgentSnapshot, instructions: str | None) -> AgentSnapshot:
     """The request's ``instructions`` added to the agent's own (they never replace them)."""
     if not instructions:
@@ -211,10 +147,10 @@ async def create_response(
     check_tool_names(tools, agent.tools)
     choice = tool_choice(body, tools)
     fmt = response_format(body)
-    references = await _references(service, principal, referenced_ids(body.input))
-    converted = convert_input(body.input, _input_item_id(response_id), references)
+    found = await references(service.store, principal, referenced_ids(body.input))
+    converted = convert_input(body.input, _input_item_id(response_id), found)
     messages, items = converted.messages, converted.items
-    prior = await _history(service, principal, body.previous_response_id) if body.previous_response_id else []
+    prior = await history(service.store, principal, body.previous_response_id) if body.previous_response_id else []
     check_pairing(prior, converted)
     if body.background and service.background.full():
         raise GatewayError.unavailable("This gateway carries too many background responses; try again shortly.")
