@@ -217,3 +217,33 @@ async def test_vercel_ai_sdk_client_tool_loop(e2e: StackHandle, node_clients: Pa
     assert out["executed"] == ["Paris"] and out["toolCalls"] == ["get_weather"], out
     assert out["steps"] == 2 and out["text"] == "Sunny.", out
     assert "sunny in Paris" in str((await e2e.fake.requests(agent.model))[-1])
+
+
+async def test_langchain_responses_api_bind_tools_round_trip(
+    e2e: StackHandle, lc_http: tuple[httpx.AsyncClient, list[str]]
+) -> None:
+    from langchain_core.messages import HumanMessage, ToolMessage
+
+    http, _ = lc_http
+    agent = e2e.agent("openai", tools=["calculator"])
+    await e2e.fake.script(
+        agent.model,
+        [{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}, {"text": "It is sunny in Paris."}],
+    )
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+    llm = _responses_llm(e2e, agent.id, http).bind_tools([weather])
+    history: list[Any] = [HumanMessage("Weather in Paris?")]
+    asked = await llm.ainvoke(history)
+    (call,) = asked.tool_calls
+    assert call["name"] == "get_weather" and call["args"] == {"city": "Paris"}
+    history += [asked, ToolMessage("sunny, 24 C", tool_call_id=call["id"])]
+    answer = await llm.ainvoke(history)
+    assert _text(answer) == "It is sunny in Paris." and answer.tool_calls == []
+    assert "sunny, 24 C" in str((await e2e.fake.requests(agent.model))[-1])
