@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from nats.js.errors import NotFoundError
+
 
 async def namespace_streams(js: Any, namespace: str) -> list[str]:
     """The streams of ``namespace``: its own (``<ns>_…``) and its object stores' (``OBJ_<ns>_…``), read
@@ -20,6 +22,10 @@ async def namespace_streams(js: Any, namespace: str) -> list[str]:
 
 
 async def delete_namespace_streams(js: Any, namespace: str) -> None:
-    """Delete every stream of ``namespace`` (see :func:`namespace_streams`)."""
+    """Delete every stream of ``namespace`` (see :func:`namespace_streams`); one already gone (another
+    cleanup got there first) is fine."""
     for name in await namespace_streams(js, namespace):
-        await js.delete_stream(name)
+        try:
+            await js.delete_stream(name)
+        except NotFoundError:
+            continue
