@@ -23,6 +23,7 @@ import nats
 from billing.app import BillingApp
 from billing.settings import BillingSettings
 from contracts import AdmitReply, AdmitRequest, Subjects, TokenUsage, UsageRecorded
+from devstack.natsclean import delete_namespace_streams
 from servicekit import natsio
 
 from .loadgen import summary_ms
@@ -116,9 +117,7 @@ async def run(nats_url: str, postgres_url: str, n: int = 20_000, admissions: int
             "admissions": admissions,
         }
     finally:
-        for info in await js.streams_info():
-            if info.config.name and info.config.name.startswith(f"{namespace}_"):
-                await js.delete_stream(info.config.name)
+        await delete_namespace_streams(js, namespace)
         await nc.drain()
         await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         await conn.close()

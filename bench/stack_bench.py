@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 import httpx
 
+from devstack.natsclean import clean_namespace
 from devstack.procs import url_reachable
 from devstack.seed import AdminClient
 from devstack.stack import Stack, StackConfig
@@ -98,6 +99,8 @@ async def run(quick: bool = False) -> dict[str, Any]:
         await asyncio.to_thread(stack.stop)
         if db_name and infra["postgres"]:
             await _drop_database(infra["postgres"], db_name)
+        if infra["nats"]:
+            await clean_namespace(infra["nats"], config.namespace)
 
 
 async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str, Any]:

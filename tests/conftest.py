@@ -7,13 +7,14 @@ Every test gets its own names: a NATS namespace (subjects and streams) and its o
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlparse
 
 import pytest
 
-from tests.support.natsclean import delete_namespace_streams
+from devstack.natsclean import clean_stale, delete_namespace_streams
 from tests.support.services import ensure_service_urls
 
 
@@ -24,8 +25,15 @@ def service_urls() -> Iterator[dict[str, str]]:
         yield urls
 
 
+#: Streams of throw-away namespaces older than this were left by a run that was killed before its
+#: cleanup; removed when a session starts, so they never pile up on a shared server (each RUN_EVENTS
+#: reserves its byte limit of the server's storage). Far longer than any live test keeps a stream.
+STALE_STREAM_S = 3600.0
+
+
 @pytest.fixture(scope="session")
 def nats_url(service_urls: dict[str, str]) -> str:
+    asyncio.run(clean_stale(service_urls["nats"], STALE_STREAM_S))
     return service_urls["nats"]
 
 

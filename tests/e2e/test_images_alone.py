@@ -46,8 +46,9 @@ import pytest
 import yaml
 
 from devstack.errors import StackError
+from devstack.natsclean import clean_namespace
 from devstack.procs import ManagedProcess, free_port, tail
-from tests.support.stack import _create_databases, _delete_streams, _drop_databases, database_url
+from tests.support.stack import _create_databases, _drop_databases, database_url
 
 # About 150 s of CPU, nine tenths of it building the five environments: a minute and a half on two idle
 # cores. The timeout is for a machine others load too; each wait inside has its own, shorter bound.
@@ -355,7 +356,7 @@ def servers_of_its_own(nats_url: str, postgres_url: str) -> Iterator[tuple[str, 
         yield namespace, {name: database_url(postgres_url, db) for name, db in dbs.items()}
     finally:
         asyncio.run(_drop_databases(postgres_url, list(dbs.values())))
-        asyncio.run(_delete_streams(nats_url, namespace))
+        asyncio.run(clean_namespace(nats_url, namespace))
 
 
 def run_all(images: dict[str, Image], nats_url: str, postgres_url: str, redis_url: str) -> dict[str, Outcome]:

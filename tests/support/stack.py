@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
+from devstack.natsclean import clean_namespace
 from devstack.stack import Stack, StackConfig
-from tests.support.natsclean import delete_namespace_streams
 
 #: Short timeouts, so an error path in a test ends in seconds rather than the production defaults.
 TEST_TIMEOUTS = {
@@ -45,16 +45,6 @@ async def _drop_databases(postgres_url: str, names: list[str]) -> None:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
-
-
-async def _delete_streams(nats_url: str, namespace: str) -> None:
-    import nats
-
-    nc = await nats.connect(nats_url)
-    try:
-        await delete_namespace_streams(nc.jetstream(), namespace)
-    finally:
-        await nc.drain()
 
 
 def database_url(postgres_url: str, name: str) -> str:
@@ -110,4 +100,4 @@ def running_stack(
         stack.stop()
         asyncio.run(_drop_databases(postgres_url, dbs))
         if nats_url != "embedded":  # an embedded server's store goes with its run directory
-            asyncio.run(_delete_streams(nats_url, namespace))
+            asyncio.run(clean_namespace(nats_url, namespace))
