@@ -187,10 +187,6 @@ async def create_response(
         if exc.info.code == "request_too_large":  # the run's conversation: this API calls it 'input'
             raise GatewayError(exc.info.model_copy(update={"param": "input"}), exc.headers) from None
         raise
-    if not body.stored:
-        service.remember_unstored(
-            StoredResponse(id=response_id, owner=principal.user_id, run_id=response_id, stored=False)
-        )
     if background:
         return await _background(ctx, service, started, record, bool(body.stream))
     renderer = ResponseRenderer(base)
@@ -206,7 +202,17 @@ async def create_response(
         raise GatewayError(error)
     if record.stored:
         await _store_answered(service, finished_record(record, renderer))
+    else:
+        service.remember_unstored(unstored_marker(record))
     return JSONResponse(renderer.snapshot())
+
+
+def unstored_marker(record: StoredResponse) -> StoredResponse:
+    """What a ``store: false`` response leaves: its owner, so that continuing it is a clear 400.
+
+    Written as the run ends, never before its first token: the write is a JetStream round trip (or
+    two) that a client which does not store its responses should not wait for."""
+    return StoredResponse(id=record.id, owner=record.owner, run_id=record.run_id, stored=False)
 
 
 async def _store_answered(service: ResponsesService, record: StoredResponse) -> None:
@@ -229,7 +235,9 @@ def _live_stream(
     run = started.stream
 
     async def on_finished(done: ResponseRenderer) -> None:
-        if record.stored and done.response.get("status") != "failed":
+        if not record.stored:
+            service.remember_unstored(unstored_marker(record))
+        elif done.response.get("status") != "failed":
             await _store_answered(service, finished_record(record, done))
 
     async def on_close(finished: bool) -> None:
