@@ -7,6 +7,7 @@ Money is never stored as a float: services store integer sub-units (see billing)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import Connection, text
@@ -123,3 +124,104 @@ def run_alembic_env() -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+
+
+def _head_revision(script_location: Path) -> str | None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+async def schema_problem(url: str, *, schema: str, script_location: Path, timeout_s: float = 5.0) -> str | None:
+    """``None`` when ``schema`` is at its Alembic head; otherwise what is wrong, in words an operator
+    can act on (a service that does not migrate on start waits on it; its readiness shows it).
+    A database that does not answer within ``timeout_s`` raises (that is not a schema problem)."""
+    import asyncpg
+
+    head = _head_revision(script_location)
+    u = make_url(postgres_url(url))
+    plain = u.set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(plain, timeout=timeout_s)
+    try:
+        table = await conn.fetchval("SELECT to_regclass($1)", f'"{schema}".alembic_version', timeout=timeout_s)
+        current = (
+            # The schema is a service's constant, never input.
+            await conn.fetchval(f'SELECT version_num FROM "{schema}".alembic_version', timeout=timeout_s)  # noqa: S608
+            if table
+            else None
+        )
+    finally:
+        await conn.close(timeout=timeout_s)
+    if current == head:
+        return None
+    found = f"at revision {current}" if current else "not created"
+    return f"schema {schema!r} is {found}, this version needs {head}: run the migrations first"
+
+
+async def wait_for_schema(
+    url: str,
+    *,
+    schema: str,
+    script_location: Path,
+    report: Callable[[str | None], None],
+    interval_s: float = 2.0,
+    log_every_s: float = 30.0,
+) -> None:
+    """Return once ``schema`` is at its Alembic head, checking every ``interval_s``.
+
+    A service that does not migrate on start (production: the chart's migration Job does it) starts
+    before its schema may exist; it waits here instead of failing on its first query. ``report`` gets
+    the problem while there is one (the service shows it on ``/readyz``), then ``None``; the problem
+    is also logged at once and every ``log_every_s``, so the wait is never silent.
+    """
+    import asyncio
+    import logging
+    import time
+
+    log = logging.getLogger(__name__)
+    logged_at = float("-inf")
+    while True:
+        try:
+            problem = await schema_problem(url, schema=schema, script_location=script_location)
+        except Exception as exc:  # the database itself: keep waiting, readiness already says so
+            problem = f"schema {schema!r} cannot be checked, the database does not answer ({type(exc).__name__})"
+        report(problem)
+        if problem is None:
+            return
+        if time.monotonic() - logged_at >= log_every_s:
+            log.error("%s (python -m %s migrate; the chart runs it as a pre-install/pre-upgrade Job)", problem, schema)
+            logged_at = time.monotonic()
+        await asyncio.sleep(interval_s)
+
+
+async def wait_for_database(url: str, *, timeout_s: float, interval_s: float = 1.0) -> None:
+    """Return once PostgreSQL accepts a connection to ``url``'s server; ``TimeoutError`` after ``timeout_s``.
+
+    A migration Job starts with (or before) its database: it waits here instead of failing its first
+    attempt. Each attempt is bounded too, so a server that accepts TCP but never answers is not a hang.
+    """
+    import asyncio
+    import logging
+    import time
+
+    import asyncpg
+
+    u = make_url(postgres_url(url))
+    admin = u.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            conn = await asyncpg.connect(admin, timeout=max(0.1, min(5.0, left)))
+        except (TimeoutError, OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError) as exc:
+            if time.monotonic() + interval_s >= deadline:
+                where = f"{u.host}:{u.port or 5432}"
+                raise TimeoutError(f"PostgreSQL at {where} did not answer within {timeout_s:g}s") from exc
+            logging.getLogger(__name__).info("waiting for PostgreSQL at %s:%s (%s)", u.host, u.port or 5432, exc)
+            await asyncio.sleep(interval_s)
+        else:
+            await conn.close(timeout=5)
+            return

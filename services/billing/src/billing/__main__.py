@@ -3,20 +3,26 @@
 The service starts and stops as every service does (:func:`servicekit.runtime.run_service`): on
 SIGTERM/SIGINT it stops answering, finishes (commits and acks) the usage batch in hand and exits 0.
 ``reconcile`` is a one-shot command, not a service: it runs to its end on a plain event loop.
+``python -m billing migrate [--wait-s N]`` brings billing's schema to head and exits (0, or 1 on
+failure), after waiting up to N seconds for PostgreSQL to answer: the chart's pre-install/pre-upgrade
+Job runs it, and the service started with ``BILLING_MIGRATE_ON_START=false`` waits for what it did.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 
 import uvloop
 
+from servicekit.db import wait_for_database
 from servicekit.runtime import run_service
 from servicekit.telemetry import setup_logging
 
 from .app import BillingApp
+from .db import migrate
 from .settings import BillingSettings
 
 
@@ -25,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     rec = sub.add_parser("reconcile", help="compare the USAGE stream with the ledger; exit 1 on any difference")
     rec.add_argument("--quiet", action="store_true")
+    mig = sub.add_parser("migrate", help="bring billing's schema to head, then exit")
+    mig.add_argument("--wait-s", type=float, default=120.0, help="how long to wait for PostgreSQL to answer")
     args = parser.parse_args(argv)
     settings = BillingSettings()
     if args.command == "reconcile":
@@ -32,7 +40,25 @@ def main(argv: list[str] | None = None) -> int:
 
         setup_logging(settings.log_level)
         return asyncio.run(reconcile(settings, quiet=args.quiet))
+    if args.command == "migrate":
+        setup_logging(settings.log_level)
+        return run_migrations(settings.database_url, args.wait_s)
     return run_service("billing", settings, lambda: BillingApp(settings).running(), loop_factory=uvloop.new_event_loop)
+
+
+def run_migrations(url: str, wait_s: float) -> int:
+    """The ``migrate`` command: 0 once the schema is at head, 1 (with the reason logged) otherwise."""
+
+    async def run() -> None:
+        await wait_for_database(url, timeout_s=wait_s)
+        await migrate(url)
+
+    try:
+        asyncio.run(run())
+    except Exception:
+        logging.getLogger("billing").exception("billing migrations failed")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

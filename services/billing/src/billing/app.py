@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from nats.aio.client import Client
 from sqlalchemy import text
@@ -26,7 +26,7 @@ from servicekit.health import Health, HealthServer, nats_answers
 
 from .admitpath import AdmitPath
 from .consumer import UsageConsumer
-from .db import migrate, open_engine
+from .db import migrate, open_engine, wait_for_schema
 from .deadletters import DeadLetters
 from .fleet import FleetWatch
 from .handlers import register
@@ -66,11 +66,18 @@ class BillingApp:
     async def running(self) -> AsyncIterator[BillingApp]:
         s = self.settings
         nc = self.nc = await natsio.connect(s.nats_url, "billing")
+        # The health port answers from here on ("starting", not ready), so that a wait for the schema
+        # below is visible on /readyz rather than a silent start-up probe failure.
+        health = HealthServer(self.health, s.health_host, s.health_port) if s.health_port else None
         try:
+            if health:
+                await health.start()
             js = nc.jetstream()
             await natsio.ensure_streams(js, self.subjects)
-            if s.migrate:
+            if s.migrate_on_start:
                 await migrate(s.database_url)
+            else:
+                await wait_for_schema(s.database_url, self._report_schema)
             engine = open_engine(s.database_url, s.db_pool_size)
             admit_path = AdmitPath(s.database_url)
             try:
@@ -100,9 +107,6 @@ class BillingApp:
                 ]
                 for task in tasks:
                     task.add_done_callback(_log_crash)
-                health = HealthServer(self.health, s.health_host, s.health_port) if s.health_port else None
-                if health:
-                    await health.start()
                 self.health.phase = "serving"
                 try:
                     yield self
@@ -116,15 +120,22 @@ class BillingApp:
                     await asyncio.wait_for(asyncio.gather(tasks[0], return_exceptions=True), 10)
                     tasks[1].cancel()
                     await asyncio.gather(tasks[1], *inflight, return_exceptions=True)
-                    if health:
-                        await health.stop()
             finally:
                 await admit_path.close()
                 await engine.dispose()
         finally:
+            if health:
+                await health.stop()
             # Everything was unsubscribed and every answer sent above: nothing left to drain.
             await nc.flush()
             await nc.close()
+
+    def _report_schema(self, problem: str | None) -> None:
+        # While the schema is behind, /readyz says why (besides "starting"); gone once it is current.
+        if problem is None:
+            self.health.facts.pop("schema", None)
+        else:
+            self.health.facts["schema"] = _constant(problem)
 
     def _policy(self) -> Policy:
         s = self.settings
@@ -183,6 +194,13 @@ class BillingApp:
             return await self.dead_letters.count()
         except Exception:
             return None
+
+
+def _constant(value: str) -> Callable[[], Awaitable[str]]:
+    async def fact() -> str:
+        return value
+
+    return fact
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

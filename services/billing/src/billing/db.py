@@ -6,6 +6,7 @@ provider may report more than an INTEGER holds, and a token is never dropped).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import (
@@ -129,3 +130,10 @@ async def migrate(url: str) -> None:
     await sdb.migrate(
         url, schema=SCHEMA, script_location=Path(__file__).parent / "migrations", lock_id=MIGRATION_LOCK_ID
     )
+
+
+async def wait_for_schema(url: str, report: Callable[[str | None], None]) -> None:
+    """Wait until another process (``python -m billing migrate``, the chart's Job) has migrated the schema
+    to the head this code needs; ``report`` gets what is missing meanwhile
+    (see :func:`servicekit.db.wait_for_schema`)."""
+    await sdb.wait_for_schema(url, schema=SCHEMA, script_location=Path(__file__).parent / "migrations", report=report)

@@ -19,7 +19,12 @@ class BillingSettings(ServiceSettings):
         validation_alias=shared("BILLING_", "DATABASE_URL"),
         description="PostgreSQL (tables in schema `billing`, so it may share a database with the catalog)",
     )
-    migrate: bool = True
+    migrate_on_start: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("BILLING_MIGRATE_ON_START", "BILLING_MIGRATE", "migrate_on_start"),
+        description="run the Alembic migrations at start-up (make run, compose); false in production, where "
+        "`python -m billing migrate` runs once before (the chart's hook Job) and the service waits for its schema",
+    )
     balance_enabled: bool = True
     transactions_enabled: bool = True
     start_balance: int = Field(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from faststream.nats import NatsBroker
@@ -31,7 +31,7 @@ from servicekit.natsio import trace_headers, wait_until_answering
 from servicekit.redisio import redis_client
 
 from .cache import AnswerCache
-from .db import migrate, open_engine
+from .db import migrate, open_engine, wait_for_schema
 from .handlers import register
 from .lastused import LastUsedRecorder
 from .metrics import Metrics
@@ -82,8 +82,10 @@ class CatalogRuntime:
         s = self.settings
         await self.broker.connect()
         try:
-            if s.migrate:
+            if s.migrate_on_start:
                 await migrate(s.database_url)
+            else:
+                await wait_for_schema(s.database_url, self._report_schema)
             engine = open_engine(s.database_url)
             try:
                 self._open_cache()
@@ -161,6 +163,13 @@ class CatalogRuntime:
                 self.health.phase = "draining"
                 await heartbeats.unsubscribe()
 
+    def _report_schema(self, problem: str | None) -> None:
+        # While the schema is behind, /readyz says why (besides "starting"); gone once it is current.
+        if problem is None:
+            self.health.facts.pop("schema", None)
+        else:
+            self.health.facts["schema"] = _constant(problem)
+
     async def _nats_answers(self) -> bool:
         # NatsBroker.connection is the public handle of its nats-py client (it raises before connect).
         return await nats_answers(self.broker.connection)
@@ -173,6 +182,13 @@ class CatalogRuntime:
     async def _redis_answers(self) -> bool:
         # Through the cache's breaker: false at once while it is open, bounded by the Redis timeout.
         return self.cache is not None and await self.cache.answers()
+
+
+def _constant(value: str) -> Callable[[], Awaitable[str]]:
+    async def fact() -> str:
+        return value
+
+    return fact
 
 
 def create_app(settings: CatalogSettings) -> CatalogRuntime:

@@ -7,6 +7,7 @@ service.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import (
@@ -136,3 +137,10 @@ async def migrate(url: str) -> None:
         url, schema=SCHEMA, script_location=Path(__file__).parent / "migrations", lock_id=MIGRATION_LOCK_ID
     )
     log.info("catalog schema is up to date")
+
+
+async def wait_for_schema(url: str, report: Callable[[str | None], None]) -> None:
+    """Wait until another process (``python -m catalog migrate``, the chart's Job) has migrated the schema
+    to the head this code needs; ``report`` gets what is missing meanwhile
+    (see :func:`servicekit.db.wait_for_schema`)."""
+    await sdb.wait_for_schema(url, schema=SCHEMA, script_location=Path(__file__).parent / "migrations", report=report)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from servicekit.db import DEFAULT_URL, postgres_url
@@ -48,7 +48,12 @@ class CatalogSettings(ServiceSettings):
         validation_alias=shared("CATALOG_", "REDIS_MAX_COOLDOWN_S"),
         description="the longest cool-down between probes",
     )
-    migrate: bool = Field(default=True, description="run the Alembic migrations at start-up")
+    migrate_on_start: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("CATALOG_MIGRATE_ON_START", "CATALOG_MIGRATE", "migrate_on_start"),
+        description="run the Alembic migrations at start-up (make run, compose); false in production, where "
+        "`python -m catalog migrate` runs once before (the chart's hook Job) and the service waits for its schema",
+    )
     health_port: int = Field(default=8081, ge=0, le=65535, description="/healthz, /readyz, /metrics; 0 disables")
     health_host: str = Field(default="0.0.0.0")
     cache_ttl_s: float = Field(default=30.0, gt=0, description="Redis TTL of cached verify-key/agent-access answers")
