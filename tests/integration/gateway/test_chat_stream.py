@@ -94,11 +94,18 @@ async def raw_frames(stack: Stack, body: dict[str, Any]) -> tuple[int, str, list
         raw = resp.content
     frames = [f for f in raw.split(b"\n\n") if f]
     payloads = []
+    last_id = -1
     for frame in frames:
-        if frame.startswith(b":"):
-            continue
-        assert frame.startswith(b"data: "), frame
-        payloads.append(frame[len(b"data: ") :])
+        while frame.startswith(b":"):  # keep-alive comment lines, each on its own line
+            frame = frame.partition(b"\n")[2]
+        # Every frame: an id line (the run event's seq, never decreasing), then its data.
+        id_line, _, data = frame.partition(b"\n")
+        assert id_line.startswith(b"id: "), frame
+        event_id = int(id_line[len(b"id: ") :])
+        assert event_id >= last_id, (event_id, last_id)
+        last_id = event_id
+        assert data.startswith(b"data: "), frame
+        payloads.append(data[len(b"data: ") :])
     return resp.status_code, resp.headers.get("content-type", ""), payloads
 
 

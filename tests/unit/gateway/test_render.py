@@ -17,7 +17,15 @@ from contracts import (
     ToolResult,
     UsageReported,
 )
-from gateway.render import AGENT_TOOL_CALLS, DONE, ChunkRenderer, CompletionAggregator, error_chunk, usage_object
+from gateway.render import (
+    AGENT_TOOL_CALLS,
+    DONE,
+    ChunkRenderer,
+    CompletionAggregator,
+    error_chunk,
+    usage_object,
+    with_id,
+)
 from tests.support.openapi_schema import validate
 
 pytestmark = pytest.mark.unit
@@ -261,3 +269,17 @@ def test_aggregated_agent_only_run_has_no_tool_calls_and_stops() -> None:
     body = agg.completion("c", 1, "m", RunCompleted(run_id="r", seq=8, finish_reason="tool_calls", usage=USAGE))
     assert "tool_calls" not in body["choices"][0]["message"]
     assert body["choices"][0]["finish_reason"] == "stop"
+
+
+def test_with_id_leads_every_frame_of_an_event_with_its_seq() -> None:
+    r = ChunkRenderer("c", 1, "m", include_usage=True)
+    completed = r.completed(RunCompleted(run_id="r", seq=7, finish_reason="stop", usage=USAGE))
+    tagged = with_id(7, completed)
+    frames_ = [f for f in tagged.split(b"\n\n") if f]
+    assert len(frames_) == 3  # finish, usage, [DONE]
+    assert all(f.startswith(b"id: 7\ndata: ") for f in frames_)
+    # Stripping the id lines gives the frames back unchanged.
+    assert tagged.replace(b"id: 7\n", b"") == completed
+    # A delta whose text holds a blank line and "data: " is still one frame (the JSON escapes it).
+    text = r.text("a\n\ndata: b")
+    assert with_id(3, text) == b"id: 3\n" + text

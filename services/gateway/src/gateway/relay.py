@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.responses import Response
 
@@ -19,7 +20,7 @@ from contracts import ErrorInfo, RunCompleted, RunEvent, RunFailed
 from contracts.events import Heartbeat
 
 from .errors import ClientGone, GatewayError, RunStreamError
-from .render import DONE, KEEP_ALIVE, ChunkRenderer, CompletionAggregator, error_chunk
+from .render import DONE, KEEP_ALIVE, ChunkRenderer, CompletionAggregator, error_chunk, with_id
 from .runs import RunStream
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ _SSE_RAW_HEADERS = [
 ]
 
 
-async def watch_disconnect(receive: Receive, run: RunStream) -> None:
+async def watch_disconnect(receive: Receive, run: RunStream | EventSource) -> None:
     """Wait for the client to go away, then wake the run's reader."""
     while True:
         message = await receive()
@@ -43,20 +44,43 @@ async def watch_disconnect(receive: Receive, run: RunStream) -> None:
             return
 
 
+class EventSource(Protocol):
+    """Where a stream's events come from: the live :class:`RunStream` of the run this request started,
+    or a run read again from RUN_EVENTS (a retry attaching to it, :mod:`gateway.idempotency`)."""
+
+    async def next(self, wait_s: float) -> RunEvent: ...
+
+    def buffered(self) -> bool: ...
+
+    def client_gone(self) -> None: ...
+
+
+#: What runs when a stream ends: ``finished`` (the run reached its end on this stream), ``gone`` (the
+#: client left first). The default cancels an unfinished run at once (:func:`finish_run`).
+OnClose = Callable[[bool, bool], Awaitable[None]]
+
+
 class ChatStreamResponse(Response):
-    """``text/event-stream`` of a run's chat chunks, from its first event to ``[DONE]``."""
+    """``text/event-stream`` of a run's chat chunks, from its first event to ``[DONE]``.
+
+    Every frame carries an ``id:`` line, the seq of the run event it renders (:func:`with_id`); frames
+    of events up to ``after_seq`` are rendered (the renderer keeps its state) but not sent, which is
+    how a stream resumes after a ``Last-Event-ID``: the frames it sends are exactly the rest of what
+    one uninterrupted stream carries."""
 
     media_type = "text/event-stream"
 
     def __init__(
         self,
-        run: RunStream,
+        run: EventSource,
         first: RunEvent,
         renderer: ChunkRenderer,
         *,
         idle_timeout_s: float,
         metrics: Metrics,
-        started_at: float,
+        started_at: float | None,
+        after_seq: int = -1,
+        on_close: OnClose | None = None,
     ) -> None:
         # Not Response.__init__: it would announce "content-length: 0" for the empty initial body.
         self.status_code = 200
@@ -68,39 +92,45 @@ class ChatStreamResponse(Response):
         self.idle_timeout_s = idle_timeout_s
         self.metrics = metrics
         self.started_at = started_at
+        self.after_seq = after_seq
+        self.on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        run, renderer, metrics = self.run, self.renderer, self.metrics
+        run, renderer, metrics, after = self.run, self.renderer, self.metrics, self.after_seq
         watcher = asyncio.create_task(watch_disconnect(receive, run))
-        finished = False
+        finished = gone = False
         metrics.open_streams.inc()
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            await send({"type": "http.response.body", "body": renderer.role(), "more_body": True})
             event = self.first
+            seq = event.seq
+            if seq > after:
+                await send({"type": "http.response.body", "body": with_id(seq, renderer.role()), "more_body": True})
             idle = self.idle_timeout_s
-            first_token = True
+            first_token = self.started_at is not None
             pending: list[bytes] = []
             while True:
+                seq = event.seq
                 frame = renderer.event(event)
                 if frame is not None:
-                    if first_token:
-                        first_token = False
-                        metrics.ttft.observe(time.perf_counter() - self.started_at)
-                    pending.append(frame)
+                    if seq > after:
+                        if first_token:
+                            first_token = False
+                            metrics.ttft.observe(time.perf_counter() - self.started_at)  # type: ignore[operator]
+                        pending.append(b"id: %d\n" % seq + frame)
                 elif event.type == "completed":
                     finished = True
                     assert isinstance(event, RunCompleted)
                     count_tokens(metrics, event)
-                    frame = renderer.completed(event)
+                    frame = with_id(seq, renderer.completed(event)) if seq > after else b""
                     break
                 elif event.type == "failed":
                     finished = True
                     assert isinstance(event, RunFailed)
                     metrics.runs.labels("failed").inc()
-                    frame = error_chunk(event.error) + DONE
+                    frame = with_id(seq, error_chunk(event.error) + DONE) if seq > after else b""
                     break
-                elif type(event) is Heartbeat:
+                elif type(event) is Heartbeat and seq > after:
                     pending.append(KEEP_ALIVE)
                 if pending and not run.buffered():  # nothing more to add without waiting: send now
                     await send({"type": "http.response.body", "body": b"".join(pending), "more_body": True})
@@ -109,16 +139,21 @@ class ChatStreamResponse(Response):
                     event = await run.next(idle)
                 except RunStreamError as exc:
                     metrics.runs.labels(exc.info.code or "error").inc()
-                    frame = error_chunk(exc.info) + DONE
+                    frame = with_id(seq, error_chunk(exc.info) + DONE)
                     break
             pending.append(frame)
             await send({"type": "http.response.body", "body": b"".join(pending), "more_body": False})
         except ClientGone:
+            gone = True
             metrics.runs.labels("client_disconnected").inc()
         finally:
             metrics.open_streams.dec()
             watcher.cancel()
-            await finish_run(run, finished)
+            if self.on_close is not None:
+                await self.on_close(finished, gone)
+            else:
+                assert isinstance(run, RunStream)
+                await finish_run(run, finished)
 
 
 def count_tokens(metrics: Metrics, event: RunCompleted) -> None:
@@ -138,13 +173,19 @@ async def finish_run(run: RunStream, finished: bool) -> None:
 
 
 async def collect(
-    run: RunStream, first: RunEvent, receive: Receive, idle_timeout_s: float, metrics: Metrics
+    run: EventSource,
+    first: RunEvent,
+    receive: Receive,
+    idle_timeout_s: float,
+    metrics: Metrics,
+    on_close: OnClose | None = None,
 ) -> tuple[CompletionAggregator, RunCompleted]:
     """Aggregate a run into one completion. A failure raises :class:`GatewayError` with its status;
-    a disconnect raises :class:`ClientGone` (the run is cancelled either way unless it completed)."""
+    a disconnect raises :class:`ClientGone`. ``on_close`` runs as it ends (by default, a run that did not
+    complete is cancelled)."""
     aggregator = CompletionAggregator()
     watcher = asyncio.create_task(watch_disconnect(receive, run))
-    finished = False
+    finished = gone = False
     try:
         event = first
         while True:
@@ -164,9 +205,16 @@ async def collect(
             except RunStreamError as exc:
                 metrics.runs.labels(exc.info.code or "error").inc()
                 raise GatewayError(exc.info) from exc
+    except ClientGone:
+        gone = True
+        raise
     finally:
         watcher.cancel()
-        await finish_run(run, finished)
+        if on_close is not None:
+            await on_close(finished, gone)
+        else:
+            assert isinstance(run, RunStream)
+            await finish_run(run, finished)
 
 
 def error_info(status: int, message: str, code: str) -> ErrorInfo:

@@ -42,7 +42,11 @@ from contracts import (
 )
 
 DONE = b"data: [DONE]\n\n"
-KEEP_ALIVE = b": keep-alive\n\n"
+#: A comment line, with no blank line after it: once a frame has carried an ``id:``, the openai SDK's
+#: decoder turns any blank line into an event (an empty one, which it fails to parse as JSON). Alone
+#: on its line, the comment is ignored by every SSE parser and still keeps the connection busy.
+KEEP_ALIVE = b": keep-alive\n"
+_FRAME_BREAK = b"\n\ndata: "
 #: The extension field (of a delta and of a message) that carries the agent's own tool activity.
 AGENT_TOOL_CALLS = "agent_tool_calls"
 #: What starts the text (and the reasoning) of a model call when an earlier call of the run sent some.
@@ -69,6 +73,15 @@ def usage_object(usage: TokenUsage) -> dict[str, Any]:
             "rejected_prediction_tokens": 0,
         },
     }
+
+
+def with_id(seq: int, frames: bytes) -> bytes:
+    """``frames`` (one or more ``data:`` frames of one run event) each led by an ``id:`` line: the
+    event's ``seq``, which a client sends back as ``Last-Event-ID`` to resume after it. A frame's JSON
+    never holds a raw newline (orjson escapes it), so a blank line followed by ``data:`` is a frame
+    boundary."""
+    tag = b"id: %d\n" % seq
+    return tag + frames.replace(_FRAME_BREAK, b"\n\n" + tag + b"data: ")
 
 
 def error_chunk(info: ErrorInfo) -> bytes:
