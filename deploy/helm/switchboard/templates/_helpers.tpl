@@ -34,6 +34,27 @@ DATABASE_URL: {{ $v.postgresql.url | b64enc | quote }}
 {{- end -}}
 {{- end -}}
 
+{{/* A service's image reference: its own repository/tag, else <image.repository>/<name>:<tag or appVersion>. */}}
+{{- define "switchboard.image" -}}
+{{- $v := .root.Values -}}
+{{- printf "%s:%s" (.svc.image.repository | default (printf "%s/%s" $v.image.repository .name)) (.svc.image.tag | default $v.image.tag | default .root.Chart.AppVersion) | quote -}}
+{{- end -}}
+
+{{/* The variable holding a database service's URL, e.g. CATALOG_DATABASE_URL. */}}
+{{- define "switchboard.databaseEnv" -}}
+{{- $v := .root.Values -}}
+- name: {{ printf "%s_DATABASE_URL" (upper .name) }}
+  valueFrom:
+    secretKeyRef:
+      {{- if $v.postgresql.existingSecret }}
+      name: {{ $v.postgresql.existingSecret | quote }}
+      key: {{ $v.postgresql.existingSecretKey | quote }}
+      {{- else }}
+      name: {{ .secretName | quote }}
+      key: DATABASE_URL
+      {{- end }}
+{{- end -}}
+
 {{- define "switchboard.selectorLabels" -}}
 app.kubernetes.io/name: {{ .name }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
@@ -135,16 +156,10 @@ Included once, from services.yaml.
 {{- include "switchboard.urlEnv" (dict "env" "REDIS_URL" "cfg" $v.redis) }}
 {{- end }}
 {{- if $svc.database }}
-- name: {{ printf "%s_DATABASE_URL" (upper .name) }}
-  valueFrom:
-    secretKeyRef:
-      {{- if $v.postgresql.existingSecret }}
-      name: {{ $v.postgresql.existingSecret | quote }}
-      key: {{ $v.postgresql.existingSecretKey | quote }}
-      {{- else }}
-      name: {{ include "switchboard.secretName" .root | quote }}
-      key: DATABASE_URL
-      {{- end }}
+{{ include "switchboard.databaseEnv" (dict "root" .root "name" .name "secretName" (include "switchboard.secretName" .root)) }}
+{{- /* The migration Job migrates (templates/migrations.yaml); the pods only wait for their schema. */}}
+- name: {{ printf "%s_MIGRATE_ON_START" (upper .name) }}
+  value: {{ (not $v.migrations.enabled) | toString | quote }}
 {{- end }}
 {{- $keys := include "switchboard.credentialKeys" .root | fromYaml }}
 {{- range $field := $svc.secrets }}
@@ -235,7 +250,7 @@ spec:
       terminationGracePeriodSeconds: {{ add $svc.preStopSeconds $svc.drainSeconds 15 }}
       containers:
         - name: {{ .name }}
-          image: {{ printf "%s:%s" ($svc.image.repository | default (printf "%s/%s" $v.image.repository .name)) ($svc.image.tag | default $v.image.tag | default .root.Chart.AppVersion) | quote }}
+          image: {{ include "switchboard.image" . }}
           imagePullPolicy: {{ $v.image.pullPolicy }}
           command: [python, -m, {{ $svc.module | quote }}]
           {{- with $svc.args }}
@@ -250,7 +265,8 @@ spec:
             - name: http
               containerPort: {{ $svc.port }}
               protocol: TCP
-          # Start-up may run database migrations: liveness waits for it.
+          # Start-up may wait for NATS and (billing, catalog) for the schema the migration Job writes:
+          # liveness waits for it; /healthz answers meanwhile and /readyz says what is missing.
           startupProbe:
             httpGet: {path: /healthz, port: http}
             periodSeconds: 2
