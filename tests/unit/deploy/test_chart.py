@@ -471,7 +471,15 @@ def test_every_template_renders_yaml_with_kind_and_name() -> None:
             if doc:
                 assert doc["apiVersion"] and doc["metadata"]["name"]
                 kinds.add(doc["kind"])
-    assert kinds == {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Secret", "Ingress", "Job"}
+    assert kinds == {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Secret",
+        "Ingress",
+        "Job",
+    }
 
 
 def test_chart_script_renders_and_lints(capsys: pytest.CaptureFixture[str]) -> None:
