@@ -10,8 +10,16 @@ from collections.abc import Awaitable, Callable, Mapping
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, ObjectStoreConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    ObjectStoreConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import BadRequestError
+from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
@@ -137,6 +145,26 @@ async def ensure_object_store(
         current.num_replicas = replicas
         await js.update_stream(current)
         return await js.object_store(bucket)
+
+
+async def ensure_key_value(
+    js: JetStreamContext, bucket: str, *, ttl_s: float, replicas: int = 1, description: str | None = None
+) -> KeyValue:
+    """The key-value bucket ``bucket`` (one value per key, file storage), created or brought up to date
+    (its TTL and replicas), idempotently. Values are single NATS messages (at most its maximum payload)."""
+    config = KeyValueConfig(
+        bucket=bucket, description=description, ttl=ttl_s, replicas=replicas, storage=StorageType.FILE, history=1
+    )
+    try:
+        return await js.create_key_value(config=config)
+    except BadRequestError:
+        # It exists with another configuration: change what may change (the stream keeps its data).
+        info = await js.stream_info(f"KV_{bucket}")
+        current = info.config
+        current.max_age = ttl_s
+        current.num_replicas = replicas
+        await js.update_stream(current)
+        return await js.key_value(bucket)
 
 
 def trace_headers(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from contracts import CacheInvalidated, RunClosed, Subjects, new_id
 from contracts.subjects import MSG_ID_HEADER
 from servicekit.breaker import CircuitBreaker
-from servicekit.natsio import connect, ensure_object_store, ensure_streams, trace_headers
+from servicekit.natsio import connect, ensure_key_value, ensure_object_store, ensure_streams, trace_headers
 from servicekit.redisio import redis_client
 from servicekit.telemetry import setup_tracing
 
@@ -26,6 +26,7 @@ from .auth import Authenticator
 from .context import GatewayContext
 from .errors import install_exception_handlers
 from .fleet import RunnerWatch
+from .idempotency import IdempotencyStore, ResumeWindows, bucket_name
 from .metrics import Metrics
 from .middleware import ObservabilityMiddleware
 from .openapi import document_openai_routes
@@ -62,6 +63,7 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
         redis = None
         rate_limiter: RateLimiter | None = None
         responses_service: ResponsesService | None = None
+        resume_windows: ResumeWindows | None = None
         try:
             js = nc.jetstream()
             await ensure_streams(js, subjects)
@@ -83,6 +85,21 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
                 ),
             )
             app.state.responses = responses_service
+            idempotency_kv = await ensure_key_value(
+                js,
+                bucket_name(settings.nats_namespace),
+                ttl_s=settings.idempotency_ttl_s,
+                replicas=settings.idempotency_replicas,
+                description="Idempotency-Key entries of the chat and Responses routes",
+            )
+            resume_windows = ResumeWindows(
+                IdempotencyStore(idempotency_kv, settings.idempotency_timeout_s),
+                nc,
+                subjects,
+                window_s=settings.resume_window_s,
+                idle_timeout_s=settings.idle_timeout_s,
+            )
+            app.state.idempotency = resume_windows
             if settings.redis_url:
                 # Optional at run time too: short timeouts and a circuit breaker (gateway.ratelimit).
                 redis = redis_client(
@@ -162,6 +179,8 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
             await preadmitted.close()
             await invalidations.unsubscribe()
         finally:
+            if resume_windows is not None:
+                await resume_windows.close()
             if responses_service is not None:
                 await responses_service.close()
             if rate_limiter is not None:

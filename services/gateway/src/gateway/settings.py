@@ -95,6 +95,24 @@ class GatewaySettings(ServiceSettings):
     responses_max_background: int = Field(
         default=1_000, ge=1, description="background responses this gateway carries at once: 503 above"
     )
+    resume_window_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="a streamed run with an Idempotency-Key whose client left goes on this long for the client to "
+        "resume it (on any replica); then it is cancelled",
+    )
+    idempotency_ttl_s: float = Field(
+        default=24 * 3600.0,
+        ge=60,
+        description="how long an Idempotency-Key is remembered (the IDEMPOTENCY bucket's TTL)",
+    )
+    idempotency_replicas: int = Field(
+        default=1, ge=1, le=5, description="replicas of the IDEMPOTENCY key-value bucket (production: 3)"
+    )
+    idempotency_timeout_s: float = Field(
+        default=2.0, gt=0, description="every read or write of an Idempotency-Key entry ends within it"
+    )
 
     @model_validator(mode="after")
     def _cooldowns(self) -> GatewaySettings:

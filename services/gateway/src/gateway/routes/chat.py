@@ -4,7 +4,9 @@ what :func:`gateway.orchestration.start_run` started as SSE chunks or one ``chat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,14 +14,16 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from contracts import Principal
+from contracts import AgentSnapshot, Principal, new_id
 
+from .. import idempotency
 from ..bodylimits import read_json_body
 from ..context import GatewayContext
 from ..deps import check_rate_limit
-from ..errors import ClientGone, GatewayError, JSONResponse, describe_validation_error
+from ..errors import ClientGone, GatewayError, JSONResponse, RunStreamError, describe_validation_error
+from ..idempotency import ResumeWindows
 from ..orchestration import RunSpec, start_run
-from ..relay import ChatStreamResponse, collect, empty_response
+from ..relay import ChatStreamResponse, collect, empty_response, finish_run
 from ..render import ChunkRenderer
 from ..schemas import ChatCompletionRequest
 
@@ -43,6 +47,8 @@ def parse_chat_request(raw: bytes) -> ChatCompletionRequest:
 
 
 PATH = "/v1/chat/completions"
+#: How long a retry waits for a finished run's first event in RUN_EVENTS before saying it is gone.
+_REPLAY_FIRST_WAIT_S = 2.0
 #: What metrics and spans name the route by (FastAPI records only its own routes in the scope).
 _ROUTE = SimpleNamespace(path=PATH)
 
@@ -57,14 +63,20 @@ async def endpoint(request: Request) -> Response:
 
 
 async def create_chat_completion(request: Request, ctx: GatewayContext, principal: Principal) -> Response:
-    """Run an agent on a conversation; stream its answer as SSE chunks or return one ``chat.completion``."""
+    """Run an agent on a conversation; stream its answer as SSE chunks or return one ``chat.completion``.
+
+    With an ``Idempotency-Key`` (:mod:`gateway.idempotency`), a retry attaches to the run the key
+    started instead of starting another, and a streaming client that left may come back."""
     started_at = time.perf_counter()
     settings = ctx.settings
     # The rate limit's round trip (Redis) overlaps reading and checking the request; it is settled
     # before anything reaches billing or a runner, and a spent limit (429) wins over a bad body (400).
     limited = asyncio.ensure_future(check_rate_limit(ctx, principal))
     try:
-        body = parse_chat_request(await read_json_body(request, settings.max_body_bytes))
+        key = idempotency.read_key(request.headers)
+        after_seq = idempotency.read_last_event_id(request.headers) if key is not None else -1
+        raw = await read_json_body(request, settings.max_body_bytes)
+        body = parse_chat_request(raw)
         agent = await ctx.auth.agent(principal, body.model)
         clash = body.collision(agent.tools)
         if clash is not None:
@@ -90,6 +102,8 @@ async def create_chat_completion(request: Request, ctx: GatewayContext, principa
         parallel_tool_calls=body.parallel_tool_calls,
         response_format=body.response_format_dict(),
     )
+    if key is not None:
+        return await _keyed(request, ctx, principal, agent, body, spec, raw, key, after_seq, started_at)
     started = await start_run(ctx, principal, agent, spec)
     run, created = started.stream, int(time.time())
     if started.streaming:
@@ -108,3 +122,125 @@ async def create_chat_completion(request: Request, ctx: GatewayContext, principa
         return empty_response()
     completion: dict[str, Any] = aggregator.completion(started.run_id, created, body.model, done)
     return JSONResponse(completion)
+
+
+async def _keyed(
+    request: Request,
+    ctx: GatewayContext,
+    principal: Principal,
+    agent: AgentSnapshot,
+    body: ChatCompletionRequest,
+    spec: RunSpec,
+    raw: bytes,
+    key: str,
+    after_seq: int,
+    started_at: float,
+) -> Response:
+    """A request with an ``Idempotency-Key``: claim the key and start the run, or attach to its run."""
+    settings = ctx.settings
+    windows: ResumeWindows = request.app.state.idempotency
+    store = windows.store
+    claimed = await idempotency.claim(
+        store,
+        idempotency.entry_key(principal.user_id, key),
+        idempotency.body_digest(raw),
+        "chat.completions",
+        new_id(spec.id_prefix),
+        starting_wait_s=settings.queue_timeout_s + settings.rpc_timeout_s,
+    )
+    entry = claimed.entry
+    if not claimed.owner:
+        return await _attach(request, ctx, windows, agent, body, claimed, after_seq)
+    try:
+        started = await start_run(ctx, principal, agent, replace(spec, run_id=entry.run_id))
+    except BaseException:
+        # Refused before it started (402, 413, 503…): the key keeps nothing, so a retry starts afresh.
+        with contextlib.suppress(GatewayError):
+            await store.delete(claimed.key)
+        raise
+    with contextlib.suppress(GatewayError):
+        await store.update(claimed.key, lambda e: e.model_copy(update={"status": "live"}))
+    run = started.stream
+
+    async def on_close(finished: bool, gone: bool) -> None:
+        if gone and not finished:
+            windows.keep(run, claimed.key, 0)  # the run goes on for the resume window
+            return
+        await finish_run(run, finished)
+        if finished:
+            await idempotency.mark_finished(store, claimed.key, "completed")
+
+    renderer = ChunkRenderer(entry.run_id, entry.created, body.model, include_usage=body.include_usage)
+    if started.streaming:
+        return ChatStreamResponse(
+            run,
+            started.first,
+            renderer,
+            idle_timeout_s=settings.idle_timeout_s,
+            metrics=ctx.metrics,
+            started_at=started_at,
+            after_seq=after_seq,
+            on_close=on_close,
+        )
+    try:
+        aggregator, done = await collect(
+            run, started.first, request.receive, settings.idle_timeout_s, ctx.metrics, on_close
+        )
+    except ClientGone:
+        return empty_response()
+    return JSONResponse(aggregator.completion(entry.run_id, entry.created, body.model, done))
+
+
+async def _attach(
+    request: Request,
+    ctx: GatewayContext,
+    windows: ResumeWindows,
+    agent: AgentSnapshot,
+    body: ChatCompletionRequest,
+    claimed: idempotency.Claim,
+    after_seq: int,
+) -> Response:
+    """A retry of a key whose run exists: its events from RUN_EVENTS (after ``after_seq``), then live,
+    rendered as the first request's were — the same frames, or the same ``chat.completion``."""
+    settings, entry = ctx.settings, claimed.entry
+    # Count the attachment first: a resume window that passes from now on leaves the run to this stream.
+    updated = await windows.store.update(claimed.key, lambda e: e.model_copy(update={"attachments": e.attachments + 1}))
+    attachment = updated.attachments if updated is not None else entry.attachments + 1
+    source = idempotency.AttachedRun(ctx.js, ctx.subjects, entry.run_id)
+    # The first event is in RUN_EVENTS at once unless it expired; a run just started may take a moment.
+    first_wait = settings.queue_timeout_s if entry.status in ("starting", "live") else _REPLAY_FIRST_WAIT_S
+    try:
+        await source.open(settings.rpc_timeout_s)
+        first = await source.next(min(first_wait, settings.idle_timeout_s))
+    except (RunStreamError, TimeoutError) as exc:
+        await source.close()
+        raise idempotency.expired() from exc
+    except BaseException:
+        await source.close()
+        raise
+
+    async def on_close(finished: bool, gone: bool) -> None:
+        if gone and not finished:
+            source.keep_reading()
+            windows.keep(source, claimed.key, attachment)
+            return
+        await source.close()
+
+    streaming = bool(body.stream) and not agent.model_parameters.get("disableStreaming")
+    if streaming:
+        renderer = ChunkRenderer(entry.run_id, entry.created, body.model, include_usage=body.include_usage)
+        return ChatStreamResponse(
+            source,
+            first,
+            renderer,
+            idle_timeout_s=settings.idle_timeout_s,
+            metrics=ctx.metrics,
+            started_at=None,
+            after_seq=after_seq,
+            on_close=on_close,
+        )
+    try:
+        aggregator, done = await collect(source, first, request.receive, settings.idle_timeout_s, ctx.metrics, on_close)
+    except ClientGone:
+        return empty_response()
+    return JSONResponse(aggregator.completion(entry.run_id, entry.created, body.model, done))

@@ -1,0 +1,391 @@
+"""``Idempotency-Key``: a retried POST never starts a second run, and a chat stream a client can resume.
+
+**The record.** One entry per (user, key) in the namespace's ``IDEMPOTENCY`` JetStream key-value bucket
+(TTL 24 h by default, shared by every gateway replica; no Redis needed, the gateway depends on NATS
+already). The entry's key is ``sha256(user id, key)`` — the client's key is never stored; its value
+(:class:`Entry`) holds the body's digest, the run id, the API, ``created`` and the run's status.
+
+**Claiming.** A request with a key creates its entry with KV ``create`` (succeeds only if the key is
+absent) *before* it starts the run, with the run id it is about to use and status ``starting``. Two
+replicas racing on one key agree on one run: the loser reads the winner's entry and attaches to its
+run. A request refused before its run started (402, 413, 503…) deletes the entry, so it stores
+nothing and a retry may start afresh; a racing retry that waited on a ``starting`` entry which then
+disappears claims the key itself. The same key with another body is a 422.
+
+**Attaching.** A retry of a claimed key reads the run's events from RUN_EVENTS (:class:`AttachedRun`,
+over :class:`gateway.runs.RunReplay`) — from the first, or after ``Last-Event-ID`` — then live, and
+renders them with the same renderer and the same ``id``/``created``: byte for byte what one stream
+carries, on any replica.
+
+**The resume window.** A keyed run whose client disconnects is not cancelled at once: the gateway
+that was streaming it keeps reading it (:class:`ResumeWindows`) for ``GATEWAY_RESUME_WINDOW_S``. Each
+attachment increments the entry's ``attachments`` counter (a KV compare-and-set), and each stream
+remembers the count it attached at. When a window passes with the run unfinished, its keeper reads
+the entry: if the count is still its own, nobody came back (on any replica) and it cancels the run
+(the runner bills what was consumed); otherwise a newer stream carries the run, and that stream's own
+window decides when it goes. The timer therefore never depends on the original gateway seeing the
+retry: the KV entry is the one place every replica writes and reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import orjson
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from contracts import CancelRun, RunEvent
+
+from .errors import INVALID_REQUEST, ClientGone, GatewayError, RunStreamError
+from .runs import RunReplay
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.js import JetStreamContext
+    from nats.js.kv import KeyValue
+
+    from contracts import Subjects
+
+log = logging.getLogger(__name__)
+
+HEADER = "Idempotency-Key"
+LAST_EVENT_ID = "Last-Event-ID"
+MAX_KEY_LENGTH = 255
+#: The bucket's entries live this long (every write renews its entry).
+DEFAULT_TTL_S = 24 * 3600.0
+#: Compare-and-set tries before an update of an entry gives up (replicas writing one entry at once).
+_CAS_TRIES = 8
+#: Pause between reads of an entry another request is still starting.
+_STARTING_POLL_S = 0.05
+
+Status = Literal["starting", "live", "completed", "failed"]
+Api = Literal["chat.completions", "responses"]
+
+
+def bucket_name(namespace: str) -> str:
+    """The namespace's idempotency bucket (named like its streams)."""
+    return f"{namespace}_IDEMPOTENCY" if namespace else "IDEMPOTENCY"
+
+
+def read_key(headers: Mapping[str, str]) -> str | None:
+    """The request's ``Idempotency-Key``: 1 to 255 printable ASCII characters; 400 otherwise."""
+    key = headers.get(HEADER)
+    if key is None:
+        return None
+    if not key or len(key) > MAX_KEY_LENGTH or not all(" " <= c <= "~" for c in key):
+        raise GatewayError.bad_request(
+            f"The '{HEADER}' header must be 1 to {MAX_KEY_LENGTH} printable ASCII characters.",
+            HEADER,
+            "invalid_idempotency_key",
+        )
+    return key
+
+
+def read_last_event_id(headers: Mapping[str, str]) -> int:
+    """The ``Last-Event-ID`` a resuming client sends (the ``id:`` of the last frame it got); -1 when absent."""
+    raw = headers.get(LAST_EVENT_ID)
+    if raw is None or not raw.strip():
+        return -1
+    raw = raw.strip()
+    if not raw.isdigit() or len(raw) > 10 or int(raw) > 2**31 - 1:
+        raise GatewayError.bad_request(
+            f"The '{LAST_EVENT_ID}' header must be the id of a frame of this stream (a non-negative integer).",
+            LAST_EVENT_ID,
+        )
+    return int(raw)
+
+
+def entry_key(user_id: str, key: str) -> str:
+    """The entry's KV key: a digest of the user and their key (scoped per user, the key never stored)."""
+    return hashlib.sha256(f"{user_id}\0{key}".encode()).hexdigest()
+
+
+def body_digest(raw: bytes) -> str:
+    """A digest of the request body that ignores its formatting and key order."""
+    try:
+        canonical = orjson.dumps(orjson.loads(raw), option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONDecodeError:
+        canonical = raw
+    return hashlib.sha256(canonical).hexdigest()
+
+
+class Entry(BaseModel):
+    """What the bucket holds for one (user, key)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: int = 1
+    body: str
+    run_id: str
+    api: Api
+    created: int
+    status: Status = "starting"
+    #: Streams that attached to the run after the first (the resume window's counter).
+    attachments: int = 0
+
+
+def _unavailable(exc: BaseException | None = None) -> GatewayError:
+    if exc is not None and not isinstance(exc, TimeoutError):
+        log.warning("the idempotency store failed", exc_info=exc)
+    return GatewayError.unavailable("The idempotency store is unavailable; try again shortly.")
+
+
+def _mismatch() -> GatewayError:
+    return GatewayError.of(
+        422,
+        f"This '{HEADER}' was already used with a different request body; use a new key for a new request.",
+        INVALID_REQUEST,
+        "idempotency_key_reused",
+        HEADER,
+    )
+
+
+class IdempotencyStore:
+    """The entries, read and written within ``timeout_s`` (a 503 otherwise)."""
+
+    def __init__(self, kv: KeyValue, timeout_s: float) -> None:
+        self._kv = kv
+        self._timeout_s = timeout_s
+
+    async def get(self, key: str) -> tuple[Entry, int] | None:
+        """The entry and its revision; ``None`` when absent (or unreadable)."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                found = await self._kv.get(key)
+        except (KeyNotFoundError, NotFoundError):
+            return None
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+        if not found.value:
+            return None
+        try:
+            return Entry.model_validate_json(found.value), int(found.revision or 0)
+        except ValidationError:
+            log.warning("an unreadable idempotency entry is treated as absent")
+            return None
+
+    async def create(self, key: str, entry: Entry) -> bool:
+        """Create the entry if the key is absent; whether this call created it."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._kv.create(key, entry.model_dump_json().encode())
+        except KeyWrongLastSequenceError:
+            return False
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+        return True
+
+    async def update(self, key: str, change: Callable[[Entry], Entry]) -> Entry | None:
+        """Apply ``change`` to the entry (compare-and-set, retried on a concurrent write); ``None``
+        when the entry is gone."""
+        for _ in range(_CAS_TRIES):
+            found = await self.get(key)
+            if found is None:
+                return None
+            entry, revision = found
+            changed = change(entry)
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    await self._kv.update(key, changed.model_dump_json().encode(), last=revision)
+            except KeyWrongLastSequenceError:
+                continue
+            except Exception as exc:
+                raise _unavailable(exc) from exc
+            return changed
+        raise _unavailable()
+
+    async def delete(self, key: str) -> None:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._kv.delete(key)
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A key claimed for a request: ``owner`` true when this request starts the run."""
+
+    key: str
+    entry: Entry
+    owner: bool
+
+
+async def claim(
+    store: IdempotencyStore, key: str, digest: str, api: Api, run_id: str, *, starting_wait_s: float
+) -> Claim:
+    """Claim ``key`` for a new run (``run_id``), or find the run it already has (module docstring).
+
+    An entry still ``starting`` (another request is starting its run) is waited on up to
+    ``starting_wait_s``: it becomes live (attach), or disappears (the start was refused: claim again)."""
+    fresh = Entry(body=digest, run_id=run_id, api=api, created=int(time.time()))
+    deadline = time.monotonic() + starting_wait_s
+    while True:
+        if await store.create(key, fresh):
+            return Claim(key, fresh, owner=True)
+        found = await store.get(key)
+        if found is None:
+            continue  # deleted (a refused start) or expired between the two calls: claim it
+        entry = found[0]
+        if entry.body != digest or entry.api != api:
+            raise _mismatch()
+        if entry.status != "starting" or time.monotonic() >= deadline:
+            return Claim(key, entry, owner=False)
+        await asyncio.sleep(_STARTING_POLL_S)  # a KV entry has no awaitable change
+
+
+async def cancel_run(nc: Client, subjects: Subjects, run_id: str, reason: str = "client_disconnected") -> None:
+    """Tell the run's runner to stop (core NATS, best effort): it bills what was consumed."""
+    msg = CancelRun(run_id=run_id, reason=reason)  # type: ignore[arg-type]
+    with contextlib.suppress(Exception):
+        await nc.publish(subjects.run_cancel(run_id), msg.model_dump_json().encode())
+
+
+class AttachedRun:
+    """A run this request did not start, read from RUN_EVENTS then live (:class:`RunReplay`), with what
+    the relay needs of an event source: its client's departure wakes :meth:`next`."""
+
+    def __init__(self, js: JetStreamContext, subjects: Subjects, run_id: str) -> None:
+        self.run_id = run_id
+        self._replay = RunReplay(js, subjects, run_id)
+        self._gone = asyncio.Event()
+
+    async def open(self, timeout_s: float) -> None:
+        await self._replay.open(timeout_s)
+
+    async def next(self, wait_s: float) -> RunEvent:
+        if self._gone.is_set():
+            raise ClientGone
+        reading = asyncio.ensure_future(self._replay.next(wait_s))
+        gone = asyncio.ensure_future(self._gone.wait())
+        try:
+            await asyncio.wait({reading, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not reading.done():
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reading
+            raise ClientGone
+        return reading.result()
+
+    def buffered(self) -> bool:
+        return False
+
+    def client_gone(self) -> None:
+        self._gone.set()
+
+    def keep_reading(self) -> None:
+        """Read on after the client left (the resume window)."""
+        self._gone.clear()
+
+    async def close(self) -> None:
+        await self._replay.close()
+
+
+class ResumeWindows:
+    """The runs whose client left, kept going for the resume window (module docstring)."""
+
+    def __init__(
+        self,
+        store: IdempotencyStore,
+        nc: Client,
+        subjects: Subjects,
+        *,
+        window_s: float,
+        idle_timeout_s: float,
+    ) -> None:
+        self.store = store
+        self._nc = nc
+        self._subjects = subjects
+        self._window_s = window_s
+        self._idle_timeout_s = idle_timeout_s
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def keep(self, source: KeptRun, key: str, attachment: int) -> None:
+        """Keep reading ``source`` (its client gone) until its run ends or the window passes."""
+        task = asyncio.create_task(self._keep(source, key, attachment), name=f"resume-window-{source.run_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _keep(self, source: KeptRun, key: str, attachment: int) -> None:
+        finished = False
+        try:
+            if self._window_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._window_s):
+                        finished = await self._drain(source)
+            if finished:
+                await mark_finished(self.store, key, "completed")
+                return
+            entry = await self._entry(key)
+            if entry is not None and entry.attachments != attachment:
+                return  # a newer stream carries the run: its own window decides
+            log.info("run %s: nobody resumed it within %g s; cancelled", source.run_id, self._window_s)
+            await cancel_run(self._nc, self._subjects, source.run_id)
+        except Exception:
+            log.exception("the resume window of run %s failed; cancelling it", source.run_id)
+            await cancel_run(self._nc, self._subjects, source.run_id)
+        finally:
+            await source.close()
+
+    async def _drain(self, source: KeptRun) -> bool:
+        """Read the run to its end; whether it ended (a broken stream is not an end)."""
+        while True:
+            try:
+                event = await source.next(self._idle_timeout_s)
+            except RunStreamError:
+                return False
+            if event.type in ("completed", "failed"):
+                return True
+
+    async def _entry(self, key: str) -> Entry | None:
+        try:
+            found = await self.store.get(key)
+        except GatewayError:
+            return None
+        return found[0] if found is not None else None
+
+    async def close(self) -> None:
+        """The gateway stops: stop keeping (the runs are left to end on their own)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+class KeptRun(Protocol):
+    """What a resume window reads: the live :class:`~gateway.runs.RunStream` or an :class:`AttachedRun`."""
+
+    run_id: str
+
+    async def next(self, wait_s: float) -> RunEvent: ...
+
+    async def close(self) -> None: ...
+
+
+async def mark_finished(store: IdempotencyStore, key: str, status: Status) -> None:
+    """Record the run's end in its entry (best effort: informational)."""
+    with contextlib.suppress(GatewayError):
+        await store.update(key, lambda e: e.model_copy(update={"status": status}))
+
+
+def expired() -> GatewayError:
+    """A retry whose run's events are no longer kept."""
+    return GatewayError.of(
+        409,
+        f"The result of the request made with this '{HEADER}' is no longer kept; use a new key to run it again.",
+        INVALID_REQUEST,
+        "idempotency_result_expired",
+        HEADER,
+    )
