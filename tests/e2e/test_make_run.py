@@ -308,6 +308,14 @@ def test_devstack_run_examples_run_as_pasted_demo_calls_its_tools_and_credential
         streamed = _shell(f"{export_lines}{curl}")
         assert streamed.returncode == 0 and "Hello!" in streamed.stdout and "[DONE]" in streamed.stdout, streamed
 
+        # The README's Python examples ("A first request"), all of them in order, as pasted.
+        readme = _readme_python_examples()
+        ran = _shell(f"{export_lines}{shlex.quote(sys.executable)} - <<'EOF'\n{readme}EOF\n")
+        assert ran.returncode == 0, ran
+        assert "17*23 = 391" in ran.stdout, ran  # the streamed chat answer
+        assert "You said: What is my name?" in ran.stdout, ran  # the continued response
+        assert "The get_weather tool answered: sunny, 24 °C." in ran.stdout, ran  # the client's function
+
         # The demo agent shows the agent loop: the fake LLM calls the calculator, the runner executes it
         # (two model calls billed for the run), and the answer holds its result.
         with openai.OpenAI(
@@ -351,3 +359,12 @@ def test_devstack_run_examples_run_as_pasted_demo_calls_its_tools_and_credential
     finally:
         _stop_run(proc)
     assert proc.returncode == 0
+
+
+def _readme_python_examples() -> str:
+    """The Python blocks of the README's "A first request" section, joined in order."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## A first request", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) >= 3, "the README's first-request examples"
+    return "\n".join(blocks)

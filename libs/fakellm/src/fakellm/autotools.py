@@ -7,9 +7,10 @@ For a model without a script, :func:`unscripted_turn` decides the turn, from the
   tool: the answer is a call ``calculator({"expression": "17*23"})``;
 * otherwise, the user asks for the time or the date ("what time is it", "the current date" …) and a
   ``current_time`` tool is offered: the answer is a call ``current_time({})``;
-* the conversation after the last user message holds the results of such a call (an OpenAI ``tool``
+* the conversation after the last user message holds the results of tool calls (an OpenAI ``tool``
   message, an Anthropic ``tool_result`` block): the answer is text built from them —
-  ``17*23 = 391.`` or ``The current time is 2025-01-01T12:00:00+00:00.``;
+  ``17*23 = 391.``, ``The current time is 2025-01-01T12:00:00+00:00.``, or for any other tool (a
+  client's function, called because ``tool_choice`` required it) ``The get_weather tool answered: …``;
 * anything else: ``You said: <the last user message>`` (the echo many tests rely on).
 
 So an agent with those tools shows the whole agent loop (model → tool call → runner executes it →
@@ -127,7 +128,7 @@ def unscripted_turn(body: dict[str, Any], api: str, last_user: int, user_text: s
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
     results = tool_results(messages, last_user, api)
     tools = offered_tools(body)
-    if results and all(name in (CALCULATOR, CURRENT_TIME) for name, _, _ in results):
+    if results:
         return {"text": " ".join(_sentence(*r) for r in results)}
     if not results and last_user >= 0:
         if CALCULATOR in tools and (expression := find_expression(user_text)) is not None:
