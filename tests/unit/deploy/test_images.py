@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import helm_python as helm
 import pytest
 import yaml
 from packaging.requirements import Requirement
@@ -308,3 +309,33 @@ def test_compose_wiring() -> None:
     assert compose_env("runner")["OPENAI_BASE_URL"].endswith("http://fakellm:8090/v1}")
     # Stop grace longer than the runner's drain.
     assert int(services["runner"]["stop_grace_period"].rstrip("s")) > int(compose_env("runner")["RUNNER_DRAIN_S"])
+
+
+# --- compose and the chart -----------------------------------------------------------------------
+#: Where compose and the chart differ on purpose: compose passes the MCP servers' JSON as a variable,
+#: the chart mounts it from a Secret as a file (RUNNER_MCP_SERVERS_FILE, only when `mcp` is set).
+COMPOSE_ONLY = {"runner": {"RUNNER_MCP_SERVERS"}}
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_compose_and_the_chart_give_each_service_the_same_variables(name: str) -> None:
+
+    values = {
+        "secrets": {"existingSecret": "s"},
+        "postgresql": {"existingSecret": "pg"},
+        "redis": {"url": "redis://redis:6379/0"},
+        "telemetry": {"otlpEndpoint": "http://jaeger:4318"},
+        "services": {"fakellm": {"enabled": True}},
+    }
+    with helm.Chart.load(str(ROOT / "deploy/helm/switchboard")) as chart:
+        files = chart.render(values, name="sb", namespace="default", is_install=True)
+    docs = [d for path, text in files.items() if path.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == f"sb-{name}"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    from_chart = {e["name"] for e in container["env"]}
+    assert from_chart == set(compose_env(name)) - COMPOSE_ONLY.get(name, set())
+    # The migrations: compose's single replica migrates on start, the chart's pods leave it to its Job.
+    if f"{name.upper()}_DATABASE_URL" in from_chart:
+        assert compose_env(name)[f"{name.upper()}_MIGRATE_ON_START"] == "true"
+        migrate = next(e for e in container["env"] if e["name"] == f"{name.upper()}_MIGRATE_ON_START")
+        assert migrate["value"] == "false"
