@@ -227,3 +227,35 @@ class TestNobodyComesBack:
                     break
         async with asyncio.timeout(0.4):  # well within what the window would have been
             await stack.fakes.cancelled.wait()
+
+
+RESPONSE_BODY: dict[str, Any] = {"model": AGENT, "input": "hi"}
+
+
+async def test_responses_retry_returns_the_stored_response_once_charged(stack: Stack) -> None:
+    paced = Paced()
+    paced.gate.set()
+    stack.fakes.agent(AGENT, paced)
+    async with stack.http() as http:
+        first = await http.post("/v1/responses", json=RESPONSE_BODY, headers=headers("resp-1"))
+        again = await http.post("/v1/responses", json=RESPONSE_BODY, headers=headers("resp-1"))
+        streamed = await http.post("/v1/responses", json=dict(RESPONSE_BODY, stream=True), headers=headers("resp-2"))
+        restreamed = await http.post("/v1/responses", json=dict(RESPONSE_BODY, stream=True), headers=headers("resp-2"))
+        clash = await http.post("/v1/responses", json=dict(RESPONSE_BODY, input="other"), headers=headers("resp-1"))
+    assert first.status_code == 200, first.text
+    assert again.status_code == 200, again.text
+    assert again.json() == first.json() and first.json()["status"] == "completed"
+    assert streamed.status_code == 200 and restreamed.status_code == 200
+    assert restreamed.content == streamed.content  # the same events, rendered again from RUN_EVENTS
+    assert clash.status_code == 422 and clash.json()["error"]["param"] == "Idempotency-Key"
+    assert len(stack.fakes.run_requests) == 2  # one run per key
+
+
+async def test_responses_refused_request_stores_nothing(stack: Stack) -> None:
+    stack.fakes.agent(AGENT, Paced())
+    async with stack.http() as http:
+        resp = await http.post("/v1/responses", json=RESPONSE_BODY, headers=headers("resp-broke", api_key=BROKE_KEY))
+    assert resp.status_code == 402
+    kv = await stack.nc.jetstream().key_value(bucket_name(stack.subjects.namespace))
+    with pytest.raises(NotFoundError):
+        await kv.get(entry_key("u_carol", "resp-broke"))

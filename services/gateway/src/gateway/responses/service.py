@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -75,7 +76,7 @@ class ResponsesService:
 
     async def _put_quietly(self, record: StoredResponse) -> None:
         try:
-            await self.store.put(record)
+            await self.store.create(record)
         except Exception:
             log.warning("could not keep the marker of unstored response %s", record.id)
 
@@ -140,9 +141,13 @@ async def create_response(
     body: CreateResponseRequest,
     receive: Receive,
     started_at: float,
+    *,
+    response_id: str | None = None,
+    on_started: Callable[[], Awaitable[None]] | None = None,
 ) -> Response:
-    """Start the response's run and answer as the request asked (module docstring)."""
-    response_id = new_id(RESPONSE_ID_PREFIX)
+    """Start the response's run and answer as the request asked (module docstring). ``response_id``
+    when the caller chose it, ``on_started`` once the run is queued (the ``Idempotency-Key`` hook)."""
+    response_id = response_id or new_id(RESPONSE_ID_PREFIX)
     tools = client_tools(body)
     check_tool_names(tools, agent.tools)
     choice = tool_choice(body, tools)
@@ -187,6 +192,8 @@ async def create_response(
         if exc.info.code == "request_too_large":  # the run's conversation: this API calls it 'input'
             raise GatewayError(exc.info.model_copy(update={"param": "input"}), exc.headers) from None
         raise
+    if on_started is not None:
+        await on_started()
     if background:
         return await _background(ctx, service, started, record, bool(body.stream))
     renderer = ResponseRenderer(base)

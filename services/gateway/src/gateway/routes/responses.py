@@ -5,6 +5,7 @@ again), delete, ``input_items``, cancel. Thin: the work is in :mod:`gateway.resp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from types import SimpleNamespace
 from typing import Annotated, Any, Literal
@@ -12,15 +13,17 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from contracts import CancelRun
+from contracts import AgentSnapshot, CancelRun, Principal, new_id
 
+from .. import idempotency
 from ..bodylimits import read_json_body
 from ..context import GatewayContext
 from ..deps import CtxDep, PrincipalDep, check_rate_limit
-from ..errors import GatewayError, JSONResponse, RunStreamError
+from ..errors import INVALID_REQUEST, GatewayError, JSONResponse, RunStreamError
 from ..responses.background import finish_from_events, store_final
+from ..responses.lookup import RESPONSE_ID_PREFIX
 from ..responses.render import TERMINAL_STATUSES
-from ..responses.request import parse_create_request
+from ..responses.request import CreateResponseRequest, parse_create_request
 from ..responses.service import ResponsesService, create_response, replay_stream
 from ..runs import RunReplay
 
@@ -47,13 +50,100 @@ async def endpoint(request: Request) -> Response:
     principal = await ctx.auth.authenticate(request.headers.get("authorization"))
     limited = asyncio.ensure_future(check_rate_limit(ctx, principal))
     try:
-        body = parse_create_request(await read_json_body(request, ctx.settings.max_body_bytes))
+        key = idempotency.read_key(request.headers)
+        raw = await read_json_body(request, ctx.settings.max_body_bytes)
+        body = parse_create_request(raw)
         agent = await ctx.auth.agent(principal, body.model)
     except BaseException:
         await limited
         raise
     await limited
-    return await create_response(ctx, _service(request), principal, agent, body, request.receive, started_at)
+    service = _service(request)
+    if key is None:
+        return await create_response(ctx, service, principal, agent, body, request.receive, started_at)
+    return await _keyed(request, ctx, service, principal, agent, body, raw, key, started_at)
+
+
+async def _keyed(
+    request: Request,
+    ctx: GatewayContext,
+    service: ResponsesService,
+    principal: Principal,
+    agent: AgentSnapshot,
+    body: CreateResponseRequest,
+    raw: bytes,
+    key: str,
+    started_at: float,
+) -> Response:
+    """``POST /v1/responses`` with an ``Idempotency-Key`` (:mod:`gateway.idempotency`): the first request
+    creates the response; a retry answers from it — the stored response, or its stream read again."""
+    store = request.app.state.idempotency.store
+    settings = ctx.settings
+    claimed = await idempotency.claim(
+        store,
+        idempotency.entry_key(principal.user_id, key),
+        idempotency.body_digest(raw),
+        "responses",
+        new_id(RESPONSE_ID_PREFIX),
+        starting_wait_s=settings.queue_timeout_s + settings.rpc_timeout_s,
+    )
+    if not claimed.owner:
+        return await _retried(ctx, service, principal, body, claimed.entry.run_id)
+    started = False
+
+    async def on_started() -> None:
+        nonlocal started
+        started = True
+        with contextlib.suppress(GatewayError):
+            await store.update(claimed.key, lambda e: e.model_copy(update={"status": "live"}))
+
+    try:
+        return await create_response(
+            ctx,
+            service,
+            principal,
+            agent,
+            body,
+            request.receive,
+            started_at,
+            response_id=claimed.entry.run_id,
+            on_started=on_started,
+        )
+    except BaseException:
+        if not started:  # refused before its run started: the key keeps nothing
+            with contextlib.suppress(GatewayError):
+                await store.delete(claimed.key)
+        raise
+
+
+async def _retried(
+    ctx: GatewayContext, service: ResponsesService, principal: Principal, body: CreateResponseRequest, response_id: str
+) -> Response:
+    """A retry: the stored response (or its stream read again from RUN_EVENTS); a response still being
+    answered to its first request, and never stored so far, is a 409 to retry shortly."""
+    record = await service.store.get(response_id)
+    if record is None or record.owner != principal.user_id or not record.stored:
+        raise GatewayError.of(
+            409,
+            f"The response created with this '{idempotency.HEADER}' is still in progress or was not stored "
+            "('store': false); retry shortly, or use a new key.",
+            INVALID_REQUEST,
+            "idempotency_key_in_use",
+            idempotency.HEADER,
+        )
+    if not body.stream:
+        return JSONResponse(record.response)
+    replay = RunReplay(ctx.js, ctx.subjects, record.run_id)
+    try:
+        await replay.open(ctx.settings.rpc_timeout_s)
+        first = await replay.next(min(_REPLAY_FIRST_WAIT_S, ctx.settings.idle_timeout_s))
+    except (RunStreamError, TimeoutError) as exc:
+        await replay.close()
+        raise idempotency.expired() from exc
+    except BaseException:
+        await replay.close()
+        raise
+    return replay_stream(ctx, replay, record, -1, first)
 
 
 @router.get("/{response_id}", summary="Retrieve a stored response, or stream a background one again")
