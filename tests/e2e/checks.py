@@ -9,6 +9,17 @@ from devstack.seed import AdminClient
 from tests.e2e.fake import eventually
 from tests.support.openapi_schema import validate
 
+#: A client's function (chat's shape), and a scripted model turn that calls it.
+WEATHER: Any = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+CALL_WEATHER: Any = {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}
+
 
 def _usage_dict(usage: Any) -> dict[str, Any]:
     if usage is None:

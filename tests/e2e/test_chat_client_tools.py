@@ -11,22 +11,13 @@ from typing import Any
 import openai
 import pytest
 
-from tests.e2e.checks import assert_usage_billed, validate_chunks
+from tests.e2e.checks import CALL_WEATHER, WEATHER, assert_usage_billed, validate_chunks
 from tests.e2e.conftest import StackHandle
 from tests.support.openapi_schema import validate
 
 pytestmark = pytest.mark.e2e
 
-WEATHER: Any = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 QUESTION: Any = [{"role": "user", "content": "What is the weather in Paris?"}]
-CALL_WEATHER = {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}
 
 
 def _offered(record: dict[str, Any]) -> list[str]:

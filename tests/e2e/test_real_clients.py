@@ -12,13 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.checks import CALL_WEATHER, WEATHER
 from tests.e2e.conftest import StackHandle
 from tests.support.node_clients import node_clients, run_node
 
 pytestmark = pytest.mark.e2e
 __all__ = ["node_clients"]  # the fixture, used by name
 
-CALL_WEATHER = {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}
 
 #: generateText with the chat provider, up to three steps; the fetch it uses counts the requests.
 VERCEL_SCRIPT = """
@@ -136,15 +136,7 @@ async def test_langchain_bind_tools_round_trip(e2e: StackHandle, lc_http: httpx.
 
     agent = e2e.agent("openai", tools=["calculator"])
     await e2e.fake.script(agent.model, [CALL_WEATHER, {"text": "It is sunny in Paris."}])
-    weather = {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "The weather in a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-        },
-    }
-    llm = _chat_openai(e2e, agent.id, lc_http).bind_tools([weather])
+    llm = _chat_openai(e2e, agent.id, lc_http).bind_tools([WEATHER])
     history: list[Any] = [HumanMessage("Weather in Paris?")]
     asked = await llm.ainvoke(history)
     (call,) = asked.tool_calls

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.checks import CALL_WEATHER, WEATHER
 from tests.e2e.conftest import StackHandle
 from tests.support.node_clients import node_clients, run_node
 
@@ -228,17 +229,9 @@ async def test_langchain_responses_api_bind_tools_round_trip(
     agent = e2e.agent("openai", tools=["calculator"])
     await e2e.fake.script(
         agent.model,
-        [{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}, {"text": "It is sunny in Paris."}],
+        [CALL_WEATHER, {"text": "It is sunny in Paris."}],
     )
-    weather = {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "The weather in a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-        },
-    }
-    llm = _responses_llm(e2e, agent.id, http).bind_tools([weather])
+    llm = _responses_llm(e2e, agent.id, http).bind_tools([WEATHER])
     history: list[Any] = [HumanMessage("Weather in Paris?")]
     asked = await llm.ainvoke(history)
     (call,) = asked.tool_calls
