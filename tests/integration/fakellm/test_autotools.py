@@ -25,14 +25,6 @@ AN_TOOLS = [{"name": n, "input_schema": {"type": "object", "properties": {}}} fo
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeLLM]:
-    server = FakeLLM()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
 async def oa(fake: FakeLLM) -> AsyncIterator[openai.AsyncOpenAI]:
     async with openai.AsyncOpenAI(base_url=f"{fake.url}/v1", api_key="sk-test", max_retries=0) as client:
         yield client

@@ -25,14 +25,6 @@ TOOL_TURNS = [
 ]
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeLLM]:
-    server = FakeLLM()
-    await server.start()
-    yield server
-    await server.stop()
-
-
 async def script(fake: FakeLLM, model: str, turns: list[dict]) -> None:
     async with httpx.AsyncClient() as h:
         assert (await h.put(f"{fake.url}/_fake/scripts/{model}", json={"turns": turns})).status_code == 200

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
@@ -16,14 +15,6 @@ pytestmark = pytest.mark.integration
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}}
 TURN: dict[str, Any] = {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeLLM]:
-    server = FakeLLM()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 def test_obey_tool_choice_rules() -> None:
