@@ -206,7 +206,7 @@ def download(base: Path, wheelhouse: Path, names: tuple[str, ...] = IMAGES) -> N
 def build_all(base: Path, names: tuple[str, ...] = IMAGES) -> dict[str, Image]:
     """The build stage of every image of ``names``, all at once, each under ``base/<name>``."""
     python_dir = base / "python"
-    python_dir.mkdir()
+    python_dir.mkdir(parents=True)
     (python_dir / "python").symlink_to(getattr(sys, "_base_executable", sys.executable))
     wheelhouse = base / "wheelhouse"
     with ThreadPoolExecutor(max_workers=len(names) + 1) as pool:
