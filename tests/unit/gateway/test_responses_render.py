@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from contracts import (
@@ -28,7 +29,7 @@ from contracts import (
 from gateway.errors import GatewayError
 from gateway.responses.history import output_messages
 from gateway.responses.inputs import check_pairing, convert_input, referenced_ids
-from gateway.responses.render import ResponseRenderer
+from gateway.responses.render import ResponseRenderer, sse_frame
 from gateway.responses.request import check_tool_names
 from tests.e2e.responses_checks import check_stream
 
@@ -130,6 +131,94 @@ def test_cancelled_run_is_cancelled_without_error_event() -> None:
     out = render(run_events(lambda seq: RunFailed(run_id=RID, seq=seq, ts=TS, error=info)))
     assert out[-1]["type"] == "response.failed" and out[-1]["response"]["status"] == "cancelled"
     assert "error" not in [e["type"] for e in out]
+
+
+def _failed(code: str) -> Any:
+    info = ErrorInfo(status=502, type="server_error", message="boom", code=code)
+    return lambda seq: RunFailed(run_id=RID, seq=seq, ts=TS, error=info)
+
+
+def _client_call_then_text(end: Any) -> list[Any]:
+    """Text, a client function whose arguments the next text closes, text again, the end."""
+    seq = iter(range(100))
+
+    def ev(cls: type, **kw: Any) -> Any:
+        return cls(run_id=RID, seq=next(seq), ts=TS, **kw)
+
+    return [
+        ev(RunStarted, runner_id="r"),
+        ev(TextDelta, delta='Say "hi" \u00e9\n'),
+        ev(ToolCallStarted, index=0, call_id="call_1", name="lookup", client=True),
+        ev(ToolCallArgumentsDelta, index=0, delta="{}"),
+        ev(TextDelta, delta="after"),
+        ev(TextDelta, delta=" the call"),
+        end(next(seq)),
+    ]
+
+
+STREAMS = [
+    run_events(completed),
+    run_events(_failed("provider_error")),
+    run_events(_failed("cancelled")),
+    _client_call_then_text(completed),
+]
+
+
+@pytest.mark.parametrize("events", STREAMS)
+def test_frames_are_the_events_frames_byte_for_byte(events: list[Any]) -> None:
+    """The streaming path (pre-rendered delta frames, no copies) sends exactly what the events say."""
+    expected = b"".join(sse_frame(e) for e in render(events))
+    renderer = ResponseRenderer(skeleton())
+    frames = renderer.start_frames() + b"".join(renderer.feed_frames(e) for e in events)
+    assert frames == expected
+    datas = [orjson.loads(line[6:]) for line in frames.split(b"\n") if line.startswith(b"data: ")]
+    assert [d["sequence_number"] for d in datas] == list(range(len(datas)))
+    check_stream(datas)
+
+
+@pytest.mark.parametrize("after", [-1, 0, 1, 4, 9, 1000])
+def test_resumed_frames_are_the_rest_of_the_stream(after: int) -> None:
+    events = run_events(completed)
+    whole = render(events)
+    renderer = ResponseRenderer(skeleton())
+    frames = renderer.start_frames(after) + b"".join(renderer.feed_frames(e, after) for e in events)
+    assert frames == b"".join(sse_frame(e) for e in whole if e["sequence_number"] > after)
+
+
+def test_state_only_rendering_ends_with_the_same_response() -> None:
+    """A response answered whole (``stream`` false) or carried in the background renders no events."""
+    events = run_events(completed)
+    streamed = render(events)[-1]["response"]
+    renderer = ResponseRenderer(skeleton())
+    renderer.begin()
+    for event in events:
+        renderer.advance(event)
+    assert renderer.finished and renderer.snapshot() == streamed
+    assert renderer.seq == len(render(events))
+
+
+def test_a_snapshot_mid_message_has_the_text_so_far() -> None:
+    renderer = ResponseRenderer(skeleton())
+    renderer.begin()
+    for event in run_events(completed)[:4]:  # reasoning, then the message's first delta
+        renderer.advance(event)
+    snap = renderer.snapshot()
+    assert snap["output"][1]["content"][0]["text"] == "Computing."
+    assert snap["output"][1]["status"] == "in_progress"
+    renderer.advance(TextDelta(run_id=RID, seq=4, ts=TS, delta=" More."))
+    assert snap["output"][1]["content"][0]["text"] == "Computing."  # a copy
+    assert renderer.snapshot()["output"][1]["content"][0]["text"] == "Computing. More."
+
+
+def test_events_returned_are_copies() -> None:
+    """An event once returned never changes as the response moves on."""
+    renderer = ResponseRenderer(skeleton())
+    created = renderer.start()[0]
+    added = [e for e in renderer.feed(run_events(completed)[3]) if e["type"] == "response.output_item.added"]
+    for event in run_events(completed)[4:]:
+        renderer.feed(event)
+    assert created["response"]["status"] == "in_progress" and created["response"]["output"] == []
+    assert added[0]["item"]["status"] == "in_progress" and added[0]["item"]["content"] == []
 
 
 def test_history_of_an_agent_tool_round() -> None:

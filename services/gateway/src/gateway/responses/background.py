@@ -68,7 +68,7 @@ class BackgroundResponses:
     def carry(self, started: StartedRun, record: StoredResponse) -> None:
         """Read the run to its end in the background and store the result."""
         renderer = ResponseRenderer(record.skeleton)
-        renderer.start()
+        renderer.begin()
         task = asyncio.create_task(self._carry(started, record, renderer), name=f"background-{record.id}")
         self._carried[record.id] = (task, renderer)
 
@@ -90,7 +90,7 @@ class BackgroundResponses:
         try:
             event: RunEvent = started.first
             while True:
-                renderer.feed(event)
+                renderer.advance(event)
                 if renderer.finished:
                     break
                 try:
@@ -136,13 +136,13 @@ async def finish_from_events(
     """
     replay = RunReplay(js, subjects, record.run_id)
     renderer = ResponseRenderer(record.skeleton)
-    renderer.start()
+    renderer.begin()
     seen = False
     try:
         async with asyncio.timeout(deadline_s):
             await replay.open(deadline_s)
             while not renderer.finished:
-                renderer.feed(await replay.next(wait_s))
+                renderer.advance(await replay.next(wait_s))
                 seen = True
                 if not follow and replay.caught_up:
                     break

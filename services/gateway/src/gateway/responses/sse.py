@@ -6,6 +6,10 @@ reading RUN_EVENTS (a background response's stream, first or resumed). It sends 
 ``starting_after``, watches for the client's departure while it waits (a live run is cancelled then;
 a background one goes on), and runs ``on_finished`` (the store write) before the terminal event
 leaves, so a client that saw ``response.completed`` can look the response up at once.
+
+As chat's stream does, it renders straight to SSE bytes (:meth:`ResponseRenderer.feed_frames`) and
+sends the frames of events already waiting in one write: a fast model's burst costs one send, not
+one per token, while a paced stream still sends each frame the moment its event arrives.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from starlette.responses import Response
 
@@ -23,7 +27,7 @@ from contracts import ErrorInfo, RunCompleted, RunEvent, RunFailed, TextDelta
 from ..errors import ClientGone, RunStreamError
 from ..relay import count_tokens, finish_run, watch_disconnect
 from ..runs import RunStream
-from .render import ResponseRenderer, sse_frame
+from .render import ResponseRenderer
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
@@ -39,6 +43,10 @@ _SSE_HEADERS = [
 
 class EventSource(Protocol):
     async def next(self, wait_s: float) -> RunEvent: ...
+
+
+def _never() -> bool:
+    return False
 
 
 def failed_event(run_id: str, info: ErrorInfo) -> RunFailed:
@@ -86,19 +94,18 @@ class ResponseEventStream(Response):
         self.on_finished = on_finished
         self.on_close = on_close
         self.started_at = started_at
-
-    def _frames(self, events: list[dict[str, Any]]) -> bytes:
-        after = self.starting_after
-        return b"".join(sse_frame(e) for e in events if e["sequence_number"] > after)
+        #: Whether the source has another event waiting (a live run can tell; a replay cannot).
+        self.buffered: Callable[[], bool] = getattr(source, "buffered", _never)
 
     async def _pump(self, send: Send) -> None:
-        renderer, metrics = self.renderer, self.metrics
+        renderer, metrics, after, buffered = self.renderer, self.metrics, self.starting_after, self.buffered
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        body = self._frames(renderer.start())
+        body = renderer.start_frames(after)
         if body:
             await send({"type": "http.response.body", "body": body, "more_body": True})
         event = self.first
         first_token = self.started_at is not None
+        pending: list[bytes] = []
         while True:
             if event is None:
                 try:
@@ -109,18 +116,21 @@ class ResponseEventStream(Response):
             if first_token and type(event) is TextDelta:
                 first_token = False
                 metrics.ttft.observe(time.perf_counter() - self.started_at)  # type: ignore[operator]
-            events = renderer.feed(event)
+            frames = renderer.feed_frames(event, after)
             if renderer.finished:
                 if type(event) is RunCompleted:
                     count_tokens(metrics, event)
                 if self.on_finished is not None:
                     # Shielded: a client leaving now must not cut the store write short.
                     await asyncio.shield(self.on_finished(renderer))
-                await send({"type": "http.response.body", "body": self._frames(events), "more_body": False})
+                pending.append(frames)
+                await send({"type": "http.response.body", "body": b"".join(pending), "more_body": False})
                 return
-            body = self._frames(events)
-            if body:
-                await send({"type": "http.response.body", "body": body, "more_body": True})
+            if frames:
+                pending.append(frames)
+            if pending and not buffered():  # nothing more to add without waiting: send now
+                await send({"type": "http.response.body", "body": b"".join(pending), "more_body": True})
+                pending.clear()
             event = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -158,12 +168,12 @@ async def collect(
     watcher = asyncio.create_task(watch_disconnect(receive, run))
     error: ErrorInfo | None = None
     try:
-        renderer.start()
+        renderer.begin()
         event: RunEvent = first
         while True:
             if type(event) is RunFailed:
                 error = event.error
-            renderer.feed(event)
+            renderer.advance(event)
             if renderer.finished:
                 if type(event) is RunCompleted:
                     count_tokens(metrics, event)
