@@ -229,3 +229,29 @@ async def test_store_unavailable(stack: Stack) -> None:
         assert [c.run_id for c in stack.fakes.cancels] == [background_run]
         answered = await client.responses.create(model="agent_nostore", input="x")
         assert answered.output_text == "ok"
+
+
+async def test_unstored_response_leaves_a_marker_the_store_reads(stack: Stack) -> None:
+    """A ``store: false`` response's marker (written in one chunk, without ``put``'s read of an earlier
+    version) is an object like any other: the object store reads it, and continuing it is a clear 400."""
+
+    async def short(run: RunContext) -> None:
+        await run.start()
+        await run.emit(TextDelta, delta="ok")
+        await run.emit(RunCompleted, finish_reason="stop", usage=USAGE)
+
+    stack.fakes.agent("agent_unstored", short)
+    events = await sse_events(stack, {"model": "agent_unstored", "input": "x", "store": False})
+    response_id = events[-1]["response"]["id"]
+    store = stack.app.state.responses.store
+    async with asyncio.timeout(5):  # written as the run ends, off the answer's path
+        while (marker := await store.get(response_id)) is None:
+            await asyncio.sleep(0.02)
+    assert marker.stored is False and marker.owner == "u_alice" and marker.response == {}
+    objects = await stack.nc.jetstream().object_store(stack.subjects.responses_bucket)
+    info = await objects.get_info(response_id)
+    assert info.chunks == 1 and info.size == len((await objects.get(response_id)).data or b"")
+    async with stack.client() as client:
+        with pytest.raises(openai.BadRequestError) as err:
+            await client.responses.create(model="agent_unstored", input="y", previous_response_id=response_id)
+    assert err.value.body["code"] == "previous_response_not_stored"  # type: ignore[index]

@@ -76,7 +76,7 @@ class ResponsesService:
 
     async def _put_quietly(self, record: StoredResponse) -> None:
         try:
-            await self.store.put(record)
+            await self.store.create(record)
         except Exception:
             log.warning("could not keep the marker of unstored response %s", record.id)
 

@@ -14,10 +14,22 @@ rather than "not found". Every call ends within the store's timeout (:class:`Sto
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import json
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from nats.js import api
 from nats.js.errors import NotFoundError, ObjectNotFoundError
+from nats.js.kv import MSG_ROLLUP_SUBJECT
+from nats.js.object_store import (
+    OBJ_CHUNKS_PRE_TEMPLATE,
+    OBJ_DEFAULT_CHUNK_SIZE,
+    OBJ_DIGEST_TEMPLATE,
+    OBJ_META_PRE_TEMPLATE,
+)
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts import ChatMessage
@@ -96,6 +108,48 @@ class ResponseStore:
         try:
             async with asyncio.timeout(self._timeout_s):
                 await self._store.put(record.id, data)
+        except TimeoutError:
+            raise _unavailable() from None
+        except Exception as exc:
+            log.warning("writing stored response %s failed", record.id, exc_info=True)
+            raise _unavailable() from exc
+
+    async def create(self, record: StoredResponse) -> None:
+        """Write a stored response whose id was never written (a ``store: false`` marker, written once).
+
+        The object the client's ``put`` writes, at two thirds of its cost: ``put`` first reads the
+        name's current version (a round trip) to remove its chunks afterwards, and sizes a 128 KiB
+        buffer; a new id has no earlier version, and a small record is one chunk. Anything larger
+        than a chunk goes through :meth:`put`."""
+        data = record.model_dump_json().encode()
+        if len(data) > OBJ_DEFAULT_CHUNK_SIZE:
+            await self.put(record)
+            return
+        # The object store's own layout, as its put writes it: one chunk, then the meta (a rollup).
+        store = self._store
+        bucket, js = store._name, store._js
+        nuid = js._nc._nuid.next().decode()
+        info = api.ObjectInfo(
+            name=record.id,
+            bucket=bucket,
+            nuid=nuid,
+            size=len(data),
+            chunks=1,
+            mtime=datetime.now(UTC).isoformat(),
+            digest=OBJ_DIGEST_TEMPLATE.format(digest=base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()),
+            options=api.ObjectMetaOptions(max_chunk_size=OBJ_DEFAULT_CHUNK_SIZE),
+        )
+        meta_subject = OBJ_META_PRE_TEMPLATE.format(
+            bucket=bucket, obj=base64.urlsafe_b64encode(record.id.encode()).decode()
+        )
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await js.publish(OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=bucket, obj=nuid), data)
+                await js.publish(
+                    meta_subject,
+                    json.dumps(info.as_dict()).encode(),
+                    headers={api.Header.ROLLUP: MSG_ROLLUP_SUBJECT},
+                )
         except TimeoutError:
             raise _unavailable() from None
         except Exception as exc:
