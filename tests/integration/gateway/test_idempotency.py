@@ -13,7 +13,7 @@ import pytest
 from nats.js.errors import NotFoundError
 
 from contracts import RunCompleted, TextDelta
-from gateway.idempotency import bucket_name, entry_key
+from gateway.idempotency import bucket_name, entry_key, results_bucket_name
 from gateway.settings import GatewaySettings
 from tests.integration.gateway.conftest import BROKE_KEY, KEY, RunContext, Stack, serve
 
@@ -259,3 +259,60 @@ async def test_responses_refused_request_stores_nothing(stack: Stack) -> None:
     kv = await stack.nc.jetstream().key_value(bucket_name(stack.subjects.namespace))
     with pytest.raises(NotFoundError):
         await kv.get(entry_key("u_carol", "resp-broke"))
+
+
+async def test_retry_past_the_run_events_window_is_answered_from_the_archive(stack: Stack) -> None:
+    paced = Paced()
+    paced.gate.set()
+    stack.fakes.agent(AGENT, paced)
+    async with stack.http() as http:
+        first = await http.post("/v1/chat/completions", json=BODY, headers=headers("archived-1"))
+        whole = dict(BODY, stream=False)
+        first_json = await http.post("/v1/chat/completions", json=whole, headers=headers("archived-2"))
+    assert first.status_code == 200 and first_json.status_code == 200
+    js = stack.nc.jetstream()
+    archive = await js.object_store(results_bucket_name(stack.subjects.namespace))
+    for key in ("archived-1", "archived-2"):
+        async with asyncio.timeout(5):  # archived in the background as the run ended
+            while True:
+                try:
+                    await archive.get(entry_key("u_alice", key))
+                    break
+                except NotFoundError:
+                    await asyncio.sleep(0.05)
+    # RUN_EVENTS no longer holds the runs' events (as after its window).
+    for request in stack.fakes.run_requests:
+        await js.purge_stream(stack.subjects.run_events_stream, subject=stack.subjects.run_events(request.run_id))
+    async with stack.http() as http:
+        again = await http.post("/v1/chat/completions", json=BODY, headers=headers("archived-1"))
+        again_json = await http.post("/v1/chat/completions", json=whole, headers=headers("archived-2"))
+        resumed = await http.post("/v1/chat/completions", json=BODY, headers=headers("archived-1", 1))
+    assert again.content == first.content
+    assert again_json.json() == first_json.json()
+    assert first.content.endswith(resumed.content) and frame_ids(resumed.content)[0] == 2
+    assert len(stack.fakes.run_requests) == 2
+
+
+async def test_a_retry_whose_events_are_gone_everywhere_is_a_clear_409(stack: Stack) -> None:
+    paced = Paced()
+    paced.gate.set()
+    stack.fakes.agent(AGENT, paced)
+    whole = dict(BODY, stream=False)
+    async with stack.http() as http:
+        assert (await http.post("/v1/chat/completions", json=whole, headers=headers("lost-1"))).status_code == 200
+    js = stack.nc.jetstream()
+    (request,) = stack.fakes.run_requests
+    archive = await js.object_store(results_bucket_name(stack.subjects.namespace))
+    async with asyncio.timeout(5):
+        while True:
+            try:
+                await archive.delete(entry_key("u_alice", "lost-1"))
+                break
+            except NotFoundError:
+                await asyncio.sleep(0.05)
+    await js.purge_stream(stack.subjects.run_events_stream, subject=stack.subjects.run_events(request.run_id))
+    async with stack.http() as http:
+        resp = await http.post("/v1/chat/completions", json=whole, headers=headers("lost-1"))
+    assert resp.status_code == 409
+    assert resp.json()["error"]["code"] == "idempotency_result_expired"
+    assert len(stack.fakes.run_requests) == 1

@@ -26,7 +26,7 @@ from .auth import Authenticator
 from .context import GatewayContext
 from .errors import install_exception_handlers
 from .fleet import RunnerWatch
-from .idempotency import IdempotencyStore, ResumeWindows, bucket_name
+from .idempotency import IdempotencyStore, ResultArchive, ResumeWindows, bucket_name, results_bucket_name
 from .metrics import Metrics
 from .middleware import ObservabilityMiddleware
 from .openapi import document_openai_routes
@@ -92,12 +92,21 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
                 replicas=settings.idempotency_replicas,
                 description="Idempotency-Key entries of the chat and Responses routes",
             )
+            idempotency_results = await ensure_object_store(
+                js,
+                results_bucket_name(settings.nats_namespace),
+                ttl_s=settings.idempotency_ttl_s,
+                replicas=settings.idempotency_replicas,
+                description="events of finished runs started with an Idempotency-Key",
+            )
             resume_windows = ResumeWindows(
                 IdempotencyStore(idempotency_kv, settings.idempotency_timeout_s),
                 nc,
                 subjects,
                 window_s=settings.resume_window_s,
                 idle_timeout_s=settings.idle_timeout_s,
+                js=js,
+                archive=ResultArchive(idempotency_results, settings.idempotency_timeout_s),
             )
             app.state.idempotency = resume_windows
             if settings.redis_url:

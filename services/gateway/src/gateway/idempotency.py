@@ -17,6 +17,12 @@ over :class:`gateway.runs.RunReplay`) — from the first, or after ``Last-Event-
 renders them with the same renderer and the same ``id``/``created``: byte for byte what one stream
 carries, on any replica.
 
+**After the RUN_EVENTS window.** The first gateway to see a keyed run end (the stream that carried it,
+or a resume window's keeper) records it in the entry (``completed``) and archives the run's events —
+read once more from RUN_EVENTS — in the ``IDEMPOTENCY_RESULTS`` object store (:class:`ResultArchive`,
+chunked, so no message size limit; same TTL as the keys). A retry whose events RUN_EVENTS no longer
+holds is rendered from the archive through the same renderer: still the same frames, the same body.
+
 **The resume window.** A keyed run whose client disconnects is not cancelled at once: the gateway
 that was streaming it keeps reading it (:class:`ResumeWindows`) for ``GATEWAY_RESUME_WINDOW_S``. Each
 attachment increments the entry's ``attachments`` counter (a KV compare-and-set), and each stream
@@ -34,15 +40,16 @@ import contextlib
 import hashlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import orjson
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError, ObjectNotFoundError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from contracts import CancelRun, RunEvent
+from contracts import RUN_EVENT, CancelRun, ErrorInfo, RunEvent
 
 from .errors import INVALID_REQUEST, ClientGone, GatewayError, RunStreamError
 from .runs import RunReplay
@@ -51,6 +58,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.js import JetStreamContext
     from nats.js.kv import KeyValue
+    from nats.js.object_store import ObjectStore
 
     from contracts import Subjects
 
@@ -73,6 +81,11 @@ Api = Literal["chat.completions", "responses"]
 def bucket_name(namespace: str) -> str:
     """The namespace's idempotency bucket (named like its streams)."""
     return f"{namespace}_IDEMPOTENCY" if namespace else "IDEMPOTENCY"
+
+
+def results_bucket_name(namespace: str) -> str:
+    """The namespace's object store of finished keyed runs' events."""
+    return f"{bucket_name(namespace)}_RESULTS"
 
 
 def read_key(headers: Mapping[str, str]) -> str | None:
@@ -202,6 +215,24 @@ class IdempotencyStore:
             return changed
         raise _unavailable()
 
+    async def finish(self, key: str, status: Status) -> bool:
+        """Record the run's end; whether this call did (false: already recorded, or the entry is gone)."""
+        for _ in range(_CAS_TRIES):
+            found = await self.get(key)
+            if found is None or found[0].status in ("completed", "failed"):
+                return False
+            entry, revision = found
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    data = entry.model_copy(update={"status": status}).model_dump_json().encode()
+                    await self._kv.update(key, data, last=revision)
+            except KeyWrongLastSequenceError:
+                continue
+            except Exception as exc:
+                raise _unavailable(exc) from exc
+            return True
+        return False
+
     async def delete(self, key: str) -> None:
         try:
             async with asyncio.timeout(self._timeout_s):
@@ -291,6 +322,75 @@ class AttachedRun:
         await self._replay.close()
 
 
+class ArchivedRun:
+    """A finished run's events from the :class:`ResultArchive`, as an event source for the relay."""
+
+    def __init__(self, run_id: str, events: list[RunEvent]) -> None:
+        self.run_id = run_id
+        self._events = deque(events)
+        self._gone = False
+
+    async def next(self, wait_s: float) -> RunEvent:
+        if self._gone:
+            raise ClientGone
+        if not self._events:
+            raise RunStreamError(
+                ErrorInfo(status=500, type="server_error", message="The archived run ends early.", code="event_gap")
+            )
+        return self._events.popleft()
+
+    def buffered(self) -> bool:
+        return bool(self._events)
+
+    def client_gone(self) -> None:
+        self._gone = True
+
+    async def close(self) -> None:
+        self._events.clear()
+
+
+class ResultArchive:
+    """Finished keyed runs' events, one object per entry key (JSON lines), read and written within
+    ``timeout_s``."""
+
+    def __init__(self, objects: ObjectStore, timeout_s: float) -> None:
+        self._objects = objects
+        self._timeout_s = timeout_s
+
+    async def put(self, key: str, events: list[RunEvent]) -> None:
+        data = b"\n".join(e.model_dump_json().encode() for e in events)
+        async with asyncio.timeout(self._timeout_s):
+            await self._objects.put(key, data)
+
+    async def get(self, key: str) -> list[RunEvent] | None:
+        """The archived events; ``None`` when there are none (never archived, or expired)."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                found = await self._objects.get(key)
+        except (ObjectNotFoundError, NotFoundError):
+            return None
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+        try:
+            return [RUN_EVENT.validate_json(line) for line in (found.data or b"").split(b"\n") if line]
+        except ValidationError:
+            log.warning("an unreadable archived run is treated as missing")
+            return None
+
+
+async def read_whole_run(js: JetStreamContext, subjects: Subjects, run_id: str, *, wait_s: float) -> list[RunEvent]:
+    """Every event of a run from RUN_EVENTS, to its end (an error if it is not all there)."""
+    replay = RunReplay(js, subjects, run_id)
+    events: list[RunEvent] = []
+    try:
+        await replay.open(wait_s)
+        while not events or events[-1].type not in ("completed", "failed"):
+            events.append(await replay.next(wait_s))
+    finally:
+        await replay.close()
+    return events
+
+
 class ResumeWindows:
     """The runs whose client left, kept going for the resume window (module docstring)."""
 
@@ -302,8 +402,12 @@ class ResumeWindows:
         *,
         window_s: float,
         idle_timeout_s: float,
+        js: JetStreamContext | None = None,
+        archive: ResultArchive | None = None,
     ) -> None:
         self.store = store
+        self.archive = archive
+        self._js = js
         self._nc = nc
         self._subjects = subjects
         self._window_s = window_s
@@ -324,7 +428,7 @@ class ResumeWindows:
                     async with asyncio.timeout(self._window_s):
                         finished = await self._drain(source)
             if finished:
-                await mark_finished(self.store, key, "completed")
+                self.finished(key, source.run_id)
                 return
             entry = await self._entry(key)
             if entry is not None and entry.attachments != attachment:
@@ -346,6 +450,29 @@ class ResumeWindows:
                 return False
             if event.type in ("completed", "failed"):
                 return True
+
+    def finished(self, key: str, run_id: str) -> None:
+        """A keyed run ended: record it, and archive its events (the first gateway to record it does)."""
+        task = asyncio.create_task(self._finished(key, run_id), name=f"idempotency-archive-{run_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finished(self, key: str, run_id: str) -> None:
+        try:
+            if not await self.store.finish(key, "completed") or self.archive is None or self._js is None:
+                return
+            events = await read_whole_run(self._js, self._subjects, run_id, wait_s=self._idle_timeout_s)
+            await self.archive.put(key, events)
+        except Exception:
+            # Best effort: within the RUN_EVENTS window a retry is answered from there all the same.
+            log.warning("archiving keyed run %s failed", run_id, exc_info=True)
+
+    async def archived(self, key: str, run_id: str) -> ArchivedRun | None:
+        """The run's archived events as an event source, if it was archived."""
+        if self.archive is None:
+            return None
+        events = await self.archive.get(key)
+        return ArchivedRun(run_id, events) if events else None
 
     async def _entry(self, key: str) -> Entry | None:
         try:
@@ -372,12 +499,6 @@ class KeptRun(Protocol):
     async def next(self, wait_s: float) -> RunEvent: ...
 
     async def close(self) -> None: ...
-
-
-async def mark_finished(store: IdempotencyStore, key: str, status: Status) -> None:
-    """Record the run's end in its entry (best effort: informational)."""
-    with contextlib.suppress(GatewayError):
-        await store.update(key, lambda e: e.model_copy(update={"status": status}))
 
 
 def expired() -> GatewayError:

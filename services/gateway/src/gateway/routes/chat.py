@@ -168,7 +168,7 @@ async def _keyed(
             return
         await finish_run(run, finished)
         if finished:
-            await idempotency.mark_finished(store, claimed.key, "completed")
+            windows.finished(claimed.key, entry.run_id)
 
     renderer = ChunkRenderer(entry.run_id, entry.created, body.model, include_usage=body.include_usage)
     if started.streaming:
@@ -206,6 +206,7 @@ async def _attach(
     # Count the attachment first: a resume window that passes from now on leaves the run to this stream.
     updated = await windows.store.update(claimed.key, lambda e: e.model_copy(update={"attachments": e.attachments + 1}))
     attachment = updated.attachments if updated is not None else entry.attachments + 1
+    source: idempotency.AttachedRun | idempotency.ArchivedRun
     source = idempotency.AttachedRun(ctx.js, ctx.subjects, entry.run_id)
     # The first event is in RUN_EVENTS at once unless it expired; a run just started may take a moment.
     first_wait = settings.queue_timeout_s if entry.status in ("starting", "live") else _REPLAY_FIRST_WAIT_S
@@ -214,17 +215,24 @@ async def _attach(
         first = await source.next(min(first_wait, settings.idle_timeout_s))
     except (RunStreamError, TimeoutError) as exc:
         await source.close()
-        raise idempotency.expired() from exc
+        # Past the RUN_EVENTS window: the events archived as the run ended, if it did.
+        archived = await windows.archived(claimed.key, entry.run_id)
+        if archived is None:
+            raise idempotency.expired() from exc
+        source = archived
+        first = await source.next(0)
     except BaseException:
         await source.close()
         raise
 
     async def on_close(finished: bool, gone: bool) -> None:
-        if gone and not finished:
+        if gone and not finished and isinstance(source, idempotency.AttachedRun):
             source.keep_reading()
             windows.keep(source, claimed.key, attachment)
             return
         await source.close()
+        if finished:
+            windows.finished(claimed.key, entry.run_id)  # a no-op when the run's end is recorded already
 
     streaming = bool(body.stream) and not agent.model_parameters.get("disableStreaming")
     if streaming:
