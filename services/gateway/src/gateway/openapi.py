@@ -154,6 +154,30 @@ def _error(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref("ErrorResponse")}}}
 
 
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "1-255 printable ASCII characters, scoped to the caller, kept 24 h: the same key with the same "
+    "body never starts a second run or charge — a retry gets the same answer (a live stream is joined, a "
+    "finished one replayed frame for frame); the same key with another body is a 422 "
+    "(`idempotency_key_reused`). See docs/resume.md",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+_LAST_EVENT_ID = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "required": False,
+    "description": "with `Idempotency-Key` and `stream` true: the `id:` of the last frame received; the stream "
+    "resumes after it (on any gateway) with exactly the frames that followed",
+    "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+}
+_IDEMPOTENCY_ERRORS = {
+    "409": _error("The result of the request made with this `Idempotency-Key` is no longer kept, or still in progress"),
+    "422": _error("This `Idempotency-Key` was used with another body (`idempotency_key_reused`)"),
+}
+
+
 def chat_operation() -> tuple[dict[str, Any], dict[str, Any]]:
     """The OpenAPI operation of ``POST /v1/chat/completions`` and the component schemas it refers to."""
     request = ChatCompletionRequest.model_json_schema(ref_template=_REF)
@@ -167,7 +191,8 @@ def chat_operation() -> tuple[dict[str, Any], dict[str, Any]]:
         "description": "Run an agent (`model` is the agent id, see `GET /v1/models`) on a conversation, as "
         "OpenAI's Chat Completions API: the agent's instructions, model and tools are applied, and the "
         "agent loop runs its tools before it answers. With `stream` true the answer is an SSE stream of "
-        "`chat.completion.chunk` frames. Every response carries an `x-request-id` header (the client's "
+        "`chat.completion.chunk` frames, each with an `id:` line (the run event's sequence number). "
+        "Every response carries an `x-request-id` header (the client's "
         "`X-Request-ID` when it sent an acceptable one).",
         "security": [{"bearerAuth": []}],
         "parameters": [
@@ -177,7 +202,9 @@ def chat_operation() -> tuple[dict[str, Any], dict[str, Any]]:
                 "required": False,
                 "description": "kept as the request id when 1-128 printable ASCII characters without spaces",
                 "schema": {"type": "string", "maxLength": 128},
-            }
+            },
+            _IDEMPOTENCY_KEY,
+            _LAST_EVENT_ID,
         ],
         "requestBody": {
             "required": True,
@@ -197,6 +224,7 @@ def chat_operation() -> tuple[dict[str, Any], dict[str, Any]]:
             "402": _error("The balance is too low for this request"),
             "403": _error("The key's account may not use agents through the API"),
             "404": _error("No such agent, or the caller may not run it"),
+            **_IDEMPOTENCY_ERRORS,
             "413": _error("The body or the conversation is too large"),
             "429": _error("Rate limited (see `Retry-After`)"),
             "502": _error("The model provider failed"),
@@ -254,6 +282,7 @@ def responses_operation() -> tuple[dict[str, Any], dict[str, Any]]:
         "`GET /v1/responses/{id}?stream=true&starting_after=N` reads its stream again on any gateway). "
         f"Accepted and ignored: {', '.join(f'`{f}`' for f in IGNORED_FIELDS)}.",
         "security": [{"bearerAuth": []}],
+        "parameters": [_IDEMPOTENCY_KEY],
         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("CreateResponse")}}},
         "responses": {
             "200": {
@@ -269,6 +298,7 @@ def responses_operation() -> tuple[dict[str, Any], dict[str, Any]]:
             "402": _error("The balance is too low for this request"),
             "403": _error("The key's account may not use agents through the API"),
             "404": _error("No such agent (`model_not_found`), or no such previous response"),
+            **_IDEMPOTENCY_ERRORS,
             "413": _error("The body or the conversation is too large"),
             "429": _error("Rate limited (see `Retry-After`)"),
             "502": _error("The model provider failed"),
