@@ -16,6 +16,9 @@ kubelet for each rendered Job and Deployment:
   rewritten to that directory (``/tmp``, an ``emptyDir``, becomes ``TMPDIR``);
 - a rendered Service's DNS name in a variable (``http://sb-fakellm:…``) resolves to 127.0.0.1, where
   its pods listen on the same port.
+- the objects an operator makes beside the release and names in the values (``OPERATOR_OBJECTS``: the
+  MCP servers' Secret, a ConfigMap holding billing's price list) are read like the rendered ones, so
+  a Secret and a ConfigMap mounted as files are run through too.
 
 The migration hook Job runs first (its init containers in order, then its container) and must exit 0;
 then every Deployment starts at once (Kubernetes orders nothing) and must become ready on the readiness
@@ -63,6 +66,24 @@ RELEASE = "sb"
 JOB_TIMEOUT_S = 120.0
 READY_TIMEOUT_S = 90.0
 Manifest = dict[str, Any]
+#: Objects an operator makes beside the release, which its values name: the MCP servers' Secret (no
+#: server) and a price list of one's own, whose model prefix the test's agent uses.
+PRICES_DIR = "/etc/switchboard/prices"
+PRICED_MODEL_PREFIX = "chart-"
+OPERATOR_OBJECTS: list[Manifest] = [
+    {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "sb-mcp-servers"},
+        "data": {"servers.json": base64.b64encode(b"{}").decode()},
+    },
+    {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "sb-prices"},
+        "data": {"prices.yaml": f'models:\n  {PRICED_MODEL_PREFIX}: {{input: "3", output: "7"}}\n'},
+    },
+]
 
 
 # --- rendering -----------------------------------------------------------------------------------
@@ -72,7 +93,14 @@ def chart_values(ports: dict[str, int], *, nats_url: str, namespace: str, db_url
     services: dict[str, Any] = {name: {"port": port} for name, port in ports.items()}
     fake = services["fakellm"]
     fake.update(enabled=True, args=["--host", "127.0.0.1", "--port", str(ports["fakellm"])])
+    # Config files and secrets the operator made (OPERATOR_OBJECTS), mounted where the chart says.
+    services["billing"].update(
+        env={"BILLING_PRICING_FILE": f"{PRICES_DIR}/prices.yaml"},
+        extraVolumes=[{"name": "prices", "configMap": {"name": "sb-prices"}}],
+        extraVolumeMounts=[{"name": "prices", "mountPath": PRICES_DIR, "readOnly": True}],
+    )
     return {
+        "mcp": {"existingSecret": "sb-mcp-servers"},
         "nats": {"url": nats_url, "namespace": namespace},
         "postgresql": {"url": db_url},
         "redis": {"url": redis_url},
@@ -247,6 +275,7 @@ class Run:
     ready: dict[str, int] = field(default_factory=dict)
     chat: str = ""
     response: str = ""
+    priced: bool = False
     stops: dict[str, tuple[int | None, float, int]] = field(default_factory=dict)
 
 
@@ -315,11 +344,13 @@ def converse(gateway_url: str, admin_token: str, run: Run) -> None:
         agent = admin.create_agent(
             name="chart agent",
             provider="openai",
-            model=f"chart-{secrets.token_hex(3)}",
+            model=f"{PRICED_MODEL_PREFIX}{secrets.token_hex(3)}",
             instructions="You are a test agent.",
             tools=[],
             owner_id=user["id"],
         )
+        # Billing read the price list from the file mounted from the operator's ConfigMap.
+        run.priced = any(PRICED_MODEL_PREFIX in json.dumps(item) for item in admin.iterate("/pricing"))
     client = openai.OpenAI(base_url=f"{gateway_url}/v1", api_key=key["key"], max_retries=0, timeout=30)
     try:
         chat = client.chat.completions.create(model=agent["id"], messages=[{"role": "user", "content": "Hello"}])
@@ -368,7 +399,7 @@ def install(images: dict[str, Image], base: Path, nats_url: str, postgres_url: s
                 run.problems.append(f"{name}: the image does not build: {image.error}\n{tail(image.log, 30)}")
         if run.problems:
             return run
-        kubelet = Kubelet(run.docs, images, base)
+        kubelet = Kubelet([*run.docs, *OPERATOR_OBJECTS], images, base)
         jobs = of_kind(run.docs, "Job")
         if not all(run_job(kubelet, job, base / name, run) for name, job in jobs.items()):
             return run
@@ -418,6 +449,11 @@ def test_chat_and_responses_through_the_gateway(run: Run) -> None:
     assert not run.problems, "\n".join(run.problems)
     assert run.chat.strip()
     assert run.response.strip()
+
+
+def test_config_files_and_secrets_are_mounted_where_the_manifests_say(run: Run) -> None:
+    assert not run.problems, "\n".join(run.problems)
+    assert run.priced, "billing did not read the price list mounted from its ConfigMap"
 
 
 def test_sigterm_ends_every_process_cleanly_within_its_grace_period(run: Run) -> None:
