@@ -90,3 +90,28 @@ async def test_started_before_its_schema_it_waits_not_ready_then_serves(
     assert code == 0, log[-3000:]
     # The wait was never silent: the log says what is missing and what to run.
     assert f"schema '{service}' is not created" in log and f"python -m {service} migrate" in log
+
+
+async def test_a_schema_behind_is_a_problem_one_ahead_is_not(database_url: str) -> None:
+    import asyncpg
+
+    import billing.db
+    from servicekit.db import schema_problem
+
+    where = {"schema": "billing", "script_location": Path(billing.db.__file__).parent / "migrations"}
+    assert await schema_problem(database_url, **where) == (
+        "schema 'billing' is not created, this version needs 0002: run the migrations first"
+    )
+    await billing.db.migrate(database_url)
+    assert await schema_problem(database_url, **where) is None
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("UPDATE billing.alembic_version SET version_num = '0001'")
+        assert await schema_problem(database_url, **where) == (
+            "schema 'billing' is at revision 0001, this version needs 0002: run the migrations first"
+        )
+        # A newer release's revision: this (older) code starts on it (migrations only add).
+        await conn.execute("UPDATE billing.alembic_version SET version_num = '0099_future'")
+        assert await schema_problem(database_url, **where) is None
+    finally:
+        await conn.close()

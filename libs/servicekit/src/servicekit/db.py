@@ -126,22 +126,30 @@ def run_alembic_env() -> None:
         context.run_migrations()
 
 
-def _head_revision(script_location: Path) -> str | None:
+def _revisions(script_location: Path) -> tuple[str | None, set[str]]:
+    """This code's Alembic head, and every revision it knows."""
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
     cfg = Config()
     cfg.set_main_option("script_location", str(script_location))
-    return ScriptDirectory.from_config(cfg).get_current_head()
+    scripts = ScriptDirectory.from_config(cfg)
+    return scripts.get_current_head(), {script.revision for script in scripts.walk_revisions()}
 
 
 async def schema_problem(url: str, *, schema: str, script_location: Path, timeout_s: float = 5.0) -> str | None:
-    """``None`` when ``schema`` is at its Alembic head; otherwise what is wrong, in words an operator
-    can act on (a service that does not migrate on start waits on it; its readiness shows it).
-    A database that does not answer within ``timeout_s`` raises (that is not a schema problem)."""
+    """``None`` when ``schema`` is at this code's Alembic head, or ahead of it; otherwise what is wrong,
+    in words an operator can act on (a service that does not migrate on start waits on it; its
+    readiness shows it). A database that does not answer within ``timeout_s`` raises (that is not a
+    schema problem).
+
+    A revision this code does not know is a newer release's: accepted, because migrations only add
+    (a pod of the previous release restarting during a rolling upgrade, or after a rollback, must
+    still start). A known revision other than the head is behind: the migrations have not run.
+    """
     import asyncpg
 
-    head = _head_revision(script_location)
+    head, known = _revisions(script_location)
     u = make_url(postgres_url(url))
     plain = u.set(drivername="postgresql").render_as_string(hide_password=False)
     conn = await asyncpg.connect(plain, timeout=timeout_s)
@@ -155,7 +163,7 @@ async def schema_problem(url: str, *, schema: str, script_location: Path, timeou
         )
     finally:
         await conn.close(timeout=timeout_s)
-    if current == head:
+    if current == head or (current is not None and current not in known):
         return None
     found = f"at revision {current}" if current else "not created"
     return f"schema {schema!r} is {found}, this version needs {head}: run the migrations first"
