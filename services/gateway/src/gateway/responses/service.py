@@ -76,7 +76,9 @@ class ResponsesService:
 
     async def _put_quietly(self, record: StoredResponse) -> None:
         try:
-            await self.store.create(record)
+            # Best effort either way (a marker not kept makes a continuation a 404, not a 400): no ack
+            # is awaited, which keeps the marker's cost off the gateway's next requests.
+            await self.store.create(record, acknowledged=False)
         except Exception:
             log.warning("could not keep the marker of unstored response %s", record.id)
 

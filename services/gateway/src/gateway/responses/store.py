@@ -114,13 +114,14 @@ class ResponseStore:
             log.warning("writing stored response %s failed", record.id, exc_info=True)
             raise _unavailable() from exc
 
-    async def create(self, record: StoredResponse) -> None:
+    async def create(self, record: StoredResponse, *, acknowledged: bool = True) -> None:
         """Write a stored response whose id was never written (a ``store: false`` marker, written once).
 
-        The object the client's ``put`` writes, at two thirds of its cost: ``put`` first reads the
-        name's current version (a round trip) to remove its chunks afterwards, and sizes a 128 KiB
-        buffer; a new id has no earlier version, and a small record is one chunk. Anything larger
-        than a chunk goes through :meth:`put`."""
+        The object the client's ``put`` writes, for less: ``put`` first reads the name's current
+        version (a round trip) to remove its chunks afterwards, and sizes a 128 KiB buffer; a new id
+        has no earlier version, and a small record is one chunk. Anything larger goes through
+        :meth:`put`. Not ``acknowledged``: the chunk and the meta are published in order on the
+        connection without waiting for JetStream's acks (a best-effort write: no failure is seen)."""
         data = record.model_dump_json().encode()
         if len(data) > OBJ_DEFAULT_CHUNK_SIZE:
             await self.put(record)
@@ -128,7 +129,8 @@ class ResponseStore:
         # The object store's own layout, as its put writes it: one chunk, then the meta (a rollup).
         store = self._store
         bucket, js = store._name, store._js
-        nuid = js._nc._nuid.next().decode()
+        nc = js._nc
+        nuid = nc._nuid.next().decode()
         info = api.ObjectInfo(
             name=record.id,
             bucket=bucket,
@@ -139,17 +141,20 @@ class ResponseStore:
             digest=OBJ_DIGEST_TEMPLATE.format(digest=base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()),
             options=api.ObjectMetaOptions(max_chunk_size=OBJ_DEFAULT_CHUNK_SIZE),
         )
+        chunk_subject = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=bucket, obj=nuid)
         meta_subject = OBJ_META_PRE_TEMPLATE.format(
             bucket=bucket, obj=base64.urlsafe_b64encode(record.id.encode()).decode()
         )
+        meta = json.dumps(info.as_dict()).encode()
+        rollup = {api.Header.ROLLUP: MSG_ROLLUP_SUBJECT}
         try:
             async with asyncio.timeout(self._timeout_s):
-                await js.publish(OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=bucket, obj=nuid), data)
-                await js.publish(
-                    meta_subject,
-                    json.dumps(info.as_dict()).encode(),
-                    headers={api.Header.ROLLUP: MSG_ROLLUP_SUBJECT},
-                )
+                if acknowledged:
+                    await js.publish(chunk_subject, data)
+                    await js.publish(meta_subject, meta, headers=rollup)
+                else:
+                    await nc.publish(chunk_subject, data)
+                    await nc.publish(meta_subject, meta, headers=rollup)
         except TimeoutError:
             raise _unavailable() from None
         except Exception as exc:
