@@ -23,8 +23,8 @@ kubelet for each rendered Job and Deployment:
 The migration hook Job runs first (its init containers in order, then its container) and must exit 0;
 then every Deployment starts at once (Kubernetes orders nothing) and must become ready on the readiness
 probe's path and port; a chat completion and a Responses request through the gateway succeed (the
-openai SDK); SIGTERM, sent to all at once, ends every process with exit code 0 within its pod's
-``terminationGracePeriodSeconds``.
+openai SDK); every pod stopped at once, as the kubelet does (its ``preStop`` command, then SIGTERM),
+ends with exit code 0 within its ``terminationGracePeriodSeconds``.
 """
 
 from __future__ import annotations
@@ -149,7 +149,8 @@ class Objects:
 
 @dataclass
 class Container:
-    """One container, ready to run as a process: what it is and what went wrong preparing it."""
+    """One container, ready to run as a process: its command, environment, working directory and, for a
+    container with a readiness probe, the port and URL the probe checks."""
 
     name: str
     image: Image
@@ -163,10 +164,9 @@ class Container:
 class Kubelet:
     """Turns a rendered pod template into processes, on this machine, the way a kubelet runs pods."""
 
-    def __init__(self, docs: list[Manifest], images: dict[str, Image], base: Path) -> None:
+    def __init__(self, docs: list[Manifest], images: dict[str, Image]) -> None:
         self.objects = Objects(docs)
         self.images = images
-        self.base = base
         # A Service's DNS name, short or qualified, resolves to where its pods listen: this machine.
         names = "|".join(re.escape(n) for n in of_kind(docs, "Service"))
         self._service_host = re.compile(rf"//({names})(\.[\w.-]+)?:") if names else None
@@ -306,9 +306,19 @@ def run_job(kubelet: Kubelet, job: Manifest, where: Path, run: Run) -> bool:
     return True
 
 
-def start_deployments(kubelet: Kubelet, docs: list[Manifest], where: Path) -> dict[str, tuple[ManagedProcess, int]]:
-    """Every Deployment's (single) container as a process, all at once: name → (process, grace seconds)."""
-    started: dict[str, tuple[ManagedProcess, int]] = {}
+@dataclass
+class Pod:
+    """A Deployment's pod, running: its container's process, its grace period and its ``preStop`` command."""
+
+    process: ManagedProcess
+    grace_s: int
+    pre_stop: list[str] | None
+    env: dict[str, str]
+
+
+def start_deployments(kubelet: Kubelet, docs: list[Manifest], where: Path) -> dict[str, Pod]:
+    """Every Deployment's (single) container as a process, all at once (Kubernetes orders nothing)."""
+    started: dict[str, Pod] = {}
     for name, deployment in of_kind(docs, "Deployment").items():
         pod = deployment["spec"]["template"]["spec"]
         (spec,) = pod["containers"]
@@ -318,18 +328,19 @@ def start_deployments(kubelet: Kubelet, docs: list[Manifest], where: Path) -> di
             name, c.argv, log_path=where / name / "run.log", env=c.env, ready_url=c.ready_url, cwd=c.cwd
         )
         process.start()
-        started[name] = (process, int(pod["terminationGracePeriodSeconds"]))
+        pre_stop = (((spec.get("lifecycle") or {}).get("preStop") or {}).get("exec") or {}).get("command")
+        started[name] = Pod(process, int(pod["terminationGracePeriodSeconds"]), pre_stop, c.env)
     return started
 
 
-def wait_ready(started: dict[str, tuple[ManagedProcess, int]], run: Run) -> None:
-    def wait(item: tuple[str, tuple[ManagedProcess, int]]) -> None:
-        name, (process, _) = item
+def wait_ready(started: dict[str, Pod], run: Run) -> None:
+    def wait(item: tuple[str, Pod]) -> None:
+        name, pod = item
         try:
-            process.wait_ready(READY_TIMEOUT_S)
-            run.ready[name] = httpx.get(process.ready_url or "", timeout=5).status_code
+            pod.process.wait_ready(READY_TIMEOUT_S)
+            run.ready[name] = httpx.get(pod.process.ready_url or "", timeout=5).status_code
         except Exception as exc:
-            run.problems.append(f"{name} not ready on {process.ready_url}: {str(exc)[:2000]}")
+            run.problems.append(f"{name} not ready on {pod.process.ready_url}: {str(exc)[:2000]}")
 
     with ThreadPoolExecutor(max_workers=len(started)) as pool:
         list(pool.map(wait, started.items()))
@@ -362,14 +373,19 @@ def converse(gateway_url: str, admin_token: str, run: Run) -> None:
         client.close()
 
 
-def stop_all(started: dict[str, tuple[ManagedProcess, int]], run: Run) -> None:
-    """SIGTERM to every pod at once (an uninstall); each gets its grace period, then SIGKILL."""
+def stop_all(started: dict[str, Pod], run: Run) -> None:
+    """Every pod deleted at once (an uninstall), as the kubelet ends a container: its ``preStop`` command
+    first (the gateway's wait for endpoints to drop it), then SIGTERM; SIGKILL once the grace period,
+    which counts from the start of ``preStop``, is over."""
 
-    def stop(item: tuple[str, tuple[ManagedProcess, int]]) -> None:
-        name, (process, grace) = item
+    def stop(item: tuple[str, Pod]) -> None:
+        name, pod = item
         begun = time.monotonic()
-        code = process.stop(grace) if process.running else process.exit_code
-        run.stops[name] = (code, time.monotonic() - begun, grace)
+        if pod.pre_stop and pod.process.running:
+            subprocess.run(pod.pre_stop, env=pod.env, timeout=pod.grace_s, check=False)
+        left = max(0.0, pod.grace_s - (time.monotonic() - begun))
+        code = pod.process.stop(left) if pod.process.running else pod.process.exit_code
+        run.stops[name] = (code, time.monotonic() - begun, pod.grace_s)
 
     with ThreadPoolExecutor(max_workers=max(1, len(started))) as pool:
         list(pool.map(stop, started.items()))
@@ -399,7 +415,7 @@ def install(images: dict[str, Image], base: Path, nats_url: str, postgres_url: s
                 run.problems.append(f"{name}: the image does not build: {image.error}\n{tail(image.log, 30)}")
         if run.problems:
             return run
-        kubelet = Kubelet([*run.docs, *OPERATOR_OBJECTS], images, base)
+        kubelet = Kubelet([*run.docs, *OPERATOR_OBJECTS], images)
         jobs = of_kind(run.docs, "Job")
         if not all(run_job(kubelet, job, base / name, run) for name, job in jobs.items()):
             return run
@@ -407,7 +423,7 @@ def install(images: dict[str, Image], base: Path, nats_url: str, postgres_url: s
         try:
             wait_ready(started, run)
             if not run.problems:
-                gateway, _ = started[f"{RELEASE}-gateway"]
+                gateway = started[f"{RELEASE}-gateway"].process
                 gateway_url = (gateway.ready_url or "").rpartition("/")[0]
                 try:
                     converse(gateway_url, values["secrets"]["adminToken"], run)
@@ -415,11 +431,12 @@ def install(images: dict[str, Image], base: Path, nats_url: str, postgres_url: s
                     run.problems.append(f"through the gateway: {exc!r}")
         finally:
             stop_all(started, run)
-            for name, (process, _) in started.items():
+            for name, pod in started.items():
                 code, took, grace = run.stops[name]
                 if code != 0 or took >= grace:
                     run.problems.append(
-                        f"{name}: exit {code} {took:.1f}s after SIGTERM (grace {grace}s)\n{tail(process.log_path, 40)}"
+                        f"{name}: exit {code} {took:.1f}s after its stop began (grace {grace}s)\n"
+                        f"{tail(pod.process.log_path, 40)}"
                     )
         return run
 
@@ -456,8 +473,12 @@ def test_config_files_and_secrets_are_mounted_where_the_manifests_say(run: Run) 
     assert run.priced, "billing did not read the price list mounted from its ConfigMap"
 
 
-def test_sigterm_ends_every_process_cleanly_within_its_grace_period(run: Run) -> None:
+def test_a_stop_ends_every_process_cleanly_within_its_grace_period(run: Run) -> None:
     assert not run.problems, "\n".join(run.problems)
     assert set(run.stops) == {f"{RELEASE}-{name}" for name in IMAGES}
     for name, (code, took, grace) in run.stops.items():
         assert code == 0 and took < grace, (name, code, took, grace)
+    # The gateway's preStop wait (endpoints dropping it) ran before its SIGTERM, within the same grace.
+    gateway = of_kind(run.docs, "Deployment")[f"{RELEASE}-gateway"]["spec"]["template"]["spec"]["containers"][0]
+    assert gateway["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+    assert run.stops[f"{RELEASE}-gateway"][1] >= float(gateway["lifecycle"]["preStop"]["exec"]["command"][1])
