@@ -67,8 +67,6 @@ log = logging.getLogger(__name__)
 HEADER = "Idempotency-Key"
 LAST_EVENT_ID = "Last-Event-ID"
 MAX_KEY_LENGTH = 255
-#: The bucket's entries live this long (every write renews its entry).
-DEFAULT_TTL_S = 24 * 3600.0
 #: Compare-and-set tries before an update of an entry gives up (replicas writing one entry at once).
 _CAS_TRIES = 8
 #: Pause between reads of an entry another request is still starting.
@@ -264,7 +262,12 @@ async def claim(
             return Claim(key, fresh, owner=True)
         found = await store.get(key)
         if found is None:
-            continue  # deleted (a refused start) or expired between the two calls: claim it
+            # Deleted (a refused start) or expired between the two calls: claim it. An entry that stays
+            # unreadable must not spin this loop: it ends with the wait.
+            if time.monotonic() >= deadline:
+                raise _unavailable()
+            await asyncio.sleep(_STARTING_POLL_S)
+            continue
         entry = found[0]
         if entry.body != digest or entry.api != api:
             raise _mismatch()
@@ -392,7 +395,8 @@ async def read_whole_run(js: JetStreamContext, subjects: Subjects, run_id: str, 
 
 
 class ResumeWindows:
-    """The runs whose client left, kept going for the resume window (module docstring)."""
+    """What the keyed routes share (``app.state.idempotency``): the entries, the archive, and the runs
+    whose client left, kept going for the resume window (module docstring)."""
 
     def __init__(
         self,
