@@ -98,6 +98,18 @@ async def sequential_streams(client, url, headers, body, n: int) -> list[StreamR
     return [await stream_once(client, url, headers, body) for _ in range(n)]
 
 
+async def interleaved_streams(
+    client: aiohttp.ClientSession, targets: list[tuple[str, dict[str, str], dict]], n: int
+) -> list[list[StreamResult]]:
+    """``n`` streams of each target (url, headers, body), one at a time, the targets taken in turn:
+    what the machine is doing at any moment weighs on every target alike. One list per target."""
+    results: list[list[StreamResult]] = [[] for _ in targets]
+    for _ in range(n):
+        for out, (url, headers, body) in zip(results, targets, strict=True):
+            out.append(await stream_once(client, url, headers, body))
+    return results
+
+
 async def concurrent_streams(
     client, url, headers, body, *, concurrency: int, total: int, ramp_s: float = 0.0, warmup: int = 0
 ) -> tuple[list[StreamResult], float]:

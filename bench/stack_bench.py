@@ -28,6 +28,7 @@ from .loadgen import (
     complete_once,
     concurrent_completions,
     concurrent_streams,
+    interleaved_streams,
     make_client,
     percentile,
     sequential_streams,
@@ -39,6 +40,16 @@ PACED = "bench-paced"
 TEXT = " ".join(f"word{i}" for i in range(32))
 #: One paced stream's length: 100 ms to the first token, then 32 tokens at 50 tokens/s.
 PACED_STREAM_S = 0.1 + 32 / 50
+
+
+def process_cpu_s(pid: int | None) -> float:
+    """CPU time (user and system, seconds) a process has used so far (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _fresh_database(server_url: str) -> tuple[str, str]:
@@ -144,11 +155,18 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
             await sequential_streams(client, gw_url, gw_h, body(agents[INSTANT]), 1)
             await sequential_streams(client, gw_responses_url, gw_h, responses_body(agents[INSTANT]), 1)
 
-        # 1. light load: one at a time, instant model; chat completions, then the same on /v1/responses
-        #    (the provider called directly is the baseline of both: the runner calls its chat route)
-        direct = await sequential_streams(client, direct_url, direct_h, body(INSTANT), n_light)
-        through = await sequential_streams(client, gw_url, gw_h, body(agents[INSTANT]), n_light)
-        responses = await sequential_streams(client, gw_responses_url, gw_h, responses_body(agents[INSTANT]), n_light)
+        # 1. light load: one at a time, instant model: the provider called directly (the baseline of
+        #    both routes: the runner calls its chat route), chat completions and /v1/responses, taken in
+        #    turn request by request, so that the machine's load at any moment weighs on all three alike
+        direct, through, responses = await interleaved_streams(
+            client,
+            [
+                (direct_url, direct_h, body(INSTANT)),
+                (gw_url, gw_h, body(agents[INSTANT])),
+                (gw_responses_url, gw_h, responses_body(agents[INSTANT])),
+            ],
+            n_light,
+        )
         d, g, r = [x.ttft for x in direct], [x.ttft for x in through], [x.ttft for x in responses]
         results["light"] = {
             "requests": n_light,
@@ -161,6 +179,24 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
             "gateway_ttft_ms": summary_ms(r),
             "added_ttft_ms": {q: (percentile(r, p) - percentile(d, p)) * 1000 for q, p in (("p50", 50), ("p99", 99))},
         }
+
+        # 1b. CPU per stream of the gateway and the runner on each route (light load; each route's streams
+        #     in two halves, taken in turn): the processes' CPU time over the streams, divided by their number
+        cpu: dict[str, dict[str, float]] = {"chat": {}, "responses": {}}
+        routes = {
+            "chat": (gw_url, gw_h, body(agents[INSTANT])),
+            "responses": (gw_responses_url, gw_h, responses_body(agents[INSTANT])),
+        }
+        pids = {"gateway": stack.processes["gateway"].pid, "runner": stack.processes["runner-0"].pid}
+        for _ in range(2):
+            for route, (url, headers, route_body) in routes.items():
+                before = {name: process_cpu_s(pid) for name, pid in pids.items()}
+                await sequential_streams(client, url, headers, route_body, n_light // 2)
+                await asyncio.sleep(0.2)  # what a stream leaves to do once its client has the answer
+                for name, pid in pids.items():
+                    spent = (process_cpu_s(pid) - before[name]) / (2 * (n_light // 2)) * 1000
+                    cpu[route][f"{name}_ms"] = cpu[route].get(f"{name}_ms", 0.0) + spent
+        results["light_cpu_per_stream"] = cpu
 
         # 2. realistic load: 64 concurrent paced streams. As with real traffic, streams start at
         #    different moments: the 64 workers' first requests are spread over one stream's length
