@@ -88,7 +88,7 @@ async def second(stack: Stack) -> AsyncIterator[str]:
         queue_timeout_s=1.5,
         idle_timeout_s=10.0,
         rpc_timeout_s=1.0,
-        resume_window_s=5.0,
+        resume_window_s=stack.app.state.settings.resume_window_s,
     )
     async with serve(settings) as (url, _):
         yield url
@@ -316,3 +316,38 @@ async def test_a_retry_whose_events_are_gone_everywhere_is_a_clear_409(stack: St
     assert resp.status_code == 409
     assert resp.json()["error"]["code"] == "idempotency_result_expired"
     assert len(stack.fakes.run_requests) == 1
+
+
+class TestTheWindowFollowsTheNewestStream:
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, Any]:
+        # Long enough for the reattach to land within it on a loaded machine.
+        return {"idle_timeout_s": 10.0, "resume_window_s": 1.5}
+
+    async def test_a_reattached_run_outlives_the_first_window_and_ends_with_the_second(
+        self, stack: Stack, second: str
+    ) -> None:
+        """The first gateway's window passes while the client is attached on the second one: no cancel.
+        When that client leaves too, the second gateway's window cancels the run."""
+        paced = Paced()  # never released
+        stack.fakes.agent(AGENT, paced)
+        loop = asyncio.get_running_loop()
+        await read_frames(stack.url, "follow-1", 2)
+        async with (
+            httpx.AsyncClient(base_url=second, timeout=10) as http,
+            http.stream("POST", "/v1/chat/completions", json=BODY, headers=headers("follow-1", 1)) as resp,
+        ):
+            assert resp.status_code == 200
+            reading = asyncio.ensure_future(resp.aread())
+            # Well past the first gateway's window, the run is still going.
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(3.0):
+                    await stack.fakes.cancelled.wait()
+            assert not reading.done()
+            reading.cancel()
+            left = loop.time()
+        async with asyncio.timeout(8):
+            await stack.fakes.cancelled.wait()
+        assert loop.time() - left >= 1.2  # the second gateway's own window, then the cancel
+        (cancel,) = stack.fakes.cancels
+        assert cancel.run_id == stack.fakes.run_requests[0].run_id
