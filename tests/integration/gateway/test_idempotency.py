@@ -16,6 +16,7 @@ from contracts import RunCompleted, TextDelta
 from gateway.idempotency import bucket_name, entry_key, results_bucket_name
 from gateway.settings import GatewaySettings
 from tests.integration.gateway.conftest import BROKE_KEY, KEY, RunContext, Stack, serve
+from tests.integration.gateway.test_chat_stream import fail_midway
 
 pytestmark = pytest.mark.integration
 
@@ -351,3 +352,14 @@ class TestTheWindowFollowsTheNewestStream:
         assert loop.time() - left >= 1.2  # the second gateway's own window, then the cancel
         (cancel,) = stack.fakes.cancels
         assert cancel.run_id == stack.fakes.run_requests[0].run_id
+
+
+async def test_responses_retry_of_a_failed_run_says_it_failed_and_runs_nothing(stack: Stack) -> None:
+    stack.fakes.agent(AGENT, fail_midway)
+    async with stack.http() as http:
+        first = await http.post("/v1/responses", json=RESPONSE_BODY, headers=headers("resp-failed"))
+        again = await http.post("/v1/responses", json=RESPONSE_BODY, headers=headers("resp-failed"))
+    assert first.status_code >= 500, first.text
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "idempotency_key_failed"
+    assert len(stack.fakes.run_requests) == 1

@@ -88,7 +88,7 @@ async def _keyed(
         starting_wait_s=settings.queue_timeout_s + settings.rpc_timeout_s,
     )
     if not claimed.owner:
-        return await _retried(ctx, service, principal, body, claimed.entry.run_id)
+        return await _retried(ctx, service, principal, body, claimed.entry)
     started = False
 
     async def on_started() -> None:
@@ -110,18 +110,32 @@ async def _keyed(
             on_started=on_started,
         )
     except BaseException:
-        if not started:  # refused before its run started: the key keeps nothing
-            with contextlib.suppress(GatewayError):
+        with contextlib.suppress(GatewayError):
+            if not started:  # refused before its run started: the key keeps nothing
                 await store.delete(claimed.key)
+            else:  # the run failed (nothing stored): a retry says so rather than "in progress"
+                await store.finish(claimed.key, "failed")
         raise
 
 
 async def _retried(
-    ctx: GatewayContext, service: ResponsesService, principal: Principal, body: CreateResponseRequest, response_id: str
+    ctx: GatewayContext,
+    service: ResponsesService,
+    principal: Principal,
+    body: CreateResponseRequest,
+    entry: idempotency.Entry,
 ) -> Response:
     """A retry: the stored response (or its stream read again from RUN_EVENTS); a response still being
     answered to its first request, and never stored so far, is a 409 to retry shortly."""
-    record = await service.store.get(response_id)
+    record = await service.store.get(entry.run_id)
+    if record is None and entry.status == "failed":
+        raise GatewayError.of(
+            409,
+            f"The request made with this '{idempotency.HEADER}' failed; use a new key to run it again.",
+            INVALID_REQUEST,
+            "idempotency_key_failed",
+            idempotency.HEADER,
+        )
     if record is None or record.owner != principal.user_id or not record.stored:
         raise GatewayError.of(
             409,
