@@ -20,6 +20,7 @@ from contracts import (
 from gateway.render import (
     AGENT_TOOL_CALLS,
     DONE,
+    KEEP_ALIVE,
     ChunkRenderer,
     CompletionAggregator,
     error_chunk,
@@ -283,3 +284,19 @@ def test_with_id_leads_every_frame_of_an_event_with_its_seq() -> None:
     # A delta whose text holds a blank line and "data: " is still one frame (the JSON escapes it).
     text = r.text("a\n\ndata: b")
     assert with_id(3, text) == b"id: 3\n" + text
+
+
+def test_the_openai_sdk_decoder_reads_id_lines_and_keep_alives_without_empty_events() -> None:
+    """Once a frame carried an ``id:``, the SDK's decoder turns any blank line into an event: a keep-alive
+    must be a comment line alone, or the SDK would fail to parse an empty event as JSON."""
+    from openai._streaming import SSEDecoder
+
+    r = ChunkRenderer("c", 1, "m", include_usage=False)
+    text = r.event(TextDelta(run_id="r", seq=1, delta="hi"))
+    assert text is not None
+    done = r.completed(RunCompleted(run_id="r", seq=3, finish_reason="stop", usage=USAGE))
+    data = with_id(0, r.role()) + with_id(1, text) + KEEP_ALIVE + KEEP_ALIVE + with_id(3, done)
+    events = list(SSEDecoder().iter_bytes(iter([data])))
+    assert [e.data for e in events][-1] == "[DONE]"
+    assert all(e.data for e in events)  # no empty event
+    assert [e.id for e in events] == ["0", "1", "3", "3"]
