@@ -12,6 +12,7 @@ tests never see each other's scripts.
 from __future__ import annotations
 
 import secrets
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from devstack.seed import AdminClient
 from devstack.stack import Stack
 from tests.e2e.fake import FakeLLM
 from tests.e2e.otlp import OtlpReceiver
+from tests.support.images import Image, build_all
 from tests.support.stack import running_stack
 
 #: Credits of the main test user: plenty (1,000,000 credits = 1 USD).
@@ -130,6 +132,14 @@ def seed(admin: AdminClient) -> Seeded:
         poor_id=poor["id"],
         poor_key=poor_key["key"],
     )
+
+
+@pytest.fixture(scope="session")
+def built_images() -> Iterator[dict[str, Image]]:
+    """Every service's environment built once, as its Dockerfile builds it (its own pinned requirements,
+    no development packages): the image test and the chart test both run what they hold."""
+    with tempfile.TemporaryDirectory(prefix="switchboard-images-") as tmp:
+        yield build_all(Path(tmp))
 
 
 @pytest.fixture(scope="session")

@@ -54,7 +54,7 @@ import yaml
 from devstack.natsclean import clean_namespace
 from devstack.procs import ManagedProcess, free_port, tail
 from devstack.seed import AdminClient
-from tests.support.images import IMAGES, ROOT, Image, build_all, env_pairs, stages
+from tests.support.images import IMAGES, ROOT, Image, env_pairs, stages
 from tests.support.stack import _create_databases, _drop_databases, database_url
 
 # Building the five environments is most of it (about a minute and a half on two idle cores); each
@@ -442,11 +442,9 @@ def install(images: dict[str, Image], base: Path, nats_url: str, postgres_url: s
 
 
 @pytest.fixture(scope="module")
-def run(nats_url: str, postgres_url: str, redis_url: str) -> Iterator[Run]:
+def run(built_images: dict[str, Image], nats_url: str, postgres_url: str, redis_url: str) -> Iterator[Run]:
     with tempfile.TemporaryDirectory(prefix="switchboard-chart-") as tmp:
-        base = Path(tmp)
-        images = build_all(base / "images")
-        yield install(images, base / "pods", nats_url, postgres_url, redis_url)
+        yield install(built_images, Path(tmp) / "pods", nats_url, postgres_url, redis_url)
 
 
 def test_the_migration_job_runs_first_and_exits_zero(run: Run) -> None:

@@ -25,7 +25,6 @@ import json
 import re
 import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +37,7 @@ import yaml
 from devstack.errors import StackError
 from devstack.natsclean import clean_namespace
 from devstack.procs import ManagedProcess, free_port, tail
-from tests.support.images import IMAGES, ROOT, Image, build_all, env_pairs, stages
+from tests.support.images import IMAGES, ROOT, Image, env_pairs, stages
 from tests.support.stack import _create_databases, _drop_databases, database_url
 
 # About 150 s of CPU, nine tenths of it building the five environments: a minute and a half on two idle
@@ -229,14 +228,13 @@ def _wait_ready(processes: list[ManagedProcess], outcomes: dict[str, Outcome]) -
 
 
 @pytest.fixture(scope="module")
-def outcomes(nats_url: str, postgres_url: str, redis_url: str) -> dict[str, Outcome]:
-    """Every image built, started, probed and stopped once; the tests read what happened to each."""
-    with tempfile.TemporaryDirectory(prefix="switchboard-images-") as tmp:
-        results = run_all(build_all(Path(tmp)), nats_url, postgres_url, redis_url)
-        for outcome in results.values():
-            if outcome.log is not None:
-                outcome.log_tail = tail(outcome.log, 60)
-        return results
+def outcomes(built_images: dict[str, Image], nats_url: str, postgres_url: str, redis_url: str) -> dict[str, Outcome]:
+    """Every image started, probed and stopped once; the tests read what happened to each."""
+    results = run_all(built_images, nats_url, postgres_url, redis_url)
+    for outcome in results.values():
+        if outcome.log is not None:
+            outcome.log_tail = tail(outcome.log, 60)
+    return results
 
 
 @pytest.mark.parametrize("name", IMAGES)
