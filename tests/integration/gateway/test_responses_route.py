@@ -19,6 +19,7 @@ from contracts import (
     ToolResult,
 )
 from contracts.errors import ErrorInfo
+from gateway.responses.service import response_id_of
 from tests.e2e.responses_checks import check_response, check_stream
 from tests.support.openapi_schema import validate
 
@@ -114,7 +115,7 @@ async def test_client_function_and_failed_agent_tool(stack: Stack) -> None:
         "status": "completed",
     }
     request = stack.fakes.run_requests[-1]
-    assert request.api == "responses" and request.run_id == events[0]["response"]["id"]
+    assert request.api == "responses" and response_id_of(request.run_id) == events[0]["response"]["id"]
     assert request.options.tools is not None and request.options.tools[0].function.name == "get_weather"
 
 
@@ -255,3 +256,36 @@ async def test_unstored_response_leaves_a_marker_the_store_reads(stack: Stack) -
         with pytest.raises(openai.BadRequestError) as err:
             await client.responses.create(model="agent_unstored", input="y", previous_response_id=response_id)
     assert err.value.body["code"] == "previous_response_not_stored"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"preadmit_runs": 2}])
+async def test_a_response_starts_on_a_run_admitted_ahead(stack: Stack) -> None:
+    """As a chat completion does: no admission round trip. The response's id is ``resp_`` and the
+    random part of the run's; everything it names (items, lookups, its stored run) follows."""
+
+    async def short(run: RunContext) -> None:
+        await run.start()
+        await run.emit(TextDelta, delta="ok")
+        await run.emit(RunCompleted, finish_reason="stop", usage=USAGE)
+
+    stack.fakes.agent("agent_ahead", short)
+    stack.fakes.grant_ahead = True
+    async with stack.client() as client:
+        await client.responses.create(model="agent_ahead", input="first")
+        async with asyncio.timeout(5):  # the first request's admission asked for runs ahead
+            while sum(len(r) for r in stack.app.state.ctx.preadmitted._ready.values()) < 2:
+                await asyncio.sleep(0.01)
+        events = await sse_events(stack, {"model": "agent_ahead", "input": [{"role": "user", "content": "hi"}]})
+        taken = stack.fakes.run_requests[-1]
+        assert len(stack.fakes.admit_requests) == 1  # the second response asked billing nothing
+        assert taken.run_id in stack.fakes.prefetch_requests[0].run_ids and not taken.await_admission
+        response_id = events[0]["response"]["id"]
+        assert response_id == "resp_" + taken.run_id.rpartition("-")[2] != taken.run_id
+        check_stream(events)
+        assert events[-1]["response"]["output"][0]["id"] == f"msg_{response_id[5:]}_0"
+        stored = await client.responses.retrieve(response_id)
+        assert stored.status == "completed" and stored.output_text == "ok"
+        record = await stack.app.state.responses.store.get(response_id)
+        assert record is not None and record.run_id == taken.run_id
+        items = await client.responses.input_items.list(response_id)
+        assert [item.id for item in items.data] == [f"msg_{response_id[5:]}_in0"]

@@ -130,9 +130,40 @@ def _with_instructions(agent: AgentSnapshot, instructions: str | None) -> AgentS
     return agent.model_copy(update={"instructions": combined})
 
 
-def _input_item_id(response_id: str) -> Any:
-    tag = response_id.split("_", 1)[-1]
-    return lambda prefix, index: f"{prefix}_{tag}_in{index}"
+def response_id_of(run_id: str) -> str:
+    """A response's id from its run's: the run's own when it was made for the response (``resp_…``),
+    else ``resp_`` and the random part of the id a run admitted ahead of time carries (``chatcmpl-…``,
+    :mod:`gateway.preadmit`): a response starts as quickly as a chat completion."""
+    if run_id.startswith(RESPONSE_ID_PREFIX):
+        return run_id
+    return RESPONSE_ID_PREFIX + run_id.rpartition("-")[2]
+
+
+class _InputItemIds:
+    """The ids of the input items a response names itself (``msg_<tag>_in0``…). The input is converted
+    before its run starts, and the response's id (its tag) is known once it has: the ids are made
+    with a stand-in tag, then named (:meth:`name`)."""
+
+    def __init__(self, response_id: str | None) -> None:
+        self._tag = response_id.split("_", 1)[-1] if response_id else None
+        self._made: dict[str, tuple[str, int]] = {}
+
+    def __call__(self, prefix: str, index: int) -> str:
+        if self._tag is not None:
+            return f"{prefix}_{self._tag}_in{index}"
+        stand_in = f"{prefix}_{new_id()}_in{index}"
+        self._made[stand_in] = (prefix, index)
+        return stand_in
+
+    def name(self, items: list[dict[str, Any]], response_id: str) -> None:
+        """Give the items made with a stand-in tag their ids in ``response_id``."""
+        if not self._made:
+            return
+        tag = response_id.split("_", 1)[-1]
+        for item in items:
+            made = self._made.get(item.get("id"))  # type: ignore[arg-type]
+            if made is not None:
+                item["id"] = f"{made[0]}_{tag}_in{made[1]}"
 
 
 async def create_response(
@@ -148,14 +179,16 @@ async def create_response(
     on_started: Callable[[], Awaitable[None]] | None = None,
 ) -> Response:
     """Start the response's run and answer as the request asked (module docstring). ``response_id``
-    when the caller chose it, ``on_started`` once the run is queued (the ``Idempotency-Key`` hook)."""
-    response_id = response_id or new_id(RESPONSE_ID_PREFIX)
+    when the caller chose it (the run then has that id), else the run's (:func:`response_id_of`: a run
+    admitted ahead of time is taken as chat's are); ``on_started`` once the run is queued (the
+    ``Idempotency-Key`` hook)."""
     tools = client_tools(body)
     check_tool_names(tools, agent.tools)
     choice = tool_choice(body, tools)
     fmt = response_format(body)
     found = await references(service.store, principal, referenced_ids(body.input))
-    converted = convert_input(body.input, _input_item_id(response_id), found)
+    item_ids = _InputItemIds(response_id)
+    converted = convert_input(body.input, item_ids, found)
     messages, items = converted.messages, converted.items
     prior = await history(service.store, principal, body.previous_response_id) if body.previous_response_id else []
     check_pairing(prior, converted)
@@ -176,11 +209,19 @@ async def create_response(
         parallel_tool_calls=body.parallel_tool_calls,
         response_format=fmt,
     )
+    try:
+        started = await start_run(ctx, principal, _with_instructions(agent, body.instructions), spec)
+    except GatewayError as exc:
+        if exc.info.code == "request_too_large":  # the run's conversation: this API calls it 'input'
+            raise GatewayError(exc.info.model_copy(update={"param": "input"}), exc.headers) from None
+        raise
+    response_id = response_id or response_id_of(started.run_id)
+    item_ids.name(items, response_id)
     base = skeleton(response_id, body, spec, int(time.time()))
     record = StoredResponse(
         id=response_id,
         owner=principal.user_id,
-        run_id=response_id,
+        run_id=started.run_id,
         stored=body.stored,
         background=background,
         skeleton=base,
@@ -188,12 +229,6 @@ async def create_response(
         input_items=items,
         conversation=prior + messages,
     )
-    try:
-        started = await start_run(ctx, principal, _with_instructions(agent, body.instructions), spec)
-    except GatewayError as exc:
-        if exc.info.code == "request_too_large":  # the run's conversation: this API calls it 'input'
-            raise GatewayError(exc.info.model_copy(update={"param": "input"}), exc.headers) from None
-        raise
     if on_started is not None:
         await on_started()
     if background:

@@ -146,7 +146,7 @@ class ResponseStore:
             bucket=bucket, obj=base64.urlsafe_b64encode(record.id.encode()).decode()
         )
         meta = json.dumps(info.as_dict()).encode()
-        rollup = {api.Header.ROLLUP: MSG_ROLLUP_SUBJECT}
+        rollup = {api.Header.ROLLUP.value: MSG_ROLLUP_SUBJECT}
         try:
             async with asyncio.timeout(self._timeout_s):
                 if acknowledged:
