@@ -7,7 +7,9 @@ Money is never stored as a float: services store integer sub-units (see billing)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from sqlalchemy import Connection, text
@@ -233,3 +235,19 @@ async def wait_for_database(url: str, *, timeout_s: float, interval_s: float = 1
         else:
             await conn.close(timeout=5)
             return
+
+
+def run_migrations(service: str, url: str, wait_s: float, migrate_to_head: Callable[[str], Awaitable[None]]) -> int:
+    """A service's ``migrate`` command: wait up to ``wait_s`` for PostgreSQL, bring the schema to head;
+    0 when done, 1 (the reason logged under the service's name) otherwise."""
+
+    async def run() -> None:
+        await wait_for_database(url, timeout_s=wait_s)
+        await migrate_to_head(url)
+
+    try:
+        asyncio.run(run())
+    except Exception:
+        logging.getLogger(service).exception("%s migrations failed", service)
+        return 1
+    return 0

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
 import uvloop
 
-from servicekit.db import wait_for_database
+from servicekit.db import run_migrations
 from servicekit.runtime import run_service
 from servicekit.telemetry import setup_logging
 
@@ -42,23 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(reconcile(settings, quiet=args.quiet))
     if args.command == "migrate":
         setup_logging(settings.log_level)
-        return run_migrations(settings.database_url, args.wait_s)
+        return run_migrations("billing", settings.database_url, args.wait_s, migrate)
     return run_service("billing", settings, lambda: BillingApp(settings).running(), loop_factory=uvloop.new_event_loop)
-
-
-def run_migrations(url: str, wait_s: float) -> int:
-    """The ``migrate`` command: 0 once the schema is at head, 1 (with the reason logged) otherwise."""
-
-    async def run() -> None:
-        await wait_for_database(url, timeout_s=wait_s)
-        await migrate(url)
-
-    try:
-        asyncio.run(run())
-    except Exception:
-        logging.getLogger("billing").exception("billing migrations failed")
-        return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -11,13 +11,11 @@ The start-up and the signals are every service's (:func:`servicekit.runtime.run_
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import sys
 
 import uvloop
 
-from servicekit.db import wait_for_database
+from servicekit.db import run_migrations
 from servicekit.runtime import run_service
 from servicekit.telemetry import setup_logging
 
@@ -35,23 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = CatalogSettings()
     if args.command == "migrate":
         setup_logging(settings.log_level)
-        return run_migrations(settings.database_url, args.wait_s)
+        return run_migrations("catalog", settings.database_url, args.wait_s, migrate)
     return run_service("catalog", settings, lambda: create_app(settings).running(), loop_factory=uvloop.new_event_loop)
-
-
-def run_migrations(url: str, wait_s: float) -> int:
-    """The ``migrate`` command: 0 once the schema is at head, 1 (with the reason logged) otherwise."""
-
-    async def run() -> None:
-        await wait_for_database(url, timeout_s=wait_s)
-        await migrate(url)
-
-    try:
-        asyncio.run(run())
-    except Exception:
-        logging.getLogger("catalog").exception("catalog migrations failed")
-        return 1
-    return 0
 
 
 if __name__ == "__main__":
