@@ -45,6 +45,7 @@ async def test_a_gap_is_filled_from_the_stream(nats_client: nats.NATS, subjects:
     try:
         run = RunStream(gateway_nc, subjects, "run-gap", gateway_nc.jetstream())
         await run.open()
+        await gateway_nc.flush()  # the server has the subscription before another connection publishes
         await emit(nats_client, subjects, "run-gap", 0, runner_id="r")
         assert (await run.next(2)).seq == 0
         await drop_core_subscription(run, gateway_nc)
@@ -67,6 +68,7 @@ async def test_after_a_reconnect_the_missed_end_of_a_run_is_read(
     try:
         run = RunStream(gateway_nc, subjects, "run-end", gateway_nc.jetstream())
         await run.open()
+        await gateway_nc.flush()  # the server has the subscription before another connection publishes
         await emit(nats_client, subjects, "run-end", 0, runner_id="r")
         assert (await run.next(2)).seq == 0
         await drop_core_subscription(run, gateway_nc)
@@ -90,6 +92,7 @@ async def test_duplicates_are_dropped_and_a_true_gap_is_still_an_error(
     try:
         run = RunStream(gateway_nc, subjects, "run-dup", gateway_nc.jetstream())
         await run.open()
+        await gateway_nc.flush()  # the server has the subscription before another connection publishes
         await emit(nats_client, subjects, "run-dup", 0, runner_id="r")
         await emit(nats_client, subjects, "run-dup", 0, runner_id="r")  # seen twice
         await emit(nats_client, subjects, "run-dup", 1, delta="a")
