@@ -72,7 +72,7 @@ from .errors import (
     stream_broken,
     unknown_provider,
 )
-from .metrics import Metrics
+from .metrics import Metrics, observed_call
 from .providers import (
     CallSpec,
     FinishChunk,
@@ -357,7 +357,9 @@ class AgentRun:
         for step in range(max_steps):
             if step > 0:
                 await self._extend()
-            result = await self._model_call()
+            result = await observed_call(
+                self.metrics, self.connection.kind, self.request.agent.model, self._model_call()
+            )
             if not result.tool_calls:
                 return "length" if result.finish == "length" else "stop"
             if any(c.client for c in result.tool_calls):
@@ -547,7 +549,7 @@ class AgentRun:
         _, cancelled = await complete(self.ports.record_usage(record))
         self.usages.append(usage)
         if self.metrics is not None:
-            self.metrics.record_call(self.connection.kind, context, usage)
+            self.metrics.record_call(self.connection.kind, context, usage, req.agent.model)
         await self.emitter.emit(UsageReported, call_index=call_index, usage=usage, estimated=estimated)
         if cancelled:
             raise asyncio.CancelledError
