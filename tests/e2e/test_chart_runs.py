@@ -101,7 +101,7 @@ def chart_values(ports: dict[str, int], *, nats_url: str, namespace: str, db_url
     )
     return {
         "mcp": {"existingSecret": "sb-mcp-servers"},
-        "nats": {"url": nats_url, "namespace": namespace},
+        "nats": {"url": nats_url, "namespace": namespace, "streamReplicas": 1},  # one server here
         "postgresql": {"url": db_url},
         "redis": {"url": redis_url},
         "secrets": {"adminToken": secrets.token_hex(32)},

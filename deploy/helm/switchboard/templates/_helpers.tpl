@@ -135,6 +135,8 @@ Included once, from services.yaml.
 {{- include "switchboard.urlEnv" (dict "env" "NATS_URL" "cfg" $v.nats) }}
 - name: SWITCHBOARD_NAMESPACE
   value: {{ $v.nats.namespace | quote }}
+- name: NATS_STREAM_REPLICAS
+  value: {{ $v.nats.streamReplicas | quote }}
 - name: SWITCHBOARD_ENV
   value: production
 - name: LOG_LEVEL

@@ -219,6 +219,9 @@ class Stack:
         env["SWITCHBOARD_NAMESPACE"] = self.config.namespace
         if self.config.redis_url:
             env["REDIS_URL"] = self.config.redis_url
+        if self._nats is not None:
+            # One embedded server holds one copy of a stream: a replica count inherited from the shell would fail.
+            env["NATS_STREAM_REPLICAS"] = "1"
         env.update(self.config.env)
         return env
 

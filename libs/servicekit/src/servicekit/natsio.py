@@ -81,12 +81,15 @@ def run_events_max_age_s() -> float:
     return value
 
 
-def stream_configs(subjects: Subjects, *, usage_replicas: int = 1) -> list[StreamConfig]:
+def stream_configs(subjects: Subjects, *, replicas: int = 1) -> list[StreamConfig]:
     """The JetStream streams of one namespace. RUNS buffers bursts (work queue, dedupe by run id);
     USAGE is money (file storage, dedupe window, long retention: billing acks after its commit);
     RUN_EVENTS keeps every run's events for a short while (file storage, so they outlive a NATS
     restart), where a gateway reads again what it missed. Runners publish events on core NATS: the
-    stream captures them without a publish acknowledgement on the per-token path."""
+    stream captures them without a publish acknowledgement on the per-token path.
+
+    Each stream has ``replicas`` copies (``NATS_STREAM_REPLICAS``): on a three-node cluster, 3 keeps
+    every stream writable and its data whole while any one node is down."""
     return [
         StreamConfig(
             name=subjects.run_events_stream,
@@ -96,6 +99,7 @@ def stream_configs(subjects: Subjects, *, usage_replicas: int = 1) -> list[Strea
             max_age=run_events_max_age_s(),
             max_bytes=RUN_EVENTS_MAX_BYTES,
             discard=DiscardPolicy.OLD,
+            num_replicas=replicas,
         ),
         StreamConfig(
             name=subjects.runs_stream,
@@ -105,6 +109,7 @@ def stream_configs(subjects: Subjects, *, usage_replicas: int = 1) -> list[Strea
             duplicate_window=120.0,
             max_age=3600.0,
             discard=DiscardPolicy.OLD,
+            num_replicas=replicas,
         ),
         StreamConfig(
             name=subjects.usage_stream,
@@ -113,14 +118,15 @@ def stream_configs(subjects: Subjects, *, usage_replicas: int = 1) -> list[Strea
             storage=StorageType.FILE,
             duplicate_window=3600.0,
             max_age=30 * 24 * 3600.0,
-            num_replicas=usage_replicas,
+            num_replicas=replicas,
         ),
     ]
 
 
-async def ensure_streams(js: JetStreamContext, subjects: Subjects) -> None:
-    """Create the streams, or bring their configuration up to date (idempotent; every service may call it)."""
-    for config in stream_configs(subjects):
+async def ensure_streams(js: JetStreamContext, subjects: Subjects, *, replicas: int = 1) -> None:
+    """Create the streams, or bring their configuration up to date, ``replicas`` included (idempotent;
+    every service may call it, so every service must be given the same ``NATS_STREAM_REPLICAS``)."""
+    for config in stream_configs(subjects, replicas=replicas):
         try:
             await js.add_stream(config)
         except BadRequestError:

@@ -29,6 +29,14 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("SWITCHBOARD_NAMESPACE", "nats_namespace"),
         description="prefix of every subject and stream name; lets several stacks share one NATS",
     )
+    nats_stream_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        validation_alias=AliasChoices("NATS_STREAM_REPLICAS", "nats_stream_replicas"),
+        description="replicas of every JetStream stream, key-value bucket and object store a service creates: "
+        "1 on a single NATS server, 3 on a three-node cluster (at most the cluster's size)",
+    )
     environment: Literal["development", "production"] = Field(
         default="development", validation_alias=AliasChoices("SWITCHBOARD_ENV", "environment")
     )

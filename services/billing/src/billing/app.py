@@ -73,7 +73,7 @@ class BillingApp:
             if health:
                 await health.start()
             js = nc.jetstream()
-            await natsio.ensure_streams(js, self.subjects)
+            await natsio.ensure_streams(js, self.subjects, replicas=s.nats_stream_replicas)
             if s.migrate_on_start:
                 await migrate(s.database_url)
             else:

@@ -66,12 +66,12 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
         resume_windows: ResumeWindows | None = None
         try:
             js = nc.jetstream()
-            await ensure_streams(js, subjects)
+            await ensure_streams(js, subjects, replicas=settings.nats_stream_replicas)
             objects = await ensure_object_store(
                 js,
                 subjects.responses_bucket,
                 ttl_s=settings.responses_ttl_s,
-                replicas=settings.responses_replicas,
+                replicas=settings.responses_store_replicas,
                 description="stored responses of the Responses API",
             )
             response_store = ResponseStore(objects, settings.responses_store_timeout_s)
@@ -89,14 +89,14 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
                 js,
                 bucket_name(settings.nats_namespace),
                 ttl_s=settings.idempotency_ttl_s,
-                replicas=settings.idempotency_replicas,
+                replicas=settings.idempotency_store_replicas,
                 description="Idempotency-Key entries of the chat and Responses routes",
             )
             idempotency_results = await ensure_object_store(
                 js,
                 results_bucket_name(settings.nats_namespace),
                 ttl_s=settings.idempotency_ttl_s,
-                replicas=settings.idempotency_replicas,
+                replicas=settings.idempotency_store_replicas,
                 description="events of finished runs started with an Idempotency-Key",
             )
             resume_windows = ResumeWindows(

@@ -86,8 +86,8 @@ class GatewaySettings(ServiceSettings):
         ge=60,
         description="how long a stored Responses API response is kept (the RESPONSES object store's TTL)",
     )
-    responses_replicas: int = Field(
-        default=1, ge=1, le=5, description="replicas of the RESPONSES object store (production: 3)"
+    responses_replicas: int | None = Field(
+        default=None, ge=1, le=5, description="replicas of the RESPONSES object store (unset: NATS_STREAM_REPLICAS)"
     )
     responses_store_timeout_s: float = Field(
         default=5.0, gt=0, description="every read or write of a stored response ends within it"
@@ -107,12 +107,25 @@ class GatewaySettings(ServiceSettings):
         ge=60,
         description="how long an Idempotency-Key is remembered (the IDEMPOTENCY bucket's TTL)",
     )
-    idempotency_replicas: int = Field(
-        default=1, ge=1, le=5, description="replicas of the IDEMPOTENCY key-value bucket (production: 3)"
+    idempotency_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=5,
+        description="replicas of the IDEMPOTENCY key-value bucket and results store (unset: NATS_STREAM_REPLICAS)",
     )
     idempotency_timeout_s: float = Field(
         default=2.0, gt=0, description="every read or write of an Idempotency-Key entry ends within it"
     )
+
+    @property
+    def responses_store_replicas(self) -> int:
+        """Replicas of the RESPONSES object store: its own setting, else ``NATS_STREAM_REPLICAS``."""
+        return self.responses_replicas or self.nats_stream_replicas
+
+    @property
+    def idempotency_store_replicas(self) -> int:
+        """Replicas of the IDEMPOTENCY bucket and results store: their own setting, else ``NATS_STREAM_REPLICAS``."""
+        return self.idempotency_replicas or self.nats_stream_replicas
 
     @model_validator(mode="after")
     def _cooldowns(self) -> GatewaySettings:

@@ -72,6 +72,7 @@ class Worker:
         publish_timeout_s: float = 5.0,
         billing_timeout_s: float = 2.0,
         admission_wait_s: float = 10.0,
+        stream_replicas: int = 1,
         tracer: trace.Tracer | None = None,
     ) -> None:
         install_request_ids()
@@ -87,6 +88,7 @@ class Worker:
         self._runner_id = runner_id
         self._tracer = tracer or trace.get_tracer("runner")
         self._ack_wait_s = ack_wait_s
+        self._stream_replicas = stream_replicas
         self._max_ack_pending = max(max_ack_pending, concurrency)
         self.ports = NatsPorts(
             nc, self._js, subjects, metrics, publish_timeout_s=publish_timeout_s, billing_timeout_s=billing_timeout_s
@@ -162,7 +164,7 @@ class Worker:
 
     async def _ensure_consumer(self) -> None:
         """The streams and the shared RUNS consumer (idempotent: every runner, and recovery, calls it)."""
-        await ensure_streams(self._js, self._subjects)
+        await ensure_streams(self._js, self._subjects, replicas=self._stream_replicas)
         await self._js.add_consumer(
             self._subjects.runs_stream,
             config=ConsumerConfig(
