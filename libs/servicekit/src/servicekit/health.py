@@ -26,7 +26,9 @@ service (the gateway's FastAPI route renders the same :class:`Readiness`)::
 
 **Metrics** — ``GET /metrics`` is the service's own Prometheus registry, rendered by the service
 (each has a ``metrics.Metrics`` with its own ``CollectorRegistry`` and ``render()``): servicekit
-stays free of prometheus_client and of any process-wide registry.
+stays free of prometheus_client and of any process-wide registry. A service whose gauges are read
+from elsewhere when scraped (a JetStream consumer's backlog, :mod:`servicekit.consumerlag`) gives
+``sample``, awaited before each render.
 
 :class:`HealthServer` serves this on the health port of every service that has no HTTP API of its own
 (runner, billing, catalog); the gateway answers the same paths on its API port.
@@ -163,6 +165,7 @@ class Health:
         degraded: Callable[[Mapping[str, Any]], bool] | None = None,
         alive: Callable[[], bool] | None = None,
         timeout_s: float = CHECK_TIMEOUT_S,
+        sample: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         clash = _RESERVED & set(facts or {})
         if clash:
@@ -171,6 +174,7 @@ class Health:
         self.optional = dict(optional or {})
         self.facts = dict(facts or {})
         self.metrics = metrics
+        self.sample = sample
         self.phase: Phase = "starting"
         self._degraded = degraded
         self.alive = alive or (lambda: True)
@@ -208,6 +212,8 @@ class HealthApp:
             readiness = await self.health.readiness()
             return readiness.http_status, _JSON, json.dumps(readiness.body()).encode()
         if path == "/metrics":
+            if self.health.sample is not None:
+                await self.health.sample()
             return 200, METRICS_CONTENT_TYPE, self.health.metrics()
         return 404, _JSON, b'{"error":"not found"}'
 

@@ -52,6 +52,7 @@ class BillingApp:
         self.fleet: FleetWatch | None = None
         self.nc: Client | None = None
         self.metrics = Metrics(lambda: self.consumer)
+        self.usage_lag = self.metrics.usage_lag(lambda: self.nc, self.subjects)
         self.health = Health(
             {"nats": lambda: nats_answers(self.nc), "database": self.check_database},
             facts={"dead_letters": self.count_dead_letters},
@@ -60,6 +61,7 @@ class BillingApp:
             # orchestrator (Kubernetes, make run's supervisor) restarts the process.
             alive=lambda: self.consumer is None or not self.consumer.crashed,
             metrics=self.metrics.render,
+            sample=self.usage_lag.sample,
         )
 
     @contextlib.asynccontextmanager
@@ -82,8 +84,8 @@ class BillingApp:
             admit_path = AdmitPath(s.database_url)
             try:
                 await admit_path.start()
-                self.ledger = Ledger(engine, self._policy(), await self._prices(engine), admit_path)
-                service = BillingService(self.ledger)
+                self.ledger = Ledger(engine, self._policy(), await self._prices(engine), admit_path, self.metrics.spent)
+                service = BillingService(self.ledger, self.metrics.refused)
                 inflight: set[asyncio.Task[None]] = set()
                 subs = await register(nc, self.subjects, service, inflight)
                 probe = AdminRequest(op="pricing.list").model_dump_json().encode()

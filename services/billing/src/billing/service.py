@@ -6,6 +6,7 @@ it touches the database: a bad one is a :class:`billing.errors.BadRequest` (400)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -35,8 +36,10 @@ PRICE_FIELDS = ("input", "output", "cache_write", "cache_read")
 
 
 class BillingService:
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, refused: Callable[[str, str], None] | None = None) -> None:
         self.ledger = ledger
+        #: Told (operation, reason) of each reservation refused (billing's metrics).
+        self.refused = refused or _nobody
 
     @property
     def balance_enabled(self) -> bool:
@@ -55,6 +58,7 @@ class BillingService:
         cost = self._worst_case(req)
         rid, cost, available = await self.ledger.admit(req.user_id, req.run_id, cost)
         if rid is None:
+            self.refused("admit", "insufficient_quota")
             return AdmitReply(
                 admitted=False, error=insufficient_quota(str(from_micro(cost)), str(from_micro(max(0, available))))
             )
@@ -68,8 +72,12 @@ class BillingService:
             return PrefetchReply(reservations=dict.fromkeys(req.run_ids))
         cost = self._worst_case(req)
         if 10 * cost * len(req.run_ids) > MAX_MICRO:  # the ledger's "a tenth of what is available" test
+            self.refused("prefetch", "balance_margin")
             return PrefetchReply()  # refused, as for any balance: none could hold ten times this
-        return PrefetchReply(reservations=await self.ledger.prefetch(req.user_id, req.run_ids, cost))
+        reservations = await self.ledger.prefetch(req.user_id, req.run_ids, cost)
+        if not reservations:
+            self.refused("prefetch", "balance_margin")
+        return PrefetchReply(reservations=reservations)
 
     async def extend(self, req: ExtendRequest) -> ExtendReply:
         inputs.user_id(req.user_id)
@@ -81,9 +89,11 @@ class BillingService:
         if outcome == "ok":
             return ExtendReply(ok=True, reserved=from_micro(cost))
         if outcome == "not_found":
+            self.refused("extend", "not_found")
             return ExtendReply(ok=False, error=NotFound(f"no reservation {req.reservation_id!r}").info)
         row = await self.ledger.balance(req.user_id)
         available = int(row["balance"]) - int(row["reserved"])
+        self.refused("extend", "insufficient_quota")
         return ExtendReply(
             ok=False, error=insufficient_quota(str(from_micro(cost)), str(from_micro(max(0, available))))
         )
@@ -242,3 +252,7 @@ def _price(key: str, e: PriceEntry) -> dict[str, Any]:
         cache_read=None if e.cache_read is None else from_micro(e.cache_read),
         source=e.source,  # type: ignore[arg-type]
     ).model_dump(mode="json")
+
+
+def _nobody(operation: str, reason: str) -> None:
+    """No one to tell of a refusal."""

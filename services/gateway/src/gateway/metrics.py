@@ -1,11 +1,34 @@
-"""Prometheus metrics of the gateway, on a registry of the app's own (several apps may share a process)."""
+"""Prometheus metrics of the gateway, on a registry of the app's own (several apps may share a process).
+
+The gateway is where Switchboard meets its clients, so it records the OpenTelemetry GenAI *server*
+metrics (Prometheus naming) as a client experiences them: ``gen_ai_server_time_to_first_token_seconds``
+from the request's arrival to the first content chunk sent, and
+``gen_ai_server_time_per_output_token_seconds`` from that chunk to the end of a completed stream, per
+output token after the first. Both are observed once per stream, and only for streams (an answer sent
+as one body has no first token). An agent run that calls tools spends part of that time in the tools
+and in the model's next call: it is the pace the client sees, not the provider's decoding speed (the
+runner's ``gen_ai_client_operation_duration_seconds`` times each model call on its own).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import time
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from servicekit.consumerlag import ConsumerLag
+
+if TYPE_CHECKING:
+    from nats.js import JetStreamContext
+
+    from contracts import Subjects
+
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: The GenAI semantic conventions' advisory buckets, with finer ones below 10 ms for fast models.
+GENAI_TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+GENAI_TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 
 
 class Metrics:
@@ -15,6 +38,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes…
         self.requests = Counter(
             "gateway_http_requests", "HTTP requests answered", ["method", "route", "status"], registry=self.registry
         )
@@ -49,6 +73,58 @@ class Metrics:
             ["limit"],
             registry=self.registry,
         )
+
+        self.server_ttft = Histogram(
+            "gen_ai_server_time_to_first_token_seconds",
+            "GenAI semconv: from a streamed request's arrival to its first content chunk sent (as the client "
+            "sees it, less the network)",
+            buckets=GENAI_TTFT_BUCKETS,
+            registry=self.registry,
+        )
+        self.server_tpot = Histogram(
+            "gen_ai_server_time_per_output_token_seconds",
+            "GenAI semconv: from a completed stream's first content chunk to its end, per output token after "
+            "the first (tool steps of an agent run included)",
+            buckets=GENAI_TPOT_BUCKETS,
+            registry=self.registry,
+        )
+        self.runs_pending = Gauge(
+            "gateway_runs_queue_pending_messages",
+            "Runs in the RUNS queue not yet taken by any runner (the runners' shared consumer, read from "
+            "JetStream when scraped; NaN: JetStream did not answer)",
+            registry=self.registry,
+        )
+        self.runs_ack_pending = Gauge(
+            "gateway_runs_queue_ack_pending_messages",
+            "Runs taken by a runner whose ack JetStream has not had yet (NaN: JetStream did not answer)",
+            registry=self.registry,
+        )
+        self._runs_lag: ConsumerLag | None = None
+
+    def first_token(self, started_at: float) -> float:
+        """A stream's first content chunk is going out: observe its time to first token; returns now."""
+        now = time.perf_counter()
+        self.ttft.observe(now - started_at)
+        self.server_ttft.observe(now - started_at)
+        return now
+
+    def output_pace(self, first_at: float | None, output_tokens: int) -> None:
+        """A stream completed: observe its time per output token (after the first one)."""
+        if first_at is not None and output_tokens > 1:
+            self.server_tpot.observe((time.perf_counter() - first_at) / (output_tokens - 1))
+
+    async def sample(self, js: JetStreamContext, subjects: Subjects) -> None:
+        """Before a render: read the RUNS queue's backlog from JetStream (at most once a second, within
+        a second; NaN when it did not answer)."""
+        if self._runs_lag is None:
+            self._runs_lag = ConsumerLag(
+                lambda: js,
+                subjects.runs_stream,
+                subjects.runs_consumer,
+                pending=self.runs_pending,
+                ack_pending=self.runs_ack_pending,
+            )
+        await self._runs_lag.sample()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,7 +10,6 @@ not one per token, while a paced stream still sends each chunk the moment its ev
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -108,6 +107,7 @@ class ChatStreamResponse(Response):
                 await send({"type": "http.response.body", "body": with_id(seq, renderer.role()), "more_body": True})
             idle = self.idle_timeout_s
             first_token = self.started_at is not None
+            first_at: float | None = None
             pending: list[bytes] = []
             while True:
                 seq = event.seq
@@ -116,12 +116,13 @@ class ChatStreamResponse(Response):
                     if seq > after:
                         if first_token:
                             first_token = False
-                            metrics.ttft.observe(time.perf_counter() - self.started_at)  # type: ignore[operator]
+                            first_at = metrics.first_token(self.started_at)  # type: ignore[arg-type]
                         pending.append(b"id: %d\n" % seq + frame)
                 elif event.type == "completed":
                     finished = True
                     assert isinstance(event, RunCompleted)
                     count_tokens(metrics, event)
+                    metrics.output_pace(first_at, event.usage.output_tokens)
                     frame = with_id(seq, renderer.completed(event)) if seq > after else b""
                     break
                 elif event.type == "failed":

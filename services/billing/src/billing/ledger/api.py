@@ -3,7 +3,7 @@ parts (accounts, reservations, usage, prices). It adds no logic of its own."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,7 +22,12 @@ class Ledger:
     """Money operations over one engine. Methods are transactions; none holds state between calls."""
 
     def __init__(
-        self, engine: AsyncEngine, policy: Policy, table: PriceTable, admit_path: FastAdmission | None = None
+        self,
+        engine: AsyncEngine,
+        policy: Policy,
+        table: PriceTable,
+        admit_path: FastAdmission | None = None,
+        spent: Callable[[list[tuple[str, int]]], None] | None = None,
     ) -> None:
         self.engine = engine
         self.policy = policy
@@ -31,7 +36,8 @@ class Ledger:
         self.admit_path = admit_path
         self.accounts = Accounts(engine, policy)
         self.reservations = Reservations(engine, policy, self.accounts, admit_path)
-        self.usage = UsageWriter(engine, policy, table, self.accounts)
+        #: ``spent`` is told what each committed usage batch debited, by price key (billing's metrics).
+        self.usage = UsageWriter(engine, policy, table, self.accounts, spent)
         self.price_store = PriceStore(engine, table)
 
     # --- accounts --------------------------------------------------------------------------------

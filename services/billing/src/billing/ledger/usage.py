@@ -13,7 +13,7 @@ those two statements and the commit.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -42,11 +42,20 @@ class RacedError(RuntimeError):
 class UsageWriter:
     """Applies usage batches (records and run closes) to the ledger, reservations and accounts."""
 
-    def __init__(self, engine: AsyncEngine, policy: Policy, prices: PriceTable, accounts: Accounts) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        policy: Policy,
+        prices: PriceTable,
+        accounts: Accounts,
+        spent: Callable[[list[tuple[str, int]]], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.policy = policy
         self.prices = prices
         self.accounts = accounts
+        #: Told (price key, cost in µcr) of each entry written, once its batch has committed (metrics).
+        self.spent = spent
 
     async def apply(self, records: Sequence[UsageRecorded], closes: Sequence[RunClosed]) -> int:
         """Apply a batch in ONE transaction: new ledger entries, balances, reservations, settlements.
@@ -59,15 +68,24 @@ class UsageWriter:
             return 0
         attempt = 1
         while True:
+            spent: list[tuple[str, int]] = []
             try:
-                return await self.apply_once(records, closes)
+                written = await self.apply_once(records, closes, spent)
             except RacedError as exc:
                 if attempt >= APPLY_ATTEMPTS:
                     raise
                 attempt += 1
                 log.info("a usage batch raced another writer (%s); applying it again", exc)
+                continue
+            if spent and self.spent is not None:
+                self.spent(spent)
+            return written
 
-    async def apply_once(self, records: Sequence[UsageRecorded], closes: Sequence[RunClosed]) -> int:
+    async def apply_once(
+        self, records: Sequence[UsageRecorded], closes: Sequence[RunClosed], spent: list[tuple[str, int]] | None = None
+    ) -> int:
+        """One attempt of :meth:`apply`; appends (price key, cost) of each entry written to ``spent``
+        (it only counts once this returns: the transaction commits as it ends)."""
         calls = settlement.first_of_each_call(records)
         runs = sorted({r.run_id for r in calls} | {c.run_id for c in closes})
         if not runs:
@@ -100,6 +118,8 @@ class UsageWriter:
             written = await self.insert_entries(conn, rows)
             if written != len(rows):
                 raise RacedError(f"{len(rows) - written} of {len(rows)} usage entries were already written")
+            if spent is not None:
+                spent.extend((price.key, cost) for price, cost in batch.priced)
             return written
 
     async def lock_reservations(self, conn: AsyncConnection, runs: list[str]) -> dict[str, Hold]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -105,6 +104,7 @@ class ResponseEventStream(Response):
             await send({"type": "http.response.body", "body": body, "more_body": True})
         event = self.first
         first_token = self.started_at is not None
+        first_at: float | None = None
         pending: list[bytes] = []
         while True:
             if event is None:
@@ -115,11 +115,12 @@ class ResponseEventStream(Response):
                     event = failed_event(self.run_id, exc.info)
             if first_token and type(event) is TextDelta:
                 first_token = False
-                metrics.ttft.observe(time.perf_counter() - self.started_at)  # type: ignore[operator]
+                first_at = metrics.first_token(self.started_at)  # type: ignore[arg-type]
             frames = renderer.feed_frames(event, after)
             if renderer.finished:
                 if type(event) is RunCompleted:
                     count_tokens(metrics, event)
+                    metrics.output_pace(first_at, event.usage.output_tokens)
                 if self.on_finished is not None:
                     # Shielded: a client leaving now must not cut the store write short.
                     await asyncio.shield(self.on_finished(renderer))

@@ -51,4 +51,5 @@ async def readyz(ctx: CtxDep) -> JSONResponse:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(ctx: CtxDep) -> Response:
+    await ctx.metrics.sample(ctx.js, ctx.subjects)
     return Response(ctx.metrics.render(), media_type=ctx.metrics.content_type)
