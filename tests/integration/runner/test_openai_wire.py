@@ -11,7 +11,7 @@ import pytest
 from contracts import ChatMessage
 from runner.connections import Connection
 from runner.errors import StreamBroken
-from runner.providers import CallSpec, FinishChunk, TextChunk, UsageChunk
+from runner.providers import CallSpec, FinishChunk, ResponseInfo, TextChunk, UsageChunk
 from runner.providers.openai_provider import OpenAIProvider
 
 pytestmark = pytest.mark.integration
@@ -72,7 +72,7 @@ async def _collect(url: str) -> tuple[list[object], Exception | None]:
 
 async def test_a_stream_cut_short_without_an_error_is_broken(stub: Callable[[bytes], str]) -> None:
     got, error = await _collect(stub(_sse(_chunk(content="Hel"), _chunk(content="lo"))))
-    assert got == [TextChunk("Hel"), TextChunk("lo")]
+    assert got == [ResponseInfo(id="c", model=None), TextChunk("Hel"), TextChunk("lo")]
     assert isinstance(error, StreamBroken)
 
 
@@ -81,8 +81,16 @@ async def test_a_complete_stream_passes(stub: Callable[[bytes], str]) -> None:
     usage = {"id": "c", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
     got, error = await _collect(stub(_sse(_chunk(content="Hi"), done, usage, b"[DONE]")))
     assert error is None
-    assert got[:2] == [TextChunk("Hi"), FinishChunk("stop")]
-    assert isinstance(got[2], UsageChunk) and got[2].usage.input_tokens == 3
+    assert got[:3] == [ResponseInfo(id="c", model=None), TextChunk("Hi"), FinishChunk("stop")]
+    assert isinstance(got[3], UsageChunk) and got[3].usage.input_tokens == 3
+
+
+async def test_the_response_id_and_model_come_once_from_the_first_chunk(stub: Callable[[bytes], str]) -> None:
+    first = {**_chunk(content="Hi"), "id": "chatcmpl-42", "model": "gpt-x-2025"}
+    done = {"id": "chatcmpl-42", "model": "gpt-x-2025", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    got, error = await _collect(stub(_sse(first, done, b"[DONE]")))
+    assert error is None
+    assert got == [ResponseInfo(id="chatcmpl-42", model="gpt-x-2025"), TextChunk("Hi"), FinishChunk("stop")]
 
 
 async def test_an_error_event_or_garbage_is_broken(stub: Callable[[bytes], str]) -> None:

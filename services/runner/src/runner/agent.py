@@ -55,6 +55,7 @@ from contracts.events import (
 )
 from contracts.runs import FunctionCall, ToolCall
 
+from . import genai
 from . import usage as usage_mod
 from .aio import complete
 from .clienttools import collision, plan_tools, server_label
@@ -79,6 +80,7 @@ from .providers import (
     OpaqueBlock,
     Provider,
     ReasoningChunk,
+    ResponseInfo,
     TextChunk,
     ToolCallChunk,
     ToolSpec,
@@ -115,6 +117,8 @@ class RunPorts(Protocol):
 class RunConfig:
     heartbeat_s: float = 2.0
     default_max_steps: int = 10
+    #: Message content on the trace spans (``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``): off by default.
+    capture_content: bool = False
 
 
 def call_parameters(request: RunRequest) -> dict[str, Any]:
@@ -177,6 +181,9 @@ class _InFlight:
     deltas: int = 0  # text, reasoning and tool-argument deltas received
     reported: TokenUsage | None = None  # what the provider reported so far
     finish: str | None = None
+    finish_raw: str | None = None  # the finish reason in the provider's own words (the trace's)
+    response_id: str | None = None  # the provider's id of its response
+    response_model: str | None = None
 
 
 @dataclass
@@ -226,7 +233,10 @@ class AgentRun:
         #: Provider blocks to send back with the assistant message at that conversation position.
         self.extras: dict[int, list[dict[str, Any]]] = {}
         self.status: Status_ = "failed"
+        #: Why the run failed (or was cancelled other than by its client), for the run's span.
+        self.error: ErrorInfo | None = None
         self._call: _InFlight | None = None
+        self._chat_attributes: dict[str, Any] | None = None
 
     def admitted(self, reservation_id: str | None) -> None:
         """The go-ahead of a run queued before its admission: bill under ``reservation_id``; its
@@ -307,6 +317,7 @@ class AgentRun:
             # so whoever follows it (a resumed client, the gateway on a runner shutdown) ends at once.
             if self.status != "completed":  # a cancel during the last event leaves the run completed
                 self.status = "cancelled"
+                self.error = self.cancel_error
                 beats.cancel()
                 await self.emitter.emit(RunFailed, error=self.cancel_error or client_cancelled(), usage=self.total)
             raise
@@ -334,6 +345,7 @@ class AgentRun:
 
     async def _fail(self, info: ErrorInfo, detail: str | None = None, *, log_it: bool = True) -> None:
         self.status = "failed"
+        self.error = info
         if log_it:
             # The run's one log line at the runner; the request id is on the record (servicekit.requestid).
             req = self.request
@@ -431,16 +443,23 @@ class AgentRun:
         calls: dict[int, _PendingCall] = {}
         # The call's progress lives on the run (the heartbeat reads it): one counter per delta.
         p = self._call = _InFlight(len(self.usages), chars)
-        attributes = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": self.connection.kind,
-            "gen_ai.request.model": model,
-        }
-        with self.tracer.start_as_current_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes) as span:
+        # Exceptions are the span's business here: a cancel is no error of the call's (its usage context
+        # says "cancelled"), a provider's failure is one with its own error.type.
+        with self.tracer.start_as_current_span(
+            f"chat {model}",
+            kind=SpanKind.CLIENT,
+            attributes=self._chat_span_attributes(),
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            if self.config.capture_content:
+                span.set_attribute("gen_ai.input.messages", genai.input_messages(spec.messages))
             try:
                 async with contextlib.aclosing(self.provider.stream(spec)) as chunks:
                     async for c in chunks:
-                        if not self._first_output and not isinstance(c, UsageChunk | FinishChunk | OpaqueBlock):
+                        if not self._first_output and not isinstance(
+                            c, UsageChunk | FinishChunk | OpaqueBlock | ResponseInfo
+                        ):
                             self._output_started()
                         if isinstance(c, TextChunk):
                             p.deltas += 1
@@ -463,10 +482,14 @@ class AgentRun:
                             p.reported = usage_mod.merge(p.reported, c.usage)
                         elif isinstance(c, FinishChunk):
                             p.finish = c.reason
+                            p.finish_raw = c.provider_reason
                         elif isinstance(c, OpaqueBlock):
                             opaque.append(c.block)
+                        elif isinstance(c, ResponseInfo):
+                            p.response_id, p.response_model = c.id, c.model
             except ProviderError as exc:
                 span.set_status(Status(StatusCode.ERROR, "provider_error"))
+                span.set_attribute("error.type", str(exc.status) if exc.status else "provider_error")
                 if p.deltas == 0:
                     self._call = None  # refused before any output: nothing to bill
                     raise provider_failed(exc.message) from None
@@ -474,6 +497,7 @@ class AgentRun:
                 raise stream_broken(exc.message) from None
             except StreamBroken as exc:
                 span.set_status(Status(StatusCode.ERROR, "stream_broken"))
+                span.set_attribute("error.type", "stream_broken")
                 await self._record(span, self._estimate(chars, p.deltas, p.reported), True, "incomplete")
                 raise stream_broken(str(exc)) from None
             except asyncio.CancelledError:
@@ -483,12 +507,26 @@ class AgentRun:
                 else:
                     await self._record(span, self._estimate(chars, p.deltas, p.reported), True, "cancelled")
                 raise
+            except Exception as exc:
+                # A bug of ours: the run fails (see execute); the span says where.
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                span.set_attribute("error.type", type(exc).__qualname__)
+                raise
             reported = p.reported
             if reported is not None and reported.total_tokens > 0:
                 await self._record(span, reported, False, "normal")
             else:
                 # The provider sent no usage: count it ourselves rather than bill nothing.
                 await self._record(span, self._estimate(chars, p.deltas, p.reported), True, "incomplete")
+            if self.config.capture_content:
+                span.set_attribute(
+                    "gen_ai.output.messages",
+                    genai.output_messages(
+                        "".join(text),
+                        [(c.id, c.name, "".join(c.arguments)) for _, c in sorted(calls.items())],
+                        p.finish_raw,
+                    ),
+                )
         ordered = [calls[k] for k in sorted(calls)]
         if opaque:
             self.extras[len(self.conversation)] = opaque
@@ -504,6 +542,19 @@ class AgentRun:
             )
         )
         return _CallResult(text="".join(text), tool_calls=ordered, finish=p.finish)
+
+    def _chat_span_attributes(self) -> dict[str, Any]:
+        """What every chat span of this run starts with: the same for each call, so built once."""
+        if self._chat_attributes is None:
+            assert self.connection is not None
+            self._chat_attributes = genai.chat_attributes(
+                kind=self.connection.kind,
+                base_url=self.connection.base_url,
+                model=self.request.agent.model,
+                params=self.params,
+                conversation_id=self.request.conversation_id,
+            )
+        return self._chat_attributes
 
     def _output_started(self) -> None:
         self._first_output = True
@@ -529,8 +580,17 @@ class AgentRun:
         assert self.connection is not None
         req = self.request
         call_index = len(self.usages)
-        span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
-        span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
+        call = self._call
+        span.set_attributes(
+            genai.response_attributes(
+                response_id=call.response_id if call is not None else None,
+                response_model=call.response_model if call is not None else None,
+                finish_reasons=[call.finish_raw] if call is not None and call.finish_raw else [],
+                usage=usage,
+                estimated=estimated,
+                context=context,
+            )
+        )
         record = UsageRecorded(
             run_id=req.run_id,
             call_index=call_index,
@@ -587,34 +647,48 @@ class AgentRun:
             self.conversation.append(ChatMessage(role="tool", tool_call_id=call.id, content=output))
 
     async def _run_tool(self, call: _PendingCall) -> tuple[str, bool]:
+        tool = self.tools.get(call.name)
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": call.name,
+            "gen_ai.tool.call.id": call.id,
+            # An MCP tool says "extension" once it runs (runner.tools.mcp.tool).
+            "gen_ai.tool.type": "function",
+        }
+        if tool is not None and tool.description:
+            attributes["gen_ai.tool.description"] = tool.description
+        raw = "".join(call.arguments)
+        if self.config.capture_content:
+            attributes["gen_ai.tool.call.arguments"] = raw
         with self.tracer.start_as_current_span(
-            f"execute_tool {call.name}",
-            attributes={
-                "gen_ai.operation.name": "execute_tool",
-                "gen_ai.tool.name": call.name,
-                "gen_ai.tool.call.id": call.id,
-            },
+            f"execute_tool {call.name}", kind=SpanKind.INTERNAL, attributes=attributes
         ) as span:
-            tool = self.tools.get(call.name)
-            if tool is None:
-                return f"Error: unknown tool {call.name!r}", True
-            raw = "".join(call.arguments)
-            try:
-                args = json.loads(raw) if raw.strip() else {}
-            except json.JSONDecodeError:
-                return "Error: the arguments are not valid JSON", True
-            if not isinstance(args, dict):
-                return "Error: the arguments must be a JSON object", True
-            try:
-                return await tool.call(args), False
-            except ToolError as exc:
-                span.set_status(Status(StatusCode.ERROR, "tool_error"))
-                return f"Error: {exc}", True
-            except Exception as exc:
-                # A tool's bug goes back to the model as the result; it never fails the run.
-                log.warning("tool %s raised %s", call.name, type(exc).__name__, exc_info=True)
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                return f"Error: the tool failed ({type(exc).__name__})", True
+            output, error = await self._tool_outcome(tool, call, raw)
+            if error is not None:
+                span.set_status(Status(StatusCode.ERROR, error))
+                span.set_attribute("error.type", error)
+            if self.config.capture_content:
+                span.set_attribute("gen_ai.tool.call.result", output)
+            return output, error is not None
+
+    async def _tool_outcome(self, tool: Tool | None, call: _PendingCall, raw: str) -> tuple[str, str | None]:
+        """The tool's output (what the model is sent) and, when it failed, the error's type."""
+        if tool is None:
+            return f"Error: unknown tool {call.name!r}", "unknown_tool"
+        try:
+            args = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError:
+            return "Error: the arguments are not valid JSON", "invalid_arguments"
+        if not isinstance(args, dict):
+            return "Error: the arguments must be a JSON object", "invalid_arguments"
+        try:
+            return await tool.call(args), None
+        except ToolError as exc:
+            return f"Error: {exc}", "tool_error"
+        except Exception as exc:
+            # A tool's bug goes back to the model as the result; it never fails the run.
+            log.warning("tool %s raised %s", call.name, type(exc).__name__, exc_info=True)
+            return f"Error: the tool failed ({type(exc).__name__})", type(exc).__qualname__
 
 
 def _final(call: _InFlight) -> bool:

@@ -30,6 +30,7 @@ from .agent import RunConfig
 from .backpressure import LoopLag
 from .connections import load_connections
 from .fleet import Heartbeat
+from .genai import capture_enabled
 from .metrics import Metrics
 from .providers import Provider, build_provider
 from .settings import RunnerSettings
@@ -110,7 +111,9 @@ class RunnerApp:
             if self.worker is not None:
                 self._replaying = asyncio.create_task(self.worker.replay_events(), name="runner-event-replay")
 
-        self.nc = await connect(s.nats_url, name=f"runner-{self.runner_id}", on_reconnected=on_reconnected)
+        self.nc = await connect(
+            s.nats_url, name=f"runner-{self.runner_id}", on_reconnected=on_reconnected, **s.nats_credentials()
+        )
         self.worker = Worker(
             self.nc,
             self.subjects,
@@ -119,7 +122,11 @@ class RunnerApp:
             tools=self.tools,
             metrics=self.metrics,
             concurrency=s.concurrency,
-            config=RunConfig(heartbeat_s=s.heartbeat_s, default_max_steps=s.max_steps),
+            config=RunConfig(
+                heartbeat_s=s.heartbeat_s,
+                default_max_steps=s.max_steps,
+                capture_content=capture_enabled(s.capture_message_content),
+            ),
             runner_id=self.runner_id,
             ack_wait_s=s.ack_wait_s,
             max_ack_pending=s.max_ack_pending,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from servicekit.settings import ServiceSettings
@@ -67,6 +67,17 @@ class RunnerSettings(ServiceSettings):
         default="",
         description="this worker's name in RunStarted and its fleet heartbeat; unique to each start "
         "(default: host, pid and a random suffix)",
+    )
+    capture_message_content: str = Field(
+        default="",
+        validation_alias=AliasChoices(
+            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+            "RUNNER_CAPTURE_MESSAGE_CONTENT",
+            "capture_message_content",
+        ),
+        max_length=32,
+        description="true: trace spans carry message content (prompts, answers, tool arguments and results); "
+        "unset or false: they never do",
     )
     health_port: int = Field(default=8083, ge=0, le=65535, description="/healthz, /readyz, /metrics; 0 disables")
     health_host: str = Field(default="0.0.0.0")

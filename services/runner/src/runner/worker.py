@@ -23,7 +23,8 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 from pydantic import ValidationError
 
 from contracts import CancelRun, ErrorInfo, RunAdmitted, RunClosed, RunFailed, RunProgress, RunRequest, Subjects
@@ -31,6 +32,7 @@ from servicekit.natsio import context_from_headers, ensure_streams
 from servicekit.requestid import install as install_request_ids
 from servicekit.requestid import request_id
 
+from . import genai
 from .agent import AgentRun, RunConfig
 from .backpressure import LoopLag
 from .bus import NatsPorts
@@ -274,16 +276,20 @@ class Worker:
         self._runs[run_id] = (current, run)  # type: ignore[assignment]
         self._metrics.runs_started.inc()
         parent = context_from_headers(dict(msg.headers or {}))
-        attributes = {
-            "gen_ai.operation.name": "invoke_agent",
-            "gen_ai.agent.id": agent.id,
-            "gen_ai.agent.name": agent.name,
-        }
         try:
+            # The run's outcome, not an exception, decides the span's status (a client's cancel is none).
             with self._tracer.start_as_current_span(
-                f"invoke_agent {agent.name}", context=parent, kind=SpanKind.INTERNAL, attributes=attributes
-            ):
-                await run.execute()
+                f"invoke_agent {agent.name}" if agent.name else "invoke_agent",
+                context=parent,
+                kind=SpanKind.INTERNAL,
+                attributes=self._agent_attributes(run),
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                try:
+                    await run.execute()
+                finally:
+                    _end_agent_span(span, run)
         except asyncio.CancelledError:
             # Cancelled on request or at the end of a drain: usage is recorded and the run closed.
             pass
@@ -291,6 +297,24 @@ class Worker:
             self._runs.pop(run_id, None)
             self._cancelled.discard(run_id)
             self._metrics.runs.labels(run.status).inc()
+
+    def _agent_attributes(self, run: AgentRun) -> dict[str, AttributeValue]:
+        """The ``invoke_agent`` span's attributes as the run starts."""
+        request, agent = run.request, run.request.agent
+        conn = self._connections.get(agent.provider)
+        attributes: dict[str, AttributeValue] = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.id": agent.id,
+            "gen_ai.agent.name": agent.name,
+            "gen_ai.provider.name": genai.provider_name(conn.kind if conn is not None else agent.provider),
+            "gen_ai.request.model": agent.model,
+            "switchboard.run.id": request.run_id,
+        }
+        if agent.description:
+            attributes["gen_ai.agent.description"] = agent.description
+        if request.conversation_id:
+            attributes["gen_ai.conversation.id"] = request.conversation_id
+        return attributes
 
     def _closed(self, request: RunRequest, status: str) -> RunClosed:
         return RunClosed(
@@ -367,24 +391,29 @@ class Worker:
         finally:
             self._awaiting.pop(run_id, None)
         if admitted is None:
-            if timed_out:
+            # Dropped at the end of a drain: its client is told why (after a refusal or a cancel nobody listens).
+            error = admission_timeout() if timed_out else shutting_down() if self._stopping else None
+            if error is not None:
                 emitter = EventEmitter(run_id, lambda d: self.ports.publish_event(run_id, d), 1.0)
-                await emitter.emit(RunFailed, error=admission_timeout())
+                await emitter.emit(RunFailed, error=error)
             await self.ports.close_run(self._closed(request, "cancelled"))
             self._metrics.runs.labels("not_admitted").inc()
         return admitted
 
     # --- stop -------------------------------------------------------------------------------------------
     async def stop(self, drain_s: float) -> None:
-        """Stop fetching, let runs finish for up to ``drain_s``, cancel the rest (recording their usage)."""
+        """Stop fetching at once, let the runs taken finish for up to ``drain_s``, cancel the rest (recording
+        their usage). A run taken while it waits for billing's go-ahead is one of them: acked already, no
+        other runner will take it, so it gets its go-ahead and runs; only one still waiting when the drain
+        ends is dropped (closed with nothing spent, its stream ended with a 503)."""
         self._stopping = True
         # From now on a delivered request is handed straight back (nak) for another runner.
         await self._feed.stop()
-        for waiting in self._awaiting.values():
-            if not waiting.done():
-                waiting.set_result(None)  # not started yet: dropped, closed with nothing spent
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=drain_s)
+        for waiting in self._awaiting.values():
+            if not waiting.done():
+                waiting.set_result(None)
         for run_id in list(self._runs):
             self.cancel(run_id, shutting_down())
         if self._tasks:
@@ -395,6 +424,17 @@ class Worker:
                     await sub.unsubscribe()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _end_agent_span(span: trace.Span, run: AgentRun) -> None:
+    """The run's totals and outcome on its span: tokens over all its model calls; ``error.type`` when it
+    failed, or was cancelled for a reason of the service's (a client's cancel is not an error)."""
+    if run.usages:
+        span.set_attributes(genai.usage_attributes(run.total))
+    span.set_attribute("switchboard.run.status", run.status)
+    if run.error is not None and run.status != "completed":
+        span.set_attribute("error.type", run.error.code or run.error.type)
+        span.set_status(Status(StatusCode.ERROR, run.error.code or run.error.type))
 
 
 def _remember(early: OrderedDict[str, tuple[float, _T]], run_id: str, value: _T, cap: int) -> None:

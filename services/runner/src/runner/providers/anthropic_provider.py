@@ -21,6 +21,7 @@ from .base import (
     ForcedTool,
     OpaqueBlock,
     ReasoningChunk,
+    ResponseInfo,
     TextChunk,
     ToolCallChunk,
     ToolChoice,
@@ -156,8 +157,15 @@ class EventMapper:
     def map(self, event: Any) -> list[Chunk]:
         kind = event.type
         if kind == "message_start":
-            usage = getattr(event.message, "usage", None)
-            return [UsageChunk(from_anthropic_start(usage))] if usage is not None else []
+            message = event.message
+            rid, model = getattr(message, "id", None), getattr(message, "model", None)
+            out: list[Chunk] = [
+                ResponseInfo(id=rid if isinstance(rid, str) and rid else None, model=str(model) if model else None)
+            ]
+            usage = getattr(message, "usage", None)
+            if usage is not None:
+                out.append(UsageChunk(from_anthropic_start(usage)))
+            return out
         if kind == "content_block_start":
             block = event.content_block
             if block.type == "tool_use":
@@ -186,12 +194,13 @@ class EventMapper:
         if kind == "content_block_stop" and event.index in self._thinking:
             return [OpaqueBlock(self._thinking.pop(event.index))]
         if kind == "message_delta":
-            out: list[Chunk] = []
+            tail: list[Chunk] = []
             if getattr(event, "usage", None) is not None:
-                out.append(UsageChunk(from_anthropic_delta(event.usage)))
-            if event.delta.stop_reason:
-                out.append(FinishChunk(_STOP.get(event.delta.stop_reason, "stop")))
-            return out
+                tail.append(UsageChunk(from_anthropic_delta(event.usage)))
+            stop = event.delta.stop_reason
+            if stop:
+                tail.append(FinishChunk(_STOP.get(stop, "stop"), raw=str(stop)))
+            return tail
         if kind == "message_stop":
             self.finished = True
         return []

@@ -84,9 +84,25 @@ class UsageChunk:
 
 @dataclass(frozen=True)
 class FinishChunk:
-    """Why the model stopped, as an OpenAI finish reason ("stop", "length", "tool_calls" …)."""
+    """Why the model stopped, as an OpenAI finish reason ("stop", "length", "tool_calls" …); ``raw`` is
+    the provider's own word for it when that differs (Anthropic's ``end_turn``, ``tool_use`` …)."""
 
     reason: str
+    raw: str | None = None
+
+    @property
+    def provider_reason(self) -> str:
+        """The reason as the provider sent it (what the call's trace span reports)."""
+        return self.raw or self.reason
+
+
+@dataclass(frozen=True)
+class ResponseInfo:
+    """Who answered: the provider's id of its response and the model it names (sent once per call,
+    from the stream's first event; either may be ``None`` when the provider leaves it out)."""
+
+    id: str | None
+    model: str | None
 
 
 @dataclass(frozen=True)
@@ -97,7 +113,7 @@ class OpaqueBlock:
     block: dict[str, Any]
 
 
-Chunk = TextChunk | ReasoningChunk | ToolCallChunk | UsageChunk | FinishChunk | OpaqueBlock
+Chunk = TextChunk | ReasoningChunk | ToolCallChunk | UsageChunk | FinishChunk | OpaqueBlock | ResponseInfo
 
 
 class Provider(Protocol):

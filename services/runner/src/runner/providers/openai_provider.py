@@ -20,6 +20,7 @@ from .base import (
     FinishChunk,
     ForcedTool,
     ReasoningChunk,
+    ResponseInfo,
     TextChunk,
     ToolCallChunk,
     ToolChoice,
@@ -113,6 +114,14 @@ def chunks_of(chunk: dict[str, Any]) -> list[Chunk]:
     return out
 
 
+def response_info(chunk: dict[str, Any]) -> ResponseInfo:
+    """The response's id and model as a chunk names them (``None`` for what a server leaves out)."""
+    rid, model = chunk.get("id"), chunk.get("model")
+    return ResponseInfo(
+        id=rid if isinstance(rid, str) and rid else None, model=model if isinstance(model, str) and model else None
+    )
+
+
 class OpenAIProvider:
     """Streams chat completions from an OpenAI-compatible server.
 
@@ -185,7 +194,7 @@ class OpenAIProvider:
             raise ProviderError(connection_failed(exc, secret)) from None
         # A stream cut short (the connection closed cleanly) has neither a finish reason nor [DONE];
         # it must not pass for a complete answer.
-        finished = done = False
+        finished = done = identified = False
         try:
             if response.status >= 400:
                 raise ProviderError(status_message(response.status, await response.read(), secret), response.status)
@@ -203,6 +212,10 @@ class OpenAIProvider:
                     raise StreamBroken("the provider sent an event that is not a JSON object")
                 if chunk.get("error"):
                     raise StreamBroken(redact(_error_text(chunk["error"]), secret))
+                if not identified:
+                    # Every chunk repeats the response's id and model: read them off the first only.
+                    identified = True
+                    yield response_info(chunk)
                 for c in chunks_of(chunk):
                     if isinstance(c, FinishChunk):
                         finished = True
