@@ -1,4 +1,5 @@
-"""``python -m gateway`` as a process: it serves, and SIGTERM drains it to a clean exit."""
+"""``python -m gateway`` as a process: it serves, and SIGTERM drains it to a clean exit — not ready at
+once, still serving for its accept grace, then closed to new connections."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+import time
 
 import httpx
 import nats
@@ -50,6 +52,58 @@ async def test_python_m_gateway_serves_and_exits_zero_on_sigterm(
             unauthorized = await http.get("/v1/models")
         assert unauthorized.status_code == 401
         proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            await proc.stderr.read()
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_sigterm_makes_it_not_ready_at_once_while_it_still_serves_for_its_accept_grace(
+    nats_url: str, namespace: str, nats_client: nats.NATS
+) -> None:
+    port, grace_s = free_port(), 3.0
+    env = {
+        **os.environ,
+        "NATS_URL": nats_url,
+        "SWITCHBOARD_NAMESPACE": namespace,
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_ACCEPT_GRACE_S": str(grace_s),
+        "LOG_LEVEL": "INFO",
+    }
+    env.pop("REDIS_URL", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stderr is not None
+        async with asyncio.timeout(30):
+            while b"Uvicorn running" not in await proc.stderr.readline():
+                pass
+        # A new connection for every request, as a load balancer's probe makes.
+        fresh = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=fresh, timeout=5) as http:
+            assert (await http.get("/readyz")).status_code == 200
+            proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            async with asyncio.timeout(grace_s):
+                while (ready := await http.get("/readyz")).status_code == 200:
+                    await asyncio.sleep(0.02)
+            assert ready.status_code == 503
+            assert ready.json()["phase"] == "draining" and ready.json()["status"] == "not ready"
+            # Still serving what is routed here meanwhile (liveness, and the API itself).
+            assert (await http.get("/healthz")).status_code == 200
+            assert (await http.get("/v1/models")).status_code == 401
+            async with asyncio.timeout(grace_s + 10):
+                while True:
+                    try:
+                        await http.get("/healthz")
+                    except httpx.TransportError:
+                        break
+                    await asyncio.sleep(0.05)
+            assert time.monotonic() - signalled >= grace_s - 0.1
         async with asyncio.timeout(30):
             await proc.stderr.read()
             assert await proc.wait() == 0

@@ -77,6 +77,13 @@ class GatewaySettings(ServiceSettings):
     )
     access_log: bool = Field(default=False)
     drain_timeout_s: float = Field(default=20.0, ge=0, description="SIGTERM: how long open streams may finish")
+    accept_grace_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=300,
+        description="SIGTERM: how long new requests are still served (with /readyz already 503) before the "
+        "listener closes, so a load balancer polling readiness stops routing here first (Kubernetes: preStop does it)",
+    )
     preadmit_runs: int = Field(
         default=4, ge=0, le=16, description="runs kept admitted ahead per active user and agent (0: none)"
     )

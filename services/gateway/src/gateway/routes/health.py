@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from servicekit.health import Check, Health, nats_answers
 
 from ..deps import CtxDep
+from ..drain import is_draining
 from ..errors import JSONResponse
 
 router = APIRouter()
@@ -25,9 +26,10 @@ async def healthz() -> JSONResponse:
 
 
 @router.get("/readyz", include_in_schema=False)
-async def readyz(ctx: CtxDep) -> JSONResponse:
+async def readyz(request: Request, ctx: CtxDep) -> JSONResponse:
     """Ready while NATS answers a round trip; Redis (when configured) is optional: without it rate
-    limits are counted in this process (``degraded``, still 200).
+    limits are counted in this process (``degraded``, still 200). From SIGTERM on, 503 ``draining``
+    (:mod:`gateway.drain`): the process still serves what it has, but should get nothing new.
 
     The catalog and billing are not checked here: each has a readiness probe of its own, and a gateway
     taken out of service with them would turn their outage into connection errors at the load
@@ -43,7 +45,8 @@ async def readyz(ctx: CtxDep) -> JSONResponse:
 
         optional["redis"] = redis_answers
     health = Health({"nats": lambda: nats_answers(ctx.nc)}, optional=optional, metrics=ctx.metrics.render)
-    health.phase = "serving"  # the routes answer only between the lifespan's start-up and shutdown
+    # The routes answer only between the lifespan's start-up and shutdown: serving, unless told to stop.
+    health.phase = "draining" if is_draining(request.app) else "serving"
     readiness = await health.readiness()
     body: dict[str, Any] = readiness.body()
     return JSONResponse(body, status_code=readiness.http_status)
