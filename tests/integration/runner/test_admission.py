@@ -76,3 +76,48 @@ async def test_no_go_ahead_in_time_fails_the_run_without_a_model_call(harness: H
     assert got.types == ["failed"] and got.events[0].error.code == "admission_timeout"
     assert (got.closed[0].calls, got.closed[0].status) == (0, "cancelled")
     assert await harness.requests("m-silent") == []
+
+
+async def _stopping(harness: Harness) -> asyncio.Task[None]:
+    """Stop the runner in the background; returns once it no longer pulls (its drain under way)."""
+    worker = harness.app.worker
+    assert worker is not None
+    stopping = asyncio.create_task(harness.app.stop())
+    async with asyncio.timeout(WAIT_S):
+        while not worker._stopping:
+            await asyncio.sleep(0.01)
+    return stopping
+
+
+async def test_a_run_waiting_for_its_go_ahead_when_the_runner_stops_still_runs(harness: Harness) -> None:
+    # Acked already, so no other runner would take it: dropping it would lose the client's request.
+    harness.app.settings.drain_s = 5.0
+    await harness.script("m-drain-go", [{"text": "ran during the drain"}])
+    req = make_request("m-drain-go", await_admission=True)
+    got, done, (_subs, closed) = await harness.start(req)
+    await wait_pulled(harness, req.run_id)
+    stopping = await _stopping(harness)
+    await asyncio.sleep(0.2)
+    assert not closed.is_set() and got.events == []
+    await go(harness, req.run_id, "resv_drain")
+    await asyncio.wait_for(done.wait(), WAIT_S)
+    await asyncio.wait_for(closed.wait(), WAIT_S)
+    assert got.types[-1] == "completed" and got.text == "ran during the drain"
+    assert (got.closed[0].status, got.closed[0].reservation_id) == ("completed", "resv_drain")
+    await asyncio.wait_for(stopping, WAIT_S)
+
+
+async def test_a_run_still_without_its_go_ahead_when_the_drain_ends_is_told_why(harness: Harness) -> None:
+    harness.app.settings.drain_s = 0.3  # shorter than the admission wait (1 s)
+    await harness.script("m-drain-late", [{"text": "never"}])
+    req = make_request("m-drain-late", await_admission=True)
+    got, done, (_subs, closed) = await harness.start(req)
+    await wait_pulled(harness, req.run_id)
+    stopping = await _stopping(harness)
+    await asyncio.wait_for(done.wait(), WAIT_S)
+    await asyncio.wait_for(closed.wait(), WAIT_S)
+    assert got.types == ["failed"]
+    assert (got.events[0].error.status, got.events[0].error.code) == (503, "runner_stopping")
+    assert (got.closed[0].calls, got.closed[0].status) == (0, "cancelled")
+    assert await harness.requests("m-drain-late") == []
+    await asyncio.wait_for(stopping, WAIT_S)
