@@ -12,6 +12,7 @@ runner's ``gen_ai_client_operation_duration_seconds`` times each model call on i
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -99,6 +100,8 @@ class Metrics:
             "Runs taken by a runner whose ack JetStream has not had yet (NaN: JetStream did not answer)",
             registry=self.registry,
         )
+        self.runs_pending.set(math.nan)  # unknown until the first scrape reads it
+        self.runs_ack_pending.set(math.nan)
         self._runs_lag: ConsumerLag | None = None
 
     def first_token(self, started_at: float) -> float:
