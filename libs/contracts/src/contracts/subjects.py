@@ -79,6 +79,16 @@ class Subjects:
         """The JetStream object store of stored Responses API responses (one object per response id)."""
         return self._stream("RESPONSES")
 
+    @property
+    def idempotency_bucket(self) -> str:
+        """The JetStream key-value bucket of ``Idempotency-Key`` entries (chat and Responses routes)."""
+        return self._stream("IDEMPOTENCY")
+
+    @property
+    def idempotency_results_bucket(self) -> str:
+        """The JetStream object store of finished keyed runs' events."""
+        return self._stream("IDEMPOTENCY_RESULTS")
+
     # --- the runner fleet ---------------------------------------------------------------------
     @property
     def runner_heartbeat(self) -> str:

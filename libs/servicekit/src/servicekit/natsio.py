@@ -41,9 +41,17 @@ RUN_EVENTS_MAX_AGE_ENV = "SWITCHBOARD_RUN_EVENTS_MAX_AGE_S"
 RUN_EVENTS_MAX_BYTES = 1024**3
 
 
-async def connect(url: str, name: str, *, on_reconnected: Callable[[], Awaitable[None]] | None = None) -> Client:
+async def connect(
+    url: str,
+    name: str,
+    *,
+    on_reconnected: Callable[[], Awaitable[None]] | None = None,
+    user: str | None = None,
+    password: str | None = None,
+) -> Client:
     """Connect with reconnects forever (a service outlives a NATS restart); ``on_reconnected`` runs
-    after every reconnect (core subscriptions are already renewed then)."""
+    after every reconnect (core subscriptions are already renewed then). ``user`` and ``password``
+    (a service's ``settings.nats_credentials()``) win over credentials in the URL."""
     return await nats.connect(
         servers=[u.strip() for u in url.split(",")],
         name=name,
@@ -51,6 +59,8 @@ async def connect(url: str, name: str, *, on_reconnected: Callable[[], Awaitable
         reconnect_time_wait=0.25,
         connect_timeout=5,
         reconnected_cb=on_reconnected,
+        user=user,
+        password=password,
     )
 
 

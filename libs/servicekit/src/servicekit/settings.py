@@ -6,15 +6,22 @@ environment configures a whole stack; a prefixed one (``CATALOG_DATABASE_URL``) 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypedDict
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def shared(prefix: str, name: str) -> AliasChoices:
     """Accept ``{PREFIX}{NAME}`` first, then the unprefixed ``{NAME}``."""
     return AliasChoices(f"{prefix}{name}", name)
+
+
+class NatsCredentials(TypedDict, total=False):
+    """A NATS user's name and password, as the client's ``connect`` takes them."""
+
+    user: str
+    password: str
 
 
 class ServiceSettings(BaseSettings):
@@ -24,6 +31,14 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias=AliasChoices("NATS_URL", "nats_url"))
+    nats_user: str = Field(
+        default="",
+        validation_alias=AliasChoices("NATS_USER", "nats_user"),
+        description="the service's NATS user (with NATS_PASSWORD); empty: none, or the one NATS_URL carries",
+    )
+    nats_password: SecretStr = Field(
+        default=SecretStr(""), validation_alias=AliasChoices("NATS_PASSWORD", "nats_password"), repr=False
+    )
     nats_namespace: str = Field(
         default="",
         validation_alias=AliasChoices("SWITCHBOARD_NAMESPACE", "nats_namespace"),
@@ -46,3 +61,10 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "otlp_endpoint"),
         description="OTLP/HTTP collector (Jaeger: http://jaeger:4318); unset: no export",
     )
+
+    def nats_credentials(self) -> NatsCredentials:
+        """``user`` and ``password`` for the NATS client when ``NATS_USER`` is set (they win over any
+        in ``NATS_URL``), else nothing. Never logged."""
+        if not self.nats_user:
+            return {}
+        return {"user": self.nats_user, "password": self.nats_password.get_secret_value()}

@@ -67,7 +67,7 @@ class BillingApp:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[BillingApp]:
         s = self.settings
-        nc = self.nc = await natsio.connect(s.nats_url, "billing")
+        nc = self.nc = await natsio.connect(s.nats_url, "billing", **s.nats_credentials())
         # The health port answers from here on ("starting", not ready), so that a wait for the schema
         # below is visible on /readyz rather than a silent start-up probe failure.
         health = HealthServer(self.health, s.health_host, s.health_port) if s.health_port else None

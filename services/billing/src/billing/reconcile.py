@@ -19,7 +19,7 @@ TOKENS = ("input_tokens", "cache_write_tokens", "cache_read_tokens", "output_tok
 
 async def read_usage(settings: BillingSettings) -> dict[tuple[str, int], UsageRecorded]:
     subjects = Subjects(settings.nats_namespace)
-    nc = await natsio.connect(settings.nats_url, "billing-reconcile")
+    nc = await natsio.connect(settings.nats_url, "billing-reconcile", **settings.nats_credentials())
     try:
         js = nc.jetstream()
         info = await js.stream_info(subjects.usage_stream)

@@ -22,6 +22,7 @@ from typing import Any
 
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.nats.security import NatsUserPassword
 from redis.asyncio import Redis
 
 from contracts import AdminRequest, CacheInvalidated, Subjects
@@ -59,6 +60,11 @@ class CatalogRuntime:
             log_level=logging.DEBUG,
             # Continues the caller's trace (W3C traceparent header) in a consumer span per request.
             middlewares=[NatsTelemetryMiddleware(include_messages_counters=False)],
+            security=(
+                NatsUserPassword(settings.nats_user, settings.nats_password.get_secret_value())
+                if settings.nats_user
+                else None
+            ),
         )
         register(self.broker, self.subjects, workers=settings.workers)
         self.redis: Redis | None = None

@@ -59,7 +59,7 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
             reading = recover_all()
             log.warning("reconnected to NATS: %d open runs read their events again", reading)
 
-        nc = await connect(settings.nats_url, "gateway", on_reconnected=on_reconnected)
+        nc = await connect(settings.nats_url, "gateway", on_reconnected=on_reconnected, **settings.nats_credentials())
         redis = None
         rate_limiter: RateLimiter | None = None
         responses_service: ResponsesService | None = None

@@ -49,7 +49,7 @@ import orjson
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError, ObjectNotFoundError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from contracts import RUN_EVENT, CancelRun, ErrorInfo, RunEvent
+from contracts import RUN_EVENT, CancelRun, ErrorInfo, RunEvent, Subjects
 
 from .errors import INVALID_REQUEST, ClientGone, GatewayError, RunStreamError
 from .runs import RunReplay
@@ -59,8 +59,6 @@ if TYPE_CHECKING:
     from nats.js import JetStreamContext
     from nats.js.kv import KeyValue
     from nats.js.object_store import ObjectStore
-
-    from contracts import Subjects
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +76,12 @@ Api = Literal["chat.completions", "responses"]
 
 def bucket_name(namespace: str) -> str:
     """The namespace's idempotency bucket (named like its streams)."""
-    return f"{namespace}_IDEMPOTENCY" if namespace else "IDEMPOTENCY"
+    return Subjects(namespace).idempotency_bucket
 
 
 def results_bucket_name(namespace: str) -> str:
     """The namespace's object store of finished keyed runs' events."""
-    return f"{bucket_name(namespace)}_RESULTS"
+    return Subjects(namespace).idempotency_results_bucket
 
 
 def read_key(headers: Mapping[str, str]) -> str | None:
