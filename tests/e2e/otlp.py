@@ -4,13 +4,37 @@ from __future__ import annotations
 
 import gzip
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+#: OTLP's span kinds by number, named as the API names them.
+KINDS = {
+    Span.SPAN_KIND_UNSPECIFIED: "UNSPECIFIED",
+    Span.SPAN_KIND_INTERNAL: "INTERNAL",
+    Span.SPAN_KIND_SERVER: "SERVER",
+    Span.SPAN_KIND_CLIENT: "CLIENT",
+    Span.SPAN_KIND_PRODUCER: "PRODUCER",
+    Span.SPAN_KIND_CONSUMER: "CONSUMER",
+}
+STATUSES = {Status.STATUS_CODE_UNSET: "UNSET", Status.STATUS_CODE_OK: "OK", Status.STATUS_CODE_ERROR: "ERROR"}
+
+
+def decode(value: AnyValue) -> Any:
+    """An attribute's value as Python: str, bool, int, float, or a tuple of them for an array."""
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return tuple(decode(v) for v in value.array_value.values)
+    if kind == "kvlist_value":
+        return {kv.key: decode(kv.value) for kv in value.kvlist_value.values}
+    return getattr(value, kind) if kind else None
 
 
 @dataclass(frozen=True)
@@ -20,6 +44,11 @@ class ReceivedSpan:
     trace_id: str
     span_id: str
     parent_span_id: str
+    kind: str = "UNSPECIFIED"
+    status: str = "UNSET"
+    attributes: dict[str, Any] = field(default_factory=dict)
+    #: Every attribute of the span's events (an exception's message, for one).
+    event_attributes: tuple[dict[str, Any], ...] = ()
 
 
 class OtlpReceiver:
@@ -83,11 +112,21 @@ class OtlpReceiver:
                             trace_id=span.trace_id.hex(),
                             span_id=span.span_id.hex(),
                             parent_span_id=span.parent_span_id.hex(),
+                            kind=KINDS.get(span.kind, str(span.kind)),
+                            status=STATUSES.get(span.status.code, str(span.status.code)),
+                            attributes={a.key: decode(a.value) for a in span.attributes},
+                            event_attributes=tuple(
+                                {a.key: decode(a.value) for a in event.attributes} for event in span.events
+                            ),
                         )
                     )
         with self._changed:
             self.spans.extend(spans)
             self._changed.notify_all()
+
+    def spans_of(self, trace_id: str) -> list[ReceivedSpan]:
+        with self._changed:
+            return [s for s in self.spans if s.trace_id == trace_id]
 
     def services_of(self, trace_id: str) -> set[str]:
         with self._changed:

@@ -39,6 +39,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter
 
 from contracts import TRACEPARENT_HEADER, RunClosed, Subjects, UsageRecorded
@@ -297,6 +298,15 @@ def _trace_each(msgs: list[Msg], start_ns: int) -> None:
     for m in msgs:
         if not m.headers or TRACEPARENT_HEADER not in m.headers:
             continue
-        span = tracer.start_span("ledger.write", context=context_from_headers(m.headers), start_time=start_ns)
-        span.set_attribute("messaging.destination", m.subject)
+        span = tracer.start_span(
+            "ledger.write",
+            context=context_from_headers(m.headers),
+            kind=SpanKind.CONSUMER,
+            start_time=start_ns,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": m.subject,
+            },
+        )
         span.end()

@@ -20,6 +20,7 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
 
 from contracts import (
@@ -68,7 +69,17 @@ async def register(
         on_error: Callable[[ErrorInfo], BaseModel],
     ):  # type: ignore[no-untyped-def]
         async def answer(msg: Msg) -> None:
-            with tracer.start_as_current_span(name, context=context_from_headers(msg.headers)):
+            # A consumer span of the request, in the asker's trace (its headers carry the context).
+            with tracer.start_as_current_span(
+                name,
+                context=context_from_headers(msg.headers),
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "nats",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": msg.subject,
+                },
+            ):
                 try:
                     reply = await call(request_type.model_validate_json(msg.data))
                 except ValidationError as exc:
