@@ -1,6 +1,6 @@
 """``make bench``: every benchmark, printed as one report (see docs/performance.md for recorded runs).
 
-``python -m bench [--quick] [--only stack|auth|billing]``. The load generator shares the 2-core
+``python -m bench [--quick] [--only stack|auth|billing|capacity] [--streams N]``. The load generator shares the 2-core
 machine with what it measures; every "added" figure compares with the fake LLM called directly in
 the same run.
 """
@@ -44,6 +44,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
         report["stack"] = await stack_bench.run(quick=args.quick)
         print(_fmt({"stack": report["stack"]}), flush=True)
+    if args.only in (None, "capacity"):
+        from . import capacity_bench
+
+        report["capacity"] = await capacity_bench.run(quick=args.quick, streams=args.streams)
+        print(_fmt({"capacity": report["capacity"]}), flush=True)
     if args.only in (None, "billing"):
         try:
             from . import billing_bench
@@ -64,5 +69,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
-    parser.add_argument("--only", choices=["stack", "auth", "billing"])
+    parser.add_argument("--only", choices=["stack", "auth", "billing", "capacity"])
+    parser.add_argument("--streams", type=int, default=5000, help="capacity: streams open at once (default 5000)")
     asyncio.run(main(parser.parse_args()))

@@ -23,6 +23,16 @@ class StreamResult:
     gaps: list[float] = field(default_factory=list)  # seconds between consecutive content tokens
     total: float = 0.0
     tokens: int = 0
+    start: float = 0.0  # time.perf_counter() when the request was sent
+
+    def token_times(self) -> list[float]:
+        """When each content token arrived (``time.perf_counter()`` values)."""
+        at = self.start + self.ttft
+        times = [at]
+        for gap in self.gaps:
+            at += gap
+            times.append(at)
+        return times
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -82,7 +92,7 @@ async def stream_once(client: aiohttp.ClientSession, url: str, headers: dict[str
     end = time.perf_counter()
     if first is None:
         raise RuntimeError("the stream carried no content")
-    return StreamResult(ttft=first - start, gaps=gaps, total=end - start, tokens=tokens)
+    return StreamResult(ttft=first - start, gaps=gaps, total=end - start, tokens=tokens, start=start)
 
 
 async def complete_once(client: aiohttp.ClientSession, url: str, headers: dict[str, str], body: dict) -> float:
@@ -153,8 +163,10 @@ async def concurrent_completions(client, url, headers, body, *, concurrency: int
     return time.perf_counter() - start
 
 
-def make_client(concurrency: int) -> aiohttp.ClientSession:
+def make_client(concurrency: int, total_timeout_s: float | None = 60.0) -> aiohttp.ClientSession:
     # Idle connections expire before the servers' own keep-alive timeout (uvicorn: 5 s), so a phase never
     # reuses a connection the other side already closed while another phase ran.
     connector = aiohttp.TCPConnector(limit=concurrency + 8, keepalive_timeout=2.0)
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60.0))
+    return aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=total_timeout_s, sock_read=60.0)
+    )

@@ -9,10 +9,12 @@ direct at the same percentile, measured minutes apart on the same machine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -86,12 +88,18 @@ def _infra() -> dict[str, Any]:
     }
 
 
-async def run(quick: bool = False) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def bench_stack(runners: int = 1, service_env: dict[str, dict[str, str]] | None = None) -> AsyncIterator[Stack]:
+    """A whole stack on the machine's NATS/PostgreSQL/Redis when they answer (a fresh database, its own
+    namespace), removed afterwards; ``service_env`` adds to the defaults per service."""
     infra = _infra()
     db_url = db_name = None
     if infra["postgres"]:
         db_url, db_name = await _fresh_database(infra["postgres"])
     run_dir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
+    per_service: dict[str, dict[str, str]] = {"runner": {"RUNNER_CONCURRENCY": "128", "RUNNER_HEARTBEAT_S": "5"}}
+    for service, extra in (service_env or {}).items():
+        per_service[service] = {**per_service.get(service, {}), **extra}
     config = StackConfig(
         run_dir=run_dir,
         namespace=f"bench{secrets.token_hex(3)}",
@@ -100,18 +108,24 @@ async def run(quick: bool = False) -> dict[str, Any]:
         billing_database_url=db_url,
         redis_url=infra["redis"],
         env={"LOG_LEVEL": "WARNING"},
-        service_env={"runner": {"RUNNER_CONCURRENCY": "128", "RUNNER_HEARTBEAT_S": "5"}},
+        service_env=per_service,
+        runners=runners,
     )
     stack = Stack(config)
     await asyncio.to_thread(stack.start)
     try:
-        return await _measure(stack, infra, quick)
+        yield stack
     finally:
         await asyncio.to_thread(stack.stop)
         if db_name and infra["postgres"]:
             await _drop_database(infra["postgres"], db_name)
         if infra["nats"]:
             await clean_namespace(infra["nats"], config.namespace)
+
+
+async def run(quick: bool = False) -> dict[str, Any]:
+    async with bench_stack() as stack:
+        return await _measure(stack, _infra(), quick)
 
 
 async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str, Any]:
@@ -201,7 +215,7 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
         # 2. realistic load: 64 concurrent paced streams. As with real traffic, streams start at
         #    different moments: the 64 workers' first requests are spread over one stream's length
         #    (the ramp, not reported), after which 64 streams stay open, each replaced as it ends.
-        steady = {"concurrency": 64, "total": 64 + n_paced, "ramp_s": PACED_STREAM_S, "warmup": 64}
+        steady: dict[str, Any] = {"concurrency": 64, "total": 64 + n_paced, "ramp_s": PACED_STREAM_S, "warmup": 64}
         direct, _ = await concurrent_streams(client, direct_url, direct_h, body(PACED), **steady)
         through, _ = await concurrent_streams(client, gw_url, gw_h, body(agents[PACED]), **steady)
         d, g = [r.ttft for r in direct], [r.ttft for r in through]
