@@ -174,7 +174,7 @@ async def start_run(ctx: GatewayContext, principal: Principal, agent: AgentSnaps
 
     if not ctx.nc.is_connected and not await wait_connected(ctx.nc, settings.nats_reconnect_wait_s):
         raise _queue_unavailable()
-    run = RunStream(ctx.nc, ctx.subjects, run_id, ctx.js)
+    run = RunStream(ctx.nc, ctx.subjects, run_id, ctx.js, buffer_bytes=settings.stream_buffer_bytes)
     started = False
     ctx.runs_starting += 1
     ctx.metrics.runs_starting.inc()

@@ -95,58 +95,21 @@ class ChatStreamResponse(Response):
         self.on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        run, renderer, metrics, after = self.run, self.renderer, self.metrics, self.after_seq
+        run, metrics = self.run, self.metrics
         watcher = asyncio.create_task(watch_disconnect(receive, run))
         finished = gone = False
         metrics.open_streams.inc()
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            event = self.first
-            seq = event.seq
-            if seq > after:
-                await send({"type": "http.response.body", "body": with_id(seq, renderer.role()), "more_body": True})
-            idle = self.idle_timeout_s
-            first_token = self.started_at is not None
-            first_at: float | None = None
-            pending: list[bytes] = []
-            while True:
-                seq = event.seq
-                frame = renderer.event(event)
-                if frame is not None:
-                    if seq > after:
-                        if first_token:
-                            first_token = False
-                            first_at = metrics.first_token(self.started_at)  # type: ignore[arg-type]
-                        pending.append(b"id: %d\n" % seq + frame)
-                elif event.type == "completed":
-                    finished = True
-                    assert isinstance(event, RunCompleted)
-                    count_tokens(metrics, event)
-                    metrics.output_pace(first_at, event.usage.output_tokens)
-                    frame = with_id(seq, renderer.completed(event)) if seq > after else b""
-                    break
-                elif event.type == "failed":
-                    finished = True
-                    assert isinstance(event, RunFailed)
-                    metrics.runs.labels("failed").inc()
-                    frame = with_id(seq, error_chunk(event.error) + DONE) if seq > after else b""
-                    break
-                elif type(event) is Heartbeat and seq > after:
-                    pending.append(KEEP_ALIVE)
-                if pending and not run.buffered():  # nothing more to add without waiting: send now
-                    await send({"type": "http.response.body", "body": b"".join(pending), "more_body": True})
-                    pending.clear()
-                try:
-                    event = await run.next(idle)
-                except RunStreamError as exc:
-                    metrics.runs.labels(exc.info.code or "error").inc()
-                    frame = with_id(seq, error_chunk(exc.info) + DONE)
-                    break
-            pending.append(frame)
-            await send({"type": "http.response.body", "body": b"".join(pending), "more_body": False})
+            async with asyncio.timeout(None) as guard:
+                guard_slow_client(run, guard, self.idle_timeout_s)
+                finished = await self._relay(send)
         except ClientGone:
             gone = True
             metrics.runs.labels("client_disconnected").inc()
+        except TimeoutError:
+            # Its run was stopped for a slow client, which then read nothing more: the connection is
+            # dropped (the response left unfinished) rather than waited on forever.
+            metrics.runs.labels("slow_client").inc()
         finally:
             metrics.open_streams.dec()
             watcher.cancel()
@@ -155,6 +118,71 @@ class ChatStreamResponse(Response):
             else:
                 assert isinstance(run, RunStream)
                 await finish_run(run, finished)
+
+    async def _relay(self, send: Send) -> bool:
+        """Send the stream; whether the run reached its end on it."""
+        run, renderer, metrics, after = self.run, self.renderer, self.metrics, self.after_seq
+        finished = False
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        event = self.first
+        seq = event.seq
+        if seq > after:
+            await send({"type": "http.response.body", "body": with_id(seq, renderer.role()), "more_body": True})
+        idle = self.idle_timeout_s
+        first_token = self.started_at is not None
+        first_at: float | None = None
+        pending: list[bytes] = []
+        while True:
+            seq = event.seq
+            frame = renderer.event(event)
+            if frame is not None:
+                if seq > after:
+                    if first_token:
+                        first_token = False
+                        first_at = metrics.first_token(self.started_at)  # type: ignore[arg-type]
+                    pending.append(b"id: %d\n" % seq + frame)
+            elif event.type == "completed":
+                finished = True
+                assert isinstance(event, RunCompleted)
+                count_tokens(metrics, event)
+                metrics.output_pace(first_at, event.usage.output_tokens)
+                frame = with_id(seq, renderer.completed(event)) if seq > after else b""
+                break
+            elif event.type == "failed":
+                finished = True
+                assert isinstance(event, RunFailed)
+                metrics.runs.labels("failed").inc()
+                frame = with_id(seq, error_chunk(event.error) + DONE) if seq > after else b""
+                break
+            elif type(event) is Heartbeat and seq > after:
+                pending.append(KEEP_ALIVE)
+            if pending and not run.buffered():  # nothing more to add without waiting: send now
+                await send({"type": "http.response.body", "body": b"".join(pending), "more_body": True})
+                pending.clear()
+            try:
+                event = await run.next(idle)
+            except RunStreamError as exc:
+                metrics.runs.labels(exc.info.code or "error").inc()
+                frame = with_id(seq, error_chunk(exc.info) + DONE)
+                break
+        pending.append(frame)
+        await send({"type": "http.response.body", "body": b"".join(pending), "more_body": False})
+        return finished
+
+
+def guard_slow_client(run: object, guard: asyncio.Timeout, grace_s: float) -> None:
+    """Once ``run`` is stopped for a slow client (:class:`RunStream`'s buffer bound), give the client
+    ``grace_s`` more to read what was queued and the error that ends it; then ``guard`` expires (its
+    block raises :class:`TimeoutError`). Other event sources are left alone."""
+    if not isinstance(run, RunStream):
+        return
+
+    def arm() -> None:
+        guard.reschedule(asyncio.get_running_loop().time() + grace_s)
+
+    run.on_overflow = arm
+    if run.overflowed:
+        arm()
 
 
 def count_tokens(metrics: Metrics, event: RunCompleted) -> None:

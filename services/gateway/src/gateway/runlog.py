@@ -33,11 +33,19 @@ def started(run_id: str, user_id: str, agent_id: str, provider: str) -> None:
     _about.set(RunAbout(run_id, user_id, agent_id, provider))
 
 
-def failed(run_id: str, error: ErrorInfo, cause: str | None, *, runner_id: str | None = None) -> None:
+def current() -> RunAbout | None:
+    """What :func:`started` recorded in this context (for a log line written outside the request's)."""
+    return _about.get()
+
+
+def failed(
+    run_id: str, error: ErrorInfo, cause: str | None, *, runner_id: str | None = None, about: RunAbout | None = None
+) -> None:
     """Log a failed run: what the client was told (status, code, message) and the technical ``cause``
     (the runner's ``RunFailed.detail``, or what the gateway saw: runner lost, a timeout, a bad event).
-    The caller logs each run once (:class:`gateway.runs.RunStream`)."""
-    about = _about.get()
+    The caller logs each run once (:class:`gateway.runs.RunStream`). ``about``: the run's, when the log
+    line is written outside the request's context (a NATS callback)."""
+    about = about or _about.get()
     if about is None or about.run_id != run_id:
         about = RunAbout(run_id, "?", "?", "?")
     log.warning(

@@ -13,6 +13,15 @@ However a run fails — the runner's ``failed`` event, its runner lost (:meth:`R
 in time, the idle timeout, a bad event or a gap — :meth:`RunStream.next` logs it through
 :mod:`gateway.runlog`, once per run: a ``failed`` event seen again (a runner resends its recent events
 after a reconnect) is not logged again.
+
+**A slow client.** The events wait in the local queue while the HTTP client is not reading (the relay's
+write is blocked on the socket); the queue holds at most ``buffer_bytes`` of them
+(``GATEWAY_STREAM_BUFFER_BYTES``). An event that would go past it stops the run: the runner is told to
+cancel (it bills what was consumed), later events are dropped, and :meth:`RunStream.next` raises
+``slow_client`` once the client has read what was queued; :attr:`RunStream.on_overflow` tells the relay
+at once, so that a client which reads nothing more is not waited for forever. The runner never waits
+for the client: it publishes on core NATS, which the gateway's connection reads whatever the HTTP side
+does.
 """
 
 from __future__ import annotations
@@ -51,6 +60,8 @@ _RECOVER_RETRIES = (0.1, 0.3, 0.6, 1.0, 1.0, 1.0, 1.0)
 _RECOVER_BATCH = 256
 #: Every run open in this process, so a reconnect can make each read what it missed.
 _OPEN: weakref.WeakSet[RunStream] = weakref.WeakSet()
+#: Bytes of events one stream holds for its client at most, unless told otherwise.
+DEFAULT_BUFFER_BYTES = 1024 * 1024
 
 
 def recover_all() -> int:
@@ -73,6 +84,17 @@ def _stream_error(message: str, code: str, status: int = 500) -> RunStreamError:
 NO_RUNNER_IN_TIME = _error("No agent runner could take the request in time; try again shortly.", "no_capacity", 503)
 
 
+def slow_client(limit: int) -> ErrorInfo:
+    """What a client that read its stream too slowly is told (as the stream's last chunk)."""
+    return ErrorInfo(
+        status=408,
+        type="invalid_request_error",
+        message=f"The stream was read too slowly: more than {limit} bytes of it waited to be sent, so the run "
+        "was stopped (billed for what it had done). Read streams as they arrive.",
+        code="slow_client",
+    )
+
+
 class _Failure:
     """A failure found outside the run's events (its runner was lost), queued to wake :meth:`RunStream.next`."""
 
@@ -88,9 +110,12 @@ class RunStream:
 
     __slots__ = (
         "__weakref__",
+        "_about",
         "_ahead",
+        "_buffer_bytes",
         "_expected",
         "_failure_logged",
+        "_held",
         "_js",
         "_nc",
         "_queue",
@@ -98,11 +123,21 @@ class RunStream:
         "_subjects",
         "closed",
         "on_close",
+        "on_overflow",
+        "overflowed",
         "run_id",
         "runner_id",
     )
 
-    def __init__(self, nc: Client, subjects: Subjects, run_id: str, js: JetStreamContext | None = None) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        subjects: Subjects,
+        run_id: str,
+        js: JetStreamContext | None = None,
+        *,
+        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+    ) -> None:
         self._nc = nc
         self._js = js
         self._subjects = subjects
@@ -118,9 +153,43 @@ class RunStream:
         self.runner_id: str | None = None
         #: Called once when the run closes (the runner watch forgets it).
         self.on_close: Callable[[RunStream], None] | None = None
+        #: Bytes of events queued and not yet read by :meth:`next`, and the most it may hold.
+        self._held = 0
+        self._buffer_bytes = buffer_bytes
+        #: Whether the client fell more than ``buffer_bytes`` behind (the run was stopped for it).
+        self.overflowed = False
+        #: Called once when that happens (the relay stops waiting for the client soon after).
+        self.on_overflow: Callable[[], None] | None = None
+        self._about = runlog.current()
 
     async def _on_msg(self, msg: Msg) -> None:
-        self._queue.put_nowait(msg.data)
+        if self.overflowed:
+            return  # the run is being stopped; what it still sends has nowhere to go
+        data = msg.data
+        held = self._held + len(data)
+        if held > self._buffer_bytes:
+            await self._overflow()
+            return
+        self._held = held
+        self._queue.put_nowait(data)
+
+    async def _overflow(self) -> None:
+        """The client is ``buffer_bytes`` behind: stop the run, and end the stream after what is queued."""
+        self.overflowed = True
+        info = slow_client(self._buffer_bytes)
+        cause = f"the client read too slowly: {self._held} bytes of events waited for it"
+        if not self._failure_logged:
+            self._failure_logged = True
+            runlog.failed(self.run_id, info, cause, runner_id=self.runner_id, about=self._about)
+        self._queue.put_nowait(_Failure(info, cause))
+        try:
+            # The cancel every runner reads (the client is gone as far as the run is concerned); the
+            # reason in the gateway's log and metrics is slow_client.
+            await self.cancel()
+        except Exception:
+            log.warning("cancelling run %s for a slow client failed", self.run_id, exc_info=True)
+        if self.on_overflow is not None:
+            self.on_overflow()
 
     async def open(self) -> None:
         self._sub = await self._nc.subscribe(self._subjects.run_events(self.run_id), cb=self._on_msg)
@@ -183,6 +252,7 @@ class RunStream:
             if data is _RECOVER:
                 await self._recover()
                 continue
+            self._held -= len(data)  # type: ignore[arg-type]
             try:
                 event = RUN_EVENT.validate_json(data)  # type: ignore[arg-type]
             except ValidationError as exc:

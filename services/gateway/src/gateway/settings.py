@@ -33,6 +33,13 @@ class GatewaySettings(ServiceSettings):
         default=3.0, gt=0, description="a runner heard from and then silent this long is lost: its streams fail"
     )
     idle_timeout_s: float = Field(default=15.0, gt=0, description="no event at all within it: the stream ends")
+    stream_buffer_bytes: int = Field(
+        default=1024 * 1024,
+        ge=4096,
+        le=1024 * 1024 * 1024,
+        description="a stream's events waiting for a client that reads slowly, at most: past it the run is cancelled "
+        "(billed for what it did) and the stream ends with a slow_client error",
+    )
     default_max_output_tokens: int = Field(default=4096, ge=1)
     default_rate_limit_per_minute: int = Field(default=600, ge=1)
     auth_cache_ttl_s: float = Field(default=5.0, ge=0)

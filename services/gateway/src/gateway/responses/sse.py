@@ -24,7 +24,7 @@ from starlette.responses import Response
 from contracts import ErrorInfo, RunCompleted, RunEvent, RunFailed, TextDelta
 
 from ..errors import ClientGone, RunStreamError
-from ..relay import count_tokens, finish_run, watch_disconnect
+from ..relay import count_tokens, finish_run, guard_slow_client, watch_disconnect
 from ..runs import RunStream
 from .render import ResponseRenderer
 
@@ -97,6 +97,16 @@ class ResponseEventStream(Response):
         self.buffered: Callable[[], bool] = getattr(source, "buffered", _never)
 
     async def _pump(self, send: Send) -> None:
+        try:
+            async with asyncio.timeout(None) as guard:
+                guard_slow_client(self.source, guard, self.idle_timeout_s)
+                await self._relay(send)
+        except TimeoutError:
+            # Its run was stopped for a slow client, which then read nothing more: the connection is
+            # dropped (the response left unfinished) rather than waited on forever.
+            self.metrics.runs.labels("slow_client").inc()
+
+    async def _relay(self, send: Send) -> None:
         renderer, metrics, after, buffered = self.renderer, self.metrics, self.starting_after, self.buffered
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         body = renderer.start_frames(after)

@@ -1,0 +1,89 @@
+"""A run's events wait for a slow client in a bounded buffer: past ``buffer_bytes`` the run is cancelled,
+later events are dropped, and the stream ends with ``slow_client`` after what was queued (real NATS)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import pytest
+from nats.aio.msg import Msg
+
+from contracts import CancelRun, RunStarted, Subjects, TextDelta
+from gateway.errors import RunStreamError
+from gateway.runs import RunStream
+from servicekit.natsio import ensure_streams
+
+pytestmark = pytest.mark.integration
+
+DELTA = "x" * 1000
+
+
+async def test_past_the_buffer_the_run_is_cancelled_and_the_stream_ends_after_what_was_queued(
+    nats_client: nats.NATS, namespace: str, nats_url: str
+) -> None:
+    subjects = Subjects(namespace)
+    await ensure_streams(nats_client.jetstream(), subjects)
+    cancels: list[CancelRun] = []
+
+    async def on_cancel(msg: Msg) -> None:
+        cancels.append(CancelRun.model_validate_json(msg.data))
+
+    cancel_sub = await nats_client.subscribe(subjects.run_cancel("run-slow"), cb=on_cancel)
+    gateway_nc = await nats.connect(nats_url)
+    overflowed = asyncio.Event()
+    try:
+        run = RunStream(gateway_nc, subjects, "run-slow", gateway_nc.jetstream(), buffer_bytes=8 * 1024)
+        run.on_overflow = overflowed.set
+        await run.open()
+        await gateway_nc.flush()
+        # Nobody reads while the run sends 40 KB: five times the buffer.
+        events = [RunStarted(run_id="run-slow", seq=0, runner_id="r")]
+        events += [TextDelta(run_id="run-slow", seq=i, delta=DELTA) for i in range(1, 40)]
+        for event in events:
+            await nats_client.publish(subjects.run_events("run-slow"), event.model_dump_json().encode())
+        await nats_client.flush()
+        async with asyncio.timeout(5):
+            await overflowed.wait()
+        assert run.overflowed
+        await nats_client.flush()
+        async with asyncio.timeout(5):
+            while not cancels:
+                await asyncio.sleep(0.02)
+        assert cancels[0].run_id == "run-slow"
+        # What fitted comes in order, then the end: nothing past the buffer was kept.
+        got = []
+        with pytest.raises(RunStreamError) as ended:
+            while True:
+                got.append(await run.next(2))
+        assert ended.value.info.code == "slow_client" and ended.value.info.status == 408
+        assert [e.seq for e in got] == list(range(len(got)))
+        assert 4 <= len(got) <= 9, len(got)  # about 8 KB of 1 KB events
+        assert run._held == 0
+        await run.close()
+    finally:
+        await cancel_sub.unsubscribe()
+        await gateway_nc.close()
+
+
+async def test_within_the_buffer_every_event_waits_for_the_reader(
+    nats_client: nats.NATS, namespace: str, nats_url: str
+) -> None:
+    subjects = Subjects(namespace)
+    await ensure_streams(nats_client.jetstream(), subjects)
+    gateway_nc = await nats.connect(nats_url)
+    try:
+        run = RunStream(gateway_nc, subjects, "run-fits", gateway_nc.jetstream(), buffer_bytes=64 * 1024)
+        await run.open()
+        await gateway_nc.flush()
+        for seq in range(40):
+            event = TextDelta(run_id="run-fits", seq=seq, delta=DELTA)
+            await nats_client.publish(subjects.run_events("run-fits"), event.model_dump_json().encode())
+        await nats_client.flush()
+        await asyncio.sleep(0.3)  # the reader is late
+        got = [await run.next(2) for _ in range(40)]
+        assert [e.seq for e in got] == list(range(40))
+        assert not run.overflowed and run._held == 0
+        await run.close()
+    finally:
+        await gateway_nc.close()
