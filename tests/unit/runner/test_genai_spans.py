@@ -5,6 +5,7 @@ only when capture is on; error.type when the provider fails."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -18,6 +19,7 @@ from runner.connections import Connection
 from runner.errors import ProviderError
 from runner.genai import capture_enabled
 from runner.providers import FinishChunk, ResponseInfo, TextChunk, ToolCallChunk, UsageChunk
+from runner.providers.anthropic_provider import EventMapper
 from runner.tools import builtin_registry
 
 from .test_agent_loop import MemoryPorts, ScriptedProvider, _request
@@ -140,3 +142,16 @@ async def test_a_provider_error_is_the_chat_span_error_type() -> None:
 )
 def test_the_capture_setting(value: str, on: bool) -> None:
     assert capture_enabled(value) is on
+
+
+def test_the_anthropic_stream_names_its_response_and_its_own_finish_reason() -> None:
+    mapper = EventMapper()
+    usage = SimpleNamespace(input_tokens=3, cache_creation_input_tokens=0, cache_read_input_tokens=2)
+    message = SimpleNamespace(id="msg_01", model="claude-x", usage=usage)
+    start = mapper.map(SimpleNamespace(type="message_start", message=message))
+    assert start[0] == ResponseInfo(id="msg_01", model="claude-x")
+    assert isinstance(start[1], UsageChunk) and start[1].usage.cache_read_tokens == 2
+    delta = SimpleNamespace(type="message_delta", delta=SimpleNamespace(stop_reason="tool_use"), usage=None)
+    [finish] = mapper.map(delta)
+    assert finish == FinishChunk("tool_calls", raw="tool_use")
+    assert finish.provider_reason == "tool_use" and FinishChunk("stop").provider_reason == "stop"
