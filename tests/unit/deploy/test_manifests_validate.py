@@ -16,8 +16,9 @@ pytestmark = pytest.mark.unit
 
 #: The newest Kubernetes release whose schemas the pinned package carries.
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
-#: Custom resources: no Kubernetes schema exists for them (KEDA's ScaledObject is KEDA's CRD).
-CUSTOM_KINDS = {("keda.sh/v1alpha1", "ScaledObject")}
+#: Custom resources: no Kubernetes schema exists for them (KEDA's ScaledObject is KEDA's CRD, the
+#: ServiceMonitor the Prometheus Operator's).
+CUSTOM_KINDS = {("keda.sh/v1alpha1", "ScaledObject"), ("monitoring.coreos.com/v1", "ServiceMonitor")}
 
 EVERYTHING = merge(
     {
@@ -27,6 +28,8 @@ EVERYTHING = merge(
         "redis": {"existingSecret": "sb-redis"},
         "mcp": {"existingSecret": "sb-mcp"},
         "telemetry": {"otlpEndpoint": "http://jaeger-collector:4318"},
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Switchboard"}},
         "imagePullSecrets": [{"name": "regcred"}],
         "ingress": {
             "enabled": True,
@@ -120,6 +123,8 @@ def test_every_optional_feature_is_really_rendered() -> None:
         ("Job", "sb-migrations"),
         ("Secret", "sb-migrations"),
         ("Secret", "sb-secrets"),
+        ("ServiceMonitor", "sb-gateway"),
+        ("ConfigMap", "sb-grafana-dashboard"),
     ]:
         assert expected in kinds
 
