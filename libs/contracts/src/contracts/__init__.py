@@ -36,6 +36,7 @@ from .errors import ErrorInfo
 from .events import (
     RUN_EVENT,
     TERMINAL_EVENT_TYPES,
+    DeltaEncoder,
     FinishReason,
     Heartbeat,
     ReasoningDelta,
@@ -94,6 +95,7 @@ __all__ = [
     "Capabilities",
     "ChatMessage",
     "ClientTool",
+    "DeltaEncoder",
     "ErrorInfo",
     "Event",
     "ExtendReply",

@@ -6,11 +6,13 @@ goes up by one per event, heartbeats included, so the gateway detects a gap.
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter
+from pydantic_core import to_json
 
-from ._base import Event
+from ._base import Event, event_id
 from .errors import ErrorInfo
 from .usage import TokenUsage
 
@@ -123,3 +125,54 @@ RunEvent = Annotated[
 RUN_EVENT: TypeAdapter[RunEvent] = TypeAdapter(RunEvent)
 
 TERMINAL_EVENT_TYPES = frozenset({"completed", "failed"})
+
+
+class _UtcStamp:
+    """``ts`` as the models write it (``2026-12-03T18:09:37.067336Z``), the date and time formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second, self._prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+
+
+_stamp = _UtcStamp()
+
+
+class DeltaEncoder:
+    """The JSON of a run's per-token events, as their models would write it, without building models.
+
+    A stream sends one of these per token, so this is the runner's hottest path: a tenth of a model's
+    cost. ``encode(TextDelta, seq, delta)`` equals ``TextDelta(run_id=…, seq=…, delta=…).model_dump_json()``
+    up to the event's own ``id`` and ``ts`` (and likewise :class:`ReasoningDelta` and, with ``index``,
+    :class:`ToolCallArgumentsDelta`; tests/unit/test_delta_encoder.py)."""
+
+    def __init__(self, run_id: str) -> None:
+        self._run_id = to_json(run_id).decode()
+
+    def encode(
+        self,
+        event_type: type[TextDelta] | type[ReasoningDelta] | type[ToolCallArgumentsDelta],
+        seq: int,
+        delta: str,
+        index: int | None = None,
+    ) -> bytes:
+        kind = _DELTA_TYPES[event_type]
+        index_part = "" if index is None else f',"index":{index:d}'
+        head = (
+            f'{{"id":"{event_id()}","ts":"{_stamp()}","run_id":{self._run_id},"seq":{seq:d},"type":"{kind}"{index_part}'
+        )
+        return b"".join((head.encode(), b',"delta":', to_json(delta), b"}"))
+
+
+_DELTA_TYPES: dict[type[_RunEvent], str] = {
+    TextDelta: "text_delta",
+    ReasoningDelta: "reasoning_delta",
+    ToolCallArgumentsDelta: "tool_call_arguments_delta",
+}

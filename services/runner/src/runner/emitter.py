@@ -25,9 +25,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from contracts.events import Heartbeat, _RunEvent
+from contracts.events import DeltaEncoder, Heartbeat, ReasoningDelta, TextDelta, ToolCallArgumentsDelta, _RunEvent
 
 Publish = Callable[[bytes], Awaitable[None]]
+
+#: The per-token events, written by :class:`~contracts.events.DeltaEncoder` instead of their models.
+_DELTAS = frozenset({TextDelta, ReasoningDelta, ToolCallArgumentsDelta})
 
 #: Events of a run kept to be sent again after a reconnect, at most (a few seconds of a fast stream).
 REPLAY_EVENTS = 256
@@ -44,12 +47,15 @@ class EventEmitter:
         self._heartbeat_s = heartbeat_s
         self._last = time.monotonic()
         self._recent: deque[tuple[float, bytes]] = deque(maxlen=REPLAY_EVENTS)
+        self._deltas = DeltaEncoder(run_id)
 
     async def emit(self, event_type: type[_RunEvent], /, *, flush: bool = False, **fields: Any) -> None:
-        event = event_type(run_id=self.run_id, seq=self.seq, **fields)
+        if event_type in _DELTAS:
+            data = self._deltas.encode(event_type, self.seq, fields["delta"], fields.get("index"))  # type: ignore[arg-type]
+        else:
+            data = event_type(run_id=self.run_id, seq=self.seq, **fields).model_dump_json().encode()
         self.seq += 1
         self._last = now = time.monotonic()
-        data = event.model_dump_json().encode()
         recent = self._recent
         recent.append((now, data))
         while recent[0][0] < now - REPLAY_WINDOW_S:
