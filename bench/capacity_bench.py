@@ -22,11 +22,10 @@ from typing import Any
 import aiohttp
 import httpx
 
-from devstack.seed import AdminClient
 from devstack.stack import Stack
 
 from .loadgen import StreamResult, make_client, percentile, stream_once
-from .stack_bench import bench_stack, process_cpu_s
+from .stack_bench import DIRECT_HEADERS, bench_stack, process_cpu_s, seed_bench_user
 
 OPEN_MODEL = "bench-open"
 RATE_MODEL = "bench-rate"
@@ -44,6 +43,16 @@ def rss_mib(pid: int | None) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def _cpu(watch: dict[str, int | None]) -> dict[str, float]:
+    """Each watched process's CPU time so far, in seconds."""
+    return {name: process_cpu_s(pid) for name, pid in watch.items()}
+
+
+def _spent(watch: dict[str, int | None], before: dict[str, float]) -> dict[str, float]:
+    """Each watched process's CPU time since ``before``."""
+    return {name: spent - before[name] for name, spent in _cpu(watch).items()}
 
 
 def _text(tokens: int) -> str:
@@ -87,7 +96,7 @@ async def _open_streams(
     """Phase 1 against one target; ``watch`` names the processes whose memory and CPU are reported."""
     load = _Load(client, url, headers, body)
     rss_before = {name: rss_mib(pid) for name, pid in watch.items()}
-    cpu_before = {name: process_cpu_s(pid) for name, pid in watch.items()}
+    cpu_before = _cpu(watch)
     rss_peak = dict(rss_before)
     rss_at_peak_open: dict[str, float] = dict(rss_before)
     start = time.perf_counter()
@@ -100,7 +109,7 @@ async def _open_streams(
         if load.open >= load.peak_open:
             rss_at_peak_open = now
     wall = time.perf_counter() - start
-    cpu = {name: process_cpu_s(pid) - cpu_before[name] for name, pid in watch.items()}
+    cpu = _spent(watch, cpu_before)
     relayed = sum(r.tokens for r in load.results)
     complete = sum(1 for r in load.results if r.tokens == tokens)
     return {
@@ -143,9 +152,9 @@ async def _rate(
 
     async def steady_cpu() -> dict[str, float]:
         await asyncio.sleep(stream_s)
-        before = {name: process_cpu_s(pid) for name, pid in watch.items()}
+        before = _cpu(watch)
         await asyncio.sleep(duration_s)
-        return {name: process_cpu_s(pid) - before[name] for name, pid in watch.items()}
+        return _spent(watch, before)
 
     steady_from = time.perf_counter() + stream_s
     measured = asyncio.ensure_future(steady_cpu())
@@ -203,17 +212,9 @@ async def _measure(
             (RATE_MODEL, _text(RATE_TOKENS), RATE_TOKENS_PER_S),
         ):
             await h.put(f"{fake}/_fake/scripts/{model}", json={"turns": [{"text": text, "tokens_per_s": rate}]})
-    with AdminClient(stack.gateway_url, stack.admin_token) as admin:
-        user = admin.create_user("capacity")
-        admin.add_credits(user["id"], 10**12)
-        key = admin.create_api_key(user["id"], "capacity", rate_limit_per_minute=10**8)["key"]
-        agents = {
-            m: admin.create_agent(name=m, provider="openai", model=m, owner_id=user["id"])["id"]
-            for m in (OPEN_MODEL, RATE_MODEL)
-        }
+    gw_h, agents = seed_bench_user(stack, (OPEN_MODEL, RATE_MODEL))
     direct_url, gw_url = f"{fake}/v1/chat/completions", f"{stack.gateway_url}/v1/chat/completions"
-    direct_h = {"Authorization": "Bearer sk-fake", "Content-Type": "application/json"}
-    gw_h = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    direct_h = DIRECT_HEADERS
 
     def body(model: str) -> dict[str, Any]:
         return {"model": model, "messages": [{"role": "user", "content": "Go on."}], "stream": True}

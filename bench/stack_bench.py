@@ -123,6 +123,22 @@ async def bench_stack(runners: int = 1, service_env: dict[str, dict[str, str]] |
             await clean_namespace(infra["nats"], config.namespace)
 
 
+#: The fake LLM called directly, with the headers every OpenAI client sends (a JSON body says so: the
+#: gateway answers 415 otherwise).
+DIRECT_HEADERS = {"Authorization": "Bearer sk-fake", "Content-Type": "application/json"}
+
+
+def seed_bench_user(stack: Stack, models: tuple[str, ...]) -> tuple[dict[str, str], dict[str, str]]:
+    """A user with credits to spare and no rate limit to speak of, an agent per fake-LLM model: the
+    headers of its API key and the agent id of each model."""
+    with AdminClient(stack.gateway_url, stack.admin_token) as admin:
+        user = admin.create_user("bench")
+        admin.add_credits(user["id"], 10**12)
+        key = admin.create_api_key(user["id"], "bench", rate_limit_per_minute=10**8)["key"]
+        agents = {m: admin.create_agent(name=m, provider="openai", model=m, owner_id=user["id"])["id"] for m in models}
+    return {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}, agents
+
+
 async def run(quick: bool = False) -> dict[str, Any]:
     async with bench_stack() as stack:
         return await _measure(stack, _infra(), quick)
@@ -137,18 +153,8 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
         await h.put(
             f"{fake}/_fake/scripts/{PACED}", json={"turns": [{"text": TEXT, "ttft_ms": 100, "tokens_per_s": 50}]}
         )
-    with AdminClient(stack.gateway_url, stack.admin_token) as admin:
-        user = admin.create_user("bench")
-        admin.add_credits(user["id"], 10**12)
-        key = admin.create_api_key(user["id"], "bench", rate_limit_per_minute=10**8)["key"]
-        agents = {
-            m: admin.create_agent(name=m, provider="openai", model=m, owner_id=user["id"])["id"]
-            for m in (INSTANT, PACED)
-        }
+    gw_h, agents = seed_bench_user(stack, (INSTANT, PACED))
     direct_url, gw_url = f"{fake}/v1/chat/completions", f"{stack.gateway_url}/v1/chat/completions"
-    # As every OpenAI client sends them: a JSON body says so (the gateway answers 415 otherwise).
-    direct_h = {"Authorization": "Bearer sk-fake", "Content-Type": "application/json"}
-    gw_h = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
     def body(model: str, stream: bool = True) -> dict[str, Any]:
         return {"model": model, "messages": [{"role": "user", "content": "Say thirty-two words."}], "stream": stream}
@@ -165,7 +171,7 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
     async with make_client(80) as client:
         # warm every path (connections, caches, JIT-less imports, the runner's fetch loop)
         for _ in range(20):
-            await sequential_streams(client, direct_url, direct_h, body(INSTANT), 1)
+            await sequential_streams(client, direct_url, DIRECT_HEADERS, body(INSTANT), 1)
             await sequential_streams(client, gw_url, gw_h, body(agents[INSTANT]), 1)
             await sequential_streams(client, gw_responses_url, gw_h, responses_body(agents[INSTANT]), 1)
 
@@ -175,7 +181,7 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
         direct, through, responses = await interleaved_streams(
             client,
             [
-                (direct_url, direct_h, body(INSTANT)),
+                (direct_url, DIRECT_HEADERS, body(INSTANT)),
                 (gw_url, gw_h, body(agents[INSTANT])),
                 (gw_responses_url, gw_h, responses_body(agents[INSTANT])),
             ],
@@ -216,7 +222,7 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
         #    different moments: the 64 workers' first requests are spread over one stream's length
         #    (the ramp, not reported), after which 64 streams stay open, each replaced as it ends.
         steady: dict[str, Any] = {"concurrency": 64, "total": 64 + n_paced, "ramp_s": PACED_STREAM_S, "warmup": 64}
-        direct, _ = await concurrent_streams(client, direct_url, direct_h, body(PACED), **steady)
+        direct, _ = await concurrent_streams(client, direct_url, DIRECT_HEADERS, body(PACED), **steady)
         through, _ = await concurrent_streams(client, gw_url, gw_h, body(agents[PACED]), **steady)
         d, g = [r.ttft for r in direct], [r.ttft for r in through]
         dg = [x for r in direct for x in r.gaps]
@@ -234,7 +240,7 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
         }
 
         # 2b. the worst case of the same load: 64 paced streams opened at the same instant
-        direct, _ = await concurrent_streams(client, direct_url, direct_h, body(PACED), concurrency=64, total=64)
+        direct, _ = await concurrent_streams(client, direct_url, DIRECT_HEADERS, body(PACED), concurrency=64, total=64)
         through, _ = await concurrent_streams(client, gw_url, gw_h, body(agents[PACED]), concurrency=64, total=64)
         d, g = [r.ttft for r in direct], [r.ttft for r in through]
         results["realistic_burst"] = {
@@ -245,10 +251,12 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
         }
 
         # 3. saturation: instant model, 64 concurrent
-        _, d_wall = await concurrent_streams(client, direct_url, direct_h, body(INSTANT), concurrency=64, total=n_sat)
+        _, d_wall = await concurrent_streams(
+            client, direct_url, DIRECT_HEADERS, body(INSTANT), concurrency=64, total=n_sat
+        )
         _, g_wall = await concurrent_streams(client, gw_url, gw_h, body(agents[INSTANT]), concurrency=64, total=n_sat)
         d_nwall = await concurrent_completions(
-            client, direct_url, direct_h, body(INSTANT, False), concurrency=64, total=n_sat
+            client, direct_url, DIRECT_HEADERS, body(INSTANT, False), concurrency=64, total=n_sat
         )
         g_nwall = await concurrent_completions(
             client, gw_url, gw_h, body(agents[INSTANT], False), concurrency=64, total=n_sat
@@ -275,7 +283,7 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
         results["models"] = {"requests": n_light, "latency_ms": summary_ms(times)}
         # a trivial whole request to both, as a sanity line
         results["sanity_ms"] = {
-            "direct_whole": await complete_once(client, direct_url, direct_h, body(INSTANT, False)) * 1000,
+            "direct_whole": await complete_once(client, direct_url, DIRECT_HEADERS, body(INSTANT, False)) * 1000,
             "gateway_whole": await complete_once(client, gw_url, gw_h, body(agents[INSTANT], False)) * 1000,
         }
     return results
