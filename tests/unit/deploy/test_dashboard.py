@@ -1,5 +1,6 @@
 """The Grafana dashboard cannot drift from the services: every metric its PromQL reads is one a
-service's registry exposes, every panel is described in the runbook, and the chart ships the file as is."""
+service's registry exposes, every panel is described in the runbook, and the chart ships the file as is;
+the runbook's alert rules read exposed metrics too, and each is explained."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client import REGISTRY, CollectorRegistry
+from redis.asyncio import Redis
 
 from billing.metrics import Metrics as BillingMetrics
 from catalog.metrics import Metrics as CatalogMetrics
 from gateway.metrics import Metrics as GatewayMetrics
+from gateway.ratelimit import RateLimiter
 from runner.metrics import Metrics as RunnerMetrics
 from tests.unit.deploy.test_chart import EXISTING, of_kind, render
 
@@ -39,10 +43,13 @@ KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_lef
 
 def exposed() -> set[str]:
     """Every series name the four services render (billing also renders the process-wide registry, where
-    its consumer module counts dead letters)."""
+    its consumer module counts dead letters; the gateway's rate limiter adds two with Redis)."""
     importlib.import_module("billing.consumer")
+    gateway = GatewayMetrics()
+    # With Redis configured, the gateway's rate limiter adds its own (constructing it connects nowhere).
+    RateLimiter(Redis.from_url("redis://127.0.0.1:1"), registry=gateway.registry)
     registries: list[CollectorRegistry] = [
-        GatewayMetrics().registry,
+        gateway.registry,
         RunnerMetrics().registry,
         BillingMetrics(lambda: None).registry,
         CatalogMetrics().registry,
@@ -131,3 +138,16 @@ def test_the_chart_ships_the_dashboard_for_grafanas_sidecar() -> None:
     assert config_map["metadata"]["annotations"] == {"grafana_folder": "LLM"}
     assert json.loads(config_map["data"]["switchboard.json"]) == json.loads(DASHBOARD.read_text())
     assert "sb-grafana-dashboard" not in of_kind(render(EXISTING), "ConfigMap")  # off by default
+
+
+def test_every_alert_rule_in_the_runbook_reads_exposed_metrics_and_is_explained() -> None:
+    runbook = RUNBOOK.read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", runbook, re.S) if b.startswith("groups:")]
+    assert len(blocks) == 1
+    rules = [rule for group in yaml.safe_load(blocks[0])["groups"] for rule in group["rules"]]
+    assert len(rules) >= 8
+    known = exposed()
+    for rule in rules:
+        names = metric_names(rule["expr"])
+        assert names and names <= known, (rule["alert"], names - known)
+        assert f"| `{rule['alert']}` |" in runbook, f"docs/deploy.md does not explain {rule['alert']}"
