@@ -73,7 +73,7 @@ async def clean_namespace(nats_url: str, namespace: str) -> int:
     """Connect to ``nats_url`` and delete every stream ``namespace`` owns; how many."""
     import nats
 
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(servers=[u.strip() for u in nats_url.split(",")])  # a cluster: its servers
     try:
         return await delete_namespace_streams(nc.jetstream(), namespace)
     finally:
@@ -84,7 +84,7 @@ async def clean_stale(nats_url: str, older_than_s: float) -> int:
     """Connect to ``nats_url`` and delete the stale streams of throw-away namespaces; how many."""
     import nats
 
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(servers=[u.strip() for u in nats_url.split(",")])  # a cluster: its servers
     try:
         return await delete_stale_throwaway_streams(nc.jetstream(), older_than_s)
     finally:
