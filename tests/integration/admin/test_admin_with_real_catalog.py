@@ -97,3 +97,20 @@ async def test_catalog_errors_come_back_as_envelopes(admin) -> None:
     bad_owner = await admin.client.post("/admin/v1/users/user_doesnotexist/api-keys", json={"name": "x"})
     assert bad_owner.status_code == 404
     assert "sk-" not in bad_owner.text
+
+
+async def test_a_grant_to_a_principal_that_does_not_exist_is_not_found(admin) -> None:
+    user = (await admin.client.post("/admin/v1/users", json={"name": "Owner"})).json()
+    agent = await admin.client.post(
+        "/admin/v1/agents", json={"name": "A", "provider": "openai", "model": "m", "owner_id": user["id"]}
+    )
+    assert agent.status_code == 201, agent.text
+    url = f"/admin/v1/agents/{agent.json()['id']}/grants"
+    before = (await admin.client.get(url)).json()["data"]  # the owner's own
+    for principal_type in ("user", "group", "role"):
+        grant = {"resource_type": "agent", "principal_type": principal_type, "principal_id": "nobody", "role": "viewer"}
+        refused = await admin.client.post(url, json=grant)
+        assert refused.status_code == 404, refused.text
+        error = refused.json()["error"]
+        assert (error["param"], error["code"]) == ("principal_id", "principal_not_found")
+    assert (await admin.client.get(url)).json()["data"] == before

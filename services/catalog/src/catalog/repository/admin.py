@@ -342,7 +342,7 @@ class AdminStore:
             "role": (db.roles, db.roles.c.name),
         }[ptype]
         if pid is None or not await self._exists(conn, table, col, pid):
-            raise Conflict(f"No {ptype} `{pid}` to grant access to.", param="principal_id")
+            raise NotFound(f"No {ptype} `{pid}` to grant access to.", param="principal_id", code="principal_not_found")
 
     async def list_grants(self, agent_id: str, limit: int, after: str | None) -> PageResult:
         async with self.engine.connect() as conn:
