@@ -287,7 +287,7 @@ def test_shared_environment_and_connections(default_docs: list[Manifest]) -> Non
     docs = render(
         EXISTING,
         {
-            "nats": {"url": "nats://nats.infra:4222", "namespace": "prod"},
+            "nats": {"external": {"url": "nats://nats.infra:4222"}, "namespace": "prod"},
             "redis": {"url": "redis://redis.infra:6379/0"},
             "telemetry": {"otlpEndpoint": "http://jaeger-collector:4318"},
         },
@@ -315,7 +315,9 @@ def test_existing_secrets_are_referenced(default_docs: list[Manifest]) -> None:
     for name in ("catalog", "billing"):
         ref = env_of(deps[f"sb-{name}"])[f"{name.upper()}_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
         assert ref == {"name": "sb-pg", "key": "DATABASE_URL"}
-    assert of_kind(default_docs, "Secret") == {}
+    # With every credential in the operator's Secrets, the chart writes only the NATS users' (their
+    # generated passwords and the server's authorization block).
+    assert set(of_kind(default_docs, "Secret")) == {"sb-nats-users", "sb-nats-auth"}
     # Credentials reach only the services that use them.
     assert "ADMIN_TOKEN" not in env_of(deps["sb-runner"]) and "OPENAI_API_KEY" not in env_of(deps["sb-gateway"])
 
@@ -324,7 +326,7 @@ def test_url_secrets_for_nats_and_redis() -> None:
     docs = render(
         EXISTING,
         {
-            "nats": {"existingSecret": "nats-creds"},
+            "nats": {"external": {"existingSecret": "nats-creds"}},
             "redis": {"existingSecret": "redis-creds", "existingSecretKey": "url"},
         },
     )

@@ -24,7 +24,7 @@ EVERYTHING = merge(
     {
         "secrets": {"adminToken": TEST_TOKEN, "openaiApiKey": "sk-test-only", "anthropicApiKey": "a-test-only"},
         "postgresql": {"url": "postgresql://u:pw-in-test@pg:5432/sb"},
-        "nats": {"existingSecret": "sb-nats", "namespace": "prod"},
+        "nats": {"external": {"existingSecret": "sb-nats"}, "namespace": "prod"},
         "redis": {"existingSecret": "sb-redis"},
         "mcp": {"existingSecret": "sb-mcp"},
         "telemetry": {"otlpEndpoint": "http://jaeger-collector:4318"},
@@ -89,6 +89,11 @@ CASES = {
     "defaults (install-time values)": (INLINE,),
     "every optional feature": (EVERYTHING,),
     "migrations on start": (EXISTING, {"migrations": {"enabled": False}}),
+    "in-chart NATS cluster": (EXISTING, {"nats": {"cluster": {"enabled": True, "storage": {"storageClassName": "a"}}}}),
+    "in-chart NATS, the operator's NATS passwords": (
+        EXISTING,
+        {"nats": {"cluster": {"enabled": True}, "auth": {"existingSecret": "sb-nats-passwords"}}},
+    ),
 }
 
 

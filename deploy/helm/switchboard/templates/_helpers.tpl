@@ -82,8 +82,11 @@ Included once, from services.yaml.
 {{- if and $v.postgresql.existingSecret $v.postgresql.url -}}
 {{- fail "postgresql: give either existingSecret or url, not both" -}}
 {{- end -}}
-{{- if not (or $v.nats.url $v.nats.existingSecret) -}}
-{{- fail "nats: set url or existingSecret (NATS with JetStream is required)" -}}
+{{- if not (or $v.nats.cluster.enabled $v.nats.external.url $v.nats.external.existingSecret) -}}
+{{- fail "nats: set nats.external.url or nats.external.existingSecret, or enable nats.cluster (NATS with JetStream is required)" -}}
+{{- end -}}
+{{- if and $v.nats.cluster.enabled (gt (int $v.nats.streamReplicas) (int $v.nats.cluster.replicas)) -}}
+{{- fail (printf "nats.streamReplicas (%v) cannot exceed nats.cluster.replicas (%v): a stream has at most one replica per server" $v.nats.streamReplicas $v.nats.cluster.replicas) -}}
 {{- end -}}
 {{- range $name, $svc := $v.services -}}
 {{- if $svc.enabled -}}
@@ -132,7 +135,7 @@ Included once, from services.yaml.
 {{- $v := .root.Values -}}
 {{- $svc := .svc -}}
 {{- if $svc.sharedEnv }}
-{{- include "switchboard.urlEnv" (dict "env" "NATS_URL" "cfg" $v.nats) }}
+{{- include "switchboard.nats.env" . }}
 - name: SWITCHBOARD_NAMESPACE
   value: {{ $v.nats.namespace | quote }}
 - name: NATS_STREAM_REPLICAS

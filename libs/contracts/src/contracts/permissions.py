@@ -184,7 +184,6 @@ def permissions(s: Subjects) -> dict[str, Permissions]:
                 s.runner_heartbeat,
                 INBOX,
             ),
-            publish_deny=deny,
         ),
     }
 
