@@ -41,9 +41,9 @@ import hashlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import orjson
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError, ObjectNotFoundError
@@ -416,11 +416,24 @@ class ResumeWindows:
         self._idle_timeout_s = idle_timeout_s
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def window_s(self) -> float:
+        return self._window_s
+
     def keep(self, source: KeptRun, key: str, attachment: int) -> None:
         """Keep reading ``source`` (its client gone) until its run ends or the window passes."""
-        task = asyncio.create_task(self._keep(source, key, attachment), name=f"resume-window-{source.run_id}")
+        self.spawn(self._keep(source, key, attachment), f"resume-window-{source.run_id}")
+
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` in the background until it ends or the gateway stops (a route's own keeper)."""
+        task = asyncio.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def attachments(self, key: str) -> int | None:
+        """The entry's attachment counter now; ``None`` when it cannot be read."""
+        entry = await self._entry(key)
+        return entry.attachments if entry is not None else None
 
     async def _keep(self, source: KeptRun, key: str, attachment: int) -> None:
         finished = False

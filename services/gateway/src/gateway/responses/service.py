@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.responses import Response
 
@@ -30,7 +30,7 @@ from contracts import AgentSnapshot, Principal, RunEvent, new_id
 from ..errors import ClientGone, GatewayError, JSONResponse
 from ..orchestration import RunSpec, StartedRun, start_run
 from ..relay import empty_response, finish_run
-from ..runs import RunReplay
+from ..runs import RunReplay, RunStream
 from .background import BackgroundResponses
 from .history import finished_record
 from .inputs import check_pairing, convert_input, referenced_ids
@@ -54,6 +54,17 @@ if TYPE_CHECKING:
     from ..context import GatewayContext
 
 log = logging.getLogger(__name__)
+
+
+class Keyed(Protocol):
+    """What a non-background response with an ``Idempotency-Key`` does besides (:mod:`.keyed`)."""
+
+    def left(self, run: RunStream, renderer: ResponseRenderer, record: StoredResponse) -> None:
+        """Take the run whose client left before its end (``renderer`` has what was rendered so far);
+        close it when done with it."""
+
+    def ended(self) -> None:
+        """The run ended on the request's own stream or answer."""
 
 
 @dataclass
@@ -177,11 +188,14 @@ async def create_response(
     *,
     response_id: str | None = None,
     on_started: Callable[[], Awaitable[None]] | None = None,
+    created_at: int | None = None,
+    keyed: Keyed | None = None,
 ) -> Response:
     """Start the response's run and answer as the request asked (module docstring). ``response_id``
     when the caller chose it (the run then has that id), else the run's (:func:`response_id_of`: a run
-    admitted ahead of time is taken as chat's are); ``on_started`` once the run is queued (the
-    ``Idempotency-Key`` hook)."""
+    admitted ahead of time is taken as chat's are); ``on_started`` once the run is queued, ``created_at``
+    the response's (default: now), and ``keyed`` what takes a non-background run whose client left
+    before its end instead of cancelling it (the ``Idempotency-Key`` hooks, :mod:`.keyed`)."""
     tools = client_tools(body)
     check_tool_names(tools, agent.tools)
     choice = tool_choice(body, tools)
@@ -217,7 +231,7 @@ async def create_response(
         raise
     response_id = response_id or response_id_of(started.run_id)
     item_ids.name(items, response_id)
-    base = skeleton(response_id, body, spec, int(time.time()))
+    base = skeleton(response_id, body, spec, created_at if created_at is not None else int(time.time()))
     record = StoredResponse(
         id=response_id,
         owner=principal.user_id,
@@ -235,20 +249,29 @@ async def create_response(
         return await _background(ctx, service, started, record, bool(body.stream))
     renderer = ResponseRenderer(base)
     if body.stream:  # an agent that does not stream still answers a stream (its text in one delta)
-        return _live_stream(ctx, service, started, record, renderer, started_at)
+        return _live_stream(ctx, service, started, record, renderer, started_at, keyed)
+    on_gone = None if keyed is None else lambda: keyed.left(started.stream, renderer, record)
     try:
         error = await collect(
-            started.stream, started.first, renderer, receive, ctx.settings.idle_timeout_s, ctx.metrics
+            started.stream, started.first, renderer, receive, ctx.settings.idle_timeout_s, ctx.metrics, on_gone
         )
     except ClientGone:
         return empty_response()  # type: ignore[no-any-return]
     if error is not None and renderer.response.get("status") == "failed":
-        raise GatewayError(error)
-    if record.stored:
-        await _store_answered(service, finished_record(record, renderer))
-    else:
-        service.remember_unstored(unstored_marker(record))
+        raise GatewayError(error)  # a keyed request records the failure itself
+    if keyed is not None:
+        keyed.ended()
+    await finish_answered(service, record, renderer)
     return JSONResponse(renderer.snapshot())
+
+
+async def finish_answered(service: ResponsesService, record: StoredResponse, renderer: ResponseRenderer) -> None:
+    """What a response whose run ended leaves: the final response stored (unless it failed), or the
+    marker of a ``store: false`` one."""
+    if not record.stored:
+        service.remember_unstored(unstored_marker(record))
+    elif renderer.response.get("status") != "failed":
+        await _store_answered(service, finished_record(record, renderer))
 
 
 def unstored_marker(record: StoredResponse) -> StoredResponse:
@@ -275,16 +298,19 @@ def _live_stream(
     record: StoredResponse,
     renderer: ResponseRenderer,
     started_at: float,
+    keyed: Keyed | None = None,
 ) -> Response:
     run = started.stream
 
     async def on_finished(done: ResponseRenderer) -> None:
-        if not record.stored:
-            service.remember_unstored(unstored_marker(record))
-        elif done.response.get("status") != "failed":
-            await _store_answered(service, finished_record(record, done))
+        await finish_answered(service, record, done)
 
     async def on_close(finished: bool) -> None:
+        if keyed is not None:
+            if not finished:
+                keyed.left(run, renderer, record)  # the client left: the run goes on for it to come back
+                return
+            keyed.ended()
         await finish_run(run, finished)
 
     return ResponseEventStream(

@@ -173,11 +173,14 @@ async def collect(
     receive: Receive,
     idle_timeout_s: float,
     metrics: Metrics,
+    on_gone: Callable[[], None] | None = None,
 ) -> ErrorInfo | None:
     """Render a live run to its end without sending anything (``stream`` false); the run's error when
-    it failed. A disconnect raises :class:`ClientGone`; the run is cancelled unless it finished."""
+    it failed. A disconnect raises :class:`ClientGone`; the run is cancelled unless it finished — or,
+    with ``on_gone``, handed to it instead (called when the client left first; it closes the run)."""
     watcher = asyncio.create_task(watch_disconnect(receive, run))
     error: ErrorInfo | None = None
+    gone = False
     try:
         renderer.begin()
         event: RunEvent = first
@@ -197,8 +200,12 @@ async def collect(
                 metrics.runs.labels(exc.info.code or "error").inc()
                 event = failed_event(run.run_id, exc.info)
     except ClientGone:
+        gone = True
         metrics.runs.labels("client_disconnected").inc()
         raise
     finally:
         watcher.cancel()
-        await finish_run(run, renderer.finished)
+        if gone and on_gone is not None and not renderer.finished:
+            on_gone()
+        else:
+            await finish_run(run, renderer.finished)

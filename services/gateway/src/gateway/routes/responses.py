@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import time
 from types import SimpleNamespace
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
@@ -21,11 +21,17 @@ from ..context import GatewayContext
 from ..deps import CtxDep, PrincipalDep, check_rate_limit
 from ..errors import INVALID_REQUEST, GatewayError, JSONResponse, RunStreamError
 from ..responses.background import finish_from_events, store_final
+from ..responses.keyed import KeyedResponse, attach
 from ..responses.lookup import RESPONSE_ID_PREFIX
 from ..responses.render import TERMINAL_STATUSES
 from ..responses.request import CreateResponseRequest, parse_create_request
 from ..responses.service import ResponsesService, create_response, replay_stream
 from ..runs import RunReplay
+
+if TYPE_CHECKING:
+    from starlette.types import Receive
+
+    from ..idempotency import ResumeWindows
 
 PATH = "/v1/responses"
 _ROUTE = SimpleNamespace(path=PATH)
@@ -51,6 +57,7 @@ async def endpoint(request: Request) -> Response:
     limited = asyncio.ensure_future(check_rate_limit(ctx, principal))
     try:
         key = idempotency.read_key(request.headers)
+        after_seq = idempotency.read_last_event_id(request.headers) if key is not None else -1
         raw = await read_json_body(request, ctx.settings.max_body_bytes)
         body = parse_create_request(raw)
         agent = await ctx.auth.agent(principal, body.model)
@@ -61,7 +68,7 @@ async def endpoint(request: Request) -> Response:
     service = _service(request)
     if key is None:
         return await create_response(ctx, service, principal, agent, body, request.receive, started_at)
-    return await _keyed(request, ctx, service, principal, agent, body, raw, key, started_at)
+    return await _keyed(request, ctx, service, principal, agent, body, raw, key, after_seq, started_at)
 
 
 async def _keyed(
@@ -73,11 +80,14 @@ async def _keyed(
     body: CreateResponseRequest,
     raw: bytes,
     key: str,
+    after_seq: int,
     started_at: float,
 ) -> Response:
-    """``POST /v1/responses`` with an ``Idempotency-Key`` (:mod:`gateway.idempotency`): the first request
-    creates the response; a retry answers from it — the stored response, or its stream read again."""
-    store = request.app.state.idempotency.store
+    """``POST /v1/responses`` with an ``Idempotency-Key`` (:mod:`gateway.idempotency`,
+    :mod:`gateway.responses.keyed`): the first request creates the response; a retry answers from it —
+    the stored response, or its run's events rendered again (after ``Last-Event-ID``, a sequence number)."""
+    windows: ResumeWindows = request.app.state.idempotency
+    store = windows.store
     settings = ctx.settings
     claimed = await idempotency.claim(
         store,
@@ -88,7 +98,7 @@ async def _keyed(
         starting_wait_s=settings.queue_timeout_s + settings.rpc_timeout_s,
     )
     if not claimed.owner:
-        return await _retried(ctx, service, principal, body, claimed.entry)
+        return await _retried(ctx, service, windows, principal, body, claimed, after_seq, request.receive)
     started = False
 
     async def on_started() -> None:
@@ -108,6 +118,8 @@ async def _keyed(
             started_at,
             response_id=claimed.entry.run_id,
             on_started=on_started,
+            created_at=claimed.entry.created,
+            keyed=None if body.background else KeyedResponse(ctx, service, windows, claimed),
         )
     except BaseException:
         with contextlib.suppress(GatewayError):
@@ -121,12 +133,16 @@ async def _keyed(
 async def _retried(
     ctx: GatewayContext,
     service: ResponsesService,
+    windows: ResumeWindows,
     principal: Principal,
     body: CreateResponseRequest,
-    entry: idempotency.Entry,
+    claimed: idempotency.Claim,
+    after_seq: int,
+    receive: Receive,
 ) -> Response:
-    """A retry: the stored response (or its stream read again from RUN_EVENTS); a response still being
-    answered to its first request, and never stored so far, is a 409 to retry shortly."""
+    """A retry: the stored response (or its stream read again from RUN_EVENTS); a response not stored
+    (still running, or ``store: false``) is its run's events rendered again, live while it runs."""
+    entry = claimed.entry
     record = await service.store.get(entry.run_id)
     if record is None and entry.status == "failed":
         raise GatewayError.of(
@@ -136,15 +152,16 @@ async def _retried(
             "idempotency_key_failed",
             idempotency.HEADER,
         )
-    if record is None or record.owner != principal.user_id or not record.stored:
-        raise GatewayError.of(
+    if record is not None and record.owner != principal.user_id:
+        raise GatewayError.of(  # never happens (keys are per user, and so are responses): said plainly
             409,
-            f"The response created with this '{idempotency.HEADER}' is still in progress or was not stored "
-            "('store': false); retry shortly, or use a new key.",
+            f"This '{idempotency.HEADER}' names a response of another user; use a new key.",
             INVALID_REQUEST,
             "idempotency_key_in_use",
             idempotency.HEADER,
         )
+    if record is None or not record.stored:
+        return await attach(ctx, windows, body, claimed, after_seq, receive)
     if not body.stream:
         return JSONResponse(record.response)
     replay = RunReplay(ctx.js, ctx.subjects, record.run_id)
@@ -157,7 +174,7 @@ async def _retried(
     except BaseException:
         await replay.close()
         raise
-    return replay_stream(ctx, replay, record, -1, first)
+    return replay_stream(ctx, replay, record, after_seq, first)
 
 
 @router.get("/{response_id}", summary="Retrieve a stored response, or stream a background one again")
