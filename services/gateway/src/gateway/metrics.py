@@ -92,7 +92,7 @@ class Metrics:
         self.runs_pending = Gauge(
             "gateway_runs_queue_pending_messages",
             "Runs in the RUNS queue not yet taken by any runner (the runners' shared consumer, read from "
-            "JetStream when scraped; NaN: JetStream did not answer)",
+            "JetStream when scraped; NaN: JetStream did not answer, or no runner has created the consumer yet)",
             registry=self.registry,
         )
         self.runs_ack_pending = Gauge(
