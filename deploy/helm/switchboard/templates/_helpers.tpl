@@ -423,15 +423,18 @@ metadata:
   labels:
     {{- include "switchboard.labels" . | nindent 4 }}
 spec:
-  maxUnavailable: 1
+  maxUnavailable: {{ .root.Values.podDisruptionBudget.maxUnavailable }}
   selector:
     matchLabels:
       {{- include "switchboard.selectorLabels" . | nindent 6 }}
 {{- end -}}
 
-{{/* More than one pod, now or at the autoscaler's floor: a voluntary disruption may take only one. */}}
+{{/* More than one pod, now or at the autoscaler's floor: a voluntary disruption may take only some
+(values `podDisruptionBudget`). */}}
 {{- define "switchboard.wantsPdb" -}}
+{{- if .root.Values.podDisruptionBudget.enabled -}}
 {{- if .svc.autoscaling.enabled -}}
 {{- if gt (int .svc.autoscaling.minReplicas) 1 }}true{{ end -}}
 {{- else if gt (int .svc.replicas) 1 }}true{{ end -}}
+{{- end -}}
 {{- end -}}
