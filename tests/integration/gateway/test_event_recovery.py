@@ -105,3 +105,33 @@ async def test_duplicates_are_dropped_and_a_true_gap_is_still_an_error(
         await run.close()
     finally:
         await gateway_nc.close()
+
+
+async def test_a_gap_is_filled_by_the_runner_sending_again_while_the_stream_is_unreadable(
+    nats_client: nats.NATS, namespace: str, nats_url: str
+) -> None:
+    """In a NATS cluster that lost a server, RUN_EVENTS may have no leader for seconds while core NATS
+    works: the events the runner sends again after its reconnect fill the gap (here RUN_EVENTS does not
+    exist at all, so only core NATS can)."""
+    subjects = Subjects(namespace)  # no streams: every read of RUN_EVENTS fails
+    gateway_nc = await nats.connect(nats_url)
+    try:
+        run = RunStream(gateway_nc, subjects, "run-resent", gateway_nc.jetstream())
+        await run.open()
+        await gateway_nc.flush()  # the server has the subscription before another connection publishes
+        await emit(nats_client, subjects, "run-resent", 0, runner_id="r")
+        assert (await run.next(2)).seq == 0
+        await emit(nats_client, subjects, "run-resent", 2, delta="b")  # 1 was lost with its server
+
+        async def send_again() -> None:
+            await asyncio.sleep(0.3)  # the runner's reconnect
+            for seq, delta in ((1, "a"), (2, "b")):
+                await emit(nats_client, subjects, "run-resent", seq, delta=delta)
+
+        resend = asyncio.create_task(send_again())
+        got = [await asyncio.wait_for(run.next(2), 4) for _ in range(2)]
+        assert [(e.seq, e.delta) for e in got] == [(1, "a"), (2, "b")]  # type: ignore[union-attr]
+        await resend
+        await run.close()
+    finally:
+        await gateway_nc.close()

@@ -54,7 +54,8 @@ log = logging.getLogger(__name__)
 _CLIENT_GONE = object()
 _RECOVER = object()
 #: Pauses between reads of RUN_EVENTS while an event is still missing (about 5 s in all: after a NATS
-#: restart, runners send their recent events again once JetStream is back).
+#: reconnect, runners send their recent events again at once and once JetStream is back), during which
+#: what core NATS brings is taken too.
 _RECOVER_RETRIES = (0.1, 0.3, 0.6, 1.0, 1.0, 1.0, 1.0)
 #: Events read from RUN_EVENTS in one fetch.
 _RECOVER_BATCH = 256
@@ -252,31 +253,62 @@ class RunStream:
             if data is _RECOVER:
                 await self._recover()
                 continue
-            self._held -= len(data)  # type: ignore[arg-type]
-            try:
-                event = RUN_EVENT.validate_json(data)  # type: ignore[arg-type]
-            except ValidationError as exc:
-                cause = f"an event that does not parse: {exc.errors()[0].get('msg', 'invalid')}"
-                raise self._failed(_error("The agent run sent an invalid event.", "bad_event"), cause) from None
-            if type(event) is RunFailed and event.seq >= self._expected and not self._failure_logged:
-                self._failure_logged = True
-                runlog.failed(self.run_id, event.error, event.detail, runner_id=self.runner_id)
+            event = self._decode(data)  # type: ignore[arg-type]
             if event.seq == self._expected:
                 self._expected += 1
                 return event
             if event.seq < self._expected:
                 continue  # seen already (read again from RUN_EVENTS)
             # Ahead of its turn: core NATS lost the events between. The stream has them — or will in a
-            # moment, when JetStream has just restarted with the NATS server: ask it a few times.
+            # moment, when JetStream has just restarted with the NATS server: ask it a few times. The
+            # runner sends its recent events again after a reconnect, so core NATS may bring them first
+            # (in a cluster, RUN_EVENTS may be electing a leader while the servers left relay at once).
             self._ahead[event.seq] = event
             for pause in _RECOVER_RETRIES:
                 await self._recover()
                 if self._expected in self._ahead:
                     break
-                await asyncio.sleep(pause)
+                await self._take_queued(pause)
+                if self._expected in self._ahead:
+                    break
             if self._expected not in self._ahead:
                 message = f"The agent run's events arrived out of order (expected {self._expected}, got {event.seq})."
                 raise self._failed(_error(message, "event_gap"), "events missing from both NATS and RUN_EVENTS")
+
+    async def _take_queued(self, wait_s: float) -> None:
+        """For up to ``wait_s``, or until the missing event comes, move what core NATS delivers into
+        ``_ahead``. The client's departure or a failure ends the wait as :meth:`next` would end."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while self._expected not in self._ahead and (left := deadline - loop.time()) > 0:
+            try:
+                async with asyncio.timeout(left):
+                    data = await self._queue.get()
+            except TimeoutError:
+                return
+            if data is _CLIENT_GONE:
+                raise ClientGone
+            if isinstance(data, _Failure):
+                raise self._failed(data.info, data.cause)
+            if data is _RECOVER:
+                continue  # reading RUN_EVENTS again is what this wait is between
+            event = self._decode(data)  # type: ignore[arg-type]
+            if event.seq >= self._expected:
+                self._ahead.setdefault(event.seq, event)
+
+    def _decode(self, data: bytes) -> RunEvent:
+        """An event taken from the queue (no longer held for the client); one that does not parse ends
+        the stream (``bad_event``). A run's failure is logged as it arrives, even ahead of its turn."""
+        self._held -= len(data)
+        try:
+            event = RUN_EVENT.validate_json(data)
+        except ValidationError as exc:
+            cause = f"an event that does not parse: {exc.errors()[0].get('msg', 'invalid')}"
+            raise self._failed(_error("The agent run sent an invalid event.", "bad_event"), cause) from None
+        if type(event) is RunFailed and event.seq >= self._expected and not self._failure_logged:
+            self._failure_logged = True
+            runlog.failed(self.run_id, event.error, event.detail, runner_id=self.runner_id)
+        return event
 
     def _timed_out(self, wait_s: float) -> RunStreamError:
         """No event within ``wait_s``: before the first, no runner took the run in time (a 503); after

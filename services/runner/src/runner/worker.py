@@ -125,8 +125,12 @@ class Worker:
         return self._concurrency - len(self._tasks)
 
     async def replay_events(self, js_wait_s: float = 10.0) -> int:
-        """After a reconnect: once JetStream answers again, send every live run's recent events
-        again (the gateway drops duplicates; RUN_EVENTS captures what it missed). How many runs."""
+        """After a reconnect, send every live run's recent events again twice (the gateway drops
+        duplicates): at once, for the gateways — in a NATS cluster the server this runner moved to
+        relays them now, while the streams the lost server led may take seconds to elect new leaders —
+        and once JetStream answers again, so RUN_EVENTS captures what it missed (after a restart of a
+        lone server, the first sending may have reached nobody). How many runs."""
+        await self._replay_live_runs()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + js_wait_s
         while loop.time() < deadline:
@@ -135,6 +139,9 @@ class Worker:
                 break
             except Exception:  # JetStream still recovering its streams after the server restart
                 await asyncio.sleep(0.2)
+        return await self._replay_live_runs()
+
+    async def _replay_live_runs(self) -> int:
         runs = [run for _, run in list(self._runs.values())]
         for run in runs:
             with contextlib.suppress(Exception):
