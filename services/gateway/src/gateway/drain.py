@@ -11,8 +11,8 @@ On SIGTERM (:func:`servicekit.runtime.serve_until_stopped` leaves the block of :
    endpoints before the container hears SIGTERM), so the chart leaves it at 0.
 3. **Open streams finish.** uvicorn's graceful shutdown: the listener closes, idle keep-alive
    connections close, every response under way runs to its end for up to ``GATEWAY_DRAIN_TIMEOUT_S``
-   (what is still open then is cut: its client may resume it on another gateway with
-   ``Last-Event-ID``), then the lifespan closes NATS and the rest, and the process exits 0.
+   (what is still open then is cut: a stream sent with an ``Idempotency-Key`` is picked up on another
+   gateway with ``Last-Event-ID``), then the lifespan closes NATS and the rest, and the process exits 0.
 """
 
 from __future__ import annotations
