@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from starlette.requests import ClientDisconnect
 
 from servicekit import requestid
 
@@ -71,6 +72,11 @@ class ObservabilityMiddleware:
         ) as span:
             try:
                 await self.app(scope, receive, send_with_status)
+            except ClientDisconnect:
+                # The client left before its request was read whole: there is no one to answer, and
+                # nothing went wrong here. Counted as 499 (nginx's "client closed request").
+                status = CLIENT_CLOSED_REQUEST
+                log.info("the client closed the connection before its request was read")
             except Exception:
                 if started:
                     # Too late for an error answer: uvicorn closes the connection, the client sees it cut.
@@ -91,6 +97,8 @@ class ObservabilityMiddleware:
 
 
 _TRACE_HEADERS = (b"traceparent", b"tracestate", b"baggage")
+#: The status a request gets in metrics and traces when its client left before it was read whole.
+CLIENT_CLOSED_REQUEST = 499
 _SERVER_ERROR = openai_error(500, "The server had an error while processing your request.", SERVER, "internal_error")
 _REQUEST_ID = requestid.HEADER.encode()
 
