@@ -62,3 +62,43 @@ def _refs(node: object) -> set[str]:
     if isinstance(node, list):
         return set().union(*(_refs(v) for v in node)) if node else set()
     return set()
+
+
+def test_every_error_answer_is_documented_as_the_openai_envelope() -> None:
+    """The fuzz test (tests/e2e/test_fuzz.py) holds the gateway to its document: FastAPI's routes answered
+    400s, 401s and 404s they did not document, and documented a 422 that is never sent."""
+    schema = create_app(GatewaySettings()).openapi()
+    components = schema["components"]
+    assert "HTTPValidationError" not in components["schemas"]
+    assert set(components["securitySchemes"]) == {"bearerAuth", "adminToken"}
+    api = {path: ops for path, ops in schema["paths"].items() if path.startswith(("/v1/", "/admin/v1/"))}
+    for path, operations in api.items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert {"400", "401", "503"} <= set(responses), (method, path)
+            for status, response in responses.items():
+                if int(status) >= 400:
+                    body = response["content"]["application/json"]["schema"]
+                    assert body == {"$ref": "#/components/schemas/ErrorResponse"}, (method, path, status)
+            expected = "adminToken" if path.startswith("/admin/") else "bearerAuth"
+            assert operation["security"] == [{expected: []}], (method, path)
+    models = api["/v1/models/{model}"]["get"]["responses"]
+    assert "422" not in models and "404" in models
+    assert "409" in api["/admin/v1/groups"]["post"]["responses"]  # a name already taken
+    assert "409" not in api["/admin/v1/groups"]["get"]["responses"]
+
+
+def test_optional_money_fields_are_documented_as_nullable() -> None:
+    """``PUT /admin/v1/pricing/{model_key}`` takes ``"cache_read": null`` (the input price then applies)."""
+    schema = create_app(GatewaySettings()).openapi()
+    body = schema["paths"]["/admin/v1/pricing/{model_key}"]["put"]["requestBody"]["content"]["application/json"]
+    properties = body["schema"]["properties"]
+    assert {"type": "null"} in properties["cache_read"]["anyOf"]
+    assert {"type": "null"} not in properties["input"]["anyOf"]  # required, never null
+
+
+def test_request_headers_are_documented_as_the_gateway_reads_them() -> None:
+    schema = create_app(GatewaySettings()).openapi()
+    parameters = {p["name"]: p["schema"] for p in schema["paths"]["/v1/chat/completions"]["post"]["parameters"]}
+    assert "maxLength" not in parameters["X-Request-ID"]  # any value is taken; a bad one is replaced
+    assert parameters["Idempotency-Key"]["pattern"] == "^[ -~]+$"  # printable ASCII, else a 400

@@ -162,7 +162,7 @@ _IDEMPOTENCY_KEY = {
     "body never starts a second run or charge — a retry gets the same answer (a live stream is joined, a "
     "finished one replayed frame for frame); the same key with another body is a 422 "
     "(`idempotency_key_reused`). See docs/resume.md",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
 }
 _LAST_EVENT_ID = {
     "name": "Last-Event-ID",
@@ -200,8 +200,9 @@ def chat_operation() -> tuple[dict[str, Any], dict[str, Any]]:
                 "name": "X-Request-ID",
                 "in": "header",
                 "required": False,
-                "description": "kept as the request id when 1-128 printable ASCII characters without spaces",
-                "schema": {"type": "string", "maxLength": 128},
+                "description": "kept as the request id when 1-128 printable ASCII characters without spaces "
+                "(any other value is replaced by an id of the gateway's own)",
+                "schema": {"type": "string"},
             },
             _IDEMPOTENCY_KEY,
             _LAST_EVENT_ID,
@@ -308,13 +309,82 @@ def responses_operation() -> tuple[dict[str, Any], dict[str, Any]]:
     return operation, components
 
 
+#: The error answers every route of the API may give besides its own (FastAPI's routes document none of them).
+_COMMON_ERRORS: dict[str, dict[str, str]] = {
+    "/v1/": {
+        "400": "The request is invalid (`param` names the parameter)",
+        "401": "No or an unknown API key",
+        "403": "The key's account may not use agents through the API",
+        "404": "No such resource, or not the caller's",
+        "429": "Rate limited (see `Retry-After`)",
+        "503": "The gateway is overloaded, or a service it needs did not answer (see `Retry-After`)",
+    },
+    "/admin/v1/": {
+        "400": "The request is invalid (`param` names the parameter)",
+        "409": "The body conflicts with what is stored, such as a name or an email already taken (`conflict`)",
+        "401": "Missing or wrong admin token",
+        "503": "The gateway is overloaded, or the owning service did not answer",
+    },
+}
+_SECURITY_SCHEMES = {
+    "bearerAuth": {"type": "http", "scheme": "bearer", "description": "an API key (`sk-…`)"},
+    "adminToken": {"type": "http", "scheme": "bearer", "description": "the gateway's admin token (`ADMIN_TOKEN`)"},
+}
+#: FastAPI's own validation-error schemas: never sent (a validation error is a 400 in the OpenAI envelope).
+_FASTAPI_VALIDATION = ("HTTPValidationError", "ValidationError")
+
+
+def document_errors(schema: dict[str, Any]) -> None:
+    """Describe the answers the gateway really gives on every route of the API: every error status is an
+    ``ErrorResponse`` (the OpenAI envelope), a validation error a 400 (never FastAPI's 422), with the
+    errors any route may give (auth, rate limit, load shedding), and the credentials each route takes."""
+    components = schema.setdefault("components", {})
+    components.setdefault("schemas", {}).setdefault("ErrorResponse", _COMPONENTS["ErrorResponse"])
+    for name, scheme in _SECURITY_SCHEMES.items():
+        components.setdefault("securitySchemes", {}).setdefault(name, scheme)
+    for path, operations in schema.get("paths", {}).items():
+        prefix = next((p for p in _COMMON_ERRORS if path.startswith(p)), None)
+        if prefix is None:
+            continue
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            validation = responses.get("422", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            if validation.get("$ref", "").endswith("/HTTPValidationError"):
+                del responses["422"]
+            for status, description in _COMMON_ERRORS[prefix].items():
+                if status != "409" or "requestBody" in operation:
+                    responses.setdefault(status, {"description": description})
+            for status, response in responses.items():
+                if int(status) >= 400:
+                    response["content"] = {"application/json": {"schema": _ref("ErrorResponse")}}
+            operation.setdefault("security", [{"adminToken" if prefix == "/admin/v1/" else "bearerAuth": []}])
+    if "HTTPValidationError" not in _refs(schema.get("paths", {})):
+        for name in _FASTAPI_VALIDATION:
+            components["schemas"].pop(name, None)
+
+
+def _refs(node: Any) -> set[str]:
+    """The names of the component schemas ``node`` refers to."""
+    if isinstance(node, dict):
+        found = {node["$ref"].rsplit("/", 1)[-1]} if isinstance(node.get("$ref"), str) else set()
+        for value in node.values():
+            found |= _refs(value)
+        return found
+    if isinstance(node, list):
+        return set().union(*(_refs(v) for v in node)) if node else set()
+    return set()
+
+
 def document_openai_routes(app: FastAPI) -> None:
     """Make ``app.openapi()`` (what ``/openapi.json`` and ``/docs`` serve) include the plain OpenAI routes
-    (chat completions, create response); the stored responses' routes are FastAPI's own."""
+    (chat completions, create response); the stored responses' routes are FastAPI's own. Every route's
+    error answers are described as they are sent (:func:`document_errors`)."""
     generate: Callable[[], dict[str, Any]] = app.openapi
 
     def openapi() -> dict[str, Any]:
         schema = generate()  # FastAPI's own document, built once and cached on the app
+        if "securitySchemes" in schema.get("components", {}):
+            return schema  # completed already
         paths = schema.setdefault("paths", {})
         for path, make in ((CHAT_PATH, chat_operation), (RESPONSES_PATH, responses_operation)):
             if "post" in paths.get(path, {}):
@@ -324,9 +394,7 @@ def document_openai_routes(app: FastAPI) -> None:
             parts = schema.setdefault("components", {})
             for name, component in components.items():
                 parts.setdefault("schemas", {}).setdefault(name, component)
-            parts.setdefault("securitySchemes", {}).setdefault(
-                "bearerAuth", {"type": "http", "scheme": "bearer", "description": "an API key (`sk-…`)"}
-            )
+        document_errors(schema)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

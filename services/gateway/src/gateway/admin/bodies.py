@@ -109,8 +109,11 @@ def body_doc(model: type[BaseModel], *, money: tuple[str, ...] = ()) -> dict[str
     """``openapi_extra`` documenting ``model`` as the route's JSON body (FastAPI can't see a raw parse)."""
     schema = model.model_json_schema()
     for name in money:
-        if name in schema.get("properties", {}):
-            schema["properties"][name] = {**MONEY_SCHEMA, "title": schema["properties"][name].get("title", name)}
+        field = schema.get("properties", {}).get(name)
+        if field is not None:
+            nullable = {"type": "null"} in field.get("anyOf", [])
+            alternatives = [*MONEY_SCHEMA["anyOf"], *([{"type": "null"}] if nullable else [])]
+            schema["properties"][name] = {**MONEY_SCHEMA, "anyOf": alternatives, "title": field.get("title", name)}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
