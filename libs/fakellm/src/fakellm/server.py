@@ -283,6 +283,9 @@ class FakeLLM:
             http="httptools",
             lifespan="on",
             timeout_graceful_shutdown=1,
+            # Idle connections live longer here than in the SDKs' pools (5 s), as at real providers: with
+            # both at 5 s, a request sent on a connection as the server closes it fails ("Server disconnected").
+            timeout_keep_alive=75,
         )
         self._server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
