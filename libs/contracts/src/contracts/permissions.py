@@ -158,6 +158,8 @@ def permissions(s: Subjects) -> dict[str, Permissions]:
                 # A lost runner's runs are billed and closed by billing on its behalf.
                 s.usage_recorded,
                 s.usage_run_closed,
+                # Its start-up probe: a request to its own admin subject until it answers.
+                s.billing_admin,
                 INBOX,
                 *_shared_streams(s),
                 *_consume(s.usage_stream),
@@ -174,7 +176,8 @@ def permissions(s: Subjects) -> dict[str, Permissions]:
             publish_deny=deny,
         ),
         "catalog": Permissions(
-            publish=(s.catalog_invalidated, INBOX),
+            # Its start-up probe: a request to its own admin subject until it answers.
+            publish=(s.catalog_invalidated, s.catalog_admin, INBOX),
             subscribe=(
                 s.catalog_verify_key,
                 s.catalog_agent_access,
