@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
 import urllib.request
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -29,6 +32,14 @@ from .base import (
 from .common import client_options, connection_failed, redact, status_message
 
 #: Responses-API text parts, which chat completions knows as plain ``text`` parts.
+log = logging.getLogger(__name__)
+
+#: Attempts at a provider call whose connection fails before any answer (the SDK's own retries are off:
+#: a call the provider answered, even with an error, is never sent twice).
+CONNECTION_ATTEMPTS = 2
+#: About how long before the second attempt (jittered ±50 %).
+CONNECTION_RETRY_PAUSE_S = 0.1
+
 _TEXT_PARTS = frozenset({"input_text", "output_text"})
 
 
@@ -186,12 +197,23 @@ class OpenAIProvider:
 
     async def stream(self, call: CallSpec) -> AsyncGenerator[Chunk, None]:
         secret = self._conn.api_key
-        try:
-            response = await self._session().post(
-                self._url, data=orjson.dumps(self.request_body(call)), headers=self._headers, proxy=self._proxy
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ProviderError(connection_failed(exc, secret)) from None
+        data = orjson.dumps(self.request_body(call))
+        for attempt in range(CONNECTION_ATTEMPTS):
+            try:
+                response = await self._session().post(self._url, data=data, headers=self._headers, proxy=self._proxy)
+                break
+            except TimeoutError as exc:  # no answer in time: the provider may be working on it, so no retry
+                raise ProviderError(connection_failed(exc, secret)) from None
+            except aiohttp.ClientConnectionError as exc:
+                # The connection failed before any answer (refused, reset, closed while the request was
+                # written: a kept-alive connection the server had just dropped, or a server shedding
+                # connections). Tried again on a new connection, once, after a short pause.
+                if attempt + 1 == CONNECTION_ATTEMPTS:
+                    raise ProviderError(connection_failed(exc, secret)) from None
+                log.info("provider connection failed (%s); trying again", type(exc).__name__)
+                await asyncio.sleep(CONNECTION_RETRY_PAUSE_S * (0.5 + random.random()))
+            except aiohttp.ClientError as exc:
+                raise ProviderError(connection_failed(exc, secret)) from None
         # A stream cut short (the connection closed cleanly) has neither a finish reason nor [DONE];
         # it must not pass for a complete answer.
         finished = done = identified = False
