@@ -103,12 +103,24 @@ async def test_streams_and_billing_survive_losing_the_leading_node(cluster: Nats
 async def _drill(cluster: NatsCluster, handle: StackHandle, subjects: Subjects, nc: Any) -> None:
     # Every stream, bucket and object store the services made has three replicas, all current.
     js = nc.jetstream()
-    infos = {i.config.name: i for i in await js.streams_info()}
-    assert set(infos) == expected_streams(subjects.namespace)
-    for name, info in infos.items():
-        assert info.config.num_replicas == REPLICAS, name
-        assert info.cluster is not None and info.cluster.leader, name
-        assert len(info.cluster.replicas or []) == REPLICAS - 1, name
+
+    async def replicas() -> dict[str, tuple[int | None, str | None, int]]:
+        """Each stream's replica count, leader and number of followers."""
+        return {
+            str(i.config.name): (
+                i.config.num_replicas,
+                i.cluster.leader if i.cluster else None,
+                len(i.cluster.replicas or []) if i.cluster else 0,
+            )
+            for i in await js.streams_info()
+        }
+
+    def all_replicated(found: dict[str, tuple[int | None, str | None, int]]) -> bool:
+        return set(found) == expected_streams(subjects.namespace) and all(
+            count == REPLICAS and leader and followers == REPLICAS - 1 for count, leader, followers in found.values()
+        )
+
+    await eventually(replicas, all_replicated, timeout=15)
 
     # The victim: the node the runner publishes through. It leads USAGE, RUN_EVENTS and billing's USAGE
     # consumer; RUNS and the runners' RUNS consumer are led by another node, so the run queue stays up.
