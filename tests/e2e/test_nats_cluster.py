@@ -37,7 +37,9 @@ from tests.e2e.fake import FakeLLM, eventually
 from tests.support.nats_cluster import NatsCluster, move_stream_leader, wait_stream_leader
 from tests.support.stack import running_stack
 
-pytestmark = pytest.mark.e2e
+# About 35 s on a quiet machine (a stack to start, an election of up to ~10 s); twice that and more on a
+# loaded one, where the default limit would cut it short.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 REPLICAS = 3
 TOKENS = 60
