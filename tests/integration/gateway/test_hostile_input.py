@@ -180,6 +180,30 @@ async def test_oversized_headers_are_a_431(stack: Stack) -> None:
     assert re.search(rb"\r\nx-request-id: req_[0-9a-f]{24}\r\n", head + b"\r\n")
 
 
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        pytest.param(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-\x7f\r\n\r\n", id="control-char"),
+        pytest.param(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n", id="space-in-name"),
+        pytest.param(b"NOT A REQUEST\r\n\r\n", id="request-line"),
+    ],
+)
+async def test_a_request_the_parser_refuses_is_a_400_envelope(stack: Stack, request_head: bytes) -> None:
+    """Found by fuzzing: uvicorn answered these with a plain-text 400 ("Invalid HTTP request received.")."""
+    answer = await _raw_exchange(stack.url, request_head)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer
+    assert b"\r\ncontent-type: application/json\r\n" in head + b"\r\n"
+    error = json.loads(body)["error"]
+    assert error == {
+        "message": "The HTTP request is malformed and could not be read.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "invalid_http_request",
+    }
+    assert re.search(rb"\r\nx-request-id: req_[0-9a-f]{24}\r\n", head + b"\r\n")
+
+
 @pytest.mark.parametrize("settings_overrides", [{"header_timeout_s": 0.3}])
 async def test_headers_sent_too_slowly_are_a_408(stack: Stack) -> None:
     started = time.monotonic()

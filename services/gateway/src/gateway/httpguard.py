@@ -5,7 +5,9 @@ send them: a 50 MB header is buffered whole, and a connection that sends half a 
 :class:`GuardedHttpToolsProtocol` answers ``431`` once the line and headers pass ``max_header_bytes``
 and ``408`` when they are not complete ``header_timeout_s`` after their first byte (or after the
 connection opened), both in the OpenAI error envelope with an ``x-request-id`` like every other answer
-(a new id: the client's headers were never read), and closes the connection.
+(a new id: the client's headers were never read), and closes the connection. A request the HTTP parser
+cannot read (a control character in a header value, a malformed request line) is a ``400`` in the same
+envelope, not uvicorn's plain-text one.
 
 Pass it as ``uvicorn.Config(http=guarded_protocol(settings))``.
 """
@@ -23,7 +25,7 @@ from servicekit.requestid import HEADER, new_request_id
 #: How long a refused connection is read (and dropped) before it is closed.
 LINGER_S = 1.0
 
-_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
 def _error(status: int, message: str, code: str) -> bytes:
@@ -95,6 +97,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if not self.transport.is_closing():
             self._arm()  # the next request on this connection gets its own allowance
+
+    def send_400_response(self, msg: str) -> None:
+        """What uvicorn answers a request its parser refused, in the envelope (then it stops reading)."""
+        self._refuse(400, "The HTTP request is malformed and could not be read.", "invalid_http_request")
 
     def _arm(self) -> None:
         self._disarm()
