@@ -38,6 +38,7 @@ from schemathesis.generation.case import Case
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     ignored_auth,
+    response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -83,6 +84,7 @@ CHECKS = [
     openai_error_envelope,
     status_code_conformance,
     content_type_conformance,
+    response_headers_conformance,
     response_schema_conformance,
     ignored_auth,
 ]
@@ -133,7 +135,8 @@ def target(
         nats_url=nats_url,
         postgres_url=postgres_url,
         redis_url=redis_url,
-        service_env={"billing": BILLING_ENV},
+        # A long run makes thousands of calls with one key: no rate limit, so they all go deep.
+        service_env={"billing": BILLING_ENV, "gateway": {"GATEWAY_DEFAULT_RATE_LIMIT_PER_MINUTE": "100000000"}},
     ) as stack:
         assert stack.fakellm_url is not None
         served = httpx.get(f"{stack.gateway_url}/openapi.json", timeout=30)

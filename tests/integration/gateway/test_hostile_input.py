@@ -189,7 +189,8 @@ async def test_oversized_headers_are_a_431(stack: Stack) -> None:
     ],
 )
 async def test_a_request_the_parser_refuses_is_a_400_envelope(stack: Stack, request_head: bytes) -> None:
-    """Found by fuzzing: uvicorn answered these with a plain-text 400 ("Invalid HTTP request received.")."""
+    """Found while fuzzing the gateway: uvicorn answered these with a plain-text 400 ("Invalid HTTP request
+    received."), the one error that was not the OpenAI envelope."""
     answer = await _raw_exchange(stack.url, request_head)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400"), answer
