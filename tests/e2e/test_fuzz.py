@@ -54,8 +54,9 @@ pytestmark = pytest.mark.e2e
 
 EXAMPLES = int(os.environ.get("SWITCHBOARD_FUZZ_EXAMPLES", "10"))
 BUDGET_S = float(os.environ.get("SWITCHBOARD_FUZZ_BUDGET_S", "30"))
-#: A fixed seed: CI generates the same cases on every run, so a failure is reproduced by running it again.
+#: schemathesis's coverage phase (boundary values of every field, unexpected methods): for longer runs.
 COVERAGE = os.environ.get("SWITCHBOARD_FUZZ_COVERAGE", "0") == "1"
+#: A fixed seed: CI generates the same cases on every run, so a failure is reproduced by running it again.
 SEED = int(os.environ.get("SWITCHBOARD_FUZZ_SEED", "20261203"))
 
 
