@@ -1,10 +1,12 @@
 """The Helm chart proven without a cluster: what it renders runs, as Kubernetes would run it.
 
-The chart is rendered by Helm's own library (as ``make helm-lint`` does) with values pointing at this
-machine's NATS (a namespace of its own), PostgreSQL (a fresh database, given as ``postgresql.url`` at
-install time) and Redis, the fake LLM enabled as the provider, and every port set to a free local one
-through the values (``services.<name>.port``; the fake LLM's ``--port`` argument too). Then, playing the
-kubelet for each rendered Job and Deployment:
+The chart is rendered by Helm's own library (as ``make helm-lint`` does) with values pointing at a NATS
+server of the run's own (a namespace too) whose configuration includes the chart's rendered ``auth.conf``,
+as an operator's NATS would (so every service connects as its own NATS user and the server refuses what
+that user may not publish or subscribe), this machine's PostgreSQL (a fresh database, given as
+``postgresql.url`` at install time) and Redis, the fake LLM enabled as the provider, and every port set
+to a free local one through the values (``services.<name>.port``; the fake LLM's ``--port`` argument
+too). Then, playing the kubelet for each rendered Job and Deployment:
 
 - the image is the environment built exactly as that service's Dockerfile builds it
   (:mod:`tests.support.images`: its own pinned requirements, no development packages);
@@ -24,7 +26,7 @@ The migration hook Job runs first (its init containers in order, then its contai
 then every Deployment starts at once (Kubernetes orders nothing) and must become ready on the readiness
 probe's path and port; a chat completion and a Responses request through the gateway succeed (the
 openai SDK); every pod stopped at once, as the kubelet does (its ``preStop`` command, then SIGTERM),
-ends with exit code 0 within its ``terminationGracePeriodSeconds``.
+ends with exit code 0 within its ``terminationGracePeriodSeconds``. Throughout, NATS refused nothing.
 """
 
 from __future__ import annotations
@@ -51,8 +53,9 @@ import openai
 import pytest
 import yaml
 
+from devstack.embedded import nats_server_binary
 from devstack.natsclean import clean_namespace
-from devstack.procs import ManagedProcess, free_port, tail
+from devstack.procs import ManagedProcess, free_port, tail, tcp_accepts
 from devstack.seed import AdminClient
 from tests.support.images import IMAGES, ROOT, Image, env_pairs, stages
 from tests.support.stack import _create_databases, _drop_databases, database_url
@@ -101,7 +104,7 @@ def chart_values(ports: dict[str, int], *, nats_url: str, namespace: str, db_url
     )
     return {
         "mcp": {"existingSecret": "sb-mcp-servers"},
-        "nats": {"url": nats_url, "namespace": namespace, "streamReplicas": 1},  # one server here
+        "nats": {"external": {"url": nats_url}, "namespace": namespace, "streamReplicas": 1},  # one server here
         "postgresql": {"url": db_url},
         "redis": {"url": redis_url},
         "secrets": {"adminToken": secrets.token_hex(32)},
@@ -277,6 +280,9 @@ class Run:
     response: str = ""
     priced: bool = False
     stops: dict[str, tuple[int | None, float, int]] = field(default_factory=dict)
+    #: NATS connection name → the user it authenticated as; what the server refused (its log lines).
+    nats_users: dict[str, str] = field(default_factory=dict)
+    nats_violations: list[str] = field(default_factory=list)
 
 
 def run_job(kubelet: Kubelet, job: Manifest, where: Path, run: Run) -> bool:
@@ -364,7 +370,12 @@ def converse(gateway_url: str, admin_token: str, run: Run) -> None:
         run.priced = any(PRICED_MODEL_PREFIX in json.dumps(item) for item in admin.iterate("/pricing"))
     client = openai.OpenAI(base_url=f"{gateway_url}/v1", api_key=key["key"], max_retries=0, timeout=30)
     try:
-        chat = client.chat.completions.create(model=agent["id"], messages=[{"role": "user", "content": "Hello"}])
+        # Keyed: the gateway's idempotency store (a key-value bucket and an object store) is used too.
+        chat = client.chat.completions.create(
+            model=agent["id"],
+            messages=[{"role": "user", "content": "Hello"}],
+            extra_headers={"Idempotency-Key": f"chart-{secrets.token_hex(8)}"},
+        )
         run.chat = chat.choices[0].message.content or ""
         response = client.responses.create(model=agent["id"], input="Hello")
         assert response.status == "completed", response.status
@@ -404,41 +415,83 @@ def servers_of_its_own(nats_url: str, postgres_url: str) -> Iterator[tuple[str, 
         asyncio.run(clean_namespace(nats_url, namespace))
 
 
+@contextlib.contextmanager
+def nats_with_the_charts_users(docs: list[Manifest], port: int, monitor_port: int, where: Path) -> Iterator[Path]:
+    """A nats-server of the run's own, its configuration including the rendered ``auth.conf`` (the
+    ``<release>-nats-auth`` Secret) as an operator's NATS includes it: every service connects as its chart
+    user, and the server refuses (and logs) whatever that user may not publish or subscribe. Yields its log."""
+    where.mkdir(parents=True, exist_ok=True)
+    auth = of_kind(docs, "Secret")[f"{RELEASE}-nats-auth"]["data"]["auth.conf"]
+    (where / "auth.conf").write_bytes(base64.b64decode(auth))
+    (where / "nats.conf").write_text(
+        f"listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\n"
+        f"jetstream {{ store_dir: {json.dumps(str(where / 'store'))} }}\ninclude ./auth.conf\n"
+    )
+    log = where / "nats.log"
+    process = ManagedProcess("nats", [nats_server_binary(), "-c", str(where / "nats.conf")], log_path=log)
+    process.start()
+    try:
+        process.wait_until(lambda: tcp_accepts("127.0.0.1", port), 15.0, "accepting connections")
+        yield log
+    finally:
+        process.stop()
+
+
+def nats_users(monitor_port: int) -> dict[str, str]:
+    """Every client connection's name → the user it authenticated as (the server's ``/connz``)."""
+    connz = httpx.get(f"http://127.0.0.1:{monitor_port}/connz", params={"auth": "true"}, timeout=5).json()
+    return {c.get("name", ""): c.get("authorized_user", "") for c in connz.get("connections") or []}
+
+
 def install(images: dict[str, Image], base: Path, nats_url: str, postgres_url: str, redis_url: str) -> Run:
-    """Render, run the hook Job, start the Deployments, talk to the gateway, stop everything."""
+    """Render, start NATS with the chart's users, run the hook Job, start the Deployments, talk to the
+    gateway, stop everything."""
     ports = {name: free_port() for name in IMAGES}
+    nats_port, monitor_port = free_port(), free_port()
     with servers_of_its_own(nats_url, postgres_url) as (namespace, db_url):
-        values = chart_values(ports, nats_url=nats_url, namespace=namespace, db_url=db_url, redis_url=redis_url)
+        values = chart_values(
+            ports, nats_url=f"nats://127.0.0.1:{nats_port}", namespace=namespace, db_url=db_url, redis_url=redis_url
+        )
         run = Run(render(values))
         for name, image in images.items():
             if image.error:
                 run.problems.append(f"{name}: the image does not build: {image.error}\n{tail(image.log, 30)}")
         if run.problems:
             return run
-        kubelet = Kubelet([*run.docs, *OPERATOR_OBJECTS], images)
-        jobs = of_kind(run.docs, "Job")
-        if not all(run_job(kubelet, job, base / name, run) for name, job in jobs.items()):
-            return run
-        started = start_deployments(kubelet, run.docs, base)
-        try:
-            wait_ready(started, run)
-            if not run.problems:
-                gateway = started[f"{RELEASE}-gateway"].process
-                gateway_url = (gateway.ready_url or "").rpartition("/")[0]
-                try:
-                    converse(gateway_url, values["secrets"]["adminToken"], run)
-                except Exception as exc:
-                    run.problems.append(f"through the gateway: {exc!r}")
-        finally:
-            stop_all(started, run)
-            for name, pod in started.items():
-                code, took, grace = run.stops[name]
-                if code != 0 or took >= grace:
-                    run.problems.append(
-                        f"{name}: exit {code} {took:.1f}s after its stop began (grace {grace}s)\n"
-                        f"{tail(pod.process.log_path, 40)}"
-                    )
+        with nats_with_the_charts_users(run.docs, nats_port, monitor_port, base / "nats") as nats_log:
+            try:
+                play(images, base, values, run, monitor_port)
+            finally:
+                run.nats_violations = [line for line in nats_log.read_text().splitlines() if "Violation" in line]
         return run
+
+
+def play(images: dict[str, Image], base: Path, values: Manifest, run: Run, monitor_port: int) -> None:
+    """The kubelet's part: the hook Job, then every Deployment; the requests; the stop."""
+    kubelet = Kubelet([*run.docs, *OPERATOR_OBJECTS], images)
+    jobs = of_kind(run.docs, "Job")
+    if not all(run_job(kubelet, job, base / name, run) for name, job in jobs.items()):
+        return
+    started = start_deployments(kubelet, run.docs, base)
+    try:
+        wait_ready(started, run)
+        if not run.problems:
+            gateway = started[f"{RELEASE}-gateway"].process
+            gateway_url = (gateway.ready_url or "").rpartition("/")[0]
+            try:
+                converse(gateway_url, values["secrets"]["adminToken"], run)
+            except Exception as exc:
+                run.problems.append(f"through the gateway: {exc!r}")
+            run.nats_users = nats_users(monitor_port)
+    finally:
+        stop_all(started, run)
+        for name, pod in started.items():
+            code, took, grace = run.stops[name]
+            if code != 0 or took >= grace:
+                run.problems.append(
+                    f"{name}: exit {code} {took:.1f}s after its stop began (grace {grace}s)\n"
+                    f"{tail(pod.process.log_path, 40)}"
+                )
 
 
 @pytest.fixture(scope="module")
@@ -480,3 +533,14 @@ def test_a_stop_ends_every_process_cleanly_within_its_grace_period(run: Run) -> 
     gateway = of_kind(run.docs, "Deployment")[f"{RELEASE}-gateway"]["spec"]["template"]["spec"]["containers"][0]
     assert gateway["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
     assert run.stops[f"{RELEASE}-gateway"][1] >= float(gateway["lifecycle"]["preStop"]["exec"]["command"][1])
+
+
+def test_every_service_talks_to_nats_as_its_own_user_and_nothing_is_refused(run: Run) -> None:
+    """The NATS server enforced the chart's users: each service authenticated as its own (the name and the
+    password the chart gave it), and what they all did — start, a chat, a response, a stop — needed
+    nothing their allow-lists lack (the server logs every publish or subscribe it refuses)."""
+    assert not run.problems, "\n".join(run.problems)
+    users = {name.partition("-")[0]: user for name, user in run.nats_users.items() if name}
+    for service in ("gateway", "runner", "billing", "catalog"):
+        assert users.get(service) == f"{RELEASE}-{service}", run.nats_users
+    assert run.nats_violations == []
