@@ -11,7 +11,7 @@ from nats.aio.msg import Msg
 
 from contracts import CancelRun, RunStarted, Subjects, TextDelta
 from gateway.errors import RunStreamError
-from gateway.runs import RunStream
+from gateway.runs import RunReplay, RunStream
 from servicekit.natsio import ensure_streams
 
 pytestmark = pytest.mark.integration
@@ -87,3 +87,48 @@ async def test_within_the_buffer_every_event_waits_for_the_reader(
         await run.close()
     finally:
         await gateway_nc.close()
+
+
+async def _kept_run(nats_client: nats.NATS, subjects: Subjects, run_id: str, count: int) -> None:
+    """A run's events, as RUN_EVENTS keeps them (a runner publishes on core NATS; the stream captures them)."""
+    js = nats_client.jetstream()
+    for seq in range(count):
+        event = TextDelta(run_id=run_id, seq=seq, delta=DELTA)
+        await nats_client.publish(subjects.run_events(run_id), event.model_dump_json().encode())
+    await nats_client.flush()
+    async with asyncio.timeout(5):
+        while (await js.stream_info(subjects.run_events_stream)).state.messages < count:
+            await asyncio.sleep(0.02)
+
+
+async def test_a_replay_for_a_slow_client_ends_after_its_buffer_and_stops_reading(
+    nats_client: nats.NATS, namespace: str
+) -> None:
+    subjects = Subjects(namespace)
+    await ensure_streams(nats_client.jetstream(), subjects)
+    await _kept_run(nats_client, subjects, "run-replayed", 40)
+    overflowed = asyncio.Event()
+    replay = RunReplay(nats_client.jetstream(), subjects, "run-replayed", buffer_bytes=8 * 1024)
+    replay.on_overflow = overflowed.set
+    await replay.open(5)
+    try:
+        # Nobody reads: the consumer delivers past the buffer, and the replay stops.
+        async with asyncio.timeout(5):
+            await overflowed.wait()
+        got = []
+        with pytest.raises(RunStreamError) as ended:
+            while True:
+                got.append(await replay.next(2))
+        assert ended.value.info.code == "slow_client"
+        assert [e.seq for e in got] == list(range(len(got))) and 4 <= len(got) <= 9, len(got)
+    finally:
+        await replay.close()
+    # Without a bound (the gateway's own readers), the same run is read whole.
+    whole = RunReplay(nats_client.jetstream(), subjects, "run-replayed")
+    await whole.open(5)
+    try:
+        await asyncio.sleep(0.3)
+        assert [(await whole.next(2)).seq for _ in range(40)] == list(range(40))
+        assert whole.caught_up and not whole.overflowed
+    finally:
+        await whole.close()

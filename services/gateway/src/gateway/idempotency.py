@@ -285,10 +285,25 @@ class AttachedRun:
     """A run this request did not start, read from RUN_EVENTS then live (:class:`RunReplay`), with what
     the relay needs of an event source: its client's departure wakes :meth:`next`."""
 
-    def __init__(self, js: JetStreamContext, subjects: Subjects, run_id: str) -> None:
+    def __init__(
+        self, js: JetStreamContext, subjects: Subjects, run_id: str, *, buffer_bytes: int | None = None
+    ) -> None:
         self.run_id = run_id
-        self._replay = RunReplay(js, subjects, run_id)
+        self._replay = RunReplay(js, subjects, run_id, buffer_bytes=buffer_bytes)
         self._gone = asyncio.Event()
+
+    @property
+    def overflowed(self) -> bool:
+        """Whether its client fell more than ``buffer_bytes`` behind (:class:`RunReplay`)."""
+        return self._replay.overflowed
+
+    @property
+    def on_overflow(self) -> Callable[[], None] | None:
+        return self._replay.on_overflow
+
+    @on_overflow.setter
+    def on_overflow(self, value: Callable[[], None] | None) -> None:
+        self._replay.on_overflow = value
 
     async def open(self, timeout_s: float) -> None:
         await self._replay.open(timeout_s)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from starlette.responses import Response
 
@@ -170,11 +170,19 @@ class ChatStreamResponse(Response):
         return finished
 
 
+@runtime_checkable
+class Bounded(Protocol):
+    """An event source whose buffer for its client is bounded (:class:`RunStream`, a replay for a client)."""
+
+    overflowed: bool
+    on_overflow: Callable[[], None] | None
+
+
 def guard_slow_client(run: object, guard: asyncio.Timeout, grace_s: float) -> None:
-    """Once ``run`` is stopped for a slow client (:class:`RunStream`'s buffer bound), give the client
-    ``grace_s`` more to read what was queued and the error that ends it; then ``guard`` expires (its
-    block raises :class:`TimeoutError`). Other event sources are left alone."""
-    if not isinstance(run, RunStream):
+    """Once ``run`` overflowed its buffer for a slow client, give the client ``grace_s`` more to read
+    what was queued and the error that ends it; then ``guard`` expires (its block raises
+    :class:`TimeoutError`). Sources without a bound are left alone."""
+    if not isinstance(run, Bounded):
         return
 
     def arm() -> None:

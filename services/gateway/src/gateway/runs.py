@@ -33,7 +33,6 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
@@ -383,11 +382,38 @@ class RunReplay:
     its recent events again after a NATS reconnect) are dropped; a missing one is an ``event_gap``.
     :meth:`next` raises :class:`RunStreamError` (``run_timeout``) when nothing arrives within its wait:
     heartbeats count, so a live run does not time out, while a run whose events expired does.
+
+    The consumer delivers into a local queue. A reader for a client passes ``buffer_bytes``: past it
+    (the client reads too slowly) the consumer stops, :attr:`on_overflow` is called, and :meth:`next`
+    raises ``slow_client`` after what was queued — the run itself goes on (a replay does not own it).
+    Without it, the queue is not bounded (the gateway's own readers, which read as fast as it comes).
     """
 
-    __slots__ = ("_after", "_caught_up", "_expected", "_js", "_sub", "_subjects", "run_id")
+    __slots__ = (
+        "_after",
+        "_buffer_bytes",
+        "_caught_up",
+        "_expected",
+        "_held",
+        "_js",
+        "_queue",
+        "_stopping",
+        "_sub",
+        "_subjects",
+        "on_overflow",
+        "overflowed",
+        "run_id",
+    )
 
-    def __init__(self, js: JetStreamContext, subjects: Subjects, run_id: str, after_seq: int = -1) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        subjects: Subjects,
+        run_id: str,
+        after_seq: int = -1,
+        *,
+        buffer_bytes: int | None = None,
+    ) -> None:
         self._js = js
         self._subjects = subjects
         self.run_id = run_id
@@ -395,6 +421,12 @@ class RunReplay:
         self._sub: Any = None
         self._expected = 0
         self._caught_up = False
+        self._queue: asyncio.Queue[tuple[bytes, bool] | ErrorInfo] = asyncio.Queue()
+        self._held = 0
+        self._buffer_bytes = buffer_bytes
+        self.overflowed = False
+        self.on_overflow: Callable[[], None] | None = None
+        self._stopping: asyncio.Future[None] | None = None
 
     async def open(self, timeout_s: float) -> None:
         """Create the consumer (ephemeral, in memory, gone when this reader is)."""
@@ -405,7 +437,39 @@ class RunReplay:
                 ordered_consumer=True,
                 deliver_policy=DeliverPolicy.ALL,
                 inactive_threshold=30.0,
+                cb=self._on_msg,
             )
+
+    async def _on_msg(self, msg: Msg) -> None:
+        if self.overflowed:
+            return
+        data = msg.data
+        limit = self._buffer_bytes
+        if limit is not None and self._held + len(data) > limit:
+            self.overflowed = True
+            info = ErrorInfo(
+                status=408,
+                type="invalid_request_error",
+                message=f"The stream was read too slowly: more than {limit} bytes of it waited to be sent, so it "
+                "was ended. Read it again from where it stopped.",
+                code="slow_client",
+            )
+            self._queue.put_nowait(info)
+            log.warning("run %s: a replayed stream's client read too slowly; the stream ends", self.run_id)
+            if self.on_overflow is not None:
+                self.on_overflow()
+            self._stopping = asyncio.ensure_future(self._stop())  # not from within the subscription's callback
+            return
+        self._held += len(data)
+        caught_up = False
+        with contextlib.suppress(Exception):
+            caught_up = msg.metadata.num_pending == 0
+        self._queue.put_nowait((data, caught_up))
+
+    async def _stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
 
     @property
     def caught_up(self) -> bool:
@@ -417,15 +481,21 @@ class RunReplay:
         assert self._sub is not None, "open() first"
         while True:
             try:
-                msg = await self._sub.next_msg(timeout=wait_s)
-            except (TimeoutError, NatsTimeoutError):
-                raise _stream_error(f"The agent run sent nothing for {wait_s:g} s.", "run_timeout", 504) from None
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                try:
+                    async with asyncio.timeout(wait_s):
+                        item = await self._queue.get()
+                except TimeoutError:
+                    raise _stream_error(f"The agent run sent nothing for {wait_s:g} s.", "run_timeout", 504) from None
+            if isinstance(item, ErrorInfo):
+                raise RunStreamError(item)
+            data, self._caught_up = item
+            self._held -= len(data)
             try:
-                event = RUN_EVENT.validate_json(msg.data)
+                event = RUN_EVENT.validate_json(data)
             except ValidationError:
                 raise _stream_error("The agent run sent an invalid event.", "bad_event") from None
-            with contextlib.suppress(Exception):
-                self._caught_up = msg.metadata.num_pending == 0
             if event.seq < self._expected:
                 continue
             if event.seq > self._expected:

@@ -125,7 +125,7 @@ async def attach(
     # Count the attachment first: a resume window that passes from now on leaves the run to its end.
     await windows.store.update(claimed.key, lambda e: e.model_copy(update={"attachments": e.attachments + 1}))
     source: idempotency.AttachedRun | idempotency.ArchivedRun
-    source = idempotency.AttachedRun(ctx.js, ctx.subjects, entry.run_id)
+    source = idempotency.AttachedRun(ctx.js, ctx.subjects, entry.run_id, buffer_bytes=settings.stream_buffer_bytes)
     first_wait = settings.queue_timeout_s if entry.status in ("starting", "live") else _REPLAY_FIRST_WAIT_S
     try:
         await source.open(settings.rpc_timeout_s)

@@ -331,7 +331,8 @@ async def _background(
 ) -> Response:
     """Store the response, carry its run, answer at once. Whatever fails first leaves nothing behind:
     the run is cancelled (billed for what it did) and no response half exists."""
-    replay = RunReplay(ctx.js, ctx.subjects, record.run_id) if stream else None
+    buffer = ctx.settings.stream_buffer_bytes
+    replay = RunReplay(ctx.js, ctx.subjects, record.run_id, buffer_bytes=buffer) if stream else None
     try:
         if replay is not None:
             await replay.open(ctx.settings.rpc_timeout_s)

@@ -207,7 +207,7 @@ async def _attach(
     updated = await windows.store.update(claimed.key, lambda e: e.model_copy(update={"attachments": e.attachments + 1}))
     attachment = updated.attachments if updated is not None else entry.attachments + 1
     source: idempotency.AttachedRun | idempotency.ArchivedRun
-    source = idempotency.AttachedRun(ctx.js, ctx.subjects, entry.run_id)
+    source = idempotency.AttachedRun(ctx.js, ctx.subjects, entry.run_id, buffer_bytes=settings.stream_buffer_bytes)
     # The first event is in RUN_EVENTS at once unless it expired; a run just started may take a moment.
     first_wait = settings.queue_timeout_s if entry.status in ("starting", "live") else _REPLAY_FIRST_WAIT_S
     try:

@@ -164,7 +164,7 @@ async def _retried(
         return await attach(ctx, windows, body, claimed, after_seq, receive)
     if not body.stream:
         return JSONResponse(record.response)
-    replay = RunReplay(ctx.js, ctx.subjects, record.run_id)
+    replay = RunReplay(ctx.js, ctx.subjects, record.run_id, buffer_bytes=ctx.settings.stream_buffer_bytes)
     try:
         await replay.open(ctx.settings.rpc_timeout_s)
         first = await replay.next(min(_REPLAY_FIRST_WAIT_S, ctx.settings.idle_timeout_s))
@@ -194,7 +194,7 @@ async def retrieve_response(
                 "Only a background response can be streamed again; this one was not created with 'background': true.",
                 "stream",
             )
-        replay = RunReplay(ctx.js, ctx.subjects, record.run_id)
+        replay = RunReplay(ctx.js, ctx.subjects, record.run_id, buffer_bytes=ctx.settings.stream_buffer_bytes)
         try:
             await replay.open(ctx.settings.rpc_timeout_s)
             # The run's first event is there at once unless RUN_EVENTS no longer keeps it: then say so,
