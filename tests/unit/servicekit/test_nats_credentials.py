@@ -31,3 +31,12 @@ def test_no_user_no_credentials(monkeypatch: pytest.MonkeyPatch, settings_type: 
     monkeypatch.setenv("NATS_PASSWORD", "pw-in-test-only")
     # Without a user nothing is sent: a URL's own credentials (nats://u:p@host) still apply.
     assert settings_type().nats_credentials() == {}
+
+
+def test_a_urls_credentials_give_way_to_the_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NATS_URL", "nats://a:b@n1:4222, nats://n2:4222")
+    monkeypatch.delenv("NATS_USER", raising=False)
+    assert CatalogSettings().nats_servers() == ["nats://a:b@n1:4222", "nats://n2:4222"]
+    monkeypatch.setenv("NATS_USER", "sb-catalog")
+    monkeypatch.setenv("NATS_PASSWORD", "pw-in-test-only")
+    assert CatalogSettings().nats_servers() == ["nats://n1:4222", "nats://n2:4222"]

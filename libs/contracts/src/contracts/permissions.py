@@ -130,6 +130,8 @@ def permissions(s: Subjects) -> dict[str, Permissions]:
                 s.usage_run_closed,
                 INBOX,
                 *_shared_streams(s),
+                # Reading an object finds its stream by subject (names only).
+                "$JS.API.STREAM.NAMES",
                 *_consume(s.run_events_stream),
                 *_objects(s.responses_bucket),
                 *_kv(s.idempotency_bucket),

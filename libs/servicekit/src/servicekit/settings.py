@@ -7,6 +7,7 @@ environment configures a whole stack; a prefixed one (``CATALOG_DATABASE_URL``) 
 from __future__ import annotations
 
 from typing import Literal, TypedDict
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -68,3 +69,16 @@ class ServiceSettings(BaseSettings):
         if not self.nats_user:
             return {}
         return {"user": self.nats_user, "password": self.nats_password.get_secret_value()}
+
+    def nats_servers(self) -> list[str]:
+        """The server URLs of ``NATS_URL`` (comma-separated); with ``NATS_USER`` set, without any
+        credentials a URL carries (a client given both may refuse them)."""
+        urls = [u.strip() for u in self.nats_url.split(",") if u.strip()]
+        if not self.nats_user:
+            return urls
+        out = []
+        for url in urls:
+            parts = urlsplit(url)
+            host = parts.netloc.rpartition("@")[2]
+            out.append(urlunsplit(parts._replace(netloc=host)))
+        return out

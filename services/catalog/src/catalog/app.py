@@ -51,7 +51,7 @@ class CatalogRuntime:
         self.subjects = Subjects(settings.nats_namespace)
         self.metrics = Metrics()
         self.broker = NatsBroker(
-            [u.strip() for u in settings.nats_url.split(",")],
+            settings.nats_servers(),
             name="catalog",
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
