@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ import pytest
 from devstack.seed import AdminClient
 from tests.e2e.checks import run_ledger
 from tests.e2e.conftest import StackHandle, _start, seed
-from tests.e2e.fake import FakeLLM
+from tests.e2e.fake import FakeLLM, eventually
 from tests.e2e.slow_client import StalledClient, chat_text, kernel_send_queue, rss_bytes, sse_data
 
 pytestmark = pytest.mark.e2e
@@ -173,3 +174,48 @@ async def test_a_client_that_never_reads_again_is_not_waited_on_forever(slow_sta
     # The connection was dropped: part of the stream, and no end.
     assert answer.status == 200 and not answer.complete
     assert "[DONE]" not in sse_data(answer.body)
+
+
+async def test_a_retry_that_reads_too_slowly_ends_alone_and_the_run_goes_on(slow_stack: StackHandle) -> None:
+    """A retry with the first request's Idempotency-Key reads the run from RUN_EVENTS: past the buffer
+    only that stream ends; the run, which the first client reads, goes on to its end, billed once."""
+    e2e = slow_stack
+    agent = e2e.agent()
+    total = 5000  # 40 MB of events: ten times the buffer, with room for what the kernel holds
+    text = _words(total, 8000)
+    turn = {"text": text, "tokens_per_s": 2500, "usage": {"prompt_tokens": 10, "output_tokens": total}}
+    await e2e.fake.script(agent.model, [turn])
+    body = {"model": agent.id, "stream": True, "messages": [{"role": "user", "content": "Talk."}]}
+    headers = {"Authorization": f"Bearer {e2e.seeded.api_key}", "Idempotency-Key": f"slow-{secrets.token_hex(4)}"}
+
+    async def read_fast() -> bytes:
+        got = bytearray()
+        async with (
+            httpx.AsyncClient(base_url=e2e.stack.gateway_url, timeout=60) as http,
+            http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as resp,
+        ):
+            assert resp.status_code == 200
+            async for chunk in resp.aiter_raw():
+                got += chunk
+        return bytes(got)
+
+    first = asyncio.ensure_future(read_fast())
+    await eventually(lambda: e2e.fake.requests(agent.model), lambda found: len(found) == 1)
+    retry = StalledClient(e2e.stack.gateway_url, "/v1/chat/completions", body, headers)
+    try:
+        whole = await first
+        answer = await asyncio.to_thread(retry.read_all, 20)
+    finally:
+        retry.close()
+    # The first client got everything; the run was not cancelled, and was billed once, whole.
+    assert chat_text(whole) == text
+    assert [r["status"] for r in await e2e.fake.requests(agent.model)] == ["completed"]
+    (entry,) = await run_ledger(e2e.admin, e2e.seeded.user_id, _run_id(whole), calls=1, timeout=15)
+    assert entry["output_tokens"] == total
+    # The slow retry got a beginning of the same stream, then its end — the slow_client error, or (when it
+    # read nothing within the grace) a dropped connection — although the run it read went on to its end:
+    # its replay was stopped at the buffer, not kept whole for it.
+    got = chat_text(answer.body)
+    assert answer.status == 200 and text.startswith(got) and got != text
+    if answer.complete:
+        assert json.loads(sse_data(answer.body)[-2])["error"]["code"] == "slow_client"
