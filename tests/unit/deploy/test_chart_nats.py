@@ -171,3 +171,14 @@ def test_the_in_chart_servers_configuration_is_valid_for_nats_server(tmp_path: P
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "is valid" in checked.stdout + checked.stderr
+
+
+def test_the_notes_say_where_nats_is_and_how_to_include_the_users() -> None:
+    from tests.unit.deploy.test_chart import render_files
+
+    def notes(*overrides: dict[str, object]) -> str:
+        return render_files(EXISTING, *overrides)["switchboard/templates/NOTES.txt"]
+
+    assert "sb-nats-auth" in notes() and "auth\\.conf" in notes()
+    assert "StatefulSet sb-nats" in notes(CLUSTER)
+    assert "sb-nats-auth" not in notes({"nats": {"auth": {"enabled": False}}})
