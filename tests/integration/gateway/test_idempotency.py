@@ -363,3 +363,16 @@ async def test_responses_retry_of_a_failed_run_says_it_failed_and_runs_nothing(s
     assert again.status_code == 409
     assert again.json()["error"]["code"] == "idempotency_key_failed"
     assert len(stack.fakes.run_requests) == 1
+
+
+async def test_a_last_event_id_with_a_new_key_gets_the_whole_stream(stack: Stack) -> None:
+    """A Last-Event-ID can't be about a key's first run: the client is sent all of the run it pays for."""
+    paced = Paced()
+    paced.gate.set()
+    stack.fakes.agent(AGENT, paced)
+    async with stack.http() as http:
+        fresh = await http.post("/v1/chat/completions", json=BODY, headers=headers("never-seen", 99))
+    assert fresh.status_code == 200
+    assert frame_ids(fresh.content)[0] == 0
+    assert b"one " in fresh.content and b"three" in fresh.content
+    assert fresh.content.endswith(b"data: [DONE]\n\n")

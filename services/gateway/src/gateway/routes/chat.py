@@ -179,7 +179,8 @@ async def _keyed(
             idle_timeout_s=settings.idle_timeout_s,
             metrics=ctx.metrics,
             started_at=started_at,
-            after_seq=after_seq,
+            # The key's first run: a Last-Event-ID can't be about it, so the client gets it whole (it
+            # would otherwise pay for a run whose frames it is never sent).
             on_close=on_close,
         )
     try:
