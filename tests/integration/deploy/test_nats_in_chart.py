@@ -29,6 +29,7 @@ import yaml
 from nats.aio.client import Client
 
 from contracts import Subjects
+from contracts.permissions import inbox_prefix
 from devstack.embedded import nats_server_binary
 from devstack.procs import ManagedProcess, free_port, tcp_accepts
 from servicekit.natsio import ensure_streams
@@ -178,7 +179,11 @@ async def test_the_services_users_and_only_they_get_in(cluster: Cluster) -> None
                 conn.errors.append(str(exc))
 
             conn.nc = await nats.connect(
-                cluster.urls, user=f"{RELEASE}-{name}", password=cluster.passwords[name], error_cb=on_error
+                cluster.urls,
+                user=f"{RELEASE}-{name}",
+                password=cluster.passwords[name],
+                inbox_prefix=inbox_prefix(S, name),
+                error_cb=on_error,
             )
             conns[name] = conn
         # Streams of three replicas, one per server, made by the gateway's user (as at its start).

@@ -27,7 +27,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from contracts import Subjects
-from contracts.permissions import SERVICES, permissions
+from contracts.permissions import SERVICES, inbox_prefix, permissions
 from devstack.embedded import nats_server_binary
 from devstack.procs import ManagedProcess, free_port, tcp_accepts
 from servicekit.natsio import ensure_streams, wait_until_answering
@@ -135,6 +135,7 @@ async def conns(server: str, rendered: Rendered) -> AsyncIterator[dict[str, Conn
                 server,
                 user=rendered.users[name],
                 password=rendered.passwords[name],
+                inbox_prefix=inbox_prefix(S, name),  # as the service connects (settings.nats_credentials)
                 error_cb=on_error,
                 allow_reconnect=False,
             )
@@ -265,6 +266,29 @@ async def test_a_service_cannot_listen_to_what_is_not_its_own(conns: dict[str, C
     await asyncio.sleep(0.5)
     wanted = f'subscription to "{S.catalog_verify_key.lower()}"'
     assert any(wanted in e.lower() for e in conns["runner"].errors[seen:])
+
+
+async def test_no_service_reads_or_answers_into_anothers_inbox(conns: dict[str, Conn]) -> None:
+    # The runner listening to every reply, or to the gateway's: refused.
+    for pattern in ("_INBOX.>", f"{inbox_prefix(S, 'gateway')}.>", ">"):
+        seen = len(conns["runner"].errors)
+        await conns["runner"].nc.subscribe(pattern)
+        await conns["runner"].nc.flush()
+        await asyncio.sleep(0.3)
+        assert any(f'subscription to "{pattern.lower()}"' in e.lower() for e in conns["runner"].errors[seen:])
+    # The catalog publishing into the gateway's inbox unasked (a forged answer): refused.
+    assert await conns["catalog"].refused(f"{inbox_prefix(S, 'gateway')}.forged")
+
+    # The gateway's request gets the catalog's answer (a response is allowed once, to the asker).
+    async def answer(msg: Msg) -> None:
+        await msg.respond(b"ok")
+
+    await conns["catalog"].nc.subscribe(S.catalog_agent_access, cb=answer)
+    await conns["catalog"].nc.flush()
+    await wait_until_answering(conns["gateway"].nc, S.catalog_agent_access, b"{}", timeout=WAIT_S)
+    reply = await conns["gateway"].nc.request(S.catalog_agent_access, b"{}", timeout=WAIT_S)
+    assert reply.data == b"ok"
+    assert conns["gateway"].errors == []
 
 
 async def test_every_core_subject_a_service_publishes_reaches_the_services_that_subscribe(

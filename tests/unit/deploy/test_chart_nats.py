@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helm_python.errors import HelmError
@@ -26,10 +27,10 @@ def auth_conf(docs: list[Manifest]) -> str:
     return base64.b64decode(of_kind(docs, "Secret")["sb-nats-auth"]["data"]["auth.conf"]).decode()
 
 
-def parse_users(conf: str) -> dict[str, dict[str, dict[str, list[str]]]]:
-    """user → {publish|subscribe: {allow|deny: [subjects]}} from the rendered authorization block (the
-    chart writes each list on one line, its subjects quoted as JSON strings)."""
-    users: dict[str, dict[str, dict[str, list[str]]]] = {}
+def parse_users(conf: str) -> dict[str, dict[str, Any]]:
+    """user → {publish|subscribe: {allow|deny: [subjects]}, allow_responses: true} from the rendered
+    authorization block (the chart writes each list on one line, its subjects quoted as JSON strings)."""
+    users: dict[str, dict[str, Any]] = {}
     user = section = ""
     for line in conf.splitlines():
         line = line.strip()
@@ -41,6 +42,8 @@ def parse_users(conf: str) -> dict[str, dict[str, dict[str, list[str]]]]:
             users[user][section] = {}
         elif m := re.fullmatch(r"(allow|deny): (\[.*\])", line):
             users[user][section][m.group(1)] = json.loads(m.group(2))
+        elif line == "allow_responses: true":
+            users[user]["allow_responses"] = True
     return users
 
 
@@ -66,6 +69,11 @@ def test_least_privilege_in_the_contract() -> None:
     assert s.usage_recorded not in p["gateway"].publish and s.usage_run_closed in p["gateway"].publish
     assert s.run_request not in p["billing"].publish and s.run_request not in p["catalog"].publish
     assert not [x for x in p["catalog"].publish if x.startswith("$JS")]
+    # Each reads only its own replies; only those that answer requests may publish to a reply subject.
+    for name in SERVICES:
+        inboxes = [x for x in (*p[name].publish, *p[name].subscribe) if "INBOX" in x]
+        assert set(inboxes) == {f"_INBOX_ns_{name}.>"}, name
+    assert {name for name in SERVICES if p[name].allow_responses} == {"billing", "catalog"}
     # Only the gateway touches its own stores; nobody may delete or purge the money stream.
     assert not [x for name in ("runner", "billing") for x in p[name].publish if "RESPONSES" in x or "IDEMPOTENCY" in x]
     for name in ("gateway", "runner", "billing"):

@@ -18,8 +18,15 @@ SETTINGS = [GatewaySettings, RunnerSettings, BillingSettings, CatalogSettings]
 def test_user_and_password_reach_the_client(monkeypatch: pytest.MonkeyPatch, settings_type: type) -> None:
     monkeypatch.setenv("NATS_USER", "sb-gateway")
     monkeypatch.setenv("NATS_PASSWORD", "pw-in-test-only")
+    monkeypatch.setenv("SWITCHBOARD_NAMESPACE", "prod")
     settings = settings_type()
-    assert settings.nats_credentials() == {"user": "sb-gateway", "password": "pw-in-test-only"}
+    service = settings_type.__name__.removesuffix("Settings").lower()
+    assert settings.nats_credentials() == {
+        "user": "sb-gateway",
+        "password": "pw-in-test-only",
+        # Replies arrive where only this service's user may read them.
+        "inbox_prefix": f"_INBOX_prod_{service}",
+    }
     # Neither the settings' repr (logged on a crash) nor their dump shows the password.
     assert "pw-in-test-only" not in repr(settings)
     assert "pw-in-test-only" not in str(settings.model_dump())

@@ -100,6 +100,9 @@ authorization {
           deny: {{ include "switchboard.nats.list" . }}
           {{- end }}
         }
+        {{- if $p.allow_responses }}
+        allow_responses: true
+        {{- end }}
       }
     }
 {{- end }}

@@ -5,8 +5,11 @@ the traffic. Per service, as the code uses them:
 
 - core subjects it publishes (events, requests, replies' fan-outs) and subscribes (requests it serves,
   events it reads);
-- ``_INBOX.>`` both ways: replies to its requests (and JetStream's answers) arrive on inboxes, and the
-  health check's round trip is a request to a fresh inbox;
+- its own inbox prefix both ways (:func:`inbox_prefix`, ``_INBOX_<ns>_<service>``, which the
+  service uses when it connects as its user): replies to its requests and JetStream's answers arrive
+  there, and the health check's round trip is a request to a fresh inbox of its own. No service reads
+  another's replies; a service that answers requests (billing, the catalog) may publish once to each
+  request's reply subject (``allow_responses``), and nowhere else in anyone's inbox;
 - the JetStream API only for the streams it uses, and only the operations it makes: creating or
   updating and reading the configuration of the shared streams (every service that uses them ensures
   them at start), consuming from its own consumers, acknowledging its own messages. Deleting or
@@ -27,13 +30,18 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 from .subjects import Subjects
 
 #: The services that connect to NATS (the migrations and the fake LLM do not).
 SERVICES = ("gateway", "runner", "billing", "catalog")
 
-INBOX = "_INBOX.>"
+
+def inbox_prefix(s: Subjects, service: str) -> str:
+    """Where ``service``'s replies arrive when it connects as its own NATS user (``_INBOX_<ns>_<service>``
+    instead of the shared ``_INBOX``): no other service may read them."""
+    return f"_INBOX_{s.namespace}_{service}" if s.namespace else f"_INBOX_{service}"
 
 
 @dataclass(frozen=True)
@@ -44,8 +52,10 @@ class Permissions:
     subscribe: tuple[str, ...]
     publish_deny: tuple[str, ...] = field(default=())
     subscribe_deny: tuple[str, ...] = field(default=())
+    #: May answer the requests it receives (publish once to each one's reply subject, whatever it is).
+    allow_responses: bool = False
 
-    def as_config(self) -> dict[str, dict[str, list[str]]]:
+    def as_config(self) -> dict[str, Any]:
         """The ``permissions`` map of a user in the NATS server configuration."""
         publish: dict[str, list[str]] = {"allow": list(self.publish)}
         if self.publish_deny:
@@ -53,7 +63,10 @@ class Permissions:
         subscribe: dict[str, list[str]] = {"allow": list(self.subscribe)}
         if self.subscribe_deny:
             subscribe["deny"] = list(self.subscribe_deny)
-        return {"publish": publish, "subscribe": subscribe}
+        config: dict[str, Any] = {"publish": publish, "subscribe": subscribe}
+        if self.allow_responses:
+            config["allow_responses"] = True
+        return config
 
 
 def _ensure(stream: str) -> list[str]:
@@ -113,6 +126,10 @@ def _shared_streams(s: Subjects) -> list[str]:
 def permissions(s: Subjects) -> dict[str, Permissions]:
     """Each service's NATS permissions under the namespace of ``s``."""
     deny = tuple(_no_destruction(s))
+
+    def inbox(service: str) -> str:
+        return f"{inbox_prefix(s, service)}.>"
+
     return {
         "gateway": Permissions(
             publish=(
@@ -128,7 +145,7 @@ def permissions(s: Subjects) -> dict[str, Permissions]:
                 s.billing_admin,
                 # A run admitted ahead of time that never started is closed (no usage in it).
                 s.usage_run_closed,
-                INBOX,
+                inbox("gateway"),
                 *_shared_streams(s),
                 # Reading an object finds its stream by subject (names only).
                 "$JS.API.STREAM.NAMES",
@@ -137,7 +154,7 @@ def permissions(s: Subjects) -> dict[str, Permissions]:
                 *_kv(s.idempotency_bucket),
                 *_objects(s.idempotency_results_bucket),
             ),
-            subscribe=(s.run_events_all, s.catalog_invalidated, s.runner_heartbeat, INBOX),
+            subscribe=(s.run_events_all, s.catalog_invalidated, s.runner_heartbeat, inbox("gateway")),
             publish_deny=deny,
         ),
         "runner": Permissions(
@@ -147,11 +164,11 @@ def permissions(s: Subjects) -> dict[str, Permissions]:
                 s.usage_run_closed,
                 s.runner_heartbeat,
                 s.billing_extend,
-                INBOX,
+                inbox("runner"),
                 *_shared_streams(s),
                 *_consume(s.runs_stream),
             ),
-            subscribe=(s.run_cancel_all, s.run_admitted_all, INBOX),
+            subscribe=(s.run_cancel_all, s.run_admitted_all, inbox("runner")),
             publish_deny=deny,
         ),
         "billing": Permissions(
@@ -162,7 +179,7 @@ def permissions(s: Subjects) -> dict[str, Permissions]:
                 s.usage_run_closed,
                 # Its start-up probe: a request to its own admin subject until it answers.
                 s.billing_admin,
-                INBOX,
+                inbox("billing"),
                 *_shared_streams(s),
                 *_consume(s.usage_stream),
             ),
@@ -173,13 +190,14 @@ def permissions(s: Subjects) -> dict[str, Permissions]:
                 s.billing_balance,
                 s.billing_admin,
                 s.runner_heartbeat,
-                INBOX,
+                inbox("billing"),
             ),
             publish_deny=deny,
+            allow_responses=True,
         ),
         "catalog": Permissions(
             # Its start-up probe: a request to its own admin subject until it answers.
-            publish=(s.catalog_invalidated, s.catalog_admin, INBOX),
+            publish=(s.catalog_invalidated, s.catalog_admin, inbox("catalog")),
             subscribe=(
                 s.catalog_verify_key,
                 s.catalog_agent_access,
@@ -187,8 +205,9 @@ def permissions(s: Subjects) -> dict[str, Permissions]:
                 s.catalog_admin,
                 s.catalog_invalidated,
                 s.runner_heartbeat,
-                INBOX,
+                inbox("catalog"),
             ),
+            allow_responses=True,
         ),
     }
 
@@ -210,6 +229,9 @@ def chart_file() -> str:
     for service, perms in permissions(Subjects(PLACEHOLDER)).items():
         lines.append(f"{service}:")
         for key, values in perms.as_config().items():
+            if not isinstance(values, dict):
+                lines.append(f"  {key}: {json.dumps(values)}")
+                continue
             lines.append(f"  {key}:")
             for kind, subjects in values.items():
                 lines.append(f"    {kind}:")

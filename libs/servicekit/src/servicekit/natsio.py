@@ -8,7 +8,7 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 
 import nats
-from nats.aio.client import Client
+from nats.aio.client import DEFAULT_INBOX_PREFIX, Client
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
@@ -48,10 +48,12 @@ async def connect(
     on_reconnected: Callable[[], Awaitable[None]] | None = None,
     user: str | None = None,
     password: str | None = None,
+    inbox_prefix: str | None = None,
 ) -> Client:
     """Connect with reconnects forever (a service outlives a NATS restart); ``on_reconnected`` runs
     after every reconnect (core subscriptions are already renewed then). ``user`` and ``password``
-    (a service's ``settings.nats_credentials()``) win over credentials in the URL."""
+    (a service's ``settings.nats_credentials()``) win over credentials in the URL; replies then arrive
+    under ``inbox_prefix``, the one its user may read."""
     return await nats.connect(
         servers=[u.strip() for u in url.split(",")],
         name=name,
@@ -61,6 +63,7 @@ async def connect(
         reconnected_cb=on_reconnected,
         user=user,
         password=password,
+        inbox_prefix=inbox_prefix or DEFAULT_INBOX_PREFIX,
     )
 
 

@@ -12,6 +12,9 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts import Subjects
+from contracts.permissions import inbox_prefix
+
 
 def shared(prefix: str, name: str) -> AliasChoices:
     """Accept ``{PREFIX}{NAME}`` first, then the unprefixed ``{NAME}``."""
@@ -19,10 +22,12 @@ def shared(prefix: str, name: str) -> AliasChoices:
 
 
 class NatsCredentials(TypedDict, total=False):
-    """A NATS user's name and password, as the client's ``connect`` takes them."""
+    """A NATS user's name and password, and the inbox prefix its permissions allow, as the client's
+    ``connect`` takes them."""
 
     user: str
     password: str
+    inbox_prefix: str
 
 
 class ServiceSettings(BaseSettings):
@@ -63,12 +68,22 @@ class ServiceSettings(BaseSettings):
         description="OTLP/HTTP collector (Jaeger: http://jaeger:4318); unset: no export",
     )
 
+    @property
+    def nats_service(self) -> str:
+        """The service's name, from its settings' prefix (``GATEWAY_`` → ``gateway``)."""
+        return str(self.model_config.get("env_prefix") or "").rstrip("_").lower()
+
     def nats_credentials(self) -> NatsCredentials:
         """``user`` and ``password`` for the NATS client when ``NATS_USER`` is set (they win over any
-        in ``NATS_URL``), else nothing. Never logged."""
+        in ``NATS_URL``), and the service's own inbox prefix (its user may read no other replies than
+        those: :func:`contracts.permissions.inbox_prefix`); else nothing. Never logged."""
         if not self.nats_user:
             return {}
-        return {"user": self.nats_user, "password": self.nats_password.get_secret_value()}
+        return {
+            "user": self.nats_user,
+            "password": self.nats_password.get_secret_value(),
+            "inbox_prefix": inbox_prefix(Subjects(self.nats_namespace), self.nats_service),
+        }
 
     def nats_servers(self) -> list[str]:
         """The server URLs of ``NATS_URL`` (comma-separated); with ``NATS_USER`` set, without any

@@ -65,6 +65,8 @@ class CatalogRuntime:
                 if settings.nats_user
                 else None
             ),
+            # Its user reads replies under its own inbox prefix only.
+            inbox_prefix=settings.nats_credentials().get("inbox_prefix", "_INBOX"),
         )
         register(self.broker, self.subjects, workers=settings.workers)
         self.redis: Redis | None = None
