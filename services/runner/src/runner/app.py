@@ -130,6 +130,7 @@ class RunnerApp:
             runner_id=self.runner_id,
             ack_wait_s=s.ack_wait_s,
             max_ack_pending=s.max_ack_pending,
+            pull_window=s.pull_window,
             publish_timeout_s=s.usage_publish_timeout_s,
             billing_timeout_s=s.billing_timeout_s,
             admission_wait_s=s.admission_wait_s,

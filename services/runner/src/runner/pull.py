@@ -6,6 +6,13 @@ keep pull requests outstanding on the server for exactly the number of free slot
 RunRequest is handed over the moment the server delivers it; a slot that frees up is re-requested.
 Runners therefore pull only what they can run now, which spreads load by capacity.
 
+At most ``window`` messages are asked for at a time, however many slots are free, one pull request
+per message, and each delivery asks for one more. The server takes turns among waiting pull requests,
+whatever their size: a runner that had been running for a while held hundreds of one-message requests
+(one per slot freed) against a restarted runner's one large request, and took nearly every new run.
+Now each runner holds at most ``window`` requests of one message, and new work is shared evenly among
+runners with free slots.
+
 Bookkeeping: ``outstanding`` is how many messages our open pull requests may still bring. A delivered
 message takes one off; a request that ends (408 expired, 409 …) takes off what it still had
 (``Nats-Pending-Messages``). Idle heartbeats prove the requests are alive: when they stop, or the
@@ -45,6 +52,7 @@ class PullFeed:
         recover: Callable[[], Awaitable[None]] | None = None,
         retry_s: float = 0.5,
         tick_s: float = 0.25,
+        window: int = 16,
     ) -> None:
         self._nc = nc
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
@@ -62,6 +70,10 @@ class PullFeed:
         self._retry_s = retry_s
         self._tick_s = tick_s
         self._retry: asyncio.Task[None] | None = None
+        self._window = window
+        self._request = json.dumps(
+            {"batch": 1, "expires": self._expires_ns, "idle_heartbeat": int(heartbeat_s * 1e9)}
+        ).encode()
 
     async def start(self) -> None:
         self._inbox = self._nc.new_inbox()
@@ -70,13 +82,15 @@ class PullFeed:
         await self.refill()
 
     async def refill(self) -> None:
-        """Ask for as many requests as there are free slots not already asked for."""
-        want = self._free() - self.outstanding
+        """Ask for as many requests as there are free slots (up to the window) not already asked for."""
+        want = min(self._free(), self._window) - self.outstanding
         if want <= 0 or self._stopped:
             return
         self.outstanding += want
-        request = {"batch": want, "expires": self._expires_ns, "idle_heartbeat": int(self._heartbeat_s * 1e9)}
-        await self._nc.publish(self._next, json.dumps(request).encode(), reply=self._inbox)
+        # One request per message: the server takes turns among waiting requests, so runners get new
+        # work in proportion to what they asked for, not to how many small requests each has left.
+        for _ in range(want):
+            await self._nc.publish(self._next, self._request, reply=self._inbox)
 
     async def _on_message(self, msg: Msg) -> None:
         self._last_heard = time.monotonic()
@@ -84,12 +98,14 @@ class PullFeed:
         if status is None or msg.data:
             self.outstanding = max(0, self.outstanding - 1)
             self._deliver(msg)
+            await self.refill()  # the window's place: a no-op when no slot is free
             return
         if status == "100":  # idle heartbeat (or flow control): our requests are alive
             return
         # 408 request expired, 409 max waiting / consumer deleted, 503 no consumer …: that request is over.
         pending = msg.headers.get("Nats-Pending-Messages") if msg.headers else None
-        self.outstanding = max(0, self.outstanding - int(pending)) if pending else 0
+        # each request asks for one message: one that ends without saying had at most that one
+        self.outstanding = max(0, self.outstanding - (int(pending) if pending else 1))
         if status == "408":
             await self.refill()
             return
@@ -132,7 +148,7 @@ class PullFeed:
                 reconnects = seen
                 self.outstanding = 0
                 self._last_heard = now
-            if self._free() > self.outstanding:
+            if min(self._free(), self._window) > self.outstanding:
                 with contextlib.suppress(nats.errors.Error):
                     await self.refill()
 

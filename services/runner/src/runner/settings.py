@@ -82,3 +82,10 @@ class RunnerSettings(ServiceSettings):
     health_port: int = Field(default=8083, ge=0, le=65535, description="/healthz, /readyz, /metrics; 0 disables")
     health_host: str = Field(default="0.0.0.0")
     max_ack_pending: int = Field(default=4096, ge=1, description="RUNS consumer max ack pending (≥ total concurrency)")
+    pull_window: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="runs asked of the RUNS queue at a time, however many slots are free: new work is shared "
+        "among runners as it arrives instead of filling the one that asked first",
+    )

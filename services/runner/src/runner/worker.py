@@ -75,6 +75,7 @@ class Worker:
         billing_timeout_s: float = 2.0,
         admission_wait_s: float = 10.0,
         stream_replicas: int = 1,
+        pull_window: int = 16,
         tracer: trace.Tracer | None = None,
     ) -> None:
         install_request_ids()
@@ -86,6 +87,7 @@ class Worker:
         self._tools = tools
         self._metrics = metrics
         self._concurrency = concurrency
+        self._pull_window = pull_window
         self._config = config
         self._runner_id = runner_id
         self._tracer = tracer or trace.get_tracer("runner")
@@ -168,6 +170,7 @@ class Worker:
             free_slots=self._free_slots,
             deliver=self._on_request,
             recover=self._ensure_consumer,
+            window=self._pull_window,
         )
         await self._feed.start()
 

@@ -1,0 +1,62 @@
+"""Runners share the RUNS queue's new work evenly, however long each has been pulling.
+
+The case a rolling restart showed: a runner that has run for a while has asked for each slot that freed
+up, one request at a time; a runner (re)started next to it asks for all its slots at once. The server
+takes turns among waiting requests, whatever their size, so the first took nearly every new run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import pytest
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+
+from runner.pull import PullFeed
+
+pytestmark = pytest.mark.integration
+
+RUNS = 80
+
+
+async def test_a_runner_started_later_gets_its_share_of_new_runs(nats_url: str, namespace: str) -> None:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    stream, subject, consumer = f"{namespace}_RUNS", f"{namespace}.runs", "runners"
+    await js.add_stream(StreamConfig(name=stream, subjects=[subject]))
+    await js.add_consumer(stream, ConsumerConfig(durable_name=consumer, ack_policy=AckPolicy.EXPLICIT))
+    got = [0, 0]
+    free = [0, 1000]
+    feeds: list[tuple[PullFeed, nats.NATS]] = []
+    try:
+        for i in range(2):
+            conn = await nats.connect(nats_url)
+
+            def deliver(msg: object, i: int = i) -> None:
+                got[i] += 1
+
+            feed = PullFeed(conn, stream=stream, consumer=consumer, free_slots=lambda i=i: free[i], deliver=deliver)
+            await feed.start()
+            feeds.append((feed, conn))
+            if i == 0:
+                # The long-running runner: its slots freed one by one, each asked for as it freed.
+                for n in range(1, 201):
+                    free[0] = n
+                    await feed.refill()
+            await conn.flush()
+        await asyncio.sleep(0.3)
+        for n in range(RUNS):
+            await js.publish(subject, b"run %d" % n)
+        for _ in range(100):
+            if sum(got) == RUNS:
+                break
+            await asyncio.sleep(0.05)
+        assert sum(got) == RUNS
+        assert got[1] >= RUNS // 4, got  # an even split is RUNS // 2 each
+    finally:
+        for feed, conn in feeds:
+            await feed.stop()
+            await conn.close()
+        await js.delete_stream(stream)
+        await nc.close()
