@@ -200,23 +200,31 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
             "added_ttft_ms": {q: (percentile(r, p) - percentile(d, p)) * 1000 for q, p in (("p50", 50), ("p99", 99))},
         }
 
-        # 1b. CPU per stream of the gateway and the runner on each route (light load; each route's streams
-        #     in two halves, taken in turn): the processes' CPU time over the streams, divided by their number
-        cpu: dict[str, dict[str, float]] = {"chat": {}, "responses": {}}
-        routes = {
-            "chat": (gw_url, gw_h, body(agents[INSTANT])),
-            "responses": (gw_responses_url, gw_h, responses_body(agents[INSTANT])),
+        # 1b. CPU per stream of every service on each route (light load; each route's streams in two
+        #     halves, taken in turn): each process's CPU time over the streams, per 1,000 streams
+        services = {
+            name: p.pid
+            for name, p in stack.processes.items()
+            if name.split("-")[0] in ("gateway", "runner", "billing", "catalog")
         }
-        pids = {"gateway": stack.processes["gateway"].pid, "runner": stack.processes["runner-0"].pid}
+        results["processes"] = {
+            kind: sum(1 for n in services if n.split("-")[0] == kind)
+            for kind in ("gateway", "runner", "billing", "catalog")
+        }
+        cpu: dict[str, dict[str, float]] = {"light_chat": {}, "light_responses": {}}
+        routes = {
+            "light_chat": (gw_url, gw_h, body(agents[INSTANT])),
+            "light_responses": (gw_responses_url, gw_h, responses_body(agents[INSTANT])),
+        }
         for _ in range(2):
             for route, (url, headers, route_body) in routes.items():
-                before = {name: process_cpu_s(pid) for name, pid in pids.items()}
+                before = {name: process_cpu_s(pid) for name, pid in services.items()}
                 await sequential_streams(client, url, headers, route_body, n_light // 2)
                 await asyncio.sleep(0.2)  # what a stream leaves to do once its client has the answer
-                for name, pid in pids.items():
+                for name, pid in services.items():
                     spent = (process_cpu_s(pid) - before[name]) / (2 * (n_light // 2)) * 1000
-                    cpu[route][f"{name}_ms"] = cpu[route].get(f"{name}_ms", 0.0) + spent
-        results["light_cpu_per_stream"] = cpu
+                    cpu[route][name] = cpu[route].get(name, 0.0) + spent
+        results["cpu_s_per_1000_streams"] = cpu
 
         # 2. realistic load: 64 concurrent paced streams. As with real traffic, streams start at
         #    different moments: the 64 workers' first requests are spread over one stream's length
@@ -254,7 +262,11 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
         _, d_wall = await concurrent_streams(
             client, direct_url, DIRECT_HEADERS, body(INSTANT), concurrency=64, total=n_sat
         )
+        before = {name: process_cpu_s(pid) for name, pid in services.items()}
         _, g_wall = await concurrent_streams(client, gw_url, gw_h, body(agents[INSTANT]), concurrency=64, total=n_sat)
+        cpu["saturation_chat"] = {
+            name: (process_cpu_s(pid) - before[name]) / n_sat * 1000 for name, pid in services.items()
+        }
         d_nwall = await concurrent_completions(
             client, direct_url, DIRECT_HEADERS, body(INSTANT, False), concurrency=64, total=n_sat
         )
