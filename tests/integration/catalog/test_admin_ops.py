@@ -209,7 +209,8 @@ async def test_agents_crud_and_grants(catalog: CatalogClient, namespace: str) ->
     assert (await catalog.admin("grants.create", {"agent_id": aid}, grant_body)).status == 409
     for ptype, pid in (("user", "user_nope"), ("group", "group_nope"), ("role", "WIZARD")):
         body = {"resource_type": "remote_agent", "principal_type": ptype, "principal_id": pid, "role": "viewer"}
-        assert (await catalog.admin("grants.create", {"agent_id": aid}, body)).status == 409
+        refused = await catalog.admin("grants.create", {"agent_id": aid}, body)
+        assert refused.status == 404 and refused.error is not None and refused.error.code == "principal_not_found"
     public = {"resource_type": "remote_agent", "principal_type": "public", "role": "viewer"}
     assert (await catalog.admin("grants.create", {"agent_id": "agent_nope"}, public)).status == 404
     await catalog.ok("grants.create", {"agent_id": aid}, public)
