@@ -312,3 +312,18 @@ async def stack(
             await runner
         for sub in subs:
             await sub.unsubscribe()
+
+
+@pytest.fixture
+async def second(stack: Stack) -> AsyncIterator[str]:
+    """A second gateway on the same namespace (another replica), with the first one's resume window."""
+    settings = GatewaySettings(
+        nats_url=stack.app.state.settings.nats_url,
+        nats_namespace=stack.subjects.namespace,
+        queue_timeout_s=1.5,
+        idle_timeout_s=10.0,
+        rpc_timeout_s=1.0,
+        resume_window_s=stack.app.state.settings.resume_window_s,
+    )
+    async with serve(settings) as (url, _):
+        yield url

@@ -5,7 +5,6 @@ another gateway, byte for byte; a client that never comes back has its run cance
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -14,8 +13,7 @@ from nats.js.errors import NotFoundError
 
 from contracts import RunCompleted, TextDelta
 from gateway.idempotency import bucket_name, entry_key, results_bucket_name
-from gateway.settings import GatewaySettings
-from tests.integration.gateway.conftest import BROKE_KEY, KEY, RunContext, Stack, serve
+from tests.integration.gateway.conftest import BROKE_KEY, KEY, RunContext, Stack
 from tests.integration.gateway.test_chat_stream import fail_midway
 
 pytestmark = pytest.mark.integration
@@ -78,21 +76,6 @@ def _nth_end(data: bytes, count: int) -> int:
     for _ in range(count):
         end = data.index(b"\n\n", end) + 2
     return end
-
-
-@pytest.fixture
-async def second(stack: Stack) -> AsyncIterator[str]:
-    """A second gateway on the same namespace (another replica)."""
-    settings = GatewaySettings(
-        nats_url=stack.app.state.settings.nats_url,
-        nats_namespace=stack.subjects.namespace,
-        queue_timeout_s=1.5,
-        idle_timeout_s=10.0,
-        rpc_timeout_s=1.0,
-        resume_window_s=stack.app.state.settings.resume_window_s,
-    )
-    async with serve(settings) as (url, _):
-        yield url
 
 
 async def test_stream_resumes_after_last_event_id_on_another_gateway(stack: Stack, second: str) -> None:

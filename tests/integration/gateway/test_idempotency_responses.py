@@ -7,42 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from gateway.settings import GatewaySettings
-from tests.integration.gateway.conftest import Stack, serve
-from tests.integration.gateway.test_idempotency import Paced, headers
+from tests.integration.gateway.conftest import Stack
+
+# The chat tests' settings (a fixture, found by pytest by name).
+from tests.integration.gateway.test_idempotency import Paced, headers, settings_overrides  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
 AGENT = "agent_paced_responses"
 BODY: dict[str, Any] = {"model": AGENT, "input": "hi"}
 STREAM = dict(BODY, stream=True)
-
-
-@pytest.fixture
-def settings_overrides() -> dict[str, Any]:
-    # A long idle timeout: the scripted run pauses (no heartbeats) while a test retries.
-    return {"idle_timeout_s": 10.0, "resume_window_s": 5.0}
-
-
-@pytest.fixture
-async def second(stack: Stack) -> AsyncIterator[str]:
-    """A second gateway on the same namespace (another replica)."""
-    settings = GatewaySettings(
-        nats_url=stack.app.state.settings.nats_url,
-        nats_namespace=stack.subjects.namespace,
-        queue_timeout_s=1.5,
-        idle_timeout_s=10.0,
-        rpc_timeout_s=1.0,
-        resume_window_s=stack.app.state.settings.resume_window_s,
-    )
-    async with serve(settings) as (url, _):
-        yield url
 
 
 def events(raw: bytes) -> list[dict[str, Any]]:
