@@ -133,6 +133,14 @@ async def test_the_health_port_answers_in_the_common_shape(
 
 async def test_a_deleted_runs_consumer_is_recreated(harness: Harness) -> None:
     js = harness.nc.jetstream()
+    # Delete the consumer while the runner's pull requests wait on it (the case under test). A request
+    # that reaches the server while the consumer is being deleted is dropped without an answer; the
+    # runner then finds out only when its heartbeats stop (12.5 s), which is another test's subject.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT_S
+    while (await _consumer(harness)).num_waiting == 0:
+        assert loop.time() < deadline, "the runner never pulled"
+        await asyncio.sleep(0.02)
     await js.delete_consumer(harness.subjects.runs_stream, harness.subjects.runs_consumer)
     got = await harness.run(make_request("m-after"))
     assert got.types[-1] == "completed" and got.text.startswith("You said")

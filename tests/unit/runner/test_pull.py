@@ -125,6 +125,18 @@ async def test_a_reconnect_pulls_again_at_once() -> None:
     await feed.stop()
 
 
+async def test_requests_whose_heartbeats_stop_are_made_again() -> None:
+    # A pull request that reaches the server while the consumer is being deleted is dropped without an
+    # answer: only the silence of its idle heartbeats tells, after 2.5 heartbeat intervals.
+    nc, free, delivered = FakeNC(), [3], []  # type: ignore[var-annotated]
+    feed = await _feed(nc, free, delivered, heartbeat_s=0.04)
+    assert await nc.pulled() == 3
+    await asyncio.sleep(0.2)  # no heartbeat, no answer
+    assert await nc.pulled() >= 3
+    assert feed.outstanding == 3
+    await feed.stop()
+
+
 async def test_at_most_a_window_is_asked_for_and_each_delivery_asks_for_one_more() -> None:
     free = [1000]
     nc, delivered = FakeNC(), Taking(free)
