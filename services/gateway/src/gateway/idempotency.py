@@ -531,6 +531,59 @@ class KeptRun(Protocol):
     async def close(self) -> None: ...
 
 
+#: How long a retry waits for a finished run's first event in RUN_EVENTS before trying the archive.
+REPLAY_FIRST_WAIT_S = 2.0
+
+
+@dataclass
+class Attached:
+    """A retry attached to its key's run: where its events come from, the first of them, and which
+    attachment this is (the entry's counter after this retry counted itself)."""
+
+    source: AttachedRun | ArchivedRun
+    first: RunEvent
+    attachment: int
+
+
+async def attach(
+    js: JetStreamContext, subjects: Subjects, windows: ResumeWindows, claimed: Claim, settings: AttachSettings
+) -> Attached:
+    """Attach a retry to the run its key started (both APIs): count the attachment first (a resume
+    window that passes from now on leaves the run to this retry), then read the run's events from
+    RUN_EVENTS and live; past the RUN_EVENTS window, the events archived as the run ended. 409
+    (:func:`expired`) when neither has them."""
+    entry = claimed.entry
+    updated = await windows.store.update(claimed.key, lambda e: e.model_copy(update={"attachments": e.attachments + 1}))
+    attachment = updated.attachments if updated is not None else entry.attachments + 1
+    source: AttachedRun | ArchivedRun
+    source = AttachedRun(js, subjects, entry.run_id, buffer_bytes=settings.stream_buffer_bytes)
+    # The first event is in RUN_EVENTS at once unless it expired; a run just started may take a moment.
+    first_wait = settings.queue_timeout_s if entry.status in ("starting", "live") else REPLAY_FIRST_WAIT_S
+    try:
+        await source.open(settings.rpc_timeout_s)
+        first = await source.next(min(first_wait, settings.idle_timeout_s))
+    except (RunStreamError, TimeoutError) as exc:
+        await source.close()
+        archived = await windows.archived(claimed.key, entry.run_id)
+        if archived is None:
+            raise expired() from exc
+        source = archived
+        first = await source.next(0)
+    except BaseException:
+        await source.close()
+        raise
+    return Attached(source, first, attachment)
+
+
+class AttachSettings(Protocol):
+    """The settings :func:`attach` reads (the gateway's)."""
+
+    stream_buffer_bytes: int
+    queue_timeout_s: float
+    rpc_timeout_s: float
+    idle_timeout_s: float
+
+
 def expired() -> GatewayError:
     """A retry whose run's events are no longer kept."""
     return GatewayError.of(

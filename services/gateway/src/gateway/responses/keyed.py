@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 
-from contracts import ErrorInfo, RunEvent, RunFailed
+from contracts import ErrorInfo, RunFailed
 
 from .. import idempotency
 from ..errors import ClientGone, GatewayError, JSONResponse, RunStreamError
@@ -44,9 +44,6 @@ if TYPE_CHECKING:
     from ..idempotency import ResumeWindows
 
 log = logging.getLogger(__name__)
-
-#: How long a retry waits for a finished run's first event in RUN_EVENTS before trying the archive.
-_REPLAY_FIRST_WAIT_S = 2.0
 
 
 def keyed_skeleton(response_id: str, body: CreateResponseRequest, created_at: int) -> dict[str, Any]:
@@ -122,24 +119,8 @@ async def attach(
 ) -> Response:
     """A retry of a keyed response that is not stored: its run's events rendered again (module docstring)."""
     settings, entry = ctx.settings, claimed.entry
-    # Count the attachment first: a resume window that passes from now on leaves the run to its end.
-    await windows.store.update(claimed.key, lambda e: e.model_copy(update={"attachments": e.attachments + 1}))
-    source: idempotency.AttachedRun | idempotency.ArchivedRun
-    source = idempotency.AttachedRun(ctx.js, ctx.subjects, entry.run_id, buffer_bytes=settings.stream_buffer_bytes)
-    first_wait = settings.queue_timeout_s if entry.status in ("starting", "live") else _REPLAY_FIRST_WAIT_S
-    try:
-        await source.open(settings.rpc_timeout_s)
-        first: RunEvent = await source.next(min(first_wait, settings.idle_timeout_s))
-    except (RunStreamError, TimeoutError) as exc:
-        await source.close()
-        archived = await windows.archived(claimed.key, entry.run_id)
-        if archived is None:
-            raise idempotency.expired() from exc
-        source = archived
-        first = await source.next(0)
-    except BaseException:
-        await source.close()
-        raise
+    attached = await idempotency.attach(ctx.js, ctx.subjects, windows, claimed, settings)
+    source, first = attached.source, attached.first
     renderer = ResponseRenderer(keyed_skeleton(entry.run_id, body, entry.created))
     if body.stream:
 

@@ -20,7 +20,7 @@ from .. import idempotency
 from ..bodylimits import read_json_body
 from ..context import GatewayContext
 from ..deps import check_rate_limit
-from ..errors import ClientGone, GatewayError, JSONResponse, RunStreamError, describe_validation_error
+from ..errors import ClientGone, GatewayError, JSONResponse, describe_validation_error
 from ..idempotency import ResumeWindows
 from ..orchestration import RunSpec, start_run
 from ..relay import ChatStreamResponse, collect, empty_response, finish_run
@@ -47,8 +47,6 @@ def parse_chat_request(raw: bytes) -> ChatCompletionRequest:
 
 
 PATH = "/v1/chat/completions"
-#: How long a retry waits for a finished run's first event in RUN_EVENTS before saying it is gone.
-_REPLAY_FIRST_WAIT_S = 2.0
 #: What metrics and spans name the route by (FastAPI records only its own routes in the scope).
 _ROUTE = SimpleNamespace(path=PATH)
 
@@ -204,27 +202,8 @@ async def _attach(
     """A retry of a key whose run exists: its events from RUN_EVENTS (after ``after_seq``), then live,
     rendered as the first request's were — the same frames, or the same ``chat.completion``."""
     settings, entry = ctx.settings, claimed.entry
-    # Count the attachment first: a resume window that passes from now on leaves the run to this stream.
-    updated = await windows.store.update(claimed.key, lambda e: e.model_copy(update={"attachments": e.attachments + 1}))
-    attachment = updated.attachments if updated is not None else entry.attachments + 1
-    source: idempotency.AttachedRun | idempotency.ArchivedRun
-    source = idempotency.AttachedRun(ctx.js, ctx.subjects, entry.run_id, buffer_bytes=settings.stream_buffer_bytes)
-    # The first event is in RUN_EVENTS at once unless it expired; a run just started may take a moment.
-    first_wait = settings.queue_timeout_s if entry.status in ("starting", "live") else _REPLAY_FIRST_WAIT_S
-    try:
-        await source.open(settings.rpc_timeout_s)
-        first = await source.next(min(first_wait, settings.idle_timeout_s))
-    except (RunStreamError, TimeoutError) as exc:
-        await source.close()
-        # Past the RUN_EVENTS window: the events archived as the run ended, if it did.
-        archived = await windows.archived(claimed.key, entry.run_id)
-        if archived is None:
-            raise idempotency.expired() from exc
-        source = archived
-        first = await source.next(0)
-    except BaseException:
-        await source.close()
-        raise
+    attached = await idempotency.attach(ctx.js, ctx.subjects, windows, claimed, settings)
+    source, first, attachment = attached.source, attached.first, attached.attachment
 
     async def on_close(finished: bool, gone: bool) -> None:
         if gone and not finished and isinstance(source, idempotency.AttachedRun):
