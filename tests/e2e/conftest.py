@@ -11,6 +11,7 @@ tests never see each other's scripts.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -115,6 +116,14 @@ def set_price(admin: AdminClient, provider: str, model: str) -> None:
         raise errors[0]
 
 
+@contextlib.contextmanager
+def handle_of(stack: Stack) -> Iterator[StackHandle]:
+    """A running stack, seeded (a user with credits, an outsider, a poor user), with its admin client."""
+    assert stack.fakellm_url is not None
+    with AdminClient(stack.gateway_url, stack.admin_token) as admin:
+        yield StackHandle(stack=stack, admin=admin, fake=FakeLLM(stack.fakellm_url), seeded=seed(admin))
+
+
 def seed(admin: AdminClient) -> Seeded:
     user = admin.create_user(f"e2e-user-{secrets.token_hex(3)}")
     key = admin.create_api_key(user["id"], "e2e")
@@ -171,19 +180,15 @@ def e2e(
     """The shared stack, seeded."""
     run_dir = tmp_path_factory.mktemp("stack")
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint}
-    with _start(run_dir, nats_url, postgres_url, redis_url, env) as stack:
-        assert stack.fakellm_url is not None
-        with AdminClient(stack.gateway_url, stack.admin_token) as admin:
-            yield StackHandle(stack=stack, admin=admin, fake=FakeLLM(stack.fakellm_url), seeded=seed(admin))
+    with _start(run_dir, nats_url, postgres_url, redis_url, env) as stack, handle_of(stack) as handle:
+        yield handle
 
 
 @pytest.fixture
 def isolated_stack(tmp_path: Path, nats_url: str, postgres_url: str, redis_url: str) -> Iterator[StackHandle]:
     """A stack of this test's own, for tests that kill or stop its processes."""
-    with _start(tmp_path / "stack", nats_url, postgres_url, redis_url) as stack:
-        assert stack.fakellm_url is not None
-        with AdminClient(stack.gateway_url, stack.admin_token) as admin:
-            yield StackHandle(stack=stack, admin=admin, fake=FakeLLM(stack.fakellm_url), seeded=seed(admin))
+    with _start(tmp_path / "stack", nats_url, postgres_url, redis_url) as stack, handle_of(stack) as handle:
+        yield handle
 
 
 @pytest.fixture

@@ -10,9 +10,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from devstack.seed import AdminClient
-from tests.e2e.conftest import BILLING_ENV, StackHandle, seed
-from tests.e2e.fake import FakeLLM
+from tests.e2e.conftest import BILLING_ENV, StackHandle, handle_of
 from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.e2e
@@ -24,16 +22,17 @@ CACHE_TTL_S = 0.5
 @pytest.fixture
 def handle(tmp_path: Path, nats_url: str, postgres_url: str, redis_url: str) -> Iterator[StackHandle]:
     env = {"gateway": {"GATEWAY_AUTH_CACHE_TTL_S": str(CACHE_TTL_S), "GATEWAY_AUTH_STALE_S": "120"}}
-    with running_stack(
-        tmp_path / "stack",
-        nats_url=nats_url,
-        postgres_url=postgres_url,
-        redis_url=redis_url,
-        service_env={"billing": BILLING_ENV, **env},
-    ) as stack:
-        assert stack.fakellm_url is not None
-        with AdminClient(stack.gateway_url, stack.admin_token) as admin:
-            yield StackHandle(stack=stack, admin=admin, fake=FakeLLM(stack.fakellm_url), seeded=seed(admin))
+    with (
+        running_stack(
+            tmp_path / "stack",
+            nats_url=nats_url,
+            postgres_url=postgres_url,
+            redis_url=redis_url,
+            service_env={"billing": BILLING_ENV, **env},
+        ) as stack,
+        handle_of(stack) as handle,
+    ):
+        yield handle
 
 
 async def test_recent_callers_ride_out_a_catalog_outage(handle: StackHandle) -> None:

@@ -19,8 +19,7 @@ import pytest
 from contracts.mcp import function_name
 from devstack.errors import SeedError
 from devstack.seed import AdminClient
-from tests.e2e.conftest import BILLING_ENV, StackHandle, seed
-from tests.e2e.fake import FakeLLM
+from tests.e2e.conftest import BILLING_ENV, StackHandle, handle_of
 from tests.support.mcp_server import LONG_TOOL_NAME, McpTestServer
 from tests.support.stack import running_stack
 
@@ -71,16 +70,17 @@ def mcp_stack(
         "down": {"url": f"http://127.0.0.1:{free_port()}/mcp", "timeout_s": 2},
     }
     runner_env = {"RUNNER_MCP_SERVERS": json.dumps(servers)}
-    with running_stack(
-        tmp_path_factory.mktemp("mcp-stack"),
-        nats_url=nats_url,
-        postgres_url=postgres_url,
-        redis_url=redis_url,
-        service_env={"billing": BILLING_ENV, "runner": runner_env},
-    ) as stack:
-        assert stack.fakellm_url is not None
-        with AdminClient(stack.gateway_url, stack.admin_token) as admin:
-            yield StackHandle(stack=stack, admin=admin, fake=FakeLLM(stack.fakellm_url), seeded=seed(admin))
+    with (
+        running_stack(
+            tmp_path_factory.mktemp("mcp-stack"),
+            nats_url=nats_url,
+            postgres_url=postgres_url,
+            redis_url=redis_url,
+            service_env={"billing": BILLING_ENV, "runner": runner_env},
+        ) as stack,
+        handle_of(stack) as handle,
+    ):
+        yield handle
 
 
 def make_agent(stack: StackHandle, tools: list[str]) -> Any:

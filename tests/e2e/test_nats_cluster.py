@@ -31,9 +31,8 @@ import openai
 import pytest
 
 from contracts import Subjects
-from devstack.seed import AdminClient
-from tests.e2e.conftest import BILLING_ENV, StackHandle, seed
-from tests.e2e.fake import FakeLLM, eventually
+from tests.e2e.conftest import BILLING_ENV, StackHandle, handle_of
+from tests.e2e.fake import eventually
 from tests.support.nats_cluster import NatsCluster, move_stream_leader, wait_stream_leader
 from tests.support.stack import running_stack
 
@@ -61,17 +60,18 @@ def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
 
 @pytest.fixture
 def handle(tmp_path: Path, cluster: NatsCluster, postgres_url: str, redis_url: str) -> Iterator[StackHandle]:
-    with running_stack(
-        tmp_path / "stack",
-        nats_url=cluster.url,
-        postgres_url=postgres_url,
-        redis_url=redis_url,
-        env={"NATS_STREAM_REPLICAS": str(REPLICAS)},
-        service_env={"billing": BILLING_ENV},
-    ) as stack:
-        assert stack.fakellm_url is not None
-        with AdminClient(stack.gateway_url, stack.admin_token) as admin:
-            yield StackHandle(stack=stack, admin=admin, fake=FakeLLM(stack.fakellm_url), seeded=seed(admin))
+    with (
+        running_stack(
+            tmp_path / "stack",
+            nats_url=cluster.url,
+            postgres_url=postgres_url,
+            redis_url=redis_url,
+            env={"NATS_STREAM_REPLICAS": str(REPLICAS)},
+            service_env={"billing": BILLING_ENV},
+        ) as stack,
+        handle_of(stack) as handle,
+    ):
+        yield handle
 
 
 def expected_streams(namespace: str) -> set[str]:

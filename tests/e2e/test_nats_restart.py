@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from devstack.procs import tcp_accepts
-from devstack.seed import AdminClient
-from tests.e2e.conftest import BILLING_ENV, StackHandle, seed
-from tests.e2e.fake import FakeLLM, eventually
+from tests.e2e.conftest import BILLING_ENV, StackHandle, handle_of
+from tests.e2e.fake import eventually
 from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.e2e
@@ -29,16 +28,18 @@ STREAMS = 6
 @pytest.fixture
 def handle(tmp_path: Path, postgres_url: str, redis_url: str) -> Iterator[StackHandle]:
     """A stack on a NATS server of its own (embedded, its store under the run directory)."""
-    with running_stack(
-        tmp_path / "stack",
-        nats_url="embedded",
-        postgres_url=postgres_url,
-        redis_url=redis_url,
-        service_env={"billing": BILLING_ENV},
-    ) as stack:
-        assert stack.fakellm_url is not None and stack._nats is not None
-        with AdminClient(stack.gateway_url, stack.admin_token) as admin:
-            yield StackHandle(stack=stack, admin=admin, fake=FakeLLM(stack.fakellm_url), seeded=seed(admin))
+    with (
+        running_stack(
+            tmp_path / "stack",
+            nats_url="embedded",
+            postgres_url=postgres_url,
+            redis_url=redis_url,
+            service_env={"billing": BILLING_ENV},
+        ) as stack,
+        handle_of(stack) as handle,
+    ):
+        assert stack._nats is not None
+        yield handle
 
 
 async def test_streams_in_flight_survive_a_nats_restart(handle: StackHandle) -> None:

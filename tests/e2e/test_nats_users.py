@@ -26,9 +26,8 @@ import pytest
 from contracts.permissions import SERVICES
 from devstack.embedded import nats_server_binary
 from devstack.procs import ManagedProcess, free_port, tcp_accepts
-from devstack.seed import AdminClient
-from tests.e2e.conftest import BILLING_ENV, StackHandle, seed
-from tests.e2e.fake import FakeLLM, eventually
+from tests.e2e.conftest import BILLING_ENV, StackHandle, handle_of
+from tests.e2e.fake import eventually
 from tests.e2e.test_chart_runs import RELEASE, nats_users, of_kind, render
 from tests.support.stack import running_stack
 
@@ -96,18 +95,19 @@ def handle(
     user, password = TOOLING
     service_env = server.service_env()
     service_env["billing"].update(BILLING_ENV)
-    with running_stack(
-        tmp_path_factory.mktemp("stack"),
-        # The tooling user is in the URL (the stack's cleanup uses it); each service's NATS_USER wins over it.
-        nats_url=f"nats://{user}:{password}@127.0.0.1:{server.port}",
-        postgres_url=postgres_url,
-        redis_url=redis_url,
-        env={"SWITCHBOARD_NAMESPACE": NAMESPACE},
-        service_env=service_env,
-    ) as stack:
-        assert stack.fakellm_url is not None
-        with AdminClient(stack.gateway_url, stack.admin_token) as admin:
-            yield StackHandle(stack=stack, admin=admin, fake=FakeLLM(stack.fakellm_url), seeded=seed(admin))
+    with (
+        running_stack(
+            tmp_path_factory.mktemp("stack"),
+            # The tooling user is in the URL (the stack's cleanup uses it); each service's NATS_USER wins over it.
+            nats_url=f"nats://{user}:{password}@127.0.0.1:{server.port}",
+            postgres_url=postgres_url,
+            redis_url=redis_url,
+            env={"SWITCHBOARD_NAMESPACE": NAMESPACE},
+            service_env=service_env,
+        ) as stack,
+        handle_of(stack) as handle,
+    ):
+        yield handle
 
 
 async def test_every_path_works_with_each_service_as_its_own_user(handle: StackHandle, server: NatsServer) -> None:

@@ -10,9 +10,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from devstack.seed import AdminClient
-from tests.e2e.conftest import BILLING_ENV, StackHandle, seed
-from tests.e2e.fake import FakeLLM
+from tests.e2e.conftest import BILLING_ENV, StackHandle, handle_of
 from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.e2e
@@ -27,12 +25,17 @@ def broken(
     tmp_path_factory: pytest.TempPathFactory, nats_url: str, postgres_url: str, redis_url: str
 ) -> Iterator[StackHandle]:
     run_dir: Path = tmp_path_factory.mktemp("broken-stack")
-    with running_stack(
-        run_dir, nats_url=nats_url, postgres_url=postgres_url, redis_url=redis_url, service_env={"billing": BILLING_ENV}
-    ) as stack:
-        assert stack.fakellm_url is not None
-        with AdminClient(stack.gateway_url, stack.admin_token) as admin:
-            yield StackHandle(stack=stack, admin=admin, fake=FakeLLM(stack.fakellm_url), seeded=seed(admin))
+    with (
+        running_stack(
+            run_dir,
+            nats_url=nats_url,
+            postgres_url=postgres_url,
+            redis_url=redis_url,
+            service_env={"billing": BILLING_ENV},
+        ) as stack,
+        handle_of(stack) as handle,
+    ):
+        yield handle
 
 
 def _ensure_runner(handle: StackHandle) -> None:

@@ -18,9 +18,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from devstack.seed import AdminClient
-from tests.e2e.conftest import BILLING_ENV, StackHandle, seed
-from tests.e2e.fake import FakeLLM, eventually
+from tests.e2e.conftest import BILLING_ENV, StackHandle, handle_of
+from tests.e2e.fake import eventually
 from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.e2e
@@ -41,12 +40,17 @@ def handle(tmp_path: Path, nats_url: str, postgres_url: str, redis_url: str) -> 
     and whose gateway admits no runs ahead (their holds would stay in ``reserved``, rightly)."""
     gateway = {"GATEWAY_IDLE_TIMEOUT_S": "30", "GATEWAY_PREADMIT_RUNS": "0"}
     service_env = {"billing": BILLING_ENV, "gateway": gateway}
-    with running_stack(
-        tmp_path / "stack", nats_url=nats_url, postgres_url=postgres_url, redis_url=redis_url, service_env=service_env
-    ) as stack:
-        assert stack.fakellm_url is not None
-        with AdminClient(stack.gateway_url, stack.admin_token) as admin:
-            yield StackHandle(stack=stack, admin=admin, fake=FakeLLM(stack.fakellm_url), seeded=seed(admin))
+    with (
+        running_stack(
+            tmp_path / "stack",
+            nats_url=nats_url,
+            postgres_url=postgres_url,
+            redis_url=redis_url,
+            service_env=service_env,
+        ) as stack,
+        handle_of(stack) as handle,
+    ):
+        yield handle
 
 
 class Stream:

@@ -19,10 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from devstack.seed import AdminClient
 from tests.e2e.checks import run_ledger
-from tests.e2e.conftest import StackHandle, _start, seed
-from tests.e2e.fake import FakeLLM, eventually
+from tests.e2e.conftest import StackHandle, _start, handle_of
+from tests.e2e.fake import eventually
 from tests.e2e.slow_client import StalledClient, chat_text, kernel_send_queue, rss_bytes, sse_data
 
 pytestmark = pytest.mark.e2e
@@ -40,10 +39,11 @@ def slow_stack(
     tmp_path_factory: pytest.TempPathFactory, nats_url: str, postgres_url: str, redis_url: str
 ) -> Iterator[StackHandle]:
     env = {"GATEWAY_STREAM_BUFFER_BYTES": str(BUFFER)}
-    with _start(tmp_path_factory.mktemp("slow"), nats_url, postgres_url, redis_url, env) as stack:
-        assert stack.fakellm_url is not None
-        with AdminClient(stack.gateway_url, stack.admin_token) as admin:
-            yield StackHandle(stack=stack, admin=admin, fake=FakeLLM(stack.fakellm_url), seeded=seed(admin))
+    with (
+        _start(tmp_path_factory.mktemp("slow"), nats_url, postgres_url, redis_url, env) as stack,
+        handle_of(stack) as handle,
+    ):
+        yield handle
 
 
 def _words(count: int, size: int) -> str:

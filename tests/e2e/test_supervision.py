@@ -13,9 +13,7 @@ import openai
 import pytest
 
 from devstack.procs import tcp_accepts
-from devstack.seed import AdminClient
-from tests.e2e.conftest import BILLING_ENV, StackHandle, seed
-from tests.e2e.fake import FakeLLM
+from tests.e2e.conftest import BILLING_ENV, StackHandle, handle_of
 from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.e2e
@@ -25,17 +23,18 @@ HELLO = [{"role": "user", "content": "Hello"}]
 
 @pytest.fixture
 def supervised(tmp_path: Path, nats_url: str, postgres_url: str, redis_url: str) -> Iterator[StackHandle]:
-    with running_stack(
-        tmp_path / "stack",
-        nats_url=nats_url,
-        postgres_url=postgres_url,
-        redis_url=redis_url,
-        service_env={"billing": BILLING_ENV},
-        supervise=True,
-    ) as stack:
-        assert stack.fakellm_url is not None
-        with AdminClient(stack.gateway_url, stack.admin_token) as admin:
-            yield StackHandle(stack=stack, admin=admin, fake=FakeLLM(stack.fakellm_url), seeded=seed(admin))
+    with (
+        running_stack(
+            tmp_path / "stack",
+            nats_url=nats_url,
+            postgres_url=postgres_url,
+            redis_url=redis_url,
+            service_env={"billing": BILLING_ENV},
+            supervise=True,
+        ) as stack,
+        handle_of(stack) as handle,
+    ):
+        yield handle
 
 
 async def _until(check: Callable[[], bool], timeout: float, what: str) -> None:

@@ -13,9 +13,7 @@ from typing import Any
 
 import pytest
 
-from devstack.seed import AdminClient
-from tests.e2e.conftest import StackHandle, _start, seed
-from tests.e2e.fake import FakeLLM
+from tests.e2e.conftest import StackHandle, _start, handle_of
 from tests.e2e.otlp import OtlpReceiver, ReceivedSpan
 
 pytestmark = pytest.mark.e2e
@@ -179,10 +177,11 @@ def capturing(
 ) -> Iterator[StackHandle]:
     """A stack of its own whose runner captures message content."""
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint, CAPTURE_ENV: "true"}
-    with _start(tmp_path_factory.mktemp("capturing"), nats_url, postgres_url, redis_url, env) as stack:
-        assert stack.fakellm_url is not None
-        with AdminClient(stack.gateway_url, stack.admin_token) as admin:
-            yield StackHandle(stack=stack, admin=admin, fake=FakeLLM(stack.fakellm_url), seeded=seed(admin))
+    with (
+        _start(tmp_path_factory.mktemp("capturing"), nats_url, postgres_url, redis_url, env) as stack,
+        handle_of(stack) as handle,
+    ):
+        yield handle
 
 
 async def test_content_is_on_the_runner_spans_when_capture_is_on(

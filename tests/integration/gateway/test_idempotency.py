@@ -56,12 +56,15 @@ def frame_ids(raw: bytes) -> list[int]:
     return [int(f.split(b"\n", 1)[0][4:]) for f in raw.split(b"\n\n") if f.startswith(b"id: ")]
 
 
-async def read_frames(url: str, key: str, count: int) -> bytes:
-    """Read the stream until ``count`` whole frames came, then drop the connection."""
+async def read_frames(
+    url: str, key: str, count: int, *, path: str = "/v1/chat/completions", body: dict[str, Any] | None = None
+) -> bytes:
+    """Read the stream (of ``body`` to ``path``, a chat stream by default) until ``count`` whole frames
+    came, then drop the connection."""
     got = b""
     async with (
         httpx.AsyncClient(base_url=url, timeout=10) as http,
-        http.stream("POST", "/v1/chat/completions", json=BODY, headers=headers(key)) as resp,
+        http.stream("POST", path, json=BODY if body is None else body, headers=headers(key)) as resp,
     ):
         assert resp.status_code == 200
         async for chunk in resp.aiter_raw():

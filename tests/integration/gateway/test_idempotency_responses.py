@@ -15,7 +15,12 @@ import pytest
 from tests.integration.gateway.conftest import Stack
 
 # The chat tests' settings (a fixture, found by pytest by name).
-from tests.integration.gateway.test_idempotency import Paced, headers, settings_overrides  # noqa: F401
+from tests.integration.gateway.test_idempotency import (  # noqa: F401
+    Paced,
+    headers,
+    read_frames,
+    settings_overrides,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -35,20 +40,7 @@ def events(raw: bytes) -> list[dict[str, Any]]:
 
 async def read_events(url: str, key: str, count: int) -> bytes:
     """Stream until ``count`` whole events came, then drop the connection."""
-    got = b""
-    async with (
-        httpx.AsyncClient(base_url=url, timeout=10) as http,
-        http.stream("POST", "/v1/responses", json=STREAM, headers=headers(key)) as resp,
-    ):
-        assert resp.status_code == 200
-        async for chunk in resp.aiter_raw():
-            got += chunk
-            if got.count(b"\n\n") >= count:
-                break
-    end = 0
-    for _ in range(count):
-        end = got.index(b"\n\n", end) + 2
-    return got[:end]
+    return await read_frames(url, key, count, path="/v1/responses", body=STREAM)
 
 
 async def until(check: Any, timeout: float = 5.0) -> None:
