@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +96,70 @@ def slow_client(limit: int) -> ErrorInfo:
     )
 
 
+class _Inbox:
+    """What a run's subscription hands its reader: a queue whose wait for the next item has a deadline.
+
+    ``asyncio.Queue`` with an ``asyncio.timeout`` around each wait costs a timer armed and cancelled
+    per event, and a stream waits once per token. Here one timer serves every wait: each wait moves
+    the deadline, and the timer, when it fires, either finds the deadline moved (and is set again for
+    it) or fails the wait that is still pending. One reader at a time (the relay's task)."""
+
+    __slots__ = ("_deadline", "_items", "_timer", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[bytes | _Failure | object] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+
+    def put_nowait(self, item: bytes | _Failure | object) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def get_nowait(self) -> bytes | _Failure | object:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._items.popleft()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    async def get(self, wait_s: float) -> bytes | _Failure | object:
+        """The next item; :class:`TimeoutError` when none came within ``wait_s``."""
+        loop = asyncio.get_running_loop()
+        while not self._items:
+            self._deadline = deadline = loop.time() + wait_s
+            timer = self._timer
+            if timer is None or timer.when() > deadline:
+                if timer is not None:
+                    timer.cancel()
+                self._timer = loop.call_at(deadline, self._expire)
+            self._waiter = waiter = loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+    def _expire(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # nobody waits: the next wait sets a timer of its own
+        loop = waiter.get_loop()
+        if loop.time() < self._deadline:
+            self._timer = loop.call_at(self._deadline, self._expire)
+        else:
+            waiter.set_exception(TimeoutError())
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 class _Failure:
     """A failure found outside the run's events (its runner was lost), queued to wake :meth:`RunStream.next`."""
 
@@ -144,7 +209,7 @@ class RunStream:
         self.run_id = run_id
         #: Events that arrived before their turn, by seq.
         self._ahead: dict[int, RunEvent] = {}
-        self._queue: asyncio.Queue[bytes | _Failure | object] = asyncio.Queue()
+        self._queue = _Inbox()
         self._sub: Subscription | None = None
         self._expected = 0
         self._failure_logged = False
@@ -241,8 +306,7 @@ class RunStream:
                 data = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 try:
-                    async with asyncio.timeout(wait_s):
-                        data = await self._queue.get()
+                    data = await self._queue.get(wait_s)
                 except TimeoutError:
                     raise self._timed_out(wait_s) from None
             if data is _CLIENT_GONE:
@@ -281,8 +345,7 @@ class RunStream:
         deadline = loop.time() + wait_s
         while self._expected not in self._ahead and (left := deadline - loop.time()) > 0:
             try:
-                async with asyncio.timeout(left):
-                    data = await self._queue.get()
+                data = await self._queue.get(left)
             except TimeoutError:
                 return
             if data is _CLIENT_GONE:
@@ -365,6 +428,7 @@ class RunStream:
             return
         self.closed = True
         _OPEN.discard(self)
+        self._queue.close()
         if self.on_close is not None:
             self.on_close(self)
         if self._sub is not None:
