@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
 
 import pytest
 
@@ -31,7 +30,7 @@ class ScriptedRecovery(RunStream):
 
 async def deliver(run: RunStream, *events: object) -> None:
     for event in events:
-        await run._on_msg(SimpleNamespace(data=event.model_dump_json().encode()))  # type: ignore[attr-defined, arg-type]
+        run._on_data(event.model_dump_json().encode())
 
 
 async def test_a_failed_event_seen_twice_ahead_of_its_turn_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:

@@ -61,6 +61,8 @@ _RECOVER_RETRIES = (0.1, 0.3, 0.6, 1.0, 1.0, 1.0, 1.0)
 _RECOVER_BATCH = 256
 #: Every run open in this process, so a reconnect can make each read what it missed.
 _OPEN: weakref.WeakSet[RunStream] = weakref.WeakSet()
+#: Runs being stopped for a slow client (the tasks that do it, kept until done).
+_OVERFLOWING: set[asyncio.Future[None]] = set()
 #: Bytes of events one stream holds for its client at most, unless told otherwise.
 DEFAULT_BUFFER_BYTES = 1024 * 1024
 
@@ -160,6 +162,49 @@ class _Inbox:
             self._timer = None
 
 
+class _DirectDelivery:
+    """Stands in for a nats-py subscription's pending queue, so that each message reaches ``deliver`` as
+    the connection's reader parses it: no task per subscription and no queue between (what nats-py's
+    ``subscribe(cb=…)`` costs per message, on the path every token takes). nats-py's reader calls
+    ``put_nowait`` and does its byte accounting around it (``Client._process_msg``, nats-py 2.x, pinned;
+    ``tests/integration/gateway/test_direct_delivery.py`` fails should it change). ``deliver`` must
+    not block; an exception in it is logged, never raised into the connection's reader."""
+
+    __slots__ = ("_deliver", "_sub")
+
+    def __init__(self, sub: Subscription, deliver: Callable[[bytes], None]) -> None:
+        self._sub = sub
+        self._deliver = deliver
+
+    def put_nowait(self, msg: Msg) -> None:
+        data = msg.data
+        self._sub._pending_size -= len(data)
+        try:
+            self._deliver(data)
+        except Exception:
+            log.exception("delivering a run event failed")
+
+    def qsize(self) -> int:
+        return 0
+
+    def empty(self) -> bool:
+        return True
+
+    def task_done(self) -> None:
+        pass
+
+    async def join(self) -> None:
+        pass
+
+
+async def subscribe_direct(nc: Client, subject: str, deliver: Callable[[bytes], None]) -> Subscription:
+    """A core NATS subscription whose messages' data go straight to ``deliver`` (:class:`_DirectDelivery`).
+    Nothing arrives before this returns as long as nothing is published to ``subject`` before."""
+    sub = await nc.subscribe(subject)  # no callback: nats-py starts no task for it
+    sub._pending_queue = _DirectDelivery(sub, deliver)  # type: ignore[assignment]
+    return sub
+
+
 class _Failure:
     """A failure found outside the run's events (its runner was lost), queued to wake :meth:`RunStream.next`."""
 
@@ -227,13 +272,15 @@ class RunStream:
         self.on_overflow: Callable[[], None] | None = None
         self._about = runlog.current()
 
-    async def _on_msg(self, msg: Msg) -> None:
+    def _on_data(self, data: bytes) -> None:
         if self.overflowed:
             return  # the run is being stopped; what it still sends has nowhere to go
-        data = msg.data
         held = self._held + len(data)
         if held > self._buffer_bytes:
-            await self._overflow()
+            self.overflowed = True
+            task = asyncio.ensure_future(self._overflow())
+            _OVERFLOWING.add(task)
+            task.add_done_callback(_OVERFLOWING.discard)
             return
         self._held = held
         self._queue.put_nowait(data)
@@ -257,7 +304,7 @@ class RunStream:
             self.on_overflow()
 
     async def open(self) -> None:
-        self._sub = await self._nc.subscribe(self._subjects.run_events(self.run_id), cb=self._on_msg)
+        self._sub = await subscribe_direct(self._nc, self._subjects.run_events(self.run_id), self._on_data)
         _OPEN.add(self)
 
     def recover_soon(self) -> None:
