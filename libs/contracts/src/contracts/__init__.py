@@ -50,7 +50,7 @@ from .events import (
     ToolResult,
     UsageReported,
 )
-from .fleet import RUNNER_ID_HEADER, Capabilities, RunnerHeartbeat, RunProgress
+from .fleet import RUNNER_ID_HEADER, Capabilities, GatewayHeartbeat, RunnerHeartbeat, RunProgress
 from .runs import (
     AgentSnapshot,
     Caller,
@@ -103,6 +103,7 @@ __all__ = [
     "FinishReason",
     "FunctionCall",
     "FunctionDefinition",
+    "GatewayHeartbeat",
     "Heartbeat",
     "ListModelsReply",
     "ListModelsRequest",

@@ -140,6 +140,17 @@ def _channels() -> list[Channel]:
             headers="runner",
         ),
         Channel(
+            "gatewayHeartbeat",
+            s.gateway_heartbeat,
+            "Every gateway process, about once a second: it is alive. Core NATS fan-out: a runner cancels the "
+            "runs whose client waits on a gateway it no longer hears (RunRequest.gateway_id), billed for what "
+            "they did.",
+            "GatewayHeartbeat",
+            ("gateway",),
+            ("runner",),
+            headers="none",
+        ),
+        Channel(
             "usageRecorded",
             s.usage_recorded,
             "One model call's usage: money. JetStream (file storage); publishes are retried until stored, "

@@ -77,6 +77,14 @@ class RunnerHeartbeat(Event):
     )
 
 
+class GatewayHeartbeat(Event):
+    """A gateway process is alive (core NATS, about once a second): runners cancel the runs whose client
+    waits on a gateway they no longer hear (``RunRequest.gateway_id``)."""
+
+    gateway_id: str = Field(max_length=128)
+    interval_s: float = Field(gt=0, description="the next heartbeat is due within this")
+
+
 class Capabilities(Message):
     """What the live runners can serve, as the catalog knows it: the union of what each announced.
     ``None`` for a kind no live runner announced (none heard yet, or one too old to say): then it is

@@ -145,6 +145,7 @@ def permissions(s: Subjects) -> dict[str, Permissions]:
                 s.billing_admin,
                 # A run admitted ahead of time that never started is closed (no usage in it).
                 s.usage_run_closed,
+                s.gateway_heartbeat,
                 inbox("gateway"),
                 *_shared_streams(s),
                 # Reading an object finds its stream by subject (names only).
@@ -168,7 +169,7 @@ def permissions(s: Subjects) -> dict[str, Permissions]:
                 *_shared_streams(s),
                 *_consume(s.runs_stream),
             ),
-            subscribe=(s.run_cancel_all, s.run_admitted_all, inbox("runner")),
+            subscribe=(s.run_cancel_all, s.run_admitted_all, s.gateway_heartbeat, inbox("runner")),
             publish_deny=deny,
         ),
         "billing": Permissions(

@@ -134,6 +134,14 @@ class RunRequest(Event):
         default=None,
         description="the HTTP request that started the run (the gateway's `x-request-id`), for the runner's logs",
     )
+    gateway_id: str | None = Field(
+        default=None,
+        max_length=128,
+        description="the gateway whose client waits for the run: when that gateway's heartbeats "
+        "(GatewayHeartbeat) stop, the runner cancels the run (billed for what it did). None when no "
+        "client waits on one gateway (a background response, or a request with an Idempotency-Key, which "
+        "a retry may pick up on another gateway): the run then goes on to its end",
+    )
 
 
 class CancelRun(Event):

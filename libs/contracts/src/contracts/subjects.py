@@ -95,6 +95,11 @@ class Subjects:
         """A :class:`contracts.fleet.RunnerHeartbeat` from every runner about once a second (core NATS)."""
         return self._s("runner.heartbeat.v1")
 
+    @property
+    def gateway_heartbeat(self) -> str:
+        """A :class:`contracts.fleet.GatewayHeartbeat` from every gateway process about once a second (core NATS)."""
+        return self._s("gateway.heartbeat.v1")
+
     # --- usage (money: JetStream, file storage) -----------------------------------------------
     @property
     def usage_recorded(self) -> str:

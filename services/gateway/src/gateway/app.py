@@ -25,7 +25,7 @@ from .admin import router as admin_router
 from .auth import Authenticator
 from .context import GatewayContext
 from .errors import install_exception_handlers
-from .fleet import RunnerWatch
+from .fleet import RunnerWatch, announce, new_gateway_id
 from .idempotency import IdempotencyStore, ResultArchive, ResumeWindows, bucket_name, results_bucket_name
 from .metrics import Metrics
 from .middleware import ObservabilityMiddleware
@@ -144,6 +144,10 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
             fleet = RunnerWatch(settings.runner_lost_s)
             heartbeats = await nc.subscribe(subjects.runner_heartbeat, cb=fleet.on_heartbeat)
             watching = asyncio.create_task(fleet.sweep(), name="gateway-runner-watch")
+            gateway_id = new_gateway_id()
+            announcing = asyncio.create_task(
+                announce(nc, subjects.gateway_heartbeat, gateway_id, settings.heartbeat_s), name="gateway-heartbeat"
+            )
 
             async def close_run(closed: RunClosed) -> None:
                 headers = trace_headers({MSG_ID_HEADER: closed.msg_id})
@@ -177,6 +181,7 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
                 preadmitted=preadmitted if settings.preadmit_runs else None,
                 close_run=close_run,
                 fleet=fleet,
+                gateway_id=gateway_id,
             )
             if on_ready is not None:
                 on_ready()
@@ -184,6 +189,7 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
             yield
             sweeping.cancel()
             watching.cancel()
+            announcing.cancel()
             await heartbeats.unsubscribe()
             await preadmitted.close()
             await invalidations.unsubscribe()

@@ -47,6 +47,9 @@ class GatewayContext:
     fleet: RunnerWatch | None = None
     #: Publishes a run's ``RunClosed`` (to release the hold of a run that was never queued).
     close_run: Callable[[RunClosed], Awaitable[None]] | None = None
+    #: This process's id in its heartbeats (``gateway.heartbeat.v1``) and in the runs whose client
+    #: waits here; empty: no heartbeat, runs go on whatever happens to this process.
+    gateway_id: str = ""
 
     def __post_init__(self) -> None:
         if self.rpc is None:

@@ -9,6 +9,11 @@ A runner never heard from (one that publishes no heartbeat) is left to the idle 
 
 When runners have been heard but none is alive now, :meth:`RunnerWatch.none_alive` lets a new
 request fail at once with a 503 rather than wait out the queue timeout.
+
+The other way round, the gateway announces itself (:func:`announce`, ``GATEWAY_HEARTBEAT_S``): a run
+whose client waits on this process carries its id, and the runner cancels the run once it no longer
+hears the gateway (a killed process): the client is gone, so the model's work would be billed for
+nobody.
 """
 
 from __future__ import annotations
@@ -16,13 +21,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
+import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from contracts import RUNNER_ID_HEADER, ErrorInfo
+from contracts import RUNNER_ID_HEADER, ErrorInfo, GatewayHeartbeat
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client
     from nats.aio.msg import Msg
 
     from .runs import RunStream
@@ -100,3 +108,19 @@ class RunnerWatch:
             await asyncio.sleep(every_s)
             with contextlib.suppress(Exception):
                 self.sweep_once()
+
+
+def new_gateway_id() -> str:
+    """This gateway process's id in its heartbeats and its runs (``RunRequest.gateway_id``)."""
+    return f"gw-{socket.gethostname()[:40]}-{secrets.token_hex(4)}"
+
+
+async def announce(nc: Client, subject: str, gateway_id: str, interval_s: float) -> None:
+    """Publish this gateway's heartbeat every ``interval_s`` until cancelled (run as a task): runners
+    cancel the runs whose client waits here once they stop hearing it (the process was killed)."""
+    data = GatewayHeartbeat(gateway_id=gateway_id, interval_s=interval_s).model_dump_json().encode()
+    while True:
+        if nc.is_connected:
+            with contextlib.suppress(Exception):  # a heartbeat lost is the next one's to make up
+                await nc.publish(subject, data)
+        await asyncio.sleep(interval_s)

@@ -80,6 +80,9 @@ class RunSpec:
     id_prefix: str = "chatcmpl-"
     #: The run's id when the route chose it (a response's id is its run's); else a new one.
     run_id: str | None = None
+    #: The run outlives this request's client on purpose (an ``Idempotency-Key``: a retry may attach on
+    #: any gateway; a background response): runners do not cancel it when this gateway dies.
+    outlives_client: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,7 @@ async def start_run(ctx: GatewayContext, principal: Principal, agent: AgentSnaps
         conversation_id=spec.conversation_id,
         parent_message_id=spec.parent_message_id,
         request_id=request_id.get(),
+        gateway_id=None if spec.outlives_client or not ctx.gateway_id else ctx.gateway_id,
     )
     runlog.started(run_id, principal.user_id, agent.id, agent.provider)
     try:

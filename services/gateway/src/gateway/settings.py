@@ -32,6 +32,13 @@ class GatewaySettings(ServiceSettings):
     runner_lost_s: float = Field(
         default=3.0, gt=0, description="a runner heard from and then silent this long is lost: its streams fail"
     )
+    heartbeat_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=30,
+        description="a heartbeat on gateway.heartbeat.v1 this often: runners cancel the runs of a gateway they "
+        "no longer hear (RUNNER_GATEWAY_LOST_S)",
+    )
     idle_timeout_s: float = Field(default=15.0, gt=0, description="no event at all within it: the stream ends")
     stream_buffer_bytes: int = Field(
         default=1024 * 1024,

@@ -134,6 +134,7 @@ class RunnerApp:
             publish_timeout_s=s.usage_publish_timeout_s,
             billing_timeout_s=s.billing_timeout_s,
             admission_wait_s=s.admission_wait_s,
+            gateway_lost_s=s.gateway_lost_s,
             stream_replicas=s.nats_stream_replicas,
             tracer=self.tracer,
         )

@@ -28,6 +28,13 @@ class RunnerSettings(ServiceSettings):
         description="while the event loop lags more than this, the runner takes no new runs (0: slots alone decide)",
     )
     heartbeat_s: float = Field(default=2.0, gt=0, description="send a heartbeat after this long without an event")
+    gateway_lost_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="a gateway heard and then silent this long is dead: the runs whose client waited there are "
+        "cancelled, billed for what they did (0: never)",
+    )
     fleet_heartbeat_s: float = Field(
         default=1.0,
         gt=0,

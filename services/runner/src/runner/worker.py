@@ -39,6 +39,7 @@ from .bus import NatsPorts
 from .connections import Connection
 from .emitter import EventEmitter
 from .errors import admission_timeout, queue_timeout, shutting_down
+from .gateways import GatewayWatch, gateway_lost
 from .metrics import Metrics
 from .providers import Provider
 from .pull import PullFeed
@@ -74,6 +75,7 @@ class Worker:
         publish_timeout_s: float = 5.0,
         billing_timeout_s: float = 2.0,
         admission_wait_s: float = 10.0,
+        gateway_lost_s: float = 0.0,
         stream_replicas: int = 1,
         pull_window: int = 16,
         tracer: trace.Tracer | None = None,
@@ -113,6 +115,10 @@ class Worker:
         self._feed: PullFeed
         self._cancel_sub: Subscription | None = None
         self._admitted_sub: Subscription | None = None
+        #: Gateways heard, so that the runs of one that died are cancelled (0 s: off).
+        self._gateways = GatewayWatch(gateway_lost_s) if gateway_lost_s > 0 else None
+        self._gateway_sub: Subscription | None = None
+        self._gateway_sweep: asyncio.Task[None] | None = None
         #: CPU backpressure (see :mod:`runner.backpressure`); None: slots alone decide.
         self.lag: LoopLag | None = None
 
@@ -162,6 +168,14 @@ class Worker:
     async def start(self) -> None:
         self._cancel_sub = await self._nc.subscribe(self._subjects.run_cancel_all, cb=self._on_cancel)
         self._admitted_sub = await self._nc.subscribe(self._subjects.run_admitted_all, cb=self._on_admitted)
+        if self._gateways is not None:
+            watch = self._gateways
+
+            async def on_gateway(msg: Msg) -> None:
+                watch.on_heartbeat(msg.data)
+
+            self._gateway_sub = await self._nc.subscribe(self._subjects.gateway_heartbeat, cb=on_gateway)
+            self._gateway_sweep = asyncio.create_task(self._sweep_gateways(watch), name="runner-gateway-watch")
         await self._ensure_consumer()
         self._feed = PullFeed(
             self._nc,
@@ -368,6 +382,25 @@ class Worker:
             run.cancel_error = error
             task.cancel()
 
+    async def _sweep_gateways(self, watch: GatewayWatch) -> None:
+        """Cancel the runs whose gateway died (:mod:`runner.gateways`); runs as a task."""
+        every_s = min(0.5, watch.lost_after_s / 4)
+        while True:
+            await asyncio.sleep(every_s)
+            self.cancel_for_lost_gateways(watch)
+
+    def cancel_for_lost_gateways(self, watch: GatewayWatch) -> list[str]:
+        """Cancel every run whose client waited on a gateway that fell silent; their ids."""
+        cancelled = []
+        for run_id, (_, run) in list(self._runs.items()):
+            gateway_id = run.request.gateway_id
+            if gateway_id and run_id not in self._cancelled and watch.lost(gateway_id):
+                log.warning("gateway %s fell silent: cancelling run %s, whose client waited there", gateway_id, run_id)
+                self.cancel(run_id, gateway_lost())
+                cancelled.append(run_id)
+        watch.forget_old()
+        return cancelled
+
     # --- admission --------------------------------------------------------------------------------
     async def _on_admitted(self, msg: Msg) -> None:
         try:
@@ -428,7 +461,9 @@ class Worker:
             self.cancel(run_id, shutting_down())
         if self._tasks:
             await asyncio.wait(set(self._tasks))
-        for sub in (self._cancel_sub, self._admitted_sub):
+        if self._gateway_sweep is not None:
+            self._gateway_sweep.cancel()
+        for sub in (self._cancel_sub, self._admitted_sub, self._gateway_sub):
             if sub is not None:
                 with contextlib.suppress(nats.errors.Error):
                     await sub.unsubscribe()

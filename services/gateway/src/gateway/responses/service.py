@@ -222,6 +222,8 @@ async def create_response(
         tool_choice=choice,
         parallel_tool_calls=body.parallel_tool_calls,
         response_format=fmt,
+        # A background response goes on without its client; a keyed one waits for a retry on any gateway.
+        outlives_client=background or keyed is not None,
     )
     try:
         started = await start_run(ctx, principal, _with_instructions(agent, body.instructions), spec)

@@ -150,7 +150,7 @@ async def _keyed(
     if not claimed.owner:
         return await _attach(request, ctx, windows, agent, body, claimed, after_seq)
     try:
-        started = await start_run(ctx, principal, agent, replace(spec, run_id=entry.run_id))
+        started = await start_run(ctx, principal, agent, replace(spec, run_id=entry.run_id, outlives_client=True))
     except BaseException:
         # Refused before it started (402, 413, 503…): the key keeps nothing, so a retry starts afresh.
         with contextlib.suppress(GatewayError):
