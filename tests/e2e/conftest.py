@@ -158,15 +158,33 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
     receiver.stop()
 
 
-def _start(run_dir: Path, nats_url: str, postgres_url: str, redis_url: str, env: dict[str, str] | None = None) -> Any:
-    return running_stack(
-        run_dir,
-        nats_url=nats_url,
-        postgres_url=postgres_url,
-        redis_url=redis_url,
-        env=env,
-        service_env={"billing": BILLING_ENV},
-    )
+@contextlib.contextmanager
+def own_stack(
+    run_dir: Path,
+    nats_url: str,
+    postgres_url: str,
+    redis_url: str,
+    *,
+    service_env: dict[str, dict[str, str]] | None = None,
+    **options: Any,
+) -> Iterator[StackHandle]:
+    """A stack of a test's own on the machine's servers, seeded (:func:`handle_of`): billing with the test
+    price list, ``service_env`` added per service, ``options`` as :func:`running_stack` takes them."""
+    services: dict[str, dict[str, str]] = {"billing": dict(BILLING_ENV)}
+    for name, extra in (service_env or {}).items():
+        services[name] = {**services.get(name, {}), **extra}
+    with (
+        running_stack(
+            run_dir,
+            nats_url=nats_url,
+            postgres_url=postgres_url,
+            redis_url=redis_url,
+            service_env=services,
+            **options,
+        ) as stack,
+        handle_of(stack) as handle,
+    ):
+        yield handle
 
 
 @pytest.fixture(scope="session")
@@ -180,14 +198,14 @@ def e2e(
     """The shared stack, seeded."""
     run_dir = tmp_path_factory.mktemp("stack")
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint}
-    with _start(run_dir, nats_url, postgres_url, redis_url, env) as stack, handle_of(stack) as handle:
+    with own_stack(run_dir, nats_url, postgres_url, redis_url, env=env) as handle:
         yield handle
 
 
 @pytest.fixture
 def isolated_stack(tmp_path: Path, nats_url: str, postgres_url: str, redis_url: str) -> Iterator[StackHandle]:
     """A stack of this test's own, for tests that kill or stop its processes."""
-    with _start(tmp_path / "stack", nats_url, postgres_url, redis_url) as stack, handle_of(stack) as handle:
+    with own_stack(tmp_path / "stack", nats_url, postgres_url, redis_url) as handle:
         yield handle
 
 

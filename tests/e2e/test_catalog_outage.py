@@ -10,8 +10,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.e2e.conftest import BILLING_ENV, StackHandle, handle_of
-from tests.support.stack import running_stack
+from tests.e2e.conftest import StackHandle, own_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -22,16 +21,7 @@ CACHE_TTL_S = 0.5
 @pytest.fixture
 def handle(tmp_path: Path, nats_url: str, postgres_url: str, redis_url: str) -> Iterator[StackHandle]:
     env = {"gateway": {"GATEWAY_AUTH_CACHE_TTL_S": str(CACHE_TTL_S), "GATEWAY_AUTH_STALE_S": "120"}}
-    with (
-        running_stack(
-            tmp_path / "stack",
-            nats_url=nats_url,
-            postgres_url=postgres_url,
-            redis_url=redis_url,
-            service_env={"billing": BILLING_ENV, **env},
-        ) as stack,
-        handle_of(stack) as handle,
-    ):
+    with own_stack(tmp_path / "stack", nats_url, postgres_url, redis_url, service_env=env) as handle:
         yield handle
 
 

@@ -18,9 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import BILLING_ENV, StackHandle, handle_of
+from tests.e2e.conftest import StackHandle, own_stack
 from tests.e2e.fake import eventually
-from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -35,17 +34,8 @@ STOPPED_WITHIN_S = 10.0
 def handle(tmp_path: Path, nats_url: str, postgres_url: str, redis_url: str) -> Iterator[StackHandle]:
     """A stack of its own whose gateway admits no runs ahead (a dead gateway's holds ahead of time are
     released by billing's expiry sweep, rightly, and would stay in ``reserved`` here)."""
-    service_env = {"billing": BILLING_ENV, "gateway": {"GATEWAY_PREADMIT_RUNS": "0"}}
-    with (
-        running_stack(
-            tmp_path / "stack",
-            nats_url=nats_url,
-            postgres_url=postgres_url,
-            redis_url=redis_url,
-            service_env=service_env,
-        ) as stack,
-        handle_of(stack) as handle,
-    ):
+    gateway = {"GATEWAY_PREADMIT_RUNS": "0"}
+    with own_stack(tmp_path / "stack", nats_url, postgres_url, redis_url, service_env={"gateway": gateway}) as handle:
         yield handle
 
 

@@ -19,9 +19,8 @@ import pytest
 from contracts.mcp import function_name
 from devstack.errors import SeedError
 from devstack.seed import AdminClient
-from tests.e2e.conftest import BILLING_ENV, StackHandle, handle_of
+from tests.e2e.conftest import StackHandle, own_stack
 from tests.support.mcp_server import LONG_TOOL_NAME, McpTestServer
-from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -70,16 +69,8 @@ def mcp_stack(
         "down": {"url": f"http://127.0.0.1:{free_port()}/mcp", "timeout_s": 2},
     }
     runner_env = {"RUNNER_MCP_SERVERS": json.dumps(servers)}
-    with (
-        running_stack(
-            tmp_path_factory.mktemp("mcp-stack"),
-            nats_url=nats_url,
-            postgres_url=postgres_url,
-            redis_url=redis_url,
-            service_env={"billing": BILLING_ENV, "runner": runner_env},
-        ) as stack,
-        handle_of(stack) as handle,
-    ):
+    stack_dir = tmp_path_factory.mktemp("mcp-stack")
+    with own_stack(stack_dir, nats_url, postgres_url, redis_url, service_env={"runner": runner_env}) as handle:
         yield handle
 
 

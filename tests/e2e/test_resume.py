@@ -15,10 +15,8 @@ import httpx
 import openai
 import pytest
 
-from devstack.seed import AdminClient
 from tests.e2e.checks import run_ledger
-from tests.e2e.conftest import StackHandle, _start, seed
-from tests.e2e.fake import FakeLLM
+from tests.e2e.conftest import StackHandle, own_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -171,11 +169,8 @@ def test_nobody_comes_back_cancels_after_the_window_and_bills_what_was_consumed(
     tmp_path: Path, nats_url: str, postgres_url: str, redis_url: str
 ) -> None:
     env = {"GATEWAY_RESUME_WINDOW_S": "1.5"}
-    with _start(tmp_path / "stack", nats_url, postgres_url, redis_url, env) as stack:
-        assert stack.fakellm_url is not None
-        with AdminClient(stack.gateway_url, stack.admin_token) as admin:
-            e2e = StackHandle(stack=stack, admin=admin, fake=FakeLLM(stack.fakellm_url), seeded=seed(admin))
-            asyncio.run(_nobody_comes_back(e2e))
+    with own_stack(tmp_path / "stack", nats_url, postgres_url, redis_url, env=env) as e2e:
+        asyncio.run(_nobody_comes_back(e2e))
 
 
 async def _nobody_comes_back(e2e: StackHandle) -> None:

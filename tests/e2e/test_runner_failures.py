@@ -10,8 +10,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.e2e.conftest import BILLING_ENV, StackHandle, handle_of
-from tests.support.stack import running_stack
+from tests.e2e.conftest import StackHandle, own_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -25,16 +24,7 @@ def broken(
     tmp_path_factory: pytest.TempPathFactory, nats_url: str, postgres_url: str, redis_url: str
 ) -> Iterator[StackHandle]:
     run_dir: Path = tmp_path_factory.mktemp("broken-stack")
-    with (
-        running_stack(
-            run_dir,
-            nats_url=nats_url,
-            postgres_url=postgres_url,
-            redis_url=redis_url,
-            service_env={"billing": BILLING_ENV},
-        ) as stack,
-        handle_of(stack) as handle,
-    ):
+    with own_stack(run_dir, nats_url, postgres_url, redis_url) as handle:
         yield handle
 
 

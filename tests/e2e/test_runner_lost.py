@@ -18,9 +18,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.e2e.conftest import BILLING_ENV, StackHandle, handle_of
+from tests.e2e.conftest import StackHandle, own_stack
 from tests.e2e.fake import eventually
-from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -39,17 +38,7 @@ def handle(tmp_path: Path, nats_url: str, postgres_url: str, redis_url: str) -> 
     """A stack of its own, whose idle timeout cannot end a stream first (only the runner's silence can),
     and whose gateway admits no runs ahead (their holds would stay in ``reserved``, rightly)."""
     gateway = {"GATEWAY_IDLE_TIMEOUT_S": "30", "GATEWAY_PREADMIT_RUNS": "0"}
-    service_env = {"billing": BILLING_ENV, "gateway": gateway}
-    with (
-        running_stack(
-            tmp_path / "stack",
-            nats_url=nats_url,
-            postgres_url=postgres_url,
-            redis_url=redis_url,
-            service_env=service_env,
-        ) as stack,
-        handle_of(stack) as handle,
-    ):
+    with own_stack(tmp_path / "stack", nats_url, postgres_url, redis_url, service_env={"gateway": gateway}) as handle:
         yield handle
 
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.e2e.checks import run_ledger
-from tests.e2e.conftest import StackHandle, _start, handle_of
+from tests.e2e.conftest import StackHandle, own_stack
 from tests.e2e.fake import eventually
 from tests.e2e.slow_client import StalledClient, chat_text, kernel_send_queue, rss_bytes, sse_data
 
@@ -39,10 +39,7 @@ def slow_stack(
     tmp_path_factory: pytest.TempPathFactory, nats_url: str, postgres_url: str, redis_url: str
 ) -> Iterator[StackHandle]:
     env = {"GATEWAY_STREAM_BUFFER_BYTES": str(BUFFER)}
-    with (
-        _start(tmp_path_factory.mktemp("slow"), nats_url, postgres_url, redis_url, env) as stack,
-        handle_of(stack) as handle,
-    ):
+    with own_stack(tmp_path_factory.mktemp("slow"), nats_url, postgres_url, redis_url, env=env) as handle:
         yield handle
 
 

@@ -13,8 +13,7 @@ import openai
 import pytest
 
 from devstack.procs import tcp_accepts
-from tests.e2e.conftest import BILLING_ENV, StackHandle, handle_of
-from tests.support.stack import running_stack
+from tests.e2e.conftest import StackHandle, own_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -23,17 +22,7 @@ HELLO = [{"role": "user", "content": "Hello"}]
 
 @pytest.fixture
 def supervised(tmp_path: Path, nats_url: str, postgres_url: str, redis_url: str) -> Iterator[StackHandle]:
-    with (
-        running_stack(
-            tmp_path / "stack",
-            nats_url=nats_url,
-            postgres_url=postgres_url,
-            redis_url=redis_url,
-            service_env={"billing": BILLING_ENV},
-            supervise=True,
-        ) as stack,
-        handle_of(stack) as handle,
-    ):
+    with own_stack(tmp_path / "stack", nats_url, postgres_url, redis_url, supervise=True) as handle:
         yield handle
 
 

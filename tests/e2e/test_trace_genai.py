@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import StackHandle, _start, handle_of
+from tests.e2e.conftest import StackHandle, own_stack
 from tests.e2e.otlp import OtlpReceiver, ReceivedSpan
 
 pytestmark = pytest.mark.e2e
@@ -177,10 +177,7 @@ def capturing(
 ) -> Iterator[StackHandle]:
     """A stack of its own whose runner captures message content."""
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint, CAPTURE_ENV: "true"}
-    with (
-        _start(tmp_path_factory.mktemp("capturing"), nats_url, postgres_url, redis_url, env) as stack,
-        handle_of(stack) as handle,
-    ):
+    with own_stack(tmp_path_factory.mktemp("capturing"), nats_url, postgres_url, redis_url, env=env) as handle:
         yield handle
 
 

@@ -84,6 +84,16 @@ def stream_broken(message: str) -> RunError:
     )
 
 
+def gateway_lost() -> ErrorInfo:
+    """Why a run whose gateway died was cancelled (:mod:`runner.gateways`; no client is left to read it)."""
+    return ErrorInfo(
+        status=502,
+        type="server_error",
+        code="gateway_lost",
+        message="The gateway carrying this request's client stopped; the run was stopped and billed for what it did.",
+    )
+
+
 def admission_timeout() -> ErrorInfo:
     return ErrorInfo(
         status=503,

@@ -18,21 +18,12 @@ from collections.abc import Callable
 
 from pydantic import ValidationError
 
-from contracts import ErrorInfo, GatewayHeartbeat
+from contracts import GatewayHeartbeat
 
 log = logging.getLogger(__name__)
 
 #: A gateway not heard for this long is forgotten (it is gone for good, or restarted under a new id).
 FORGET_AFTER_S = 600.0
-
-
-def gateway_lost() -> ErrorInfo:
-    return ErrorInfo(
-        status=502,
-        type="server_error",
-        code="gateway_lost",
-        message="The gateway carrying this request's client stopped; the run was stopped and billed for what it did.",
-    )
 
 
 class GatewayWatch:

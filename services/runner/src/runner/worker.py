@@ -38,8 +38,8 @@ from .backpressure import LoopLag
 from .bus import NatsPorts
 from .connections import Connection
 from .emitter import EventEmitter
-from .errors import admission_timeout, queue_timeout, shutting_down
-from .gateways import GatewayWatch, gateway_lost
+from .errors import admission_timeout, gateway_lost, queue_timeout, shutting_down
+from .gateways import GatewayWatch
 from .metrics import Metrics
 from .providers import Provider
 from .pull import PullFeed
