@@ -373,24 +373,33 @@ class RunStream:
             # moment, when JetStream has just restarted with the NATS server: ask it a few times. The
             # runner sends its recent events again after a reconnect, so core NATS may bring them first
             # (in a cluster, RUN_EVENTS may be electing a leader while the servers left relay at once).
+            # The whole gap, not only its first event: what RUN_EVENTS had not stored yet when it was read
+            # will not come over core NATS again, and the event beyond it is already here.
             self._ahead[event.seq] = event
             for pause in _RECOVER_RETRIES:
                 await self._recover()
-                if self._expected in self._ahead:
+                if self._first_missing() is None:
                     break
                 await self._take_queued(pause)
-                if self._expected in self._ahead:
+                if self._first_missing() is None:
                     break
-            if self._expected not in self._ahead:
-                message = f"The agent run's events arrived out of order (expected {self._expected}, got {event.seq})."
+            missing = self._first_missing()
+            if missing is not None:
+                message = f"The agent run's events arrived out of order (expected {missing}, got {event.seq})."
                 raise self._failed(_error(message, "event_gap"), "events missing from both NATS and RUN_EVENTS")
 
+    def _first_missing(self) -> int | None:
+        """The first event not here between the next one and the furthest one ahead (None: none missing)."""
+        if not self._ahead:
+            return None
+        return next((seq for seq in range(self._expected, max(self._ahead)) if seq not in self._ahead), None)
+
     async def _take_queued(self, wait_s: float) -> None:
-        """For up to ``wait_s``, or until the missing event comes, move what core NATS delivers into
+        """For up to ``wait_s``, or until the missing events come, move what core NATS delivers into
         ``_ahead``. The client's departure or a failure ends the wait as :meth:`next` would end."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
-        while self._expected not in self._ahead and (left := deadline - loop.time()) > 0:
+        while self._first_missing() is not None and (left := deadline - loop.time()) > 0:
             try:
                 data = await self._queue.get(left)
             except TimeoutError:
