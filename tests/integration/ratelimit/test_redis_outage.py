@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from gateway.ratelimit import RateLimiter
 from servicekit.breaker import CircuitBreaker
 from servicekit.redisio import redis_client
+from tests.support.clock import Clock
 from tests.support.tcpfaults import closed_port, faulty_proxy
 
 pytestmark = pytest.mark.integration
@@ -24,14 +25,6 @@ pytestmark = pytest.mark.integration
 #: The limiter's Redis timeout in these tests: longer than the gateway's 0.25 s, so that a request that
 #: paid it stands out from one merely slowed by a busy test machine.
 TIMEOUT_S = 0.5
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @contextlib.asynccontextmanager
@@ -64,7 +57,7 @@ async def test_redis_in_trouble_means_per_process_limits_at_once(fault: str, cap
             url = (await stack.enter_async_context(faulty_proxy())).url()
         else:
             url = f"redis://127.0.0.1:{closed_port()}/0"
-        limiter = await stack.enter_async_context(limiter_on(url, registry, clock=Clock()))
+        limiter = await stack.enter_async_context(limiter_on(url, registry, clock=Clock(1_000_000.0)))
         with caplog.at_level(logging.WARNING, logger="gateway.ratelimit"):
             start = time.perf_counter()
             first = await limiter.check("key_a", 5)

@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.ratelimit import RateLimiter
+from tests.support.clock import Clock
 
 pytestmark = pytest.mark.integration
 
@@ -19,14 +20,6 @@ pytestmark = pytest.mark.integration
 #: open the breaker and move the count into process memory (tests/integration/ratelimit/test_redis_outage.py
 #: covers that).
 EXACT_TIMEOUT_S = 5.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -42,7 +35,7 @@ def ns() -> str:
 
 
 async def test_two_replicas_share_one_budget(redis_client: aioredis.Redis, ns: str) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     a = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns, clock=clock)
     b = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns, clock=clock)
     results = [await (a if i % 2 else b).check("key_1", 5) for i in range(5)]
@@ -61,7 +54,7 @@ async def test_concurrent_checks_admit_exactly_the_limit(redis_client: aioredis.
 
 
 async def test_recovery_after_the_window_on_the_injected_clock(redis_client: aioredis.Redis, ns: str) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     limiter = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns, clock=clock)
     assert [await limiter.check("k", 5) for _ in range(6)] == [None] * 5 + [pytest.approx(12.0)]
     clock.now += 12.0
@@ -104,7 +97,7 @@ async def test_evalsha_survives_a_script_flush(redis_client: aioredis.Redis, ns:
 async def test_unreachable_redis_falls_back_to_memory() -> None:
     dead = aioredis.from_url("redis://127.0.0.1:1", socket_connect_timeout=0.2)
     try:
-        limiter = RateLimiter(dead, clock=Clock())
+        limiter = RateLimiter(dead, clock=Clock(1_000_000.0))
         assert [await limiter.check("k", 2) for _ in range(3)] == [None, None, pytest.approx(30.0)]
     finally:
         await dead.aclose()
@@ -112,7 +105,7 @@ async def test_unreachable_redis_falls_back_to_memory() -> None:
 
 @pytest.mark.parametrize("limit", [1, 7, 60])
 async def test_exact_counts_on_redis(redis_client: aioredis.Redis, ns: str, limit: int) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     limiter = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns, clock=clock)
     results = [await limiter.check("k", limit) for _ in range(limit + 1)]
     assert results.count(None) == limit
@@ -131,7 +124,7 @@ def _answers_without_waiting(check) -> bool:  # type: ignore[no-untyped-def]
 
 
 async def test_a_key_far_from_its_limit_goes_ahead_without_a_round_trip(redis_client: aioredis.Redis, ns: str) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     limiter = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns, clock=clock)
     # 60 a minute: one request a second, so the state's expiry in Redis (on Redis's own clock, not the
     # injected one) is a second or more, longer than a busy machine takes between two of these checks.
@@ -144,12 +137,12 @@ async def test_a_key_far_from_its_limit_goes_ahead_without_a_round_trip(redis_cl
 
 
 async def test_a_tight_limit_always_asks_redis(redis_client: aioredis.Redis, ns: str) -> None:
-    limiter = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns, clock=Clock())
+    limiter = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns, clock=Clock(1_000_000.0))
     assert await limiter.check("k", 59) is None
     assert not _answers_without_waiting(limiter.check("k", 59))
 
 
 async def test_near_the_limit_every_request_waits_and_the_count_is_exact(redis_client: aioredis.Redis, ns: str) -> None:
-    limiter = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns, clock=Clock())
+    limiter = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns, clock=Clock(1_000_000.0))
     results = [await limiter.check("k", 100) for _ in range(101)]  # the first ~half go fast
     assert results.count(None) == 100 and results[-1] is not None

@@ -5,16 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gateway.ratelimit import MemoryGCRA, RateLimiter, gcra, retry_after_header
+from tests.support.clock import Clock
 
 pytestmark = pytest.mark.unit
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_limit_5_allows_5_then_refuses_the_6th() -> None:

@@ -12,16 +12,9 @@ from pydantic import ValidationError
 
 from billing.fleet import Fleet, FleetMetrics, FleetWatch, LostRunner, bills_for, runs_of
 from contracts import RunnerHeartbeat, RunProgress, Subjects, TokenUsage
+from tests.support.clock import Clock
 
 pytestmark = pytest.mark.unit
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def progress(run_id: str, call_index: int | None = 0, calls_recorded: int = 0, **kw: Any) -> RunProgress:
@@ -48,7 +41,7 @@ def beat(runner: str, runs: list[RunProgress], part: int = 0, parts: int = 1, in
 
 
 def test_a_runner_is_dead_after_lost_after_s_of_silence_and_then_forgotten() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     fleet = Fleet(3.0, clock)
     fleet.heard(beat("r1", [progress("run1")]))
     fleet.heard(beat("r2", []))
@@ -65,7 +58,7 @@ def test_a_runner_is_dead_after_lost_after_s_of_silence_and_then_forgotten() -> 
 
 
 def test_a_runner_that_beats_slowly_gets_three_of_its_intervals() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     fleet = Fleet(3.0, clock)
     fleet.heard(beat("slow", [progress("run1")], interval_s=2.0))
     clock.now += 5.9
@@ -75,7 +68,7 @@ def test_a_runner_that_beats_slowly_gets_three_of_its_intervals() -> None:
 
 
 def test_the_latest_picture_is_the_one_billed() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     fleet = Fleet(3.0, clock)
     fleet.heard(beat("r1", [progress("run1", usage=TokenUsage(input_tokens=100, output_tokens=5))]))
     fleet.heard(beat("r1", [progress("run1", usage=TokenUsage(input_tokens=100, output_tokens=25))]))
@@ -85,7 +78,7 @@ def test_the_latest_picture_is_the_one_billed() -> None:
 
 
 def test_a_heartbeat_in_parts_is_assembled() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     fleet = Fleet(3.0, clock)
     a, b, c = progress("a"), progress("b"), progress("c")
     fleet.heard(beat("r1", [a], 0, 3))
@@ -100,7 +93,7 @@ def test_a_heartbeat_in_parts_is_assembled() -> None:
 
 
 def test_a_heartbeat_with_a_part_missing_does_not_replace_the_picture() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     fleet = Fleet(3.0, clock)
     fleet.heard(beat("r1", [progress("a")], 0, 2))
     fleet.heard(beat("r1", [progress("b")], 1, 2))
@@ -112,7 +105,7 @@ def test_a_heartbeat_with_a_part_missing_does_not_replace_the_picture() -> None:
 
 
 def test_a_heartbeat_is_heard_even_when_only_its_envelope_decodes() -> None:
-    fleet = Fleet(3.0, Clock())
+    fleet = Fleet(3.0, Clock(100.0))
     with pytest.raises(ValidationError):
         fleet.heard(b'{"interval_s": 1}')  # no runner id
     with pytest.raises(ValidationError):
@@ -126,7 +119,7 @@ def test_a_heartbeat_is_heard_even_when_only_its_envelope_decodes() -> None:
 
 
 def test_forgive_restarts_every_clock() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     fleet = Fleet(3.0, clock)
     fleet.heard(beat("r1", [progress("run1")]))
     clock.now += 10  # billing was deaf (cut off, or its loop stalled)

@@ -9,16 +9,9 @@ from pathlib import Path
 import pytest
 
 from devstack.supervise import Backoff, Supervisor
+from tests.support.clock import Clock
 
 pytestmark = pytest.mark.unit
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakeProcess:

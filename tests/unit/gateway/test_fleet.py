@@ -9,15 +9,9 @@ import pytest
 
 from contracts import RUNNER_ID_HEADER, ErrorInfo
 from gateway.fleet import RunnerWatch
+from tests.support.clock import Clock
 
 pytestmark = pytest.mark.unit
-
-
-class Clock:
-    now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakeRun:
@@ -36,7 +30,7 @@ def beat(runner: str) -> Any:
 
 
 async def test_a_silent_runner_fails_its_runs_and_only_its_runs() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     watch = RunnerWatch(lost_after_s=3, clock=clock)
     await watch.on_heartbeat(beat("r1"))
     await watch.on_heartbeat(beat("r2"))
@@ -56,7 +50,7 @@ async def test_a_silent_runner_fails_its_runs_and_only_its_runs() -> None:
 
 
 async def test_none_alive_only_once_runners_were_heard() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     watch = RunnerWatch(lost_after_s=3, clock=clock)
     assert not watch.none_alive()  # nothing heard: runners that publish no heartbeat are not judged
     await watch.on_heartbeat(beat("r1"))

@@ -7,16 +7,9 @@ import pytest
 
 from contracts import GatewayHeartbeat
 from runner.gateways import FORGET_AFTER_S, GatewayWatch
+from tests.support.clock import Clock
 
 pytestmark = pytest.mark.unit
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def beat(gateway_id: str, interval_s: float = 1.0) -> bytes:
@@ -24,7 +17,7 @@ def beat(gateway_id: str, interval_s: float = 1.0) -> bytes:
 
 
 def test_silent_past_the_threshold_is_lost() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     watch = GatewayWatch(3.0, clock)
     watch.on_heartbeat(beat("gw-a"))
     clock.now += 2.9
@@ -36,12 +29,12 @@ def test_silent_past_the_threshold_is_lost() -> None:
 
 
 def test_never_heard_is_never_lost() -> None:
-    watch = GatewayWatch(3.0, Clock())
+    watch = GatewayWatch(3.0, Clock(100.0))
     assert not watch.lost("gw-unknown")
 
 
 def test_a_gateway_with_a_long_interval_gets_two_and_a_half_of_them() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     watch = GatewayWatch(3.0, clock)
     watch.on_heartbeat(beat("gw-slow", interval_s=10.0))
     clock.now += 20.0
@@ -51,7 +44,7 @@ def test_a_gateway_with_a_long_interval_gets_two_and_a_half_of_them() -> None:
 
 
 def test_malformed_heartbeats_are_ignored_and_old_gateways_forgotten() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     watch = GatewayWatch(3.0, clock)
     watch.on_heartbeat(b"not json")
     watch.on_heartbeat(b'{"gateway_id": "x" }')  # no interval

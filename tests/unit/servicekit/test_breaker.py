@@ -8,16 +8,9 @@ import time
 import pytest
 
 from servicekit.breaker import CircuitBreaker, Guard, Unavailable
+from tests.support.clock import Clock
 
 pytestmark = pytest.mark.unit
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # --- the state machine -------------------------------------------------------------------------
