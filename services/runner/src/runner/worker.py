@@ -387,19 +387,16 @@ class Worker:
         every_s = min(0.5, watch.lost_after_s / 4)
         while True:
             await asyncio.sleep(every_s)
-            self.cancel_for_lost_gateways(watch)
+            self._cancel_for_lost_gateways(watch)
 
-    def cancel_for_lost_gateways(self, watch: GatewayWatch) -> list[str]:
-        """Cancel every run whose client waited on a gateway that fell silent; their ids."""
-        cancelled = []
+    def _cancel_for_lost_gateways(self, watch: GatewayWatch) -> None:
+        """Cancel every run whose client waited on a gateway that fell silent."""
         for run_id, (_, run) in list(self._runs.items()):
             gateway_id = run.request.gateway_id
             if gateway_id and run_id not in self._cancelled and watch.lost(gateway_id):
                 log.warning("gateway %s fell silent: cancelling run %s, whose client waited there", gateway_id, run_id)
                 self.cancel(run_id, gateway_lost())
-                cancelled.append(run_id)
         watch.forget_old()
-        return cancelled
 
     # --- admission --------------------------------------------------------------------------------
     async def _on_admitted(self, msg: Msg) -> None:
