@@ -76,18 +76,20 @@ async def stream_once(client: aiohttp.ClientSession, url: str, headers: dict[str
                     if kind != "response.completed":
                         raise RuntimeError(f"stream ended with {kind}")
                     break
-                is_token = kind == "response.output_text.delta" and bool(chunk.get("delta"))
+                content = chunk.get("delta") if kind == "response.output_text.delta" else None
             else:
                 choices = chunk.get("choices") or ()
-                is_token = bool(choices and choices[0].get("delta", {}).get("content"))
-            if is_token:
+                content = choices[0].get("delta", {}).get("content") if choices else None
+            if content:
                 now = time.perf_counter()
                 if first is None:
                     first = now
                 else:
                     gaps.append(now - last)  # type: ignore[operator]
                 last = now
-                tokens += 1
+                # The fake LLM's tokens are words: a delta may carry several that reached the runner
+                # together (the gap is the wait between deltas, what a reader of the stream sees).
+                tokens += len(content.split())
         await resp.read()  # to the end of the body, so the connection is reused
     end = time.perf_counter()
     if first is None:

@@ -54,6 +54,36 @@ def process_cpu_s(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+#: The shared servers whose CPU the saturation figure also reports, by process name (when they run on
+#: this machine: the local servers, or the embedded ones the stack started).
+INFRASTRUCTURE = {"nats": ("nats-server",), "postgres": ("postgres",), "redis": ("redis-server",)}
+
+
+def infrastructure_cpu_s() -> dict[str, dict[int, float]]:
+    """Each shared server's processes on this machine and the CPU time each has used so far."""
+    found: dict[str, dict[int, float]] = {name: {} for name in INFRASTRUCTURE}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        for name, comms in INFRASTRUCTURE.items():
+            if comm in comms:
+                found[name][int(entry)] = process_cpu_s(int(entry))
+    return found
+
+
+def infrastructure_spent(before: dict[str, dict[int, float]]) -> dict[str, float]:
+    """CPU seconds each shared server used since ``before`` (a process started since counts whole)."""
+    after = infrastructure_cpu_s()
+    return {
+        name: sum(cpu - before[name].get(pid, 0.0) for pid, cpu in pids.items()) for name, pids in after.items() if pids
+    }
+
+
 async def _fresh_database(server_url: str) -> tuple[str, str]:
     import asyncpg
 
@@ -263,9 +293,19 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
             client, direct_url, DIRECT_HEADERS, body(INSTANT), concurrency=64, total=n_sat
         )
         before = {name: process_cpu_s(pid) for name, pid in services.items()}
+        infra_before = infrastructure_cpu_s()
+        loadgen_before = process_cpu_s(os.getpid())
+        fake_pid = stack.processes["fakellm"].pid if "fakellm" in stack.processes else None
+        fake_before = process_cpu_s(fake_pid)
         _, g_wall = await concurrent_streams(client, gw_url, gw_h, body(agents[INSTANT]), concurrency=64, total=n_sat)
         cpu["saturation_chat"] = {
             name: (process_cpu_s(pid) - before[name]) / n_sat * 1000 for name, pid in services.items()
+        }
+        # Where the rest of the machine's CPU went: the shared servers, the fake LLM, the load generator.
+        cpu["saturation_chat_infrastructure"] = {
+            **{name: spent / n_sat * 1000 for name, spent in infrastructure_spent(infra_before).items()},
+            "fakellm": (process_cpu_s(fake_pid) - fake_before) / n_sat * 1000,
+            "loadgen": (process_cpu_s(os.getpid()) - loadgen_before) / n_sat * 1000,
         }
         d_nwall = await concurrent_completions(
             client, direct_url, DIRECT_HEADERS, body(INSTANT, False), concurrency=64, total=n_sat

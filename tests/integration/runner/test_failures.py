@@ -31,7 +31,9 @@ async def test_mid_stream_failure_records_estimated_usage(harness: Harness) -> N
     assert got.events[-1].error.code == "provider_error"
     [record] = got.usage
     assert record.estimated and record.context == "incomplete"
-    assert record.usage.output_tokens == len(got.of("text_delta")) == 3
+    # Three tokens streamed before the break (perhaps in fewer events: deltas read together are joined).
+    assert record.usage.output_tokens == 3
+    assert "".join(d.delta for d in got.of("text_delta")).split() == ["one", "two", "three"]
     assert record.usage.input_tokens >= 1
     reported = got.of("usage")[0]
     assert reported.estimated and reported.usage == record.usage

@@ -12,8 +12,9 @@ from contracts import RUN_EVENT, AgentSnapshot, Caller, ChatMessage, RunClosed, 
 from contracts.billing import ExtendReply, ExtendRequest
 from runner.agent import AgentRun, RunConfig
 from runner.connections import Connection
+from runner.emitter import MAX_BATCH_CHARS
 from runner.errors import StreamBroken
-from runner.providers import CallSpec, Chunk, FinishChunk, TextChunk, ToolCallChunk, UsageChunk
+from runner.providers import PAUSE, CallSpec, Chunk, FinishChunk, ReasoningChunk, TextChunk, ToolCallChunk, UsageChunk
 from runner.tools import builtin_registry
 
 pytestmark = pytest.mark.unit
@@ -119,6 +120,76 @@ async def test_tool_run_event_order() -> None:
     # The second call carries the assistant's tool calls and both results.
     second = provider.calls[1].messages
     assert [m.role for m in second[-3:]] == ["assistant", "tool", "tool"]
+
+
+class PausingProvider(ScriptedProvider):
+    """A scripted adapter that marks its reads (``PAUSE`` in the script where it would wait)."""
+
+    marks_pauses = True
+
+
+def _deltas(ports: MemoryPorts) -> list[tuple[str, str]]:
+    return [(e.type, e.delta) for e in ports.events if e.type.endswith("delta")]  # type: ignore[attr-defined]
+
+
+async def test_deltas_read_together_are_one_event() -> None:
+    """The first delta goes out alone (time to first token); then what one read brought is one event,
+    one per kind in order, and nothing is held across a pause, a tool call or the end of the call."""
+    provider = PausingProvider(
+        [
+            [
+                ReasoningChunk("hm"),
+                ReasoningChunk("m."),
+                TextChunk("a"),
+                TextChunk("b"),
+                PAUSE,
+                TextChunk("c"),
+                PAUSE,
+                TextChunk("d"),
+                TextChunk("e"),
+                ToolCallChunk(0, '{"expr', id="c1", name="calculator"),
+                ToolCallChunk(0, 'ession":"2"}'),
+                FinishChunk("tool_calls"),
+                UsageChunk(TokenUsage(input_tokens=5, output_tokens=9)),
+                PAUSE,
+            ],
+            [
+                TextChunk("x"),
+                TextChunk("y"),
+                FinishChunk("stop"),
+                UsageChunk(TokenUsage(input_tokens=9, output_tokens=2)),
+            ],
+        ]
+    )
+    ports = MemoryPorts()
+    assert await _run(provider, ports, ["calculator"]).execute() == "completed"
+    assert _deltas(ports) == [
+        ("reasoning_delta", "hm"),
+        ("reasoning_delta", "m."),
+        ("text_delta", "ab"),
+        ("text_delta", "c"),
+        ("text_delta", "de"),
+        ("tool_call_arguments_delta", '{"expression":"2"}'),
+        ("text_delta", "x"),
+        ("text_delta", "y"),
+    ]
+    types = [e.type for e in ports.events]  # type: ignore[attr-defined]
+    assert types.index("tool_call_started") == types.index("tool_call_arguments_delta") - 1
+    assert [e.seq for e in ports.events] == list(range(len(ports.events)))  # type: ignore[attr-defined]
+    assert provider.calls[1].messages[-2].content == "abcde"  # the assistant's text, whole
+
+
+async def test_a_batch_is_bounded_and_released_before_a_break() -> None:
+    big = "x" * (MAX_BATCH_CHARS // 2)
+    provider = PausingProvider(
+        [[TextChunk("a"), TextChunk(big), TextChunk(big), TextChunk("z"), StreamBroken("reset")]]
+    )
+    ports = MemoryPorts()
+    assert await _run(provider, ports, []).execute() == "failed"
+    assert _deltas(ports) == [("text_delta", "a"), ("text_delta", big + big), ("text_delta", "z")]
+    types = [e.type for e in ports.events]  # type: ignore[attr-defined]
+    assert types[-3:] == ["text_delta", "usage", "failed"]  # what arrived before the break, then its usage
+    assert ports.usage[0].usage.output_tokens == 4  # counted per chunk, as before
 
 
 async def test_broken_stream_estimates_usage() -> None:

@@ -30,6 +30,10 @@ class RunStarted(_RunEvent):
 
 
 class TextDelta(_RunEvent):
+    """Text the model wrote: one token, or several that reached the runner together (the deltas of one
+    read from the provider are joined; a call's first delta is always sent alone). The same holds for
+    :class:`ReasoningDelta` and :class:`ToolCallArgumentsDelta`."""
+
     type: Literal["text_delta"] = "text_delta"
     delta: str
 
@@ -148,10 +152,11 @@ _stamp = _UtcStamp()
 class DeltaEncoder:
     """The JSON of a run's per-token events, as their models would write it, without building models.
 
-    A stream sends one of these per token, so this is the runner's hottest path: a tenth of a model's
-    cost. ``encode(TextDelta, seq, delta)`` equals ``TextDelta(run_id=…, seq=…, delta=…).model_dump_json()``
-    up to the event's own ``id`` and ``ts`` (and likewise :class:`ReasoningDelta` and, with ``index``,
-    :class:`ToolCallArgumentsDelta`; tests/unit/test_delta_encoder.py)."""
+    A stream sends one of these per token (or per read of tokens), so this is the runner's hottest
+    path: a tenth of a model's cost. ``encode(TextDelta, seq, delta)`` equals
+    ``TextDelta(run_id=…, seq=…, delta=…).model_dump_json()`` up to the event's own ``id`` and ``ts``
+    (and likewise :class:`ReasoningDelta` and, with ``index``, :class:`ToolCallArgumentsDelta`;
+    tests/unit/test_delta_encoder.py)."""
 
     def __init__(self, run_id: str) -> None:
         self._run_id = to_json(run_id).decode()

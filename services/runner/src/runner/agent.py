@@ -60,7 +60,7 @@ from . import usage as usage_mod
 from .aio import complete
 from .clienttools import collision, plan_tools, server_label
 from .connections import Connection
-from .emitter import EventEmitter
+from .emitter import DeltaBatch, EventEmitter
 from .errors import (
     BillingUnavailable,
     ProviderError,
@@ -78,6 +78,7 @@ from .providers import (
     CallSpec,
     FinishChunk,
     OpaqueBlock,
+    Pause,
     Provider,
     ReasoningChunk,
     ResponseInfo,
@@ -439,6 +440,9 @@ class AgentRun:
         opaque: list[dict[str, Any]] = []
         chars = self._prompt_chars()
         emit = self.emitter.emit
+        # Deltas that arrived together go out as one event when the adapter says when it waits; the
+        # call's first delta goes out at once either way (time to first token).
+        batch = DeltaBatch(self.emitter) if getattr(self.provider, "marks_pauses", False) else None
         text: list[str] = []
         calls: dict[int, _PendingCall] = {}
         # The call's progress lives on the run (the heartbeat reads it): one counter per delta.
@@ -458,26 +462,40 @@ class AgentRun:
                 async with contextlib.aclosing(self.provider.stream(spec)) as chunks:
                     async for c in chunks:
                         if not self._first_output and not isinstance(
-                            c, UsageChunk | FinishChunk | OpaqueBlock | ResponseInfo
+                            c, UsageChunk | FinishChunk | OpaqueBlock | ResponseInfo | Pause
                         ):
                             self._output_started()
                         if isinstance(c, TextChunk):
                             p.deltas += 1
                             text.append(c.text)
-                            await emit(TextDelta, flush=p.deltas == 1, delta=c.text)
+                            if batch is not None and p.deltas > 1:
+                                await batch.add(TextDelta, c.text)
+                            else:
+                                await emit(TextDelta, flush=p.deltas == 1, delta=c.text)
                         elif isinstance(c, ReasoningChunk):
                             p.deltas += 1
-                            await emit(ReasoningDelta, flush=p.deltas == 1, delta=c.text)
+                            if batch is not None and p.deltas > 1:
+                                await batch.add(ReasoningDelta, c.text)
+                            else:
+                                await emit(ReasoningDelta, flush=p.deltas == 1, delta=c.text)
+                        elif isinstance(c, Pause):
+                            if batch is not None:
+                                await batch.release()
                         elif isinstance(c, ToolCallChunk):
                             pending = calls.get(c.index)
                             if pending is None:
+                                if batch is not None:
+                                    await batch.release()  # what came before the call goes before it
                                 pending = self._new_call(c.id, c.name or "")
                                 calls[c.index] = pending
                                 await emit(ToolCallStarted, flush=True, **self._started(pending))
                             if c.arguments:
                                 p.deltas += 1
                                 pending.arguments.append(c.arguments)
-                                await emit(ToolCallArgumentsDelta, index=pending.index, delta=c.arguments)
+                                if batch is not None:
+                                    await batch.add(ToolCallArgumentsDelta, c.arguments, pending.index)
+                                else:
+                                    await emit(ToolCallArgumentsDelta, index=pending.index, delta=c.arguments)
                         elif isinstance(c, UsageChunk):
                             p.reported = usage_mod.merge(p.reported, c.usage)
                         elif isinstance(c, FinishChunk):
@@ -487,17 +505,23 @@ class AgentRun:
                             opaque.append(c.block)
                         elif isinstance(c, ResponseInfo):
                             p.response_id, p.response_model = c.id, c.model
+                    if batch is not None:
+                        await batch.release()
             except ProviderError as exc:
                 span.set_status(Status(StatusCode.ERROR, "provider_error"))
                 span.set_attribute("error.type", str(exc.status) if exc.status else "provider_error")
                 if p.deltas == 0:
                     self._call = None  # refused before any output: nothing to bill
                     raise provider_failed(exc.message) from None
+                if batch is not None:
+                    await batch.release()  # what arrived before the break reaches the client
                 await self._record(span, self._estimate(chars, p.deltas, p.reported), True, "incomplete")
                 raise stream_broken(exc.message) from None
             except StreamBroken as exc:
                 span.set_status(Status(StatusCode.ERROR, "stream_broken"))
                 span.set_attribute("error.type", "stream_broken")
+                if batch is not None:
+                    await batch.release()
                 await self._record(span, self._estimate(chars, p.deltas, p.reported), True, "incomplete")
                 raise stream_broken(str(exc)) from None
             except asyncio.CancelledError:

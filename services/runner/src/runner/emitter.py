@@ -15,6 +15,10 @@ after a reconnect (a NATS restart) the runner sends them again (:meth:`EventEmit
 events published while the server was coming back may have reached neither the gateway nor the
 RUN_EVENTS stream; a gateway drops what it saw already. Bounding by age as well as by count keeps a
 slow stream's copy small: thousands of open streams at a few tokens a second keep a few KB each.
+
+:class:`DeltaBatch` joins the deltas that arrived together (one read from the provider) into one event:
+a fast model's burst, or a runner catching up under load, then costs one message per read instead of
+one per token — in the runner, in NATS and RUN_EVENTS, and in the gateway.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ Publish = Callable[[bytes], Awaitable[None]]
 
 #: The per-token events, written by :class:`~contracts.events.DeltaEncoder` instead of their models.
 _DELTAS = frozenset({TextDelta, ReasoningDelta, ToolCallArgumentsDelta})
+
+#: A batch of deltas is sent once it holds this many characters, whatever else is waiting (far below
+#: any NATS payload limit, even with every character escaped).
+MAX_BATCH_CHARS = 16_384
 
 #: Events of a run kept to be sent again after a reconnect, at most (a few seconds of a fast stream).
 REPLAY_EVENTS = 256
@@ -79,3 +87,41 @@ class EventEmitter:
                 await asyncio.sleep(wait)
                 continue
             await self.emit(Heartbeat)
+
+
+class DeltaBatch:
+    """Deltas held until the provider pauses (:data:`runner.providers.base.PAUSE`), then sent as one
+    event: consecutive deltas of one kind (and, for tool call arguments, one call) are joined; any
+    other kind, :meth:`release`, or :data:`MAX_BATCH_CHARS` sends what is held first. Nothing is held
+    across a wait: the loop releases at every pause and before any other event."""
+
+    __slots__ = ("_emit", "_index", "_kind", "_parts", "_size")
+
+    def __init__(self, emitter: EventEmitter) -> None:
+        self._emit = emitter.emit
+        self._kind: type[_RunEvent] | None = None
+        self._index: int | None = None
+        self._parts: list[str] = []
+        self._size = 0
+
+    async def add(self, kind: type[_RunEvent], delta: str, index: int | None = None) -> None:
+        if self._parts and (kind is not self._kind or index != self._index):
+            await self.release()
+        self._kind, self._index = kind, index
+        self._parts.append(delta)
+        self._size += len(delta)
+        if self._size >= MAX_BATCH_CHARS:
+            await self.release()
+
+    async def release(self) -> None:
+        """Send what is held, as one event."""
+        if not self._parts:
+            return
+        assert self._kind is not None
+        delta = self._parts[0] if len(self._parts) == 1 else "".join(self._parts)
+        self._parts.clear()
+        self._size = 0
+        if self._index is None:
+            await self._emit(self._kind, delta=delta)
+        else:
+            await self._emit(self._kind, index=self._index, delta=delta)

@@ -6,11 +6,13 @@ from typing import Any
 
 from ..connections import Connection
 from .base import (
+    PAUSE,
     CallSpec,
     Chunk,
     FinishChunk,
     ForcedTool,
     OpaqueBlock,
+    Pause,
     Provider,
     ReasoningChunk,
     ResponseInfo,
@@ -44,11 +46,13 @@ def build_provider(conn: Connection, timeout_s: float) -> Provider:
 
 
 __all__ = [
+    "PAUSE",
     "CallSpec",
     "Chunk",
     "FinishChunk",
     "ForcedTool",
     "OpaqueBlock",
+    "Pause",
     "Provider",
     "ReasoningChunk",
     "ResponseInfo",

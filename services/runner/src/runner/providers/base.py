@@ -113,13 +113,28 @@ class OpaqueBlock:
     block: dict[str, Any]
 
 
-Chunk = TextChunk | ReasoningChunk | ToolCallChunk | UsageChunk | FinishChunk | OpaqueBlock | ResponseInfo
+@dataclass(frozen=True)
+class Pause:
+    """The adapter has handled everything it had and now waits for the network: the chunks it yielded
+    since the previous pause arrived together. Yielded only by adapters that can tell (they say so
+    with a true ``marks_pauses``); the agent loop then sends the deltas that arrived together as one
+    event instead of one event each (a fast model's burst, or a runner catching up under load)."""
+
+
+#: The one :class:`Pause`.
+PAUSE = Pause()
+
+Chunk = TextChunk | ReasoningChunk | ToolCallChunk | UsageChunk | FinishChunk | OpaqueBlock | ResponseInfo | Pause
 
 
 class Provider(Protocol):
     """A connection's adapter. :meth:`stream` raises :class:`runner.errors.ProviderError` when the
     call fails before any output and :class:`runner.errors.StreamBroken` when it breaks later. Cancelling
-    the consuming task closes the HTTP request."""
+    the consuming task closes the HTTP request.
+
+    An adapter whose stream yields :data:`PAUSE` whenever it is about to wait for the network also has
+    a class attribute ``marks_pauses = True`` (read with ``getattr``: adapters without it send every
+    delta on its own)."""
 
     kind: str
 

@@ -18,6 +18,7 @@ from ..connections import Connection
 from ..errors import ProviderError, StreamBroken
 from ..usage import from_openai
 from .base import (
+    PAUSE,
     CallSpec,
     Chunk,
     FinishChunk,
@@ -140,9 +141,13 @@ class OpenAIProvider:
     the streamed call itself is one POST sent with aiohttp and decoded here with orjson. The SDK's
     request path cost about 0.7 ms before the first token, and httpx's per-chunk work about four
     times aiohttp's: together most of the runner's CPU per streamed token.
+
+    Each read from the network ends with :data:`~runner.providers.base.PAUSE` (``marks_pauses``): the
+    chunks one read brought arrived together.
     """
 
     kind = "openai"
+    marks_pauses = True
 
     def __init__(self, conn: Connection, timeout_s: float) -> None:
         self._conn = conn
@@ -220,28 +225,33 @@ class OpenAIProvider:
         try:
             if response.status >= 400:
                 raise ProviderError(status_message(response.status, await response.read(), secret), response.status)
-            async for line in sse_lines(response.content):
-                if done or not line.startswith(b"data:"):
-                    continue
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    # Read on to the end of the body rather than stopping here: a response closed
-                    # before its end costs the pooled connection, and the next call a new one.
-                    finished = done = True
-                    continue
-                chunk = orjson.loads(data)
-                if not isinstance(chunk, dict):
-                    raise StreamBroken("the provider sent an event that is not a JSON object")
-                if chunk.get("error"):
-                    raise StreamBroken(redact(_error_text(chunk["error"]), secret))
-                if not identified:
-                    # Every chunk repeats the response's id and model: read them off the first only.
-                    identified = True
-                    yield response_info(chunk)
-                for c in chunks_of(chunk):
-                    if isinstance(c, FinishChunk):
-                        finished = True
-                    yield c
+            async for lines in sse_reads(response.content):
+                yielded = False
+                for line in lines:
+                    if done or not line.startswith(b"data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        # Read on to the end of the body rather than stopping here: a response closed
+                        # before its end costs the pooled connection, and the next call a new one.
+                        finished = done = True
+                        continue
+                    chunk = orjson.loads(data)
+                    if not isinstance(chunk, dict):
+                        raise StreamBroken("the provider sent an event that is not a JSON object")
+                    if chunk.get("error"):
+                        raise StreamBroken(redact(_error_text(chunk["error"]), secret))
+                    if not identified:
+                        # Every chunk repeats the response's id and model: read them off the first only.
+                        identified = True
+                        yield response_info(chunk)
+                    for c in chunks_of(chunk):
+                        if isinstance(c, FinishChunk):
+                            finished = True
+                        yielded = True
+                        yield c
+                if yielded:
+                    yield PAUSE  # what this read brought is handled: the next chunk waits for the network
         except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
             raise StreamBroken(redact(str(exc) or type(exc).__name__, secret)) from None
         finally:
@@ -261,16 +271,17 @@ def proxy_for(url: str) -> str | None:
     return urllib.request.getproxies().get(parts.scheme)
 
 
-async def sse_lines(body: aiohttp.StreamReader) -> AsyncGenerator[bytes, None]:
-    """The lines of an event stream, whatever their length (aiohttp's own line reader has a limit)."""
+async def sse_reads(body: aiohttp.StreamReader) -> AsyncGenerator[list[bytes], None]:
+    """The complete lines of an event stream, as each read from the network brings them (whatever
+    their length: aiohttp's own line reader has a limit)."""
     rest = b""
     async for data in body.iter_any():
         lines = (rest + data).split(b"\n")
         rest = lines.pop()
-        for line in lines:
-            yield line.rstrip(b"\r")
+        if lines:
+            yield [line.rstrip(b"\r") for line in lines]
     if rest:
-        yield rest.rstrip(b"\r")
+        yield [rest.rstrip(b"\r")]
 
 
 def _error_text(error: Any) -> str:
