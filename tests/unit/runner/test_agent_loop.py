@@ -133,14 +133,16 @@ def _deltas(ports: MemoryPorts) -> list[tuple[str, str]]:
 
 
 async def test_deltas_read_together_are_one_event() -> None:
-    """The first delta goes out alone (time to first token); then what one read brought is one event,
-    one per kind in order, and nothing is held across a pause, a tool call or the end of the call."""
+    """The call's first reasoning and first text delta go out alone (the text's is the time to first
+    token); then what one read brought is one event per kind, in order, and nothing is held across a
+    pause, a tool call or the end of the call."""
     provider = PausingProvider(
         [
             [
                 ReasoningChunk("hm"),
                 ReasoningChunk("m."),
                 TextChunk("a"),
+                TextChunk("b"),
                 TextChunk("b"),
                 PAUSE,
                 TextChunk("c"),
@@ -166,7 +168,8 @@ async def test_deltas_read_together_are_one_event() -> None:
     assert _deltas(ports) == [
         ("reasoning_delta", "hm"),
         ("reasoning_delta", "m."),
-        ("text_delta", "ab"),
+        ("text_delta", "a"),
+        ("text_delta", "bb"),
         ("text_delta", "c"),
         ("text_delta", "de"),
         ("tool_call_arguments_delta", '{"expression":"2"}'),
@@ -176,7 +179,7 @@ async def test_deltas_read_together_are_one_event() -> None:
     types = [e.type for e in ports.events]  # type: ignore[attr-defined]
     assert types.index("tool_call_started") == types.index("tool_call_arguments_delta") - 1
     assert [e.seq for e in ports.events] == list(range(len(ports.events)))  # type: ignore[attr-defined]
-    assert provider.calls[1].messages[-2].content == "abcde"  # the assistant's text, whole
+    assert provider.calls[1].messages[-2].content == "abbcde"  # the assistant's text, whole
 
 
 async def test_a_batch_is_bounded_and_released_before_a_break() -> None:

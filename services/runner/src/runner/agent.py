@@ -441,9 +441,10 @@ class AgentRun:
         chars = self._prompt_chars()
         emit = self.emitter.emit
         # Deltas that arrived together go out as one event when the adapter says when it waits; the
-        # call's first delta goes out at once either way (time to first token).
+        # call's first text (and first reasoning) delta goes out at once either way.
         batch = DeltaBatch(self.emitter) if getattr(self.provider, "marks_pauses", False) else None
         text: list[str] = []
+        thought = False  # a reasoning delta was sent
         calls: dict[int, _PendingCall] = {}
         # The call's progress lives on the run (the heartbeat reads it): one counter per delta.
         p = self._call = _InFlight(len(self.usages), chars)
@@ -467,17 +468,20 @@ class AgentRun:
                             self._output_started()
                         if isinstance(c, TextChunk):
                             p.deltas += 1
-                            text.append(c.text)
-                            if batch is not None and p.deltas > 1:
+                            if batch is not None and text:
                                 await batch.add(TextDelta, c.text)
-                            else:
-                                await emit(TextDelta, flush=p.deltas == 1, delta=c.text)
+                            else:  # the call's first text goes out alone, at once (time to first token)
+                                if batch is not None:
+                                    await batch.release()
+                                await emit(TextDelta, flush=not text, delta=c.text)
+                            text.append(c.text)
                         elif isinstance(c, ReasoningChunk):
                             p.deltas += 1
-                            if batch is not None and p.deltas > 1:
+                            if batch is not None and thought:
                                 await batch.add(ReasoningDelta, c.text)
                             else:
-                                await emit(ReasoningDelta, flush=p.deltas == 1, delta=c.text)
+                                await emit(ReasoningDelta, flush=not thought, delta=c.text)
+                            thought = True
                         elif isinstance(c, Pause):
                             if batch is not None:
                                 await batch.release()
