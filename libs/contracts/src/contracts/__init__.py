@@ -6,6 +6,7 @@ readers ignore unknown fields. See :mod:`contracts.subjects` for the names.
 
 from ._base import Event, Message, new_id, utcnow
 from .billing import (
+    MAX_PREFETCH_RUNS,
     AdmitReply,
     AdmitRequest,
     BalanceReply,
@@ -73,6 +74,7 @@ __all__ = [
     "CATALOG_QUEUE",
     "DELETE",
     "EDIT",
+    "MAX_PREFETCH_RUNS",
     "MSG_ID_HEADER",
     "RUNNER_ID_HEADER",
     "RUN_EVENT",

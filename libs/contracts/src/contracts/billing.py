@@ -30,6 +30,10 @@ class AdmitRequest(Message):
     )
 
 
+#: The most runs one :class:`PrefetchRequest` may ask for.
+MAX_PREFETCH_RUNS = 64
+
+
 class PrefetchRequest(Message):
     """Admit runs ahead of time: a gateway keeps them for the user's next requests to this agent,
     each of which then starts with no admission round trip. Each run reserves the worst case of a
@@ -44,7 +48,9 @@ class PrefetchRequest(Message):
     model: str
     prompt_tokens: int = Field(ge=0, description="the largest prompt estimate a run may be used for")
     max_output_tokens: int = Field(ge=0)
-    run_ids: list[str] = Field(min_length=1, max_length=16, description="the runs' ids, chosen by the gateway")
+    run_ids: list[str] = Field(
+        min_length=1, max_length=MAX_PREFETCH_RUNS, description="the runs' ids, chosen by the gateway"
+    )
 
 
 class PrefetchReply(Message):

@@ -164,6 +164,7 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
                 close_run,
                 lambda: new_id("chatcmpl-"),
                 per_key=settings.preadmit_runs,
+                max_per_key=settings.preadmit_max_runs,
                 max_age_s=settings.preadmit_max_age_s,
                 rpc_timeout_s=settings.rpc_timeout_s,
             )

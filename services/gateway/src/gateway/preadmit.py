@@ -9,6 +9,10 @@ reservation, and the gateway asks for replacements once half are used. Every run
 reservation and settles as any other; near their balance a user gets none and every request is
 admitted on its own.
 
+How many are kept follows the demand: ``per_key`` to begin with; each time requests find none left
+while replacements are on their way, twice as many (up to ``max_per_key``): a user with 64 requests
+at once soon starts every one of them admitted. When runs ahead are handed back unused, half as many.
+
 A run not used within ``max_age_s`` (or left when the gateway stops) is handed back as a
 ``RunClosed`` with no calls, which releases its reservation; what a gateway that died still held is
 released by billing's expiry sweep.
@@ -24,7 +28,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from contracts import AgentSnapshot, PrefetchReply, PrefetchRequest, RunClosed, Subjects
+from contracts import MAX_PREFETCH_RUNS, AgentSnapshot, PrefetchReply, PrefetchRequest, RunClosed, Subjects
 
 from .auth import Requester
 from .rpc import call
@@ -66,6 +70,7 @@ class PreAdmissions:
         new_run_id: Callable[[], str],
         *,
         per_key: int = 2,
+        max_per_key: int = 64,
         max_age_s: float = 30.0,
         rpc_timeout_s: float = 2.0,
     ) -> None:
@@ -74,6 +79,11 @@ class PreAdmissions:
         self._close_run = close_run
         self._new_run_id = new_run_id
         self._per_key = per_key
+        self._max_per_key = max(per_key, min(max_per_key, MAX_PREFETCH_RUNS))
+        #: How many runs ahead each kind keeps now (absent: ``per_key``), and the kinds that already
+        #: grew while their replacements are on their way (once per ask).
+        self._target: dict[_Key, int] = {}
+        self._grown: set[_Key] = set()
         self._max_age_s = max_age_s
         self._rpc_timeout_s = rpc_timeout_s
         self._ready: dict[_Key, deque[AheadRun]] = {}
@@ -86,7 +96,11 @@ class PreAdmissions:
 
     def take(self, user_id: str, agent: AgentSnapshot, max_out: int, prompt_tokens: int) -> AheadRun | None:
         """A run admitted ahead for this request, if one fits (no waiting, no I/O)."""
-        ready = self._ready.get(self._key(user_id, agent, max_out))
+        key = self._key(user_id, agent, max_out)
+        ready = self._ready.get(key)
+        if not ready:
+            self._missed(key)
+            return None
         now = time.monotonic()
         while ready:
             run = ready.popleft()
@@ -97,7 +111,19 @@ class PreAdmissions:
                 return run
             ready.appendleft(run)  # a bigger prompt than these were reserved for: the usual path
             return None
+        self._missed(key)  # every one had waited too long: no sign of demand, but none is left either
         return None
+
+    def _missed(self, key: _Key) -> None:
+        """A request found none left: while replacements are on their way, demand is more than this
+        kind keeps, so it keeps twice as many from the next ask on (once per ask)."""
+        if key in self._fetching and key not in self._grown:
+            self._grown.add(key)
+            self._target[key] = min(self._max_per_key, 2 * self._target.get(key, self._per_key))
+
+    def target(self, user_id: str, agent: AgentSnapshot, max_out: int) -> int:
+        """How many runs ahead this kind of request keeps now."""
+        return self._target.get(self._key(user_id, agent, max_out), self._per_key)
 
     def refill(self, user_id: str, agent: AgentSnapshot, max_out: int, prompt_tokens: int) -> None:
         """Keep up to ``per_key`` runs admitted ahead for this user and agent, asked for in the
@@ -106,11 +132,12 @@ class PreAdmissions:
             return
         key = self._key(user_id, agent, max_out)
         have = len(self._ready.get(key, ()))
-        if have > self._per_key // 2 or key in self._fetching:
+        target = self._target.get(key, self._per_key)
+        if have > target // 2 or key in self._fetching:
             return
         if key not in self._ready and self._kinds_held(user_id) >= MAX_KINDS_PER_USER:
             return  # holds stay a small part of a user's balance (see billing's prefetch)
-        missing = self._per_key - have
+        missing = target - have
         self._fetching.add(key)
         self._spawn(self._fetch(key, agent, missing, prompt_cap(prompt_tokens)))
 
@@ -138,10 +165,18 @@ class PreAdmissions:
             return
         finally:
             self._fetching.discard(key)
+            self._grown.discard(key)
         now = time.monotonic()
         runs = [AheadRun(run_id, user_id, rid, cap, now) for run_id, rid in reply.reservations.items()]
         if runs:
             self._ready.setdefault(key, deque()).extend(runs)
+
+    def _shrink(self, key: _Key) -> None:
+        target = self._target.get(key, self._per_key) // 2
+        if target > self._per_key:
+            self._target[key] = target
+        else:
+            self._target.pop(key, None)
 
     def put_back(self, run: AheadRun, agent: AgentSnapshot, max_out: int) -> None:
         """A run taken for a request refused before it was queued: the next request may take it."""
@@ -168,8 +203,12 @@ class PreAdmissions:
             now = time.monotonic()
             old: list[AheadRun] = []
             for key, ready in list(self._ready.items()):
+                expired = 0
                 while ready and now - ready[0].at > self._max_age_s:
                     old.append(ready.popleft())
+                    expired += 1
+                if expired:  # more than was used: keep half as many from the next ask on
+                    self._shrink(key)
                 if not ready:
                     del self._ready[key]
             if old:

@@ -101,6 +101,13 @@ class GatewaySettings(ServiceSettings):
     preadmit_runs: int = Field(
         default=4, ge=0, le=16, description="runs kept admitted ahead per active user and agent (0: none)"
     )
+    preadmit_max_runs: int = Field(
+        default=64,
+        ge=1,
+        le=64,
+        description="at most this many when the user's requests outrun them (kept twice as many each time "
+        "requests find none left, half as many when some go unused)",
+    )
     preadmit_max_age_s: float = Field(default=30.0, gt=0, description="an unused run admitted ahead is handed back")
     responses_ttl_s: float = Field(
         default=30 * 24 * 3600.0,

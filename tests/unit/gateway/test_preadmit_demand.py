@@ -1,0 +1,98 @@
+"""How many runs admitted ahead a kind of request keeps follows its demand (gateway.preadmit)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from contracts import MAX_PREFETCH_RUNS, AgentSnapshot, PrefetchReply, PrefetchRequest, RunClosed, Subjects
+from gateway.preadmit import PreAdmissions
+
+pytestmark = pytest.mark.unit
+
+AGENT = AgentSnapshot(id="a", name="A", provider="openai", model="m")
+
+
+class Billing:
+    """Grants every ask, once the test lets it answer."""
+
+    def __init__(self) -> None:
+        self.asks: list[PrefetchRequest] = []
+        self.answer = asyncio.Event()
+
+    async def __call__(self, subject: str, data: bytes, timeout_s: float) -> bytes:
+        ask = PrefetchRequest.model_validate_json(data)
+        self.asks.append(ask)
+        await self.answer.wait()
+        return PrefetchReply(reservations={r: f"res_{r}" for r in ask.run_ids}).model_dump_json().encode()
+
+
+def _pre(billing: Billing, closed: list[RunClosed], **kwargs: object) -> PreAdmissions:
+    ids = iter(range(10**6))
+
+    async def close(run: RunClosed) -> None:
+        closed.append(run)
+
+    return PreAdmissions(billing, Subjects("t"), close, lambda: f"run{next(ids)}", per_key=4, **kwargs)  # type: ignore[arg-type]
+
+
+async def _settle(pre: PreAdmissions) -> None:
+    await asyncio.gather(*list(pre._tasks))
+
+
+async def _request(pre: PreAdmissions) -> bool:
+    """One request: whether it took a run ahead; then the refill, as the orchestration does."""
+    taken = pre.take("u", AGENT, 100, 10) is not None
+    pre.refill("u", AGENT, 100, 10)
+    await asyncio.sleep(0)
+    return taken
+
+
+async def test_requests_that_find_none_left_double_what_is_kept_up_to_the_maximum() -> None:
+    billing, closed = Billing(), []
+    pre = _pre(billing, closed, max_per_key=16)
+    assert not await _request(pre)  # the first request of its kind: admitted on its own, asks for 4
+    assert [len(a.run_ids) for a in billing.asks] == [4]
+    assert not await _request(pre)  # none yet while the ask is on its way: the kind keeps 8 from now on
+    assert not await _request(pre)  # (once per ask)
+    assert pre.target("u", AGENT, 100) == 8
+    billing.answer.set()
+    await _settle(pre)
+    assert await _request(pre)  # 3 of 4 left, fewer than half of 8: the ask tops them up to 8
+    await _settle(pre)
+    assert [len(a.run_ids) for a in billing.asks] == [4, 5]
+    # Demand that keeps outrunning the runs ahead grows them to the maximum, never beyond.
+    for _ in range(6):
+        billing.answer.clear()
+        for _ in range(20):
+            await _request(pre)
+        billing.answer.set()
+        await _settle(pre)
+    assert pre.target("u", AGENT, 100) == 16
+    assert max(len(a.run_ids) for a in billing.asks) <= 16
+    assert [await _request(pre) for _ in range(8)] == [True] * 8  # the next eight start admitted
+
+
+async def test_runs_that_go_unused_halve_what_is_kept() -> None:
+    billing, closed = Billing(), []
+    billing.answer.set()
+    pre = _pre(billing, closed, max_age_s=0.05)
+    pre._target[("u", AGENT.id, AGENT.model, 100)] = 32
+    pre.refill("u", AGENT, 100, 10)
+    await _settle(pre)
+    assert len(billing.asks[0].run_ids) == 32
+    sweep = asyncio.create_task(pre.sweep())
+    try:
+        async with asyncio.timeout(2):
+            while len(closed) < 32:
+                await asyncio.sleep(0.01)
+    finally:
+        sweep.cancel()
+    assert pre.target("u", AGENT, 100) == 16  # handed back unused: half as many
+    assert {c.run_id for c in closed} == set(billing.asks[0].run_ids)
+
+
+def test_the_maximum_is_what_one_ask_may_name() -> None:
+    pre = _pre(Billing(), [], max_per_key=10_000)
+    assert pre._max_per_key == MAX_PREFETCH_RUNS
