@@ -1,0 +1,123 @@
+"""Two focused probes, for comparing one change with another in the same minutes (the full stack bench
+takes several, and this machine's speed drifts between them).
+
+``python -m bench.probes saturation [--rounds N]``: rounds of 1,024 streams, 64 at a time, of the instant
+model through the gateway (one runner): streams/s, content deltas per stream, time to first token and
+each process's CPU per stream — the services and the shared servers (NATS, PostgreSQL, Redis).
+
+``python -m bench.probes burst [--rounds N]``: rounds of 64 streams of the paced model opened at the
+same instant, straight to the fake LLM and then through the gateway: the first round meets a cold
+gateway (no runs admitted ahead yet), the later ones a warm one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+from typing import Any
+
+import httpx
+
+from .loadgen import concurrent_streams, make_client, percentile
+from .stack_bench import (
+    DIRECT_HEADERS,
+    INSTANT,
+    PACED,
+    TEXT,
+    bench_stack,
+    infrastructure_cpu_s,
+    infrastructure_spent,
+    process_cpu_s,
+    seed_bench_user,
+)
+
+SERVICES = ("gateway", "runner", "billing")
+
+
+async def _scripted(fake: str) -> None:
+    async with httpx.AsyncClient() as h:
+        for model, ttft_ms, rate in ((INSTANT, 0, 0), (PACED, 100, 50)):
+            script = {"turns": [{"text": TEXT, "ttft_ms": ttft_ms, "tokens_per_s": rate}]}
+            await h.put(f"{fake}/_fake/scripts/{model}", json=script)
+
+
+def _body(model: str) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": "Say thirty-two words."}], "stream": True}
+
+
+async def saturation(rounds: int) -> list[dict[str, Any]]:
+    out = []
+    async with bench_stack() as stack:
+        await _scripted(stack.fakellm_url)
+        headers, agents = seed_bench_user(stack, (INSTANT,))
+        url, body = f"{stack.gateway_url}/v1/chat/completions", _body(agents[INSTANT])
+        pids = {n: p.pid for n, p in stack.processes.items() if n.split("-")[0] in SERVICES}
+        async with make_client(80) as client:
+            await concurrent_streams(client, url, headers, body, concurrency=64, total=256)  # warm
+            for _ in range(rounds):
+                before, infra = {n: process_cpu_s(p) for n, p in pids.items()}, infrastructure_cpu_s()
+                results, wall = await concurrent_streams(client, url, headers, body, concurrency=64, total=1024)
+                cpu = {n: (process_cpu_s(p) - before[n]) / 1024 * 1000 for n, p in pids.items()}
+                cpu.update({n: spent / 1024 * 1000 for n, spent in infrastructure_spent(infra).items()})
+                ttft = [r.ttft for r in results]
+                out.append(
+                    {
+                        "streams_per_s": round(1024 / wall, 1),
+                        "deltas_per_stream": round(statistics.fmean(len(r.gaps) + 1 for r in results), 1),
+                        "ttft_ms": {
+                            "p50": round(percentile(ttft, 50) * 1e3, 1),
+                            "p99": round(percentile(ttft, 99) * 1e3, 1),
+                        },
+                        "cpu_ms_per_stream": {n: round(v, 3) for n, v in cpu.items()},
+                    }
+                )
+                print(json.dumps(out[-1]), flush=True)
+    return out
+
+
+async def burst(rounds: int) -> list[dict[str, Any]]:
+    out = []
+    async with bench_stack() as stack:
+        fake = stack.fakellm_url
+        await _scripted(fake)
+        headers, agents = seed_bench_user(stack, (PACED,))
+        url = f"{stack.gateway_url}/v1/chat/completions"
+        async with make_client(80) as client:
+            for _ in range(rounds):
+                direct, _ = await concurrent_streams(
+                    client, f"{fake}/v1/chat/completions", DIRECT_HEADERS, _body(PACED), concurrency=64, total=64
+                )
+                through, _ = await concurrent_streams(
+                    client, url, headers, _body(agents[PACED]), concurrency=64, total=64
+                )
+                d, g = [r.ttft for r in direct], [r.ttft for r in through]
+                out.append(
+                    {
+                        "direct_ttft_ms": {
+                            "p50": round(percentile(d, 50) * 1e3, 1),
+                            "p99": round(percentile(d, 99) * 1e3, 1),
+                        },
+                        "gateway_ttft_ms": {
+                            "min": round(min(g) * 1e3, 1),
+                            "p50": round(percentile(g, 50) * 1e3, 1),
+                            "p99": round(percentile(g, 99) * 1e3, 1),
+                        },
+                        "added_p99_ms": round((percentile(g, 99) - percentile(d, 99)) * 1e3, 1),
+                    }
+                )
+                print(json.dumps(out[-1]), flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.probes", description=__doc__)
+    parser.add_argument("probe", choices=["saturation", "burst"])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    asyncio.run((saturation if args.probe == "saturation" else burst)(args.rounds))
+
+
+if __name__ == "__main__":
+    main()
