@@ -15,17 +15,19 @@ AGENT = AgentSnapshot(id="a", name="A", provider="openai", model="m")
 
 
 class Billing:
-    """Grants every ask, once the test lets it answer."""
+    """Grants every ask of at most ``grants`` runs (all or none, as billing does), once the test lets it answer."""
 
-    def __init__(self) -> None:
+    def __init__(self, grants: int = 1_000) -> None:
         self.asks: list[PrefetchRequest] = []
         self.answer = asyncio.Event()
+        self.grants = grants
 
     async def __call__(self, subject: str, data: bytes, timeout_s: float) -> bytes:
         ask = PrefetchRequest.model_validate_json(data)
         self.asks.append(ask)
         await self.answer.wait()
-        return PrefetchReply(reservations={r: f"res_{r}" for r in ask.run_ids}).model_dump_json().encode()
+        granted = {r: f"res_{r}" for r in ask.run_ids} if len(ask.run_ids) <= self.grants else {}
+        return PrefetchReply(reservations=granted).model_dump_json().encode()
 
 
 def _pre(billing: Billing, closed: list[RunClosed], **kwargs: object) -> PreAdmissions:
@@ -91,6 +93,19 @@ async def test_runs_that_go_unused_halve_what_is_kept() -> None:
         sweep.cancel()
     assert pre.target("u", AGENT, 100) == 16  # handed back unused: half as many
     assert {c.run_id for c in closed} == set(billing.asks[0].run_ids)
+
+
+async def test_an_ask_billing_refuses_halves_what_is_kept() -> None:
+    """A user whose balance allows 8 runs ahead but not 32: the asks come back down to what is granted."""
+    billing, closed = Billing(grants=8), []
+    billing.answer.set()
+    pre = _pre(billing, closed)
+    pre._target[("u", AGENT.id, AGENT.model, 100)] = 32
+    for _ in range(3):
+        pre.refill("u", AGENT, 100, 10)
+        await _settle(pre)
+    assert [len(a.run_ids) for a in billing.asks] == [32, 16, 8]
+    assert pre.target("u", AGENT, 100) == 8 and await _request(pre)
 
 
 def test_the_maximum_is_what_one_ask_may_name() -> None:

@@ -11,7 +11,8 @@ admitted on its own.
 
 How many are kept follows the demand: ``per_key`` to begin with; each time requests find none left
 while replacements are on their way, twice as many (up to ``max_per_key``): a user with 64 requests
-at once soon starts every one of them admitted. When runs ahead are handed back unused, half as many.
+at once soon starts every one of them admitted. When runs ahead are handed back unused, or billing
+refuses an ask (it grants all or none), half as many.
 
 A run not used within ``max_age_s`` (or left when the gateway stops) is handed back as a
 ``RunClosed`` with no calls, which releases its reservation; what a gateway that died still held is
@@ -170,6 +171,10 @@ class PreAdmissions:
         runs = [AheadRun(run_id, user_id, rid, cap, now) for run_id, rid in reply.reservations.items()]
         if runs:
             self._ready.setdefault(key, deque()).extend(runs)
+        else:
+            # Refused (all or none: more than a tenth of what the user has available): ask for fewer
+            # next time, down to what billing grants, rather than for ever more, refused every time.
+            self._shrink(key)
 
     def _shrink(self, key: _Key) -> None:
         target = self._target.get(key, self._per_key) // 2
