@@ -439,10 +439,9 @@ class AgentRun:
         )
         opaque: list[dict[str, Any]] = []
         chars = self._prompt_chars()
-        emit = self.emitter.emit
         # Deltas that arrived together go out as one event when the adapter says when it waits; the
         # call's first text (and first reasoning) delta goes out at once either way.
-        batch = DeltaBatch(self.emitter) if getattr(self.provider, "marks_pauses", False) else None
+        batch = DeltaBatch(self.emitter, hold=getattr(self.provider, "marks_pauses", False))
         text: list[str] = []
         thought = False  # a reasoning delta was sent
         calls: dict[int, _PendingCall] = {}
@@ -468,38 +467,25 @@ class AgentRun:
                             self._output_started()
                         if isinstance(c, TextChunk):
                             p.deltas += 1
-                            if batch is not None and text:
-                                await batch.add(TextDelta, c.text)
-                            else:  # the call's first text goes out alone, at once (time to first token)
-                                if batch is not None:
-                                    await batch.release()
-                                await emit(TextDelta, flush=not text, delta=c.text)
+                            await (batch.add if text else batch.first)(TextDelta, c.text)
                             text.append(c.text)
                         elif isinstance(c, ReasoningChunk):
                             p.deltas += 1
-                            if batch is not None and thought:
-                                await batch.add(ReasoningDelta, c.text)
-                            else:
-                                await emit(ReasoningDelta, flush=not thought, delta=c.text)
+                            await (batch.add if thought else batch.first)(ReasoningDelta, c.text)
                             thought = True
                         elif isinstance(c, Pause):
-                            if batch is not None:
-                                await batch.release()
+                            await batch.release()
                         elif isinstance(c, ToolCallChunk):
                             pending = calls.get(c.index)
                             if pending is None:
-                                if batch is not None:
-                                    await batch.release()  # what came before the call goes before it
+                                await batch.release()  # what came before the call goes before it
                                 pending = self._new_call(c.id, c.name or "")
                                 calls[c.index] = pending
-                                await emit(ToolCallStarted, flush=True, **self._started(pending))
+                                await self.emitter.emit(ToolCallStarted, flush=True, **self._started(pending))
                             if c.arguments:
                                 p.deltas += 1
                                 pending.arguments.append(c.arguments)
-                                if batch is not None:
-                                    await batch.add(ToolCallArgumentsDelta, c.arguments, pending.index)
-                                else:
-                                    await emit(ToolCallArgumentsDelta, index=pending.index, delta=c.arguments)
+                                await batch.add(ToolCallArgumentsDelta, c.arguments, pending.index)
                         elif isinstance(c, UsageChunk):
                             p.reported = usage_mod.merge(p.reported, c.usage)
                         elif isinstance(c, FinishChunk):
@@ -509,23 +495,20 @@ class AgentRun:
                             opaque.append(c.block)
                         elif isinstance(c, ResponseInfo):
                             p.response_id, p.response_model = c.id, c.model
-                    if batch is not None:
-                        await batch.release()
+                    await batch.release()
             except ProviderError as exc:
                 span.set_status(Status(StatusCode.ERROR, "provider_error"))
                 span.set_attribute("error.type", str(exc.status) if exc.status else "provider_error")
                 if p.deltas == 0:
                     self._call = None  # refused before any output: nothing to bill
                     raise provider_failed(exc.message) from None
-                if batch is not None:
-                    await batch.release()  # what arrived before the break reaches the client
+                await batch.release()  # what arrived before the break reaches the client
                 await self._record(span, self._estimate(chars, p.deltas, p.reported), True, "incomplete")
                 raise stream_broken(exc.message) from None
             except StreamBroken as exc:
                 span.set_status(Status(StatusCode.ERROR, "stream_broken"))
                 span.set_attribute("error.type", "stream_broken")
-                if batch is not None:
-                    await batch.release()
+                await batch.release()
                 await self._record(span, self._estimate(chars, p.deltas, p.reported), True, "incomplete")
                 raise stream_broken(str(exc)) from None
             except asyncio.CancelledError:

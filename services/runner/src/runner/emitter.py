@@ -90,21 +90,35 @@ class EventEmitter:
 
 
 class DeltaBatch:
-    """Deltas held until the provider pauses (:data:`runner.providers.base.PAUSE`), then sent as one
-    event: consecutive deltas of one kind (and, for tool call arguments, one call) are joined; any
-    other kind, :meth:`release`, or :data:`MAX_BATCH_CHARS` sends what is held first. Nothing is held
-    across a wait: the loop releases at every pause and before any other event."""
+    """The way a model call's deltas reach the emitter. With ``hold`` (the adapter marks its pauses,
+    :data:`runner.providers.base.PAUSE`), deltas are held until the loop calls :meth:`release` — at
+    every pause, before any other event, at the end of the call — and sent as one event: consecutive
+    deltas of one kind (and, for tool call arguments, one call) are joined; another kind, or
+    :data:`MAX_BATCH_CHARS`, sends what is held first. Without ``hold`` every delta is sent as it
+    comes. :meth:`first` sends a kind's first delta alone, at once, either way (time to first token)."""
 
-    __slots__ = ("_emit", "_index", "_kind", "_parts", "_size")
+    __slots__ = ("_emit", "_hold", "_index", "_kind", "_parts", "_size")
 
-    def __init__(self, emitter: EventEmitter) -> None:
+    def __init__(self, emitter: EventEmitter, *, hold: bool) -> None:
         self._emit = emitter.emit
+        self._hold = hold
         self._kind: type[_RunEvent] | None = None
         self._index: int | None = None
         self._parts: list[str] = []
         self._size = 0
 
+    async def first(self, kind: type[_RunEvent], delta: str) -> None:
+        """A kind's first delta of the call: what is held goes first, then this one alone, flushed."""
+        await self.release()
+        await self._emit(kind, flush=True, delta=delta)
+
     async def add(self, kind: type[_RunEvent], delta: str, index: int | None = None) -> None:
+        if not self._hold:
+            if index is None:
+                await self._emit(kind, delta=delta)
+            else:
+                await self._emit(kind, index=index, delta=delta)
+            return
         if self._parts and (kind is not self._kind or index != self._index):
             await self.release()
         self._kind, self._index = kind, index
