@@ -18,41 +18,33 @@ import json
 import statistics
 from typing import Any
 
-import httpx
-
-from .loadgen import concurrent_streams, make_client, percentile
+from .loadgen import concurrent_streams, make_client, summary_ms
 from .stack_bench import (
     DIRECT_HEADERS,
     INSTANT,
     PACED,
-    TEXT,
     bench_stack,
+    chat_body,
     infrastructure_cpu_s,
     infrastructure_spent,
     process_cpu_s,
+    script_models,
     seed_bench_user,
 )
 
 SERVICES = ("gateway", "runner", "billing")
 
 
-async def _scripted(fake: str) -> None:
-    async with httpx.AsyncClient() as h:
-        for model, ttft_ms, rate in ((INSTANT, 0, 0), (PACED, 100, 50)):
-            script = {"turns": [{"text": TEXT, "ttft_ms": ttft_ms, "tokens_per_s": rate}]}
-            await h.put(f"{fake}/_fake/scripts/{model}", json=script)
-
-
-def _body(model: str) -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": "Say thirty-two words."}], "stream": True}
+def _ms(values: list[float]) -> dict[str, float]:
+    return {q: round(v, 1) for q, v in summary_ms(values).items()}
 
 
 async def saturation(rounds: int) -> list[dict[str, Any]]:
     out = []
     async with bench_stack() as stack:
-        await _scripted(stack.fakellm_url)
+        await script_models(stack.fakellm_url)
         headers, agents = seed_bench_user(stack, (INSTANT,))
-        url, body = f"{stack.gateway_url}/v1/chat/completions", _body(agents[INSTANT])
+        url, body = f"{stack.gateway_url}/v1/chat/completions", chat_body(agents[INSTANT])
         pids = {n: p.pid for n, p in stack.processes.items() if n.split("-")[0] in SERVICES}
         async with make_client(80) as client:
             await concurrent_streams(client, url, headers, body, concurrency=64, total=256)  # warm
@@ -61,15 +53,11 @@ async def saturation(rounds: int) -> list[dict[str, Any]]:
                 results, wall = await concurrent_streams(client, url, headers, body, concurrency=64, total=1024)
                 cpu = {n: (process_cpu_s(p) - before[n]) / 1024 * 1000 for n, p in pids.items()}
                 cpu.update({n: spent / 1024 * 1000 for n, spent in infrastructure_spent(infra).items()})
-                ttft = [r.ttft for r in results]
                 out.append(
                     {
                         "streams_per_s": round(1024 / wall, 1),
                         "deltas_per_stream": round(statistics.fmean(len(r.gaps) + 1 for r in results), 1),
-                        "ttft_ms": {
-                            "p50": round(percentile(ttft, 50) * 1e3, 1),
-                            "p99": round(percentile(ttft, 99) * 1e3, 1),
-                        },
+                        "ttft_ms": _ms([r.ttft for r in results]),
                         "cpu_ms_per_stream": {n: round(v, 3) for n, v in cpu.items()},
                     }
                 )
@@ -81,32 +69,20 @@ async def burst(rounds: int) -> list[dict[str, Any]]:
     out = []
     async with bench_stack() as stack:
         fake = stack.fakellm_url
-        await _scripted(fake)
+        await script_models(fake)
         headers, agents = seed_bench_user(stack, (PACED,))
         url = f"{stack.gateway_url}/v1/chat/completions"
         async with make_client(80) as client:
             for _ in range(rounds):
                 direct, _ = await concurrent_streams(
-                    client, f"{fake}/v1/chat/completions", DIRECT_HEADERS, _body(PACED), concurrency=64, total=64
+                    client, f"{fake}/v1/chat/completions", DIRECT_HEADERS, chat_body(PACED), concurrency=64, total=64
                 )
                 through, _ = await concurrent_streams(
-                    client, url, headers, _body(agents[PACED]), concurrency=64, total=64
+                    client, url, headers, chat_body(agents[PACED]), concurrency=64, total=64
                 )
                 d, g = [r.ttft for r in direct], [r.ttft for r in through]
-                out.append(
-                    {
-                        "direct_ttft_ms": {
-                            "p50": round(percentile(d, 50) * 1e3, 1),
-                            "p99": round(percentile(d, 99) * 1e3, 1),
-                        },
-                        "gateway_ttft_ms": {
-                            "min": round(min(g) * 1e3, 1),
-                            "p50": round(percentile(g, 50) * 1e3, 1),
-                            "p99": round(percentile(g, 99) * 1e3, 1),
-                        },
-                        "added_p99_ms": round((percentile(g, 99) - percentile(d, 99)) * 1e3, 1),
-                    }
-                )
+                added = _ms(g)["p99"] - _ms(d)["p99"]
+                out.append({"direct_ttft_ms": _ms(d), "gateway_ttft_ms": _ms(g), "added_p99_ms": round(added, 1)})
                 print(json.dumps(out[-1]), flush=True)
     return out
 

@@ -169,6 +169,20 @@ def seed_bench_user(stack: Stack, models: tuple[str, ...]) -> tuple[dict[str, st
     return {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}, agents
 
 
+async def script_models(fake_url: str) -> None:
+    """Script the bench's two models in the fake LLM: ``INSTANT`` (no delay) and ``PACED`` (100 ms to the
+    first token, then 50 tokens/s), each answering ``TEXT``."""
+    async with httpx.AsyncClient() as h:
+        for model, ttft_ms, rate in ((INSTANT, 0, 0), (PACED, 100, 50)):
+            script = {"turns": [{"text": TEXT, "ttft_ms": ttft_ms, "tokens_per_s": rate}]}
+            await h.put(f"{fake_url}/_fake/scripts/{model}", json=script)
+
+
+def chat_body(model: str, stream: bool = True) -> dict[str, Any]:
+    """The bench's chat completion request."""
+    return {"model": model, "messages": [{"role": "user", "content": "Say thirty-two words."}], "stream": stream}
+
+
 async def run(quick: bool = False) -> dict[str, Any]:
     async with bench_stack() as stack:
         return await _measure(stack, _infra(), quick)
@@ -176,18 +190,9 @@ async def run(quick: bool = False) -> dict[str, Any]:
 
 async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str, Any]:
     fake = stack.fakellm_url
-    async with httpx.AsyncClient() as h:
-        await h.put(
-            f"{fake}/_fake/scripts/{INSTANT}", json={"turns": [{"text": TEXT, "ttft_ms": 0, "tokens_per_s": 0}]}
-        )
-        await h.put(
-            f"{fake}/_fake/scripts/{PACED}", json={"turns": [{"text": TEXT, "ttft_ms": 100, "tokens_per_s": 50}]}
-        )
+    await script_models(fake)
     gw_h, agents = seed_bench_user(stack, (INSTANT, PACED))
     direct_url, gw_url = f"{fake}/v1/chat/completions", f"{stack.gateway_url}/v1/chat/completions"
-
-    def body(model: str, stream: bool = True) -> dict[str, Any]:
-        return {"model": model, "messages": [{"role": "user", "content": "Say thirty-two words."}], "stream": stream}
 
     def responses_body(model: str) -> dict[str, Any]:
         return {"model": model, "input": "Say thirty-two words.", "stream": True, "store": False}
@@ -201,8 +206,8 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
     async with make_client(80) as client:
         # warm every path (connections, caches, JIT-less imports, the runner's fetch loop)
         for _ in range(20):
-            await sequential_streams(client, direct_url, DIRECT_HEADERS, body(INSTANT), 1)
-            await sequential_streams(client, gw_url, gw_h, body(agents[INSTANT]), 1)
+            await sequential_streams(client, direct_url, DIRECT_HEADERS, chat_body(INSTANT), 1)
+            await sequential_streams(client, gw_url, gw_h, chat_body(agents[INSTANT]), 1)
             await sequential_streams(client, gw_responses_url, gw_h, responses_body(agents[INSTANT]), 1)
 
         # 1. light load: one at a time, instant model: the provider called directly (the baseline of
@@ -211,8 +216,8 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
         direct, through, responses = await interleaved_streams(
             client,
             [
-                (direct_url, DIRECT_HEADERS, body(INSTANT)),
-                (gw_url, gw_h, body(agents[INSTANT])),
+                (direct_url, DIRECT_HEADERS, chat_body(INSTANT)),
+                (gw_url, gw_h, chat_body(agents[INSTANT])),
                 (gw_responses_url, gw_h, responses_body(agents[INSTANT])),
             ],
             n_light,
@@ -243,7 +248,7 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
         }
         cpu: dict[str, dict[str, float]] = {"light_chat": {}, "light_responses": {}}
         routes = {
-            "light_chat": (gw_url, gw_h, body(agents[INSTANT])),
+            "light_chat": (gw_url, gw_h, chat_body(agents[INSTANT])),
             "light_responses": (gw_responses_url, gw_h, responses_body(agents[INSTANT])),
         }
         for _ in range(2):
@@ -260,8 +265,8 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
         #    different moments: the 64 workers' first requests are spread over one stream's length
         #    (the ramp, not reported), after which 64 streams stay open, each replaced as it ends.
         steady: dict[str, Any] = {"concurrency": 64, "total": 64 + n_paced, "ramp_s": PACED_STREAM_S, "warmup": 64}
-        direct, _ = await concurrent_streams(client, direct_url, DIRECT_HEADERS, body(PACED), **steady)
-        through, _ = await concurrent_streams(client, gw_url, gw_h, body(agents[PACED]), **steady)
+        direct, _ = await concurrent_streams(client, direct_url, DIRECT_HEADERS, chat_body(PACED), **steady)
+        through, _ = await concurrent_streams(client, gw_url, gw_h, chat_body(agents[PACED]), **steady)
         d, g = [r.ttft for r in direct], [r.ttft for r in through]
         dg = [x for r in direct for x in r.gaps]
         gg = [x for r in through for x in r.gaps]
@@ -278,8 +283,10 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
         }
 
         # 2b. the worst case of the same load: 64 paced streams opened at the same instant
-        direct, _ = await concurrent_streams(client, direct_url, DIRECT_HEADERS, body(PACED), concurrency=64, total=64)
-        through, _ = await concurrent_streams(client, gw_url, gw_h, body(agents[PACED]), concurrency=64, total=64)
+        direct, _ = await concurrent_streams(
+            client, direct_url, DIRECT_HEADERS, chat_body(PACED), concurrency=64, total=64
+        )
+        through, _ = await concurrent_streams(client, gw_url, gw_h, chat_body(agents[PACED]), concurrency=64, total=64)
         d, g = [r.ttft for r in direct], [r.ttft for r in through]
         results["realistic_burst"] = {
             "streams": 64,
@@ -290,14 +297,16 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
 
         # 3. saturation: instant model, 64 concurrent
         _, d_wall = await concurrent_streams(
-            client, direct_url, DIRECT_HEADERS, body(INSTANT), concurrency=64, total=n_sat
+            client, direct_url, DIRECT_HEADERS, chat_body(INSTANT), concurrency=64, total=n_sat
         )
         before = {name: process_cpu_s(pid) for name, pid in services.items()}
         infra_before = infrastructure_cpu_s()
         loadgen_before = process_cpu_s(os.getpid())
         fake_pid = stack.processes["fakellm"].pid if "fakellm" in stack.processes else None
         fake_before = process_cpu_s(fake_pid)
-        _, g_wall = await concurrent_streams(client, gw_url, gw_h, body(agents[INSTANT]), concurrency=64, total=n_sat)
+        _, g_wall = await concurrent_streams(
+            client, gw_url, gw_h, chat_body(agents[INSTANT]), concurrency=64, total=n_sat
+        )
         cpu["saturation_chat"] = {
             name: (process_cpu_s(pid) - before[name]) / n_sat * 1000 for name, pid in services.items()
         }
@@ -308,10 +317,10 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
             "loadgen": (process_cpu_s(os.getpid()) - loadgen_before) / n_sat * 1000,
         }
         d_nwall = await concurrent_completions(
-            client, direct_url, DIRECT_HEADERS, body(INSTANT, False), concurrency=64, total=n_sat
+            client, direct_url, DIRECT_HEADERS, chat_body(INSTANT, False), concurrency=64, total=n_sat
         )
         g_nwall = await concurrent_completions(
-            client, gw_url, gw_h, body(agents[INSTANT], False), concurrency=64, total=n_sat
+            client, gw_url, gw_h, chat_body(agents[INSTANT], False), concurrency=64, total=n_sat
         )
         results["saturation"] = {
             "requests": n_sat,
@@ -335,7 +344,7 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
         results["models"] = {"requests": n_light, "latency_ms": summary_ms(times)}
         # a trivial whole request to both, as a sanity line
         results["sanity_ms"] = {
-            "direct_whole": await complete_once(client, direct_url, DIRECT_HEADERS, body(INSTANT, False)) * 1000,
-            "gateway_whole": await complete_once(client, gw_url, gw_h, body(agents[INSTANT], False)) * 1000,
+            "direct_whole": await complete_once(client, direct_url, DIRECT_HEADERS, chat_body(INSTANT, False)) * 1000,
+            "gateway_whole": await complete_once(client, gw_url, gw_h, chat_body(agents[INSTANT], False)) * 1000,
         }
     return results

@@ -112,8 +112,7 @@ class PreAdmissions:
                 return run
             ready.appendleft(run)  # a bigger prompt than these were reserved for: the usual path
             return None
-        self._missed(key)  # every one had waited too long: no sign of demand, but none is left either
-        return None
+        return None  # every one had waited too long: handed back, and no sign of more demand
 
     def _missed(self, key: _Key) -> None:
         """A request found none left: while replacements are on their way, demand is more than this
