@@ -136,6 +136,34 @@ async def test_a_key_far_from_its_limit_goes_ahead_without_a_round_trip(redis_cl
     assert tat == int(clock.now * 1_000_000) + 11 * interval_us  # all eleven requests counted
 
 
+async def test_a_burst_far_from_the_limit_is_counted_in_few_calls(redis_url: str, ns: str) -> None:
+    """5,000 requests back to back, far from their limit, through the gateway's own client with a pool
+    of 4 connections: one count per key is on its way at a time, the others follow it in one call, so
+    the pool never waits past its timeout, Redis stays in use, and every request is counted."""
+    from prometheus_client import CollectorRegistry
+
+    from servicekit.redisio import redis_client
+
+    client = redis_client(redis_url, connect_timeout_s=0.5, timeout_s=0.25, max_connections=4)
+    clock = Clock(1_000_000.0)
+    registry = CollectorRegistry()
+    limiter = RateLimiter(client, timeout_s=0.25, namespace=ns, clock=clock, registry=registry)
+    try:
+        assert await limiter.check("k", 1_000_000) is None  # learns the budget
+        assert [await limiter.check("k", 1_000_000) for _ in range(5_000)] == [None] * 5_000
+        await limiter.drain()
+        assert registry.get_sample_value("gateway_rate_limit_redis_available") == 1
+        assert registry.get_sample_value("gateway_rate_limit_local_total") == 0
+        interval_us = 60_000_000 // 1_000_000
+        ahead = int(await client.get(limiter.redis_key("k"))) - int(clock.now * 1_000_000)
+        # Every request of the burst counted. (The first check's own count may be gone: on the fixed
+        # test clock it was 60 µs ahead, so Redis kept it for a millisecond of real time.)
+        assert ahead in (5_000 * interval_us, 5_001 * interval_us)
+    finally:
+        await limiter.aclose()
+        await client.aclose()
+
+
 async def test_a_tight_limit_always_asks_redis(redis_client: aioredis.Redis, ns: str) -> None:
     limiter = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns, clock=Clock(1_000_000.0))
     assert await limiter.check("k", 59) is None

@@ -23,7 +23,8 @@ to N times the limit. One warning is logged when an outage begins and one line w
 
 A key far from its limit is not held up by that round trip. Each answer from Redis also tells how
 much budget the key has left; while the last answer (under a second old) left at least half the
-window's budget, a request goes ahead at once and its count is sent to Redis in the background.
+window's budget, a request goes ahead at once and its count is sent to Redis in the background:
+one call per key at a time, the requests that went ahead meanwhile counted together in the next.
 Near the limit — and always for limits under sixty requests a window — every request waits for
 Redis's answer (after this replica's counts in flight), so the limit stays exact where it bites;
 far from it, replicas may together let through a few more than the limit in the second after a
@@ -175,8 +176,10 @@ class RateLimiter:
             self._available.set(1)
         # key id → (budget left at Redis's last answer µs, when (monotonic s), spent here since µs)
         self._known: dict[str, tuple[int, float, int]] = {}
-        # key id → its counts on their way to Redis (a waiting check lets them land first)
+        # key id → its count on its way to Redis (a waiting check lets it land first), and the
+        # requests that went ahead meanwhile, to be counted next in one call
         self._counting: dict[str, set[asyncio.Task[None]]] = {}
+        self._backlog: dict[str, int] = {}
 
     def redis_key(self, key_id: str) -> str:
         """Where a key's state lives in Redis."""
@@ -192,6 +195,10 @@ class RateLimiter:
         wait: int | None
         if self._guard is not None:
             if self._far_from_limit(key_id, interval, window):
+                if self._counting.get(key_id):
+                    # A count of this key is on its way: this one follows with it, in one call.
+                    self._backlog[key_id] = self._backlog.get(key_id, 0) + 1
+                    return None
                 task = asyncio.get_running_loop().create_task(self._count_in_background(key_id, interval, window))
                 counting = self._counting.setdefault(key_id, set())
                 counting.add(task)
@@ -232,12 +239,25 @@ class RateLimiter:
                 del self._counting[key_id]
 
     async def _count_in_background(self, key_id: str, interval: int, window: int) -> None:
+        """Count requests of ``key_id`` in Redis: this one, then, in one call each time, those that went
+        ahead while the previous call was on its way (``n`` requests cost ``n`` intervals). One call
+        per key at a time, however fast requests come: a burst never queues thousands of calls for the
+        connection pool (which would time out and open the breaker with Redis answering fine)."""
         assert self._guard is not None
-        try:
-            await self._guard.call(partial(self._check_redis, key_id, interval, window))
-        except Unavailable:
-            self._known.pop(key_id, None)  # the next request asks (and falls back) itself
-            log.debug("rate limiter: a request counted in the background did not reach Redis", exc_info=True)
+        requests = 1
+        while requests:
+            try:
+                await self._guard.call(partial(self._check_redis, key_id, requests * interval, window))
+            except Unavailable:
+                self._known.pop(key_id, None)  # the next request asks (and falls back) itself
+                log.debug("rate limiter: requests counted in the background did not reach Redis", exc_info=True)
+            requests = self._backlog.pop(key_id, 0)
+        # Done, with no await since the backlog was found empty: the next request starts a count of its
+        # own (were this task still listed until its done-callback, a request would join a call that
+        # is never made).
+        task = asyncio.current_task()
+        if task is not None:
+            self._counted(key_id, task)
 
     def _down(self, exc: BaseException) -> None:
         assert self._guard is not None
