@@ -5,6 +5,10 @@ takes several, and this machine's speed drifts between them).
 model through the gateway (one runner): streams/s, content deltas per stream, time to first token and
 each process's CPU per stream — the services and the shared servers (NATS, PostgreSQL, Redis).
 
+``python -m bench.probes light [--rounds N]``: rounds of 200 streams of the instant model one at a time,
+straight to the fake LLM, through chat completions and through ``/v1/responses`` taken in turn: the
+added time to first token of each route (p50, p99).
+
 ``python -m bench.probes burst [--rounds N]``: rounds of 64 streams of the paced model opened at the
 same instant, straight to the fake LLM and then through the gateway: the first round meets a cold
 gateway (no runs admitted ahead yet), the later ones a warm one.
@@ -18,7 +22,7 @@ import json
 import statistics
 from typing import Any
 
-from .loadgen import concurrent_streams, make_client, summary_ms
+from .loadgen import concurrent_streams, interleaved_streams, make_client, percentile, sequential_streams, summary_ms
 from .stack_bench import (
     DIRECT_HEADERS,
     INSTANT,
@@ -28,6 +32,7 @@ from .stack_bench import (
     infrastructure_cpu_s,
     infrastructure_spent,
     process_cpu_s,
+    responses_body,
     script_models,
     seed_bench_user,
 )
@@ -87,12 +92,47 @@ async def burst(rounds: int) -> list[dict[str, Any]]:
     return out
 
 
+async def light(rounds: int) -> list[dict[str, Any]]:
+    out = []
+    async with bench_stack() as stack:
+        fake = stack.fakellm_url
+        await script_models(fake)
+        headers, agents = seed_bench_user(stack, (INSTANT,))
+        targets = [
+            (f"{fake}/v1/chat/completions", DIRECT_HEADERS, chat_body(INSTANT)),
+            (f"{stack.gateway_url}/v1/chat/completions", headers, chat_body(agents[INSTANT])),
+            (f"{stack.gateway_url}/v1/responses", headers, responses_body(agents[INSTANT])),
+        ]
+        async with make_client(8) as client:
+            for url, h, body in targets * 20:  # warm every path
+                await sequential_streams(client, url, h, body, 1)
+            for _ in range(rounds):
+                direct, chat, responses = await interleaved_streams(client, targets, 200)
+                d = [r.ttft for r in direct]
+
+                def added(results: list[Any], d: list[float] = d) -> dict[str, float]:
+                    t = [r.ttft for r in results]
+                    return {
+                        q: round((percentile(t, p) - percentile(d, p)) * 1000, 2) for q, p in (("p50", 50), ("p99", 99))
+                    }
+
+                out.append(
+                    {
+                        "direct_p50_ms": round(percentile(d, 50) * 1000, 2),
+                        "chat_added_ms": added(chat),
+                        "responses_added_ms": added(responses),
+                    }
+                )
+                print(json.dumps(out[-1]), flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.probes", description=__doc__)
-    parser.add_argument("probe", choices=["saturation", "burst"])
+    parser.add_argument("probe", choices=["saturation", "burst", "light"])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    asyncio.run((saturation if args.probe == "saturation" else burst)(args.rounds))
+    asyncio.run({"saturation": saturation, "burst": burst, "light": light}[args.probe](args.rounds))
 
 
 if __name__ == "__main__":

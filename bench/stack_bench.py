@@ -183,6 +183,10 @@ def chat_body(model: str, stream: bool = True) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": "Say thirty-two words."}], "stream": stream}
 
 
+def responses_body(model: str) -> dict[str, Any]:
+    return {"model": model, "input": "Say thirty-two words.", "stream": True, "store": False}
+
+
 async def run(quick: bool = False) -> dict[str, Any]:
     async with bench_stack() as stack:
         return await _measure(stack, _infra(), quick)
@@ -193,9 +197,6 @@ async def _measure(stack: Stack, infra: dict[str, Any], quick: bool) -> dict[str
     await script_models(fake)
     gw_h, agents = seed_bench_user(stack, (INSTANT, PACED))
     direct_url, gw_url = f"{fake}/v1/chat/completions", f"{stack.gateway_url}/v1/chat/completions"
-
-    def responses_body(model: str) -> dict[str, Any]:
-        return {"model": model, "input": "Say thirty-two words.", "stream": True, "store": False}
 
     gw_responses_url = f"{stack.gateway_url}/v1/responses"
 
