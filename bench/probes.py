@@ -44,9 +44,9 @@ def _ms(values: list[float]) -> dict[str, float]:
     return {q: round(v, 1) for q, v in summary_ms(values).items()}
 
 
-async def saturation(rounds: int) -> list[dict[str, Any]]:
+async def saturation(rounds: int, env: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
     out = []
-    async with bench_stack() as stack:
+    async with bench_stack(service_env=env) as stack:
         await script_models(stack.fakellm_url)
         headers, agents = seed_bench_user(stack, (INSTANT,))
         url, body = f"{stack.gateway_url}/v1/chat/completions", chat_body(agents[INSTANT])
@@ -70,9 +70,9 @@ async def saturation(rounds: int) -> list[dict[str, Any]]:
     return out
 
 
-async def burst(rounds: int) -> list[dict[str, Any]]:
+async def burst(rounds: int, env: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
     out = []
-    async with bench_stack() as stack:
+    async with bench_stack(service_env=env) as stack:
         fake = stack.fakellm_url
         await script_models(fake)
         headers, agents = seed_bench_user(stack, (PACED,))
@@ -92,9 +92,9 @@ async def burst(rounds: int) -> list[dict[str, Any]]:
     return out
 
 
-async def light(rounds: int) -> list[dict[str, Any]]:
+async def light(rounds: int, env: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
     out = []
-    async with bench_stack() as stack:
+    async with bench_stack(service_env=env) as stack:
         fake = stack.fakellm_url
         await script_models(fake)
         headers, agents = seed_bench_user(stack, (INSTANT,))
@@ -131,8 +131,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.probes", description=__doc__)
     parser.add_argument("probe", choices=["saturation", "burst", "light"])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="SERVICE:NAME=VALUE",
+        help="a setting for one service (gateway, runner, billing, catalog), e.g. gateway:GATEWAY_PREADMIT_RUNS=8",
+    )
     args = parser.parse_args()
-    asyncio.run({"saturation": saturation, "burst": burst, "light": light}[args.probe](args.rounds))
+    env: dict[str, dict[str, str]] = {}
+    for item in args.env:
+        service, _, setting = item.partition(":")
+        name, _, value = setting.partition("=")
+        env.setdefault(service, {})[name] = value
+    asyncio.run({"saturation": saturation, "burst": burst, "light": light}[args.probe](args.rounds, env))
 
 
 if __name__ == "__main__":
