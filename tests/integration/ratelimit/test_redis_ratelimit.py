@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from gateway import ratelimit
 from gateway.ratelimit import RateLimiter
 from tests.support.clock import Clock
 
@@ -134,6 +135,31 @@ async def test_a_key_far_from_its_limit_goes_ahead_without_a_round_trip(redis_cl
     interval_us = 60_000_000 // 60
     tat = int(await redis_client.get(limiter.redis_key("k")))
     assert tat == int(clock.now * 1_000_000) + 11 * interval_us  # all eleven requests counted
+
+
+async def test_a_count_in_the_background_waits_off_the_request_path_and_takes_the_next_requests_along(
+    redis_client: aioredis.Redis, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ratelimit, "_COUNT_AFTER_S", 0.5)  # longer than three checks take on a busy machine
+    clock = Clock(1_000_000.0)
+    limiter = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns, clock=clock)
+    assert await limiter.check("k", 60_000) is None  # learns the budget
+    script, counted = limiter._script, []
+
+    async def counting(**kwargs: object) -> object:
+        counted.append(kwargs["args"][0])  # type: ignore[index]
+        return await script(**kwargs)  # type: ignore[misc]
+
+    limiter._script = counting  # type: ignore[assignment]
+    for _ in range(3):
+        assert await limiter.check("k", 60_000) is None
+        await asyncio.sleep(0.01)  # the requests go on; their counts wait
+    assert counted == []
+    await limiter.drain()
+    interval_us = 60_000_000 // 60_000
+    assert counted == [3 * interval_us]  # one call for the three
+    ahead = int(await redis_client.get(limiter.redis_key("k"))) - int(clock.now * 1_000_000)
+    assert ahead in (3 * interval_us, 4 * interval_us)  # (the first check's count lives a millisecond)
 
 
 async def test_a_burst_far_from_the_limit_is_counted_in_few_calls(redis_url: str, ns: str) -> None:

@@ -108,6 +108,25 @@ async def test_an_ask_billing_refuses_halves_what_is_kept() -> None:
     assert pre.target("u", AGENT, 100) == 8 and await _request(pre)
 
 
+async def test_an_ask_deferred_by_the_caller_starts_when_it_says_and_is_on_its_way_meanwhile() -> None:
+    """The orchestration defers the ask until the run that took a run ahead has its first output: the
+    ask waits for that, and counts as on its way already (no second ask; a miss is demand)."""
+    billing, deferred = Billing(), []
+    billing.answer.set()
+    pre = _pre(billing, [])
+    pre.refill("u", AGENT, 100, 10, defer=deferred.append)
+    await asyncio.sleep(0)
+    assert len(deferred) == 1 and billing.asks == []  # nothing asked yet
+    pre.refill("u", AGENT, 100, 10, defer=deferred.append)
+    assert len(deferred) == 1  # one ask at a time
+    assert pre.take("u", AGENT, 100, 10) is None  # none left while it waits: demand, as with an ask in flight
+    assert pre.target("u", AGENT, 100) == 8
+    deferred[0]()
+    await _settle(pre)
+    assert [len(a.run_ids) for a in billing.asks] == [4]
+    assert pre.take("u", AGENT, 100, 10) is not None
+
+
 def test_the_maximum_is_what_one_ask_may_name() -> None:
     pre = _pre(Billing(), [], max_per_key=10_000)
     assert pre._max_per_key == MAX_PREFETCH_RUNS

@@ -197,7 +197,7 @@ async def start_run(ctx: GatewayContext, principal: Principal, agent: AgentSnaps
         else:
             await admit_and_queue(ctx, run, payload, principal, agent, prompt, max_out)
         if preadmitted is not None:
-            preadmitted.refill(principal.user_id, agent, max_out, prompt)
+            preadmitted.refill(principal.user_id, agent, max_out, prompt, defer=run.after_output)
         first = await _first_event(ctx, run)
         started = True
         ctx.metrics.queue_wait.observe(time.perf_counter() - queued_at)

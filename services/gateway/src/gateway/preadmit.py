@@ -125,9 +125,20 @@ class PreAdmissions:
         """How many runs ahead this kind of request keeps now."""
         return self._target.get(self._key(user_id, agent, max_out), self._per_key)
 
-    def refill(self, user_id: str, agent: AgentSnapshot, max_out: int, prompt_tokens: int) -> None:
+    def refill(
+        self,
+        user_id: str,
+        agent: AgentSnapshot,
+        max_out: int,
+        prompt_tokens: int,
+        defer: Callable[[Callable[[], None]], None] | None = None,
+    ) -> None:
         """Keep up to ``per_key`` runs admitted ahead for this user and agent, asked for in the
-        background once half are used (fewer, larger asks: each is a transaction in billing)."""
+        background once half are used (fewer, larger asks: each is a transaction in billing).
+
+        With ``defer``, the ask is handed to it to start later (the gateway starts it once the run
+        that took the last one has its first output: the ask's work in the gateway, billing and
+        PostgreSQL stays off that run's path to its first token); it counts as on its way at once."""
         if self._per_key <= 0:
             return
         key = self._key(user_id, agent, max_out)
@@ -139,7 +150,15 @@ class PreAdmissions:
             return  # holds stay a small part of a user's balance (see billing's prefetch)
         missing = target - have
         self._fetching.add(key)
-        self._spawn(self._fetch(key, agent, missing, prompt_cap(prompt_tokens)))
+        cap = prompt_cap(prompt_tokens)
+
+        def ask() -> None:
+            self._spawn(self._fetch(key, agent, missing, cap))
+
+        if defer is None:
+            ask()
+        else:
+            defer(ask)
 
     def _kinds_held(self, user_id: str) -> int:
         held = {k for k, ready in self._ready.items() if k[0] == user_id and ready}

@@ -24,7 +24,8 @@ to N times the limit. One warning is logged when an outage begins and one line w
 A key far from its limit is not held up by that round trip. Each answer from Redis also tells how
 much budget the key has left; while the last answer (under a second old) left at least half the
 window's budget, a request goes ahead at once and its count is sent to Redis in the background:
-one call per key at a time, the requests that went ahead meanwhile counted together in the next.
+one call per key at a time, a few milliseconds after the request (off its path), the requests
+that went ahead meanwhile counted together in the next.
 Near the limit — and always for limits under sixty requests a window — every request waits for
 Redis's answer (after this replica's counts in flight), so the limit stays exact where it bites;
 far from it, replicas may together let through a few more than the limit in the second after a
@@ -78,6 +79,9 @@ return ahead - window
 _FRESH_S = 1.0
 #: Limits under this many requests a window never take the fast path.
 _FAST_MIN_LIMIT = 60
+#: A count in the background waits this long before it calls Redis (seconds): the call stays off the
+#: path of the request that started it, and the requests of those milliseconds are counted with it.
+_COUNT_AFTER_S = 0.005
 
 
 def gcra(tat: int | None, now: int, interval: int, window: int) -> tuple[int | None, int]:
@@ -244,7 +248,8 @@ class RateLimiter:
         per key at a time, however fast requests come: a burst never queues thousands of calls for the
         connection pool (which would time out and open the breaker with Redis answering fine)."""
         assert self._guard is not None
-        requests = 1
+        await asyncio.sleep(_COUNT_AFTER_S)
+        requests = 1 + self._backlog.pop(key_id, 0)
         while requests:
             try:
                 await self._guard.call(partial(self._check_redis, key_id, requests * interval, window))

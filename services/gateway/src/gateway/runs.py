@@ -65,6 +65,8 @@ _OPEN: weakref.WeakSet[RunStream] = weakref.WeakSet()
 _OVERFLOWING: set[asyncio.Future[None]] = set()
 #: Bytes of events one stream holds for its client at most, unless told otherwise.
 DEFAULT_BUFFER_BYTES = 1024 * 1024
+#: How long :meth:`RunStream.after_output` waits at most for the run's first output.
+AFTER_OUTPUT_WITHIN_S = 0.005
 
 
 def recover_all() -> int:
@@ -228,6 +230,8 @@ class RunStream:
         "_held",
         "_js",
         "_nc",
+        "_on_output",
+        "_output_timer",
         "_queue",
         "_sub",
         "_subjects",
@@ -271,6 +275,24 @@ class RunStream:
         #: Called once when that happens (the relay stops waiting for the client soon after).
         self.on_overflow: Callable[[], None] | None = None
         self._about = runlog.current()
+        self._on_output: Callable[[], None] | None = None
+        self._output_timer: asyncio.TimerHandle | None = None
+
+    def after_output(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, off the path to the run's first token: when :meth:`next` hands over
+        the first event after ``started`` (the first output, or the run's end), when the stream
+        closes, or after :data:`AFTER_OUTPUT_WITHIN_S` — whichever comes first. Work that can wait
+        (the next runs admitted ahead) is started there rather than while the run is starting."""
+        self._on_output = callback
+        self._output_timer = asyncio.get_running_loop().call_later(AFTER_OUTPUT_WITHIN_S, self._output_seen)
+
+    def _output_seen(self) -> None:
+        callback, self._on_output = self._on_output, None
+        if self._output_timer is not None:
+            self._output_timer.cancel()
+            self._output_timer = None
+        if callback is not None:
+            callback()
 
     def _on_data(self, data: bytes) -> None:
         if self.overflowed:
@@ -348,6 +370,8 @@ class RunStream:
                 ready = self._ahead.pop(self._expected, None)
                 if ready is not None:
                     self._expected += 1
+                    if self._on_output is not None and ready.seq:
+                        self._output_seen()
                     return ready
             try:
                 data = self._queue.get_nowait()
@@ -366,6 +390,8 @@ class RunStream:
             event = self._decode(data)  # type: ignore[arg-type]
             if event.seq == self._expected:
                 self._expected += 1
+                if self._on_output is not None and event.seq:
+                    self._output_seen()
                 return event
             if event.seq < self._expected:
                 continue  # seen already (read again from RUN_EVENTS)
@@ -485,6 +511,8 @@ class RunStream:
         self.closed = True
         _OPEN.discard(self)
         self._queue.close()
+        if self._on_output is not None:
+            self._output_seen()
         if self.on_close is not None:
             self.on_close(self)
         if self._sub is not None:
