@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
+from collections.abc import AsyncIterator
 from typing import Any
+
+from devstack.stack import Stack
 
 from .loadgen import concurrent_streams, interleaved_streams, make_client, percentile, sequential_streams, summary_ms
 from .stack_bench import (
@@ -44,11 +48,20 @@ def _ms(values: list[float]) -> dict[str, float]:
     return {q: round(v, 1) for q, v in summary_ms(values).items()}
 
 
-async def saturation(rounds: int, env: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
-    out = []
+@contextlib.asynccontextmanager
+async def _stack(
+    env: dict[str, dict[str, str]], model: str
+) -> AsyncIterator[tuple[Stack, dict[str, str], dict[str, str]]]:
+    """A bench stack with the fake LLM's models scripted, and a user's headers and agent for ``model``."""
     async with bench_stack(service_env=env) as stack:
         await script_models(stack.fakellm_url)
-        headers, agents = seed_bench_user(stack, (INSTANT,))
+        headers, agents = seed_bench_user(stack, (model,))
+        yield stack, headers, agents
+
+
+async def saturation(rounds: int, env: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+    out = []
+    async with _stack(env, INSTANT) as (stack, headers, agents):
         url, body = f"{stack.gateway_url}/v1/chat/completions", chat_body(agents[INSTANT])
         pids = {n: p.pid for n, p in stack.processes.items() if n.split("-")[0] in SERVICES}
         async with make_client(80) as client:
@@ -72,10 +85,8 @@ async def saturation(rounds: int, env: dict[str, dict[str, str]]) -> list[dict[s
 
 async def burst(rounds: int, env: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
     out = []
-    async with bench_stack(service_env=env) as stack:
+    async with _stack(env, PACED) as (stack, headers, agents):
         fake = stack.fakellm_url
-        await script_models(fake)
-        headers, agents = seed_bench_user(stack, (PACED,))
         url = f"{stack.gateway_url}/v1/chat/completions"
         async with make_client(80) as client:
             for _ in range(rounds):
@@ -94,10 +105,8 @@ async def burst(rounds: int, env: dict[str, dict[str, str]]) -> list[dict[str, A
 
 async def light(rounds: int, env: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
     out = []
-    async with bench_stack(service_env=env) as stack:
+    async with _stack(env, INSTANT) as (stack, headers, agents):
         fake = stack.fakellm_url
-        await script_models(fake)
-        headers, agents = seed_bench_user(stack, (INSTANT,))
         targets = [
             (f"{fake}/v1/chat/completions", DIRECT_HEADERS, chat_body(INSTANT)),
             (f"{stack.gateway_url}/v1/chat/completions", headers, chat_body(agents[INSTANT])),

@@ -127,6 +127,17 @@ async def test_an_ask_deferred_by_the_caller_starts_when_it_says_and_is_on_its_w
     assert pre.take("u", AGENT, 100, 10) is not None
 
 
+async def test_an_ask_deferred_past_the_gateway_stopping_is_not_made() -> None:
+    billing, deferred = Billing(), []
+    billing.answer.set()
+    pre = _pre(billing, [])
+    pre.refill("u", AGENT, 100, 10, defer=deferred.append)
+    await pre.close()
+    deferred[0]()
+    await _settle(pre)
+    assert billing.asks == []  # nothing held that no one would hand back
+
+
 def test_the_maximum_is_what_one_ask_may_name() -> None:
     pre = _pre(Billing(), [], max_per_key=10_000)
     assert pre._max_per_key == MAX_PREFETCH_RUNS

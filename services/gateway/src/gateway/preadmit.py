@@ -90,6 +90,7 @@ class PreAdmissions:
         self._ready: dict[_Key, deque[AheadRun]] = {}
         self._fetching: set[_Key] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     @staticmethod
     def _key(user_id: str, agent: AgentSnapshot, max_out: int) -> _Key:
@@ -153,6 +154,9 @@ class PreAdmissions:
         cap = prompt_cap(prompt_tokens)
 
         def ask() -> None:
+            if self._closed:  # the gateway is stopping: nothing more is held
+                self._fetching.discard(key)
+                return
             self._spawn(self._fetch(key, agent, missing, cap))
 
         if defer is None:
@@ -239,6 +243,7 @@ class PreAdmissions:
 
     async def close(self) -> None:
         """Hand back every run still held (the gateway is stopping), once requests in flight are in."""
+        self._closed = True
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._tasks, return_exceptions=True)
         held = [run for ready in self._ready.values() for run in ready]
