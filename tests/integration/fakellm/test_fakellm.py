@@ -150,6 +150,27 @@ async def test_client_disconnect_is_recorded(
     assert 0 < waited.json()["tokens_sent"] < 10
 
 
+async def test_a_client_that_leaves_during_a_long_pause_is_seen_at_once(
+    fake: FakeLLM, oa: openai.AsyncOpenAI, an: anthropic.AsyncAnthropic
+) -> None:
+    """A departure cuts the pause before the first token short: the provider sees it at once, as the
+    gateway-lost and cancellation drills need, not when a 30 s first token would have been due."""
+    await script(fake, "thinking", [{"text": "a b", "ttft_ms": 30_000}])
+    async with httpx.AsyncClient() as h:
+        async with h.stream(
+            "POST",
+            f"{fake.url}/v1/chat/completions",
+            json={"model": "thinking", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+        ) as r:
+            assert r.status_code == 200
+        started = time.perf_counter()
+        waited = await h.get(
+            f"{fake.url}/_fake/wait", params={"model": "thinking", "status": "disconnected", "timeout": 5}
+        )
+    assert waited.status_code == 200 and waited.json()["tokens_sent"] == 0
+    assert time.perf_counter() - started < 5
+
+
 async def test_pacing_delays_the_first_token(
     fake: FakeLLM, oa: openai.AsyncOpenAI, an: anthropic.AsyncAnthropic
 ) -> None:
