@@ -129,7 +129,7 @@ async def _open_streams(
     }
 
 
-async def _rate(
+async def rate(
     client: aiohttp.ClientSession,
     url: str,
     headers: dict[str, str],
@@ -197,6 +197,19 @@ async def run(
         return await _measure(stack, streams, ramp_s, tokens_per_s, open_tokens, concurrencies)
 
 
+async def script_rate_model(fake_url: str, more: dict[str, tuple[str, float]] | None = None) -> None:
+    """Script the tokens phase's model (and ``more``: model → text, tokens/s) in the fake LLM."""
+    models = {RATE_MODEL: (_text(RATE_TOKENS), RATE_TOKENS_PER_S), **(more or {})}
+    async with httpx.AsyncClient() as h:
+        for model, (text, tokens_per_s) in models.items():
+            turn = {"text": text, "tokens_per_s": tokens_per_s}
+            await h.put(f"{fake_url}/_fake/scripts/{model}", json={"turns": [turn]})
+
+
+def rate_body(model: str) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": "Go on."}], "stream": True}
+
+
 async def _measure(
     stack: Stack,
     streams: int,
@@ -206,18 +219,11 @@ async def _measure(
     concurrencies: tuple[int, ...],
 ) -> dict[str, Any]:
     fake = stack.fakellm_url
-    async with httpx.AsyncClient() as h:
-        for model, text, rate in (
-            (OPEN_MODEL, _text(open_tokens), tokens_per_s),
-            (RATE_MODEL, _text(RATE_TOKENS), RATE_TOKENS_PER_S),
-        ):
-            await h.put(f"{fake}/_fake/scripts/{model}", json={"turns": [{"text": text, "tokens_per_s": rate}]})
+    await script_rate_model(fake, {OPEN_MODEL: (_text(open_tokens), tokens_per_s)})
     gw_h, agents = seed_bench_user(stack, (OPEN_MODEL, RATE_MODEL))
     direct_url, gw_url = f"{fake}/v1/chat/completions", f"{stack.gateway_url}/v1/chat/completions"
     direct_h = DIRECT_HEADERS
-
-    def body(model: str) -> dict[str, Any]:
-        return {"model": model, "messages": [{"role": "user", "content": "Go on."}], "stream": True}
+    body = rate_body
 
     procs = stack.processes
     fakellm = {"fakellm": procs["fakellm"].pid}
@@ -246,7 +252,7 @@ async def _measure(
                 ("direct", direct_url, direct_h, RATE_MODEL, fakellm),
                 ("gateway", gw_url, gw_h, agents[RATE_MODEL], through),
             ):
-                rate_phase[side] = await _rate(
+                rate_phase[side] = await rate(
                     client, url, headers, body(model), concurrency=c, duration_s=10.0, watch=watch
                 )
             results["tokens_per_s"].append(rate_phase)

@@ -9,6 +9,10 @@ each process's CPU per stream — the services and the shared servers (NATS, Pos
 straight to the fake LLM, through chat completions and through ``/v1/responses`` taken in turn: the
 added time to first token of each route (p50, p99).
 
+``python -m bench.probes tokens [--rounds N] [--streams C]``: rounds of C streams (500) of the capacity
+bench's paced model (20 tokens/s) kept open for 10 s, straight to the fake LLM and through the gateway
+(two runners): relayed tokens/s, the inter-token gap p99 and each process's CPU per relayed token.
+
 ``python -m bench.probes burst [--rounds N]``: rounds of 64 streams of the paced model opened at the
 same instant, straight to the fake LLM and then through the gateway: the first round meets a cold
 gateway (no runs admitted ahead yet), the later ones a warm one.
@@ -26,6 +30,7 @@ from typing import Any
 
 from devstack.stack import Stack
 
+from .capacity_bench import RATE_MODEL, rate, rate_body, script_rate_model
 from .loadgen import concurrent_streams, interleaved_streams, make_client, percentile, sequential_streams, summary_ms
 from .stack_bench import (
     DIRECT_HEADERS,
@@ -136,9 +141,39 @@ async def light(rounds: int, env: dict[str, dict[str, str]]) -> list[dict[str, A
     return out
 
 
+async def tokens(rounds: int, env: dict[str, dict[str, str]], streams: int = 500) -> list[dict[str, Any]]:
+    out = []
+    env = {"runner": {"RUNNER_CONCURRENCY": str(streams)}, **env}
+    async with bench_stack(runners=2, service_env=env) as stack:
+        fake = stack.fakellm_url
+        await script_rate_model(fake)
+        headers, agents = seed_bench_user(stack, (RATE_MODEL,))
+        procs = stack.processes
+        fakellm = {"fakellm": procs["fakellm"].pid}
+        through = {n: p.pid for n, p in procs.items() if n.split("-")[0] in (*SERVICES, "fakellm")}
+        targets = (
+            ("direct", f"{fake}/v1/chat/completions", DIRECT_HEADERS, rate_body(RATE_MODEL), fakellm),
+            ("gateway", f"{stack.gateway_url}/v1/chat/completions", headers, rate_body(agents[RATE_MODEL]), through),
+        )
+        async with make_client(streams + 16, total_timeout_s=None) as client:
+            for _ in range(rounds):
+                row: dict[str, Any] = {}
+                for side, url, h, body, watch in targets:
+                    got = await rate(client, url, h, body, concurrency=streams, duration_s=10.0, watch=watch)
+                    row[side] = {
+                        "tokens_per_s": round(got["relayed_tokens_per_s"]),
+                        "gap_p99_ms": round(got["gap_p99_ms"], 1),
+                        "cpu_us_per_token": {n: round(v, 1) for n, v in got["cpu_us_per_token"].items()},
+                    }
+                out.append(row)
+                print(json.dumps(row), flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.probes", description=__doc__)
-    parser.add_argument("probe", choices=["saturation", "burst", "light"])
+    parser.add_argument("probe", choices=["saturation", "burst", "light", "tokens"])
+    parser.add_argument("--streams", type=int, default=500, help="tokens: streams kept open")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--env",
@@ -153,7 +188,10 @@ def main() -> None:
         service, _, setting = item.partition(":")
         name, _, value = setting.partition("=")
         env.setdefault(service, {})[name] = value
-    asyncio.run({"saturation": saturation, "burst": burst, "light": light}[args.probe](args.rounds, env))
+    if args.probe == "tokens":
+        asyncio.run(tokens(args.rounds, env, args.streams))
+    else:
+        asyncio.run({"saturation": saturation, "burst": burst, "light": light}[args.probe](args.rounds, env))
 
 
 if __name__ == "__main__":
