@@ -193,7 +193,7 @@ async def start_run(ctx: GatewayContext, principal: Principal, agent: AgentSnaps
                 with contextlib.suppress(Exception):
                     await run.cancel("not_admitted")
                 ctx.preadmitted.give_back(ahead)  # type: ignore[union-attr]
-                raise _queue_unavailable() from exc
+                raise _queue_unavailable(run.run_id, exc) from exc
         else:
             await admit_and_queue(ctx, run, payload, principal, agent, prompt, max_out)
         if preadmitted is not None:
@@ -297,7 +297,7 @@ async def admit_and_queue(
         # publish may have reached the stream all the same (its ack lost): the cancel makes a runner
         # that pulls it drop it.
         await release_unqueued(ctx, run, principal, admitted.reservation_id)
-        raise _queue_unavailable() from exc
+        raise _queue_unavailable(run.run_id, exc) from exc
 
 
 async def release_unqueued(
@@ -318,5 +318,7 @@ async def release_unqueued(
         log.warning("releasing the hold of run %s failed; it expires instead", run.run_id, exc_info=True)
 
 
-def _queue_unavailable() -> GatewayError:
+def _queue_unavailable(run_id: str | None = None, cause: BaseException | None = None) -> GatewayError:
+    if cause is not None:  # the client's answer names no cause; the operator's log does
+        log.warning("run %s could not be queued: %s: %s", run_id, type(cause).__name__, cause)
     return GatewayError.unavailable("The run queue is unavailable; try again shortly.")

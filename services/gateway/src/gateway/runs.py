@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NoStreamResponseError
 from pydantic import ValidationError
 
 from contracts import RUN_EVENT, CancelRun, ErrorInfo, RunEvent, RunFailed, RunRequest, Subjects
@@ -65,6 +66,10 @@ _OPEN: weakref.WeakSet[RunStream] = weakref.WeakSet()
 _OVERFLOWING: set[asyncio.Future[None]] = set()
 #: Bytes of events one stream holds for its client at most, unless told otherwise.
 DEFAULT_BUFFER_BYTES = 1024 * 1024
+#: How many times :meth:`RunStream.publish` tries to queue a run, and its pause before trying again
+#: when the stream had no leader (a lost acknowledgement is tried again at once).
+PUBLISH_ATTEMPTS = 3
+PUBLISH_RETRY_PAUSE_S = 0.25
 #: How long :meth:`RunStream.after_output` waits at most for the run's first output.
 AFTER_OUTPUT_WITHIN_S = 0.005
 
@@ -335,13 +340,25 @@ class RunStream:
 
     async def publish(self, js: JetStreamContext, request: RunRequest | bytes, ack_wait_s: float) -> None:
         """Put the request (or its encoding) on the RUNS work queue (deduplicated by run id; carries the
-        trace context)."""
-        await js.publish(
-            self._subjects.run_request,
-            request if isinstance(request, bytes) else request.model_dump_json().encode(),
-            timeout=ack_wait_s,
-            headers=trace_headers({"Nats-Msg-Id": self.run_id}),
-        )
+        trace context).
+
+        An acknowledgement that does not come within ``ack_wait_s`` (a loaded machine: a full garbage
+        collection of a gateway carrying thousands of streams has taken most of a second), or a stream
+        with no leader for a moment, is tried again, :data:`PUBLISH_ATTEMPTS` times in all: the
+        message id makes a second copy of a request that was stored after all a duplicate JetStream
+        drops, so the run is queued once either way."""
+        data = request if isinstance(request, bytes) else request.model_dump_json().encode()
+        headers = trace_headers({"Nats-Msg-Id": self.run_id})
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                await js.publish(self._subjects.run_request, data, timeout=ack_wait_s, headers=headers)
+                return
+            except (TimeoutError, NoStreamResponseError) as exc:
+                if attempt == PUBLISH_ATTEMPTS:
+                    raise
+                log.info("queueing run %s: %s; trying again", self.run_id, type(exc).__name__)
+                if isinstance(exc, NoStreamResponseError):
+                    await asyncio.sleep(PUBLISH_RETRY_PAUSE_S)
 
     def buffered(self) -> bool:
         """Whether another event (or the client's departure) is already waiting: :meth:`next` won't wait."""
