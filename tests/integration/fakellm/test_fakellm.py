@@ -132,20 +132,28 @@ async def test_fail_after_cuts_the_stream(fake: FakeLLM, oa: openai.AsyncOpenAI,
     assert (await _records(fake, "f"))[-1]["status"] == "aborted"
 
 
-async def test_client_disconnect_is_recorded(
-    fake: FakeLLM, oa: openai.AsyncOpenAI, an: anthropic.AsyncAnthropic
-) -> None:
-    await script(fake, "slow", [{"text": "a b c d e f g h i j", "tokens_per_s": 20}])
+async def _leave_stream(fake: FakeLLM, model: str, *, after: str | None) -> httpx.Response:
+    """Open a stream of ``model``, leave it once a line holds ``after`` (None: at once, before any
+    token), then wait (5 s at most) for the fake LLM to record the departure; its answer."""
     async with httpx.AsyncClient() as h:
         async with h.stream(
             "POST",
             f"{fake.url}/v1/chat/completions",
-            json={"model": "slow", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+            json={"model": model, "stream": True, "messages": [{"role": "user", "content": "x"}]},
         ) as r:
-            async for line in r.aiter_lines():
-                if '"content":"a "' in line:
-                    break
-        waited = await h.get(f"{fake.url}/_fake/wait", params={"model": "slow", "status": "disconnected", "timeout": 3})
+            assert r.status_code == 200
+            if after is not None:
+                async for line in r.aiter_lines():
+                    if after in line:
+                        break
+        return await h.get(f"{fake.url}/_fake/wait", params={"model": model, "status": "disconnected", "timeout": 5})
+
+
+async def test_client_disconnect_is_recorded(
+    fake: FakeLLM, oa: openai.AsyncOpenAI, an: anthropic.AsyncAnthropic
+) -> None:
+    await script(fake, "slow", [{"text": "a b c d e f g h i j", "tokens_per_s": 20}])
+    waited = await _leave_stream(fake, "slow", after='"content":"a "')
     assert waited.status_code == 200
     assert 0 < waited.json()["tokens_sent"] < 10
 
@@ -156,17 +164,8 @@ async def test_a_client_that_leaves_during_a_long_pause_is_seen_at_once(
     """A departure cuts the pause before the first token short: the provider sees it at once, as the
     gateway-lost and cancellation drills need, not when a 30 s first token would have been due."""
     await script(fake, "thinking", [{"text": "a b", "ttft_ms": 30_000}])
-    async with httpx.AsyncClient() as h:
-        async with h.stream(
-            "POST",
-            f"{fake.url}/v1/chat/completions",
-            json={"model": "thinking", "stream": True, "messages": [{"role": "user", "content": "x"}]},
-        ) as r:
-            assert r.status_code == 200
-        started = time.perf_counter()
-        waited = await h.get(
-            f"{fake.url}/_fake/wait", params={"model": "thinking", "status": "disconnected", "timeout": 5}
-        )
+    started = time.perf_counter()
+    waited = await _leave_stream(fake, "thinking", after=None)
     assert waited.status_code == 200 and waited.json()["tokens_sent"] == 0
     assert time.perf_counter() - started < 5
 
