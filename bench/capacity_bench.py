@@ -197,8 +197,9 @@ async def run(
         return await _measure(stack, streams, ramp_s, tokens_per_s, open_tokens, concurrencies)
 
 
-async def script_rate_model(fake_url: str, more: dict[str, tuple[str, float]] | None = None) -> None:
+async def script_rate_model(fake_url: str | None, more: dict[str, tuple[str, float]] | None = None) -> None:
     """Script the tokens phase's model (and ``more``: model → text, tokens/s) in the fake LLM."""
+    assert fake_url is not None, "a bench stack runs the fake LLM"
     models = {RATE_MODEL: (_text(RATE_TOKENS), RATE_TOKENS_PER_S), **(more or {})}
     async with httpx.AsyncClient() as h:
         for model, (text, tokens_per_s) in models.items():

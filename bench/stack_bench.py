@@ -169,9 +169,10 @@ def seed_bench_user(stack: Stack, models: tuple[str, ...]) -> tuple[dict[str, st
     return {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}, agents
 
 
-async def script_models(fake_url: str) -> None:
+async def script_models(fake_url: str | None) -> None:
     """Script the bench's two models in the fake LLM: ``INSTANT`` (no delay) and ``PACED`` (100 ms to the
     first token, then 50 tokens/s), each answering ``TEXT``."""
+    assert fake_url is not None, "a bench stack runs the fake LLM"
     async with httpx.AsyncClient() as h:
         for model, ttft_ms, rate in ((INSTANT, 0, 0), (PACED, 100, 50)):
             script = {"turns": [{"text": TEXT, "ttft_ms": ttft_ms, "tokens_per_s": rate}]}
