@@ -180,9 +180,9 @@ class RateLimiter:
             self._available.set(1)
         # key id → (budget left at Redis's last answer µs, when (monotonic s), spent here since µs)
         self._known: dict[str, tuple[int, float, int]] = {}
-        # key id → its count on its way to Redis (a waiting check lets it land first), and the
-        # requests that went ahead meanwhile, to be counted next in one call
-        self._counting: dict[str, set[asyncio.Task[None]]] = {}
+        # key id → its count on its way to Redis (one at a time; a waiting check lets it land first),
+        # and the requests that went ahead meanwhile, to be counted next in one call
+        self._counting: dict[str, asyncio.Task[None]] = {}
         self._backlog: dict[str, int] = {}
 
     def redis_key(self, key_id: str) -> str:
@@ -199,18 +199,17 @@ class RateLimiter:
         wait: int | None
         if self._guard is not None:
             if self._far_from_limit(key_id, interval, window):
-                if self._counting.get(key_id):
+                if key_id in self._counting:
                     # A count of this key is on its way: this one follows with it, in one call.
                     self._backlog[key_id] = self._backlog.get(key_id, 0) + 1
                     return None
-                task = asyncio.get_running_loop().create_task(self._count_in_background(key_id, interval, window))
-                counting = self._counting.setdefault(key_id, set())
-                counting.add(task)
-                task.add_done_callback(lambda t: self._counted(key_id, t))
+                loop = asyncio.get_running_loop()
+                self._counting[key_id] = loop.create_task(self._count_in_background(key_id, interval, window))
                 return None
-            if self._counting.get(key_id):
+            counting = self._counting.get(key_id)
+            if counting is not None:
                 # Near the limit: this key's earlier counts reach Redis before this decision does.
-                await asyncio.gather(*self._counting[key_id], return_exceptions=True)
+                await asyncio.gather(counting, return_exceptions=True)
             try:
                 wait = await self._guard.call(partial(self._check_redis, key_id, interval, window))
             except Unavailable:
@@ -235,34 +234,28 @@ class RateLimiter:
         self._known[key_id] = (left, at, spent + interval)
         return True
 
-    def _counted(self, key_id: str, task: asyncio.Task[None]) -> None:
-        counting = self._counting.get(key_id)
-        if counting is not None:
-            counting.discard(task)
-            if not counting:
-                del self._counting[key_id]
-
     async def _count_in_background(self, key_id: str, interval: int, window: int) -> None:
         """Count requests of ``key_id`` in Redis: this one, then, in one call each time, those that went
         ahead while the previous call was on its way (``n`` requests cost ``n`` intervals). One call
         per key at a time, however fast requests come: a burst never queues thousands of calls for the
         connection pool (which would time out and open the breaker with Redis answering fine)."""
         assert self._guard is not None
-        await asyncio.sleep(_COUNT_AFTER_S)
-        requests = 1 + self._backlog.pop(key_id, 0)
-        while requests:
-            try:
-                await self._guard.call(partial(self._check_redis, key_id, requests * interval, window))
-            except Unavailable:
-                self._known.pop(key_id, None)  # the next request asks (and falls back) itself
-                log.debug("rate limiter: requests counted in the background did not reach Redis", exc_info=True)
-            requests = self._backlog.pop(key_id, 0)
-        # Done, with no await since the backlog was found empty: the next request starts a count of its
-        # own (were this task still listed until its done-callback, a request would join a call that
-        # is never made).
-        task = asyncio.current_task()
-        if task is not None:
-            self._counted(key_id, task)
+        try:
+            await asyncio.sleep(_COUNT_AFTER_S)
+            requests = 1 + self._backlog.pop(key_id, 0)
+            while requests:
+                try:
+                    await self._guard.call(partial(self._check_redis, key_id, requests * interval, window))
+                except Unavailable:
+                    self._known.pop(key_id, None)  # the next request asks (and falls back) itself
+                    log.debug("rate limiter: requests counted in the background did not reach Redis", exc_info=True)
+                requests = self._backlog.pop(key_id, 0)
+        finally:
+            # With no await since the backlog was found empty: the next request starts a count of its
+            # own (were this task still listed until a done-callback, a request would join a call that
+            # is never made). Cancelled, its backlog waits for the key's next count.
+            if self._counting.get(key_id) is asyncio.current_task():
+                del self._counting[key_id]
 
     def _down(self, exc: BaseException) -> None:
         assert self._guard is not None
@@ -279,7 +272,7 @@ class RateLimiter:
 
     async def drain(self) -> None:
         """Wait until every request counted in the background has reached Redis (or given up)."""
-        tasks = [t for counting in self._counting.values() for t in counting]
+        tasks = list(self._counting.values())
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
