@@ -224,7 +224,6 @@ async def _measure(
     gw_h, agents = seed_bench_user(stack, (OPEN_MODEL, RATE_MODEL))
     direct_url, gw_url = f"{fake}/v1/chat/completions", f"{stack.gateway_url}/v1/chat/completions"
     direct_h = DIRECT_HEADERS
-    body = rate_body
 
     procs = stack.processes
     fakellm = {"fakellm": procs["fakellm"].pid}
@@ -234,15 +233,15 @@ async def _measure(
     # no total timeout: a stream here may well last longer than a minute
     async with make_client(max(streams, *concurrencies), total_timeout_s=None) as client:
         for _ in range(10):  # warm both paths
-            await stream_once(client, direct_url, direct_h, body(RATE_MODEL))
-            await stream_once(client, gw_url, gw_h, body(agents[RATE_MODEL]))
+            await stream_once(client, direct_url, direct_h, rate_body(RATE_MODEL))
+            await stream_once(client, gw_url, gw_h, rate_body(agents[RATE_MODEL]))
         open_phase = {}
         for side, url, headers, model, watch in (
             ("direct", direct_url, direct_h, OPEN_MODEL, fakellm),
             ("gateway", gw_url, gw_h, agents[OPEN_MODEL], through),
         ):
             open_phase[side] = await _open_streams(
-                client, url, headers, body(model), streams=streams, ramp_s=ramp_s, tokens=open_tokens, watch=watch
+                client, url, headers, rate_body(model), streams=streams, ramp_s=ramp_s, tokens=open_tokens, watch=watch
             )
         results["open_streams"] = {"tokens_per_s_per_stream": tokens_per_s, "tokens_per_stream": open_tokens}
         results["open_streams"].update(open_phase)
@@ -254,7 +253,7 @@ async def _measure(
                 ("gateway", gw_url, gw_h, agents[RATE_MODEL], through),
             ):
                 rate_phase[side] = await rate(
-                    client, url, headers, body(model), concurrency=c, duration_s=10.0, watch=watch
+                    client, url, headers, rate_body(model), concurrency=c, duration_s=10.0, watch=watch
                 )
             results["tokens_per_s"].append(rate_phase)
     return results

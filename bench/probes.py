@@ -25,13 +25,22 @@ import asyncio
 import contextlib
 import json
 import statistics
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from devstack.stack import Stack
 
 from .capacity_bench import RATE_MODEL, rate, rate_body, script_rate_model
-from .loadgen import concurrent_streams, interleaved_streams, make_client, percentile, sequential_streams, summary_ms
+from .loadgen import (
+    StreamResult,
+    added_ms,
+    concurrent_streams,
+    interleaved_streams,
+    make_client,
+    percentile,
+    sequential_streams,
+    summary_ms,
+)
 from .stack_bench import (
     DIRECT_HEADERS,
     INSTANT,
@@ -64,86 +73,87 @@ async def _stack(
         yield stack, headers, agents
 
 
-async def saturation(rounds: int, env: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+Row = dict[str, Any]
+
+
+async def _rounds(rounds: int, measure: Callable[[], Awaitable[Row]]) -> list[Row]:
+    """``measure`` once a round; each round's row printed as it comes (JSON, one line) and returned."""
     out = []
+    for _ in range(rounds):
+        out.append(await measure())
+        print(json.dumps(out[-1]), flush=True)
+    return out
+
+
+def _added(through: list[StreamResult], direct: list[StreamResult]) -> dict[str, float]:
+    return {q: round(v, 2) for q, v in added_ms([r.ttft for r in through], [r.ttft for r in direct]).items()}
+
+
+async def saturation(rounds: int, env: dict[str, dict[str, str]]) -> list[Row]:
     async with _stack(env, INSTANT) as (stack, headers, agents):
         url, body = f"{stack.gateway_url}/v1/chat/completions", chat_body(agents[INSTANT])
         pids = {n: p.pid for n, p in stack.processes.items() if n.split("-")[0] in SERVICES}
         async with make_client(80) as client:
             await concurrent_streams(client, url, headers, body, concurrency=64, total=256)  # warm
-            for _ in range(rounds):
+
+            async def measure() -> Row:
                 before, infra = {n: process_cpu_s(p) for n, p in pids.items()}, infrastructure_cpu_s()
                 results, wall = await concurrent_streams(client, url, headers, body, concurrency=64, total=1024)
                 cpu = {n: (process_cpu_s(p) - before[n]) / 1024 * 1000 for n, p in pids.items()}
                 cpu.update({n: spent / 1024 * 1000 for n, spent in infrastructure_spent(infra).items()})
-                out.append(
-                    {
-                        "streams_per_s": round(1024 / wall, 1),
-                        "deltas_per_stream": round(statistics.fmean(len(r.gaps) + 1 for r in results), 1),
-                        "ttft_ms": _ms([r.ttft for r in results]),
-                        "cpu_ms_per_stream": {n: round(v, 3) for n, v in cpu.items()},
-                    }
-                )
-                print(json.dumps(out[-1]), flush=True)
-    return out
+                return {
+                    "streams_per_s": round(1024 / wall, 1),
+                    "deltas_per_stream": round(statistics.fmean(len(r.gaps) + 1 for r in results), 1),
+                    "ttft_ms": _ms([r.ttft for r in results]),
+                    "cpu_ms_per_stream": {n: round(v, 3) for n, v in cpu.items()},
+                }
+
+            return await _rounds(rounds, measure)
 
 
-async def burst(rounds: int, env: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
-    out = []
+async def burst(rounds: int, env: dict[str, dict[str, str]]) -> list[Row]:
     async with _stack(env, PACED) as (stack, headers, agents):
-        fake = stack.fakellm_url
-        url = f"{stack.gateway_url}/v1/chat/completions"
+        direct_url, url = f"{stack.fakellm_url}/v1/chat/completions", f"{stack.gateway_url}/v1/chat/completions"
         async with make_client(80) as client:
-            for _ in range(rounds):
-                direct, _ = await concurrent_streams(
-                    client, f"{fake}/v1/chat/completions", DIRECT_HEADERS, chat_body(PACED), concurrency=64, total=64
-                )
-                through, _ = await concurrent_streams(
-                    client, url, headers, chat_body(agents[PACED]), concurrency=64, total=64
-                )
+
+            async def measure() -> Row:
+                at_once = {"concurrency": 64, "total": 64}
+                direct, _ = await concurrent_streams(client, direct_url, DIRECT_HEADERS, chat_body(PACED), **at_once)
+                through, _ = await concurrent_streams(client, url, headers, chat_body(agents[PACED]), **at_once)
                 d, g = [r.ttft for r in direct], [r.ttft for r in through]
-                added = _ms(g)["p99"] - _ms(d)["p99"]
-                out.append({"direct_ttft_ms": _ms(d), "gateway_ttft_ms": _ms(g), "added_p99_ms": round(added, 1)})
-                print(json.dumps(out[-1]), flush=True)
-    return out
+                return {
+                    "direct_ttft_ms": _ms(d),
+                    "gateway_ttft_ms": _ms(g),
+                    "added_p99_ms": _added(through, direct)["p99"],
+                }
+
+            return await _rounds(rounds, measure)
 
 
-async def light(rounds: int, env: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
-    out = []
+async def light(rounds: int, env: dict[str, dict[str, str]]) -> list[Row]:
     async with _stack(env, INSTANT) as (stack, headers, agents):
-        fake = stack.fakellm_url
         targets = [
-            (f"{fake}/v1/chat/completions", DIRECT_HEADERS, chat_body(INSTANT)),
+            (f"{stack.fakellm_url}/v1/chat/completions", DIRECT_HEADERS, chat_body(INSTANT)),
             (f"{stack.gateway_url}/v1/chat/completions", headers, chat_body(agents[INSTANT])),
             (f"{stack.gateway_url}/v1/responses", headers, responses_body(agents[INSTANT])),
         ]
         async with make_client(8) as client:
             for url, h, body in targets * 20:  # warm every path
                 await sequential_streams(client, url, h, body, 1)
-            for _ in range(rounds):
+
+            async def measure() -> Row:
                 direct, chat, responses = await interleaved_streams(client, targets, 200)
-                d = [r.ttft for r in direct]
+                return {
+                    "direct_p50_ms": round(percentile([r.ttft for r in direct], 50) * 1000, 2),
+                    "chat_added_ms": _added(chat, direct),
+                    "responses_added_ms": _added(responses, direct),
+                }
 
-                def added(results: list[Any], d: list[float] = d) -> dict[str, float]:
-                    t = [r.ttft for r in results]
-                    return {
-                        q: round((percentile(t, p) - percentile(d, p)) * 1000, 2) for q, p in (("p50", 50), ("p99", 99))
-                    }
-
-                out.append(
-                    {
-                        "direct_p50_ms": round(percentile(d, 50) * 1000, 2),
-                        "chat_added_ms": added(chat),
-                        "responses_added_ms": added(responses),
-                    }
-                )
-                print(json.dumps(out[-1]), flush=True)
-    return out
+            return await _rounds(rounds, measure)
 
 
-async def tokens(rounds: int, env: dict[str, dict[str, str]], streams: int = 500) -> list[dict[str, Any]]:
-    out = []
-    env = {"runner": {"RUNNER_CONCURRENCY": str(streams)}, **env}
+async def tokens(rounds: int, env: dict[str, dict[str, str]], streams: int = 500) -> list[Row]:
+    env = {**env, "runner": {"RUNNER_CONCURRENCY": str(streams), **env.get("runner", {})}}
     async with bench_stack(runners=2, service_env=env) as stack:
         fake = stack.fakellm_url
         await script_rate_model(fake)
@@ -156,8 +166,9 @@ async def tokens(rounds: int, env: dict[str, dict[str, str]], streams: int = 500
             ("gateway", f"{stack.gateway_url}/v1/chat/completions", headers, rate_body(agents[RATE_MODEL]), through),
         )
         async with make_client(streams + 16, total_timeout_s=None) as client:
-            for _ in range(rounds):
-                row: dict[str, Any] = {}
+
+            async def measure() -> Row:
+                row: Row = {}
                 for side, url, h, body, watch in targets:
                     got = await rate(client, url, h, body, concurrency=streams, duration_s=10.0, watch=watch)
                     row[side] = {
@@ -165,9 +176,9 @@ async def tokens(rounds: int, env: dict[str, dict[str, str]], streams: int = 500
                         "gap_p99_ms": round(got["gap_p99_ms"], 1),
                         "cpu_us_per_token": {n: round(v, 1) for n, v in got["cpu_us_per_token"].items()},
                     }
-                out.append(row)
-                print(json.dumps(row), flush=True)
-    return out
+                return row
+
+            return await _rounds(rounds, measure)
 
 
 def main() -> None:
