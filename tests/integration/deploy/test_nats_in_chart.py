@@ -12,6 +12,7 @@ and the ``preStop`` command puts a server into lame-duck mode.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import re
@@ -24,6 +25,7 @@ from typing import Any
 
 import httpx
 import nats
+import nats.js.errors
 import pytest
 import yaml
 from nats.aio.client import Client
@@ -162,6 +164,19 @@ def test_the_servers_form_one_jetstream_cluster_named_after_their_pods(cluster: 
     )
 
 
+async def publish_once_led(nc: Client, subject: str) -> None:
+    """Publish to a just-created replicated stream: until its own leader is elected (after the
+    creation is acknowledged) the publish has no responder, as the runner's retried usage publish knows."""
+    deadline = time.monotonic() + FORM_TIMEOUT_S
+    while True:
+        try:
+            await nc.jetstream().publish(subject, b"{}", headers={"Nats-Msg-Id": "in-chart-1"})
+            return
+        except nats.js.errors.NoStreamResponseError:
+            assert time.monotonic() < deadline, "the stream elected no leader"
+            await asyncio.sleep(0.1)
+
+
 async def test_the_services_users_and_only_they_get_in(cluster: Cluster) -> None:
     nc = Client()
     try:
@@ -193,7 +208,7 @@ async def test_the_services_users_and_only_they_get_in(cluster: Cluster) -> None
         assert info.config.num_replicas == 3 and info.cluster is not None
         assert len(info.cluster.replicas or []) == 2
         # The runner's usage is stored; its credit top-up is refused.
-        await conns["runner"].nc.jetstream().publish(S.usage_recorded, b"{}", headers={"Nats-Msg-Id": "in-chart-1"})
+        await publish_once_led(conns["runner"].nc, S.usage_recorded)
         assert (await js.stream_info(S.usage_stream)).state.messages == 1
         assert await conns["runner"].refused(S.billing_admin)
     finally:

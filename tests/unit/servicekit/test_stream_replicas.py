@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import StreamConfig
+from nats.js.errors import ServiceUnavailableError
 from pydantic import ValidationError
 
 from billing.settings import BillingSettings
 from contracts import Subjects
 from gateway.settings import GatewaySettings
 from runner.settings import RunnerSettings
-from servicekit.natsio import stream_configs
+from servicekit.natsio import ensure_streams, stream_configs
 
 pytestmark = pytest.mark.unit
 
@@ -46,3 +50,32 @@ def test_gateway_buckets_follow_it_unless_set(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("GATEWAY_IDEMPOTENCY_REPLICAS", "2")
     s = GatewaySettings()
     assert (s.responses_store_replicas, s.idempotency_store_replicas) == (1, 2)
+
+
+class _JetStreamElecting:
+    """A JetStream API that times out, then has no responders, then answers (a cluster forming)."""
+
+    def __init__(self, failures: list[Exception]) -> None:
+        self.failures = failures
+        self.created: list[str] = []
+
+    async def add_stream(self, config: StreamConfig) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.created.append(config.name or "")
+
+    async def update_stream(self, config: StreamConfig) -> None:  # pragma: no cover - not reached
+        raise AssertionError("no stream exists yet")
+
+
+async def test_the_streams_wait_for_a_jetstream_still_electing_its_leader() -> None:
+    js = _JetStreamElecting([NatsTimeout(), NoRespondersError(), ServiceUnavailableError(code=503)])
+    await ensure_streams(js, Subjects("ns"), replicas=3)  # type: ignore[arg-type]
+    assert js.created == [c.name for c in stream_configs(Subjects("ns"))]
+
+
+async def test_a_jetstream_that_never_answers_fails_the_start_after_the_wait() -> None:
+    js = _JetStreamElecting([NatsTimeout() for _ in range(100)])
+    with pytest.raises(NatsTimeout):
+        await ensure_streams(js, Subjects("ns"), ready_within_s=0.5)  # type: ignore[arg-type]
+    assert js.created == [] and len(js.failures) > 90

@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import nats
 from nats.aio.client import DEFAULT_INBOX_PREFIX, Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
@@ -18,7 +20,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 from opentelemetry import context as otel_context
@@ -136,14 +138,40 @@ def stream_configs(subjects: Subjects, *, replicas: int = 1) -> list[StreamConfi
     ]
 
 
-async def ensure_streams(js: JetStreamContext, subjects: Subjects, *, replicas: int = 1) -> None:
+#: How long a service waits at its start for JetStream to answer (a NATS cluster started beside it is
+#: still electing its leaders) before it gives up and exits.
+JETSTREAM_READY_WITHIN_S = 60.0
+_NOT_YET_ANSWERING = (NatsTimeout, NoRespondersError, ServiceUnavailableError)
+
+
+async def ensure_streams(
+    js: JetStreamContext, subjects: Subjects, *, replicas: int = 1, ready_within_s: float = JETSTREAM_READY_WITHIN_S
+) -> None:
     """Create the streams, or bring their configuration up to date, ``replicas`` included (idempotent;
-    every service may call it, so every service must be given the same ``NATS_STREAM_REPLICAS``)."""
+    every service may call it, so every service must be given the same ``NATS_STREAM_REPLICAS``).
+
+    While JetStream does not answer yet (no meta leader, or no quorum, as in a cluster whose servers
+    start with the services), each step is asked again, for up to ``ready_within_s``: a service that
+    starts first waits for its NATS instead of exiting into a restart back-off."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ready_within_s
+    pause = 0.1
     for config in stream_configs(subjects, replicas=replicas):
-        try:
-            await js.add_stream(config)
-        except BadRequestError:
-            await js.update_stream(config)
+        while True:
+            try:
+                try:
+                    await js.add_stream(config)
+                except BadRequestError:
+                    await js.update_stream(config)
+                break
+            except _NOT_YET_ANSWERING as exc:
+                if loop.time() + pause > deadline:
+                    raise
+                log.warning(
+                    "JetStream is not answering yet (%s on stream %s); asking again", type(exc).__name__, config.name
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
 
 
 async def ensure_object_store(
@@ -201,11 +229,7 @@ def context_from_headers(headers: Mapping[str, str] | None) -> otel_context.Cont
 async def wait_until_answering(nc: Client, subject: str, payload: bytes, timeout: float = 5.0) -> None:
     """Ask ``subject`` until it answers: a service's own subscriptions are then routable for every
     client (a flush alone proved not enough on some servers, which briefly answered "no responders")."""
-    import asyncio
     import time
-
-    from nats.errors import NoRespondersError
-    from nats.errors import TimeoutError as NatsTimeout
 
     deadline = time.monotonic() + timeout
     while True:
