@@ -66,10 +66,16 @@ async def _traced_chat(
 
     def complete() -> bool:
         spans = receiver.spans_of(trace_id)
-        # Billing writes each model call's usage and the run's close after the runner's spans ended: wait for all three.
-        return {"gateway", "catalog", "billing", "runner"} <= {s.service for s in spans} and sum(
-            s.name == "ledger.write" for s in spans
-        ) >= 3
+        # Each service exports its spans in batches, in the order they ended: a service's last span
+        # (the gateway's request, the runner's run) arriving means its earlier ones did. Billing writes
+        # each model call's usage and the run's close: wait for all three.
+        names = {(s.service, s.name) for s in spans}
+        return (
+            ("gateway", "POST /v1/chat/completions") in names
+            and ("runner", f"invoke_agent agent {agent.model}") in names
+            and "catalog" in {s.service for s in spans}
+            and sum(s.name == "ledger.write" for s in spans) >= 3
+        )
 
     assert receiver.wait_for(complete, timeout=20), _dump(receiver.spans_of(trace_id))
     return agent, client_span, receiver.spans_of(trace_id), marks
