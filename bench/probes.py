@@ -16,6 +16,8 @@ bench's paced model (20 tokens/s) kept open for 10 s, straight to the fake LLM a
 ``python -m bench.probes burst [--rounds N]``: rounds of 64 streams of the paced model opened at the
 same instant, straight to the fake LLM and then through the gateway: the first round meets a cold
 gateway (no runs admitted ahead yet), the later ones a warm one.
+
+``--runners N`` runs N runner processes (each probe's default is above); ``--env`` sets a service's setting.
 """
 
 from __future__ import annotations
@@ -64,10 +66,10 @@ def _ms(values: list[float]) -> dict[str, float]:
 
 @contextlib.asynccontextmanager
 async def _stack(
-    env: dict[str, dict[str, str]], model: str
+    env: dict[str, dict[str, str]], model: str, runners: int
 ) -> AsyncIterator[tuple[Stack, dict[str, str], dict[str, str]]]:
     """A bench stack with the fake LLM's models scripted, and a user's headers and agent for ``model``."""
-    async with bench_stack(service_env=env) as stack:
+    async with bench_stack(runners=runners, service_env=env) as stack:
         await script_models(stack.fakellm_url)
         headers, agents = seed_bench_user(stack, (model,))
         yield stack, headers, agents
@@ -89,8 +91,8 @@ def _added(through: list[StreamResult], direct: list[StreamResult]) -> dict[str,
     return {q: round(v, 2) for q, v in added_ms([r.ttft for r in through], [r.ttft for r in direct]).items()}
 
 
-async def saturation(rounds: int, env: dict[str, dict[str, str]]) -> list[Row]:
-    async with _stack(env, INSTANT) as (stack, headers, agents):
+async def saturation(rounds: int, env: dict[str, dict[str, str]], runners: int = 1) -> list[Row]:
+    async with _stack(env, INSTANT, runners) as (stack, headers, agents):
         url, body = f"{stack.gateway_url}/v1/chat/completions", chat_body(agents[INSTANT])
         pids = {n: p.pid for n, p in stack.processes.items() if n.split("-")[0] in SERVICES}
         async with make_client(80) as client:
@@ -111,8 +113,8 @@ async def saturation(rounds: int, env: dict[str, dict[str, str]]) -> list[Row]:
             return await _rounds(rounds, measure)
 
 
-async def burst(rounds: int, env: dict[str, dict[str, str]]) -> list[Row]:
-    async with _stack(env, PACED) as (stack, headers, agents):
+async def burst(rounds: int, env: dict[str, dict[str, str]], runners: int = 1) -> list[Row]:
+    async with _stack(env, PACED, runners) as (stack, headers, agents):
         direct_url, url = f"{stack.fakellm_url}/v1/chat/completions", f"{stack.gateway_url}/v1/chat/completions"
         async with make_client(80) as client:
 
@@ -130,8 +132,8 @@ async def burst(rounds: int, env: dict[str, dict[str, str]]) -> list[Row]:
             return await _rounds(rounds, measure)
 
 
-async def light(rounds: int, env: dict[str, dict[str, str]]) -> list[Row]:
-    async with _stack(env, INSTANT) as (stack, headers, agents):
+async def light(rounds: int, env: dict[str, dict[str, str]], runners: int = 1) -> list[Row]:
+    async with _stack(env, INSTANT, runners) as (stack, headers, agents):
         targets = [
             (f"{stack.fakellm_url}/v1/chat/completions", DIRECT_HEADERS, chat_body(INSTANT)),
             (f"{stack.gateway_url}/v1/chat/completions", headers, chat_body(agents[INSTANT])),
@@ -152,9 +154,9 @@ async def light(rounds: int, env: dict[str, dict[str, str]]) -> list[Row]:
             return await _rounds(rounds, measure)
 
 
-async def tokens(rounds: int, env: dict[str, dict[str, str]], streams: int = 500) -> list[Row]:
+async def tokens(rounds: int, env: dict[str, dict[str, str]], runners: int = 2, streams: int = 500) -> list[Row]:
     env = {**env, "runner": {"RUNNER_CONCURRENCY": str(streams), **env.get("runner", {})}}
-    async with bench_stack(runners=2, service_env=env) as stack:
+    async with bench_stack(runners=runners, service_env=env) as stack:
         fake = stack.fakellm_url
         await script_rate_model(fake)
         headers, agents = seed_bench_user(stack, (RATE_MODEL,))
@@ -186,6 +188,7 @@ def main() -> None:
     parser.add_argument("probe", choices=["saturation", "burst", "light", "tokens"])
     parser.add_argument("--streams", type=int, default=500, help="tokens: streams kept open")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--runners", type=int, help="runner processes (default: 1; tokens: 2)")
     parser.add_argument(
         "--env",
         action="append",
@@ -199,10 +202,11 @@ def main() -> None:
         service, _, setting = item.partition(":")
         name, _, value = setting.partition("=")
         env.setdefault(service, {})[name] = value
+    runners = {"runners": args.runners} if args.runners else {}
     if args.probe == "tokens":
-        asyncio.run(tokens(args.rounds, env, args.streams))
+        asyncio.run(tokens(args.rounds, env, streams=args.streams, **runners))
     else:
-        asyncio.run({"saturation": saturation, "burst": burst, "light": light}[args.probe](args.rounds, env))
+        asyncio.run({"saturation": saturation, "burst": burst, "light": light}[args.probe](args.rounds, env, **runners))
 
 
 if __name__ == "__main__":
