@@ -40,7 +40,9 @@ def _pre(billing: Billing, closed: list[RunClosed], **kwargs: object) -> PreAdmi
 
 
 async def _settle(pre: PreAdmissions) -> None:
-    await asyncio.gather(*list(pre._tasks))
+    """Until every ask is answered, the ones an answer starts included."""
+    while pre._tasks:
+        await asyncio.gather(*list(pre._tasks))
 
 
 async def _request(pre: PreAdmissions) -> bool:
@@ -51,21 +53,26 @@ async def _request(pre: PreAdmissions) -> bool:
     return taken
 
 
-async def test_requests_that_find_none_left_double_what_is_kept_up_to_the_maximum() -> None:
+async def test_each_request_that_finds_none_left_adds_one_up_to_the_maximum() -> None:
     billing, closed = Billing(), []
     pre = _pre(billing, closed, max_per_key=16)
     assert not await _request(pre)  # the first request of its kind: admitted on its own, asks for 4
     assert [len(a.run_ids) for a in billing.asks] == [4]
-    assert not await _request(pre)  # none yet while the ask is on its way: the kind keeps 8 from now on
-    assert not await _request(pre)  # (once per ask)
-    assert pre.target("u", AGENT, 100) == 8
+    assert not await _request(pre)  # none yet while the ask is on its way: the kind keeps 5 from now on
+    assert not await _request(pre)  # and 6
+    assert pre.target("u", AGENT, 100) == 6
     billing.answer.set()
     await _settle(pre)
-    assert await _request(pre)  # 3 of 4 left, fewer than half of 8: the ask tops them up to 8
+    # Requests found none left while the ask was on its way: the rest of the 6 is asked for at once.
+    assert [len(a.run_ids) for a in billing.asks] == [4, 2]
+    assert [await _request(pre) for _ in range(2)] == [True] * 2
     await _settle(pre)
-    assert [len(a.run_ids) for a in billing.asks] == [4, 5]
+    assert [len(a.run_ids) for a in billing.asks] == [4, 2]  # 4 of 6 left: more than half, no ask yet
+    assert await _request(pre)  # 3 of 6 left: the ask tops them up to 6
+    await _settle(pre)
+    assert [len(a.run_ids) for a in billing.asks] == [4, 2, 3]
     # Demand that keeps outrunning the runs ahead grows them to the maximum, never beyond.
-    for _ in range(6):
+    for _ in range(3):
         billing.answer.clear()
         for _ in range(20):
             await _request(pre)
@@ -73,7 +80,26 @@ async def test_requests_that_find_none_left_double_what_is_kept_up_to_the_maximu
         await _settle(pre)
     assert pre.target("u", AGENT, 100) == 16
     assert max(len(a.run_ids) for a in billing.asks) <= 16
-    assert [await _request(pre) for _ in range(8)] == [True] * 8  # the next eight start admitted
+    assert [await _request(pre) for _ in range(16)] == [True] * 16  # the next sixteen start admitted
+
+
+async def test_a_burst_that_outran_the_runs_ahead_finds_as_many_as_it_needs_the_next_time() -> None:
+    """Bursts of 16 requests at once, each taking its run ahead before any asks for more (as in the
+    gateway, where the ask follows the queueing): the first finds none (a kind never asked for), the
+    second the first ask's 4, and its 12 misses raise the target to 16, so the third finds 16."""
+    billing, closed = Billing(), []
+    pre = _pre(billing, closed, max_per_key=16)
+    started_admitted = []
+    for _ in range(4):
+        billing.answer.clear()
+        taken = [pre.take("u", AGENT, 100, 10) is not None for _ in range(16)]
+        for _ in range(16):
+            pre.refill("u", AGENT, 100, 10)
+        started_admitted.append(sum(taken))
+        billing.answer.set()
+        await _settle(pre)
+    assert started_admitted == [0, 4, 16, 16]
+    assert max(len(a.run_ids) for a in billing.asks) <= 16
 
 
 async def test_runs_that_go_unused_halve_what_is_kept() -> None:
@@ -120,10 +146,10 @@ async def test_an_ask_deferred_by_the_caller_starts_when_it_says_and_is_on_its_w
     pre.refill("u", AGENT, 100, 10, defer=deferred.append)
     assert len(deferred) == 1  # one ask at a time
     assert pre.take("u", AGENT, 100, 10) is None  # none left while it waits: demand, as with an ask in flight
-    assert pre.target("u", AGENT, 100) == 8
+    assert pre.target("u", AGENT, 100) == 5
     deferred[0]()
     await _settle(pre)
-    assert [len(a.run_ids) for a in billing.asks] == [4]
+    assert [len(a.run_ids) for a in billing.asks] == [5]  # what is missing when it starts: the demand seen meanwhile
     assert pre.take("u", AGENT, 100, 10) is not None
 
 

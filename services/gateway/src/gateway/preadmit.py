@@ -9,10 +9,11 @@ reservation, and the gateway asks for replacements once half are used. Every run
 reservation and settles as any other; near their balance a user gets none and every request is
 admitted on its own.
 
-How many are kept follows the demand: ``per_key`` to begin with; each time requests find none left
-while replacements are on their way, twice as many (up to ``max_per_key``): a user with 64 requests
-at once soon starts every one of them admitted. When runs ahead are handed back unused, or billing
-refuses an ask (it grants all or none), half as many.
+How many are kept follows the demand: ``per_key`` to begin with, and one more for each request that
+finds none left once the kind has had some (up to ``max_per_key``). An ask is sized when it starts
+(to what is missing then), and one during which requests found none left is followed at once by an
+ask for the rest: a user whose 64 requests at once found 4 runs ahead finds 64 the next time. When
+runs ahead are handed back unused, or billing refuses an ask (it grants all or none), half as many.
 
 A run not used within ``max_age_s`` (or left when the gateway stops) is handed back as a
 ``RunClosed`` with no calls, which releases its reservation; what a gateway that died still held is
@@ -81,8 +82,8 @@ class PreAdmissions:
         self._new_run_id = new_run_id
         self._per_key = per_key
         self._max_per_key = max(per_key, min(max_per_key, MAX_PREFETCH_RUNS))
-        #: How many runs ahead each kind keeps now (absent: ``per_key``), and the kinds that already
-        #: grew while their replacements are on their way (once per ask).
+        #: How many runs ahead each kind keeps now (absent: ``per_key``), and the kinds whose target
+        #: grew since their last ask was answered.
         self._target: dict[_Key, int] = {}
         self._grown: set[_Key] = set()
         self._max_age_s = max_age_s
@@ -116,11 +117,11 @@ class PreAdmissions:
         return None  # every one had waited too long: handed back, and no sign of more demand
 
     def _missed(self, key: _Key) -> None:
-        """A request found none left: while replacements are on their way, demand is more than this
-        kind keeps, so it keeps twice as many from the next ask on (once per ask)."""
-        if key in self._fetching and key not in self._grown:
+        """A request found none left of a kind that has had some (or has some on their way): demand
+        is more than the kind keeps, by this request, so it keeps one more from now on."""
+        if key in self._ready or key in self._fetching:
             self._grown.add(key)
-            self._target[key] = min(self._max_per_key, 2 * self._target.get(key, self._per_key))
+            self._target[key] = min(self._max_per_key, self._target.get(key, self._per_key) + 1)
 
     def target(self, user_id: str, agent: AgentSnapshot, max_out: int) -> int:
         """How many runs ahead this kind of request keeps now."""
@@ -149,7 +150,6 @@ class PreAdmissions:
             return
         if key not in self._ready and self._kinds_held(user_id) >= MAX_KINDS_PER_USER:
             return  # holds stay a small part of a user's balance (see billing's prefetch)
-        missing = target - have
         self._fetching.add(key)
         cap = prompt_cap(prompt_tokens)
 
@@ -157,7 +157,7 @@ class PreAdmissions:
             if self._closed:  # the gateway is stopping: nothing more is held
                 self._fetching.discard(key)
                 return
-            self._spawn(self._fetch(key, agent, missing, cap))
+            self._spawn(self._fetch(key, agent, cap))
 
         if defer is None:
             ask()
@@ -168,8 +168,19 @@ class PreAdmissions:
         held = {k for k, ready in self._ready.items() if k[0] == user_id and ready}
         return len(held | {k for k in self._fetching if k[0] == user_id})
 
-    async def _fetch(self, key: _Key, agent: AgentSnapshot, count: int, cap: int) -> None:
+    def _missing(self, key: _Key) -> int:
+        return self._target.get(key, self._per_key) - len(self._ready.get(key, ()))
+
+    async def _fetch(self, key: _Key, agent: AgentSnapshot, cap: int) -> None:
+        """Ask for what the kind is missing now (its demand may have grown since the ask was decided
+        on). When requests found none left meanwhile, the rest of the grown target is asked for at
+        once: a burst that outran the runs ahead finds them all there the next time, not one ask's worth."""
         user_id, _, _, max_out = key
+        count = self._missing(key)
+        if count <= 0:
+            self._fetching.discard(key)
+            self._grown.discard(key)
+            return
         request = PrefetchRequest(
             user_id=user_id,
             agent_id=agent.id,
@@ -188,11 +199,15 @@ class PreAdmissions:
             return
         finally:
             self._fetching.discard(key)
+            grew = key in self._grown
             self._grown.discard(key)
         now = time.monotonic()
         runs = [AheadRun(run_id, user_id, rid, cap, now) for run_id, rid in reply.reservations.items()]
         if runs:
             self._ready.setdefault(key, deque()).extend(runs)
+            if grew and not self._closed and self._missing(key) > 0:
+                self._fetching.add(key)
+                self._spawn(self._fetch(key, agent, cap))
         else:
             # Refused (all or none: more than a tenth of what the user has available): ask for fewer
             # next time, down to what billing grants, rather than for ever more, refused every time.

@@ -105,8 +105,8 @@ class GatewaySettings(ServiceSettings):
         default=64,
         ge=1,
         le=64,
-        description="at most this many when the user's requests outrun them (kept twice as many each time "
-        "requests find none left, half as many when some go unused or are refused)",
+        description="at most this many when the user's requests outrun them (one more kept for each request "
+        "that finds none left, half as many when some go unused or are refused)",
     )
     preadmit_max_age_s: float = Field(default=30.0, gt=0, description="an unused run admitted ahead is handed back")
     responses_ttl_s: float = Field(
