@@ -127,10 +127,10 @@ class _Inbox:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def get_nowait(self) -> bytes | _Failure | object:
-        if not self._items:
-            raise asyncio.QueueEmpty
-        return self._items.popleft()
+    def pop(self) -> bytes | _Failure | object | None:
+        """The next item, or None when there is none (no exception: a stream asks once per event, and
+        a wait begun inside an ``except`` block would keep the exception and its frames alive)."""
+        return self._items.popleft() if self._items else None
 
     def empty(self) -> bool:
         return not self._items
@@ -390,9 +390,8 @@ class RunStream:
                     if self._on_output is not None and ready.seq:
                         self._output_seen()
                     return ready
-            try:
-                data = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
+            data = self._queue.pop()
+            if data is None:
                 try:
                     data = await self._queue.get(wait_s)
                 except TimeoutError:
@@ -645,14 +644,15 @@ class RunReplay:
         """The run's next event in order."""
         assert self._sub is not None, "open() first"
         while True:
-            try:
-                item = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
+            # Not get_nowait's QueueEmpty: a wait inside its ``except`` block keeps the exception alive.
+            if self._queue.empty():
                 try:
                     async with asyncio.timeout(wait_s):
                         item = await self._queue.get()
                 except TimeoutError:
                     raise _stream_error(f"The agent run sent nothing for {wait_s:g} s.", "run_timeout", 504) from None
+            else:
+                item = self._queue.get_nowait()
             if isinstance(item, ErrorInfo):
                 raise RunStreamError(item)
             data, self._caught_up = item
