@@ -190,6 +190,37 @@ async def test_a_burst_far_from_the_limit_is_counted_in_few_calls(redis_url: str
         await client.aclose()
 
 
+async def test_a_burst_after_a_quiet_second_asks_redis_once_then_goes_ahead(
+    redis_client: aioredis.Redis, ns: str
+) -> None:
+    """64 requests at once of a key whose last answer from Redis is too old to act on: one asks Redis
+    what the key has left, the others wait for that answer and go ahead on it (counted in the
+    background), instead of 64 round trips queued on the connection pool."""
+    clock = Clock(1_000_000.0)
+    limiter = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns, clock=clock)
+    assert await limiter.check("k", 60_000) is None  # learns the budget
+    await limiter.drain()
+    left, _, spent = limiter._known["k"]
+    limiter._known["k"] = (left, time.monotonic() - 10, spent)  # a quiet while since
+    script, calls = limiter._script, []
+
+    async def counting(**kwargs: object) -> object:
+        calls.append(kwargs["args"][0])  # type: ignore[index]
+        return await script(**kwargs)  # type: ignore[misc]
+
+    limiter._script = counting  # type: ignore[assignment]
+    assert await asyncio.gather(*(limiter.check("k", 60_000) for _ in range(64))) == [None] * 64
+    asked = len(calls)
+    await limiter.drain()
+    interval_us = 60_000_000 // 60_000
+    assert asked == 1 and calls[0] == interval_us  # one request asked; the rest went ahead on its answer
+    assert sum(calls) == 64 * interval_us and len(calls) <= 3  # every request counted, in few calls
+    ahead = int(await redis_client.get(limiter.redis_key("k"))) - int(clock.now * 1_000_000)
+    # (On the fixed test clock a lone count is a millisecond ahead, so Redis keeps it a millisecond of
+    # real time: the first check's and the asking request's may be gone.)
+    assert 63 * interval_us <= ahead <= 65 * interval_us
+
+
 async def test_a_tight_limit_always_asks_redis(redis_client: aioredis.Redis, ns: str) -> None:
     limiter = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns, clock=Clock(1_000_000.0))
     assert await limiter.check("k", 59) is None

@@ -25,7 +25,9 @@ A key far from its limit is not held up by that round trip. Each answer from Red
 much budget the key has left; while the last answer (under a second old) left at least half the
 window's budget, a request goes ahead at once and its count is sent to Redis in the background:
 one call per key at a time, a few milliseconds after the request (off its path), the requests
-that went ahead meanwhile counted together in the next.
+that went ahead meanwhile counted together in the next. When the last answer is older than that,
+one request asks Redis and the key's other requests of that moment wait for its answer, then
+decide on it.
 Near the limit — and always for limits under sixty requests a window — every request waits for
 Redis's answer (after this replica's counts in flight), so the limit stays exact where it bites;
 far from it, replicas may together let through a few more than the limit in the second after a
@@ -184,6 +186,8 @@ class RateLimiter:
         # and the requests that went ahead meanwhile, to be counted next in one call
         self._counting: dict[str, asyncio.Task[None]] = {}
         self._backlog: dict[str, int] = {}
+        # key id → the answer being asked of Redis for a key with no recent one (one ask at a time)
+        self._asking: dict[str, asyncio.Future[None]] = {}
 
     def redis_key(self, key_id: str) -> str:
         """Where a key's state lives in Redis."""
@@ -199,28 +203,53 @@ class RateLimiter:
         wait: int | None
         if self._guard is not None:
             if self._far_from_limit(key_id, interval, window):
-                if key_id in self._counting:
-                    # A count of this key is on its way: this one follows with it, in one call.
-                    self._backlog[key_id] = self._backlog.get(key_id, 0) + 1
-                    return None
-                loop = asyncio.get_running_loop()
-                self._counting[key_id] = loop.create_task(self._count_in_background(key_id, interval, window))
+                self._go_ahead(key_id, interval, window)
                 return None
+            asking = self._asking.get(key_id)
+            if asking is not None and not self._fresh(key_id):
+                # What the key has left is being asked of Redis right now (no recent answer): wait for
+                # that answer rather than ask again — a burst after a quiet second costs one round
+                # trip, not one per request queued on the pool — then decide as any request does.
+                await asyncio.shield(asking)
+                if self._far_from_limit(key_id, interval, window):
+                    self._go_ahead(key_id, interval, window)
+                    return None
             counting = self._counting.get(key_id)
             if counting is not None:
                 # Near the limit: this key's earlier counts reach Redis before this decision does.
                 await asyncio.gather(counting, return_exceptions=True)
+            asked = None
+            if not self._fresh(key_id) and key_id not in self._asking:
+                asked = self._asking[key_id] = asyncio.get_running_loop().create_future()
             try:
                 wait = await self._guard.call(partial(self._check_redis, key_id, interval, window))
             except Unavailable:
                 # Limits must not take the API down: fall back to this process's own budget.
                 self._local.inc()
                 wait = self._memory.check(key_id, interval, window)
+            finally:
+                if asked is not None:
+                    del self._asking[key_id]
+                    asked.set_result(None)
         else:
             wait = self._memory.check(key_id, interval, window)
         if wait is None:
             return None
         return max(MIN_RETRY_AFTER_S, wait / US)
+
+    def _go_ahead(self, key_id: str, interval: int, window: int) -> None:
+        """A request far from its limit goes ahead; its count reaches Redis in the background."""
+        if key_id in self._counting:
+            # A count of this key is on its way: this one follows with it, in one call.
+            self._backlog[key_id] = self._backlog.get(key_id, 0) + 1
+            return
+        loop = asyncio.get_running_loop()
+        self._counting[key_id] = loop.create_task(self._count_in_background(key_id, interval, window))
+
+    def _fresh(self, key_id: str) -> bool:
+        """Whether Redis told what the key has left recently enough to act on."""
+        known = self._known.get(key_id)
+        return known is not None and time.monotonic() - known[1] <= _FRESH_S
 
     def _far_from_limit(self, key_id: str, interval: int, window: int) -> bool:
         known = self._known.get(key_id)
