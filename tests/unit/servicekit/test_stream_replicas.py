@@ -79,3 +79,30 @@ async def test_a_jetstream_that_never_answers_fails_the_start_after_the_wait() -
     with pytest.raises(NatsTimeout):
         await ensure_streams(js, Subjects("ns"), ready_within_s=0.5)  # type: ignore[arg-type]
     assert js.created == [] and len(js.failures) > 90
+
+
+async def test_the_buckets_wait_for_a_jetstream_still_electing_too() -> None:
+    """The gateway's object store and key-value bucket are replicated streams made at its start, as
+    the streams are: the same wait applies."""
+    from servicekit.natsio import ensure_key_value, ensure_object_store
+
+    class Buckets:
+        def __init__(self) -> None:
+            self.failures: list[Exception] = [NatsTimeout(), NoRespondersError()]
+
+        async def _fail_first(self, made: str) -> str:
+            if self.failures:
+                raise self.failures.pop(0)
+            return made
+
+        async def create_key_value(self, config: object) -> str:
+            return await self._fail_first("kv")
+
+        async def create_object_store(self, bucket: str, config: object) -> str:
+            return await self._fail_first("objects")
+
+    js = Buckets()
+    assert await ensure_key_value(js, "b", ttl_s=60) == "kv"  # type: ignore[arg-type,comparison-overlap]
+    js.failures = [ServiceUnavailableError(code=503)]
+    assert await ensure_object_store(js, "b", ttl_s=60) == "objects"  # type: ignore[arg-type,comparison-overlap]
+    assert js.failures == []

@@ -6,6 +6,8 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
+from typing import TypeVar
 
 import nats
 from nats.aio.client import DEFAULT_INBOX_PREFIX, Client
@@ -142,76 +144,105 @@ def stream_configs(subjects: Subjects, *, replicas: int = 1) -> list[StreamConfi
 #: still electing its leaders) before it gives up and exits.
 JETSTREAM_READY_WITHIN_S = 60.0
 _NOT_YET_ANSWERING = (NatsTimeout, NoRespondersError, ServiceUnavailableError)
+_T = TypeVar("_T")
+
+
+async def _once_answering(step: Callable[[], Awaitable[_T]], what: str, ready_within_s: float) -> _T:
+    """``step()``, asked again while JetStream does not answer yet (no meta leader or no quorum, as in a
+    cluster whose servers start with the services), for up to ``ready_within_s``: a service that starts
+    first waits for its NATS instead of exiting into a restart back-off. Every JetStream asset a
+    service creates at its start goes through here: each is a (replicated) stream."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ready_within_s
+    pause = 0.1
+    while True:
+        try:
+            return await step()
+        except _NOT_YET_ANSWERING as exc:
+            if loop.time() + pause > deadline:
+                raise
+            log.warning("JetStream is not answering yet (%s on %s); asking again", type(exc).__name__, what)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
 
 async def ensure_streams(
     js: JetStreamContext, subjects: Subjects, *, replicas: int = 1, ready_within_s: float = JETSTREAM_READY_WITHIN_S
 ) -> None:
     """Create the streams, or bring their configuration up to date, ``replicas`` included (idempotent;
-    every service may call it, so every service must be given the same ``NATS_STREAM_REPLICAS``).
+    every service may call it, so every service must be given the same ``NATS_STREAM_REPLICAS``); while
+    JetStream does not answer yet, for up to ``ready_within_s`` (:func:`_once_answering`)."""
 
-    While JetStream does not answer yet (no meta leader, or no quorum, as in a cluster whose servers
-    start with the services), each step is asked again, for up to ``ready_within_s``: a service that
-    starts first waits for its NATS instead of exiting into a restart back-off."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + ready_within_s
-    pause = 0.1
+    async def apply(config: StreamConfig) -> None:
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            await js.update_stream(config)
+
     for config in stream_configs(subjects, replicas=replicas):
-        while True:
-            try:
-                try:
-                    await js.add_stream(config)
-                except BadRequestError:
-                    await js.update_stream(config)
-                break
-            except _NOT_YET_ANSWERING as exc:
-                if loop.time() + pause > deadline:
-                    raise
-                log.warning(
-                    "JetStream is not answering yet (%s on stream %s); asking again", type(exc).__name__, config.name
-                )
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 2.0)
+        await _once_answering(partial(apply, config), f"stream {config.name}", ready_within_s)
 
 
 async def ensure_object_store(
-    js: JetStreamContext, bucket: str, *, ttl_s: float, replicas: int = 1, description: str | None = None
+    js: JetStreamContext,
+    bucket: str,
+    *,
+    ttl_s: float,
+    replicas: int = 1,
+    description: str | None = None,
+    ready_within_s: float = JETSTREAM_READY_WITHIN_S,
 ) -> ObjectStore:
-    """The object store ``bucket``, created or brought up to date (its TTL and replicas), idempotently.
+    """The object store ``bucket``, created or brought up to date (its TTL and replicas), idempotently;
+    while JetStream does not answer yet, for up to ``ready_within_s`` (:func:`_once_answering`).
 
     Objects are chunked by the store (128 KiB messages), so an object has no NATS message size limit.
     """
     config = ObjectStoreConfig(description=description, ttl=ttl_s, replicas=replicas, storage=StorageType.FILE)
-    try:
-        return await js.create_object_store(bucket, config=config)
-    except BadRequestError:
-        # It exists with another configuration: change what may change (the stream keeps its data).
-        info = await js.stream_info(f"OBJ_{bucket}")
-        current = info.config
-        current.max_age = ttl_s
-        current.num_replicas = replicas
-        await js.update_stream(current)
-        return await js.object_store(bucket)
+
+    async def apply() -> ObjectStore:
+        try:
+            return await js.create_object_store(bucket, config=config)
+        except BadRequestError:
+            # It exists with another configuration: change what may change (the stream keeps its data).
+            await _update_bucket_stream(js, f"OBJ_{bucket}", ttl_s, replicas)
+            return await js.object_store(bucket)
+
+    return await _once_answering(apply, f"object store {bucket}", ready_within_s)
 
 
 async def ensure_key_value(
-    js: JetStreamContext, bucket: str, *, ttl_s: float, replicas: int = 1, description: str | None = None
+    js: JetStreamContext,
+    bucket: str,
+    *,
+    ttl_s: float,
+    replicas: int = 1,
+    description: str | None = None,
+    ready_within_s: float = JETSTREAM_READY_WITHIN_S,
 ) -> KeyValue:
     """The key-value bucket ``bucket`` (one value per key, file storage), created or brought up to date
-    (its TTL and replicas), idempotently. Values are single NATS messages (at most its maximum payload)."""
+    (its TTL and replicas), idempotently; while JetStream does not answer yet, for up to
+    ``ready_within_s`` (:func:`_once_answering`). Values are single NATS messages (at most its maximum payload)."""
     config = KeyValueConfig(
         bucket=bucket, description=description, ttl=ttl_s, replicas=replicas, storage=StorageType.FILE, history=1
     )
-    try:
-        return await js.create_key_value(config=config)
-    except BadRequestError:
-        # It exists with another configuration: change what may change (the stream keeps its data).
-        info = await js.stream_info(f"KV_{bucket}")
-        current = info.config
-        current.max_age = ttl_s
-        current.num_replicas = replicas
-        await js.update_stream(current)
-        return await js.key_value(bucket)
+
+    async def apply() -> KeyValue:
+        try:
+            return await js.create_key_value(config=config)
+        except BadRequestError:
+            # It exists with another configuration: change what may change (the stream keeps its data).
+            await _update_bucket_stream(js, f"KV_{bucket}", ttl_s, replicas)
+            return await js.key_value(bucket)
+
+    return await _once_answering(apply, f"key-value bucket {bucket}", ready_within_s)
+
+
+async def _update_bucket_stream(js: JetStreamContext, stream: str, ttl_s: float, replicas: int) -> None:
+    info = await js.stream_info(stream)
+    current = info.config
+    current.max_age = ttl_s
+    current.num_replicas = replicas
+    await js.update_stream(current)
 
 
 def trace_headers(extra: Mapping[str, str] | None = None) -> dict[str, str]:
