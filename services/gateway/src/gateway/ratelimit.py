@@ -252,12 +252,9 @@ class RateLimiter:
         return known is not None and time.monotonic() - known[1] <= _FRESH_S
 
     def _far_from_limit(self, key_id: str, interval: int, window: int) -> bool:
-        known = self._known.get(key_id)
-        if known is None or self._guard is None or not self._guard.available:
+        if self._guard is None or not self._guard.available or not self._fresh(key_id):
             return False
-        left, at, spent = known
-        if time.monotonic() - at > _FRESH_S:
-            return False
+        left, at, spent = self._known[key_id]
         if window // interval < _FAST_MIN_LIMIT or left - spent - interval < window // 2:
             return False
         self._known[key_id] = (left, at, spent + interval)
