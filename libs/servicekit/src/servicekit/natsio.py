@@ -198,16 +198,15 @@ async def ensure_object_store(
     Objects are chunked by the store (128 KiB messages), so an object has no NATS message size limit.
     """
     config = ObjectStoreConfig(description=description, ttl=ttl_s, replicas=replicas, storage=StorageType.FILE)
-
-    async def apply() -> ObjectStore:
-        try:
-            return await js.create_object_store(bucket, config=config)
-        except BadRequestError:
-            # It exists with another configuration: change what may change (the stream keeps its data).
-            await _update_bucket_stream(js, f"OBJ_{bucket}", ttl_s, replicas)
-            return await js.object_store(bucket)
-
-    return await _once_answering(apply, f"object store {bucket}", ready_within_s)
+    return await _ensure_bucket(
+        js,
+        lambda: js.create_object_store(bucket, config=config),
+        lambda: js.object_store(bucket),
+        f"OBJ_{bucket}",
+        ttl_s,
+        replicas,
+        ready_within_s,
+    )
 
 
 async def ensure_key_value(
@@ -225,24 +224,41 @@ async def ensure_key_value(
     config = KeyValueConfig(
         bucket=bucket, description=description, ttl=ttl_s, replicas=replicas, storage=StorageType.FILE, history=1
     )
+    return await _ensure_bucket(
+        js,
+        lambda: js.create_key_value(config=config),
+        lambda: js.key_value(bucket),
+        f"KV_{bucket}",
+        ttl_s,
+        replicas,
+        ready_within_s,
+    )
 
-    async def apply() -> KeyValue:
+
+async def _ensure_bucket(
+    js: JetStreamContext,
+    create: Callable[[], Awaitable[_T]],
+    existing: Callable[[], Awaitable[_T]],
+    stream: str,
+    ttl_s: float,
+    replicas: int,
+    ready_within_s: float,
+) -> _T:
+    """A bucket (object store or key-value) over its stream ``stream``: created, or — when it exists
+    with another configuration — its TTL and replicas changed (the stream keeps its data) and opened."""
+
+    async def apply() -> _T:
         try:
-            return await js.create_key_value(config=config)
+            return await create()
         except BadRequestError:
-            # It exists with another configuration: change what may change (the stream keeps its data).
-            await _update_bucket_stream(js, f"KV_{bucket}", ttl_s, replicas)
-            return await js.key_value(bucket)
+            info = await js.stream_info(stream)
+            current = info.config
+            current.max_age = ttl_s
+            current.num_replicas = replicas
+            await js.update_stream(current)
+            return await existing()
 
-    return await _once_answering(apply, f"key-value bucket {bucket}", ready_within_s)
-
-
-async def _update_bucket_stream(js: JetStreamContext, stream: str, ttl_s: float, replicas: int) -> None:
-    info = await js.stream_info(stream)
-    current = info.config
-    current.max_age = ttl_s
-    current.num_replicas = replicas
-    await js.update_stream(current)
+    return await _once_answering(apply, f"bucket {stream}", ready_within_s)
 
 
 def trace_headers(extra: Mapping[str, str] | None = None) -> dict[str, str]:
