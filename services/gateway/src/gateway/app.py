@@ -25,6 +25,7 @@ from .admin import router as admin_router
 from .auth import Authenticator
 from .context import GatewayContext
 from .errors import install_exception_handlers
+from .fastlane import GatewayApp, HotRoutes
 from .fleet import RunnerWatch, announce, new_gateway_id
 from .idempotency import IdempotencyStore, ResultArchive, ResumeWindows, bucket_name, results_bucket_name
 from .metrics import Metrics
@@ -44,7 +45,7 @@ from .shedding import LoadShedMiddleware
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None = None) -> FastAPI:
+def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None = None) -> GatewayApp:
     """The gateway app. Nothing connects until the lifespan runs; ``on_ready`` is called once it is up."""
     metrics = Metrics()
 
@@ -206,7 +207,7 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
             if not nc.is_closed:
                 await nc.drain()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="Switchboard gateway",
         version="0.1.0",
         lifespan=lifespan,
@@ -231,6 +232,9 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(admin_router)
+    hot = {chat.PATH: chat.endpoint, responses.PATH: responses.endpoint}
+    app.hot_paths = frozenset(hot)
+    app.add_middleware(HotRoutes, routes=hot)  # innermost: past shedding, before FastAPI's routing
     app.add_middleware(LoadShedMiddleware, metrics=metrics, max_in_flight=settings.max_in_flight)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)  # outermost: shed requests are counted too
     return app

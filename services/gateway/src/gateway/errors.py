@@ -17,7 +17,7 @@ wrong method) keep their status. Nothing ever answers 422 or a body that is not 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -185,9 +185,26 @@ async def _unhandled(_: Request, exc: Exception) -> Response:
     return openai_error(500, "The server had an error while processing your request.", SERVER, "internal_error")
 
 
+#: How each error a route raises on purpose is answered, by its class (the nearest in its MRO wins).
+#: Anything else is a 500: :func:`_unhandled` outside a route, the observability middleware inside one.
+HANDLERS: dict[type[Exception], Callable[[Request, Exception], Awaitable[Response]]] = {
+    GatewayError: _gateway_error,
+    RequestValidationError: _validation_error,
+    StarletteHTTPException: _http_error,
+}
+
+
+def handler_for(exc: Exception) -> Callable[[Request, Exception], Awaitable[Response]] | None:
+    """The handler in :data:`HANDLERS` for ``exc``, or None when it is not an error raised on purpose."""
+    for cls in type(exc).__mro__:
+        handler = HANDLERS.get(cls)
+        if handler is not None:
+            return handler
+    return None
+
+
 def install_exception_handlers(app: FastAPI) -> None:
     """Render every error the app can raise as the OpenAI envelope."""
-    app.add_exception_handler(GatewayError, _gateway_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+    for cls, handler in HANDLERS.items():
+        app.add_exception_handler(cls, handler)
     app.add_exception_handler(Exception, _unhandled)
