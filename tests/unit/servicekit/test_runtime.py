@@ -145,3 +145,19 @@ def test_run_service_as_a_process_exits_zero_on_sigterm() -> None:
     assert out == "drained\n"
     assert "demo: SIGTERM, draining" in err and "demo stopped" in err
     assert "Traceback" not in "".join(started) + err
+
+
+def test_a_ready_service_freezes_its_startup_heap_and_collects_its_young_objects_less_often() -> None:
+    # In a process of its own: both settings outlive the call.
+    code = textwrap.dedent(
+        """
+        import gc
+        from servicekit import runtime
+        before = gc.get_threshold()
+        runtime.freeze_startup_heap()
+        print(gc.get_freeze_count() > 0, before[1:] == gc.get_threshold()[1:], gc.get_threshold()[0])
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.split() == ["True", "True", str(runtime.YOUNG_GC_THRESHOLD)]
+    assert runtime.YOUNG_GC_THRESHOLD > 700  # CPython's default
