@@ -126,12 +126,11 @@ class ChatStreamResponse(Response):
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         event = self.first
         seq = event.seq
-        if seq > after:
-            await send({"type": "http.response.body", "body": with_id(seq, renderer.role()), "more_body": True})
+        # The role chunk goes out in one write with the first event's (and what else came with it).
+        pending: list[bytes] = [with_id(seq, renderer.role())] if seq > after else []
         idle = self.idle_timeout_s
         first_token = self.started_at is not None
         first_at: float | None = None
-        pending: list[bytes] = []
         while True:
             seq = event.seq
             frame = renderer.event(event)

@@ -110,12 +110,13 @@ class ResponseEventStream(Response):
         renderer, metrics, after, buffered = self.renderer, self.metrics, self.starting_after, self.buffered
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         body = renderer.start_frames(after)
-        if body:
-            await send({"type": "http.response.body", "body": body, "more_body": True})
         event = self.first
+        # The opening frames go out in one write with the first event's, when it is already here.
+        pending: list[bytes] = [body] if body and event is not None else []
+        if body and event is None:
+            await send({"type": "http.response.body", "body": body, "more_body": True})
         first_token = self.started_at is not None
         first_at: float | None = None
-        pending: list[bytes] = []
         while True:
             if event is None:
                 try:
