@@ -162,6 +162,30 @@ async def test_a_count_in_the_background_waits_off_the_request_path_and_takes_th
     assert ahead in (3 * interval_us, 4 * interval_us)  # (the first check's count lives a millisecond)
 
 
+async def test_a_request_near_the_limit_and_a_drain_do_not_wait_out_a_counts_pause(
+    redis_client: aioredis.Redis, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The counts far from the limit pause before they reach Redis; a request that needs them there
+    first (near the limit) has them sent at once, and so does a drain."""
+    monkeypatch.setattr(ratelimit, "_COUNT_AFTER_S", 30.0)
+    clock = Clock(1_000_000.0)
+    limiter = RateLimiter(redis_client, timeout_s=EXACT_TIMEOUT_S, namespace=ns, clock=clock)
+    started = time.monotonic()
+    assert await limiter.check("k", 120) is None  # learns the budget
+    # 120 a minute: the first half of the budget goes ahead in memory, the rest waits for Redis's word.
+    assert [await limiter.check("k", 120) for _ in range(119)] == [None] * 119
+    assert await limiter.check("k", 120) is not None  # the 121st: refused, every one counted
+    assert time.monotonic() - started < 10
+    assert await limiter.check("k2", 6_000) is None
+    assert await limiter.check("k2", 6_000) is None  # far from its limit: its count pauses
+    started = time.monotonic()
+    await limiter.drain()
+    assert time.monotonic() - started < 10
+    interval_us = 60_000_000 // 6_000
+    ahead = int(await redis_client.get(limiter.redis_key("k2"))) - int(clock.now * 1_000_000)
+    assert ahead == 2 * interval_us
+
+
 async def test_a_burst_far_from_the_limit_is_counted_in_few_calls(redis_url: str, ns: str) -> None:
     """5,000 requests back to back, far from their limit, through the gateway's own client with a pool
     of 4 connections: one count per key is on its way at a time, the others follow it in one call, so
