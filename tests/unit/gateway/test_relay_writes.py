@@ -52,18 +52,22 @@ async def _closed(finished: bool, gone: bool) -> None:
     return None
 
 
-async def test_a_chat_streams_role_chunk_goes_out_with_its_first_delta() -> None:
-    source = Source(TextDelta(run_id=RUN, seq=2, delta=" there"), RunCompleted(run_id=RUN, seq=3))
-    response = ChatStreamResponse(
+def _chat(source: Source, first: RunEvent, after_seq: int = -1) -> ChatStreamResponse:
+    return ChatStreamResponse(
         source,
-        TextDelta(run_id=RUN, seq=1, delta="Hi"),
+        first,
         ChunkRenderer("chatcmpl-1", 0, "agent", include_usage=False),
         idle_timeout_s=5,
         metrics=Metrics(),
         started_at=time.perf_counter(),
+        after_seq=after_seq,
         on_close=_closed,
     )
-    bodies = await _bodies(response)
+
+
+async def test_a_chat_streams_role_chunk_goes_out_with_its_first_delta() -> None:
+    source = Source(TextDelta(run_id=RUN, seq=2, delta=" there"), RunCompleted(run_id=RUN, seq=3))
+    bodies = await _bodies(_chat(source, TextDelta(run_id=RUN, seq=1, delta="Hi")))
     assert len(bodies) == 2  # role, "Hi" and " there" together; then the end
     first = bodies[0].decode()
     assert first.index('"role":"assistant"') < first.index('"Hi"') < first.index('" there"')
@@ -72,17 +76,7 @@ async def test_a_chat_streams_role_chunk_goes_out_with_its_first_delta() -> None
 
 async def test_a_resumed_chat_stream_sends_no_role_chunk_again() -> None:
     source = Source(RunCompleted(run_id=RUN, seq=3))
-    response = ChatStreamResponse(
-        source,
-        TextDelta(run_id=RUN, seq=2, delta=" there"),
-        ChunkRenderer("chatcmpl-1", 0, "agent", include_usage=False),
-        idle_timeout_s=5,
-        metrics=Metrics(),
-        started_at=None,
-        after_seq=2,
-        on_close=_closed,
-    )
-    bodies = await _bodies(response)
+    bodies = await _bodies(_chat(source, TextDelta(run_id=RUN, seq=2, delta=" there"), after_seq=2))
     assert b"".join(bodies).count(b"data: ") == 2  # the finish chunk and [DONE]: nothing up to seq 2
 
 
