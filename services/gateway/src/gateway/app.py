@@ -232,9 +232,8 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(admin_router)
-    hot = {chat.PATH: chat.endpoint, responses.PATH: responses.endpoint}
-    app.hot_paths = frozenset(hot)
-    app.add_middleware(HotRoutes, routes=hot)  # innermost: past shedding, before FastAPI's routing
+    # Innermost: past shedding, before FastAPI's routing.
+    app.add_middleware(HotRoutes, routes={chat.PATH: chat.endpoint, responses.PATH: responses.endpoint})
     app.add_middleware(LoadShedMiddleware, metrics=metrics, max_in_flight=settings.max_in_flight)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)  # outermost: shed requests are counted too
     return app

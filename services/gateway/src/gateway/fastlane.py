@@ -11,14 +11,16 @@ wrappers. For the two hot routes none of them does anything that this module doe
   on purpose (``errors.HANDLERS``) as the exception middleware would; anything else propagates to the
   observability middleware, which logs it and answers 500 like it always did;
 - :class:`GatewayApp` sends such a request straight to the observability middleware (request id,
-  span, metrics, last-resort 500), past the application and its outer middleware.
+  span, metrics, last-resort 500), past the application and its outer middleware. Which paths are
+  hot it reads off the :class:`HotRoutes` layer in its own stack: they are named once, where the
+  middleware is added.
 
 Every other route, and any other method on these paths (405), goes the usual way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
@@ -34,13 +36,6 @@ if TYPE_CHECKING:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def is_hot(scope: Scope, routes: Mapping[str, Endpoint]) -> Endpoint | None:
-    """The endpoint of a ``POST`` to a hot route, else None."""
-    if scope["type"] != "http" or scope["method"] != "POST":
-        return None
-    return routes.get(scope["path"])
-
-
 class HotRoutes:
     """``POST`` to a path of ``routes`` runs its endpoint here; everything else goes on to ``app``."""
 
@@ -49,7 +44,7 @@ class HotRoutes:
         self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = is_hot(scope, self.routes)
+        endpoint = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
         if endpoint is None:
             await self.app(scope, receive, send)
             return
@@ -74,29 +69,36 @@ class HotRoutes:
 
 
 class GatewayApp(FastAPI):
-    """FastAPI, except that a request to a hot route enters at the observability middleware."""
+    """FastAPI, except that a request to a path of its :class:`HotRoutes` layer enters at the
+    observability middleware. Without both layers every request goes the usual way."""
 
-    hot_paths: frozenset[str] = frozenset()
     _entry: ASGIApp | None = None
+    _hot_paths: Collection[str] = ()
 
     def build_middleware_stack(self) -> ASGIApp:
         stack = super().build_middleware_stack()
-        entry: object = stack
-        while not isinstance(entry, ObservabilityMiddleware):
-            entry = getattr(entry, "app", None)
-            if entry is None:  # no observability middleware: every request goes the usual way
-                break
-        self._entry = entry if isinstance(entry, ObservabilityMiddleware) else None
+        layers = list(_layers(stack))
+        entry = next((layer for layer in layers if isinstance(layer, ObservabilityMiddleware)), None)
+        hot = next((layer for layer in layers if isinstance(layer, HotRoutes)), None)
+        if entry is not None and hot is not None:
+            self._entry, self._hot_paths = entry, hot.routes.keys()
         return stack
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.middleware_stack is None:  # as Starlette does on the first call, so the first request is hot too
             self.middleware_stack = self.build_middleware_stack()
         entry = self._entry
-        if entry is not None and scope["type"] == "http" and scope["path"] in self.hot_paths:
+        if entry is not None and scope["type"] == "http" and scope["path"] in self._hot_paths:
             if self.root_path:
                 scope["root_path"] = self.root_path
             scope["app"] = self
             await entry(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+
+def _layers(app: object) -> Iterator[object]:
+    """``app`` and the application each middleware wraps, outermost first (to the router)."""
+    while app is not None:
+        yield app
+        app = getattr(app, "app", None)
