@@ -301,11 +301,11 @@ class RateLimiter:
         finally:
             timer.cancel()
 
-    def _hurry(self, key_id: str | None = None) -> None:
-        """End the pause of ``key_id``'s count in the background (of every key's, without one)."""
-        for waker in list(self._wakers.values()) if key_id is None else [self._wakers.get(key_id)]:
-            if waker is not None:
-                _wake(waker)
+    def _hurry(self, key_id: str) -> None:
+        """End the pause of ``key_id``'s count in the background: the count is needed now."""
+        waker = self._wakers.get(key_id)
+        if waker is not None:
+            _wake(waker)
 
     def _down(self, exc: BaseException) -> None:
         assert self._guard is not None
@@ -323,7 +323,8 @@ class RateLimiter:
     async def drain(self) -> None:
         """Wait until every request counted in the background has reached Redis (or given up); the
         counts still pausing are sent at once."""
-        self._hurry()
+        for key_id in list(self._wakers):
+            self._hurry(key_id)
         tasks = list(self._counting.values())
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
