@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from sqlalchemy import Connection, text
@@ -43,7 +43,12 @@ def async_url(url: str) -> str:
 
 
 def create_engine(
-    url: str, *, pool_size: int = 10, max_overflow: int | None = None, pre_ping: bool = True
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int | None = None,
+    pre_ping: bool = True,
+    server_settings: Mapping[str, str] | None = None,
 ) -> AsyncEngine:
     """An async engine for ``url``. A service's tables name their schema (their ``MetaData``), so
     services can share one database.
@@ -53,7 +58,8 @@ def create_engine(
     ``max_overflow`` (default: ``pool_size``) connections beyond the pool are opened when it is
     exhausted and closed on return; a hot path should size its pool instead and say 0, because a
     fresh connection (TCP, authentication, type introspection, statements prepared again) costs
-    milliseconds exactly when the service is busiest.
+    milliseconds exactly when the service is busiest. ``server_settings`` are PostgreSQL settings
+    every connection of the engine starts with.
     """
     return create_async_engine(
         async_url(url),
@@ -61,6 +67,7 @@ def create_engine(
         max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_pre_ping=pre_ping,
         pool_recycle=300,
+        connect_args={"server_settings": dict(server_settings)} if server_settings else {},
     )
 
 
