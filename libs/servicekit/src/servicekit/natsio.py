@@ -26,9 +26,10 @@ from nats.js.errors import BadRequestError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 from opentelemetry import context as otel_context
-from opentelemetry import propagate
 
 from contracts import Subjects
+
+from . import telemetry
 
 log = logging.getLogger(__name__)
 
@@ -264,13 +265,13 @@ async def _ensure_bucket(
 def trace_headers(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Headers carrying the current span's W3C trace context (``traceparent``), plus ``extra``."""
     headers: dict[str, str] = dict(extra or {})
-    propagate.inject(headers)
+    telemetry.inject(headers)
     return headers
 
 
 def context_from_headers(headers: Mapping[str, str] | None) -> otel_context.Context:
     """The trace context a message's headers carry (empty context when none)."""
-    return propagate.extract(dict(headers or {}))
+    return telemetry.extract(headers)
 
 
 async def wait_until_answering(nc: Client, subject: str, payload: bytes, timeout: float = 5.0) -> None:

@@ -43,6 +43,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import Counter
 
 from contracts import TRACEPARENT_HEADER, RunClosed, Subjects, UsageRecorded
+from servicekit import telemetry
 from servicekit.natsio import context_from_headers
 
 from .deadletters import DeadLetter
@@ -298,9 +299,12 @@ def _trace_each(msgs: list[Msg], start_ns: int) -> None:
     for m in msgs:
         if not m.headers or TRACEPARENT_HEADER not in m.headers:
             continue
+        parent = context_from_headers(m.headers)
+        if not telemetry.records(tracer, parent):
+            continue  # a span nobody could see: nothing to write
         span = tracer.start_span(
             "ledger.write",
-            context=context_from_headers(m.headers),
+            context=parent,
             kind=SpanKind.CONSUMER,
             start_time=start_ns,
             attributes={

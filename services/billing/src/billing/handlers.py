@@ -39,6 +39,7 @@ from contracts import (
     RunAdmitted,
     Subjects,
 )
+from servicekit import telemetry
 from servicekit.natsio import context_from_headers
 
 from .errors import BillingError
@@ -70,11 +71,12 @@ async def register(
     ):  # type: ignore[no-untyped-def]
         async def answer(msg: Msg) -> None:
             # A consumer span of the request, in the asker's trace (its headers carry the context).
-            with tracer.start_as_current_span(
+            with telemetry.span(
+                tracer,
                 name,
                 context=context_from_headers(msg.headers),
                 kind=SpanKind.CONSUMER,
-                attributes={
+                attributes=lambda: {
                     "messaging.system": "nats",
                     "messaging.operation.type": "process",
                     "messaging.destination.name": msg.subject,

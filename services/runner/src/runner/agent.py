@@ -54,6 +54,7 @@ from contracts.events import (
     UsageReported,
 )
 from contracts.runs import FunctionCall, ToolCall
+from servicekit import telemetry
 
 from . import genai
 from . import usage as usage_mod
@@ -449,14 +450,16 @@ class AgentRun:
         p = self._call = _InFlight(len(self.usages), chars)
         # Exceptions are the span's business here: a cancel is no error of the call's (its usage context
         # says "cancelled"), a provider's failure is one with its own error.type.
-        with self.tracer.start_as_current_span(
+        with telemetry.span(
+            self.tracer,
             f"chat {model}",
             kind=SpanKind.CLIENT,
-            attributes=self._chat_span_attributes(),
+            attributes=self._chat_span_attributes,
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
-            if self.config.capture_content:
+            recorded = span.is_recording()
+            if recorded and self.config.capture_content:
                 span.set_attribute("gen_ai.input.messages", genai.input_messages(spec.messages))
             try:
                 async with contextlib.aclosing(self.provider.stream(spec)) as chunks:
@@ -529,7 +532,7 @@ class AgentRun:
             else:
                 # The provider sent no usage: count it ourselves rather than bill nothing.
                 await self._record(span, self._estimate(chars, p.deltas, p.reported), True, "incomplete")
-            if self.config.capture_content:
+            if recorded and self.config.capture_content:
                 span.set_attribute(
                     "gen_ai.output.messages",
                     genai.output_messages(
@@ -592,16 +595,17 @@ class AgentRun:
         req = self.request
         call_index = len(self.usages)
         call = self._call
-        span.set_attributes(
-            genai.response_attributes(
-                response_id=call.response_id if call is not None else None,
-                response_model=call.response_model if call is not None else None,
-                finish_reasons=[call.finish_raw] if call is not None and call.finish_raw else [],
-                usage=usage,
-                estimated=estimated,
-                context=context,
+        if span.is_recording():
+            span.set_attributes(
+                genai.response_attributes(
+                    response_id=call.response_id if call is not None else None,
+                    response_model=call.response_model if call is not None else None,
+                    finish_reasons=[call.finish_raw] if call is not None and call.finish_raw else [],
+                    usage=usage,
+                    estimated=estimated,
+                    context=context,
+                )
             )
-        )
         record = UsageRecorded(
             run_id=req.run_id,
             call_index=call_index,

@@ -28,6 +28,7 @@ from opentelemetry.util.types import AttributeValue
 from pydantic import ValidationError
 
 from contracts import CancelRun, ErrorInfo, RunAdmitted, RunClosed, RunFailed, RunProgress, RunRequest, Subjects
+from servicekit import telemetry
 from servicekit.natsio import context_from_headers, ensure_streams
 from servicekit.requestid import install as install_request_ids
 from servicekit.requestid import request_id
@@ -289,8 +290,8 @@ class Worker:
         names, registry = request.agent.tools, self._tools
         if registry.mcp is None or not registry.mcp.entries(names):
             return ResolvedTools(registry.resolve(names))
-        parent = context_from_headers(dict(msg.headers or {}))
-        with self._tracer.start_as_current_span("resolve_tools", context=parent, kind=SpanKind.INTERNAL):
+        parent = context_from_headers(msg.headers)
+        with telemetry.span(self._tracer, "resolve_tools", context=parent, kind=SpanKind.INTERNAL):
             return await registry.resolve_for_run(names, request.caller.user_id)
 
     async def _execute(self, msg: Msg, run: AgentRun) -> None:
@@ -299,21 +300,23 @@ class Worker:
         assert current is not None
         self._runs[run_id] = (current, run)  # type: ignore[assignment]
         self._metrics.runs_started.inc()
-        parent = context_from_headers(dict(msg.headers or {}))
+        parent = context_from_headers(msg.headers)
         try:
             # The run's outcome, not an exception, decides the span's status (a client's cancel is none).
-            with self._tracer.start_as_current_span(
+            with telemetry.span(
+                self._tracer,
                 f"invoke_agent {agent.name}" if agent.name else "invoke_agent",
                 context=parent,
                 kind=SpanKind.INTERNAL,
-                attributes=self._agent_attributes(run),
+                attributes=lambda: self._agent_attributes(run),
                 record_exception=False,
                 set_status_on_exception=False,
             ) as span:
                 try:
                     await run.execute()
                 finally:
-                    _end_agent_span(span, run)
+                    if span.is_recording():
+                        _end_agent_span(span, run)
         except asyncio.CancelledError:
             # Cancelled on request or at the end of a drain: usage is recorded and the run closed.
             pass
