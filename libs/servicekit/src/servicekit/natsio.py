@@ -26,6 +26,7 @@ from nats.js.errors import BadRequestError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 from opentelemetry import context as otel_context
+from opentelemetry import propagate
 
 from contracts import Subjects
 
@@ -265,7 +266,7 @@ async def _ensure_bucket(
 def trace_headers(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Headers carrying the current span's W3C trace context (``traceparent``), plus ``extra``."""
     headers: dict[str, str] = dict(extra or {})
-    telemetry.inject(headers)
+    propagate.inject(headers)
     return headers
 
 

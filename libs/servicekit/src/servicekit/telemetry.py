@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -114,25 +114,31 @@ def span(
         otel_context.detach(token)
 
 
-# --- W3C trace context on messages ---------------------------------------------------------------------
-# The propagator OpenTelemetry installs by default (W3C trace context and baggage) reads and writes a
-# ``traceparent`` through a composite of two propagators, a getter and a regular expression per call:
-# tens of microseconds on a run's path with cold caches. The common case — a well-formed version-00
-# ``traceparent``, no ``tracestate``, no baggage — is done here directly, and gives the same result;
+# --- W3C trace context from messages -------------------------------------------------------------------
+# The propagator OpenTelemetry installs by default (W3C trace context and baggage) reads a
+# ``traceparent`` through a composite of two propagators, a getter and a regular expression search,
+# on a copy of the headers. The common case — a well-formed version-00 ``traceparent``, no
+# ``tracestate``, no baggage — is read here directly, with the same result, in about half the time;
 # anything else (another propagator configured, baggage, a trace state, a header of another form)
-# goes through the configured propagator as before.
+# goes through the configured propagator. (Writing one is left to OpenTelemetry: doing it by hand
+# measured no faster.)
 
 _TRACEPARENT = "traceparent"
-_DEFAULT_PROPAGATORS = "tracecontext,baggage"
-_DEFAULT_TEXTMAP = propagate.get_global_textmap()
 _VERSION_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _NO_TRACE, _NO_SPAN = "0" * 32, "0" * 16
+#: The propagator OpenTelemetry configured at start-up (it reads ``OTEL_PROPAGATORS`` once, then).
+_DEFAULT_TEXTMAP = propagate.get_global_textmap()
+_DEFAULT_CONFIGURED = os.environ.get("OTEL_PROPAGATORS", "tracecontext,baggage").replace(" ", "") in (
+    "tracecontext,baggage",
+    "baggage,tracecontext",
+    "tracecontext",
+)
 
 
 def _default_propagation() -> bool:
-    """Whether OpenTelemetry's default propagator is the one configured (as in every service)."""
-    configured = os.environ.get("OTEL_PROPAGATORS", _DEFAULT_PROPAGATORS).replace(" ", "")
-    return configured == _DEFAULT_PROPAGATORS and propagate.get_global_textmap() is _DEFAULT_TEXTMAP
+    """Whether W3C trace context (with baggage or without) is what the process propagates, as in
+    every service: configured so at start-up, and not replaced since."""
+    return _DEFAULT_CONFIGURED and propagate.get_global_textmap() is _DEFAULT_TEXTMAP
 
 
 def extract(headers: Mapping[str, str] | None) -> otel_context.Context:
@@ -152,12 +158,3 @@ def extract(headers: Mapping[str, str] | None) -> otel_context.Context:
             )
             return trace.set_span_in_context(trace.NonRecordingSpan(caller), otel_context.Context())
     return propagate.extract(dict(headers))
-
-
-def inject(headers: MutableMapping[str, str]) -> None:
-    """Write the current trace context into ``headers``, as the configured propagator writes it."""
-    context = trace.get_current_span().get_span_context()
-    if context.is_valid and not context.trace_state and not baggage.get_all() and _default_propagation():
-        headers[_TRACEPARENT] = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
-        return
-    propagate.inject(headers)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from starlette.responses import Response
 
@@ -169,7 +169,6 @@ class ChatStreamResponse(Response):
         return finished
 
 
-@runtime_checkable
 class Bounded(Protocol):
     """An event source whose buffer for its client is bounded (:class:`RunStream`, a replay for a client)."""
 
@@ -181,14 +180,17 @@ def guard_slow_client(run: object, guard: asyncio.Timeout, grace_s: float) -> No
     """Once ``run`` overflowed its buffer for a slow client, give the client ``grace_s`` more to read
     what was queued and the error that ends it; then ``guard`` expires (its block raises
     :class:`TimeoutError`). Sources without a bound are left alone."""
-    if not isinstance(run, Bounded):
+    # Told apart by an attribute: isinstance() against a runtime-checkable Protocol takes ~20 µs a
+    # call, once per stream.
+    if not hasattr(run, "overflowed"):
         return
+    bounded = cast(Bounded, run)
 
     def arm() -> None:
         guard.reschedule(asyncio.get_running_loop().time() + grace_s)
 
-    run.on_overflow = arm
-    if run.overflowed:
+    bounded.on_overflow = arm
+    if bounded.overflowed:
         arm()
 
 
