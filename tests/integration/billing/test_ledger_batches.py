@@ -161,6 +161,61 @@ async def test_settlement_releases_the_rest_once_every_call_is_in(led: Ledger) -
     assert await books(led, ["a"]) == {"a": (START + 100_000 * MICRO - spent - cost(r1[2]), 0)}
 
 
+async def _expire_now(lg: Ledger, *runs: str) -> None:
+    """As if the runs' reservations had reached their expiry."""
+    async with lg.engine.begin() as conn:
+        await conn.execute(
+            update(reservations)
+            .where(reservations.c.run_id.in_(runs))
+            .values(expires_at=text("now() - interval '1 s'"))
+        )
+
+
+async def _reserved_runs(lg: Ledger) -> set[str]:
+    async with lg.engine.connect() as conn:
+        return {r.run_id for r in await conn.execute(select(reservations.c.run_id))}
+
+
+async def test_the_sweep_deletes_settled_reservations_once_expired(led: Ledger) -> None:
+    reserve = 20_000 * MICRO
+    await led.credit("a", 100_000 * MICRO, "topup", None)
+    for run in ("done", "abandoned", "done-recently"):
+        assert (await led.admit("a", run, reserve))[0] is not None
+    calls = [usage("done", 0, user="a"), usage("done-recently", 0, user="a")]
+    await led.apply(calls, [closed("done", "a", 1), closed("done-recently", "a", 1)])
+    await _expire_now(led, "done", "abandoned")
+
+    # The settled one past its expiry is deleted; the abandoned one is released (and kept, settled now);
+    # the one settled but not yet past its expiry stays.
+    assert await led.expire() == 1
+    assert await _reserved_runs(led) == {"abandoned", "done-recently"}
+    assert await reservation(led, "abandoned") == (0, None)
+    spent = sum(cost(r) for r in calls)
+    assert await books(led, ["a"]) == {"a": (START + 100_000 * MICRO - spent, 0)}
+
+    # A record of the deleted run's, redelivered, is still written once; a late call of its own is
+    # charged as any run's without a hold.
+    late = usage("done", 1, user="a")
+    assert await led.apply([calls[0], late], []) == 1
+    assert await books(led, ["a"]) == {"a": (START + 100_000 * MICRO - spent - cost(late), 0)}
+
+    # The next sweep deletes what the last one released.
+    assert await led.expire() == 0
+    assert await _reserved_runs(led) == {"done-recently"}
+
+
+async def test_the_sweep_deletes_in_bounded_batches(led: Ledger) -> None:
+    runs = [f"r{i}" for i in range(7)]
+    for run in runs:
+        assert (await led.admit("a", run, 1))[0] is not None
+    await led.apply([usage(run, 0, user="a") for run in runs], [closed(run, "a", 1) for run in runs])
+    await _expire_now(led, *runs)
+    assert await led.reservations.prune(batch=3, batches=2) == 6
+    assert len(await _reserved_runs(led)) == 1
+    assert await led.reservations.prune(batch=3, batches=2) == 1
+    assert await _reserved_runs(led) == set()
+
+
 async def test_switches(database_url: str) -> None:
     lg = await open_ledger(database_url, transactions_enabled=False)
     try:

@@ -31,6 +31,12 @@ class FastAdmission(Protocol):
         """The reservation id, or None when the statement reserved nothing."""
 
 
+#: Settled reservations deleted per statement of a sweep, and statements per sweep at most: a sweep
+#: every 30 s keeps up with 3,000 runs a second, and a table that grew before this catches up.
+PRUNE_BATCH = 5_000
+PRUNE_BATCHES = 20
+
+
 def _reservation_id() -> str:
     return f"resv_{secrets.token_hex(12)}"
 
@@ -152,12 +158,28 @@ class Reservations:
             )
             return "ok"
 
+    async def prune(self, *, batch: int = PRUNE_BATCH, batches: int = PRUNE_BATCHES) -> int:
+        """Delete settled reservations past their expiry, up to ``batches`` statements of ``batch``
+        rows (each its own transaction, waiting on no lock). Returns how many."""
+        pruned = 0
+        for _ in range(batches):
+            async with self._autocommit.connect() as conn:
+                deleted = (await conn.execute(sql.PRUNE_SETTLED, {"now": utcnow(), "limit": batch})).rowcount
+            pruned += deleted
+            if deleted < batch:
+                break
+        return pruned
+
     async def expire(self) -> int:
         """Release reservations past their expiry (their runs were abandoned). Returns how many.
+
+        Settled ones past their expiry are deleted first (:meth:`prune`), so what this reads stays the
+        reservations that expired since the last sweep, however many runs came before.
 
         Locks the reservations (in run id order) before the accounts (in user id order): the order
         the usage batches, admission and :meth:`extend` use, so the sweeper never deadlocks with them.
         """
+        await self.prune()
         async with self.engine.begin() as conn:
             due = and_(reservations.c.expires_at < utcnow(), reservations.c.remaining > 0)
             q = (
