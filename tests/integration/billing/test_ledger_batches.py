@@ -161,13 +161,13 @@ async def test_settlement_releases_the_rest_once_every_call_is_in(led: Ledger) -
     assert await books(led, ["a"]) == {"a": (START + 100_000 * MICRO - spent - cost(r1[2]), 0)}
 
 
-async def _expire_now(lg: Ledger, *runs: str) -> None:
-    """As if the runs' reservations had reached their expiry."""
+async def _expire(lg: Ledger, *runs: str, ago: str = "1 second") -> None:
+    """As if the runs' reservations had reached their expiry ``ago``."""
     async with lg.engine.begin() as conn:
         await conn.execute(
             update(reservations)
             .where(reservations.c.run_id.in_(runs))
-            .values(expires_at=text("now() - interval '1 s'"))
+            .values(expires_at=text("now() - CAST(:ago AS interval)").bindparams(ago=ago))
         )
 
 
@@ -179,29 +179,38 @@ async def _reserved_runs(lg: Ledger) -> set[str]:
 async def test_the_sweep_deletes_settled_reservations_once_expired(led: Ledger) -> None:
     reserve = 20_000 * MICRO
     await led.credit("a", 100_000 * MICRO, "topup", None)
-    for run in ("done", "abandoned", "done-recently"):
-        assert (await led.admit("a", run, reserve))[0] is not None
-    calls = [usage("done", 0, user="a"), usage("done-recently", 0, user="a")]
+    for run in ("done", "abandoned", "done-recently", "spent-running"):
+        assert (await led.admit("a", run, reserve if run != "spent-running" else 1))[0] is not None
+    calls = [usage(run, 0, user="a") for run in ("done", "done-recently", "spent-running")]
     await led.apply(calls, [closed("done", "a", 1), closed("done-recently", "a", 1)])
-    await _expire_now(led, "done", "abandoned")
+    await _expire(led, "done", "abandoned", "spent-running")
 
-    # The settled one past its expiry is deleted; the abandoned one is released (and kept, settled now);
-    # the one settled but not yet past its expiry stays.
+    # The closed run's, past its expiry, is deleted; the abandoned one is released (and kept); the
+    # one closed but not yet past its expiry stays, as does an open run's whose hold it has spent.
     assert await led.expire() == 1
-    assert await _reserved_runs(led) == {"abandoned", "done-recently"}
+    assert await _reserved_runs(led) == {"abandoned", "done-recently", "spent-running"}
     assert await reservation(led, "abandoned") == (0, None)
+    assert await reservation(led, "spent-running") == (0, None)
     spent = sum(cost(r) for r in calls)
     assert await books(led, ["a"]) == {"a": (START + 100_000 * MICRO - spent, 0)}
+
+    # The open run can still grow its hold for its next call.
+    async with led.engine.connect() as conn:
+        rid = (await conn.execute(select(reservations.c.id).where(reservations.c.run_id == "spent-running"))).scalar()
+    assert await led.extend(rid, "a", 1) == "ok"
 
     # A record of the deleted run's, redelivered, is still written once; a late call of its own is
     # charged as any run's without a hold.
     late = usage("done", 1, user="a")
     assert await led.apply([calls[0], late], []) == 1
-    assert await books(led, ["a"]) == {"a": (START + 100_000 * MICRO - spent - cost(late), 0)}
+    assert await books(led, ["a"]) == {"a": (START + 100_000 * MICRO - spent - cost(late), 1)}
 
-    # The next sweep deletes what the last one released.
+    # A released reservation goes a day after its expiry.
     assert await led.expire() == 0
-    assert await _reserved_runs(led) == {"done-recently"}
+    assert await _reserved_runs(led) == {"abandoned", "done-recently", "spent-running"}
+    await _expire(led, "abandoned", ago="25 hours")
+    assert await led.expire() == 0
+    assert await _reserved_runs(led) == {"done-recently", "spent-running"}
 
 
 async def test_the_sweep_deletes_in_bounded_batches(led: Ledger) -> None:
@@ -209,7 +218,7 @@ async def test_the_sweep_deletes_in_bounded_batches(led: Ledger) -> None:
     for run in runs:
         assert (await led.admit("a", run, 1))[0] is not None
     await led.apply([usage(run, 0, user="a") for run in runs], [closed(run, "a", 1) for run in runs])
-    await _expire_now(led, *runs)
+    await _expire(led, *runs)
     assert await led.reservations.prune(batch=3, batches=2) == 6
     assert len(await _reserved_runs(led)) == 1
     assert await led.reservations.prune(batch=3, batches=2) == 1

@@ -35,6 +35,9 @@ class FastAdmission(Protocol):
 #: every 30 s keeps up with 3,000 runs a second, and a table that grew before this catches up.
 PRUNE_BATCH = 5_000
 PRUNE_BATCHES = 20
+#: How long a reservation released by the sweep (its run never closed) is kept past its expiry: a run
+#: that is in fact alive may still extend it; none is silent this long.
+ABANDONED_KEPT = timedelta(days=1)
 
 
 def _reservation_id() -> str:
@@ -159,12 +162,15 @@ class Reservations:
             return "ok"
 
     async def prune(self, *, batch: int = PRUNE_BATCH, batches: int = PRUNE_BATCHES) -> int:
-        """Delete settled reservations past their expiry, up to ``batches`` statements of ``batch``
-        rows (each its own transaction, waiting on no lock). Returns how many."""
+        """Delete settled reservations past their expiry (:data:`billing.ledger.sql.PRUNE_SETTLED`), up
+        to ``batches`` statements of ``batch`` rows (each its own transaction, waiting on no lock).
+        Returns how many."""
         pruned = 0
         for _ in range(batches):
+            now = utcnow()
+            params = {"now": now, "abandoned": now - ABANDONED_KEPT, "limit": batch}
             async with self._autocommit.connect() as conn:
-                deleted = (await conn.execute(sql.PRUNE_SETTLED, {"now": utcnow(), "limit": batch})).rowcount
+                deleted = (await conn.execute(sql.PRUNE_SETTLED, params)).rowcount
             pruned += deleted
             if deleted < batch:
                 break
@@ -174,7 +180,7 @@ class Reservations:
         """Release reservations past their expiry (their runs were abandoned). Returns how many.
 
         Settled ones past their expiry are deleted first (:meth:`prune`), so what this reads stays the
-        reservations that expired since the last sweep, however many runs came before.
+        reservations that expired lately, however many runs came before.
 
         Locks the reservations (in run id order) before the accounts (in user id order): the order
         the usage batches, admission and :meth:`extend` use, so the sweeper never deadlocks with them.

@@ -57,13 +57,16 @@ UPDATE_RESERVATIONS = text(
     " AS v(run_id, remaining, calls) WHERE r.run_id = v.run_id"
 )
 
-#: Settled reservations (nothing left) whose expiry has passed, deleted: nothing reads them any more (a
-#: late record of their run is charged as any run's without a hold, as it would be against nothing
-#: left), and kept they would grow the table, and the expiry sweep's index range, by one row per run
-#: for ever. A bounded batch per statement; rows another transaction holds are left for the next.
+#: Settled reservations past their expiry, deleted: those of closed runs (their call count is known
+#: and every call is in), and those released by the sweep (abandoned runs) a day after. Nothing reads
+#: them any more — a late record of their run is charged as any run's without a hold, as it would be
+#: against nothing left — and kept they would grow the table, and the expiry sweep's index range, by
+#: one row per run for ever. A run still open whose hold is spent keeps it (it may still extend it).
+#: A bounded batch per statement; rows another transaction holds are left for the next.
 PRUNE_SETTLED = text(
     f"DELETE FROM {SCHEMA}.reservations WHERE id IN (SELECT id FROM {SCHEMA}.reservations"  # noqa: S608
-    " WHERE expires_at < :now AND remaining = 0 ORDER BY expires_at LIMIT :limit FOR UPDATE SKIP LOCKED)"
+    " WHERE expires_at < :now AND remaining = 0 AND (expected_calls IS NOT NULL OR expires_at < :abandoned)"
+    " ORDER BY expires_at LIMIT :limit FOR UPDATE SKIP LOCKED)"
 )
 
 #: Expired reservations given up (their runs were abandoned).
