@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -32,11 +32,17 @@ from .errors import StackError
 _LIVE: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (bind port 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def free_port(host: str = "127.0.0.1", avoid: Collection[int] = ()) -> int:
+    """A TCP port that was free a moment ago (bind port 0, read it, close), and not one of ``avoid``:
+    ports already promised to processes that have not bound them yet, which the system may well hand
+    out again meanwhile."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in avoid:
+            return port
+    raise OSError(f"no free port on {host} outside the {len(avoid)} already promised")
 
 
 def tail(path: Path, lines: int = 40) -> str:

@@ -300,7 +300,8 @@ class Stack:
         for name, module, prefix, extra in specs:
             if module not in cfg.services:
                 continue
-            port = self._health_ports.setdefault(name, free_port())
+            port = self._health_ports.get(name) or self._promise_port("127.0.0.1")
+            self._health_ports[name] = port
             env = self._base_env()
             env.update(extra)
             env[f"{prefix}HEALTH_PORT"] = str(port)
@@ -316,8 +317,13 @@ class Stack:
         if "gateway" not in cfg.services:
             return
         if not self.gateway_port:
-            self.gateway_port = free_port(cfg.gateway_host)
+            self.gateway_port = self._promise_port(cfg.gateway_host)
         self.processes["gateway"] = self._gateway_process("gateway", self.gateway_port)
+
+    def _promise_port(self, host: str) -> int:
+        """A free port for a process about to start, none promised to another that has not bound its
+        own yet (the gateway's, given or chosen, and every health port)."""
+        return free_port(host, avoid={self.gateway_port, *self._health_ports.values()})
 
     def _gateway_process(self, name: str, port: int) -> ManagedProcess:
         cfg = self.config
