@@ -16,7 +16,17 @@ from typing import Any
 import httpx
 import pytest
 
-from contracts import RUN_EVENT, AgentSnapshot, Caller, ChatMessage, RunClosed, RunRequest, Subjects, UsageRecorded
+from contracts import (
+    OFFER_TAKEN,
+    RUN_EVENT,
+    AgentSnapshot,
+    Caller,
+    ChatMessage,
+    RunClosed,
+    RunRequest,
+    Subjects,
+    UsageRecorded,
+)
 from contracts.events import TERMINAL_EVENT_TYPES
 from fakellm.server import FakeLLM
 from runner.app import RunnerApp
@@ -76,9 +86,10 @@ class Harness:
             return r.json()
 
     async def start(
-        self, request: RunRequest, on_event: Callable[[Any], None] | None = None
+        self, request: RunRequest, on_event: Callable[[Any], None] | None = None, *, offer: bool = False
     ) -> tuple[Collected, asyncio.Event, Any]:
-        """Subscribe to the run's events and USAGE, publish the request; returns (collected, done, subs)."""
+        """Subscribe to the run's events and USAGE, publish the request (``offer``: offer it straight to a
+        runner, which must take it); returns (collected, done, subs)."""
         got = Collected()
         done = asyncio.Event()
         closed = asyncio.Event()
@@ -103,14 +114,22 @@ class Harness:
             await self.nc.subscribe(self.subjects.usage_all, cb=on_usage),
         ]
         await self.nc.flush()
+        if offer:
+            assert await self.offer(request) == OFFER_TAKEN
+            return got, done, (subs, closed)
         js = self.nc.jetstream()
         await js.publish(
             self.subjects.run_request, request.model_dump_json().encode(), headers={"Nats-Msg-Id": request.run_id}
         )
         return got, done, (subs, closed)
 
-    async def run(self, request: RunRequest) -> Collected:
-        got, done, (subs, closed) = await self.start(request)
+    async def offer(self, request: RunRequest) -> bytes:
+        """Offer the run as a gateway does: the answer (raises ``NoRespondersError`` when no runner listens)."""
+        reply = await self.nc.request(self.subjects.run_offer, request.model_dump_json().encode(), timeout=WAIT_S)
+        return bytes(reply.data)
+
+    async def run(self, request: RunRequest, *, offer: bool = False) -> Collected:
+        got, done, (subs, closed) = await self.start(request, offer=offer)
         await asyncio.wait_for(done.wait(), WAIT_S)
         await asyncio.wait_for(closed.wait(), WAIT_S)
         for s in subs:

@@ -68,12 +68,15 @@ def test_least_privilege_in_the_contract() -> None:
     assert s.billing_admin not in p["runner"].publish and s.catalog_admin not in p["runner"].publish
     assert s.usage_recorded not in p["gateway"].publish and s.usage_run_closed in p["gateway"].publish
     assert s.run_request not in p["billing"].publish and s.run_request not in p["catalog"].publish
+    assert s.run_offer not in p["billing"].publish and s.run_offer not in p["catalog"].publish
+    assert [name for name in SERVICES if s.run_offer in p[name].subscribe] == ["runner"]
     assert not [x for x in p["catalog"].publish if x.startswith("$JS")]
     # Each reads only its own replies; only those that answer requests may publish to a reply subject.
     for name in SERVICES:
         inboxes = [x for x in (*p[name].publish, *p[name].subscribe) if "INBOX" in x]
         assert set(inboxes) == {f"_INBOX_ns_{name}.>"}, name
-    assert {name for name in SERVICES if p[name].allow_responses} == {"billing", "catalog"}
+    # (the runner answers the runs offered to it, taken or declined)
+    assert {name for name in SERVICES if p[name].allow_responses} == {"billing", "catalog", "runner"}
     # Only the gateway touches its own stores; nobody may delete or purge the money stream.
     assert not [x for name in ("runner", "billing") for x in p[name].publish if "RESPONSES" in x or "IDEMPOTENCY" in x]
     for name in ("gateway", "runner", "billing"):

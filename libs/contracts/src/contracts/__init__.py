@@ -66,7 +66,16 @@ from .runs import (
     RunRequest,
     ToolCall,
 )
-from .subjects import BILLING_QUEUE, CATALOG_QUEUE, MSG_ID_HEADER, TRACEPARENT_HEADER, Subjects
+from .subjects import (
+    BILLING_QUEUE,
+    CATALOG_QUEUE,
+    MSG_ID_HEADER,
+    OFFER_DECLINED,
+    OFFER_TAKEN,
+    RUNNER_QUEUE,
+    TRACEPARENT_HEADER,
+    Subjects,
+)
 from .usage import RunClosed, TokenUsage, UsageContext, UsageRecorded
 
 __all__ = [
@@ -76,7 +85,10 @@ __all__ = [
     "EDIT",
     "MAX_PREFETCH_RUNS",
     "MSG_ID_HEADER",
+    "OFFER_DECLINED",
+    "OFFER_TAKEN",
     "RUNNER_ID_HEADER",
+    "RUNNER_QUEUE",
     "RUN_EVENT",
     "SHARE",
     "TERMINAL_EVENT_TYPES",

@@ -38,7 +38,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, TypeAdapter
 
 from . import billing, catalog, events, fleet, runs, usage
-from .subjects import BILLING_QUEUE, CATALOG_QUEUE, MSG_ID_HEADER, TRACEPARENT_HEADER, Subjects
+from .subjects import (
+    BILLING_QUEUE,
+    CATALOG_QUEUE,
+    MSG_ID_HEADER,
+    OFFER_DECLINED,
+    OFFER_TAKEN,
+    RUNNER_QUEUE,
+    TRACEPARENT_HEADER,
+    Subjects,
+)
 
 ASYNCAPI_PATH = Path(__file__).resolve().parents[2] / "asyncapi.json"
 
@@ -69,6 +78,9 @@ class Channel:
     queue: str | None = None
     headers: Headers = "trace"
     jetstream: dict[str, Any] = field(default_factory=dict)
+    #: The wire model of the message's payload, when it is not the model named ``message`` (the same
+    #: model sent on two subjects with different headers is two messages).
+    payload: str | None = None
 
 
 def _channels() -> list[Channel]:
@@ -90,6 +102,20 @@ def _channels() -> list[Channel]:
                 "ack": "explicit, when the run starts",
                 "msgId": "run_id",
             },
+        ),
+        Channel(
+            "runOffer",
+            s.run_offer,
+            "Run an agent at once: the gateway offers the run to a runner with a free slot before it queues "
+            "it (core NATS request/reply; only runners with room listen, queue group runners). The answer is "
+            "`taken` (the runner runs it) or `declined`; declined, or no responders, and the gateway puts it "
+            "on runRequest instead. Unanswered, it is not queued (it may have been taken).",
+            "RunOffer",
+            ("gateway",),
+            ("runner",),
+            payload="RunRequest",
+            reply="RunOfferAnswer",
+            queue=RUNNER_QUEUE,
         ),
         Channel(
             "runEvents",
@@ -296,9 +322,15 @@ def _channels() -> list[Channel]:
 CHANNELS: list[Channel] = _channels()
 
 
+#: Payloads that are plain text, not JSON: a runner's answer to an offered run (``OFFER_TAKEN``, ``OFFER_DECLINED``).
+_PLAIN: dict[str, TypeAdapter[Any]] = {
+    "RunOfferAnswer": TypeAdapter(Literal[OFFER_TAKEN.decode(), OFFER_DECLINED.decode()])  # type: ignore[valid-type,arg-type]
+}
+
+
 def _payloads() -> dict[str, TypeAdapter[Any]]:
     """Message name → the adapter of its payload (the run-event union included)."""
-    out: dict[str, TypeAdapter[Any]] = {"RunEvent": events.RUN_EVENT}
+    out: dict[str, TypeAdapter[Any]] = {"RunEvent": events.RUN_EVENT, **_PLAIN}
     for module in (runs, usage, fleet, billing, catalog):
         for name, obj in vars(module).items():
             if isinstance(obj, type) and issubclass(obj, BaseModel) and obj.__module__ == module.__name__:
@@ -354,12 +386,13 @@ _HEADER_SCHEMAS: dict[str, Any] = {
 }
 
 
-def _message(name: str, headers: Headers) -> dict[str, Any]:
+def _message(name: str, headers: Headers, payload: str | None = None) -> dict[str, Any]:
+    schema = payload or name
     out: dict[str, Any] = {
         "name": name,
         "title": name,
-        "contentType": "application/json",
-        "payload": {"$ref": f"#/components/schemas/{name}"},
+        "contentType": "text/plain" if schema in _PLAIN else "application/json",
+        "payload": {"$ref": f"#/components/schemas/{schema}"},
     }
     if headers == "trace":
         out["headers"] = {"$ref": "#/components/schemas/TraceHeaders"}
@@ -383,8 +416,9 @@ def document() -> dict[str, Any]:
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     for ch in CHANNELS:
-        message = messages.setdefault(ch.message, _message(ch.message, ch.headers))
-        assert message == _message(ch.message, ch.headers), f"{ch.message} travels with two kinds of headers"
+        described = _message(ch.message, ch.headers, ch.payload)
+        message = messages.setdefault(ch.message, described)
+        assert message == described, f"{ch.message} travels with two kinds of headers"
         channel: dict[str, Any] = {
             "address": ch.address,
             "description": ch.description,
@@ -420,6 +454,7 @@ def document() -> dict[str, Any]:
                 if action == "receive" and ch.queue is not None:
                     operation["bindings"] = {"nats": {"queue": ch.queue, "bindingVersion": "0.1.0"}}
                 operations[f"{service}.{action}.{ch.key}"] = operation
+    payloads = {m["payload"]["$ref"].rsplit("/", 1)[1] for m in messages.values()}
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -443,7 +478,7 @@ def document() -> dict[str, Any]:
         "operations": operations,
         "components": {
             "messages": messages,
-            "schemas": {**_schemas(set(messages)), **_HEADER_SCHEMAS},
+            "schemas": {**_schemas(payloads), **_HEADER_SCHEMAS},
         },
     }
 

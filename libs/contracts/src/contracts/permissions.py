@@ -134,6 +134,7 @@ def permissions(s: Subjects) -> dict[str, Permissions]:
         "gateway": Permissions(
             publish=(
                 s.run_request,
+                s.run_offer,
                 s.run_cancel_all,
                 s.catalog_verify_key,
                 s.catalog_agent_access,
@@ -169,8 +170,10 @@ def permissions(s: Subjects) -> dict[str, Permissions]:
                 *_shared_streams(s),
                 *_consume(s.runs_stream),
             ),
-            subscribe=(s.run_cancel_all, s.run_admitted_all, s.gateway_heartbeat, inbox("runner")),
+            subscribe=(s.run_offer, s.run_cancel_all, s.run_admitted_all, s.gateway_heartbeat, inbox("runner")),
             publish_deny=deny,
+            # Its answer to a run offered to it (taken or declined), once, to the gateway's inbox.
+            allow_responses=True,
         ),
         "billing": Permissions(
             publish=(

@@ -35,6 +35,13 @@ class Subjects:
         """A :class:`contracts.runs.RunRequest`; JetStream stream :attr:`runs_stream` (work queue)."""
         return self._s("run.request.v1")
 
+    @property
+    def run_offer(self) -> str:
+        """A :class:`contracts.runs.RunRequest` offered to a runner with a free slot (core NATS request/reply,
+        queue group :data:`RUNNER_QUEUE`): the runner answers :data:`OFFER_TAKEN` and runs it, or
+        :data:`OFFER_DECLINED`; with no taker the gateway queues it on :attr:`run_request`."""
+        return self._s("run.offer.v1")
+
     def run_events(self, run_id: str) -> str:
         """The :data:`contracts.events.RunEvent` stream of one run (core NATS, ordered per run)."""
         return self._s(f"run.event.v1.{run_id}")
@@ -170,6 +177,12 @@ class Subjects:
 #: Queue group names for request/reply services.
 CATALOG_QUEUE = "catalog"
 BILLING_QUEUE = "billing"
+#: The queue group of the runners' :attr:`Subjects.run_offer` subscriptions.
+RUNNER_QUEUE = "runners"
+
+#: A runner's answers to a run offered on :attr:`Subjects.run_offer`.
+OFFER_TAKEN = b"taken"
+OFFER_DECLINED = b"declined"
 
 #: NATS header names.
 MSG_ID_HEADER = "Nats-Msg-Id"

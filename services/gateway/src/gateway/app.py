@@ -30,6 +30,7 @@ from .fleet import RunnerWatch, announce, new_gateway_id
 from .idempotency import IdempotencyStore, ResultArchive, ResumeWindows, bucket_name, results_bucket_name
 from .metrics import Metrics
 from .middleware import ObservabilityMiddleware
+from .offers import RunOffers
 from .openapi import document_openai_routes
 from .preadmit import PreAdmissions
 from .ratelimit import RateLimiter
@@ -181,6 +182,7 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
                 rate_limiter=rate_limiter,
                 rpc=rpc,
                 preadmitted=preadmitted if settings.preadmit_runs else None,
+                offers=RunOffers(nc, subjects.run_offer) if settings.offer_runs else None,
                 close_run=close_run,
                 fleet=fleet,
                 gateway_id=gateway_id,

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .auth import Authenticator, Requester
     from .fleet import RunnerWatch
     from .metrics import Metrics
+    from .offers import RunOffers
     from .preadmit import PreAdmissions
     from .settings import GatewaySettings
 
@@ -43,6 +44,8 @@ class GatewayContext:
     preadmitted: PreAdmissions | None = None
     #: Runs queued (or being admitted) whose runner has not said ``started`` yet.
     runs_starting: int = 0
+    #: Offers runs to runners with room before queueing them (None: every run is queued).
+    offers: RunOffers | None = None
     #: Which runners are alive (None: no watch; the idle timeout alone notices a dead runner).
     fleet: RunnerWatch | None = None
     #: Publishes a run's ``RunClosed`` (to release the hold of a run that was never queued).

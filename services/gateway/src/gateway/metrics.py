@@ -68,6 +68,13 @@ class Metrics:
             buckets=TTFT_BUCKETS,
             registry=self.registry,
         )
+        self.run_offers = Counter(
+            "gateway_run_offers",
+            "Runs offered straight to a runner with room before the RUNS queue, by outcome: taken, unanswered "
+            "(not queued: it may have been taken), declined or no_runner (queued), not_sent (queued)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.shed = Counter(
             "gateway_requests_shed",
             "Requests refused at once because the gateway is at a limit",

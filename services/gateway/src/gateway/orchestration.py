@@ -7,7 +7,8 @@ module knows nothing of HTTP. Its steps, in order:
 2. take a run admitted ahead of time if one fits (:mod:`gateway.preadmit`), else a fresh run id;
 3. encode the :class:`~contracts.RunRequest` once: a run larger than a NATS message is a 413 here,
    before any credit is held;
-4. subscribe to the run's events, then queue it — already admitted, or overlapped with billing's
+4. subscribe to the run's events, then hand it over — offered straight to a runner with a free slot
+   (:mod:`gateway.offers`), else queued on RUNS — already admitted, or overlapped with billing's
    admission (the runner waits for billing's go-ahead); a run admitted but never queued hands its
    hold back at once;
 5. wait for the first event (``started``, or ``failed``): no runner in time is a 503.
@@ -41,7 +42,7 @@ from contracts import (
 )
 from contracts.estimate import prompt_tokens_bound, text_tokens
 from contracts.runs import ClientTool, NamedToolChoice
-from servicekit.natsio import wait_connected
+from servicekit.natsio import trace_headers, wait_connected
 from servicekit.requestid import request_id
 
 from . import runlog
@@ -188,7 +189,7 @@ async def start_run(ctx: GatewayContext, principal: Principal, agent: AgentSnaps
         if ahead is not None:
             # Admitted ahead of time: queued as it is, no round trip to billing.
             try:
-                await run.publish(ctx.js, payload, settings.rpc_timeout_s)
+                await hand_over(ctx, run, payload)
             except Exception as exc:
                 with contextlib.suppress(Exception):
                     await run.cancel("not_admitted")
@@ -224,6 +225,18 @@ async def _first_event(ctx: GatewayContext, run: RunStream) -> RunEvent:
         ctx.fleet.watch(run, first.runner_id)
         run.on_close = ctx.fleet.unwatch
     return first
+
+
+async def hand_over(ctx: GatewayContext, run: RunStream, payload: bytes) -> None:
+    """Offer the run to a runner with a free slot (:mod:`gateway.offers`); one that is not taken goes on
+    the RUNS queue. Raises when it could not be queued."""
+    offers = ctx.offers
+    if offers is not None and offers.worth_offering():
+        outcome = await offers.offer(run.run_id, payload, trace_headers(), ctx.settings.rpc_timeout_s)
+        ctx.metrics.run_offers.labels(outcome).inc()
+        if outcome in ("taken", "unanswered"):
+            return
+    await run.publish(ctx.js, payload, ctx.settings.rpc_timeout_s)
 
 
 def encode_run(request: RunRequest, max_payload: int) -> bytes:
@@ -282,7 +295,7 @@ async def admit_and_queue(
     """Admission and the trip through the run queue, overlapped: the request is queued at once, marked
     as awaiting admission, and a runner that takes it meanwhile calls no model until billing's
     go-ahead (RunAdmitted, sent with the admission's answer); a refused run is cancelled."""
-    queued = asyncio.ensure_future(run.publish(ctx.js, payload, ctx.settings.rpc_timeout_s))
+    queued = asyncio.ensure_future(hand_over(ctx, run, payload))
     try:
         admitted = await admit(ctx, run.run_id, principal, agent, prompt, max_out)
     except BaseException:

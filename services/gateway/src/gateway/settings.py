@@ -86,6 +86,11 @@ class GatewaySettings(ServiceSettings):
         description="the longest cool-down between probes",
     )
     rpc_timeout_s: float = Field(default=2.0, gt=0, description="catalog and billing request/reply timeout")
+    offer_runs: bool = Field(
+        default=True,
+        description="offer each run straight to a runner with a free slot (one core NATS hop) before the RUNS queue "
+        "(false: every run is queued)",
+    )
     nats_reconnect_wait_s: float = Field(
         default=5.0, ge=0, description="while NATS reconnects (a restart), a new request waits this long for it"
     )

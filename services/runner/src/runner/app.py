@@ -131,6 +131,7 @@ class RunnerApp:
             ack_wait_s=s.ack_wait_s,
             max_ack_pending=s.max_ack_pending,
             pull_window=s.pull_window,
+            take_offers=s.take_offers,
             publish_timeout_s=s.usage_publish_timeout_s,
             billing_timeout_s=s.billing_timeout_s,
             admission_wait_s=s.admission_wait_s,

@@ -81,6 +81,14 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.offers = Counter(
+            "runner_run_offers",
+            "Runs a gateway offered straight to this runner, by answer (taken, declined: no room after all)",
+            ["answer"],
+            registry=self.registry,
+        )
+        self._offers_taken = self.offers.labels("taken")
+        self._offers_declined = self.offers.labels("declined")
         self.usage_publish_retries = Counter(
             "runner_usage_publish_retries", "USAGE publishes retried", registry=self.registry
         )
@@ -101,6 +109,9 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
+
+    def offer_answered(self, taken: bool) -> None:
+        (self._offers_taken if taken else self._offers_declined).inc()
 
     def record_call(self, provider: str, context: str, usage: TokenUsage, model: str = "") -> None:
         """Count one model call and its tokens (once its usage is stored on USAGE)."""

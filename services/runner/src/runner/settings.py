@@ -89,6 +89,11 @@ class RunnerSettings(ServiceSettings):
     health_port: int = Field(default=8083, ge=0, le=65535, description="/healthz, /readyz, /metrics; 0 disables")
     health_host: str = Field(default="0.0.0.0")
     max_ack_pending: int = Field(default=4096, ge=1, description="RUNS consumer max ack pending (≥ total concurrency)")
+    take_offers: bool = Field(
+        default=True,
+        description="take runs a gateway offers straight to a runner with a free slot (core NATS, one hop) as well as "
+        "from the RUNS queue (false: the queue alone)",
+    )
     pull_window: int = Field(
         default=16,
         ge=1,

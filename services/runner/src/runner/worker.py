@@ -1,9 +1,10 @@
-"""The pull loop: take RunRequests from the RUNS work queue while there is a free slot, run each as a
-task, cancel on request, drain on stop.
+"""The pull loop: take RunRequests from the RUNS work queue, and those a gateway offers directly, while
+there is a free slot; run each as a task, cancel on request, drain on stop.
 
 Plain nats-py rather than a FastStream subscriber: the runner must pull exactly as many requests as
 it has free slots (capacity-based load spreading across workers) and start a run the moment it is
-published — :class:`runner.pull.PullFeed` keeps those pull requests outstanding.
+published — :class:`runner.pull.PullFeed` keeps those pull requests outstanding, and
+:class:`runner.offers.OfferLane` listens for offers only while a slot is free.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from .emitter import EventEmitter
 from .errors import admission_timeout, gateway_lost, queue_timeout, shutting_down
 from .gateways import GatewayWatch
 from .metrics import Metrics
+from .offers import OfferLane
 from .providers import Provider
 from .pull import PullFeed
 from .tools import ResolvedTools, ToolRegistry
@@ -79,6 +81,7 @@ class Worker:
         gateway_lost_s: float = 0.0,
         stream_replicas: int = 1,
         pull_window: int = 16,
+        take_offers: bool = True,
         tracer: trace.Tracer | None = None,
     ) -> None:
         install_request_ids()
@@ -114,6 +117,8 @@ class Worker:
         self._stopping = False
         self._background: set[asyncio.Future[None]] = set()
         self._feed: PullFeed
+        self._offers: OfferLane | None = None
+        self._take_offers = take_offers
         self._cancel_sub: Subscription | None = None
         self._admitted_sub: Subscription | None = None
         #: Gateways heard, so that the runs of one that died are cancelled (0 s: off).
@@ -132,6 +137,10 @@ class Worker:
         if self.lag is not None and self.lag.busy:
             return 0
         return self._concurrency - len(self._tasks)
+
+    def _can_take(self) -> bool:
+        """Whether an offered run would be taken now."""
+        return not self._stopping and self._free_slots() > 0
 
     async def replay_events(self, js_wait_s: float = 10.0) -> int:
         """After a reconnect, send every live run's recent events again twice (the gateway drops
@@ -158,9 +167,11 @@ class Worker:
         return len(runs)
 
     async def refill(self) -> None:
-        """Ask the queue for work again (the loop stopped lagging)."""
+        """Ask the queue for work again, and listen for offers (the loop stopped lagging)."""
         if not self._stopping:
             await self._feed.refill()
+            if self._offers is not None:
+                await self._offers.sync()
 
     def progress(self) -> list[RunProgress]:
         """How far each run taken here has got (for the heartbeat; see :mod:`runner.fleet`)."""
@@ -188,6 +199,15 @@ class Worker:
             window=self._pull_window,
         )
         await self._feed.start()
+        if self._take_offers:
+            self._offers = OfferLane(
+                self._nc,
+                self._subjects.run_offer,
+                can_take=self._can_take,
+                take=lambda msg: self._spawn(msg, queued=False),
+                on_answer=self._metrics.offer_answered,
+            )
+            await self._offers.start()
 
     async def _ensure_consumer(self) -> None:
         """The streams and the shared RUNS consumer (idempotent: every runner, and recovery, calls it)."""
@@ -221,24 +241,31 @@ class Worker:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _spawn(self, msg: Msg) -> None:
-        task = asyncio.create_task(self._handle(msg))
+    def _spawn(self, msg: Msg, *, queued: bool = True) -> None:
+        """Run ``msg`` in a task of its own (``queued``: pulled from RUNS, so acknowledged there)."""
+        task = asyncio.create_task(self._handle(msg, queued))
         self._tasks.add(task)
         self._metrics.active.set(len(self._tasks))
         task.add_done_callback(self._done)
+        if self._offers is not None:
+            self._offers.sync_soon()  # the last free slot: offers go elsewhere
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._metrics.active.set(len(self._tasks))
         if not self._stopping:
             self._spawn_quiet(self._feed.refill())
+            if self._offers is not None:
+                self._offers.sync_soon()
         if not task.cancelled() and task.exception() is not None:
             log.error("run task crashed", exc_info=task.exception())
 
     # --- one run --------------------------------------------------------------------------------------
-    async def _handle(self, msg: Msg) -> None:
-        # Ack at once: an agent run is not idempotent, it must never run twice.
-        await msg.ack()
+    async def _handle(self, msg: Msg, queued: bool) -> None:
+        if queued:
+            # Ack at once: an agent run is not idempotent, it must never run twice. (An offered run was
+            # answered "taken" already, and is in no queue.)
+            await msg.ack()
         try:
             request = RunRequest.model_validate_json(msg.data)
         except ValidationError:
@@ -450,7 +477,10 @@ class Worker:
         other runner will take it, so it gets its go-ahead and runs; only one still waiting when the drain
         ends is dropped (closed with nothing spent, its stream ended with a 503)."""
         self._stopping = True
-        # From now on a delivered request is handed straight back (nak) for another runner.
+        # From now on an offer is declined, and a delivered request is handed straight back (nak) for
+        # another runner.
+        if self._offers is not None:
+            await self._offers.stop()
         await self._feed.stop()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=drain_s)

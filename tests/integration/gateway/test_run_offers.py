@@ -1,0 +1,125 @@
+"""The gateway offers each run straight to a runner with room before the RUNS queue: taken, it is not
+queued; declined or with nobody listening, it is queued; unanswered, it is not queued either (it may
+have been taken), and its first event is waited for as a queued run's (real NATS; a fake runner)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import pytest
+
+from contracts import OFFER_DECLINED, OFFER_TAKEN, RUNNER_QUEUE, RunRequest
+
+from .conftest import RunContext, Stack, play
+from .test_chat_stream import say_hello
+
+pytestmark = pytest.mark.integration
+
+Answer = Literal["take", "decline", "answer_late"]
+
+
+class OfferTaker:
+    """A runner's offer lane as the gateway sees it, answering as told; a taken run plays its script."""
+
+    def __init__(self, stack: Stack, answer: Answer) -> None:
+        self.stack, self.answer = stack, answer
+        self.offered: list[RunRequest] = []
+        self.headers: list[dict[str, str]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def on_offer(self, msg: Any) -> None:
+        request = RunRequest.model_validate_json(msg.data)
+        self.offered.append(request)
+        self.headers.append(dict(msg.headers or {}))
+        if self.answer == "decline":
+            await self.stack.nc.publish(msg.reply, OFFER_DECLINED)
+            return
+        if self.answer == "take":
+            await self.stack.nc.publish(msg.reply, OFFER_TAKEN)
+        # answer_late: the gateway's wait for an answer (rpc_timeout_s, 1 s here) runs out; the run
+        # starts after it all the same, as a runner's would whose answer was lost.
+        delay = 1.1 if self.answer == "answer_late" else 0.0
+        task = asyncio.create_task(self._play(request, delay))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _play(self, request: RunRequest, delay: float) -> None:
+        await asyncio.sleep(delay)
+        fakes = self.stack.fakes
+        await play(fakes.scripts[request.agent.id], RunContext(self.stack.nc, self.stack.subjects, request), fakes)
+
+
+@pytest.fixture
+def answer() -> Answer:
+    return "take"
+
+
+@pytest.fixture
+async def taker(stack: Stack, answer: Answer) -> AsyncIterator[OfferTaker]:
+    taker = OfferTaker(stack, answer)
+    sub = await stack.nc.subscribe(stack.subjects.run_offer, queue=RUNNER_QUEUE, cb=taker.on_offer)
+    await stack.nc.flush()
+    yield taker
+    await sub.unsubscribe()
+
+
+def _offers(stack: Stack) -> dict[str, float]:
+    metric = stack.app.state.ctx.metrics.run_offers
+    outcomes = ("taken", "unanswered", "declined", "no_runner", "not_sent")
+    return {o: v for o in outcomes if (v := metric.labels(o)._value.get())}
+
+
+async def _chat(stack: Stack, stream: bool) -> str:
+    async with stack.client() as client:
+        if not stream:
+            done = await client.chat.completions.create(
+                model="agent_hello", messages=[{"role": "user", "content": "hi"}]
+            )
+            return done.choices[0].message.content or ""
+        chunks = await client.chat.completions.create(
+            model="agent_hello", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        return "".join([c.choices[0].delta.content or "" async for c in chunks if c.choices])
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_a_taken_run_is_not_queued(stack: Stack, taker: OfferTaker, stream: bool) -> None:
+    stack.fakes.agent("agent_hello", say_hello)
+    assert await _chat(stack, stream) == "Hello world"
+    assert [r.agent.id for r in taker.offered] == ["agent_hello"]
+    assert "traceparent" in taker.headers[0]
+    assert stack.fakes.run_requests == []  # never on RUNS
+    assert _offers(stack) == {"taken": 1}
+
+
+@pytest.mark.parametrize("answer", ["decline"])
+async def test_a_declined_run_is_queued_once(stack: Stack, taker: OfferTaker) -> None:
+    stack.fakes.agent("agent_hello", say_hello)
+    assert await _chat(stack, True) == "Hello world"
+    assert [r.run_id for r in stack.fakes.run_requests] == [r.run_id for r in taker.offered]
+    assert _offers(stack) == {"declined": 1}
+
+
+@pytest.mark.parametrize("answer", ["answer_late"])
+async def test_an_unanswered_offer_is_not_queued_as_well(stack: Stack, taker: OfferTaker) -> None:
+    stack.fakes.agent("agent_hello", say_hello)
+    assert await _chat(stack, True) == "Hello world"
+    assert len(taker.offered) == 1
+    assert stack.fakes.run_requests == []  # queued too, it could have run twice
+    assert _offers(stack) == {"unanswered": 1}
+
+
+async def test_with_no_runner_listening_the_run_is_queued(stack: Stack) -> None:
+    stack.fakes.agent("agent_hello", say_hello)
+    assert await _chat(stack, True) == "Hello world"
+    assert len(stack.fakes.run_requests) == 1
+    assert _offers(stack) == {"no_runner": 1}
+
+
+@pytest.mark.parametrize("settings_overrides", [{"offer_runs": False}])
+async def test_offers_can_be_switched_off(stack: Stack, taker: OfferTaker) -> None:
+    stack.fakes.agent("agent_hello", say_hello)
+    assert await _chat(stack, True) == "Hello world"
+    assert taker.offered == [] and len(stack.fakes.run_requests) == 1
