@@ -26,7 +26,7 @@ import yaml
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from contracts import Subjects
+from contracts import OFFER_TAKEN, RUNNER_QUEUE, Subjects
 from contracts.permissions import SERVICES, inbox_prefix, permissions
 from devstack.embedded import nats_server_binary
 from devstack.procs import ManagedProcess, free_port, tcp_accepts
@@ -331,3 +331,28 @@ async def test_request_reply_through_inboxes(conns: dict[str, Conn]) -> None:
     reply = await conns["gateway"].nc.request(S.catalog_verify_key, b"{}", timeout=WAIT_S)
     assert reply.data == b"ok"
     assert conns["gateway"].errors == [] and conns["catalog"].errors == []
+
+
+async def test_a_run_offered_by_the_gateway_is_answered_by_the_runner_alone(conns: dict[str, Conn]) -> None:
+    """The runner may answer the runs the gateway offers it (``allow_responses``), into that request's
+    inbox only; billing and the catalog may neither offer a run nor listen for one."""
+    assert await conns["billing"].refused(S.run_offer)
+    assert await conns["catalog"].refused(S.run_offer)
+    seen = len(conns["catalog"].errors)
+    await conns["catalog"].nc.subscribe(S.run_offer)
+    await conns["catalog"].nc.flush()
+    await asyncio.sleep(0.3)
+    assert any(f'subscription to "{S.run_offer.lower()}"' in e.lower() for e in conns["catalog"].errors[seen:])
+
+    async def take(msg: Msg) -> None:
+        await conns["runner"].nc.publish(msg.reply, OFFER_TAKEN)
+
+    sub = await conns["runner"].nc.subscribe(S.run_offer, queue=RUNNER_QUEUE, cb=take)
+    await conns["runner"].nc.flush()
+    await wait_until_answering(conns["gateway"].nc, S.run_offer, b"{}", timeout=WAIT_S)
+    reply = await conns["gateway"].nc.request(S.run_offer, b"{}", timeout=WAIT_S)
+    assert reply.data == OFFER_TAKEN
+    assert conns["gateway"].errors == [] and conns["runner"].errors == []
+    # Its answers go only where it was asked: not unasked into the gateway's inbox.
+    assert await conns["runner"].refused(f"{inbox_prefix(S, 'gateway')}.forged")
+    await sub.unsubscribe()
