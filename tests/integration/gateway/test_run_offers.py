@@ -109,6 +109,9 @@ async def test_an_unanswered_offer_is_not_queued_as_well(stack: Stack, taker: Of
     assert len(taker.offered) == 1
     assert stack.fakes.run_requests == []  # queued too, it could have run twice
     assert _offers(stack) == {"unanswered": 1}
+    # The silent runner is offered nothing more for a while: the next run is queued at once.
+    assert await _chat(stack, True) == "Hello world"
+    assert len(taker.offered) == 1 and len(stack.fakes.run_requests) == 1
 
 
 async def test_with_no_runner_listening_the_run_is_queued(stack: Stack) -> None:

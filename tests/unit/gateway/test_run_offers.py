@@ -33,7 +33,7 @@ class _Nc:
     ("answer", "outcome", "paused"),
     [
         (OFFER_TAKEN, "taken", False),
-        (nats.errors.TimeoutError(), "unanswered", False),
+        (nats.errors.TimeoutError(), "unanswered", True),
         (OFFER_DECLINED, "declined", True),
         (b"something else", "declined", True),
         (nats.errors.NoRespondersError(), "no_runner", True),
@@ -42,7 +42,7 @@ class _Nc:
 )
 async def test_each_answer(answer: Any, outcome: str, paused: bool) -> None:
     nc = _Nc(answer)
-    offers = RunOffers(nc, "ns.run.offer.v1", pause_s=60)  # type: ignore[arg-type]
+    offers = RunOffers(nc, "ns.run.offer.v1", pause_s=60, unanswered_pause_s=60)  # type: ignore[arg-type]
     assert offers.worth_offering()
     assert await offers.offer("run-1", b"{}", {"traceparent": "x"}, 1.0) == outcome
     assert nc.requests == [("ns.run.offer.v1", b"{}", {"traceparent": "x"})]
@@ -58,3 +58,22 @@ async def test_offers_resume_after_the_pause(monkeypatch: pytest.MonkeyPatch) ->
     assert not offers.worth_offering()
     clock[0] += 0.002
     assert offers.worth_offering()
+
+
+async def test_an_unanswered_offer_pauses_offers_much_longer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A silent runner (stalled, or dead with its subscription still on the server) would keep getting
+    a share of the offers: every run is queued for a while instead."""
+    clock = [100.0]
+    monkeypatch.setattr("gateway.offers.time.monotonic", lambda: clock[0])
+    nc = _Nc(nats.errors.TimeoutError(), nats.errors.NoRespondersError())
+    offers = RunOffers(nc, "s", pause_s=0.05, unanswered_pause_s=30)  # type: ignore[arg-type]
+    assert await offers.offer("run-1", b"{}", {}, 1.0) == "unanswered"
+    clock[0] += 29.9
+    assert not offers.worth_offering()
+    clock[0] += 0.2
+    assert offers.worth_offering()
+    # A short pause never shortens a long one.
+    offers._paused_until = clock[0] + 30
+    assert await offers.offer("run-2", b"{}", {}, 1.0) == "no_runner"
+    clock[0] += 1
+    assert not offers.worth_offering()

@@ -11,7 +11,11 @@ request on :attr:`contracts.Subjects.run_offer`, which only runners with room li
   offer now and then, not one a run.
 - no answer within the timeout: a runner may have taken the run and its answer been late or lost,
   so it is **not** queued as well (a run must never run twice); the gateway waits for the run's first
-  event as it would for a queued run, and its queue timeout applies.
+  event as it would for a queued run, and its queue timeout applies. A runner that stays silent is
+  stalled, or dead without its connection closing (a lost node: NATS keeps its subscription until
+  its pings go unanswered, minutes by default), and NATS would keep handing it a share of the offers;
+  so for :data:`UNANSWERED_PAUSE_S` this gateway offers nothing and queues every run, which any live
+  runner takes.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ log = logging.getLogger(__name__)
 
 #: After an offer nobody took, how long runs are queued without being offered first.
 PAUSE_S = 0.05
+#: After an offer nobody answered, how long runs are queued without being offered first.
+UNANSWERED_PAUSE_S = 30.0
 
 Outcome = Literal["taken", "unanswered", "declined", "no_runner", "not_sent"]
 
@@ -38,10 +44,13 @@ Outcome = Literal["taken", "unanswered", "declined", "no_runner", "not_sent"]
 class RunOffers:
     """This gateway's offers of runs to runners with room."""
 
-    def __init__(self, nc: Client, subject: str, *, pause_s: float = PAUSE_S) -> None:
+    def __init__(
+        self, nc: Client, subject: str, *, pause_s: float = PAUSE_S, unanswered_pause_s: float = UNANSWERED_PAUSE_S
+    ) -> None:
         self._nc = nc
         self._subject = subject
         self._pause_s = pause_s
+        self._unanswered_pause_s = unanswered_pause_s
         self._paused_until = 0.0
 
     def worth_offering(self) -> bool:
@@ -56,7 +65,14 @@ class RunOffers:
             self._pause()
             return "no_runner"
         except nats.errors.TimeoutError:
-            log.warning("run %s: no answer to its offer within %.1f s; waiting for it to start", run_id, timeout_s)
+            log.warning(
+                "run %s: no answer to its offer within %.1f s; waiting for it to start, and queueing runs "
+                "without offers for %.0f s",
+                run_id,
+                timeout_s,
+                self._unanswered_pause_s,
+            )
+            self._pause(self._unanswered_pause_s)
             return "unanswered"
         except nats.errors.Error as exc:
             # Not sent (the connection is closed or draining): the queue's publish decides what happens.
@@ -67,5 +83,6 @@ class RunOffers:
         self._pause()
         return "declined"
 
-    def _pause(self) -> None:
-        self._paused_until = time.monotonic() + self._pause_s
+    def _pause(self, seconds: float | None = None) -> None:
+        until = time.monotonic() + (self._pause_s if seconds is None else seconds)
+        self._paused_until = max(self._paused_until, until)
