@@ -9,6 +9,7 @@ from typing import Any
 import nats.errors
 import pytest
 
+from runner.backpressure import LoopLag
 from runner.settings import RunnerSettings
 
 from .conftest import WAIT_S, Harness, make_request
@@ -91,3 +92,24 @@ class TestOneSlot:
                 await asyncio.sleep(0.02)
         assert again.text == "my turn"
         assert await _runs_ever_queued(harness) == 1
+
+
+async def test_a_runner_whose_loop_lags_declines_and_listens_again_when_it_catches_up(harness: Harness) -> None:
+    """CPU backpressure (:mod:`runner.backpressure`) holds back offers as it holds back pulls."""
+    await harness.script("m1", [{"text": "caught up"}])
+    worker = harness.app.worker
+    assert worker is not None
+    lag = LoopLag(busy_s=0.2)
+    worker.lag = lag
+    lag.observe(10.0)  # a loop 10 s late: busy
+    assert lag.busy
+    # The lane still listening when it became busy declines the offer that finds it, then drains.
+    await _until_nobody_listens(harness, make_request("m1"))
+    assert (await _offers(harness))["taken"] == 0
+    for _ in range(30):
+        lag.observe(0.0)
+    assert not lag.busy
+    await worker.refill()  # what the lag monitor calls when the loop catches up
+    got = await harness.run(make_request("m1"), offer=True)
+    assert got.text == "caught up"
+    assert await _runs_ever_queued(harness) == 0
