@@ -89,8 +89,9 @@ def _channels() -> list[Channel]:
         Channel(
             "runRequest",
             s.run_request,
-            "Run an agent. JetStream (work queue): every runner pulls from one durable consumer, by free "
-            "capacity, and acks when the run starts.",
+            "Run an agent that no runner took when offered (runOffer), or that was not offered. JetStream "
+            "(work queue): every runner pulls from one durable consumer, by free capacity, and acks when the "
+            "run starts.",
             "RunRequest",
             ("gateway",),
             ("runner",),
