@@ -60,3 +60,40 @@ async def test_a_runner_started_later_gets_its_share_of_new_runs(nats_url: str, 
             await conn.close()
         await js.delete_stream(stream)
         await nc.close()
+
+
+async def test_a_frozen_runners_requests_stop_taking_runs_within_seconds(nats_url: str, namespace: str) -> None:
+    """A runner that freezes (SIGSTOP, a lost node the server still holds a connection to) renews
+    nothing, and every pull request it left on the server takes a run it will never start, until the
+    request expires. Those expire within :data:`runner.pull.EXPIRES_S` (5 s), after which every run reaches
+    the runners that are alive."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    stream, subject, consumer = f"{namespace}_RUNS", f"{namespace}.runs", "runners"
+    await js.add_stream(StreamConfig(name=stream, subjects=[subject]))
+    await js.add_consumer(stream, ConsumerConfig(durable_name=consumer, ack_policy=AckPolicy.EXPLICIT))
+    swallowed: list[object] = []
+    alive: list[object] = []
+    conns = [await nats.connect(nats_url) for _ in range(2)]
+    frozen = PullFeed(conns[0], stream=stream, consumer=consumer, free_slots=lambda: 16, deliver=swallowed.append)
+    live = PullFeed(conns[1], stream=stream, consumer=consumer, free_slots=lambda: 16, deliver=alive.append)
+    try:
+        await frozen.start()
+        frozen._stopped = True  # frozen: it renews nothing (its requests stay on the server)
+        assert frozen._watchdog is not None
+        frozen._watchdog.cancel()
+        await live.start()
+        await asyncio.gather(*(conn.flush() for conn in conns))
+        await asyncio.sleep(6.0)  # "within seconds": EXPIRES_S and a second to spare
+        for n in range(RUNS):
+            await js.publish(subject, b"run %d" % n)
+        for _ in range(100):
+            if len(alive) == RUNS:
+                break
+            await asyncio.sleep(0.05)
+        assert (len(alive), len(swallowed)) == (RUNS, 0)
+    finally:
+        await live.stop()
+        for conn in conns:
+            await conn.close()
+        await nc.close()

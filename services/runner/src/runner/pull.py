@@ -37,6 +37,15 @@ from nats.aio.subscription import Subscription
 
 log = logging.getLogger(__name__)
 
+#: How long one pull request waits on the server. Short, because a runner that freezes (a stopped
+#: process, a lost node whose connection the server still holds) keeps its requests there until they
+#: expire, and each takes a run nobody will start: with 30 s, a frozen runner's window of requests
+#: swallowed queued runs for half a minute. Renewing them costs a few messages a second per runner.
+EXPIRES_S = 5.0
+#: The server's idle heartbeat on each request (shorter than the expiry): silence past 2.5 of these
+#: means the requests are gone.
+HEARTBEAT_S = 2.0
+
 
 class PullFeed:
     def __init__(
@@ -47,8 +56,8 @@ class PullFeed:
         consumer: str,
         free_slots: Callable[[], int],
         deliver: Callable[[Msg], None],
-        expires_s: float = 30.0,
-        heartbeat_s: float = 5.0,
+        expires_s: float = EXPIRES_S,
+        heartbeat_s: float = HEARTBEAT_S,
         recover: Callable[[], Awaitable[None]] | None = None,
         retry_s: float = 0.5,
         tick_s: float = 0.25,
