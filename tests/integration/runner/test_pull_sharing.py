@@ -8,6 +8,8 @@ takes turns among waiting requests, whatever their size, so the first took nearl
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import nats
 import pytest
@@ -18,14 +20,31 @@ from runner.pull import PullFeed
 pytestmark = pytest.mark.integration
 
 RUNS = 80
+CONSUMER = "runners"
+
+
+async def _queue(js: Any, namespace: str) -> tuple[str, str]:
+    """A RUNS-like stream and its shared consumer; (stream, subject)."""
+    stream, subject = f"{namespace}_RUNS", f"{namespace}.runs"
+    await js.add_stream(StreamConfig(name=stream, subjects=[subject]))
+    await js.add_consumer(stream, ConsumerConfig(durable_name=CONSUMER, ack_policy=AckPolicy.EXPLICIT))
+    return stream, subject
+
+
+async def _publish_runs(js: Any, subject: str, delivered: Callable[[], int]) -> None:
+    """Publish :data:`RUNS` runs, then wait (5 s at most) until ``delivered()`` counts them all."""
+    for n in range(RUNS):
+        await js.publish(subject, b"run %d" % n)
+    for _ in range(100):
+        if delivered() == RUNS:
+            return
+        await asyncio.sleep(0.05)
 
 
 async def test_a_runner_started_later_gets_its_share_of_new_runs(nats_url: str, namespace: str) -> None:
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
-    stream, subject, consumer = f"{namespace}_RUNS", f"{namespace}.runs", "runners"
-    await js.add_stream(StreamConfig(name=stream, subjects=[subject]))
-    await js.add_consumer(stream, ConsumerConfig(durable_name=consumer, ack_policy=AckPolicy.EXPLICIT))
+    stream, subject = await _queue(js, namespace)
     got = [0, 0]
     free = [0, 1000]
     feeds: list[tuple[PullFeed, nats.NATS]] = []
@@ -36,7 +55,7 @@ async def test_a_runner_started_later_gets_its_share_of_new_runs(nats_url: str, 
             def deliver(msg: object, i: int = i) -> None:
                 got[i] += 1
 
-            feed = PullFeed(conn, stream=stream, consumer=consumer, free_slots=lambda i=i: free[i], deliver=deliver)
+            feed = PullFeed(conn, stream=stream, consumer=CONSUMER, free_slots=lambda i=i: free[i], deliver=deliver)
             await feed.start()
             feeds.append((feed, conn))
             if i == 0:
@@ -46,12 +65,7 @@ async def test_a_runner_started_later_gets_its_share_of_new_runs(nats_url: str, 
                     await feed.refill()
             await conn.flush()
         await asyncio.sleep(0.3)
-        for n in range(RUNS):
-            await js.publish(subject, b"run %d" % n)
-        for _ in range(100):
-            if sum(got) == RUNS:
-                break
-            await asyncio.sleep(0.05)
+        await _publish_runs(js, subject, lambda: sum(got))
         assert sum(got) == RUNS
         assert got[1] >= RUNS // 4, got  # an even split is RUNS // 2 each
     finally:
@@ -69,14 +83,12 @@ async def test_a_frozen_runners_requests_stop_taking_runs_within_seconds(nats_ur
     the runners that are alive."""
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
-    stream, subject, consumer = f"{namespace}_RUNS", f"{namespace}.runs", "runners"
-    await js.add_stream(StreamConfig(name=stream, subjects=[subject]))
-    await js.add_consumer(stream, ConsumerConfig(durable_name=consumer, ack_policy=AckPolicy.EXPLICIT))
+    stream, subject = await _queue(js, namespace)
     swallowed: list[object] = []
     alive: list[object] = []
     conns = [await nats.connect(nats_url) for _ in range(2)]
-    frozen = PullFeed(conns[0], stream=stream, consumer=consumer, free_slots=lambda: 16, deliver=swallowed.append)
-    live = PullFeed(conns[1], stream=stream, consumer=consumer, free_slots=lambda: 16, deliver=alive.append)
+    frozen = PullFeed(conns[0], stream=stream, consumer=CONSUMER, free_slots=lambda: 16, deliver=swallowed.append)
+    live = PullFeed(conns[1], stream=stream, consumer=CONSUMER, free_slots=lambda: 16, deliver=alive.append)
     try:
         await frozen.start()
         frozen._stopped = True  # frozen: it renews nothing (its requests stay on the server)
@@ -85,12 +97,7 @@ async def test_a_frozen_runners_requests_stop_taking_runs_within_seconds(nats_ur
         await live.start()
         await asyncio.gather(*(conn.flush() for conn in conns))
         await asyncio.sleep(6.0)  # "within seconds": EXPIRES_S and a second to spare
-        for n in range(RUNS):
-            await js.publish(subject, b"run %d" % n)
-        for _ in range(100):
-            if len(alive) == RUNS:
-                break
-            await asyncio.sleep(0.05)
+        await _publish_runs(js, subject, lambda: len(alive))
         assert (len(alive), len(swallowed)) == (RUNS, 0)
     finally:
         await live.stop()
