@@ -30,6 +30,7 @@ from contracts import OFFER_TAKEN, RUNNER_QUEUE, Subjects
 from contracts.permissions import SERVICES, inbox_prefix, permissions
 from devstack.embedded import nats_server_binary
 from devstack.procs import ManagedProcess, free_port, tcp_accepts
+from gateway.offers import RunOffers
 from servicekit.natsio import ensure_streams, wait_until_answering
 
 pytestmark = pytest.mark.integration
@@ -356,3 +357,17 @@ async def test_a_run_offered_by_the_gateway_is_answered_by_the_runner_alone(conn
     # Its answers go only where it was asked: not unasked into the gateway's inbox.
     assert await conns["runner"].refused(f"{inbox_prefix(S, 'gateway')}.forged")
     await sub.unsubscribe()
+
+
+async def test_a_gateway_whose_user_may_not_offer_runs_stops_offering(conns: dict[str, Conn]) -> None:
+    """A server whose users predate offers refuses the publish and answers nothing: the offer goes
+    unanswered, and the server's error, as the connection reports it, turns the gateway's offers off."""
+    nc = conns["catalog"].nc  # a user with no publish on the offer subject
+    offers = RunOffers(nc, S.run_offer)  # type: ignore[arg-type]
+    seen = len(conns["catalog"].errors)
+    assert await offers.offer("run-refused", b"{}", {}, 0.5) == "unanswered"
+    errors = conns["catalog"].errors[seen:]
+    assert errors, "the server reported no permissions violation"
+    for error in errors:
+        offers.heard(Exception(error))
+    assert offers.refused and not offers.worth_offering()

@@ -77,3 +77,14 @@ async def test_an_unanswered_offer_pauses_offers_much_longer(monkeypatch: pytest
     assert await offers.offer("run-2", b"{}", {}, 1.0) == "no_runner"
     clock[0] += 1
     assert not offers.worth_offering()
+
+
+async def test_offers_refused_by_nats_are_made_no_more() -> None:
+    """A NATS server whose users predate offers refuses the publish and answers nothing; its error,
+    heard on the connection, turns offers off for good."""
+    offers = RunOffers(_Nc(), "ns.run.offer.v1")  # type: ignore[arg-type]
+    offers.heard(Exception('nats: permissions violation for publish to "ns.billing.admit.v1"'))
+    offers.heard(Exception("nats: slow consumer"))
+    assert offers.worth_offering() and not offers.refused
+    offers.heard(Exception('nats: permissions violation for publish to "ns.run.offer.v1"'))
+    assert offers.refused and not offers.worth_offering()

@@ -125,3 +125,29 @@ async def test_a_lane_stopped_while_it_subscribes_does_not_stay_subscribed() -> 
     go_on.set()
     await asyncio.gather(starting, stopping)
     assert nc.listening == 0 and not lane.listening
+
+
+@pytest.mark.parametrize(
+    ("error", "stops"),
+    [
+        ('nats: permissions violation for publish to "_inbox_ns_gateway.abc123"', True),
+        ('nats: permissions violation for subscription to "ns.run.offer.v1"', True),
+        ('nats: permissions violation for publish to "ns.billing.admin.request.v1"', False),
+        ("nats: maximum payload exceeded", False),
+    ],
+)
+async def test_a_lane_whose_answers_or_subscription_nats_refuses_stops_for_good(error: str, stops: bool) -> None:
+    nc = _Nc()
+    lane = OfferLane(nc, "ns.run.offer.v1", can_take=lambda: True, take=lambda msg: None)  # type: ignore[arg-type]
+    await lane.start()
+    cb = nc.cb
+    lane.heard(Exception(error))
+    await _settle()
+    assert lane.listening is not stops and nc.listening == (0 if stops else 1)
+    if stops:
+        await cb(_offer())  # an offer still on its way: declined, not taken
+        assert nc.published[-1][1] == OFFER_DECLINED
+        lane.sync_soon()
+        await lane.sync()
+        assert nc.listening == 0 and len(nc.subscribed) == 1
+    await lane.stop()

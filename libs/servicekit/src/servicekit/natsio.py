@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import nats
 from nats.aio.client import DEFAULT_INBOX_PREFIX, Client
@@ -55,12 +55,15 @@ async def connect(
     user: str | None = None,
     password: str | None = None,
     inbox_prefix: str | None = None,
+    on_error: Callable[[Exception], Awaitable[None]] | None = None,
 ) -> Client:
     """Connect with reconnects forever (a service outlives a NATS restart); ``on_reconnected`` runs
     after every reconnect (core subscriptions are already renewed then). ``user`` and ``password``
     (a service's ``settings.nats_credentials()``) win over credentials in the URL; replies then arrive
-    under ``inbox_prefix``, the one its user may read."""
+    under ``inbox_prefix``, the one its user may read. ``on_error`` hears the errors the server reports
+    without closing the connection (a permissions violation: see :func:`permission_denied`)."""
     return await nats.connect(
+        error_cb=on_error,
         servers=[u.strip() for u in url.split(",")],
         name=name,
         max_reconnect_attempts=-1,
@@ -71,6 +74,14 @@ async def connect(
         password=password,
         inbox_prefix=inbox_prefix or DEFAULT_INBOX_PREFIX,
     )
+
+
+def permission_denied(error: Exception, action: Literal["publish", "subscription"], subject: str) -> bool:
+    """Whether ``error``, heard by a connection's ``on_error``, is the server refusing ``action`` on a
+    subject starting with ``subject`` (nats-py reports ``nats: permissions violation for publish to
+    "<subject>"``; the server does not answer the publish itself)."""
+    text = str(error).lower()
+    return "permissions violation" in text and f'{action} to "{subject.lower()}' in text
 
 
 async def wait_connected(nc: Client, timeout_s: float) -> bool:

@@ -61,7 +61,21 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
             reading = recover_all()
             log.warning("reconnected to NATS: %d open runs read their events again", reading)
 
-        nc = await connect(settings.nats_url, "gateway", on_reconnected=on_reconnected, **settings.nats_credentials())
+        offers: RunOffers | None = None
+
+        async def on_nats_error(error: Exception) -> None:
+            log.error("NATS reported: %s", error)
+            if offers is not None:
+                offers.heard(error)
+
+        nc = await connect(
+            settings.nats_url,
+            "gateway",
+            on_reconnected=on_reconnected,
+            on_error=on_nats_error,
+            **settings.nats_credentials(),
+        )
+        offers = RunOffers(nc, subjects.run_offer) if settings.offer_runs else None
         redis = None
         rate_limiter: RateLimiter | None = None
         responses_service: ResponsesService | None = None
@@ -182,7 +196,7 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
                 rate_limiter=rate_limiter,
                 rpc=rpc,
                 preadmitted=preadmitted if settings.preadmit_runs else None,
-                offers=RunOffers(nc, subjects.run_offer) if settings.offer_runs else None,
+                offers=offers,
                 close_run=close_run,
                 fleet=fleet,
                 gateway_id=gateway_id,

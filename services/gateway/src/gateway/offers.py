@@ -16,6 +16,10 @@ request on :attr:`contracts.Subjects.run_offer`, which only runners with room li
   its pings go unanswered, minutes by default), and NATS would keep handing it a share of the offers;
   so for :data:`UNANSWERED_PAUSE_S` this gateway offers nothing and queues every run, which any live
   runner takes.
+
+A NATS server whose users predate offers refuses the gateway's publish on the offer subject, and
+answers nothing: the first offer goes unanswered, and the server's permissions error (heard by the
+connection, :meth:`RunOffers.heard`) turns offers off for good, with an error in the log.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import TYPE_CHECKING, Literal
 import nats.errors
 
 from contracts import OFFER_TAKEN
+from servicekit.natsio import permission_denied
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -52,10 +57,23 @@ class RunOffers:
         self._pause_s = pause_s
         self._unanswered_pause_s = unanswered_pause_s
         self._paused_until = 0.0
+        #: NATS refused an offer (a server whose users predate offers): none is made any more.
+        self.refused = False
 
     def worth_offering(self) -> bool:
-        """False for a moment after an offer nobody took."""
-        return time.monotonic() >= self._paused_until
+        """False for a moment after an offer nobody took, and for good once NATS refused one."""
+        return not self.refused and time.monotonic() >= self._paused_until
+
+    def heard(self, error: Exception) -> None:
+        """An error the NATS server reported on the connection: a refused offer turns offers off."""
+        if not self.refused and permission_denied(error, "publish", self._subject):
+            self.refused = True
+            log.error(
+                "NATS refuses this gateway's run offers (%s): every run is queued instead. Give the gateway's "
+                "NATS user publish on %s (the chart's nats-permissions.yaml has it), or set GATEWAY_OFFER_RUNS=false",
+                error,
+                self._subject,
+            )
 
     async def offer(self, run_id: str, payload: bytes, headers: dict[str, str], timeout_s: float) -> Outcome:
         """Offer the run; ``taken`` or ``unanswered`` mean it must not be queued as well."""

@@ -111,8 +111,17 @@ class RunnerApp:
             if self.worker is not None:
                 self._replaying = asyncio.create_task(self.worker.replay_events(), name="runner-event-replay")
 
+        async def on_nats_error(error: Exception) -> None:
+            log.error("NATS reported: %s", error)
+            if self.worker is not None:
+                self.worker.heard(error)
+
         self.nc = await connect(
-            s.nats_url, name=f"runner-{self.runner_id}", on_reconnected=on_reconnected, **s.nats_credentials()
+            s.nats_url,
+            name=f"runner-{self.runner_id}",
+            on_reconnected=on_reconnected,
+            on_error=on_nats_error,
+            **s.nats_credentials(),
         )
         self.worker = Worker(
             self.nc,

@@ -12,6 +12,10 @@ A runner listens only while it could take a run: a free slot and an event loop t
 is still answered, declined), so the gateways' offers go to runners with room or, with none, straight
 to the queue: NATS answers "no responders" at once. When a slot frees up it listens again.
 
+A NATS server whose users predate offers refuses the runner's answers (they go to the gateway's
+inbox) or its subscription: the lane hears the permissions error (:meth:`OfferLane.heard`) and stops
+for good, and every run reaches this runner through the queue.
+
 Nothing is lost that the queue would have kept: the queue's part ends when a runner acks a run, which
 it does the moment it pulls it (a run must never run twice), and an offer is answered the moment it is
 taken. Only the wait for a free runner needs the queue's storage, and an offered run does not wait.
@@ -30,6 +34,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from contracts import OFFER_DECLINED, OFFER_TAKEN, RUNNER_QUEUE
+from servicekit.natsio import permission_denied
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,7 @@ class OfferLane:
         self._stopped = False
         self._syncing = False
         self._background: set[asyncio.Task[None]] = set()
+        self._refused: asyncio.Task[None] | None = None
 
     @property
     def listening(self) -> bool:
@@ -110,9 +116,28 @@ class OfferLane:
         if not taken:
             self.sync_soon()
 
+    def heard(self, error: Exception) -> None:
+        """An error the NATS server reported: answers (to a gateway's inbox) or the subscription refused
+        stop the lane for good. Called from the connection's reader: it must not wait (a drain waits for
+        the server's answer, which that reader has to read), so the stop runs as a task of its own."""
+        if self._stopped:
+            return
+        if permission_denied(error, "publish", "_INBOX") or permission_denied(error, "subscription", self._subject):
+            log.error(
+                "NATS refuses this runner's part in run offers (%s): it takes runs from the queue only. Give "
+                "the runner's NATS user subscribe on %s and allow_responses (the chart's nats-permissions.yaml "
+                "has them), or set RUNNER_TAKE_OFFERS=false",
+                error,
+                self._subject,
+            )
+            self._stopped = True  # declines at once whatever arrives meanwhile
+            self._refused = asyncio.create_task(self.stop(), name="runner-offer-lane-refused")
+
     async def stop(self) -> None:
         """Listen no more (offers already on their way are declined)."""
         self._stopped = True
         await self._drain()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        waiting = [*self._background, *([self._refused] if self._refused is not None else [])]
+        waiting = [task for task in waiting if task is not asyncio.current_task()]
+        if waiting:
+            await asyncio.gather(*waiting, return_exceptions=True)

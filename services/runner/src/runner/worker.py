@@ -166,6 +166,11 @@ class Worker:
                 await run.emitter.replay()
         return len(runs)
 
+    def heard(self, error: Exception) -> None:
+        """An error the NATS server reported on the connection (see :meth:`OfferLane.heard`)."""
+        if self._offers is not None:
+            self._offers.heard(error)
+
     async def refill(self) -> None:
         """Ask the queue for work again, and listen for offers (the loop stopped lagging)."""
         if not self._stopping:
