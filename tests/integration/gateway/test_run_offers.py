@@ -5,9 +5,11 @@ have been taken), and its first event is waited for as a queued run's (real NATS
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+import openai
 import pytest
 
 from contracts import OFFER_DECLINED, OFFER_TAKEN, RUNNER_QUEUE, RunRequest
@@ -17,7 +19,7 @@ from .test_chat_stream import say_hello
 
 pytestmark = pytest.mark.integration
 
-Answer = Literal["take", "decline", "answer_late"]
+Answer = Literal["take", "decline", "answer_late", "frozen"]
 
 
 class OfferTaker:
@@ -36,6 +38,8 @@ class OfferTaker:
         if self.answer == "decline":
             await self.stack.nc.publish(msg.reply, OFFER_DECLINED)
             return
+        if self.answer == "frozen":
+            return  # a runner frozen with its subscription still on the server: nothing, ever
         if self.answer == "take":
             await self.stack.nc.publish(msg.reply, OFFER_TAKEN)
         # answer_late: the gateway's wait for an answer (rpc_timeout_s, 1 s here) runs out; the run
@@ -126,3 +130,24 @@ async def test_offers_can_be_switched_off(stack: Stack, taker: OfferTaker) -> No
     stack.fakes.agent("agent_hello", say_hello)
     assert await _chat(stack, True) == "Hello world"
     assert taker.offered == [] and len(stack.fakes.run_requests) == 1
+
+
+@pytest.mark.parametrize("answer", ["frozen"])
+@pytest.mark.parametrize("settings_overrides", [{"queue_timeout_s": 10.0}])
+async def test_a_frozen_runners_offer_fails_fast_and_the_retry_is_queued(stack: Stack, taker: OfferTaker) -> None:
+    """Its run is not queued (it may have been taken), but the client is not held for the whole queue
+    timeout: a quick 503 (no answer in rpc_timeout_s, then UNANSWERED_START_S for a first event), and
+    the retry goes to the queue."""
+    stack.fakes.agent("agent_hello", say_hello)
+    started = time.monotonic()
+    with pytest.raises(openai.InternalServerError) as raised:
+        await _chat(stack, True)
+    elapsed = time.monotonic() - started
+    assert raised.value.status_code == 503
+    assert elapsed < 5.0, elapsed  # rpc_timeout_s (1 s) + UNANSWERED_START_S (2 s), not the 10 s queue timeout
+    assert len(taker.offered) == 1 and stack.fakes.run_requests == []
+    # A runner that wakes up with it drops it.
+    await asyncio.wait_for(stack.fakes.cancelled.wait(), 2)
+    assert [c.run_id for c in stack.fakes.cancels] == [r.run_id for r in taker.offered]
+    assert await _chat(stack, True) == "Hello world"  # queued, without an offer
+    assert len(taker.offered) == 1 and len(stack.fakes.run_requests) == 1

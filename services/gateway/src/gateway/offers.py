@@ -15,7 +15,7 @@ request on :attr:`contracts.Subjects.run_offer`, which only runners with room li
   stalled, or dead without its connection closing (a lost node: NATS keeps its subscription until
   its pings go unanswered, minutes by default), and NATS would keep handing it a share of the offers;
   so for :data:`UNANSWERED_PAUSE_S` this gateway offers nothing and queues every run, which any live
-  runner takes.
+  runner takes; and the unanswered run's first event is waited for :data:`UNANSWERED_START_S` only.
 
 A NATS server whose users predate offers refuses the gateway's publish on the offer subject, and
 answers nothing: the first offer goes unanswered, and the server's permissions error (heard by the
@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 PAUSE_S = 0.05
 #: After an offer nobody answered, how long runs are queued without being offered first.
 UNANSWERED_PAUSE_S = 30.0
+#: After an offer nobody answered, how long its run's first event is waited for (not the whole queue
+#: timeout): a runner that took it and whose answer was lost starts it at once, while a frozen one
+#: would hold the client for the whole queue timeout. A quick ``503`` lets the client try again (the
+#: openai SDKs do by themselves), and the queue serves the retry.
+UNANSWERED_START_S = 2.0
 
 Outcome = Literal["taken", "unanswered", "declined", "no_runner", "not_sent"]
 

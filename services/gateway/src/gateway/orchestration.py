@@ -48,6 +48,7 @@ from servicekit.requestid import request_id
 from . import runlog
 from .context import GatewayContext
 from .errors import INSUFFICIENT_QUOTA, INVALID_REQUEST, SERVER, GatewayError, RunStreamError
+from .offers import UNANSWERED_START_S
 from .rpc import call
 from .runs import RunStream
 from .shedding import RETRY_AFTER_S
@@ -189,17 +190,20 @@ async def start_run(ctx: GatewayContext, principal: Principal, agent: AgentSnaps
         if ahead is not None:
             # Admitted ahead of time: queued as it is, no round trip to billing.
             try:
-                await hand_over(ctx, run, payload)
+                unanswered = await hand_over(ctx, run, payload)
             except Exception as exc:
                 with contextlib.suppress(Exception):
                     await run.cancel("not_admitted")
                 ctx.preadmitted.give_back(ahead)  # type: ignore[union-attr]
                 raise _queue_unavailable(run.run_id, exc) from exc
         else:
-            await admit_and_queue(ctx, run, payload, principal, agent, prompt, max_out)
+            unanswered = await admit_and_queue(ctx, run, payload, principal, agent, prompt, max_out)
         if preadmitted is not None:
             preadmitted.refill(principal.user_id, agent, max_out, prompt, defer=run.after_output)
-        first = await _first_event(ctx, run)
+        wait_s = settings.queue_timeout_s
+        if unanswered:
+            wait_s = min(wait_s, UNANSWERED_START_S)
+        first = await _first_event(ctx, run, wait_s)
         started = True
         ctx.metrics.queue_wait.observe(time.perf_counter() - queued_at)
         return StartedRun(run_id=run_id, stream=run, first=first, streaming=bool(streaming))
@@ -210,9 +214,9 @@ async def start_run(ctx: GatewayContext, principal: Principal, agent: AgentSnaps
             await run.close()
 
 
-async def _first_event(ctx: GatewayContext, run: RunStream) -> RunEvent:
+async def _first_event(ctx: GatewayContext, run: RunStream, wait_s: float) -> RunEvent:
     try:
-        first = await run.next(ctx.settings.queue_timeout_s)
+        first = await run.next(wait_s)
     except RunStreamError as exc:
         # A runner that pulls it later must drop it: the client has its answer.
         await run.cancel("deadline")
@@ -227,16 +231,18 @@ async def _first_event(ctx: GatewayContext, run: RunStream) -> RunEvent:
     return first
 
 
-async def hand_over(ctx: GatewayContext, run: RunStream, payload: bytes) -> None:
+async def hand_over(ctx: GatewayContext, run: RunStream, payload: bytes) -> bool:
     """Offer the run to a runner with a free slot (:mod:`gateway.offers`); one that is not taken goes on
-    the RUNS queue. Raises when it could not be queued."""
+    the RUNS queue. Raises when it could not be queued. True when the offer went unanswered: the run
+    is neither known to be taken nor queued (see :data:`gateway.offers.UNANSWERED_START_S`)."""
     offers = ctx.offers
     if offers is not None and offers.worth_offering():
         outcome = await offers.offer(run.run_id, payload, trace_headers(), ctx.settings.rpc_timeout_s)
         ctx.metrics.run_offers.labels(outcome).inc()
         if outcome in ("taken", "unanswered"):
-            return
+            return outcome == "unanswered"
     await run.publish(ctx.js, payload, ctx.settings.rpc_timeout_s)
+    return False
 
 
 def encode_run(request: RunRequest, max_payload: int) -> bytes:
@@ -291,10 +297,11 @@ async def admit_and_queue(
     agent: AgentSnapshot,
     prompt: int,
     max_out: int,
-) -> None:
+) -> bool:
     """Admission and the trip through the run queue, overlapped: the request is queued at once, marked
     as awaiting admission, and a runner that takes it meanwhile calls no model until billing's
-    go-ahead (RunAdmitted, sent with the admission's answer); a refused run is cancelled."""
+    go-ahead (RunAdmitted, sent with the admission's answer); a refused run is cancelled. What
+    :func:`hand_over` returned."""
     queued = asyncio.ensure_future(hand_over(ctx, run, payload))
     try:
         admitted = await admit(ctx, run.run_id, principal, agent, prompt, max_out)
@@ -304,7 +311,7 @@ async def admit_and_queue(
         await asyncio.gather(queued, return_exceptions=True)
         raise
     try:
-        await queued
+        return await queued
     except Exception as exc:
         # Admitted but not queued: its hold goes back now, not when the reservation expires. The
         # publish may have reached the stream all the same (its ack lost): the cancel makes a runner
