@@ -12,7 +12,7 @@ from typing import Any, Literal
 import openai
 import pytest
 
-from contracts import OFFER_DECLINED, OFFER_TAKEN, RUNNER_QUEUE, RunRequest
+from contracts import OFFER_DECLINED, OFFER_TAKEN, RUNNER_QUEUE, RunClosed, RunRequest
 
 from .conftest import RunContext, Stack, play
 from .test_chat_stream import say_hello
@@ -139,6 +139,12 @@ async def test_a_frozen_runners_offer_fails_fast_and_the_retry_is_queued(stack: 
     timeout: a quick 503 (no answer in rpc_timeout_s, then UNANSWERED_START_S for a first event), and
     the retry goes to the queue."""
     stack.fakes.agent("agent_hello", say_hello)
+    closed: list[RunClosed] = []
+
+    async def on_closed(msg: Any) -> None:
+        closed.append(RunClosed.model_validate_json(msg.data))
+
+    sub = await stack.nc.subscribe(stack.subjects.usage_run_closed, cb=on_closed)
     started = time.monotonic()
     with pytest.raises(openai.InternalServerError) as raised:
         await _chat(stack, True)
@@ -149,5 +155,13 @@ async def test_a_frozen_runners_offer_fails_fast_and_the_retry_is_queued(stack: 
     # A runner that wakes up with it drops it.
     await asyncio.wait_for(stack.fakes.cancelled.wait(), 2)
     assert [c.run_id for c in stack.fakes.cancels] == [r.run_id for r in taker.offered]
+    # Nobody else would ever close it: its hold goes back at once.
+    (offered,) = taker.offered
+    for _ in range(100):
+        if closed:
+            break
+        await asyncio.sleep(0.02)
+    await sub.unsubscribe()
+    assert [(c.run_id, c.reservation_id, c.calls) for c in closed] == [(offered.run_id, f"res_{offered.run_id}", 0)]
     assert await _chat(stack, True) == "Hello world"  # queued, without an offer
     assert len(taker.offered) == 1 and len(stack.fakes.run_requests) == 1

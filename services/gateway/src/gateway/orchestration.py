@@ -189,6 +189,7 @@ async def start_run(ctx: GatewayContext, principal: Principal, agent: AgentSnaps
         await run.open()
         if ahead is not None:
             # Admitted ahead of time: queued as it is, no round trip to billing.
+            reservation_id = ahead.reservation_id
             try:
                 unanswered = await hand_over(ctx, run, payload)
             except Exception as exc:
@@ -197,13 +198,21 @@ async def start_run(ctx: GatewayContext, principal: Principal, agent: AgentSnaps
                 ctx.preadmitted.give_back(ahead)  # type: ignore[union-attr]
                 raise _queue_unavailable(run.run_id, exc) from exc
         else:
-            unanswered = await admit_and_queue(ctx, run, payload, principal, agent, prompt, max_out)
+            unanswered, reservation_id = await admit_and_queue(ctx, run, payload, principal, agent, prompt, max_out)
         if preadmitted is not None:
             preadmitted.refill(principal.user_id, agent, max_out, prompt, defer=run.after_output)
         wait_s = settings.queue_timeout_s
         if unanswered:
             wait_s = min(wait_s, UNANSWERED_START_S)
-        first = await _first_event(ctx, run, wait_s)
+        try:
+            first = await _first_event(ctx, run, wait_s)
+        except GatewayError as exc:
+            if unanswered and exc.info.code == "no_capacity":
+                # Offered to a runner that neither answered nor started it (frozen, or lost with its
+                # connection still open): nobody else will ever close this run, so its hold goes back
+                # now. The cancel already sent makes that runner drop the run should it wake.
+                await release_hold(ctx, run.run_id, principal, reservation_id)
+            raise
         started = True
         ctx.metrics.queue_wait.observe(time.perf_counter() - queued_at)
         return StartedRun(run_id=run_id, stream=run, first=first, streaming=bool(streaming))
@@ -297,11 +306,11 @@ async def admit_and_queue(
     agent: AgentSnapshot,
     prompt: int,
     max_out: int,
-) -> bool:
+) -> tuple[bool, str | None]:
     """Admission and the trip through the run queue, overlapped: the request is queued at once, marked
     as awaiting admission, and a runner that takes it meanwhile calls no model until billing's
-    go-ahead (RunAdmitted, sent with the admission's answer); a refused run is cancelled. What
-    :func:`hand_over` returned."""
+    go-ahead (RunAdmitted, sent with the admission's answer); a refused run is cancelled. Returns what
+    :func:`hand_over` returned, and the run's reservation."""
     queued = asyncio.ensure_future(hand_over(ctx, run, payload))
     try:
         admitted = await admit(ctx, run.run_id, principal, agent, prompt, max_out)
@@ -311,7 +320,7 @@ async def admit_and_queue(
         await asyncio.gather(queued, return_exceptions=True)
         raise
     try:
-        return await queued
+        return await queued, admitted.reservation_id
     except Exception as exc:
         # Admitted but not queued: its hold goes back now, not when the reservation expires. The
         # publish may have reached the stream all the same (its ack lost): the cancel makes a runner
@@ -323,19 +332,24 @@ async def admit_and_queue(
 async def release_unqueued(
     ctx: GatewayContext, run: RunStream, principal: Principal, reservation_id: str | None
 ) -> None:
-    """Hand back the hold of a run that was admitted but could not be queued (best effort: billing's
-    expiry sweep releases it in the end)."""
+    """Cancel a run that was admitted but could not be queued, and hand back its hold."""
     with contextlib.suppress(Exception):
         await run.cancel("not_admitted")
+    await release_hold(ctx, run.run_id, principal, reservation_id)
+
+
+async def release_hold(ctx: GatewayContext, run_id: str, principal: Principal, reservation_id: str | None) -> None:
+    """Close a run that no runner will close, with nothing spent, so its hold goes back now (best effort:
+    billing's expiry sweep releases it in the end)."""
     if ctx.close_run is None:
         return
     closed = RunClosed(
-        run_id=run.run_id, user_id=principal.user_id, reservation_id=reservation_id, calls=0, status="failed"
+        run_id=run_id, user_id=principal.user_id, reservation_id=reservation_id, calls=0, status="failed"
     )
     try:
         await ctx.close_run(closed)
     except Exception:
-        log.warning("releasing the hold of run %s failed; it expires instead", run.run_id, exc_info=True)
+        log.warning("releasing the hold of run %s failed; it expires instead", run_id, exc_info=True)
 
 
 def _queue_unavailable(run_id: str | None = None, cause: BaseException | None = None) -> GatewayError:
