@@ -26,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
@@ -60,7 +61,6 @@ class OfferLane:
         self._stopped = False
         self._syncing = False
         self._background: set[asyncio.Task[None]] = set()
-        self._refused: asyncio.Task[None] | None = None
 
     @property
     def listening(self) -> bool:
@@ -71,9 +71,11 @@ class OfferLane:
 
     def sync_soon(self) -> None:
         """:meth:`sync` in the background (from a callback that cannot wait)."""
-        if self._stopped or self.listening == self._can_take():
-            return
-        task = asyncio.create_task(self.sync(), name="runner-offer-lane")
+        if not self._stopped and self.listening != self._can_take():
+            self._in_background(self.sync())
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name="runner-offer-lane")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -119,7 +121,7 @@ class OfferLane:
     def heard(self, error: Exception) -> None:
         """An error the NATS server reported: answers (to a gateway's inbox) or the subscription refused
         stop the lane for good. Called from the connection's reader: it must not wait (a drain waits for
-        the server's answer, which that reader has to read), so the stop runs as a task of its own."""
+        the server's answer, which that reader has to read), so the drain runs in the background."""
         if self._stopped:
             return
         if permission_denied(error, "publish", "_INBOX") or permission_denied(error, "subscription", self._subject):
@@ -131,13 +133,11 @@ class OfferLane:
                 self._subject,
             )
             self._stopped = True  # declines at once whatever arrives meanwhile
-            self._refused = asyncio.create_task(self.stop(), name="runner-offer-lane-refused")
+            self._in_background(self._drain())
 
     async def stop(self) -> None:
         """Listen no more (offers already on their way are declined)."""
         self._stopped = True
         await self._drain()
-        waiting = [*self._background, *([self._refused] if self._refused is not None else [])]
-        waiting = [task for task in waiting if task is not asyncio.current_task()]
-        if waiting:
-            await asyncio.gather(*waiting, return_exceptions=True)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
