@@ -455,7 +455,7 @@ def document() -> dict[str, Any]:
                 if action == "receive" and ch.queue is not None:
                     operation["bindings"] = {"nats": {"queue": ch.queue, "bindingVersion": "0.1.0"}}
                 operations[f"{service}.{action}.{ch.key}"] = operation
-    payloads = {m["payload"]["$ref"].rsplit("/", 1)[1] for m in messages.values()}
+    payloads = {ch.payload or ch.message for ch in CHANNELS} | {ch.reply for ch in CHANNELS if ch.reply}
     return {
         "asyncapi": "3.0.0",
         "info": {
