@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -285,3 +286,88 @@ async def _reserved_is(books: Books, user: str, amount: int) -> bool:
 
 async def test_a_user_without_an_account_gets_no_runs_ahead(billing: BillingApp, nats_client, namespace: str) -> None:
     assert (await prefetch(nats_client, Subjects(namespace), "nobody-yet", ["pre-x"])).reservations == {}
+
+
+def _count_statements(billing: BillingApp) -> dict[str, int]:
+    """Counts the admission path's statements: one run's, and several runs' together."""
+    assert billing.ledger is not None and billing.ledger.admit_path is not None
+    path = billing.ledger.admit_path
+    counts = {"one": 0, "many": 0}
+    one, many = path._one, path._many
+
+    async def counted_one(params):  # type: ignore[no-untyped-def]
+        counts["one"] += 1
+        return await one(params)
+
+    async def counted_many(user_id, batch):  # type: ignore[no-untyped-def]
+        counts["many"] += 1
+        return await many(user_id, batch)
+
+    path._one, path._many = counted_one, counted_many  # type: ignore[method-assign]
+    return counts
+
+
+async def test_a_burst_of_one_users_admissions_is_admitted_in_a_few_statements(
+    billing: BillingApp, nats_client, namespace: str, books: Books
+) -> None:
+    s, n = Subjects(namespace), 64
+    await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": str(RUN_WORST * n)})
+    await admit(nats_client, s, "warm", "u")  # the account row is read once before the burst
+    await publish(nats_client, s, RunClosed(run_id="warm", user_id="u", calls=0, status="cancelled"))
+    await wait_for(lambda: _reserved_is(books, "u", 0))
+    counts = _count_statements(billing)
+    replies = await asyncio.gather(*(admit(nats_client, s, f"burst-{i}", "u") for i in range(n)))
+    assert all(r.admitted for r in replies)
+    assert len({r.reservation_id for r in replies}) == n  # one hold each
+    balance, reserved, _ = await books.account("u")
+    assert balance == reserved == RUN_WORST * n * MICRO  # exactly the room: all of it held, nothing more
+    # One statement per arrival would be 64; those that came while one was in flight went together.
+    assert counts["many"] >= 1 and counts["one"] + counts["many"] <= n // 4, counts
+    # Each hold is its run's: closing one releases exactly its own.
+    await publish(nats_client, s, RunClosed(run_id="burst-0", user_id="u", calls=0, status="cancelled"))
+    await wait_for(lambda: _reserved_is(books, "u", RUN_WORST * (n - 1) * MICRO))
+
+
+async def test_a_burst_the_balance_covers_only_in_part_admits_exactly_what_fits(
+    billing: BillingApp, nats_client, namespace: str, books: Books
+) -> None:
+    s = Subjects(namespace)
+    await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": str(RUN_WORST * 7)})
+    counts = _count_statements(billing)
+    replies = await asyncio.gather(*(admit(nats_client, s, f"part-{i}", "u") for i in range(40)))
+    assert sum(r.admitted for r in replies) == 7
+    assert counts["many"] >= 1  # tried together, then one by one
+    balance, reserved, _ = await books.account("u")
+    assert balance == reserved == RUN_WORST * 7 * MICRO
+
+
+async def test_one_run_admitted_twice_in_a_burst_has_one_hold_of_both(
+    billing: BillingApp, nats_client, namespace: str, books: Books
+) -> None:
+    s = Subjects(namespace)
+    await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": str(RUN_WORST * 20)})
+    runs = ["other-1", "twice", "other-2", "twice", "other-3"]
+    replies = await asyncio.gather(*(admit(nats_client, s, run, "u") for run in runs * 2))
+    assert all(r.admitted for r in replies)
+    twice = {r.reservation_id for run, r in zip(runs * 2, replies, strict=True) if run == "twice"}
+    assert len(twice) == 1  # one reservation, grown by each admission
+    assert (await books.account("u"))[1] == RUN_WORST * 10 * MICRO
+
+
+async def test_a_batch_the_database_refuses_is_admitted_one_by_one(billing: BillingApp, books: Books) -> None:
+    """Two holds whose total does not fit a bigint: the batch fails, each is then tried alone and has
+    its own answer (no room for either), and the next admission of the user is served as usual."""
+    assert billing.ledger is not None and billing.ledger.admit_path is not None
+    path = billing.ledger.admit_path
+    counts = _count_statements(billing)
+    huge = 2**62
+    now = datetime.now(UTC)
+
+    def params(run: str, cost: int) -> dict[str, object]:
+        return {"rid": f"resv_{run}", "run_id": run, "user_id": "nobody", "cost": cost, "expires": now, "now": now}
+
+    results = await asyncio.gather(*(path.admit(**params(f"h{i}", huge)) for i in range(3)))
+    assert results == [None, None, None]  # no account: nothing reserved, and no error
+    assert counts["many"] == 1 and counts["one"] == 3
+    assert await path.admit(**params("after", 1)) is None
+    assert path._waiting == {}

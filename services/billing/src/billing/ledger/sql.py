@@ -27,6 +27,26 @@ ADMIT = text(
     " expires_at = EXCLUDED.expires_at RETURNING id"
 )
 
+#: :data:`ADMIT` for several runs of one user at once, all or none: the account's room must cover
+#: their total, so each run is admitted exactly as it would have been one after another. Used for the
+#: admissions of one user that arrive while one of theirs is being admitted (a burst), in one round
+#: trip and one update of the account row instead of one each, every one waiting for the last one's
+#: row lock. The runs' existing reservations are locked first, in run order (the global lock order).
+#: The runs are distinct (``ON CONFLICT`` may touch a row once per statement).
+ADMIT_MANY = text(
+    f"WITH prior AS MATERIALIZED (SELECT id FROM {SCHEMA}.reservations"  # noqa: S608
+    " WHERE run_id = ANY(CAST(:run_ids AS text[])) ORDER BY run_id FOR UPDATE),"
+    f" room AS (UPDATE {SCHEMA}.accounts SET reserved = reserved + CAST(:total AS bigint)"
+    " WHERE user_id = :user_id AND balance - reserved >= CAST(:total AS bigint) AND (SELECT count(*) FROM prior) >= 0"
+    " RETURNING user_id)"
+    f" INSERT INTO {SCHEMA}.reservations (id, run_id, user_id, remaining, expected_calls, expires_at, created_at)"
+    " SELECT v.rid, v.run_id, room.user_id, v.cost, NULL, :expires, :now FROM room,"
+    " unnest(CAST(:rids AS text[]), CAST(:run_ids AS text[]), CAST(:costs AS bigint[])) AS v(rid, run_id, cost)"
+    " ORDER BY v.run_id"
+    " ON CONFLICT (run_id) DO UPDATE SET remaining = reservations.remaining + EXCLUDED.remaining,"
+    " expires_at = EXCLUDED.expires_at RETURNING run_id, id"
+)
+
 #: Open the missing accounts and write their start entries, in one statement. ON CONFLICT DO NOTHING
 #: takes no lock on an account that exists.
 ENSURE_ACCOUNTS = text(
