@@ -85,8 +85,8 @@ async def test_each_request_that_finds_none_left_adds_one_up_to_the_maximum() ->
 
 async def test_a_burst_that_outran_the_runs_ahead_finds_as_many_as_it_needs_the_next_time() -> None:
     """Bursts of 16 requests at once, each taking its run ahead before any asks for more (as in the
-    gateway, where the ask follows the queueing): the first finds none (a kind never asked for), the
-    second the first ask's 4, and its 12 misses raise the target to 16, so the third finds 16."""
+    gateway, where the ask follows the queueing): the first finds none (a kind never asked for), and
+    its 16 misses size the kind's first ask, so the second finds 16."""
     billing, closed = Billing(), []
     pre = _pre(billing, closed, max_per_key=16)
     started_admitted = []
@@ -98,7 +98,7 @@ async def test_a_burst_that_outran_the_runs_ahead_finds_as_many_as_it_needs_the_
         started_admitted.append(sum(taken))
         billing.answer.set()
         await _settle(pre)
-    assert started_admitted == [0, 4, 16, 16]
+    assert started_admitted == [0, 16, 16, 16]
     assert max(len(a.run_ids) for a in billing.asks) <= 16
 
 
@@ -167,3 +167,32 @@ async def test_an_ask_deferred_past_the_gateway_stopping_is_not_made() -> None:
 def test_the_maximum_is_what_one_ask_may_name() -> None:
     pre = _pre(Billing(), [], max_per_key=10_000)
     assert pre._max_per_key == MAX_PREFETCH_RUNS
+
+
+async def test_a_burst_larger_than_the_maximum_asks_for_the_maximum_and_one_request_for_the_default() -> None:
+    billing, closed = Billing(), []
+    pre = _pre(billing, closed, max_per_key=16)
+    for _ in range(40):
+        assert pre.take("u", AGENT, 100, 10) is None
+    pre.refill("u", AGENT, 100, 10)
+    billing.answer.set()
+    await _settle(pre)
+    assert [len(a.run_ids) for a in billing.asks] == [16]
+    other = AgentSnapshot(id="b", name="B", provider="openai", model="m")
+    assert pre.take("u", other, 100, 10) is None  # one request of a new kind: the usual four
+    pre.refill("u", other, 100, 10)
+    await _settle(pre)
+    assert [len(a.run_ids) for a in billing.asks] == [16, 4]
+    assert pre._first_demand == {}
+
+
+async def test_misses_no_ask_followed_are_forgotten_at_the_sweep() -> None:
+    billing, closed = Billing(), []
+    pre = _pre(billing, closed, max_age_s=0.1)
+    for _ in range(10):
+        pre.take("refused", AGENT, 100, 10)  # requests refused before any refill (402s, say)
+    assert pre._first_demand
+    sweep = asyncio.create_task(pre.sweep())
+    await asyncio.sleep(0.12)
+    sweep.cancel()
+    assert pre._first_demand == {}

@@ -9,11 +9,13 @@ reservation, and the gateway asks for replacements once half are used. Every run
 reservation and settles as any other; near their balance a user gets none and every request is
 admitted on its own.
 
-How many are kept follows the demand: ``per_key`` to begin with, and one more for each request that
-finds none left once the kind has had some (up to ``max_per_key``). An ask is sized when it starts
-(to what is missing then), and one during which requests found none left is followed at once by an
-ask for the rest: a user whose 64 requests at once found 4 runs ahead finds 64 the next time. When
-runs ahead are handed back unused, or billing refuses an ask (it grants all or none), half as many.
+How many are kept follows the demand: ``per_key`` to begin with — or, for a kind whose first
+requests came several at once, as many as missed before its first ask (a burst of 64 at once finds
+64 the next time) — and one more for each request that finds none left once the kind has had some
+(up to ``max_per_key``). An ask is sized when it starts (to what is missing then), and one during
+which requests found none left is followed at once by an ask for the rest: a user whose 64 requests
+at once found 4 runs ahead finds 64 the next time. When runs ahead are handed back unused, or
+billing refuses an ask (it grants all or none), half as many.
 
 A run not used within ``max_age_s`` (or left when the gateway stops) is handed back as a
 ``RunClosed`` with no calls, which releases its reservation; what a gateway that died still held is
@@ -41,6 +43,9 @@ log = logging.getLogger(__name__)
 MIN_PROMPT_CAP = 1024
 #: At most this many kinds (agent, model, max output) per user hold runs ahead at once.
 MAX_KINDS_PER_USER = 2
+#: Kinds never asked for whose misses are counted at once, at most (each entry lives until the kind's
+#: first ask, or the next sweep).
+MAX_FIRST_DEMANDS = 4096
 
 
 def prompt_cap(prompt_tokens: int) -> int:
@@ -86,6 +91,8 @@ class PreAdmissions:
         #: grew since their last ask was answered.
         self._target: dict[_Key, int] = {}
         self._grown: set[_Key] = set()
+        #: Kinds never asked for yet → how many of their requests found none (their first demand).
+        self._first_demand: dict[_Key, int] = {}
         self._max_age_s = max_age_s
         self._rpc_timeout_s = rpc_timeout_s
         self._ready: dict[_Key, deque[AheadRun]] = {}
@@ -122,6 +129,10 @@ class PreAdmissions:
         if key in self._ready or key in self._fetching:
             self._grown.add(key)
             self._target[key] = min(self._max_per_key, self._target.get(key, self._per_key) + 1)
+        elif key in self._first_demand or len(self._first_demand) < MAX_FIRST_DEMANDS:
+            # A kind never asked for: its requests that come before its first ask is decided on (a
+            # burst's, all taken before the first is admitted) size that ask.
+            self._first_demand[key] = self._first_demand.get(key, 0) + 1
 
     def target(self, user_id: str, agent: AgentSnapshot, max_out: int) -> int:
         """How many runs ahead this kind of request keeps now."""
@@ -144,6 +155,9 @@ class PreAdmissions:
         if self._per_key <= 0:
             return
         key = self._key(user_id, agent, max_out)
+        first = self._first_demand.pop(key, 0)
+        if first > self._per_key and key not in self._target:
+            self._target[key] = min(self._max_per_key, first)
         have = len(self._ready.get(key, ()))
         target = self._target.get(key, self._per_key)
         if have > target // 2 or key in self._fetching:
@@ -242,6 +256,7 @@ class PreAdmissions:
         """Hand back what has waited longer than ``max_age_s``; run as a task."""
         while True:
             await asyncio.sleep(max(0.05, self._max_age_s / 2))
+            self._first_demand.clear()  # what no ask followed (refused requests) is no demand to keep
             now = time.monotonic()
             old: list[AheadRun] = []
             for key, ready in list(self._ready.items()):
