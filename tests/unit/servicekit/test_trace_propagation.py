@@ -116,3 +116,28 @@ def test_a_tracer_got_before_the_provider_was_installed_is_judged_by_that_provid
     assert not telemetry.records(early, parent)
     monkeypatch.setattr(trace, "get_tracer_provider", lambda: TracerProvider(sampler=ALWAYS_ON))
     assert telemetry.records(early, parent)
+
+
+@pytest.mark.parametrize("headers", HEADERS)
+def test_a_message_carries_what_the_propagator_writes_for_the_current_context(headers: dict[str, str] | None) -> None:
+    """``trace_headers`` skips the propagator when there is no span and no baggage; in every context
+    the headers are still exactly what it would write (plus the extra ones)."""
+    from servicekit.natsio import trace_headers
+
+    token = context.attach(telemetry.extract(headers))
+    try:
+        expected: dict[str, str] = {"Nats-Msg-Id": "m"}
+        propagate.inject(expected)
+        assert trace_headers({"Nats-Msg-Id": "m"}) == expected
+    finally:
+        context.detach(token)
+
+
+def test_a_message_sent_within_a_recorded_span_carries_it() -> None:
+    from servicekit.natsio import trace_headers
+
+    provider = TracerProvider(sampler=ALWAYS_ON)
+    with provider.get_tracer("t").start_as_current_span("s") as span:
+        headers = trace_headers()
+    assert headers["traceparent"].split("-")[2] == format(span.get_span_context().span_id, "016x")
+    assert trace_headers() == {}  # outside any span: nothing

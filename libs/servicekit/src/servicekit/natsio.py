@@ -25,8 +25,8 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
+from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
-from opentelemetry import propagate
 
 from contracts import Subjects
 
@@ -275,9 +275,13 @@ async def _ensure_bucket(
 
 
 def trace_headers(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Headers carrying the current span's W3C trace context (``traceparent``), plus ``extra``."""
+    """Headers carrying the current span's W3C trace context (``traceparent``), plus ``extra``. With
+    no span and no baggage (tracing off, or a message outside any span) every propagator writes
+    nothing, so none is asked: this is on the path of every run and every usage record."""
     headers: dict[str, str] = dict(extra or {})
-    propagate.inject(headers)
+    current = otel_context.get_current()
+    if trace.get_current_span(current).get_span_context().is_valid or baggage.get_all(current):
+        propagate.inject(headers, context=current)
     return headers
 
 

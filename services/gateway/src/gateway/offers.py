@@ -83,7 +83,8 @@ class RunOffers:
     async def offer(self, run_id: str, payload: bytes, headers: dict[str, str], timeout_s: float) -> Outcome:
         """Offer the run; ``taken`` or ``unanswered`` mean it must not be queued as well."""
         try:
-            reply = await self._nc.request(self._subject, payload, timeout=timeout_s, headers=headers)
+            # No headers at all rather than an empty block: nats-py would send and the runner parse one.
+            reply = await self._nc.request(self._subject, payload, timeout=timeout_s, headers=headers or None)
         except nats.errors.NoRespondersError:
             self._pause()
             return "no_runner"
