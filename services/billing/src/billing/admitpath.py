@@ -126,6 +126,8 @@ class AdmitPath:
         rest: list[_Waiting] = []
         runs: set[Any] = set()
         for item in waiting:
+            if item[1].done():  # its asker is gone (cancelled): nothing is held for it
+                continue
             run_id = item[0]["run_id"]
             if run_id in runs or len(batch) >= MAX_BATCH:  # a run twice in one statement is refused
                 rest.append(item)
@@ -133,6 +135,9 @@ class AdmitPath:
                 runs.add(run_id)
                 batch.append(item)
         self._waiting[user_id] = rest
+        if not batch:
+            self._next(user_id)
+            return
         task = asyncio.create_task(self._batch(user_id, batch), name="billing-admit-batch")
         self._batches.add(task)
         task.add_done_callback(self._batches.discard)
@@ -159,8 +164,12 @@ class AdmitPath:
                     future.set_result(result)
         except BaseException as exc:  # cancelled (shutting down): nobody is left waiting
             for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+                if future.done():
+                    continue
+                if isinstance(exc, Exception):
+                    future.set_exception(exc)
+                else:
+                    future.cancel()
             raise
         finally:
             self._next(user_id)
