@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -151,3 +152,23 @@ async def test_a_credit_beyond_what_a_balance_holds_is_a_400(
     )
     assert more["status"] == 400 and more["error"]["type"] == "invalid_request_error"
     assert (await books.account("rich"))[0] == 2**63 - 1
+
+
+async def test_bad_admissions_in_one_users_burst_refuse_only_themselves(
+    billing: BillingApp, nats_client: Any, namespace: str, books: Books
+) -> None:
+    """A burst of one user's admissions goes to PostgreSQL together (billing.admitpath): the bad ones
+    among them are refused on their own, and every good one is admitted."""
+    s = Subjects(namespace)
+    await ask(
+        nats_client, s.billing_admin, {"op": "credits.add", "params": {"user_id": "u"}, "body": {"amount": "100000"}}
+    )
+    bad = [admission(run_id=f"bad-{i}", prompt_tokens=10**30) for i in range(5)]
+    bad += [admission(run_id=f"bad\u0000{i}") for i in range(5)]
+    good = [admission(run_id=f"good-{i}") for i in range(30)]
+    bodies = [b for pair in zip(good, bad + [None] * len(good), strict=False) for b in pair if b is not None]
+    replies = await asyncio.gather(*(ask(nats_client, s.billing_admit, b) for b in bodies))
+    outcome = {b["run_id"]: r for b, r in zip(bodies, replies, strict=True)}
+    assert all(outcome[b["run_id"]]["admitted"] for b in good)
+    assert all(status(outcome[b["run_id"]]) == 400 for b in bad)
+    assert len({outcome[b["run_id"]]["reservation_id"] for b in good}) == len(good)
