@@ -7,7 +7,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import asyncpg
 import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from billing.app import BillingApp
 from billing.settings import BillingSettings
@@ -371,3 +374,45 @@ async def test_a_batch_the_database_refuses_is_admitted_one_by_one(billing: Bill
     assert counts["many"] == 1 and counts["one"] == 3
     assert await path.admit(**params("after", 1)) is None
     assert path._waiting == {}
+
+
+async def test_admission_connections_killed_during_bursts_answer_every_request_and_keep_holds_consistent(
+    billing: BillingApp, nats_client, namespace: str, books: Books, database_url: str, postgres_url: str
+) -> None:
+    """Bursts of one user's admissions while the admission connections are terminated under them, again
+    and again: every request is answered at once (admitted, or a retryable error), a later burst is
+    admitted whole again, and the account's ``reserved`` is exactly the holds that exist (a statement
+    cut off after its commit leaves a hold that expires)."""
+    s = Subjects(namespace)
+    await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": str(RUN_WORST * 500)})
+    killer = await asyncpg.connect(postgres_url)
+    dbname = make_url(database_url).database
+    kills = unavailable = 0
+    try:
+        for burst in range(4):
+            asked = asyncio.ensure_future(
+                asyncio.gather(*(admit(nats_client, s, f"k{burst}-{i}", "u") for i in range(40)))
+            )
+            while not asked.done():  # kill the admission connections again and again while it is answered
+                kills += await killer.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = $1 AND application_name = 'billing-admission'",
+                    dbname,
+                )
+                await asyncio.sleep(0.001)
+            replies = await asyncio.wait_for(asked, 20)
+            # Admitted, or an error the client may retry: the database went away, not the request's fault.
+            assert all(r.admitted or (r.error is not None and r.error.status >= 500) for r in replies)
+            unavailable += sum(1 for r in replies if r.error is not None and r.error.status == 503)
+    finally:
+        await killer.close()
+    # A lost connection is a 503 "unavailable", not a 500 (asyncpg's own state errors while its
+    # connections are being killed every millisecond still are, as any error billing does not know).
+    assert kills >= 1 and unavailable >= 1
+    after = await asyncio.gather(*(admit(nats_client, s, f"after-{i}", "u") for i in range(40)))
+    assert all(r.admitted for r in after)
+    async with books.engine.connect() as conn:
+        held = (
+            await conn.execute(text("SELECT coalesce(sum(remaining), 0) FROM billing.reservations WHERE user_id = 'u'"))
+        ).scalar_one()
+    assert (await books.account("u"))[1] == held

@@ -90,10 +90,17 @@ async def register(
                     info = exc.info.model_copy(update={"message": exc.info.message[:MESSAGE_MAX]})
                     reply = on_error(info)
                 except Exception as exc:
-                    if classify(exc) is Fault.DATA:
+                    fault = classify(exc)
+                    if fault is Fault.DATA:
                         log.warning("billing %s: the database refused a value of the request (%s)", name, describe(exc))
                         message = "invalid request: a value is out of range or cannot be stored"
                         reply = on_error(_error(400, message, "invalid_request_error"))
+                    elif fault is Fault.TRANSIENT:
+                        # The database is unreachable or restarting: a moment's outage, not a bug (one
+                        # line, no trace; the client may try again, and the openai SDKs do).
+                        log.warning("billing %s: the database is unavailable (%s)", name, describe(exc))
+                        info = _error(503, "The billing service is unavailable; try again shortly.", "server_error")
+                        reply = on_error(info.model_copy(update={"code": "service_unavailable"}))
                     else:
                         log.exception("billing %s failed", name)
                         reply = on_error(_error(500, "billing failed to answer; try again", "server_error"))
