@@ -55,15 +55,23 @@ async def connect(
     user: str | None = None,
     password: str | None = None,
     inbox_prefix: str | None = None,
-    on_error: Callable[[Exception], Awaitable[None]] | None = None,
+    on_error: Callable[[Exception], None] | None = None,
 ) -> Client:
     """Connect with reconnects forever (a service outlives a NATS restart); ``on_reconnected`` runs
     after every reconnect (core subscriptions are already renewed then). ``user`` and ``password``
     (a service's ``settings.nats_credentials()``) win over credentials in the URL; replies then arrive
-    under ``inbox_prefix``, the one its user may read. ``on_error`` hears the errors the server reports
-    without closing the connection (a permissions violation: see :func:`permission_denied`)."""
+    under ``inbox_prefix``, the one its user may read. ``on_error`` hears, after they are logged, the
+    errors the server reports without closing the connection (a permissions violation: see
+    :func:`permission_denied`); it must not wait (it runs in the connection's reader)."""
+    error_cb = None
+    if on_error is not None:
+
+        async def error_cb(error: Exception) -> None:
+            log.error("NATS reported: %s", error)
+            on_error(error)
+
     return await nats.connect(
-        error_cb=on_error,
+        error_cb=error_cb,
         servers=[u.strip() for u in url.split(",")],
         name=name,
         max_reconnect_attempts=-1,

@@ -135,8 +135,8 @@ class AdmitPath:
                 runs.add(run_id)
                 batch.append(item)
         self._waiting[user_id] = rest
-        if not batch:
-            self._next(user_id)
+        if not batch:  # every one's asker is gone (and so nothing is left over either)
+            self._waiting.pop(user_id, None)
             return
         task = asyncio.create_task(self._batch(user_id, batch), name="billing-admit-batch")
         self._batches.add(task)
@@ -151,25 +151,17 @@ class AdmitPath:
                 except Exception as exc:  # each goes on its own below, with an outcome of its own
                     log.warning("admitting %d runs together failed (%s); admitting them one by one", len(batch), exc)
             for params, future in batch:
-                if granted:
-                    result: Any = granted.get(params["run_id"])
-                else:
-                    try:
-                        result = await self._one(params)
-                    except Exception as exc:
-                        if not future.done():
-                            future.set_exception(exc)
-                        continue
+                try:
+                    result = granted.get(params["run_id"]) if granted else await self._one(params)
+                except Exception as exc:
+                    if not future.done():
+                        future.set_exception(exc)
+                    continue
                 if not future.done():
                     future.set_result(result)
-        except BaseException as exc:  # cancelled (shutting down): nobody is left waiting
+        except asyncio.CancelledError:  # the process is stopping: nobody is left waiting
             for _, future in batch:
-                if future.done():
-                    continue
-                if isinstance(exc, Exception):
-                    future.set_exception(exc)
-                else:
-                    future.cancel()
+                future.cancel()
             raise
         finally:
             self._next(user_id)

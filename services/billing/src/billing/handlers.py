@@ -54,8 +54,8 @@ tracer = trace.get_tracer("billing")
 MESSAGE_MAX = 500
 
 
-def _error(status: int, message: str, type_: str) -> ErrorInfo:
-    return ErrorInfo(status=status, type=type_, message=message[:MESSAGE_MAX])
+def _error(status: int, message: str, type_: str, code: str | None = None) -> ErrorInfo:
+    return ErrorInfo(status=status, type=type_, message=message[:MESSAGE_MAX], code=code)
 
 
 async def register(
@@ -99,8 +99,8 @@ async def register(
                         # The database is unreachable or restarting: a moment's outage, not a bug (one
                         # line, no trace; the client may try again, and the openai SDKs do).
                         log.warning("billing %s: the database is unavailable (%s)", name, describe(exc))
-                        info = _error(503, "The billing service is unavailable; try again shortly.", "server_error")
-                        reply = on_error(info.model_copy(update={"code": "service_unavailable"}))
+                        message = "The billing service is unavailable; try again shortly."
+                        reply = on_error(_error(503, message, "server_error", "service_unavailable"))
                     else:
                         log.exception("billing %s failed", name)
                         reply = on_error(_error(500, "billing failed to answer; try again", "server_error"))

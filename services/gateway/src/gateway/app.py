@@ -63,8 +63,7 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
 
         offers: RunOffers | None = None
 
-        async def on_nats_error(error: Exception) -> None:
-            log.error("NATS reported: %s", error)
+        def on_nats_error(error: Exception) -> None:
             if offers is not None:
                 offers.heard(error)
 

@@ -11,11 +11,11 @@ request on :attr:`contracts.Subjects.run_offer`, which only runners with room li
   offer now and then, not one a run.
 - no answer within the timeout: a runner may have taken the run and its answer been late or lost,
   so it is **not** queued as well (a run must never run twice); the gateway waits for the run's first
-  event as it would for a queued run, and its queue timeout applies. A runner that stays silent is
+  event, for :data:`UNANSWERED_START_S` rather than the whole queue timeout. A runner that stays silent is
   stalled, or dead without its connection closing (a lost node: NATS keeps its subscription until
   its pings go unanswered, minutes by default), and NATS would keep handing it a share of the offers;
   so for :data:`UNANSWERED_PAUSE_S` this gateway offers nothing and queues every run, which any live
-  runner takes; and the unanswered run's first event is waited for :data:`UNANSWERED_START_S` only.
+  runner takes.
 
 A NATS server whose users predate offers refuses the gateway's publish on the offer subject, and
 answers nothing: the first offer goes unanswered, and the server's permissions error (heard by the

@@ -111,8 +111,7 @@ class RunnerApp:
             if self.worker is not None:
                 self._replaying = asyncio.create_task(self.worker.replay_events(), name="runner-event-replay")
 
-        async def on_nats_error(error: Exception) -> None:
-            log.error("NATS reported: %s", error)
+        def on_nats_error(error: Exception) -> None:
             if self.worker is not None:
                 self.worker.heard(error)
 
