@@ -9,6 +9,10 @@ connection opened), both in the OpenAI error envelope with an ``x-request-id`` l
 cannot read (a control character in a header value, a malformed request line) is a ``400`` in the same
 envelope, not uvicorn's plain-text one.
 
+A response's status line and headers go out in one write with the start of its body
+(:class:`HeadWithBody`): uvicorn writes each ASGI message as it comes, so every response cost a send
+for its headers alone.
+
 Pass it as ``uvicorn.Config(http=guarded_protocol(settings))``.
 """
 
@@ -40,6 +44,46 @@ def _error(status: int, message: str, code: str) -> bytes:
             body,
         ]
     )
+
+
+class HeadWithBody:
+    """The transport as one response sees it: its first write (uvicorn's status line and headers) is
+    held until the next one, which carries it along, or until the event loop's next turn, whichever
+    comes first. A streamed response's headers and first events, or a whole response's headers and
+    body, are one send instead of two. Later writes pass straight through."""
+
+    __slots__ = ("_transport", "_loop", "_head", "_first")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._head: bytes | None = None
+        self._first = True
+
+    def write(self, data: bytes) -> None:
+        if self._head is not None:
+            data, self._head = self._head + data, None
+        elif self._first:
+            self._first = False
+            self._head = data
+            self._loop.call_soon(self._release)
+            return
+        self._transport.write(data)
+
+    def _release(self) -> None:
+        head, self._head = self._head, None
+        if head is not None and not self._transport.is_closing():
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self._release()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -92,6 +136,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._disarm()
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.transport is self.transport:  # not for an upgrade, which made none
+            cycle.transport = HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
