@@ -55,21 +55,26 @@ def connect(app: Any) -> tuple[Any, RecordingTransport]:
     return protocol, transport
 
 
+async def whole(scope: Any, receive: Any, send: Any) -> None:
+    """A whole response: its start, then its body."""
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def is_whole(write: bytes) -> bool:
+    return write.startswith(b"HTTP/1.1 200 OK\r\n") and write.endswith(b"\r\n\r\nok")
+
+
 async def settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
 
 
 async def test_a_whole_response_is_one_write() -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"{}"})
-
-    protocol, transport = connect(app)
+    protocol, transport = connect(whole)
     protocol.data_received(GET)
     await settle()
-    assert len(transport.writes) == 1
-    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n") and transport.writes[0].endswith(b"\r\n\r\n{}")
+    assert len(transport.writes) == 1 and is_whole(transport.writes[0])
     protocol.connection_lost(None)
 
 
@@ -110,16 +115,12 @@ async def test_headers_whose_body_is_not_ready_go_out_on_the_loops_next_turn() -
 
 
 async def test_each_request_on_a_kept_alive_connection_gets_one_write() -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    protocol, transport = connect(app)
+    protocol, transport = connect(whole)
     protocol.data_received(GET)
     await settle()
     protocol.data_received(GET)
     await settle()
-    assert [w.startswith(b"HTTP/1.1 200 OK\r\n") and w.endswith(b"\r\n\r\nok") for w in transport.writes] == [True, True]
+    assert [is_whole(w) for w in transport.writes] == [True, True]
     protocol.connection_lost(None)
 
 
@@ -136,11 +137,7 @@ async def test_headers_held_for_a_connection_that_closes_are_not_written_after_i
 
 
 async def test_a_response_that_closes_the_connection_sends_its_headers_first() -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    protocol, transport = connect(app)
+    protocol, transport = connect(whole)
     protocol.data_received(b"GET / HTTP/1.1\r\nhost: gateway\r\nconnection: close\r\n\r\n")
     await settle()
-    assert len(transport.writes) == 1 and transport.writes[0].endswith(b"\r\n\r\nok") and transport.closed
+    assert len(transport.writes) == 1 and is_whole(transport.writes[0]) and transport.closed

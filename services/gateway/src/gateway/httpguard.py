@@ -52,7 +52,7 @@ class HeadWithBody:
     comes first. A streamed response's headers and first events, or a whole response's headers and
     body, are one send instead of two. Later writes pass straight through."""
 
-    __slots__ = ("_transport", "_loop", "_head", "_first")
+    __slots__ = ("_first", "_head", "_loop", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
