@@ -141,3 +141,24 @@ async def test_a_response_that_closes_the_connection_sends_its_headers_first() -
     protocol.data_received(b"GET / HTTP/1.1\r\nhost: gateway\r\nconnection: close\r\n\r\n")
     await settle()
     assert len(transport.writes) == 1 and is_whole(transport.writes[0]) and transport.closed
+
+
+async def test_a_100_continue_goes_out_before_the_client_sends_its_body() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+    protocol, transport = connect(app)
+    protocol.data_received(b"POST / HTTP/1.1\r\nhost: gateway\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n")
+    await settle()
+    assert transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]  # the client waits for it to send the body
+    protocol.data_received(b"ok")
+    await settle()
+    assert len(transport.writes) == 2 and is_whole(transport.writes[1])
+    protocol.connection_lost(None)
