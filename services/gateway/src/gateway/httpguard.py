@@ -46,6 +46,10 @@ def _error(status: int, message: str, code: str) -> bytes:
     )
 
 
+#: What uvicorn writes when a request's ``Expect: 100-continue`` is read: not the response's head.
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
 class HeadWithBody:
     """The transport as one response sees it: its first write (uvicorn's status line and headers) is
     held until the next one, which carries it along, or until the event loop's next turn, whichever
@@ -63,7 +67,7 @@ class HeadWithBody:
     def write(self, data: bytes) -> None:
         if self._head is not None:
             data, self._head = self._head + data, None
-        elif self._first:
+        elif self._first and data != CONTINUE:  # an interim 100 goes out at once: the client waits for it
             self._first = False
             self._head = data
             self._loop.call_soon(self._release)
