@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,9 +24,9 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, ServiceUnavailableError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
-from nats.js.object_store import ObjectStore
+from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE, OBJ_DIGEST_TEMPLATE, ObjectStore
 from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
 
@@ -228,6 +230,49 @@ async def ensure_object_store(
         replicas,
         ready_within_s,
     )
+
+
+#: Reads of an object that was replaced as it was read start over, at most this many times in all.
+READ_ATTEMPTS = 3
+
+
+class ObjectReplacedError(Exception):
+    """An object kept changing while it was read."""
+
+
+def object_digest(data: bytes) -> str:
+    """The digest an object store's meta records for an object's bytes."""
+    return OBJ_DIGEST_TEMPLATE.format(digest=base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode())
+
+
+async def read_object(store: ObjectStore, name: str) -> bytes:
+    """An object's bytes: its meta, then each chunk fetched by its subject. Raises nats-py's
+    ``ObjectNotFoundError`` when there is none (or it was deleted).
+
+    nats-py's ``ObjectStore.get`` reads the chunks through an ordered consumer. When the object is
+    replaced as it reads, the old chunks are purged under it, and it waits for them forever. Here a
+    purged chunk is "not found" at once, and the read starts over from the new meta, at most
+    :data:`READ_ATTEMPTS` times. It also takes one request per chunk instead of a consumer made and
+    removed (0.6 ms a small object here, against 1.5–1.7)."""
+    js, stream, bucket = store._js, store._stream, store._name
+    for _ in range(READ_ATTEMPTS):
+        info = await store.get_info(name)
+        if not info.size or not info.nuid:
+            return b""
+        subject = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=bucket, obj=info.nuid)
+        parts: list[bytes] = []
+        seq = 1
+        try:
+            for _ in range(info.chunks or 1):
+                msg = await js.get_msg(stream, seq, subject=subject, next=True)
+                parts.append(msg.data or b"")
+                seq = (msg.seq or seq) + 1
+        except NotFoundError:
+            continue  # replaced or deleted while it was read
+        data = b"".join(parts)
+        if object_digest(data) == info.digest:
+            return data
+    raise ObjectReplacedError(f"object {name} changed {READ_ATTEMPTS} times while it was read")
 
 
 async def ensure_key_value(

@@ -50,6 +50,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFound
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from contracts import RUN_EVENT, CancelRun, ErrorInfo, RunEvent, Subjects
+from servicekit.natsio import read_object
 
 from .errors import INVALID_REQUEST, ClientGone, GatewayError, RunStreamError
 from .runs import RunReplay
@@ -382,13 +383,13 @@ class ResultArchive:
         """The archived events; ``None`` when there are none (never archived, or expired)."""
         try:
             async with asyncio.timeout(self._timeout_s):
-                found = await self._objects.get(key)
+                data = await read_object(self._objects, key)
         except (ObjectNotFoundError, NotFoundError):
             return None
         except Exception as exc:
             raise _unavailable(exc) from exc
         try:
-            return [RUN_EVENT.validate_json(line) for line in (found.data or b"").split(b"\n") if line]
+            return [RUN_EVENT.validate_json(line) for line in data.split(b"\n") if line]
         except ValidationError:
             log.warning("an unreadable archived run is treated as missing")
             return None

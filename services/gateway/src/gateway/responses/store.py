@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import logging
 from datetime import UTC, datetime
@@ -27,12 +26,12 @@ from nats.js.kv import MSG_ROLLUP_SUBJECT
 from nats.js.object_store import (
     OBJ_CHUNKS_PRE_TEMPLATE,
     OBJ_DEFAULT_CHUNK_SIZE,
-    OBJ_DIGEST_TEMPLATE,
     OBJ_META_PRE_TEMPLATE,
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts import ChatMessage
+from servicekit.natsio import object_digest, read_object
 
 from ..errors import GatewayError
 
@@ -40,28 +39,6 @@ if TYPE_CHECKING:
     from nats.js.object_store import ObjectStore
 
 log = logging.getLogger(__name__)
-
-
-#: Reads of an object that was replaced as it was read start over, at most this many times in all.
-READ_ATTEMPTS = 3
-
-
-class ObjectReplacedError(Exception):
-    """An object kept changing while it was read."""
-
-
-def _digest(data: bytes) -> str:
-    """The object store's digest of an object's bytes (as its meta records it)."""
-    return OBJ_DIGEST_TEMPLATE.format(digest=base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode())
-
-
-def _same_digest(data: bytes, digest: str | None) -> bool:
-    """Whether ``data`` has the digest an object's meta records (``SHA-256=<base64url>``)."""
-    kind, _, encoded = (digest or "").partition("=")
-    try:
-        return kind.upper() == "SHA-256" and base64.urlsafe_b64decode(encoded) == hashlib.sha256(data).digest()
-    except ValueError:
-        return False
 
 
 class StoredResponse(BaseModel):
@@ -110,7 +87,7 @@ class ResponseStore:
         """The stored response, or ``None`` when there is none (expired, deleted, never stored)."""
         try:
             async with asyncio.timeout(self._timeout_s):
-                data = await self._read(response_id)
+                data = await read_object(self._store, response_id)
         except (ObjectNotFoundError, NotFoundError):
             return None
         except TimeoutError:
@@ -123,35 +100,6 @@ class ResponseStore:
         except ValidationError:
             log.warning("stored response %s is unreadable; treated as missing", response_id)
             return None
-
-    async def _read(self, name: str) -> bytes:
-        """An object's bytes, each chunk fetched by its subject.
-
-        nats-py's ``ObjectStore.get`` reads the chunks through an ordered consumer. When the object is
-        replaced as it reads (a background response's final write, say), the old chunks are purged
-        under it, and it waits for them forever. Here a purged chunk is "not found" at once, and the
-        read starts over from the new meta, at most :data:`READ_ATTEMPTS` times. It also takes one
-        request per chunk instead of creating and removing a consumer."""
-        store = self._store
-        js, stream, bucket = store._js, store._stream, store._name
-        for _ in range(READ_ATTEMPTS):
-            info = await store.get_info(name)  # ObjectNotFoundError: none, or deleted
-            if not info.size or not info.nuid:
-                return b""
-            subject = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=bucket, obj=info.nuid)
-            parts: list[bytes] = []
-            seq = 1
-            try:
-                for _ in range(info.chunks or 1):
-                    msg = await js.get_msg(stream, seq, subject=subject, next=True)
-                    parts.append(msg.data or b"")
-                    seq = (msg.seq or seq) + 1
-            except NotFoundError:
-                continue  # replaced or deleted while it was read
-            data = b"".join(parts)
-            if _same_digest(data, info.digest):
-                return data
-        raise ObjectReplacedError(f"object {name} was replaced {READ_ATTEMPTS} times while it was read")
 
     async def put(self, record: StoredResponse) -> None:
         """Write (or replace) a stored response."""
@@ -189,7 +137,7 @@ class ResponseStore:
             size=len(data),
             chunks=1,
             mtime=datetime.now(UTC).isoformat(),
-            digest=_digest(data),
+            digest=object_digest(data),
             options=api.ObjectMetaOptions(max_chunk_size=OBJ_DEFAULT_CHUNK_SIZE),
         )
         chunk_subject = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=bucket, obj=nuid)
