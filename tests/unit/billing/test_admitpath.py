@@ -70,3 +70,28 @@ async def test_a_lone_admission_goes_at_once_and_what_comes_meanwhile_goes_toget
     # b twice: the second goes in the next statement (one statement may touch a run once)
     assert path.statements == [["a"], ["x"], ["b", "c", "d"], ["b"]]
     assert path._waiting == {} and not path._batches
+
+
+async def test_a_batch_stopped_with_the_process_cancels_who_waits_and_starts_no_other() -> None:
+    class Stuck(_Scripted):
+        async def _many(self, user_id: str, batch: list[Any]) -> dict[str, str]:
+            self.statements.append([p["run_id"] for p, _ in batch])
+            await asyncio.Event().wait()  # in flight until the process stops
+            raise AssertionError("unreachable")
+
+    path = Stuck()
+    first = _admit(path, "a")
+    await _turn()
+    batched = [_admit(path, run) for run in ("b", "c")]
+    await _turn()
+    path.go.set()
+    await first
+    await _turn()
+    assert path.statements[-1] == ["b", "c"]  # in flight
+    later = _admit(path, "d")  # waits for the batch in flight
+    await _turn()
+    for task in list(path._batches):
+        task.cancel()
+    await _turn()
+    assert all(t.cancelled() for t in [*batched, later])
+    assert path.statements[-1] == ["b", "c"] and not path._batches and "u" not in path._waiting

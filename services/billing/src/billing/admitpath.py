@@ -159,12 +159,11 @@ class AdmitPath:
                     continue
                 if not future.done():
                     future.set_result(result)
-        except asyncio.CancelledError:  # the process is stopping: nobody is left waiting
-            for _, future in batch:
+        except asyncio.CancelledError:  # the process is stopping: nobody is left waiting, nothing new starts
+            for _, future in [*batch, *self._waiting.pop(user_id, [])]:
                 future.cancel()
             raise
-        finally:
-            self._next(user_id)
+        self._next(user_id)
 
     async def _many(self, user_id: str, batch: list[_Waiting]) -> dict[str, str]:
         """All of ``batch`` admitted in one statement (run id → reservation id), or nothing."""
