@@ -162,3 +162,20 @@ async def test_a_100_continue_goes_out_before_the_client_sends_its_body() -> Non
     await settle()
     assert len(transport.writes) == 2 and is_whole(transport.writes[1])
     protocol.connection_lost(None)
+
+
+async def test_once_the_head_is_out_the_response_writes_to_the_transport_itself() -> None:
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        seen.append(protocol.cycle.transport)
+        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+        seen.append(protocol.cycle.transport)  # every later event of the stream pays for no wrapper
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+    protocol, transport = connect(app)
+    protocol.data_received(GET)
+    await settle()
+    assert seen[0] is not transport and seen[1] is transport and len(transport.writes) == 2
+    protocol.connection_lost(None)

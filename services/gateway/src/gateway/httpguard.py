@@ -51,32 +51,38 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class HeadWithBody:
-    """The transport as one response sees it: its first write (uvicorn's status line and headers) is
-    held until the next one, which carries it along, or until the event loop's next turn, whichever
-    comes first. A streamed response's headers and first events, or a whole response's headers and
-    body, are one send instead of two. Later writes pass straight through."""
+    """The transport a response's cycle writes to until its head is out: the first write (uvicorn's
+    status line and headers) is held until the next one, which carries it along, or until the event
+    loop's next turn, whichever comes first. A streamed response's headers and first events, or a whole
+    response's headers and body, are one send instead of two. Then the cycle is given the transport
+    itself back, so the writes of the rest (every token of a stream) pay for no wrapper."""
 
-    __slots__ = ("_first", "_head", "_loop", "_transport")
+    __slots__ = ("_cycle", "_head", "_loop", "_transport")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, cycle: Any, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._cycle = cycle
         self._transport = transport
         self._loop = loop
         self._head: bytes | None = None
-        self._first = True
 
     def write(self, data: bytes) -> None:
-        if self._head is not None:
-            data, self._head = self._head + data, None
-        elif self._first and data != CONTINUE:  # an interim 100 goes out at once: the client waits for it
-            self._first = False
-            self._head = data
-            self._loop.call_soon(self._release)
+        if self._head is None:
+            if data == CONTINUE:  # an interim 100 goes out at once: the client waits for it to send the body
+                self._transport.write(data)
+            else:
+                self._head = data
+                self._loop.call_soon(self._release)
             return
-        self._transport.write(data)
+        head, self._head = self._head, None
+        self._cycle.transport = self._transport
+        self._transport.write(head + data)
 
     def _release(self) -> None:
         head, self._head = self._head, None
-        if head is not None and not self._transport.is_closing():
+        if head is None:  # gone with the body already
+            return
+        self._cycle.transport = self._transport
+        if not self._transport.is_closing():
             self._transport.write(head)
 
     def close(self) -> None:
@@ -142,7 +148,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.transport is self.transport:  # not for an upgrade, which made none
-            cycle.transport = HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
+            cycle.transport = HeadWithBody(cycle, self.transport, self.loop)  # type: ignore[assignment]
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
