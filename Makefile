@@ -10,7 +10,7 @@ PACKAGES := libs/contracts libs/servicekit libs/fakellm libs/devstack libs/cli \
             services/catalog services/billing services/runner services/gateway
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-unit test-integration test-e2e lint typecheck bench contracts helm-lint clean
+.PHONY: help install run test test-unit test-integration test-e2e lint typecheck bench bench-compare contracts helm-lint clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -47,6 +47,10 @@ typecheck: install ## mypy over every package
 
 bench: install ## Benchmarks: added latency and throughput next to the fake LLM called directly
 	$(PY) -m bench
+
+bench-compare: install ## Switchboard next to LiteLLM's proxy in one run (LITELLM=its litellm command; see bench/compare.py)
+	@test -n "$(LITELLM)" || { echo "set LITELLM to the litellm command of its own installation (see bench/compare.py)"; exit 2; }
+	$(PY) -m bench.compare --litellm $(LITELLM)
 
 contracts: install ## Regenerate the committed contract schemas and the AsyncAPI document (libs/contracts/asyncapi.json)
 	$(PY) -m contracts.snapshot --write
