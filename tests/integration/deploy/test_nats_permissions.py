@@ -365,7 +365,7 @@ async def test_a_gateway_whose_user_may_not_offer_runs_stops_offering(conns: dic
     nc = conns["catalog"].nc  # a user with no publish on the offer subject
     offers = RunOffers(nc, S.run_offer)  # type: ignore[arg-type]
     seen = len(conns["catalog"].errors)
-    assert await offers.offer("run-refused", b"{}", {}, 0.5) == "unanswered"
+    assert (await offers.offer("run-refused", b"{}", {}, 0.5)).outcome == "unanswered"
     errors = conns["catalog"].errors[seen:]
     assert errors, "the server reported no permissions violation"
     for error in errors:

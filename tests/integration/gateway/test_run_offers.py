@@ -19,7 +19,11 @@ from .test_chat_stream import say_hello
 
 pytestmark = pytest.mark.integration
 
-Answer = Literal["take", "decline", "answer_late", "frozen"]
+Answer = Literal["take", "decline", "answer_late", "frozen", "decline_late", "take_late"]
+#: When the late answers come, and when a run taken late starts (seconds after the offer; the gateway
+#: waits rpc_timeout_s, 1 s here, for an answer).
+LATE_ANSWER_S = 1.3
+LATE_START_S = 3.5
 
 
 class OfferTaker:
@@ -40,6 +44,12 @@ class OfferTaker:
             return
         if self.answer == "frozen":
             return  # a runner frozen with its subscription still on the server: nothing, ever
+        if self.answer in ("decline_late", "take_late"):
+            # A runner whose event loop lagged: the offer is answered after the gateway stopped waiting.
+            task = asyncio.create_task(self._answer_late(msg.reply, request))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
         if self.answer == "take":
             await self.stack.nc.publish(msg.reply, OFFER_TAKEN)
         # answer_late: the gateway's wait for an answer (rpc_timeout_s, 1 s here) runs out; the run
@@ -48,6 +58,12 @@ class OfferTaker:
         task = asyncio.create_task(self._play(request, delay))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _answer_late(self, reply: str, request: RunRequest) -> None:
+        await asyncio.sleep(LATE_ANSWER_S)
+        await self.stack.nc.publish(reply, OFFER_TAKEN if self.answer == "take_late" else OFFER_DECLINED)
+        if self.answer == "take_late":
+            await self._play(request, LATE_START_S - LATE_ANSWER_S)
 
     async def _play(self, request: RunRequest, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -116,6 +132,33 @@ async def test_an_unanswered_offer_is_not_queued_as_well(stack: Stack, taker: Of
     # The silent runner is offered nothing more for a while: the next run is queued at once.
     assert await _chat(stack, True) == "Hello world"
     assert len(taker.offered) == 1 and len(stack.fakes.run_requests) == 1
+
+
+@pytest.mark.parametrize("answer", ["decline_late"])
+async def test_an_offer_declined_late_is_queued_then(stack: Stack, taker: OfferTaker) -> None:
+    """A runner whose loop lagged past the gateway's wait declines what it can no longer take: nobody
+    has the run, so it is queued when that answer comes, and served (it was lost, a 503, before)."""
+    stack.fakes.agent("agent_hello", say_hello)
+    started = time.monotonic()
+    assert await _chat(stack, True) == "Hello world"
+    assert time.monotonic() - started >= LATE_ANSWER_S
+    assert [r.run_id for r in stack.fakes.run_requests] == [r.run_id for r in taker.offered]  # queued once
+    assert _offers(stack) == {"unanswered": 1}
+    assert stack.fakes.cancels == []
+
+
+@pytest.mark.parametrize("answer", ["take_late"])
+@pytest.mark.parametrize("settings_overrides", [{"queue_timeout_s": 6.0}])
+async def test_an_offer_taken_late_is_waited_for_as_any_run(stack: Stack, taker: OfferTaker) -> None:
+    """Taken after the gateway stopped waiting for the answer: a runner has it, so its start is waited
+    for as long as any run's, not only UNANSWERED_START_S (which ends before this run starts); it is
+    not queued as well."""
+    stack.fakes.agent("agent_hello", say_hello)
+    started = time.monotonic()
+    assert await _chat(stack, True) == "Hello world"
+    assert time.monotonic() - started >= LATE_START_S
+    assert len(taker.offered) == 1 and stack.fakes.run_requests == []
+    assert _offers(stack) == {"unanswered": 1}
 
 
 async def test_with_no_runner_listening_the_run_is_queued(stack: Stack) -> None:

@@ -11,7 +11,10 @@ request on :attr:`contracts.Subjects.run_offer`, which only runners with room li
   offer now and then, not one a run.
 - no answer within the timeout: a runner may have taken the run and its answer been late or lost,
   so it is **not** queued as well (a run must never run twice); the gateway waits for the run's first
-  event, for :data:`UNANSWERED_START_S` rather than the whole queue timeout. A runner that stays silent is
+  event, for :data:`UNANSWERED_START_S` rather than the whole queue timeout, and for the offer's answer
+  all the while (:attr:`Offered.late`). A late ``taken`` makes it wait for the run as for any other; a
+  late ``declined`` — a runner whose event loop lagged past the timeout, which declines what it can no
+  longer take — means nobody has the run, so it is queued then. A runner that stays silent is
   stalled, or dead without its connection closing (a lost node: NATS keeps its subscription until
   its pings go unanswered, minutes by default), and NATS would keep handing it a share of the offers;
   so for :data:`UNANSWERED_PAUSE_S` this gateway offers nothing and queues every run, which any live
@@ -24,17 +27,22 @@ connection, :meth:`RunOffers.heard`) turns offers off for good, with an error in
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import secrets
 import time
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import nats.errors
+from nats.aio.client import NO_RESPONDERS_STATUS
+from nats.js.api import Header
 
 from contracts import OFFER_TAKEN
 from servicekit.natsio import permission_denied
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
+    from nats.aio.msg import Msg
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,18 @@ UNANSWERED_PAUSE_S = 30.0
 UNANSWERED_START_S = 2.0
 
 Outcome = Literal["taken", "unanswered", "declined", "no_runner", "not_sent"]
+#: Answers that settle who has the run: a runner (``taken``), or nobody (the queue's turn).
+ANSWERS: frozenset[Outcome] = frozenset({"taken", "declined", "no_runner"})
+
+
+class Offered(NamedTuple):
+    outcome: Outcome
+    #: For ``unanswered``: the answer should it still come (within the ``late_s`` the offer was given),
+    #: else ``unanswered`` again, or never. None otherwise.
+    late: asyncio.Future[Outcome] | None = None
+
+
+_OFFERED: dict[Outcome, Offered] = {o: Offered(o) for o in ("taken", "declined", "no_runner", "not_sent")}
 
 
 class RunOffers:
@@ -80,33 +100,89 @@ class RunOffers:
                 self._subject,
             )
 
-    async def offer(self, run_id: str, payload: bytes, headers: dict[str, str], timeout_s: float) -> Outcome:
-        """Offer the run; ``taken`` or ``unanswered`` mean it must not be queued as well."""
+    async def offer(
+        self, run_id: str, payload: bytes, headers: dict[str, str], timeout_s: float, late_s: float = 0.0
+    ) -> Offered:
+        """Offer the run; ``taken`` or ``unanswered`` mean it must not be queued as well. An answer that
+        comes after ``timeout_s`` but within ``late_s`` more is :attr:`Offered.late`'s."""
         try:
             # No headers at all rather than an empty block: nats-py would send and the runner parse one.
-            reply = await self._nc.request(self._subject, payload, timeout=timeout_s, headers=headers or None)
-        except nats.errors.NoRespondersError:
-            self._pause()
-            return "no_runner"
-        except nats.errors.TimeoutError:
+            answer = await _ask(self._nc, self._subject, payload, headers or None)
+        except nats.errors.Error as exc:
+            # Not sent (the connection is closed or draining): the queue's publish decides what happens.
+            log.info("run %s: not offered (%s)", run_id, type(exc).__name__)
+            return _OFFERED["not_sent"]
+        try:
+            await asyncio.wait_for(asyncio.shield(answer), timeout_s)
+        except TimeoutError:
             log.warning(
-                "run %s: no answer to its offer within %.1f s; waiting for it to start, and queueing runs "
-                "without offers for %.0f s",
+                "run %s: no answer to its offer within %.1f s; waiting for it to start or answer, and queueing "
+                "runs without offers for %.0f s",
                 run_id,
                 timeout_s,
                 self._unanswered_pause_s,
             )
             self._pause(self._unanswered_pause_s)
-            return "unanswered"
-        except nats.errors.Error as exc:
-            # Not sent (the connection is closed or draining): the queue's publish decides what happens.
-            log.info("run %s: not offered (%s)", run_id, type(exc).__name__)
-            return "not_sent"
-        if reply.data == OFFER_TAKEN:
-            return "taken"
-        self._pause()
-        return "declined"
+            return Offered("unanswered", _late(answer, late_s))
+        except asyncio.CancelledError:
+            answer.cancel()
+            raise
+        outcome = _outcome(answer)
+        if outcome != "taken":
+            self._pause()
+        return _OFFERED[outcome]
 
     def _pause(self, seconds: float | None = None) -> None:
         until = time.monotonic() + (self._pause_s if seconds is None else seconds)
         self._paused_until = max(self._paused_until, until)
+
+
+async def _ask(nc: Client, subject: str, payload: bytes, headers: dict[str, str] | None) -> asyncio.Future[Msg]:
+    """Publish a request, and the future of its reply (nats-py's ``request`` without its wait, which
+    drops an answer that comes after its timeout: an offer's late answer still says who has the run).
+    Uses the connection's reply subscription as ``Client.request`` does (nats-py 2.x, pinned; the
+    offer tests against real NATS fail should it change). Cancelling the future forgets the request."""
+    if nc.is_draining_pubs:
+        raise nats.errors.ConnectionDrainingError
+    if not nc._resp_sub_prefix:
+        await nc._init_request_sub()
+    prefix = nc._resp_sub_prefix
+    assert prefix is not None
+    token = nc._nuid.next()
+    token.extend(secrets.token_hex(2).encode())
+    key = token.decode()
+    answer: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+    answer.add_done_callback(lambda _: nc._resp_map.pop(key, None))
+    nc._resp_map[key] = answer
+    try:
+        await nc.publish(subject, payload, reply=(prefix + token).decode(), headers=headers)
+    except BaseException:
+        answer.cancel()
+        raise
+    return answer
+
+
+def _outcome(answer: asyncio.Future[Msg]) -> Outcome:
+    if answer.cancelled():
+        return "unanswered"
+    reply = answer.result()
+    if reply.headers and reply.headers.get(Header.STATUS) == NO_RESPONDERS_STATUS:
+        return "no_runner"
+    return "taken" if reply.data == OFFER_TAKEN else "declined"
+
+
+def _late(answer: asyncio.Future[Msg], late_s: float) -> asyncio.Future[Outcome]:
+    """The outcome of ``answer`` should it come within ``late_s``; ``unanswered`` if not. Cancelling it
+    forgets the request."""
+    loop = answer.get_loop()
+    late: asyncio.Future[Outcome] = loop.create_future()
+    expire = loop.call_later(late_s, answer.cancel)
+
+    def settle(_: object) -> None:
+        expire.cancel()
+        if not late.done():
+            late.set_result(_outcome(answer))
+
+    answer.add_done_callback(settle)
+    late.add_done_callback(lambda _: answer.cancel())
+    return late

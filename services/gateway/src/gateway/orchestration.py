@@ -11,7 +11,9 @@ module knows nothing of HTTP. Its steps, in order:
    (:mod:`gateway.offers`), else queued on RUNS — already admitted, or overlapped with billing's
    admission (the runner waits for billing's go-ahead); a run admitted but never queued hands its
    hold back at once;
-5. wait for the first event (``started``, or ``failed``): no runner in time is a 503.
+5. wait for the first event (``started``, or ``failed``): no runner in time is a 503. A run whose
+   offer went unanswered waits :data:`~gateway.offers.UNANSWERED_START_S` for it, or for the offer's
+   late answer: ``taken``, it is waited for as any run; ``declined``, it is queued then.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from servicekit.requestid import request_id
 from . import runlog
 from .context import GatewayContext
 from .errors import INSUFFICIENT_QUOTA, INVALID_REQUEST, SERVER, GatewayError, RunStreamError
-from .offers import UNANSWERED_START_S
+from .offers import ANSWERS, UNANSWERED_START_S, Outcome
 from .rpc import call
 from .runs import RunStream
 from .shedding import RETRY_AFTER_S
@@ -201,13 +203,13 @@ async def start_run(ctx: GatewayContext, principal: Principal, agent: AgentSnaps
             unanswered, reservation_id = await admit_and_queue(ctx, run, payload, principal, agent, prompt, max_out)
         if preadmitted is not None:
             preadmitted.refill(principal.user_id, agent, max_out, prompt, defer=run.after_output)
-        wait_s = settings.queue_timeout_s
-        if unanswered:
-            wait_s = min(wait_s, UNANSWERED_START_S)
         try:
-            first = await _first_event(ctx, run, wait_s)
+            if unanswered is None:
+                first = await _first_event(ctx, run, settings.queue_timeout_s)
+            else:
+                first = await _first_event_after_silence(ctx, run, payload, unanswered, principal, reservation_id)
         except GatewayError as exc:
-            if unanswered and exc.info.code == "no_capacity":
+            if unanswered is not None and exc.info.code == "no_capacity" and not _answered(unanswered):
                 # Offered to a runner that neither answered nor started it (frozen, or lost with its
                 # connection still open): nobody else will ever close this run, so its hold goes back
                 # now. The cancel already sent makes that runner drop the run should it wake.
@@ -240,18 +242,61 @@ async def _first_event(ctx: GatewayContext, run: RunStream, wait_s: float) -> Ru
     return first
 
 
-async def hand_over(ctx: GatewayContext, run: RunStream, payload: bytes) -> bool:
+async def hand_over(ctx: GatewayContext, run: RunStream, payload: bytes) -> asyncio.Future[Outcome] | None:
     """Offer the run to a runner with a free slot (:mod:`gateway.offers`); one that is not taken goes on
-    the RUNS queue. Raises when it could not be queued. True when the offer went unanswered: the run
-    is neither known to be taken nor queued (see :data:`gateway.offers.UNANSWERED_START_S`)."""
+    the RUNS queue. Raises when it could not be queued. When the offer went unanswered, the run is
+    neither known to be taken nor queued: the offer's late answer is returned, to be waited for with
+    the run's first event (:func:`_first_event_after_silence`)."""
     offers = ctx.offers
     if offers is not None and offers.worth_offering():
-        outcome = await offers.offer(run.run_id, payload, trace_headers(), ctx.settings.rpc_timeout_s)
-        ctx.metrics.run_offers.labels(outcome).inc()
-        if outcome in ("taken", "unanswered"):
-            return outcome == "unanswered"
+        offered = await offers.offer(
+            run.run_id, payload, trace_headers(), ctx.settings.rpc_timeout_s, late_s=UNANSWERED_START_S
+        )
+        ctx.metrics.run_offers.labels(offered.outcome).inc()
+        if offered.outcome == "taken":
+            return None
+        if offered.late is not None:  # unanswered
+            return offered.late
     await run.publish(ctx.js, payload, ctx.settings.rpc_timeout_s)
-    return False
+    return None
+
+
+def _answered(late: asyncio.Future[Outcome]) -> bool:
+    """Whether an unanswered offer's late answer came: a runner has the run, or the queue does."""
+    return late.done() and not late.cancelled() and late.result() in ANSWERS
+
+
+async def _first_event_after_silence(
+    ctx: GatewayContext,
+    run: RunStream,
+    payload: bytes,
+    late: asyncio.Future[Outcome],
+    principal: Principal,
+    reservation_id: str | None,
+) -> RunEvent:
+    """The first event of a run whose offer went unanswered: within :data:`UNANSWERED_START_S` (a runner
+    took it, and its answer was lost or is late), unless the late answer comes first. Late ``taken``: the
+    run is waited for as any run. Late ``declined`` (or no runner): nobody has it, so it is queued now
+    and waited for as any queued run."""
+    first = asyncio.ensure_future(_first_event(ctx, run, min(ctx.settings.queue_timeout_s, UNANSWERED_START_S)))
+    try:
+        await asyncio.wait((first, late), return_when=asyncio.FIRST_COMPLETED)
+        if first.done() or not _answered(late):
+            return await first
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        log.info("run %s: its offer was answered late (%s)", run.run_id, late.result())
+        if late.result() != "taken":
+            try:
+                await run.publish(ctx.js, payload, ctx.settings.rpc_timeout_s)
+            except Exception as exc:
+                await release_unqueued(ctx, run, principal, reservation_id)
+                raise _queue_unavailable(run.run_id, exc) from exc
+        return await _first_event(ctx, run, ctx.settings.queue_timeout_s)
+    finally:
+        first.cancel()
+        late.cancel()
 
 
 def encode_run(request: RunRequest, max_payload: int) -> bytes:
@@ -306,7 +351,7 @@ async def admit_and_queue(
     agent: AgentSnapshot,
     prompt: int,
     max_out: int,
-) -> tuple[bool, str | None]:
+) -> tuple[asyncio.Future[Outcome] | None, str | None]:
     """Admission and the trip through the run queue, overlapped: the request is queued at once, marked
     as awaiting admission, and a runner that takes it meanwhile calls no model until billing's
     go-ahead (RunAdmitted, sent with the admission's answer); a refused run is cancelled. Returns what
