@@ -12,10 +12,11 @@ The bench stack starts as ``python -m bench.probes`` starts it (one process of e
 NATS / PostgreSQL / Redis). LiteLLM's proxy starts with a config that names the fake LLM's two bench
 models (an OpenAI-compatible provider each), a master key, no database, its access log off (the
 gateway logs at ``WARNING`` here), ``--workers`` uvicorn workers (1, its default). Then, every phase
-taken in turn on the three targets — the fake LLM called directly, Switchboard, LiteLLM:
+taken in turn on the three targets — the fake LLM called directly, Switchboard, LiteLLM — each target's
+part starting once every watched process is idle (:data:`QUIET_SHARE`):
 
-1. light load: streams of the instant model one at a time, the three targets taken request by request:
-   added time to first token p50 / p99;
+1. light load: streams of the instant model one at a time, each proxy in a pass of its own with the
+   provider called directly, the two taken request by request: added time to first token p50 / p99;
 2. 64 open streams of the paced model (starts spread over one stream's length, each replaced as it
    ends): added time to first token p99 and added inter-token gap p99;
 3. 64 streams of the paced model opened at the same instant: added time to first token p99;
