@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -226,8 +227,13 @@ async def start_run(ctx: GatewayContext, principal: Principal, agent: AgentSnaps
 
 
 async def _first_event(ctx: GatewayContext, run: RunStream, wait_s: float) -> RunEvent:
+    return await _checked_first(ctx, run, run.next(wait_s))
+
+
+async def _checked_first(ctx: GatewayContext, run: RunStream, waiting: Awaitable[RunEvent]) -> RunEvent:
+    """The run's first event as ``waiting`` brings it: a failure, or none in time, is the client's error."""
     try:
-        first = await run.next(wait_s)
+        first = await waiting
     except RunStreamError as exc:
         # A runner that pulls it later must drop it: the client has its answer.
         await run.cancel("deadline")
@@ -278,11 +284,12 @@ async def _first_event_after_silence(
     took it, and its answer was lost or is late), unless the late answer comes first. Late ``taken``: the
     run is waited for as any run. Late ``declined`` (or no runner): nobody has it, so it is queued now
     and waited for as any queued run."""
-    first = asyncio.ensure_future(_first_event(ctx, run, min(ctx.settings.queue_timeout_s, UNANSWERED_START_S)))
+    # The wait alone in a task of its own: cancelled, it has done nothing (no cancel sent for the run).
+    first = asyncio.ensure_future(run.next(min(ctx.settings.queue_timeout_s, UNANSWERED_START_S)))
     try:
         await asyncio.wait((first, late), return_when=asyncio.FIRST_COMPLETED)
         if first.done() or not _answered(late):
-            return await first
+            return await _checked_first(ctx, run, first)
         first.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await first
