@@ -91,6 +91,11 @@ def _offers(stack: Stack) -> dict[str, float]:
     return {o: v for o in outcomes if (v := metric.labels(o)._value.get())}
 
 
+def _late_answers(stack: Stack) -> dict[str, float]:
+    metric = stack.app.state.ctx.metrics.run_offers_late
+    return {a: v for a in ("taken", "declined", "no_runner") if (v := metric.labels(a)._value.get())}
+
+
 async def _chat(stack: Stack, stream: bool) -> str:
     async with stack.client() as client:
         if not stream:
@@ -144,6 +149,7 @@ async def test_an_offer_declined_late_is_queued_then(stack: Stack, taker: OfferT
     assert time.monotonic() - started >= LATE_ANSWER_S
     assert [r.run_id for r in stack.fakes.run_requests] == [r.run_id for r in taker.offered]  # queued once
     assert _offers(stack) == {"unanswered": 1}
+    assert _late_answers(stack) == {"declined": 1}
     assert stack.fakes.cancels == []
 
 
@@ -159,6 +165,7 @@ async def test_an_offer_taken_late_is_waited_for_as_any_run(stack: Stack, taker:
     assert time.monotonic() - started >= LATE_START_S
     assert len(taker.offered) == 1 and stack.fakes.run_requests == []
     assert _offers(stack) == {"unanswered": 1}
+    assert _late_answers(stack) == {"taken": 1}
 
 
 async def test_with_no_runner_listening_the_run_is_queued(stack: Stack) -> None:

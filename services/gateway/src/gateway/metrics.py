@@ -75,6 +75,13 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.run_offers_late = Counter(
+            "gateway_run_offers_answered_late",
+            "Unanswered offers whose answer came while the run's first event was awaited, by answer: taken "
+            "(waited for as any run), declined or no_runner (queued then)",
+            ["answer"],
+            registry=self.registry,
+        )
         self.shed = Counter(
             "gateway_requests_shed",
             "Requests refused at once because the gateway is at a limit",

@@ -294,6 +294,7 @@ async def _first_event_after_silence(
         with contextlib.suppress(asyncio.CancelledError):
             await first
         log.info("run %s: its offer was answered late (%s)", run.run_id, late.result())
+        ctx.metrics.run_offers_late.labels(late.result()).inc()
         if late.result() != "taken":
             try:
                 await run.publish(ctx.js, payload, ctx.settings.rpc_timeout_s)
