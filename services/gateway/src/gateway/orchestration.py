@@ -206,7 +206,7 @@ async def start_run(ctx: GatewayContext, principal: Principal, agent: AgentSnaps
             preadmitted.refill(principal.user_id, agent, max_out, prompt, defer=run.after_output)
         try:
             if unanswered is None:
-                first = await _first_event(ctx, run, settings.queue_timeout_s)
+                first = await _first_event(ctx, run, run.next(settings.queue_timeout_s))
             else:
                 first = await _first_event_after_silence(ctx, run, payload, unanswered, principal, reservation_id)
         except GatewayError as exc:
@@ -226,12 +226,9 @@ async def start_run(ctx: GatewayContext, principal: Principal, agent: AgentSnaps
             await run.close()
 
 
-async def _first_event(ctx: GatewayContext, run: RunStream, wait_s: float) -> RunEvent:
-    return await _checked_first(ctx, run, run.next(wait_s))
-
-
-async def _checked_first(ctx: GatewayContext, run: RunStream, waiting: Awaitable[RunEvent]) -> RunEvent:
-    """The run's first event as ``waiting`` brings it: a failure, or none in time, is the client's error."""
+async def _first_event(ctx: GatewayContext, run: RunStream, waiting: Awaitable[RunEvent]) -> RunEvent:
+    """The run's first event as ``waiting`` (its ``run.next``) brings it: a failure, or none in time, is
+    the client's error."""
     try:
         first = await waiting
     except RunStreamError as exc:
@@ -289,7 +286,7 @@ async def _first_event_after_silence(
     try:
         await asyncio.wait((first, late), return_when=asyncio.FIRST_COMPLETED)
         if first.done() or not _answered(late):
-            return await _checked_first(ctx, run, first)
+            return await _first_event(ctx, run, first)
         first.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await first
@@ -301,7 +298,7 @@ async def _first_event_after_silence(
             except Exception as exc:
                 await release_unqueued(ctx, run, principal, reservation_id)
                 raise _queue_unavailable(run.run_id, exc) from exc
-        return await _first_event(ctx, run, ctx.settings.queue_timeout_s)
+        return await _first_event(ctx, run, run.next(ctx.settings.queue_timeout_s))
     finally:
         first.cancel()
         late.cancel()
