@@ -35,10 +35,7 @@ import functools
 import json
 import os
 import secrets
-import signal
-import socket
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -46,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from devstack.procs import ManagedProcess, free_port
 
 from .loadgen import (
     StreamResult,
@@ -91,12 +90,6 @@ QUIET_LOGGING = {
 STARTUP_S = 180.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _tree_cpu_s(pid: int) -> float:
     """CPU seconds of ``pid`` and its children (uvicorn's workers)."""
     children = Path(f"/proc/{pid}/task/{pid}/children")
@@ -113,38 +106,21 @@ async def litellm_proxy(
     (workdir / "config.yaml").write_text(LITELLM_CONFIG)
     (workdir / "logging.json").write_text(json.dumps(QUIET_LOGGING))
     key = f"sk-{secrets.token_hex(24)}"
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "LITELLM_MASTER_KEY": key, "BENCH_PROVIDER_URL": f"{provider_url}/v1", "LITELLM_LOG": "ERROR"}
     argv = [command, "--config", str(workdir / "config.yaml"), "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--num_workers", str(workers), "--log_config", str(workdir / "logging.json")]
-    log = (workdir / "litellm.log").open("wb")
-    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    proxy = ManagedProcess(
+        "litellm", argv, log_path=workdir / "litellm.log", env=env, ready_url=f"{url}/health/liveliness"
+    )
+    proxy.start()
     try:
-        deadline = time.monotonic() + STARTUP_S
-        async with aiohttp.ClientSession() as http:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"LiteLLM exited with {proc.returncode}; see {workdir / 'litellm.log'}")
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"{url}/health/liveliness") as resp:
-                        if resp.status == 200:
-                            break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"LiteLLM did not answer within {STARTUP_S:.0f} s; see {workdir / 'litellm.log'}"
-                    )
-                await asyncio.sleep(0.5)
-        yield url, {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}, proc.pid
+        await asyncio.to_thread(proxy.wait_ready, STARTUP_S)
+        assert proxy.pid is not None
+        yield url, {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}, proxy.pid
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+        await asyncio.to_thread(proxy.stop, 15.0)
 
 
 Target = tuple[str, dict[str, str], str, str]  # url, headers, instant model, paced model
