@@ -17,6 +17,10 @@ bench's paced model (20 tokens/s) kept open for 10 s, straight to the fake LLM a
 same instant, straight to the fake LLM and then through the gateway: the first round meets a cold
 gateway (no runs admitted ahead yet), the later ones a warm one.
 
+``python -m bench.probes timeline [--rounds N]``: rounds of 200 streams of the instant model one at a
+time through chat completions, with the gateway and the runner marking each step of the way to the
+first token (:mod:`bench.timeline`): the median time of each step, in µs, and what a mark costs.
+
 ``--runners N`` runs N runner processes (each probe's default is above); ``--env`` sets a service's setting.
 """
 
@@ -26,12 +30,17 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
+import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from devstack.stack import Stack
 
+from . import timeline
 from .capacity_bench import RATE_MODEL, rate, rate_body, script_rate_model
 from .loadgen import (
     StreamResult,
@@ -41,6 +50,7 @@ from .loadgen import (
     make_client,
     percentile,
     sequential_streams,
+    stream_once,
     summary_ms,
 )
 from .stack_bench import (
@@ -58,6 +68,8 @@ from .stack_bench import (
 )
 
 SERVICES = ("gateway", "runner", "billing")
+ROOT = Path(__file__).resolve().parent.parent
+HOOK = ROOT / "bench" / "timeline_hook"
 
 
 def _ms(values: list[float]) -> dict[str, float]:
@@ -154,6 +166,43 @@ async def light(rounds: int, env: dict[str, dict[str, str]], runners: int = 1) -
             return await _rounds(rounds, measure)
 
 
+async def timeline_probe(rounds: int, env: dict[str, dict[str, str]], runners: int = 1) -> list[Row]:
+    folder = Path(tempfile.mkdtemp(prefix="switchboard-timeline-")) / "marks"
+    folder.mkdir()
+    hook = {"PYTHONPATH": f"{HOOK}{os.pathsep}{ROOT}", timeline.ENV: str(folder)}
+    env = {**env, **{service: {**hook, **env.get(service, {})} for service in ("gateway", "runner")}}
+    os.environ[timeline.ENV] = str(folder)  # for mark() here, the client's own marks
+    timeline.install()
+    cost = timeline.mark_cost_us()
+    async with _stack(env, INSTANT, runners) as (stack, headers, agents):
+        url, body = f"{stack.gateway_url}/v1/chat/completions", chat_body(agents[INSTANT])
+        direct_url, direct_body = f"{stack.fakellm_url}/v1/chat/completions", chat_body(INSTANT)
+        async with make_client(8) as client:
+            await sequential_streams(client, url, headers, body, 20)  # warm the path
+
+            async def measure() -> Row:
+                for file in folder.glob("*.log"):
+                    file.write_bytes(b"")
+                ttft, direct = [], []
+                for _ in range(200):
+                    direct.append(await stream_once(client, direct_url, DIRECT_HEADERS, direct_body))
+                    sent_ns, sent = time.time_ns(), time.perf_counter()
+                    timeline.mark(timeline.CLIENT_START, sent_ns)
+                    result = await stream_once(client, url, headers, body)
+                    timeline.mark(timeline.CLIENT_FIRST, sent_ns + round((result.start + result.ttft - sent) * 1e9))
+                    ttft.append(result.ttft)
+                durations, complete = timeline.steps(timeline.read(folder))
+                return {
+                    "direct_p50_ms": round(percentile([r.ttft for r in direct], 50) * 1000, 2),
+                    "ttft_p50_ms": round(percentile(ttft, 50) * 1000, 2),
+                    "requests_with_every_step": complete,
+                    "mark_cost_us": round(cost, 1),
+                    "steps_us": durations,
+                }
+
+            return await _rounds(rounds, measure)
+
+
 async def tokens(rounds: int, env: dict[str, dict[str, str]], runners: int = 2, streams: int = 500) -> list[Row]:
     env = {**env, "runner": {"RUNNER_CONCURRENCY": str(streams), **env.get("runner", {})}}
     async with bench_stack(runners=runners, service_env=env) as stack:
@@ -185,7 +234,7 @@ async def tokens(rounds: int, env: dict[str, dict[str, str]], runners: int = 2, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.probes", description=__doc__)
-    parser.add_argument("probe", choices=["saturation", "burst", "light", "tokens"])
+    parser.add_argument("probe", choices=["saturation", "burst", "light", "tokens", "timeline"])
     parser.add_argument("--streams", type=int, default=500, help="tokens: streams kept open")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runners", type=int, help="runner processes (default: 1; tokens: 2)")
@@ -206,7 +255,8 @@ def main() -> None:
     if args.probe == "tokens":
         asyncio.run(tokens(args.rounds, env, streams=args.streams, **runners))
     else:
-        asyncio.run({"saturation": saturation, "burst": burst, "light": light}[args.probe](args.rounds, env, **runners))
+        probes = {"saturation": saturation, "burst": burst, "light": light, "timeline": timeline_probe}
+        asyncio.run(probes[args.probe](args.rounds, env, **runners))
 
 
 if __name__ == "__main__":
