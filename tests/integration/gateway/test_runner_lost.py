@@ -76,3 +76,50 @@ async def test_no_runner_alive_is_a_503_at_once(stack: Stack) -> None:
     assert resp.headers["retry-after"] == "2"
     assert time.monotonic() - started < 1
     assert stack.fakes.admit_requests == []  # nothing held
+
+
+@pytest.mark.parametrize("settings_overrides", [{"runner_lost_s": LOST_AFTER_S, "idle_timeout_s": 30}])
+@pytest.mark.parametrize("stream", [True, False])
+async def test_a_retry_of_a_keyed_run_whose_runner_was_lost_gets_the_same_failure_at_once(
+    stack: Stack, stream: bool
+) -> None:
+    """The runner cannot end the run any more, so the gateway that saw it go stores the failure as the
+    run's last event: a retry of the key replays it at once (not the idle timeout's run_timeout)."""
+    dead = asyncio.Event()
+
+    async def dies_mid_stream(run: RunContext) -> None:
+        await beat(stack, "runner-gone-too")
+        await run.emit(RunStarted, runner_id="runner-gone-too")
+        await run.emit(TextDelta, delta="Hel")
+        dead.set()
+
+    stack.fakes.agent("agent_gone", dies_mid_stream)
+    beating = asyncio.create_task(heartbeats(stack, "runner-gone-too", dead))
+    key = f"lost-{stream}"
+    body: dict[str, Any] = {"model": "agent_gone", "messages": HI, "stream": stream}
+    auth = {"Authorization": f"Bearer {KEY}", "Idempotency-Key": key}
+    async with stack.http() as http:
+        first = await http.post("/v1/chat/completions", json=body, headers=auth)
+        await beating
+        retries = []
+        for extra in ({}, {"Last-Event-ID": "0"}) if stream else ({},):
+            started = time.monotonic()
+            retries.append((await http.post("/v1/chat/completions", json=body, headers=auth | extra), started))
+    if stream:
+        assert first.status_code == 200 and '"code":"runner_lost"' in first.text.replace(" ", "")
+        whole = first.text
+        for (retry, started), cut in zip(retries, (0, 1), strict=True):
+            took = time.monotonic() - started
+            assert took < 3, f"the retry waited {took:.1f} s (idle timeout 30 s)"
+            assert retry.status_code == 200 and '"code":"runner_lost"' in retry.text.replace(" ", "")
+            assert retry.text.rstrip().endswith("data: [DONE]")
+            # the same frames as the first answer's (after the id the client had, when it sent one)
+            frames = whole.split("\n\n")
+            assert retry.text.split("\n\n") == (
+                frames if cut == 0 else [f for f in frames if not f.startswith("id: 0\n")]
+            )
+    else:
+        assert first.status_code == 502 and first.json()["error"]["code"] == "runner_lost"
+        (retry, started) = retries[0]
+        assert time.monotonic() - started < 3
+        assert retry.status_code == 502 and retry.json() == first.json()

@@ -19,10 +19,12 @@ class FakeRun:
         self.runner_id: str | None = None
         self.failed: list[ErrorInfo] = []
         self.causes: list[str | None] = []
+        self.recorded: list[bool] = []
 
-    def fail(self, info: ErrorInfo, cause: str | None = None) -> None:
+    def fail(self, info: ErrorInfo, cause: str | None = None, *, record: bool = False) -> None:
         self.failed.append(info)
         self.causes.append(cause)
+        self.recorded.append(record)
 
 
 def beat(runner: str) -> Any:
@@ -45,6 +47,7 @@ async def test_a_silent_runner_fails_its_runs_and_only_its_runs() -> None:
     assert watch.sweep_once() == 1
     assert [e.code for e in on_r1.failed] == ["runner_lost"] and on_r1.failed[0].status == 502
     assert on_r1.causes == ["runner r1 sent no heartbeat for 3.5 s (runner lost)"]
+    assert on_r1.recorded == [True]  # the run's end goes into RUN_EVENTS, for a retry of its key
     assert on_r2.failed == [] and unknown.failed == []
     assert watch.sweep_once() == 0  # failed once, not again
 

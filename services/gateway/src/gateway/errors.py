@@ -59,9 +59,12 @@ class ServiceUnavailable(GatewayException):
 class RunStreamError(GatewayException):
     """The run's event stream broke: rendered as an error chunk (or an error status before headers)."""
 
-    def __init__(self, info: ErrorInfo) -> None:
+    def __init__(self, info: ErrorInfo, seq: int | None = None) -> None:
         super().__init__(info.message)
         self.info = info
+        #: The event number the failure has in RUN_EVENTS, when it was stored there as the run's end
+        #: (a lost runner's): a stream frames it with that id, as a retry replaying it does.
+        self.seq = seq
 
 
 class ClientGone(GatewayException):

@@ -4,7 +4,9 @@ Every runner publishes a heartbeat about once a second (:mod:`contracts.fleet`);
 only the runner's id, from a header, never the body. A run is watched from its ``started`` event (which
 names its runner) until it closes. A runner that has been heard and then says nothing for
 ``lost_after_s`` is taken for dead: each of its runs still open here ends with a ``runner_lost``
-error (billing, hearing the same silence, bills the model calls in flight and releases their holds).
+error (billing, hearing the same silence, bills the model calls in flight and releases their holds),
+and that error is stored as the run's last event in RUN_EVENTS, where a retry of the run's
+``Idempotency-Key`` finds it (:meth:`~gateway.runs.RunStream.record_failure`).
 A runner never heard from (one that publishes no heartbeat) is left to the idle timeout.
 
 When runners have been heard but none is alive now, :meth:`RunnerWatch.none_alive` lets a new
@@ -95,7 +97,7 @@ class RunnerWatch:
                 log.error("runner %s fell silent: failing its %d open runs", runner, len(runs))
             cause = f"runner {runner} sent no heartbeat for {self._clock() - seen:.1f} s (runner lost)"
             for run in runs:
-                run.fail(runner_lost(runner), cause)
+                run.fail(runner_lost(runner), cause, record=True)
             failed += len(runs)
             self.lost_total += len(runs)
             if seen < cutoff - 60:  # long gone: forget it (a restarted runner comes back under a new id)

@@ -162,7 +162,7 @@ class ChatStreamResponse(Response):
                 event = await run.next(idle)
             except RunStreamError as exc:
                 metrics.runs.labels(exc.info.code or "error").inc()
-                frame = with_id(seq, error_chunk(exc.info) + DONE)
+                frame = with_id(seq if exc.seq is None else exc.seq, error_chunk(exc.info) + DONE)
                 break
         pending.append(frame)
         await send({"type": "http.response.body", "body": b"".join(pending), "more_body": False})

@@ -35,10 +35,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import NoStreamResponseError
+from nats.js.errors import NoStreamResponseError, NotFoundError
 from pydantic import ValidationError
 
 from contracts import RUN_EVENT, CancelRun, ErrorInfo, RunEvent, RunFailed, RunRequest, Subjects
+from contracts.subjects import MSG_ID_HEADER
 from servicekit.natsio import trace_headers
 
 from . import runlog
@@ -62,8 +63,10 @@ _RECOVER_RETRIES = (0.1, 0.3, 0.6, 1.0, 1.0, 1.0, 1.0)
 _RECOVER_BATCH = 256
 #: Every run open in this process, so a reconnect can make each read what it missed.
 _OPEN: weakref.WeakSet[RunStream] = weakref.WeakSet()
-#: Runs being stopped for a slow client (the tasks that do it, kept until done).
+#: Runs being stopped for a slow client, and lost runs' ends being recorded (the tasks, kept until done).
 _OVERFLOWING: set[asyncio.Future[None]] = set()
+#: How long recording a lost run's end in RUN_EVENTS may take (two round trips to NATS), at most.
+RECORD_LOST_TIMEOUT_S = 5.0
 #: Bytes of events one stream holds for its client at most, unless told otherwise.
 DEFAULT_BUFFER_BYTES = 1024 * 1024
 #: How many times :meth:`RunStream.publish` tries to queue a run, and its pause before trying again
@@ -215,11 +218,12 @@ async def subscribe_direct(nc: Client, subject: str, deliver: Callable[[bytes], 
 class _Failure:
     """A failure found outside the run's events (its runner was lost), queued to wake :meth:`RunStream.next`."""
 
-    __slots__ = ("cause", "info")
+    __slots__ = ("cause", "info", "recorded")
 
-    def __init__(self, info: ErrorInfo, cause: str | None) -> None:
+    def __init__(self, info: ErrorInfo, cause: str | None, recorded: bool = False) -> None:
         self.info = info
         self.cause = cause
+        self.recorded = recorded
 
 
 class RunStream:
@@ -364,17 +368,47 @@ class RunStream:
         """Whether another event (or the client's departure) is already waiting: :meth:`next` won't wait."""
         return self._expected in self._ahead or not self._queue.empty()
 
-    def fail(self, info: ErrorInfo, cause: str | None = None) -> None:
+    def fail(self, info: ErrorInfo, cause: str | None = None, *, record: bool = False) -> None:
         """Wake :meth:`next` with a :class:`RunStreamError` (the run's runner was lost); ``cause`` is for
-        the log line, never the client."""
-        self._queue.put_nowait(_Failure(info, cause))
+        the log line, never the client. With ``record``, the failure also becomes the run's last event
+        in RUN_EVENTS (:meth:`record_failure`), in the background."""
+        recorded = record and self._js is not None
+        self._queue.put_nowait(_Failure(info, cause, recorded))
+        if recorded:
+            task = asyncio.ensure_future(self.record_failure(info))
+            _OVERFLOWING.add(task)
+            task.add_done_callback(_OVERFLOWING.discard)
 
-    def _failed(self, info: ErrorInfo, cause: str | None) -> RunStreamError:
+    async def record_failure(self, info: ErrorInfo) -> None:
+        """Store a ``failed`` event after the run's last one in RUN_EVENTS, for a run whose runner can
+        no longer end it (lost): whoever reads the run again — a retry of its ``Idempotency-Key``, on
+        any gateway — then gets this failure at once, instead of waiting out the idle timeout for events
+        that will never come. Stored once, whichever gateways record it (its message id). Best effort:
+        NATS unreachable, the retry times out as before; a runner that was only slow, not gone, and
+        publishes again is read after this end by nobody."""
+        if self._js is None:
+            return
+        subject = self._subjects.run_events(self.run_id)
+        try:
+            async with asyncio.timeout(RECORD_LOST_TIMEOUT_S):
+                try:
+                    last = await self._js.get_last_msg(self._subjects.run_events_stream, subject)
+                    seq = RUN_EVENT.validate_json(last.data).seq + 1 if last.data else 0
+                except NotFoundError:
+                    seq = 0
+                event = RunFailed(run_id=self.run_id, seq=seq, error=info)
+                await self._js.publish(
+                    subject, event.model_dump_json().encode(), headers={MSG_ID_HEADER: f"{self.run_id}:lost"}
+                )
+        except Exception:
+            log.warning("run %s: its end could not be recorded in RUN_EVENTS", self.run_id, exc_info=True)
+
+    def _failed(self, info: ErrorInfo, cause: str | None, seq: int | None = None) -> RunStreamError:
         """Log the run's failure (the first one only) and return the error to raise."""
         if not self._failure_logged:
             self._failure_logged = True
             runlog.failed(self.run_id, info, cause, runner_id=self.runner_id)
-        return RunStreamError(info)
+        return RunStreamError(info, seq)
 
     def client_gone(self) -> None:
         """Wake :meth:`next` with :class:`ClientGone` (called when the HTTP client disconnects)."""
@@ -399,7 +433,8 @@ class RunStream:
             if data is _CLIENT_GONE:
                 raise ClientGone
             if isinstance(data, _Failure):
-                raise self._failed(data.info, data.cause)
+                # Stored as the event after the last one read (record_failure): numbered so.
+                raise self._failed(data.info, data.cause, self._expected if data.recorded else None)
             if data is _RECOVER:
                 await self._recover()
                 continue
@@ -449,7 +484,8 @@ class RunStream:
             if data is _CLIENT_GONE:
                 raise ClientGone
             if isinstance(data, _Failure):
-                raise self._failed(data.info, data.cause)
+                # Stored as the event after the last one read (record_failure): numbered so.
+                raise self._failed(data.info, data.cause, self._expected if data.recorded else None)
             if data is _RECOVER:
                 continue  # reading RUN_EVENTS again is what this wait is between
             event = self._decode(data)  # type: ignore[arg-type]
