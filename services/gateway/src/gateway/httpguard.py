@@ -96,6 +96,16 @@ class HeadWithBody:
         return getattr(self._transport, name)
 
 
+#: What the request line adds to its URL (method, spaces, version, CRLF), and a header line to its
+#: name and value (": ", CRLF), counted against ``max_header_bytes``.
+_REQUEST_LINE_BYTES = 16
+_HEADER_LINE_BYTES = 4
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback to stop the parser (httptools reports it as a parser error)."""
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """The httptools protocol, with a size and a time limit on each request's line and headers."""
 
@@ -108,6 +118,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._head_parsed = 0  # bytes of the request line and headers the parser has handed over
+        self._head_too_large = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -124,16 +136,29 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._in_head = True
             self._head_bytes += len(data)
         # Fed first, checked after: one read (at most a few hundred KiB) may end the headers and
-        # carry the start of the body, which is not the headers' size.
+        # carry the start of the body, which is not the headers' size. Headers that end within the
+        # read are counted as the parser hands them over (on_url, on_header).
         super().data_received(data)
         if self._in_head and self._head_bytes > self.max_header_bytes:
-            self._refuse(
-                431,
-                f"The request line and headers are larger than {self.max_header_bytes} bytes.",
-                "request_header_fields_too_large",
-            )
+            self._refuse_too_large()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url) + _REQUEST_LINE_BYTES)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + _HEADER_LINE_BYTES)
+        super().on_header(name, value)
+
+    def _count_head(self, size: int) -> None:
+        self._head_parsed += size
+        if self._head_parsed > self.max_header_bytes:
+            # Stops the parser: uvicorn answers through send_400_response, which answers 431 instead.
+            self._head_too_large = True
+            raise _HeadTooLarge
 
     def on_message_begin(self) -> None:
+        self._head_parsed = 0
         super().on_message_begin()
         if not self._in_head:
             # A pipelined or keep-alive request: count and time it from here.
@@ -157,7 +182,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """What uvicorn answers a request its parser refused, in the envelope (then it stops reading)."""
+        if self._head_too_large:
+            self._refuse_too_large()
+            return
         self._refuse(400, "The HTTP request is malformed and could not be read.", "invalid_http_request")
+
+    def _refuse_too_large(self) -> None:
+        self._refuse(
+            431,
+            f"The request line and headers are larger than {self.max_header_bytes} bytes.",
+            "request_header_fields_too_large",
+        )
 
     def _arm(self) -> None:
         self._disarm()
