@@ -128,3 +128,43 @@ def test_production_refuses_weak_admin_tokens(monkeypatch: pytest.MonkeyPatch) -
     assert GatewaySettings().admin_token == "x" * 40
     monkeypatch.setenv("GATEWAY_PORT", "9999")
     assert GatewaySettings().port == 9999
+
+
+def _part(part: dict[str, object]) -> bytes:
+    return _body(messages=[{"role": "user", "content": [part]}])
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        # A content part: the one problem, where it is (not "content: Input should be a valid string" from
+        # the string the content could also have been, nor the part's tag twice in the path).
+        (
+            _part({"type": "input_audio", "input_audio": {"data": "AAAA", "format": "ogg"}}),
+            "Invalid value for 'messages[0].content[0].input_audio.format': Input should be 'wav' or 'mp3'.",
+        ),
+        (_part({"type": "text"}), "Missing required parameter: 'messages[0].content[0].text'."),
+        (
+            _part({"type": "image_url", "image_url": {"url": "u", "detail": "ultra"}}),
+            "Invalid value for 'messages[0].content[0].image_url.detail': Input should be 'auto', 'low' or 'high'.",
+        ),
+        (_body(temperature="hot"), "Invalid value for 'temperature': Input should be a valid number."),
+        (_body(temperature=True), "Invalid value for 'temperature': Input should be a valid number."),
+        (_body(model=""), "Invalid value for 'model': String should have at least 1 character."),
+    ],
+)
+def test_a_bad_value_is_named_once_where_it_is(raw: bytes, message: str) -> None:
+    err = bad(raw)
+    assert err.info.message == message
+    assert err.info.param == message.split("'")[1]
+
+
+def test_a_union_tag_is_not_a_parameter() -> None:
+    tagged = "list[tagged-union[TextPart,ImagePart]]"
+    assert param_from_loc(("messages", 0, "content", tagged, 0, "image_url", "image_url", "url")) == (
+        "messages[0].content[0].image_url.url"
+    )
+    # a tag of another name than the field after it
+    assert param_from_loc(("input", tagged, 1, "message", "content")) == "input[1].content"
+    # a discriminated union straight on a field: its tag, named as OpenAI names parts, once
+    assert param_from_loc(("tool_choice", "function", "function", "name")) == "tool_choice.function.name"

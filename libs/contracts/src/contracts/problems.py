@@ -26,17 +26,28 @@ MAX_LISTED = 20
 
 def param_from_loc(loc: Sequence[int | str]) -> str | None:
     """A pydantic error location as a parameter name: ``("tools", 0)`` → ``tools[0]``. Union member
-    tags (``function-after[…]``, ``str``, a model's class name) are skipped."""
+    tags (``function-after[…]``, ``str``, a model's class name) are skipped, and so is the tag a
+    discriminated union puts before the member's fields (``content[0].input_audio.format``, not
+    ``content[0].input_audio.input_audio.format``): the part after a ``tagged-union[…]`` member and its
+    index, or a part repeated (OpenAI's parts are named after their ``type``)."""
     out = ""
+    after_tagged = False
+    previous: int | str | None = None
     for part in loc:
         if part in ("body", "query", "path", "header") and not out:
             continue
-        if isinstance(part, str) and _is_union_tag(part):
-            continue
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
+        elif _is_union_tag(part):
+            after_tagged = after_tagged or "tagged-union[" in part
+            continue
+        elif after_tagged:
+            after_tagged = False  # the member's tag: the field after it is kept, whatever its name
+            previous = None
+            continue
+        elif part != previous:
             out += f".{part}" if out else str(part)
+        previous = part
     return out or None
 
 
@@ -48,16 +59,44 @@ def _is_union_tag(part: str) -> bool:
 
 
 def from_pydantic(errors: Iterable[Mapping[str, Any]]) -> list[Problem]:
-    """Pydantic's errors as problems (one per parameter: a union's members failing alike count once)."""
+    """Pydantic's errors as problems, one per parameter. A union's members failing alike count once;
+    a member the value was not even the type of (``str`` for a list of parts) is left out when another
+    member got further into the value (the list, and the part inside it that is wrong)."""
+    errors = members_taken(errors)
     out: list[Problem] = []
-    seen: set[str | None] = set()
+    index: dict[str | None, int] = {}
+    kinds: dict[str | None, set[str]] = {}
     for err in errors:
         param = param_from_loc(err.get("loc", ()))
-        if param in seen:
+        kinds.setdefault(param, set()).add(str(err.get("type", "")))
+        if param in index:
+            if kinds[param] >= _NUMBER_TYPES:  # an int | float union: neither was given
+                out[index[param]] = (param, "Input should be a valid number")
             continue
-        seen.add(param)
+        index[param] = len(out)
         out.append((param, str(err.get("msg", "invalid value")).removeprefix("Value error, ")))
     return out
+
+
+_NUMBER_TYPES = frozenset({"int_type", "float_type"})
+
+
+def members_taken(errors: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """``errors`` without those that only say the value is not of a union member's type, when another
+    error of the same union reaches into the value (the member it is, by its shape)."""
+    errors = list(errors)
+    locs = [tuple(err.get("loc", ())) for err in errors]
+
+    def passed_over(i: int) -> bool:
+        loc = locs[i]
+        if not loc or not isinstance(loc[-1], str) or not _is_union_tag(loc[-1]):
+            return False
+        if not str(errors[i].get("type", "")).endswith("_type"):
+            return False
+        union = loc[:-1]
+        return any(len(other) > len(loc) and other[: len(union)] == union for other in locs)
+
+    return [err for i, err in enumerate(errors) if not passed_over(i)]
 
 
 def in_field_order(problems: Iterable[Problem], fields: Sequence[str]) -> list[Problem]:

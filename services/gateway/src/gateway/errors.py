@@ -133,6 +133,7 @@ def param_from_loc(loc: Sequence[int | str]) -> str | None:
 def describe_validation_error(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
     """The message and param of pydantic's errors: ``param`` names the first; one error keeps its plain
     message, several are all listed (:mod:`contracts.problems`)."""
+    errors = problems.members_taken(errors)
     if not errors:
         return "Invalid request.", None
     first = errors[0]

@@ -24,6 +24,7 @@ from ..schemas import (
     MAX_TOOLS_BYTES,
     Ident,
     Name,
+    NonEmptyName,
     Number,
     Schema,
     Text,
@@ -95,7 +96,7 @@ class CreateResponseRequest(_Body):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
-    model: Annotated[Name, Field(min_length=1)]
+    model: NonEmptyName
     input: StrictStr | list[Any]
     instructions: Text | None = None
     max_output_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_INT32)] | None = None
