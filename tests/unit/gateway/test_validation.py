@@ -65,6 +65,8 @@ def bad(raw: bytes) -> GatewayError:
         (_body(model="m" * 257), "model"),
         (_body(stop=["s" * 257]), "stop"),
         (_body(n=2), "n"),
+        (_body(stream_options={"include_usage": True}), "stream_options"),
+        (_body(stream=False, stream_options={"include_usage": False}), "stream_options"),
         (_body(messages=[{"role": "user", "content": "nul \u0000 inside"}]), "messages[0].content"),
         (_body(messages=[{"role": "user", "name": "n\u0000", "content": "x"}]), "messages[0].name"),
         (_body(messages=[{"role": "user", "content": [{"type": "file", "file": {"file_id": "f"}}]}]), "messages[0]"),

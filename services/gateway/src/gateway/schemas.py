@@ -313,6 +313,8 @@ class ChatCompletionRequest(_Body):
         unserved = self.unserved()
         if unserved is not None:
             return unserved
+        if self.stream_options is not None and not self.stream:  # as OpenAI answers it
+            return "stream_options", "it is only allowed when 'stream' is true"
         for i, message in enumerate(self.messages):
             found = message.problem()
             if found is not None:
