@@ -362,3 +362,21 @@ async def test_a_last_event_id_with_a_new_key_gets_the_whole_stream(stack: Stack
     assert frame_ids(fresh.content)[0] == 0
     assert b"one " in fresh.content and b"three" in fresh.content
     assert fresh.content.endswith(b"data: [DONE]\n\n")
+
+
+@pytest.mark.parametrize("past", [0, 1, 99_999], ids=["at-the-end", "one-past", "far-past"])
+async def test_a_resume_at_or_past_the_end_of_a_finished_stream_gets_its_end(stack: Stack, past: int) -> None:
+    """Nothing is left to send, but the answer still ends as a stream ends (an empty 200 could not be
+    told from a cut connection, and an SSE client would reconnect again)."""
+    paced = Paced()
+    paced.gate.set()
+    stack.fakes.agent(AGENT, paced)
+    async with stack.http() as http:
+        whole = await http.post("/v1/chat/completions", json=BODY, headers=headers(f"ended-{past}"))
+        last = frame_ids(whole.content)[-1]
+        again = await http.post(
+            "/v1/chat/completions", json=BODY, headers=headers(f"ended-{past}", last_event_id=last + past)
+        )
+    assert again.status_code == 200
+    assert again.content == b"id: %d\ndata: [DONE]\n\n" % last
+    assert len(stack.fakes.run_requests) == 1

@@ -145,13 +145,15 @@ class ChatStreamResponse(Response):
                 assert isinstance(event, RunCompleted)
                 count_tokens(metrics, event)
                 metrics.output_pace(first_at, event.usage.output_tokens)
-                frame = with_id(seq, renderer.completed(event)) if seq > after else b""
+                # A client that had this frame already (Last-Event-ID at or past it) gets the stream's
+                # end again, so that even a resume that brings nothing more ends as a stream ends.
+                frame = with_id(seq, renderer.completed(event) if seq > after else DONE)
                 break
             elif event.type == "failed":
                 finished = True
                 assert isinstance(event, RunFailed)
                 metrics.runs.labels("failed").inc()
-                frame = with_id(seq, error_chunk(event.error) + DONE) if seq > after else b""
+                frame = with_id(seq, error_chunk(event.error) + DONE if seq > after else DONE)
                 break
             elif type(event) is Heartbeat and seq > after:
                 pending.append(KEEP_ALIVE)
