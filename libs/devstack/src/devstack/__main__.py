@@ -36,7 +36,7 @@ from .runfiles import ADMIN_TOKEN_VAR, API_KEY_VAR, ENV_FILE, RunEnv, read_env_f
 from .seed import FAKE_DEMO_MODEL, AdminClient, seed_demo
 from .stack import Stack, StackConfig
 
-#: Credits the demo user gets when its balance is lower (1,000,000 credits = 1 USD).
+#: Credits the demo user is topped up to when less than half is available (1,000,000 credits = 1 USD).
 DEMO_CREDITS = 10_000_000
 _SERVICE_PREFIXES = {"catalog": "CATALOG_", "billing": "BILLING_", "runner": "RUNNER_", "gateway": "GATEWAY_"}
 _COMMON = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "LOG_LEVEL", "SWITCHBOARD_ENV")
@@ -82,15 +82,16 @@ def report(message: str) -> None:
 
 
 def ensure_credits(gateway_url: str, admin_token: str, user_id: str) -> None:
-    """Top the demo user up when balances are enforced and it has little left."""
+    """Top the demo user up to :data:`DEMO_CREDITS` when balances are enforced and less than half is
+    available (each ``make run`` would otherwise add its credits again over what holds kept reserved)."""
     with AdminClient(gateway_url, admin_token) as admin:
         try:
             balance = admin.balance(user_id)
         except SeedError:
             return  # no balance route answer: nothing to top up
         available = Decimal(str(balance.get("available", balance.get("balance", "0"))))
-        if balance.get("enabled", True) and available < DEMO_CREDITS:
-            admin.add_credits(user_id, DEMO_CREDITS)
+        if balance.get("enabled", True) and available < DEMO_CREDITS / 2:
+            admin.add_credits(user_id, DEMO_CREDITS - available)
 
 
 def run(run_dir: Path) -> int:
