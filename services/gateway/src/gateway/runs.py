@@ -31,7 +31,7 @@ import contextlib
 import logging
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -64,7 +64,15 @@ _RECOVER_BATCH = 256
 #: Every run open in this process, so a reconnect can make each read what it missed.
 _OPEN: weakref.WeakSet[RunStream] = weakref.WeakSet()
 #: Runs being stopped for a slow client, and lost runs' ends being recorded (the tasks, kept until done).
-_OVERFLOWING: set[asyncio.Future[None]] = set()
+_BACKGROUND: set[asyncio.Future[None]] = set()
+
+
+def _in_background(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(work)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
 #: How long recording a lost run's end in RUN_EVENTS may take (two round trips to NATS), at most.
 RECORD_LOST_TIMEOUT_S = 5.0
 #: Bytes of events one stream holds for its client at most, unless told otherwise.
@@ -309,9 +317,7 @@ class RunStream:
         held = self._held + len(data)
         if held > self._buffer_bytes:
             self.overflowed = True
-            task = asyncio.ensure_future(self._overflow())
-            _OVERFLOWING.add(task)
-            task.add_done_callback(_OVERFLOWING.discard)
+            _in_background(self._overflow())
             return
         self._held = held
         self._queue.put_nowait(data)
@@ -375,9 +381,7 @@ class RunStream:
         recorded = record and self._js is not None
         self._queue.put_nowait(_Failure(info, cause, recorded))
         if recorded:
-            task = asyncio.ensure_future(self.record_failure(info))
-            _OVERFLOWING.add(task)
-            task.add_done_callback(_OVERFLOWING.discard)
+            _in_background(self.record_failure(info))
 
     async def record_failure(self, info: ErrorInfo) -> None:
         """Store a ``failed`` event after the run's last one in RUN_EVENTS, for a run whose runner can
