@@ -88,6 +88,46 @@ async def test_vercel_client_tool_in_a_multi_step_loop(e2e: StackHandle, node_cl
     assert len(requests) == 2 and "sunny in Paris" in json.dumps(requests[1]["messages"])
 
 
+#: docs/api-chat.md's openai-node example: the stream's agent_tool_calls fragments merged by index (the
+#: SDK's stream helper keeps only the last list of an unknown field, so the script merges them itself).
+OPENAI_NODE_SCRIPT = """
+import OpenAI from 'openai';
+
+const client = new OpenAI({ baseURL: process.env.BASE_URL, apiKey: process.env.API_KEY });
+const stream = await client.chat.completions.create({
+  model: process.env.AGENT_ID,
+  messages: [{ role: 'user', content: process.env.PROMPT }],
+  stream: true,
+});
+let text = '';
+const calls = [];  // the agent's own tool calls, merged from their fragments by index
+let toolCalls = 0;
+for await (const chunk of stream) {
+  const delta = chunk.choices[0]?.delta ?? {};
+  text += delta.content ?? '';
+  toolCalls += (delta.tool_calls ?? []).length;
+  for (const { index, arguments: args, ...rest } of delta.agent_tool_calls ?? []) {
+    const call = (calls[index] ??= { arguments: '' });
+    Object.assign(call, rest);
+    call.arguments += args ?? '';
+  }
+}
+console.log(JSON.stringify({ text, calls, toolCalls }));
+"""
+
+
+async def test_openai_node_stream_merges_the_agents_tool_calls_as_documented(
+    e2e: StackHandle, node_clients: Path
+) -> None:
+    agent = e2e.agent("openai", tools=["calculator"])  # unscripted: the fake calls the calculator
+    out = run_node(node_clients, OPENAI_NODE_SCRIPT, _node_env(e2e, agent.id, "What is 17*23?"))
+    assert out["toolCalls"] == 0 and "391" in out["text"], out
+    [call] = out["calls"]
+    assert call["name"] == "calculator" and call["server_label"] == "switchboard" and call["id"], out
+    assert json.loads(call["arguments"]) == {"expression": "17*23"} and call["output"] == "391", out
+    assert call["is_error"] is False
+
+
 @pytest.fixture
 async def seen() -> AsyncIterator[list[str]]:
     """The URLs of the requests LangChain sent through :func:`_chat_openai`'s HTTP client."""

@@ -46,9 +46,19 @@ def param_from_loc(loc: Sequence[int | str]) -> str | None:
             previous = None
             continue
         elif part != previous:
-            out += f".{part}" if out else str(part)
+            name = shown_key(part)
+            out += f".{name}" if out else name
         previous = part
     return out or None
+
+
+#: A key of the client's own (a ``metadata`` key, a schema's property) is named in an error only when
+#: it is short and printable: the error must not carry back what storage refuses, nor grow with it.
+MAX_SHOWN_KEY = 64
+
+
+def shown_key(part: str) -> str:
+    return part if len(part) <= MAX_SHOWN_KEY and part.isprintable() else "…"
 
 
 _SCALAR_TAGS = frozenset({"str", "int", "float", "bool", "none", "list", "dict", "bytes"})
@@ -74,8 +84,19 @@ def from_pydantic(errors: Iterable[Mapping[str, Any]]) -> list[Problem]:
                 out[index[param]] = (param, "Input should be a valid number")
             continue
         index[param] = len(out)
-        out.append((param, str(err.get("msg", "invalid value")).removeprefix("Value error, ")))
+        out.append((param, _message(err)))
     return out
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    kind, ctx = err.get("type"), err.get("ctx") or {}
+    if kind in ("too_long", "too_short") and isinstance(err.get("input"), str):
+        # A length checked after a validator of the string: pydantic says "items", as for a list.
+        most = kind == "too_long"
+        limit = ctx.get("max_length" if most else "min_length")
+        if isinstance(limit, int):
+            return f"String should have at {'most' if most else 'least'} {limit} character{'s' * (limit != 1)}"
+    return str(err.get("msg", "invalid value")).removeprefix("Value error, ")
 
 
 _NUMBER_TYPES = frozenset({"int_type", "float_type"})

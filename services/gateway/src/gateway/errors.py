@@ -138,6 +138,8 @@ def describe_validation_error(errors: Sequence[Mapping[str, Any]]) -> tuple[str,
         return "Invalid request.", None
     first = errors[0]
     if first.get("type") == "json_invalid":
+        if "recursion limit" in str(first.get("msg", "")):
+            return "The JSON body of your request nests too deeply to be read.", None
         return "We could not parse the JSON body of your request.", None
     found = problems.from_pydantic(errors)
     param = found[0][0]

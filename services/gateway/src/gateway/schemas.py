@@ -8,6 +8,7 @@ OpenAI's are (``"stream": "yes"`` is a 400, not ``True``). Framework-free: the r
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -26,6 +27,7 @@ from pydantic import (
 
 from contracts import ChatMessage, FunctionCall, ToolCall
 from contracts.bounds import json_problem, text_problem
+from contracts.problems import shown_key
 from contracts.runs import ClientTool, FunctionDefinition, NamedToolChoice
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
@@ -48,6 +50,7 @@ MAX_SCHEMA_DEPTH = 32
 MAX_TOOLS_BYTES = 512 * 1024
 #: Function and schema names (OpenAI's rule).
 FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+IS_FUNCTION_NAME = re.compile(FUNCTION_NAME).match
 
 
 def _storable(value: str) -> str:
@@ -157,7 +160,7 @@ def _schema(value: dict[str, Any]) -> dict[str, Any]:
     # A schema travels to the provider as JSON: it must encode, stay small and shallow.
     found = json_problem(value, max_depth=MAX_SCHEMA_DEPTH)
     if found is not None:
-        where = "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in found[0])
+        where = "".join(f"[{shown_key(p)!r}]" if isinstance(p, str) else f"[{p}]" for p in found[0])
         raise ValueError(f"{found[1]} (at {where or 'the top'})")
     if len(orjson.dumps(value)) > MAX_SCHEMA_BYTES:
         raise ValueError(f"must be at most {MAX_SCHEMA_BYTES} bytes of JSON")

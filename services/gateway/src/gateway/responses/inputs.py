@@ -25,6 +25,7 @@ from contracts import ChatMessage, FunctionCall, ToolCall
 from contracts.bounds import text_problem
 
 from ..errors import GatewayError
+from ..schemas import IS_FUNCTION_NAME
 
 _ROLES = ("user", "assistant", "system", "developer")
 #: Longest id or name taken from an item (ids reach the provider and the store).
@@ -51,6 +52,13 @@ def _ident(value: Any, param: str) -> str:
     if len(text) > _MAX_ID:
         raise _bad(f"Invalid value for '{param}': at most {_MAX_ID} characters.", param)
     return text
+
+
+def _function_name(value: Any, param: str) -> str:
+    name = _ident(value, param)
+    if not IS_FUNCTION_NAME(name):
+        raise _bad(f"Invalid value for '{param}': a function name is 1 to 64 letters, digits, '_' or '-'.", param)
+    return name
 
 
 def _parts(content: Any, role: str, param: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -119,6 +127,8 @@ class InputConverter:
             param = self._param = f"input[{i}]"
             if not isinstance(item, dict):
                 raise _bad(f"Invalid type for '{param}': expected an input item object.", param)
+            if item.get("id") is not None:
+                _ident(item["id"], f"{param}.id")  # any item's: kept, or looked up, or sent back
             if item.get("type") == "item_reference":
                 item = self._referenced(item, param)
             kind = item.get("type", "message")
@@ -190,7 +200,7 @@ class InputConverter:
 
     def _function_call(self, item: dict[str, Any], param: str) -> None:
         call_id = _ident(item.get("call_id"), f"{param}.call_id")
-        name = _ident(item.get("name"), f"{param}.name")
+        name = _function_name(item.get("name"), f"{param}.name")
         arguments = _text(item.get("arguments", ""), f"{param}.arguments")
         self._call(call_id, name, arguments)
         self.items.append(

@@ -8,7 +8,6 @@ accepted and ignored (:data:`IGNORED_FIELDS`, listed in ``docs/responses.md``). 
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
@@ -17,6 +16,7 @@ from contracts import ClientTool, FunctionCall, FunctionDefinition, NamedToolCho
 
 from ..errors import GatewayError, describe_validation_error
 from ..schemas import (
+    IS_FUNCTION_NAME,
     MAX_CLIENT_TOOLS,
     MAX_INT32,
     MAX_NAME_LENGTH,
@@ -52,8 +52,6 @@ _REFUSED_FIELDS = {
     "conversation": "conversations are not supported; chain responses with 'previous_response_id'",
     "prompt": "prompt templates are not supported; send 'instructions' and 'input'",
 }
-#: OpenAI's rule for function names.
-_FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 #: Client functions a request may offer (chat's bound).
 MAX_TOOLS = MAX_CLIENT_TOOLS
 #: Metadata: at most 16 pairs, keys up to 64 characters, values up to 512 (OpenAI's limits).
@@ -82,7 +80,7 @@ class NamedFunctionChoice(_Body):
 class TextFormat(_Body):
     type: Literal["text", "json_object", "json_schema"]
     name: Name | None = None
-    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    schema_: Schema | None = Field(default=None, alias="schema")
     description: Text | None = None
     strict: StrictBool | None = None
 
@@ -102,9 +100,7 @@ class CreateResponseRequest(_Body):
     max_output_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_INT32)] | None = None
     temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
     top_p: Annotated[Number, Field(ge=0, le=1)] | None = None
-    metadata: dict[Annotated[StrictStr, Field(max_length=64)], Annotated[StrictStr, Field(max_length=512)]] | None = (
-        None
-    )
+    metadata: dict[Annotated[Text, Field(max_length=64)], Annotated[Text, Field(max_length=512)]] | None = None
     stream: StrictBool | None = None
     store: StrictBool | None = None
     background: StrictBool | None = None
@@ -144,6 +140,9 @@ def parse_create_request(raw: bytes) -> CreateResponseRequest:
     for name, why in _REFUSED_FIELDS.items():
         if extra.get(name) is not None:
             raise _bad(f"Unsupported parameter: '{name}': {why}.", name, "unsupported_parameter")
+    truncation = extra.get("truncation")
+    if truncation is not None and truncation not in ("auto", "disabled"):
+        raise _bad("Invalid value for 'truncation': one of 'auto' or 'disabled'.", "truncation")
     if body.background and not body.stored:
         raise _bad("'background' requires 'store': a background response is read back later.", "background")
     if body.metadata is not None and len(body.metadata) > _MAX_METADATA:
@@ -174,7 +173,7 @@ def client_tools(body: CreateResponseRequest) -> list[ClientTool] | None:
         except ValidationError as exc:
             message, sub = describe_validation_error(exc.errors(include_url=False))
             raise _bad(message, f"{param}.{sub}" if sub else param) from None
-        if not _FUNCTION_NAME.match(tool.name):
+        if not IS_FUNCTION_NAME(tool.name):
             raise _bad(
                 f"Invalid 'name' in '{param}': a function name is 1 to 64 letters, digits, '_' or '-'.",
                 f"{param}.name",
