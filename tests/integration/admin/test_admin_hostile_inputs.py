@@ -104,9 +104,9 @@ async def test_a_refused_agent_is_not_saved_and_the_list_keeps_working(stack: Si
         ('{"seed": 99999999999999999999999}', "model_parameters.seed"),
         ('{"extra": {"deep": [1, {"x": -99999999999999999999999}]}}', "model_parameters.extra.deep[1].x"),
         ('{"weights": [1e999]}', "model_parameters.weights[0]"),
-        ('{"a\\u0000b": 1}', "model_parameters.a\x00b"),
+        ('{"a\\u0000b": 1}', "model_parameters.…"),  # a key storage refuses is not echoed back
         ('{"stop": "x\\u0000"}', "model_parameters.stop"),
-        ('{"%s": 1}' % ("k" * 101), "model_parameters." + "k" * 100),
+        ('{"%s": 1}' % ("k" * 101), "model_parameters.…"),  # nor one longer than 64 characters
         ('{"blob": "%s"}' % ("x" * 10_001), "model_parameters.blob"),
     ]
     head = json.dumps(agent_body(uid))[:-1]
