@@ -371,3 +371,24 @@ async def test_a_gateway_whose_user_may_not_offer_runs_stops_offering(conns: dic
     for error in errors:
         offers.heard(Exception(error))
     assert offers.refused and not offers.worth_offering()
+
+
+async def test_the_gateway_may_store_the_end_of_a_run_whose_runner_was_lost(conns: dict[str, Conn]) -> None:
+    """What :meth:`gateway.runs.RunStream.record_failure` does, as the gateway's user: read the run's last
+    stored event and store a ``failed`` one after it (a keyed retry then reads it)."""
+    from contracts import RUN_EVENT, ErrorInfo, RunStarted
+    from gateway.runs import RunStream
+
+    runner_js = conns["runner"].nc.jetstream()
+    await ensure_streams(runner_js, S)
+    run_id = f"run-{secrets.token_hex(4)}"
+    started = RunStarted(run_id=run_id, seq=0, runner_id="r1")
+    await runner_js.publish(S.run_events(run_id), started.model_dump_json().encode())
+    gateway = conns["gateway"]
+    seen = len(gateway.errors)
+    info = ErrorInfo(status=502, type="server_error", message="lost", code="runner_lost")
+    await RunStream(gateway.nc, S, run_id, gateway.nc.jetstream()).record_failure(info)
+    last = await gateway.nc.jetstream().get_last_msg(S.run_events_stream, S.run_events(run_id))
+    event = RUN_EVENT.validate_json(last.data)
+    assert event.type == "failed" and event.seq == 1 and event.error.code == "runner_lost"  # type: ignore[union-attr]
+    assert gateway.errors[seen:] == []

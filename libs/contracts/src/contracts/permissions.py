@@ -18,7 +18,8 @@ the traffic. Per service, as the code uses them:
   nobody else's.
 
 So the runner cannot top up credits or change an account (``billing.admin…``, ``catalog.admin…``),
-the gateway cannot record usage (only close a run that never started), billing cannot queue a run,
+the gateway cannot record usage (only close a run that never started; it publishes a run's events
+only to end a run whose runner was lost), billing cannot queue a run,
 and the catalog touches no stream at all.
 
 The Helm chart renders the NATS server's ``authorization`` block from ``deploy/helm/switchboard/files/
@@ -152,6 +153,10 @@ def permissions(s: Subjects) -> dict[str, Permissions]:
                 # Reading an object finds its stream by subject (names only).
                 "$JS.API.STREAM.NAMES",
                 *_consume(s.run_events_stream),
+                # A run whose runner was lost: its failure stored as its last event (after the last
+                # one stored), where a retry of its Idempotency-Key reads it.
+                s.run_events_all,
+                f"$JS.API.STREAM.MSG.GET.{s.run_events_stream}",
                 *_objects(s.responses_bucket),
                 *_kv(s.idempotency_bucket),
                 *_objects(s.idempotency_results_bucket),
