@@ -67,9 +67,6 @@ Text = Annotated[StrictStr, AfterValidator(_storable)]
 Ident = Annotated[StrictStr, Field(max_length=MAX_ID_LENGTH), AfterValidator(_storable)]
 #: A short name.
 Name = Annotated[StrictStr, Field(max_length=MAX_NAME_LENGTH), AfterValidator(_storable)]
-#: The same, never empty (the bound on the string itself, so that a 400 says "character", not "item").
-NonEmptyName = Annotated[StrictStr, Field(min_length=1, max_length=MAX_NAME_LENGTH), AfterValidator(_storable)]
-NonEmptyText = Annotated[StrictStr, Field(min_length=1), AfterValidator(_storable)]
 
 
 class _Body(BaseModel):
@@ -87,7 +84,7 @@ class RefusalPart(_Body):
 
 
 class ImageURL(_Body):
-    url: NonEmptyText
+    url: Annotated[Text, Field(min_length=1)]
     detail: Literal["auto", "low", "high"] | None = None
 
 
@@ -97,7 +94,7 @@ class ImagePart(_Body):
 
 
 class InputAudio(_Body):
-    data: NonEmptyText
+    data: Annotated[Text, Field(min_length=1)]
     format: Literal["wav", "mp3"]
 
 
@@ -257,7 +254,7 @@ class StreamOptions(_Body):
 class ChatCompletionRequest(_Body):
     """``POST /v1/chat/completions``: ``model`` names the agent."""
 
-    model: NonEmptyName
+    model: Annotated[Name, Field(min_length=1)]
     messages: Annotated[list[MessageIn], Field(min_length=1)]
     stream: StrictBool | None = None
     stream_options: StreamOptions | None = None

@@ -24,7 +24,6 @@ from ..schemas import (
     MAX_TOOLS_BYTES,
     Ident,
     Name,
-    NonEmptyName,
     Number,
     Schema,
     Text,
@@ -94,7 +93,7 @@ class CreateResponseRequest(_Body):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
-    model: NonEmptyName
+    model: Annotated[Name, Field(min_length=1)]
     input: StrictStr | list[Any]
     instructions: Text | None = None
     max_output_tokens: Annotated[StrictInt, Field(ge=1, le=MAX_INT32)] | None = None
