@@ -407,6 +407,10 @@ class RunStream:
         except Exception:
             log.warning("run %s: its end could not be recorded in RUN_EVENTS", self.run_id, exc_info=True)
 
+    def _found_failure(self, failure: _Failure) -> RunStreamError:
+        # Recorded (record_failure) as the event after the last one read: numbered so.
+        return self._failed(failure.info, failure.cause, self._expected if failure.recorded else None)
+
     def _failed(self, info: ErrorInfo, cause: str | None, seq: int | None = None) -> RunStreamError:
         """Log the run's failure (the first one only) and return the error to raise."""
         if not self._failure_logged:
@@ -437,8 +441,7 @@ class RunStream:
             if data is _CLIENT_GONE:
                 raise ClientGone
             if isinstance(data, _Failure):
-                # Stored as the event after the last one read (record_failure): numbered so.
-                raise self._failed(data.info, data.cause, self._expected if data.recorded else None)
+                raise self._found_failure(data)
             if data is _RECOVER:
                 await self._recover()
                 continue
@@ -488,8 +491,7 @@ class RunStream:
             if data is _CLIENT_GONE:
                 raise ClientGone
             if isinstance(data, _Failure):
-                # Stored as the event after the last one read (record_failure): numbered so.
-                raise self._failed(data.info, data.cause, self._expected if data.recorded else None)
+                raise self._found_failure(data)
             if data is _RECOVER:
                 continue  # reading RUN_EVENTS again is what this wait is between
             event = self._decode(data)  # type: ignore[arg-type]
