@@ -90,7 +90,7 @@ def ensure_credits(gateway_url: str, admin_token: str, user_id: str) -> None:
         except SeedError:
             return  # no balance route answer: nothing to top up
         available = Decimal(str(balance.get("available", balance.get("balance", "0"))))
-        if balance.get("enabled", True) and available < DEMO_CREDITS / 2:
+        if balance.get("enabled", True) and available < DEMO_CREDITS // 2:
             admin.add_credits(user_id, DEMO_CREDITS - available)
 
 
