@@ -167,13 +167,18 @@ async def light(rounds: int, env: dict[str, dict[str, str]], runners: int = 1) -
 
 
 async def timeline_probe(rounds: int, env: dict[str, dict[str, str]], runners: int = 1) -> list[Row]:
-    folder = Path(tempfile.mkdtemp(prefix="switchboard-timeline-")) / "marks"
+    with tempfile.TemporaryDirectory(prefix="switchboard-timeline-") as tmp:
+        return await _timeline(rounds, env, runners, Path(tmp))
+
+
+async def _timeline(rounds: int, env: dict[str, dict[str, str]], runners: int, tmp: Path) -> list[Row]:
+    folder = tmp / "marks"
     folder.mkdir()
     hook = {"PYTHONPATH": f"{HOOK}{os.pathsep}{ROOT}", timeline.ENV: str(folder)}
     env = {**env, **{service: {**hook, **env.get(service, {})} for service in ("gateway", "runner")}}
     os.environ[timeline.ENV] = str(folder)  # for mark() here, the client's own marks
     timeline.install()
-    cost = timeline.mark_cost_us()
+    cost = timeline.mark_cost_us(tmp)
     async with _stack(env, INSTANT, runners) as (stack, headers, agents):
         url, body = f"{stack.gateway_url}/v1/chat/completions", chat_body(agents[INSTANT])
         direct_url, direct_body = f"{stack.fakellm_url}/v1/chat/completions", chat_body(INSTANT)
