@@ -24,6 +24,7 @@ from contracts import (
     VerifyKeyReply,
     VerifyKeyRequest,
 )
+from servicekit.natsio import flush_in_order
 from tests.support.admin_app import admin_app
 
 pytestmark = pytest.mark.integration
@@ -123,7 +124,7 @@ async def setup(nats_client, namespace: str) -> AsyncIterator[SimpleNamespace]:
         await nats_client.subscribe(subjects.billing_admin, queue=BILLING_QUEUE, cb=on_billing_admin),
         await nats_client.subscribe(subjects.billing_balance, queue=BILLING_QUEUE, cb=on_balance),
     ]
-    await nats_client.flush()
+    await flush_in_order(nats_client)
 
     app = admin_app(nats_client, subjects, ADMIN_TOKEN)
     async with httpx.AsyncClient(

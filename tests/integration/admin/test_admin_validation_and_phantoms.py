@@ -18,6 +18,7 @@ from billing.settings import BillingSettings
 from catalog.app import CatalogRuntime
 from catalog.settings import CatalogSettings
 from contracts import RUNNER_ID_HEADER, AdminReply, AdminRequest, RunnerHeartbeat, Subjects
+from servicekit.natsio import flush_in_order
 from tests.support.admin_app import admin_app
 
 pytestmark = pytest.mark.integration
@@ -69,7 +70,7 @@ async def announce(stack: SimpleNamespace, runner_id: str = "runner-a") -> None:
     await stack.nc.publish(
         stack.subjects.runner_heartbeat, beat.model_dump_json().encode(), headers={RUNNER_ID_HEADER: runner_id}
     )
-    await stack.nc.flush()
+    await flush_in_order(stack.nc)
     fleet = stack.catalog.service.fleet
 
     async def heard() -> None:

@@ -25,6 +25,7 @@ from contracts import (
     RunClosed,
     Subjects,
 )
+from servicekit.natsio import flush_in_order
 
 from .helpers import MICRO, Books, admin, admit, publish, usage, wait_for
 
@@ -224,12 +225,12 @@ async def test_an_announced_admission_sends_the_runs_go_ahead_and_a_refusal_does
         heard.append(RunAdmitted.model_validate_json(msg.data))
 
     sub = await nats_client.subscribe(s.run_admitted_all, cb=on_go)
-    await nats_client.flush()
+    await flush_in_order(nats_client)
     await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": str(RUN_WORST)})
     quiet = await admit(nats_client, s, "run-quiet", "u", prompt=1, out=1)
     admitted = await admit(nats_client, s, "run-go", "u", prompt=1, out=1, announce=True)
     refused = await admit(nats_client, s, "run-broke", "u", announce=True)
-    await nats_client.flush()
+    await flush_in_order(nats_client)
     await asyncio.sleep(0.2)
     await sub.unsubscribe()
     assert quiet.admitted and admitted.admitted and not refused.admitted

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from contracts import CacheInvalidated, Subjects
+from servicekit.natsio import flush_in_order
 
 from .conftest import CatalogClient, new_key
 
@@ -23,7 +24,7 @@ async def _collect(catalog: CatalogClient, namespace: str) -> tuple[list[CacheIn
         arrived.set()
 
     sub = await catalog.nc.subscribe(Subjects(namespace).catalog_invalidated, cb=on_msg)
-    await catalog.nc.flush()
+    await flush_in_order(catalog.nc)
     return got, arrived, sub
 
 

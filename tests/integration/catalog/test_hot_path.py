@@ -13,6 +13,7 @@ from sqlalchemy import select
 from catalog import db
 from catalog.app import CatalogRuntime
 from contracts import EDIT, VIEW, CacheInvalidated, ListModelsReply, Subjects
+from servicekit.natsio import flush_in_order
 
 from .conftest import CatalogClient, new_key
 
@@ -156,7 +157,7 @@ async def _next_invalidation(catalog: CatalogClient, namespace: str) -> tuple[as
             fut.set_result(CacheInvalidated.model_validate_json(msg.data))
 
     sub = await catalog.nc.subscribe(Subjects(namespace).catalog_invalidated, cb=on_msg)
-    await catalog.nc.flush()
+    await flush_in_order(catalog.nc)
     return fut, sub
 
 

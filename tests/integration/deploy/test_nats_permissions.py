@@ -31,7 +31,7 @@ from contracts.permissions import SERVICES, inbox_prefix, permissions
 from devstack.embedded import nats_server_binary
 from devstack.procs import ManagedProcess, free_port, tcp_accepts
 from gateway.offers import RunOffers
-from servicekit.natsio import ensure_streams, wait_until_answering
+from servicekit.natsio import ensure_streams, flush_in_order, wait_until_answering
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +110,7 @@ class Conn:
         """Publish to ``subject``; whether the server answers with a permissions violation for it."""
         seen = len(self.errors)
         await self.nc.publish(subject, b"{}")
-        await self.nc.flush()
+        await flush_in_order(self.nc)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WAIT_S
         while loop.time() < deadline:
@@ -171,7 +171,7 @@ class Inbox:
         deadline = loop.time() + WAIT_S
         while loop.time() < deadline:
             await conn.nc.publish(subject, b"{}")
-            await conn.nc.flush()
+            await flush_in_order(conn.nc)
             for _ in range(10):
                 if len(self.got) > before:
                     return True
@@ -213,7 +213,7 @@ async def test_a_wrong_password_is_refused(server: str, rendered: Rendered) -> N
 async def test_the_runner_cannot_top_up_credits_nor_act_as_admin(conns: dict[str, Conn]) -> None:
     billing_admin = Inbox()
     await conns["billing"].nc.subscribe(S.billing_admin, cb=billing_admin.on)
-    await conns["billing"].nc.flush()
+    await flush_in_order(conns["billing"].nc)
     # The gateway's (the admin API's) requests reach billing.
     assert await billing_admin.reached_by(conns["gateway"], S.billing_admin)
     received = len(billing_admin.got)
@@ -263,7 +263,7 @@ async def test_a_service_cannot_listen_to_what_is_not_its_own(conns: dict[str, C
     # The runner subscribing to API key checks: the server refuses the subscription.
     seen = len(conns["runner"].errors)
     await conns["runner"].nc.subscribe(S.catalog_verify_key)
-    await conns["runner"].nc.flush()
+    await flush_in_order(conns["runner"].nc)
     await asyncio.sleep(0.5)
     wanted = f'subscription to "{S.catalog_verify_key.lower()}"'
     assert any(wanted in e.lower() for e in conns["runner"].errors[seen:])
@@ -274,7 +274,7 @@ async def test_no_service_reads_or_answers_into_anothers_inbox(conns: dict[str, 
     for pattern in ("_INBOX.>", f"{inbox_prefix(S, 'gateway')}.>", ">"):
         seen = len(conns["runner"].errors)
         await conns["runner"].nc.subscribe(pattern)
-        await conns["runner"].nc.flush()
+        await flush_in_order(conns["runner"].nc)
         await asyncio.sleep(0.3)
         assert any(f'subscription to "{pattern.lower()}"' in e.lower() for e in conns["runner"].errors[seen:])
     # The catalog publishing into the gateway's inbox unasked (a forged answer): refused.
@@ -285,7 +285,7 @@ async def test_no_service_reads_or_answers_into_anothers_inbox(conns: dict[str, 
         await msg.respond(b"ok")
 
     await conns["catalog"].nc.subscribe(S.catalog_agent_access, cb=answer)
-    await conns["catalog"].nc.flush()
+    await flush_in_order(conns["catalog"].nc)
     await wait_until_answering(conns["gateway"].nc, S.catalog_agent_access, b"{}", timeout=WAIT_S)
     reply = await conns["gateway"].nc.request(S.catalog_agent_access, b"{}", timeout=WAIT_S)
     assert reply.data == b"ok"
@@ -310,7 +310,7 @@ async def test_every_core_subject_a_service_publishes_reaches_the_services_that_
             for listener in listeners:
                 inboxes[listener] = Inbox()
                 subs.append(await conns[listener].nc.subscribe(subject, cb=inboxes[listener].on))
-                await conns[listener].nc.flush()
+                await flush_in_order(conns[listener].nc)
             for listener, inbox in inboxes.items():
                 assert await inbox.reached_by(conns[publisher], subject), f"{publisher} → {subject}: not {listener}"
                 checked += 1
@@ -326,7 +326,7 @@ async def test_request_reply_through_inboxes(conns: dict[str, Conn]) -> None:
         await msg.respond(b"ok")
 
     await conns["catalog"].nc.subscribe(S.catalog_verify_key, cb=answer)
-    await conns["catalog"].nc.flush()
+    await flush_in_order(conns["catalog"].nc)
     # The gateway's request reaches the catalog, whose reply reaches the gateway's inbox.
     await wait_until_answering(conns["gateway"].nc, S.catalog_verify_key, b"{}", timeout=WAIT_S)
     reply = await conns["gateway"].nc.request(S.catalog_verify_key, b"{}", timeout=WAIT_S)
@@ -341,7 +341,7 @@ async def test_a_run_offered_by_the_gateway_is_answered_by_the_runner_alone(conn
     assert await conns["catalog"].refused(S.run_offer)
     seen = len(conns["catalog"].errors)
     await conns["catalog"].nc.subscribe(S.run_offer)
-    await conns["catalog"].nc.flush()
+    await flush_in_order(conns["catalog"].nc)
     await asyncio.sleep(0.3)
     assert any(f'subscription to "{S.run_offer.lower()}"' in e.lower() for e in conns["catalog"].errors[seen:])
 
@@ -349,7 +349,7 @@ async def test_a_run_offered_by_the_gateway_is_answered_by_the_runner_alone(conn
         await conns["runner"].nc.publish(msg.reply, OFFER_TAKEN)
 
     sub = await conns["runner"].nc.subscribe(S.run_offer, queue=RUNNER_QUEUE, cb=take)
-    await conns["runner"].nc.flush()
+    await flush_in_order(conns["runner"].nc)
     await wait_until_answering(conns["gateway"].nc, S.run_offer, b"{}", timeout=WAIT_S)
     reply = await conns["gateway"].nc.request(S.run_offer, b"{}", timeout=WAIT_S)
     assert reply.data == OFFER_TAKEN

@@ -12,6 +12,7 @@ import pytest
 
 from contracts import Subjects, TextDelta
 from gateway.runs import RunStream, subscribe_direct
+from servicekit.natsio import flush_in_order
 
 pytestmark = pytest.mark.integration
 
@@ -26,18 +27,18 @@ async def test_every_event_arrives_in_order_with_no_task_per_subscription(
         await run.open()
         sub = run._sub
         assert sub is not None and sub._wait_for_msgs_task is None
-        await gateway_nc.flush()
+        await flush_in_order(gateway_nc)
         for seq in range(2000):
             event = TextDelta(run_id="run-direct", seq=seq, delta=f"t{seq} ")
             await nats_client.publish(subjects.run_events("run-direct"), event.model_dump_json().encode())
-        await nats_client.flush()
+        await flush_in_order(nats_client)
         got = [await run.next(5) for _ in range(2000)]
         assert [e.seq for e in got] == list(range(2000))
         assert sub.pending_bytes == 0 and sub.pending_msgs == 0
         await run.close()
         # unsubscribed: nothing more is delivered
         await nats_client.publish(subjects.run_events("run-direct"), b"{}")
-        await nats_client.flush()
+        await flush_in_order(nats_client)
         await asyncio.sleep(0.1)
         assert run.buffered() is False
     finally:
@@ -58,10 +59,10 @@ async def test_a_failing_receiver_does_not_break_the_connection(
 
     try:
         await subscribe_direct(gateway_nc, subject, deliver)
-        await gateway_nc.flush()
+        await flush_in_order(gateway_nc)
         for data in (b"one", b"bad", b"two"):
             await nats_client.publish(subject, data)
-        await nats_client.flush()
+        await flush_in_order(nats_client)
         await asyncio.sleep(0.2)
         assert got == [b"one", b"two"]
         assert gateway_nc.is_connected

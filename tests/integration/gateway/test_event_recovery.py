@@ -9,7 +9,7 @@ import pytest
 
 from contracts import RunCompleted, RunStarted, Subjects, TextDelta
 from gateway.runs import RunStream, recover_all
-from servicekit.natsio import ensure_streams
+from servicekit.natsio import ensure_streams, flush_in_order
 
 pytestmark = pytest.mark.integration
 
@@ -18,19 +18,19 @@ async def emit(nc: nats.NATS, subjects: Subjects, run_id: str, seq: int, **field
     cls = RunStarted if seq == 0 else TextDelta
     event = cls(run_id=run_id, seq=seq, **fields)  # type: ignore[arg-type]
     await nc.publish(subjects.run_events(run_id), event.model_dump_json().encode())
-    await nc.flush()
+    await flush_in_order(nc)
 
 
 async def drop_core_subscription(run: RunStream, nc: nats.NATS) -> None:
     """What a reconnect does to core NATS: for a while, events are published and nobody hears them."""
     assert run._sub is not None
     await run._sub.unsubscribe()
-    await nc.flush()
+    await flush_in_order(nc)
 
 
 async def restore_core_subscription(run: RunStream, nc: nats.NATS) -> None:
     await run.open()
-    await nc.flush()  # the server has the subscription before anything is published to it
+    await flush_in_order(nc)  # the server has the subscription before anything is published to it
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ async def test_a_gap_is_filled_from_the_stream(nats_client: nats.NATS, subjects:
     try:
         run = RunStream(gateway_nc, subjects, "run-gap", gateway_nc.jetstream())
         await run.open()
-        await gateway_nc.flush()  # the server has the subscription before another connection publishes
+        await flush_in_order(gateway_nc)  # the server has the subscription before another connection publishes
         await emit(nats_client, subjects, "run-gap", 0, runner_id="r")
         assert (await run.next(2)).seq == 0
         await drop_core_subscription(run, gateway_nc)
@@ -68,14 +68,14 @@ async def test_after_a_reconnect_the_missed_end_of_a_run_is_read(
     try:
         run = RunStream(gateway_nc, subjects, "run-end", gateway_nc.jetstream())
         await run.open()
-        await gateway_nc.flush()  # the server has the subscription before another connection publishes
+        await flush_in_order(gateway_nc)  # the server has the subscription before another connection publishes
         await emit(nats_client, subjects, "run-end", 0, runner_id="r")
         assert (await run.next(2)).seq == 0
         await drop_core_subscription(run, gateway_nc)
         await emit(nats_client, subjects, "run-end", 1, delta="last words")
         done = RunCompleted(run_id="run-end", seq=2, finish_reason="stop")
         await nats_client.publish(subjects.run_events("run-end"), done.model_dump_json().encode())
-        await nats_client.flush()
+        await flush_in_order(nats_client)
         await restore_core_subscription(run, gateway_nc)
         assert recover_all() >= 1  # what the gateway does when NATS says it reconnected
         assert (await run.next(2)).seq == 1
@@ -92,7 +92,7 @@ async def test_duplicates_are_dropped_and_a_true_gap_is_still_an_error(
     try:
         run = RunStream(gateway_nc, subjects, "run-dup", gateway_nc.jetstream())
         await run.open()
-        await gateway_nc.flush()  # the server has the subscription before another connection publishes
+        await flush_in_order(gateway_nc)  # the server has the subscription before another connection publishes
         await emit(nats_client, subjects, "run-dup", 0, runner_id="r")
         await emit(nats_client, subjects, "run-dup", 0, runner_id="r")  # seen twice
         await emit(nats_client, subjects, "run-dup", 1, delta="a")
@@ -118,7 +118,7 @@ async def test_a_gap_is_filled_by_the_runner_sending_again_while_the_stream_is_u
     try:
         run = RunStream(gateway_nc, subjects, "run-resent", gateway_nc.jetstream())
         await run.open()
-        await gateway_nc.flush()  # the server has the subscription before another connection publishes
+        await flush_in_order(gateway_nc)  # the server has the subscription before another connection publishes
         await emit(nats_client, subjects, "run-resent", 0, runner_id="r")
         assert (await run.next(2)).seq == 0
         await emit(nats_client, subjects, "run-resent", 2, delta="b")  # 1 was lost with its server

@@ -13,6 +13,7 @@ from nats.aio.client import Client
 
 from contracts import OFFER_DECLINED, OFFER_TAKEN, RUNNER_QUEUE
 from gateway.offers import RunOffers
+from servicekit.natsio import flush_in_order
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +60,7 @@ def subject(namespace: str) -> str:
 async def responder(nc: Client, subject: str) -> AsyncIterator[Responder]:
     responder = Responder()
     sub = await nc.subscribe(subject, queue=RUNNER_QUEUE, cb=responder.on_offer)
-    await nc.flush()
+    await flush_in_order(nc)
     yield responder
     await sub.unsubscribe()
 

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from contracts import OFFER_DECLINED, OFFER_TAKEN, RUNNER_QUEUE, RunClosed, RunRequest
+from servicekit.natsio import flush_in_order
 
 from .conftest import RunContext, Stack, play
 from .test_chat_stream import say_hello
@@ -80,7 +81,7 @@ def answer() -> Answer:
 async def taker(stack: Stack, answer: Answer) -> AsyncIterator[OfferTaker]:
     taker = OfferTaker(stack, answer)
     sub = await stack.nc.subscribe(stack.subjects.run_offer, queue=RUNNER_QUEUE, cb=taker.on_offer)
-    await stack.nc.flush()
+    await flush_in_order(stack.nc)
     yield taker
     await sub.unsubscribe()
 

@@ -11,7 +11,7 @@ import pytest
 from contracts import RunCompleted, RunStarted, Subjects, TextDelta
 from gateway.errors import RunStreamError
 from gateway.runs import RunReplay
-from servicekit.natsio import ensure_streams
+from servicekit.natsio import ensure_streams, flush_in_order
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ async def emit(nc: nats.NATS, subjects: Subjects, run_id: str, seq: int) -> None
     else:
         event = TextDelta(run_id=run_id, seq=seq, delta=f"d{seq}")
     await nc.publish(subjects.run_events(run_id), event.model_dump_json().encode())
-    await nc.flush()
+    await flush_in_order(nc)
 
 
 async def stored(nc: nats.NATS, subjects: Subjects, run_id: str, count: int) -> None:

@@ -12,7 +12,7 @@ from nats.aio.msg import Msg
 from contracts import CancelRun, RunStarted, Subjects, TextDelta
 from gateway.errors import RunStreamError
 from gateway.runs import RunReplay, RunStream
-from servicekit.natsio import ensure_streams
+from servicekit.natsio import ensure_streams, flush_in_order
 
 pytestmark = pytest.mark.integration
 
@@ -36,17 +36,17 @@ async def test_past_the_buffer_the_run_is_cancelled_and_the_stream_ends_after_wh
         run = RunStream(gateway_nc, subjects, "run-slow", gateway_nc.jetstream(), buffer_bytes=8 * 1024)
         run.on_overflow = overflowed.set
         await run.open()
-        await gateway_nc.flush()
+        await flush_in_order(gateway_nc)
         # Nobody reads while the run sends 40 KB: five times the buffer.
         events = [RunStarted(run_id="run-slow", seq=0, runner_id="r")]
         events += [TextDelta(run_id="run-slow", seq=i, delta=DELTA) for i in range(1, 40)]
         for event in events:
             await nats_client.publish(subjects.run_events("run-slow"), event.model_dump_json().encode())
-        await nats_client.flush()
+        await flush_in_order(nats_client)
         async with asyncio.timeout(5):
             await overflowed.wait()
         assert run.overflowed
-        await nats_client.flush()
+        await flush_in_order(nats_client)
         async with asyncio.timeout(5):
             while not cancels:
                 await asyncio.sleep(0.02)
@@ -75,11 +75,11 @@ async def test_within_the_buffer_every_event_waits_for_the_reader(
     try:
         run = RunStream(gateway_nc, subjects, "run-fits", gateway_nc.jetstream(), buffer_bytes=64 * 1024)
         await run.open()
-        await gateway_nc.flush()
+        await flush_in_order(gateway_nc)
         for seq in range(40):
             event = TextDelta(run_id="run-fits", seq=seq, delta=DELTA)
             await nats_client.publish(subjects.run_events("run-fits"), event.model_dump_json().encode())
-        await nats_client.flush()
+        await flush_in_order(nats_client)
         await asyncio.sleep(0.3)  # the reader is late
         got = [await run.next(2) for _ in range(40)]
         assert [e.seq for e in got] == list(range(40))
@@ -95,7 +95,7 @@ async def _kept_run(nats_client: nats.NATS, subjects: Subjects, run_id: str, cou
     for seq in range(count):
         event = TextDelta(run_id=run_id, seq=seq, delta=DELTA)
         await nats_client.publish(subjects.run_events(run_id), event.model_dump_json().encode())
-    await nats_client.flush()
+    await flush_in_order(nats_client)
     async with asyncio.timeout(5):
         while (await js.stream_info(subjects.run_events_stream)).state.messages < count:
             await asyncio.sleep(0.02)

@@ -31,6 +31,7 @@ from contracts.events import TERMINAL_EVENT_TYPES
 from fakellm.server import FakeLLM
 from runner.app import RunnerApp
 from runner.settings import RunnerSettings
+from servicekit.natsio import flush_in_order
 
 WAIT_S = 10.0
 
@@ -113,7 +114,7 @@ class Harness:
             await self.nc.subscribe(self.subjects.run_events(request.run_id), cb=on_run_event),
             await self.nc.subscribe(self.subjects.usage_all, cb=on_usage),
         ]
-        await self.nc.flush()
+        await flush_in_order(self.nc)
         if offer:
             assert await self.offer(request) == OFFER_TAKEN
             return got, done, (subs, closed)

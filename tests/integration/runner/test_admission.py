@@ -8,6 +8,7 @@ import pytest
 
 from contracts import CancelRun, RunAdmitted
 from runner.settings import RunnerSettings
+from servicekit.natsio import flush_in_order
 
 from .conftest import WAIT_S, Harness, make_request
 
@@ -52,7 +53,7 @@ async def test_a_go_ahead_that_comes_before_the_pull_is_kept(harness: Harness) -
     await harness.script("m-early", [{"text": "early"}])
     req = make_request("m-early", await_admission=True)
     await go(harness, req.run_id)
-    await harness.nc.flush()
+    await flush_in_order(harness.nc)
     got = await harness.run(req)
     assert got.types[-1] == "completed" and got.text == "early"
 

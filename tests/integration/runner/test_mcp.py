@@ -24,6 +24,7 @@ from runner.settings import RunnerSettings
 from runner.tools import ToolError
 from runner.tools.mcp import McpServerConfig, McpTimeout, McpTool, McpToolbox, McpUnavailable, load_mcp_servers
 from runner.tools.mcp import session as mcp_session
+from servicekit.natsio import flush_in_order
 from tests.integration.runner.conftest import Harness, make_request
 from tests.support.mcp_server import LONG_TOOL_NAME, McpTestServer
 
@@ -275,7 +276,7 @@ async def test_an_mcp_call_is_an_execute_tool_span_of_the_runs_trace(
                 done.set()
 
         sub = await h.nc.subscribe(h.subjects.run_events(req.run_id), cb=on_event)
-        await h.nc.flush()
+        await flush_in_order(h.nc)
         # As the gateway sends it: the request's trace context in the headers.
         await h.nc.jetstream().publish(
             h.subjects.run_request,

@@ -16,6 +16,7 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 from runner.pull import PullFeed
+from servicekit.natsio import flush_in_order
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +64,7 @@ async def test_a_runner_started_later_gets_its_share_of_new_runs(nats_url: str, 
                 for n in range(1, 201):
                     free[0] = n
                     await feed.refill()
-            await conn.flush()
+            await flush_in_order(conn)
         await asyncio.sleep(0.3)
         await _publish_runs(js, subject, lambda: sum(got))
         assert sum(got) == RUNS
@@ -95,7 +96,7 @@ async def test_a_frozen_runners_requests_stop_taking_runs_within_seconds(nats_ur
         assert frozen._watchdog is not None
         frozen._watchdog.cancel()
         await live.start()
-        await asyncio.gather(*(conn.flush() for conn in conns))
+        await asyncio.gather(*(flush_in_order(conn) for conn in conns))
         await asyncio.sleep(6.0)  # "within seconds": EXPIRES_S and a second to spare
         await _publish_runs(js, subject, lambda: len(alive))
         assert (len(alive), len(swallowed)) == (RUNS, 0)

@@ -18,6 +18,7 @@ from contracts.events import TERMINAL_EVENT_TYPES
 from fakellm.server import FakeLLM
 from runner.app import create_app
 from runner.settings import RunnerSettings
+from servicekit.natsio import flush_in_order
 
 from .conftest import WAIT_S, Harness, make_request
 
@@ -85,7 +86,7 @@ async def test_run_spans_continue_the_request_trace(
         await h.nc.subscribe(h.subjects.run_events(req.run_id), cb=on_event),
         await h.nc.subscribe(h.subjects.usage_all, cb=on_usage),
     ]
-    await h.nc.flush()
+    await flush_in_order(h.nc)
     await h.nc.jetstream().publish(
         h.subjects.run_request,
         req.model_dump_json().encode(),

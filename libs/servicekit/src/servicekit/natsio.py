@@ -107,6 +107,21 @@ async def wait_connected(nc: Client, timeout_s: float) -> bool:
     return nc.is_connected
 
 
+async def flush_in_order(nc: Client, timeout_s: float = 5.0) -> None:
+    """Return once the server has processed everything ``nc`` sent before this call (subscriptions
+    made, messages published): what another connection does next comes after them.
+
+    ``nc.flush()`` alone does not promise that. nats-py (2.x, pinned) writes its PING straight to
+    the socket, ahead of the commands still queued for its flusher task. Under load, the PONG can
+    come back before the server has read a SUB made just before the flush. A message that another
+    connection publishes then finds no subscriber. Here the queue is written first, then the PING
+    follows it on the wire (``tests/integration/servicekit/test_flush_in_order.py`` fails should nats-py
+    change)."""
+    async with asyncio.timeout(timeout_s):
+        await nc._flush_pending(force_flush=True)
+    await nc.flush(timeout=timeout_s)  # type: ignore[arg-type]  # nats-py annotates int; it takes seconds
+
+
 def run_events_max_age_s() -> float:
     """The RUN_EVENTS window in seconds: ``SWITCHBOARD_RUN_EVENTS_MAX_AGE_S`` (at least 60), else the default."""
     raw = os.environ.get(RUN_EVENTS_MAX_AGE_ENV, "").strip()

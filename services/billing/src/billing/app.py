@@ -23,6 +23,7 @@ from sqlalchemy import text
 from contracts import AdminRequest, Subjects
 from servicekit import natsio
 from servicekit.health import Health, HealthServer, nats_answers
+from servicekit.natsio import flush_in_order
 
 from .admitpath import AdmitPath
 from .consumer import UsageConsumer
@@ -129,7 +130,7 @@ class BillingApp:
             if health:
                 await health.stop()
             # Everything was unsubscribed and every answer sent above: nothing left to drain.
-            await nc.flush()
+            await flush_in_order(nc)
             await nc.close()
 
     def _report_schema(self, problem: str | None) -> None:

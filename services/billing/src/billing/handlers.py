@@ -40,7 +40,7 @@ from contracts import (
     Subjects,
 )
 from servicekit import telemetry
-from servicekit.natsio import context_from_headers
+from servicekit.natsio import context_from_headers, flush_in_order
 
 from .errors import BillingError
 from .faults import Fault, classify, describe
@@ -153,5 +153,5 @@ async def register(
             cb=handler("billing.admin", AdminRequest, service.admin, lambda e: AdminReply(status=e.status, error=e)),
         ),
     ]
-    await nc.flush()  # the subscriptions reach the server before anyone is told billing is ready
+    await flush_in_order(nc)  # the subscriptions reach the server before anyone is told billing is ready
     return subs
