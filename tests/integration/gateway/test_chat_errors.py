@@ -8,7 +8,15 @@ from typing import Any
 import openai
 import pytest
 
-from contracts import CacheInvalidated, RunCompleted, TextDelta, ToolCallArgumentsDelta, ToolCallStarted
+from contracts import (
+    CacheInvalidated,
+    ErrorInfo,
+    RunCompleted,
+    RunFailed,
+    TextDelta,
+    ToolCallArgumentsDelta,
+    ToolCallStarted,
+)
 from gateway.auth import hash_key
 from tests.support.openapi_schema import validate
 
@@ -97,6 +105,26 @@ async def test_run_failure_before_completion_uses_its_status(stack: Stack) -> No
     stack.fakes.agent("agent_fail", fail_midway)
     status, body, _ = await post(stack, {"model": "agent_fail", "messages": HI})
     assert_error(status, body, 502, "provider_error")
+
+
+async def provider_busy(run: RunContext) -> None:
+    await run.start()
+    busy = ErrorInfo(
+        status=429,
+        type="rate_limit_exceeded",
+        message="The provider answered 429: slow down",
+        code="rate_limit_exceeded",
+    )
+    await run.emit(RunFailed, error=busy.model_copy(update={"retry_after_s": 7}))
+
+
+async def test_a_run_that_says_how_long_to_wait_gets_retry_after(stack: Stack) -> None:
+    """A provider's 429 reaches the client as a 429 its SDK backs off from, for as long as it said."""
+    stack.fakes.agent("agent_busy", provider_busy)
+    status, body, headers = await post(stack, {"model": "agent_busy", "messages": HI})
+    assert_error(status, body, 429, "rate_limit_exceeded")
+    assert headers["retry-after"] == "7"
+    assert "retry_after_s" not in body["error"]  # the envelope is OpenAI's, nothing more
 
 
 @pytest.mark.parametrize(
@@ -229,6 +257,20 @@ async def test_every_other_error_is_an_envelope(stack: Stack) -> None:
         wrong_method = await http.get("/v1/chat/completions")
     assert_error(not_found.status_code, not_found.json(), 404)
     assert_error(wrong_method.status_code, wrong_method.json(), 405)
+
+
+@pytest.mark.parametrize("path", ["/v1/responses/input_tokens", "/v1/responses/compact", "/v1/responses/resp_1"])
+async def test_an_endpoint_not_served_under_a_routes_parameter_is_an_unknown_url(stack: Stack, path: str) -> None:
+    """``POST /v1/responses/input_tokens`` fits ``/v1/responses/{response_id}`` only through its
+    parameter: the SDK's ``responses.input_tokens.count`` gets a 404 (NotFoundError), not a 405
+    that reads as if another method would do."""
+    async with stack.http() as http:
+        got = await http.post(
+            path, json={"model": "agent_1", "input": "hi"}, headers={"Authorization": f"Bearer {KEY}"}
+        )
+    assert_error(got.status_code, got.json(), 404, "unknown_url")
+    assert got.json()["error"]["message"] == f"Unknown request URL: POST {path}."
+    assert "allow" not in got.headers
 
 
 async def test_models_list_and_retrieve(stack: Stack) -> None:

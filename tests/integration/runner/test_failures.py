@@ -136,3 +136,49 @@ async def test_no_billing_responder_is_503(harness: Harness) -> None:
     got = await harness.run(make_request("m-nobill", tools=["calculator"], reservation_id="res_2"))
     err = got.events[-1].error
     assert (err.status, err.code) == (503, "billing_unavailable")
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+@pytest.mark.parametrize(
+    ("scripted", "expected"),
+    [
+        # A refused request: a 400 the client's SDK does not retry, with the provider's code.
+        (
+            {"status": 400, "message": "maximum context length is 8192 tokens", "code": "context_length_exceeded"},
+            (400, "invalid_request_error", "context_length_exceeded", None),
+        ),
+        ({"status": 422, "message": "bad argument"}, (400, "invalid_request_error", "provider_refused_request", None)),
+        (
+            {"status": 413, "message": "request too large"},
+            (400, "invalid_request_error", "provider_refused_request", None),
+        ),
+        # A busy provider: try again later, as long as it said (or a second).
+        (
+            {"status": 429, "message": "slow down", "retry_after": "7"},
+            (429, "rate_limit_exceeded", "rate_limit_exceeded", 7),
+        ),
+        ({"status": 429, "message": "slow down"}, (429, "rate_limit_exceeded", "rate_limit_exceeded", 1)),
+        (
+            {"status": 503, "message": "overloaded", "retry_after": "2.5"},
+            (503, "server_error", "provider_unavailable", 3),
+        ),
+        ({"status": 529, "message": "overloaded"}, (503, "server_error", "provider_unavailable", 1)),
+        # The agent's connection is wrong (its key, its model): not the client's to fix or retry sooner.
+        ({"status": 401, "message": "bad key"}, (502, "server_error", "provider_error", None)),
+        ({"status": 404, "message": "no such model"}, (502, "server_error", "provider_error", None)),
+    ],
+)
+async def test_a_provider_refusal_keeps_its_class(
+    harness: Harness, provider: str, scripted: dict[str, object], expected: tuple[object, ...]
+) -> None:
+    if provider == "anthropic" and "code" in scripted:
+        scripted = {**scripted, "message": "prompt is too long: 9000 tokens > 8192 maximum"}
+        scripted.pop("code")
+    model = f"m-refused-{provider}-{scripted['status']}"
+    await harness.script(model, [{"error": scripted}])
+    got = await harness.run(make_request(model, provider=provider))
+    assert got.types == ["started", "failed"]
+    err = got.events[-1].error
+    assert (err.status, err.type, err.code, err.retry_after_s) == expected
+    assert err.message.startswith(f"The provider answered {scripted['status']}: ")
+    assert got.usage == []

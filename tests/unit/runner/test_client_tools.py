@@ -10,7 +10,7 @@ import pytest
 from contracts import AgentSnapshot, Caller, ChatMessage, RunOptions, RunRequest, TokenUsage
 from contracts.runs import ClientTool, FunctionCall, FunctionDefinition, NamedToolChoice
 from runner.agent import SKIPPED, AgentRun, RunConfig
-from runner.clienttools import plan_tools
+from runner.clienttools import collision, plan_tools
 from runner.connections import Connection
 from runner.providers import CallSpec, FinishChunk, ForcedTool, TextChunk, ToolCallChunk, ToolSpec, UsageChunk
 from runner.providers.anthropic_provider import (
@@ -243,3 +243,22 @@ def test_anthropic_tools_and_structured_output() -> None:
     assert to_anthropic_output_config({"type": "text"}) is None
     assert response_format_problem(rf) is None
     assert response_format_problem({"type": "json_object"}) is not None
+
+
+@pytest.mark.parametrize(
+    ("api", "param"), [("chat.completions", "tools[1].function.name"), ("responses", "tools[1].name")]
+)
+def test_a_client_function_named_like_an_agent_tool_is_refused_where_the_api_names_it(api: str, param: str) -> None:
+    """The runner knows names the gateway cannot (every tool of an MCP server): its 400 names the
+    field as the request's own API spells it."""
+    clash = ClientTool(function=FunctionDefinition(name="add_mcp_tst", parameters={"type": "object"}))
+    options = RunOptions(tools=[WEATHER, clash])
+    found = collision([_Named("add_mcp_tst")], options, api)  # type: ignore[list-item]
+    assert found is not None
+    assert (found.status, found.code, found.param) == (400, "tool_name_conflict", param)
+    assert collision([_Named("other")], options, api) is None  # type: ignore[list-item]
+
+
+class _Named:
+    def __init__(self, name: str) -> None:
+        self.name = name

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from ._base import Message
 
 
@@ -16,6 +18,9 @@ class ErrorInfo(Message):
     message: str
     code: str | None = None
     param: str | None = None
+    #: Seconds the client should wait before trying again (a 429 or 503): the gateway's
+    #: ``Retry-After`` header when it answers with this error's status. Not part of the envelope.
+    retry_after_s: int | None = Field(default=None, ge=1, le=3600)
 
     def envelope(self) -> dict[str, dict[str, str | None]]:
         """The OpenAI error body: ``{"error": {"message", "type", "param", "code"}}``."""

@@ -134,13 +134,15 @@ class FakeLLMApp:
         rid = f"chatcmpl-fake{next(self._ids)}" if api == "openai" else f"msg_fake{next(self._ids)}"
         wire = wire_openai if api == "openai" else wire_anthropic
         if p.error:
+            # A scripted refusal: {"status", "message", "type", "code" (OpenAI's wire only), "retry_after"}.
             status = int(p.error.get("status", 500))
             await self.records.finish(rec, "error")
-            await _json(
-                send,
-                status,
-                wire.error_body(status, str(p.error.get("message", "scripted error")), p.error.get("type")),
-            )
+            err = wire.error_body(status, str(p.error.get("message", "scripted error")), p.error.get("type"))
+            if api == "openai" and p.error.get("code") is not None:
+                err["error"]["code"] = p.error["code"]
+            retry = p.error.get("retry_after")
+            extra = [(b"retry-after", str(retry).encode())] if retry is not None else []
+            await _json(send, status, err, extra)
             return
         if not streaming:
             await self._whole(send, rec, p, wire, model, rid, receive)
@@ -279,13 +281,17 @@ async def _disconnected_within(receive: Receive, seconds: float) -> bool:
         return False
 
 
-async def _json(send: Send, status: int, body: Any) -> None:
+async def _json(send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     data = orjson.dumps(body)
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                *(headers or ()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": data})

@@ -72,12 +72,13 @@ class ClientGone(GatewayException):
 
 
 class GatewayError(GatewayException):
-    """An error answer. ``info`` is what the client sees; ``headers`` (e.g. ``Retry-After``) go with it."""
+    """An error answer. ``info`` is what the client sees; ``headers`` (e.g. ``Retry-After``) go with it.
+    An ``info`` that says how long to wait (a run's busy provider) brings its own ``Retry-After``."""
 
     def __init__(self, info: ErrorInfo, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(info.message)
         self.info = info
-        self.headers = dict(headers or {})
+        self.headers = with_retry_after(info, headers)
 
     @property
     def status(self) -> int:
@@ -122,7 +123,15 @@ def openai_error(
 
 def error_response(info: ErrorInfo, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The envelope response of an :class:`contracts.ErrorInfo`."""
-    return JSONResponse(info.envelope(), status_code=info.status, headers=dict(headers or {}))
+    return JSONResponse(info.envelope(), status_code=info.status, headers=with_retry_after(info, headers))
+
+
+def with_retry_after(info: ErrorInfo, headers: Mapping[str, str] | None) -> dict[str, str]:
+    """``headers``, with ``Retry-After`` from ``info`` when it says how long to wait and they do not."""
+    out = dict(headers or {})
+    if info.retry_after_s is not None and "Retry-After" not in out:
+        out["Retry-After"] = str(info.retry_after_s)
+    return out
 
 
 def param_from_loc(loc: Sequence[int | str]) -> str | None:
@@ -176,14 +185,19 @@ async def _validation_error(_: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
-    if status == 404 and exc.detail == "Not Found":
+    if status == 405 and request.path_params:
+        # The path fits a route only through its parameter (``POST /v1/responses/input_tokens`` fits
+        # ``/v1/responses/{response_id}``): an endpoint not served, not a method to change.
+        status = 404
+    if status == 404 and exc.detail in ("Not Found", "Method Not Allowed"):
         message, code = f"Unknown request URL: {request.method} {request.url.path}.", "unknown_url"
     elif status == 405:
         message, code = f"Method {request.method} is not allowed for {request.url.path}.", "method_not_allowed"
     else:
         message, code = str(exc.detail), None
     type_ = _STATUS_TYPES.get(status, SERVER if status >= 500 else INVALID_REQUEST)
-    return openai_error(status, message, type_, code, None, exc.headers)
+    headers = exc.headers if status == exc.status_code else None
+    return openai_error(status, message, type_, code, None, headers)
 
 
 async def _unhandled(_: Request, exc: Exception) -> Response:

@@ -282,7 +282,7 @@ class AgentRun:
         """Why the request cannot be run at all (a client function named like an agent tool, a
         ``response_format`` the provider cannot honour), or ``None``. Sent as the run's first event,
         before ``started``, so the gateway answers it as an HTTP error."""
-        found = collision(list(self.tools.values()), self.request.options)
+        found = collision(list(self.tools.values()), self.request.options, self.request.api)
         if found is not None:
             return found
         kind = self.connection.kind if self.connection is not None else ""
@@ -504,7 +504,7 @@ class AgentRun:
                 span.set_attribute("error.type", str(exc.status) if exc.status else "provider_error")
                 if p.deltas == 0:
                     self._call = None  # refused before any output: nothing to bill
-                    raise provider_failed(exc.message) from None
+                    raise provider_failed(exc) from None
                 await batch.release()  # what arrived before the break reaches the client
                 await self._record(span, self._estimate(chars, p.deltas, p.reported), True, "incomplete")
                 raise stream_broken(exc.message) from None

@@ -87,17 +87,19 @@ def plan_tools(agent_tools: Sequence[Tool], options: RunOptions) -> ToolPlan:
     return ToolPlan(own + client, names, choice, parallel)
 
 
-def collision(agent_tools: Sequence[Tool], options: RunOptions) -> ErrorInfo | None:
+def collision(agent_tools: Sequence[Tool], options: RunOptions, api: str = "chat.completions") -> ErrorInfo | None:
     """A client function named like one of the agent's own tools (the gateway checks the names it
-    knows; a runner may know more, such as every tool of an MCP server): a 400 naming it."""
+    knows; a runner may know more, such as every tool of an MCP server): a 400 naming it, where the
+    request's API has the name (chat: ``tools[i].function.name``; Responses: ``tools[i].name``)."""
     own = {t.name for t in agent_tools}
+    field = "name" if api == "responses" else "function.name"
     for i, tool in enumerate(options.tools or ()):
         if tool.function.name in own:
             return ErrorInfo(
                 status=400,
                 type="invalid_request_error",
                 code="tool_name_conflict",
-                param=f"tools[{i}].function.name",
+                param=f"tools[{i}].{field}",
                 message=f"The function name {tool.function.name!r} is one of the agent's own tools; "
                 "rename your function.",
             )

@@ -3,7 +3,8 @@
     RunnerError
     ├── RunError            a run cannot go on; carries the ErrorInfo its RunFailed shows the client
     ├── ConfigError         the runner's configuration is unusable (start-up fails)
-    ├── ProviderError       the provider refused a call before any output (becomes RunError 502)
+    ├── ProviderError       the provider refused a call before any output (becomes a RunError: see
+    │                       provider_failed)
     ├── StreamBroken        the provider's stream broke after output started (becomes RunError 502)
     └── BillingUnavailable  billing did not answer an extension (becomes RunError 503)
 
@@ -37,12 +38,18 @@ class ConfigError(RunnerError):
 class ProviderError(RunnerError):
     """The provider refused the call before any output (an HTTP error, an unreachable host).
 
-    ``message`` is the provider's own message; it never holds a key."""
+    ``message`` is the provider's own message; it never holds a key. ``status`` is its HTTP status
+    (None: no answer), ``code`` its error code when it gave a plain one (``context_length_exceeded``),
+    ``retry_after_s`` its ``Retry-After`` in seconds."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, code: str | None = None, retry_after_s: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.code = code
+        self.retry_after_s = retry_after_s
 
 
 class StreamBroken(RunnerError):
@@ -64,9 +71,33 @@ def unknown_provider(name: str) -> RunError:
     )
 
 
-def provider_failed(message: str) -> RunError:
-    # The provider's refusal (a bad model name, a context too long) is what the client needs to act on.
-    return RunError(ErrorInfo(status=502, type="server_error", code="provider_error", message=message), detail=message)
+#: Provider answers that mean the request itself was refused (a context too long, a bad argument):
+#: trying it again cannot help, so the client gets a 400 rather than a 5xx its SDK would retry.
+_REFUSED = frozenset({400, 413, 422})
+#: Provider answers that mean "busy, try again later" (Anthropic's 529 is its "overloaded").
+_BUSY = {429: (429, "rate_limit_exceeded"), 503: (503, "provider_unavailable"), 529: (503, "provider_unavailable")}
+#: When a busy provider did not say how long to wait.
+BUSY_RETRY_AFTER_S = 1
+
+
+def provider_failed(exc: ProviderError) -> RunError:
+    """What the client is told when the provider refused the call before any output. The provider's
+    message is what the client needs to act on; its status decides the class of error, as OpenAI
+    would answer it: a refused request is a 400 (with the provider's code, so that clients recognise
+    ``context_length_exceeded``), a busy provider a 429 or 503 with ``Retry-After``. Anything else
+    (a key or model the agent's connection has wrong, a provider fault, no answer) is a 502."""
+    message = exc.message
+    if exc.status in _REFUSED:
+        code = exc.code or "provider_refused_request"
+        info = ErrorInfo(status=400, type="invalid_request_error", code=code, message=message)
+    elif exc.status in _BUSY:
+        status, code = _BUSY[exc.status]
+        kind = "rate_limit_exceeded" if status == 429 else "server_error"  # as the gateway's own
+        wait = exc.retry_after_s or BUSY_RETRY_AFTER_S
+        info = ErrorInfo(status=status, type=kind, code=code, message=message, retry_after_s=wait)
+    else:
+        info = ErrorInfo(status=502, type="server_error", code="provider_error", message=message)
+    return RunError(info, detail=message)
 
 
 #: What a client is told when the provider's stream breaks mid-answer; the provider's own error (a

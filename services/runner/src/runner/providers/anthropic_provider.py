@@ -12,7 +12,7 @@ import httpx2
 from contracts import ChatMessage
 
 from ..connections import Connection
-from ..errors import ProviderError, StreamBroken
+from ..errors import StreamBroken
 from ..usage import from_anthropic_delta, from_anthropic_start
 from .base import (
     CallSpec,
@@ -27,7 +27,7 @@ from .base import (
     ToolChoice,
     UsageChunk,
 )
-from .common import client_options, provider_message, redact
+from .common import client_options, redact, sdk_refusal
 
 #: Anthropic requires ``max_tokens``; this is the default when neither agent nor request sets it.
 DEFAULT_MAX_TOKENS = 4096
@@ -235,7 +235,7 @@ class AnthropicProvider:
                 extra_body=params or None,
             )
         except anthropic.APIError as exc:
-            raise ProviderError(provider_message(exc, self._conn.api_key), getattr(exc, "status_code", None)) from None
+            raise sdk_refusal(exc, self._conn.api_key) from None
         mapper = EventMapper()
         try:
             async for event in stream:

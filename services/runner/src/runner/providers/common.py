@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from typing import Any
+
+from ..errors import ProviderError
+
+#: A provider's error code passed on to the client: a plain identifier (OpenAI's
+#: ``context_length_exceeded``), nothing longer or stranger.
+_PLAIN_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+#: Anthropic says a conversation is too long for the model in words, not with a code; OpenAI clients
+#: (LangChain's context-overflow handling, say) know it by OpenAI's code.
+_TOO_LONG = re.compile(r"prompt is too long", re.IGNORECASE)
+#: The longest ``Retry-After`` passed on (seconds).
+MAX_RETRY_AFTER_S = 3600
 
 
 def redact(text: str, secret: str) -> str:
@@ -13,33 +26,64 @@ def redact(text: str, secret: str) -> str:
     return text
 
 
+def _parts(body: Any) -> tuple[Any, Any]:
+    """The message and code of a provider's JSON error body (OpenAI's or Anthropic's shape)."""
+    if not isinstance(body, dict):
+        return None, None
+    inner = body.get("error")
+    if isinstance(inner, dict):
+        return body.get("message") or inner.get("message"), inner.get("code")
+    return body.get("message") or inner, body.get("code")
+
+
+def _code(code: Any, message: str) -> str | None:
+    if isinstance(code, str) and _PLAIN_CODE.fullmatch(code):
+        return code
+    return "context_length_exceeded" if _TOO_LONG.search(message) else None
+
+
+def retry_after_s(headers: Mapping[str, str] | None) -> int | None:
+    """A ``Retry-After`` in whole seconds (1 … :data:`MAX_RETRY_AFTER_S`); an HTTP date or junk is None."""
+    raw = (headers or {}).get("retry-after") or (headers or {}).get("Retry-After")
+    try:
+        seconds = float(raw) if raw else None
+    except ValueError:
+        return None
+    if seconds is None or seconds != seconds:  # NaN
+        return None
+    return min(MAX_RETRY_AFTER_S, max(1, int(-(-seconds // 1))))
+
+
+def http_refusal(status: int, body: bytes, headers: Mapping[str, str] | None, secret: str) -> ProviderError:
+    """A provider's HTTP error answer (the OpenAI-compatible adapter reads it itself)."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    message, code = _parts(parsed)
+    if not isinstance(message, str) or not message:
+        message = body.decode("utf-8", "replace").strip()[:500] or f"HTTP {status}"
+    text = f"The provider answered {status}: " + redact(message, secret)
+    return ProviderError(text, status, _code(code, message), retry_after_s(headers))
+
+
+def sdk_refusal(exc: Exception, secret: str) -> ProviderError:
+    """An SDK's exception for a call that failed before any output (the Anthropic adapter)."""
+    response = getattr(exc, "response", None)
+    message = provider_message(exc, secret)
+    _, code = _parts(getattr(exc, "body", None))
+    headers = getattr(response, "headers", None)
+    return ProviderError(message, getattr(exc, "status_code", None), _code(code, message), retry_after_s(headers))
+
+
 def provider_message(exc: Exception, secret: str) -> str:
     """The provider's own error message, from the JSON error body when it has one."""
-    body: Any = getattr(exc, "body", None)
-    message: Any = None
-    if isinstance(body, dict):
-        inner = body.get("error")
-        message = body.get("message") or (inner.get("message") if isinstance(inner, dict) else inner)
+    message, _ = _parts(getattr(exc, "body", None))
     if not isinstance(message, str) or not message:
         message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     status = getattr(exc, "status_code", None)
     prefix = f"The provider answered {status}: " if status else "The provider call failed: "
     return prefix + redact(str(message), secret)
-
-
-def status_message(status: int, body: bytes, secret: str) -> str:
-    """An HTTP error answer as a message: the provider's own, from its JSON error body when it has one."""
-    message: Any = None
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, dict):
-        inner = parsed.get("error")
-        message = parsed.get("message") or (inner.get("message") if isinstance(inner, dict) else inner)
-    if not isinstance(message, str) or not message:
-        message = body.decode("utf-8", "replace").strip()[:500] or f"HTTP {status}"
-    return f"The provider answered {status}: " + redact(message, secret)
 
 
 def connection_failed(exc: Exception, secret: str) -> str:

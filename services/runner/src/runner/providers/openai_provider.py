@@ -30,7 +30,7 @@ from .base import (
     ToolChoice,
     UsageChunk,
 )
-from .common import client_options, connection_failed, redact, status_message
+from .common import client_options, connection_failed, http_refusal, redact
 
 #: Responses-API text parts, which chat completions knows as plain ``text`` parts.
 log = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ class OpenAIProvider:
         finished = done = identified = False
         try:
             if response.status >= 400:
-                raise ProviderError(status_message(response.status, await response.read(), secret), response.status)
+                raise http_refusal(response.status, await response.read(), response.headers, secret)
             async for lines in sse_reads(response.content):
                 yielded = False
                 for line in lines:
