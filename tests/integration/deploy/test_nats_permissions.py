@@ -392,3 +392,26 @@ async def test_the_gateway_may_store_the_end_of_a_run_whose_runner_was_lost(conn
     event = RUN_EVENT.validate_json(last.data)
     assert event.type == "failed" and event.seq == 1 and event.error.code == "runner_lost"  # type: ignore[union-attr]
     assert gateway.errors[seen:] == []
+
+
+async def test_the_gateway_may_read_the_runs_queue_backlog_for_its_metrics(conns: dict[str, Conn]) -> None:
+    """``gateway_runs_queue_pending_messages`` is read from the RUNS consumer on every scrape; as the
+    chart's gateway user it must be a number, not NaN beside a permissions violation in NATS's log."""
+    import math
+
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    from gateway.metrics import Metrics
+
+    runner_js = conns["runner"].nc.jetstream()
+    await ensure_streams(runner_js, S)
+    config = ConsumerConfig(durable_name=S.runs_consumer, filter_subject=S.run_request, ack_policy=AckPolicy.EXPLICIT)
+    await runner_js.add_consumer(S.runs_stream, config=config)  # what every runner does at start
+    gateway = conns["gateway"]
+    await gateway.nc.jetstream().publish(S.run_request, b"{}", headers={"Nats-Msg-Id": secrets.token_hex(4)})
+    seen = len(gateway.errors)
+    metrics = Metrics()
+    await metrics.sample(gateway.nc.jetstream(), S)
+    pending = metrics.runs_pending._value.get()
+    assert not math.isnan(pending) and pending >= 1
+    assert gateway.errors[seen:] == []

@@ -157,6 +157,8 @@ def permissions(s: Subjects) -> dict[str, Permissions]:
                 # one stored), where a retry of its Idempotency-Key reads it.
                 s.run_events_all,
                 f"$JS.API.STREAM.MSG.GET.{s.run_events_stream}",
+                # The RUNS queue's backlog, read for /metrics (gateway_runs_queue_pending_messages).
+                f"$JS.API.CONSUMER.INFO.{s.runs_stream}.{s.runs_consumer}",
                 *_objects(s.responses_bucket),
                 *_kv(s.idempotency_bucket),
                 *_objects(s.idempotency_results_bucket),
