@@ -37,8 +37,17 @@ def postgres_url(url: str) -> str:
 
 
 def async_url(url: str) -> str:
-    """``postgresql://…`` → ``postgresql+asyncpg://…`` (a ``ValueError`` for any other database)."""
+    """``postgresql://…`` → ``postgresql+asyncpg://…`` (a ``ValueError`` for any other database).
+
+    libpq's ``sslmode`` (what managed PostgreSQL connection strings carry: ``?sslmode=require``)
+    becomes asyncpg's ``ssl``, which takes the same modes: SQLAlchemy hands the URL's query to
+    ``asyncpg.connect`` as keyword arguments, and asyncpg has no ``sslmode`` one."""
     u = make_url(postgres_url(url))
+    if "sslmode" in u.query:
+        query = dict(u.query)
+        mode = query.pop("sslmode")
+        query.setdefault("ssl", mode)
+        u = u.set(query=query)
     return u.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
