@@ -74,6 +74,9 @@ def _fn(**function: Any) -> dict[str, Any]:
         ({"functions": [{"name": "f"}]}, "functions"),
         ({"function_call": "auto"}, "function_call"),
         ({"frequency_penalty": 0.5}, "frequency_penalty"),
+        ({"presence_penalty": -0.1}, "presence_penalty"),
+        ({"frequency_penalty": False}, "frequency_penalty"),  # not a number: not OpenAI's default
+        ({"logprobs": 0}, "logprobs"),  # not the boolean false
         ({"logit_bias": {"50256": -100}}, "logit_bias"),
         ({"reasoning_effort": "low"}, "reasoning_effort"),
         (
@@ -121,6 +124,9 @@ def test_good_tools_choice_and_formats() -> None:
             n=1,
             modalities=["text"],
             logit_bias={},
+            top_logprobs=0,
+            frequency_penalty=0,
+            presence_penalty=0.0,
             seed=7,
             store=False,
             metadata={"k": "v"},

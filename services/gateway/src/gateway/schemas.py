@@ -242,9 +242,19 @@ UNSERVED: dict[str, str] = {
 #: Values of unserved fields that ask for nothing, so clients that send them by habit still work.
 NEUTRAL: dict[str, tuple[Any, ...]] = {
     "logprobs": (False,),
+    "top_logprobs": (0,),
     "logit_bias": ({},),
     "modalities": (["text"],),
+    # OpenAI's defaults, which some UIs send every time.
+    "frequency_penalty": (0,),
+    "presence_penalty": (0,),
 }
+
+
+def _neutral(name: str, value: Any) -> bool:
+    """Whether ``value`` of the unserved field ``name`` asks for nothing (``0`` and ``0.0`` alike, but
+    ``false`` is not the number ``0``, nor ``0`` the boolean ``false``)."""
+    return any(value == n and isinstance(value, bool) == isinstance(n, bool) for n in NEUTRAL.get(name, ()))
 
 
 class StreamOptions(_Body):
@@ -348,7 +358,7 @@ class ChatCompletionRequest(_Body):
     def unserved(self) -> tuple[str, str] | None:
         for name, why in UNSERVED.items():
             value = getattr(self, name)
-            if value is not None and value not in NEUTRAL.get(name, ()):
+            if value is not None and not _neutral(name, value):
                 return name, f"not supported: {why}"
         if self.modalities is not None and any(m != "text" for m in self.modalities):
             return "modalities", "not supported: only 'text' output is served"
