@@ -271,7 +271,8 @@ spec:
               containerPort: {{ $svc.port }}
               protocol: TCP
           # Start-up may wait for NATS and (billing, catalog) for the schema the migration Job writes:
-          # liveness waits for it; /healthz answers meanwhile and /readyz says what is missing.
+          # liveness waits for it; /healthz answers meanwhile and /readyz says what is missing (the
+          # gateway's port opens once it has reached NATS: this probe gives it two minutes).
           startupProbe:
             httpGet: {path: /healthz, port: http}
             periodSeconds: 2

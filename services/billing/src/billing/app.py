@@ -68,13 +68,19 @@ class BillingApp:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[BillingApp]:
         s = self.settings
-        nc = self.nc = await natsio.connect(s.nats_url, "billing", **s.nats_credentials())
-        # The health port answers from here on ("starting", not ready), so that a wait for the schema
-        # below is visible on /readyz rather than a silent start-up probe failure.
+        # The health port answers from the start ("starting", not ready), so that a wait for NATS or
+        # for the schema below is visible on /readyz rather than a start-up probe failing until the
+        # orchestrator restarts the process.
         health = HealthServer(self.health, s.health_host, s.health_port) if s.health_port else None
+        if health:
+            await health.start()
         try:
+            nc = self.nc = await natsio.connect(s.nats_url, "billing", **s.nats_credentials())
+        except BaseException:
             if health:
-                await health.start()
+                await health.stop()
+            raise
+        try:
             js = nc.jetstream()
             await natsio.ensure_streams(js, self.subjects, replicas=s.nats_stream_replicas)
             if s.migrate_on_start:
