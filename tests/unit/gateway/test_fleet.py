@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -70,3 +71,31 @@ def test_a_closed_run_is_forgotten() -> None:
     watch.watch(run, "r1")  # type: ignore[arg-type]
     watch.unwatch(run)  # type: ignore[arg-type]
     assert watch._runs == {}
+
+
+async def test_no_run_fails_as_runner_lost_while_nats_does_not_answer() -> None:
+    """A NATS server stalled with its connections open holds every runner's heartbeats while the runs
+    go on: the gateway judges no silence until a round trip says it can hear again."""
+    watch = RunnerWatch(lost_after_s=0.2)
+    await watch.on_heartbeat(beat("r1"))
+    run = FakeRun()
+    watch.watch(run, "r1")  # type: ignore[arg-type]
+    answering = False
+
+    async def hears() -> bool:
+        await asyncio.sleep(0.05)  # the round trip's wait
+        return answering
+
+    sweeping = asyncio.create_task(watch.sweep(every_s=0.02, hears=hears))
+    try:
+        await asyncio.sleep(1.0)  # five times the silence that fails a runner's runs
+        assert run.failed == []
+        answering = True  # NATS answers again, and r1 is still silent: now it is lost
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if run.failed:
+                break
+        assert [e.code for e in run.failed] == ["runner_lost"]
+    finally:
+        sweeping.cancel()
+        await asyncio.gather(sweeping, return_exceptions=True)

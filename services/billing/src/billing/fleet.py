@@ -54,6 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts import RunClosed, RunProgress, Subjects, TokenUsage, UsageRecorded
 from contracts.subjects import MSG_ID_HEADER
+from servicekit.health import nats_answers
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,13 @@ class Fleet:
         now = self._clock()
         for runner in self._runners.values():
             runner.last_seen = max(runner.last_seen, now)
+
+    def any_silent(self) -> bool:
+        """Whether :meth:`lost` would take a runner (it takes none here)."""
+        now = self._clock()
+        return any(
+            now - r.last_seen >= max(self.lost_after_s, MISSED_BEATS * r.interval_s) for r in self._runners.values()
+        )
 
     def lost(self) -> list[LostRunner]:
         """The runners silent too long, with their runs; they are forgotten here."""
@@ -264,6 +272,13 @@ class FleetWatch:
             late, last = now - last - self.tick_s, now
             if not self._nc.is_connected or late > self.fleet.lost_after_s / 2:
                 # We are the ones who could not hear: no runner is judged on that.
+                self.fleet.forgive()
+                continue
+            if self.fleet.any_silent() and not await nats_answers(self._nc):
+                # Connected as far as the socket knows, but NATS does not answer (a server stalled
+                # with its connections open): the runners' heartbeats wait in it, unheard. Billing a
+                # live runner's calls from its last heartbeat now would under-bill them, for good:
+                # the estimate takes the call's message id before the runner's true record.
                 self.fleet.forgive()
                 continue
             for lost in self.fleet.lost():

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from contracts import CacheInvalidated, RunClosed, Subjects, new_id
 from contracts.subjects import MSG_ID_HEADER
 from servicekit.breaker import CircuitBreaker
+from servicekit.health import nats_answers
 from servicekit.natsio import connect, ensure_key_value, ensure_object_store, ensure_streams, trace_headers
 from servicekit.redisio import redis_client
 from servicekit.telemetry import setup_tracing
@@ -158,7 +159,7 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
             invalidations = await nc.subscribe(subjects.catalog_invalidated, cb=on_invalidated)
             fleet = RunnerWatch(settings.runner_lost_s)
             heartbeats = await nc.subscribe(subjects.runner_heartbeat, cb=fleet.on_heartbeat)
-            watching = asyncio.create_task(fleet.sweep(), name="gateway-runner-watch")
+            watching = asyncio.create_task(fleet.sweep(hears=lambda: nats_answers(nc)), name="gateway-runner-watch")
             gateway_id = new_gateway_id()
             announcing = asyncio.create_task(
                 announce(nc, subjects.gateway_heartbeat, gateway_id, settings.heartbeat_s), name="gateway-heartbeat"

@@ -26,7 +26,7 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from contracts import RUNNER_ID_HEADER, ErrorInfo, GatewayHeartbeat
@@ -104,11 +104,34 @@ class RunnerWatch:
                 del self._last_seen[runner]
         return failed
 
-    async def sweep(self, every_s: float = 0.25) -> None:
-        """Run :meth:`sweep_once` forever (a task of the app's lifespan)."""
+    def forgive(self) -> None:
+        """This gateway could not hear (cut off from NATS, its loop stalled): every runner's clock
+        starts again."""
+        now = self._clock()
+        for runner in self._last_seen:
+            self._last_seen[runner] = max(self._last_seen[runner], now)
+
+    def _judging(self) -> bool:
+        """Whether a runner with open runs here has been silent for ``lost_after_s``."""
+        cutoff = self._clock() - self.lost_after_s
+        return any(self._last_seen.get(runner, cutoff) < cutoff for runner in self._runs)
+
+    async def sweep(self, every_s: float = 0.25, hears: Callable[[], Awaitable[bool]] | None = None) -> None:
+        """Run :meth:`sweep_once` forever (a task of the app's lifespan). Silence is judged only while
+        this gateway can hear: not after its own loop stalled, nor while ``hears`` (a NATS round trip)
+        says NATS does not answer. A NATS server stalled or restarting holds every runner's
+        heartbeats, and the runs go on: failing them as ``runner_lost`` would tell clients to try
+        again (and pay again) for answers still coming."""
+        loop = asyncio.get_running_loop()
+        last = loop.time()
         while True:
             await asyncio.sleep(every_s)
+            now = loop.time()
+            late, last = now - last - every_s, now
             with contextlib.suppress(Exception):
+                if late > self.lost_after_s / 2 or (hears is not None and self._judging() and not await hears()):
+                    self.forgive()
+                    continue
                 self.sweep_once()
 
 
