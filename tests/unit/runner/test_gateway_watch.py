@@ -52,3 +52,15 @@ def test_malformed_heartbeats_are_ignored_and_old_gateways_forgotten() -> None:
     clock.now += FORGET_AFTER_S + 1
     watch.forget_old()
     assert not watch.lost("gw-old")  # forgotten: as if never heard
+
+
+def test_forgive_restarts_every_clock() -> None:
+    clock = Clock(100.0)
+    watch = GatewayWatch(3.0, clock)
+    watch.on_heartbeat(beat("gw-a"))
+    clock.now += 5.0
+    assert watch.lost("gw-a")
+    watch.forgive()  # the runner itself could not hear
+    assert not watch.lost("gw-a")
+    clock.now += 3.1
+    assert watch.lost("gw-a")

@@ -55,6 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from contracts import RunClosed, RunProgress, Subjects, TokenUsage, UsageRecorded
 from contracts.subjects import MSG_ID_HEADER
 from servicekit.health import nats_answers
+from servicekit.silence import sweep_silence
 
 log = logging.getLogger(__name__)
 
@@ -264,30 +265,26 @@ class FleetWatch:
             log.debug("ignored a heartbeat that does not decode")
 
     async def _sweep(self) -> None:
-        loop = asyncio.get_running_loop()
-        last = loop.time()
-        while True:
-            await asyncio.sleep(self.tick_s)
-            now = loop.time()
-            late, last = now - last - self.tick_s, now
-            if not self._nc.is_connected or late > self.fleet.lost_after_s / 2:
-                # We are the ones who could not hear: no runner is judged on that.
-                self.fleet.forgive()
+        # Judged only while billing can hear (servicekit.silence): settling a live runner's call
+        # from its last heartbeat would under-bill it for good, since the estimate takes the call's
+        # message id before the runner's true record.
+        await sweep_silence(
+            every_s=self.tick_s,
+            lost_after_s=self.fleet.lost_after_s,
+            judging=self.fleet.any_silent,
+            hears=lambda: nats_answers(self._nc),
+            forgive=self.fleet.forgive,
+            act=self._settle_lost,
+        )
+
+    def _settle_lost(self) -> None:
+        for lost in self.fleet.lost():
+            if not lost.runs:
+                log.info("runner %s fell silent with no runs", lost.runner_id)
                 continue
-            if self.fleet.any_silent() and not await nats_answers(self._nc):
-                # Connected as far as the socket knows, but NATS does not answer (a server stalled
-                # with its connections open): the runners' heartbeats wait in it, unheard. Billing a
-                # live runner's calls from its last heartbeat now would under-bill them, for good:
-                # the estimate takes the call's message id before the runner's true record.
-                self.fleet.forgive()
-                continue
-            for lost in self.fleet.lost():
-                if not lost.runs:
-                    log.info("runner %s fell silent with no runs", lost.runner_id)
-                    continue
-                task = asyncio.create_task(self.settle(lost), name=f"billing-lost-{lost.runner_id}")
-                self._settling.add(task)
-                task.add_done_callback(self._settled)
+            task = asyncio.create_task(self.settle(lost), name=f"billing-lost-{lost.runner_id}")
+            self._settling.add(task)
+            task.add_done_callback(self._settled)
 
     def _settled(self, task: asyncio.Task[None]) -> None:
         self._settling.discard(task)

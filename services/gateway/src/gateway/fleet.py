@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from contracts import RUNNER_ID_HEADER, ErrorInfo, GatewayHeartbeat
+from servicekit.silence import sweep_silence
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -117,22 +118,26 @@ class RunnerWatch:
         return any(self._last_seen.get(runner, cutoff) < cutoff for runner in self._runs)
 
     async def sweep(self, every_s: float = 0.25, hears: Callable[[], Awaitable[bool]] | None = None) -> None:
-        """Run :meth:`sweep_once` forever (a task of the app's lifespan). Silence is judged only while
-        this gateway can hear: not after its own loop stalled, nor while ``hears`` (a NATS round trip)
-        says NATS does not answer. A NATS server stalled or restarting holds every runner's
-        heartbeats, and the runs go on: failing them as ``runner_lost`` would tell clients to try
-        again (and pay again) for answers still coming."""
-        loop = asyncio.get_running_loop()
-        last = loop.time()
-        while True:
-            await asyncio.sleep(every_s)
-            now = loop.time()
-            late, last = now - last - every_s, now
-            with contextlib.suppress(Exception):
-                if late > self.lost_after_s / 2 or (hears is not None and self._judging() and not await hears()):
-                    self.forgive()
-                    continue
-                self.sweep_once()
+        """Run :meth:`sweep_once` forever (a task of the app's lifespan), judging silence only while
+        this gateway can hear (:func:`servicekit.silence.sweep_silence`; ``hears``: a NATS round trip)."""
+
+        async def always() -> bool:
+            return True
+
+        await sweep_silence(
+            every_s=every_s,
+            lost_after_s=self.lost_after_s,
+            judging=self._judging,
+            hears=hears or always,
+            forgive=self.forgive,
+            act=self._sweep_logged,
+        )
+
+    def _sweep_logged(self) -> None:
+        try:
+            self.sweep_once()
+        except Exception:  # a bug: logged, and the next sweep tries again
+            log.exception("sweeping for lost runners failed")
 
 
 def new_gateway_id() -> str:

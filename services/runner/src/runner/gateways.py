@@ -49,6 +49,13 @@ class GatewayWatch:
         at, interval_s = heard
         return self._clock() - at > max(self.lost_after_s, 2.5 * interval_s)
 
+    def forgive(self) -> None:
+        """This runner could not hear (cut off from NATS, its loop stalled): every gateway's clock
+        starts again."""
+        now = self._clock()
+        for gateway_id, (at, interval_s) in self._heard.items():
+            self._heard[gateway_id] = (max(at, now), interval_s)
+
     def forget_old(self) -> None:
         now = self._clock()
         for gateway_id, (at, _) in list(self._heard.items()):

@@ -30,9 +30,11 @@ from pydantic import ValidationError
 
 from contracts import CancelRun, ErrorInfo, RunAdmitted, RunClosed, RunFailed, RunProgress, RunRequest, Subjects
 from servicekit import telemetry
+from servicekit.health import nats_answers
 from servicekit.natsio import context_from_headers, ensure_streams
 from servicekit.requestid import install as install_request_ids
 from servicekit.requestid import request_id
+from servicekit.silence import sweep_silence
 
 from . import genai
 from .agent import AgentRun, RunConfig
@@ -418,11 +420,19 @@ class Worker:
             task.cancel()
 
     async def _sweep_gateways(self, watch: GatewayWatch) -> None:
-        """Cancel the runs whose gateway died (:mod:`runner.gateways`); runs as a task."""
-        every_s = min(0.5, watch.lost_after_s / 4)
-        while True:
-            await asyncio.sleep(every_s)
-            self._cancel_for_lost_gateways(watch)
+        """Cancel the runs whose gateway died (:mod:`runner.gateways`), judged only while this runner
+        can hear (:mod:`servicekit.silence`): runs as a task."""
+        await sweep_silence(
+            every_s=min(0.5, watch.lost_after_s / 4),
+            lost_after_s=watch.lost_after_s,
+            judging=lambda: any(watch.lost(gid) for gid in self._gateways_of_runs()),
+            hears=lambda: nats_answers(self._nc),
+            forgive=watch.forgive,
+            act=lambda: self._cancel_for_lost_gateways(watch),
+        )
+
+    def _gateways_of_runs(self) -> set[str]:
+        return {gid for run_id, (_, run) in self._runs.items() if (gid := run.request.gateway_id)}
 
     def _cancel_for_lost_gateways(self, watch: GatewayWatch) -> None:
         """Cancel every run whose client waited on a gateway that fell silent."""
