@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import asyncpg
@@ -252,7 +252,7 @@ async def test_admission_runs_on_its_own_connections_without_waiting_for_the_wal
         assert await conn.fetchval("SHOW synchronous_commit") == "off"
 
 
-async def prefetch(nc, s: Subjects, user: str, run_ids: list[str]) -> PrefetchReply:  # type: ignore[no-untyped-def]
+async def prefetch(nc, s: Subjects, user: str, run_ids: list[str], answer_by: datetime | None = None) -> PrefetchReply:  # type: ignore[no-untyped-def]
     req = PrefetchRequest(
         user_id=user,
         agent_id="a",
@@ -261,6 +261,7 @@ async def prefetch(nc, s: Subjects, user: str, run_ids: list[str]) -> PrefetchRe
         prompt_tokens=1000,
         max_output_tokens=1000,
         run_ids=run_ids,
+        answer_by=answer_by,
     )
     return PrefetchReply.model_validate_json(
         (await nc.request(s.billing_prefetch, req.model_dump_json().encode(), timeout=5)).data
@@ -282,6 +283,35 @@ async def test_runs_admitted_ahead_reserve_all_or_none_and_only_a_tenth_of_the_a
     # A run admitted ahead and never used is handed back with no calls: its hold is released.
     await publish(nats_client, s, RunClosed(run_id="pre-1", user_id="u", calls=0, status="cancelled"))
     await wait_for(lambda: _reserved_is(books, "u", RUN_WORST * MICRO))
+
+
+async def test_runs_admitted_ahead_after_the_gateway_stopped_waiting_are_handed_back(
+    billing: BillingApp, nats_client, namespace: str, books: Books, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Billing (or its database) stalled past the gateway's wait: the holds it makes then would wait,
+    unused, for the expiry sweep, taking a tenth of the user's credit for a quarter of an hour."""
+    s = Subjects(namespace)
+    await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": str(RUN_WORST * 25)})
+    # Asked after its answer_by: nothing is reserved at all.
+    late = await prefetch(nats_client, s, "u", ["late-1"], answer_by=datetime.now(UTC) - timedelta(seconds=1))
+    assert late.reservations == {}
+    assert (await books.account("u"))[1] == 0
+    # Reserved, but only after the answer_by passed (the database stalled): handed back at once.
+    assert billing.ledger is not None
+    reserve = billing.ledger.prefetch
+
+    async def stalled(*args, **kwargs):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.6)
+        return await reserve(*args, **kwargs)
+
+    monkeypatch.setattr(billing.ledger, "prefetch", stalled)
+    answer_by = datetime.now(UTC) + timedelta(seconds=0.3)
+    stale = await prefetch(nats_client, s, "u", ["stale-1", "stale-2"], answer_by=answer_by)
+    assert stale.reservations == {}
+    await wait_for(lambda: _reserved_is(books, "u", 0))
+    # In time: granted as before.
+    granted = await prefetch(nats_client, s, "u", ["fresh-1"], answer_by=datetime.now(UTC) + timedelta(seconds=5))
+    assert set(granted.reservations) == {"fresh-1"}
 
 
 async def _reserved_is(books: Books, user: str, amount: int) -> bool:

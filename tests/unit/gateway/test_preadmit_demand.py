@@ -196,3 +196,18 @@ async def test_misses_no_ask_followed_are_forgotten_at_the_sweep() -> None:
     await asyncio.sleep(0.12)
     sweep.cancel()
     assert pre._first_demand == {}
+
+
+async def test_an_ask_says_until_when_its_answer_is_waited_for() -> None:
+    """Billing reserves nothing past it, and hands back what it reserved too late (a stall)."""
+    from datetime import UTC, datetime, timedelta
+
+    billing, closed = Billing(), []
+    pre = _pre(billing, closed)
+    before = datetime.now(UTC)
+    await _request(pre)
+    billing.answer.set()
+    await _settle(pre)
+    [ask] = billing.asks
+    assert ask.answer_by is not None
+    assert before < ask.answer_by <= datetime.now(UTC) + timedelta(seconds=pre._rpc_timeout_s)

@@ -5,6 +5,7 @@ Money is credits (1,000,000 credits = 1 USD) as exact decimals; on the wire a de
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 
 from pydantic import Field
@@ -50,6 +51,12 @@ class PrefetchRequest(Message):
     max_output_tokens: int = Field(ge=0)
     run_ids: list[str] = Field(
         min_length=1, max_length=MAX_PREFETCH_RUNS, description="the runs' ids, chosen by the gateway"
+    )
+    answer_by: datetime | None = Field(
+        default=None,
+        description="when the gateway stops waiting for the answer: billing reserves nothing after it, and "
+        "hands back what it reserved too late (a stalled billing or database would otherwise leave holds "
+        "nobody uses until they expire)",
     )
 
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
@@ -37,8 +39,10 @@ from contracts import (
     PrefetchReply,
     PrefetchRequest,
     RunAdmitted,
+    RunClosed,
     Subjects,
 )
+from contracts.subjects import MSG_ID_HEADER
 from servicekit import telemetry
 from servicekit.natsio import context_from_headers, flush_in_order
 
@@ -126,6 +130,24 @@ async def register(
             await nc.publish(subjects.run_admitted(req.run_id), go.model_dump_json().encode())
         return reply
 
+    js = nc.jetstream()
+
+    async def prefetch(req: PrefetchRequest) -> PrefetchReply:
+        # Past its answer_by the gateway has given up (billing or its database stalled meanwhile):
+        # holds made now would wait, unused, for the expiry sweep.
+        if _past(req.answer_by):
+            return PrefetchReply()
+        reply = await service.prefetch(req)
+        if reply.reservations and _past(req.answer_by):
+            log.warning("runs admitted ahead for %s after the gateway stopped waiting: handing them back", req.user_id)
+            for run_id, reservation_id in reply.reservations.items():
+                closed = RunClosed(
+                    run_id=run_id, user_id=req.user_id, reservation_id=reservation_id, calls=0, status="cancelled"
+                )
+                await _hand_back(js, subjects, closed)
+            return PrefetchReply()
+        return reply
+
     subs = [
         await nc.subscribe(
             subjects.billing_admit,
@@ -135,7 +157,7 @@ async def register(
         await nc.subscribe(
             subjects.billing_prefetch,
             queue=BILLING_QUEUE,
-            cb=handler("billing.prefetch", PrefetchRequest, service.prefetch, lambda e: PrefetchReply(error=e)),
+            cb=handler("billing.prefetch", PrefetchRequest, prefetch, lambda e: PrefetchReply(error=e)),
         ),
         await nc.subscribe(
             subjects.billing_extend,
@@ -155,3 +177,29 @@ async def register(
     ]
     await flush_in_order(nc)  # the subscriptions reach the server before anyone is told billing is ready
     return subs
+
+
+#: Tries at handing back a run admitted too late (each waits up to :data:`HAND_BACK_TIMEOUT_S`).
+HAND_BACK_ATTEMPTS = 3
+HAND_BACK_TIMEOUT_S = 2.0
+
+
+def _past(answer_by: datetime | None) -> bool:
+    return answer_by is not None and datetime.now(UTC) > answer_by
+
+
+async def _hand_back(js: JetStreamContext, subjects: Subjects, closed: RunClosed) -> None:
+    """Close a run admitted too late, with no calls: the USAGE consumer releases its hold (the message
+    id makes a second copy harmless). Best effort: the expiry sweep releases it in the end."""
+    for attempt in range(1, HAND_BACK_ATTEMPTS + 1):
+        try:
+            await js.publish(
+                subjects.usage_run_closed,
+                closed.model_dump_json().encode(),
+                timeout=HAND_BACK_TIMEOUT_S,
+                headers={MSG_ID_HEADER: closed.msg_id},
+            )
+            return
+        except Exception as exc:
+            if attempt == HAND_BACK_ATTEMPTS:
+                log.warning("handing back run %s failed (%s); its hold expires instead", closed.run_id, exc)

@@ -31,6 +31,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from contracts import MAX_PREFETCH_RUNS, AgentSnapshot, PrefetchReply, PrefetchRequest, RunClosed, Subjects
 
@@ -203,6 +204,8 @@ class PreAdmissions:
             prompt_tokens=cap,
             max_output_tokens=max_out,
             run_ids=[self._new_run_id() for _ in range(count)],
+            # Billing reserves nothing after this, and hands back what it reserved too late.
+            answer_by=datetime.now(UTC) + timedelta(seconds=self._rpc_timeout_s),
         )
         try:
             reply = await call(
