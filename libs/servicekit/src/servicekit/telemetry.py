@@ -49,21 +49,33 @@ def setup_logging(level: str) -> None:
 QUIET = ParentBased(root=ALWAYS_OFF)
 
 
+#: How long one export of a batch of spans may take, retries included (the OTLP defaults, 10 s and
+#: 30 s, would hold a stopping process that long behind a collector that does not answer, past its
+#: drain and into its orchestrator's kill).
+EXPORT_TIMEOUT_S = 2.0
+
+
 def setup_tracing(service_name: str, otlp_endpoint: str | None) -> TracerProvider:
     """Install a tracer provider for this process. With an endpoint, spans go out by OTLP/HTTP
-    (``{endpoint}/v1/traces``) in batches, off the hot path. Without one nothing would read them, so
-    they are not recorded: each is only a context (trace and span ids) that propagates, a few
-    microseconds instead of a recorded span's tens — unless the caller's ``traceparent`` says its
-    trace is sampled, which is honoured (the decision travels on)."""
+    (``{endpoint}/v1/traces``) in batches, off the hot path, each export bounded by
+    :data:`EXPORT_TIMEOUT_S`. Without one nothing would read them, so they are not recorded: each is
+    only a context (trace and span ids) that propagates, a few microseconds instead of a recorded
+    span's tens — unless the caller's ``traceparent`` says its trace is sampled, which is honoured
+    (the decision travels on). ``OTEL_SERVICE_NAME``, when set, names the service instead of
+    ``service_name`` (two releases in one Jaeger); ``OTEL_RESOURCE_ATTRIBUTES`` add to it."""
     sampler = None if otlp_endpoint else QUIET
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}), sampler=sampler)
+    name = os.environ.get("OTEL_SERVICE_NAME", "").strip() or service_name
+    provider = TracerProvider(resource=Resource.create({"service.name": name}), sampler=sampler)
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         endpoint = otlp_endpoint.rstrip("/")
         if not endpoint.endswith("/v1/traces"):
             endpoint += "/v1/traces"
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint), schedule_delay_millis=200))
+        exporter = OTLPSpanExporter(endpoint=endpoint, timeout=EXPORT_TIMEOUT_S)
+        provider.add_span_processor(
+            BatchSpanProcessor(exporter, schedule_delay_millis=200, export_timeout_millis=EXPORT_TIMEOUT_S * 1000)
+        )
     trace.set_tracer_provider(provider)
     return provider
 
