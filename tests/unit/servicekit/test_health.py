@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+import servicekit.health as health_module
 from servicekit.health import (
     METRICS_CONTENT_TYPE,
     Health,
@@ -74,6 +75,42 @@ async def test_a_hung_or_failing_check_is_false_within_the_timeout() -> None:
     async with asyncio.timeout(FAST * 5):  # the probe answers, however long a dependency hangs
         checks = await run_checks({"ok": passes, "no": fails, "raises": raises, "hangs": hangs}, FAST)
     assert checks == {"ok": True, "no": False, "raises": False, "hangs": False}
+
+
+async def test_a_check_whose_cancellation_waits_is_still_false_within_the_timeout() -> None:
+    """A database call under SQLAlchemy finishes its rollback and close shielded from cancellation
+    (seconds, against a hung server); the probe answers on time all the same, and while that check
+    winds down the next probe does not start another one."""
+    started = 0
+    release = asyncio.Event()
+
+    async def stubborn() -> bool:
+        nonlocal started
+        started += 1
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.shield(release.wait())  # what SQLAlchemy's close does
+        return True
+
+    loop = asyncio.get_running_loop()
+    begun = loop.time()
+    try:
+        async with asyncio.timeout(FAST * 5):
+            assert await run_checks({"database": stubborn}, FAST) == {"database": False}
+    finally:
+        release.set() if loop.time() - begun >= FAST * 5 else None
+    assert loop.time() - begun < FAST * 3
+    assert await run_checks({"database": stubborn}, FAST) == {"database": False}
+    assert started == 1  # still winding down: not started again
+    release.set()
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if not health_module._WINDING_DOWN:
+            break
+    assert not health_module._WINDING_DOWN
+    await run_checks({"database": stubborn}, FAST)
+    assert started == 2  # wound down: the next probe asks again
 
 
 async def test_only_true_passes() -> None:

@@ -103,14 +103,35 @@ class Readiness:
         }
 
 
+#: Checks and facts given up on and still winding down, by their callable: the next probe does not
+#: start another meanwhile (it fails at once), so a dependency that hangs does not pile them up.
+_WINDING_DOWN: dict[Callable[[], Awaitable[Any]], asyncio.Task[Any]] = {}
+
+
 async def _bounded(call: Callable[[], Awaitable[Any]], timeout_s: float, name: str) -> tuple[bool, Any]:
-    """(answered, value): ``call()`` within ``timeout_s``; an exception or the timeout is (False, None)."""
+    """(answered, value): ``call()`` within ``timeout_s``; an exception or the timeout is (False, None).
+
+    The answer never waits past ``timeout_s``, even for a check whose cancellation itself waits (a
+    database call under SQLAlchemy finishes its rollback and close shielded from cancellation: seconds,
+    against a hung server): the check is cancelled and left to wind down on its own."""
+    if call in _WINDING_DOWN:
+        return False, None
     try:
-        async with asyncio.timeout(timeout_s):
-            return True, await call()
-    except Exception:  # a probe reports a failure, it does not raise one
+        task = asyncio.ensure_future(call())
+    except Exception:
         log.debug("readiness: %s failed", name, exc_info=True)
         return False, None
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        task.cancel()
+        _WINDING_DOWN[call] = task
+        task.add_done_callback(lambda t: (_WINDING_DOWN.pop(call, None), t.cancelled() or t.exception()))
+        log.debug("readiness: %s did not answer within %g s", name, timeout_s)
+        return False, None
+    if task.exception() is not None:  # a probe reports a failure, it does not raise one
+        log.debug("readiness: %s failed", name, exc_info=task.exception())
+        return False, None
+    return True, task.result()
 
 
 async def run_checks(checks: Mapping[str, Check], timeout_s: float = CHECK_TIMEOUT_S) -> dict[str, bool]:
