@@ -117,6 +117,9 @@ class CatalogRuntime:
     def _open_cache(self) -> None:
         s = self.settings
         if not s.redis_url:
+            # Redis is optional: without it there is no cache to be available, and no gauge saying
+            # "0" (an alert on it would fire for as long as the catalog runs), as on the gateway.
+            self.metrics.registry.unregister(self.metrics.redis_available)
             return
         self.redis = redis_client(s.redis_url, connect_timeout_s=s.redis_connect_timeout_s, timeout_s=s.redis_timeout_s)
         self.cache = AnswerCache(

@@ -35,7 +35,7 @@ class Metrics:
         )
         self.redis_available = Gauge(
             "catalog_redis_available",
-            "1 while the answer cache uses Redis; 0 while Redis is unset or its circuit breaker is open",
+            "1 while the answer cache uses Redis; 0 while its circuit breaker is open (absent without Redis)",
             registry=self.registry,
         )
         self.cache_lookups = Counter(
