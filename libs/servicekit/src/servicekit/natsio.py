@@ -7,6 +7,7 @@ import base64
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Literal, TypeVar
@@ -65,25 +66,60 @@ async def connect(
     under ``inbox_prefix``, the one its user may read. ``on_error`` hears, after they are logged, the
     errors the server reports without closing the connection (a permissions violation: see
     :func:`permission_denied`); it must not wait (it runs in the connection's reader)."""
-    error_cb = None
-    if on_error is not None:
+    errors = _ErrorLog()
 
-        async def error_cb(error: Exception) -> None:
-            log.error("NATS reported: %s", error)
+    async def error_cb(error: Exception) -> None:
+        errors.log(error)
+        if on_error is not None:
             on_error(error)
+
+    async def disconnected_cb() -> None:
+        log.warning("disconnected from NATS; reconnecting")
+
+    async def reconnected_cb() -> None:
+        log.info("reconnected to NATS")
+        if on_reconnected is not None:
+            await on_reconnected()
 
     return await nats.connect(
         error_cb=error_cb,
+        disconnected_cb=disconnected_cb,
         servers=[u.strip() for u in url.split(",")],
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.25,
         connect_timeout=5,
-        reconnected_cb=on_reconnected,
+        reconnected_cb=reconnected_cb,
         user=user,
         password=password,
         inbox_prefix=inbox_prefix or DEFAULT_INBOX_PREFIX,
     )
+
+
+class _ErrorLog:
+    """NATS's errors as log lines: one line each, no traceback, and the same kind at most once every
+    :data:`ERROR_LOG_EVERY_S` with a count of those left out. A server away for a minute is tried
+    again four times a second, each try an error: without this, a page of tracebacks a second."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._left_out: dict[str, int] = {}
+
+    def log(self, error: Exception) -> None:
+        kind = type(error).__name__
+        now = self._clock()
+        if now - self._last.get(kind, -ERROR_LOG_EVERY_S) < ERROR_LOG_EVERY_S:
+            self._left_out[kind] = self._left_out.get(kind, 0) + 1
+            return
+        self._last[kind] = now
+        left_out = self._left_out.pop(kind, 0)
+        more = f" (and {left_out} more like it since the last such line)" if left_out else ""
+        log.error("NATS reported: %s: %s%s", kind, error, more)
+
+
+#: The same kind of NATS error is logged at most this often (seconds).
+ERROR_LOG_EVERY_S = 10.0
 
 
 def permission_denied(error: Exception, action: Literal["publish", "subscription"], subject: str) -> bool:
