@@ -57,3 +57,47 @@ def test_entry_keys_are_per_user_and_hide_the_key() -> None:
     assert "secret" not in hashed and len(hashed) == 64 and hashed.isalnum()  # a valid KV key, whatever the key
     # No separator ambiguity: ("u1", "2k") and ("u12", "k") are different entries.
     assert entry_key("u1", "2k") != entry_key("u12", "k")
+
+
+async def test_a_stream_that_broke_is_not_a_run_to_stop_before_the_window_passes() -> None:
+    """The gateway's read of a kept run broke (a gap, no event in time): the run may go on, and a
+    retry of its key reads it from RUN_EVENTS anywhere. It is cancelled once the window has passed
+    with nobody resuming it, not at the break."""
+    import asyncio
+
+    from contracts import Subjects
+    from gateway.errors import RunStreamError
+    from gateway.idempotency import Entry, ResumeWindows
+    from gateway.runs import _error
+
+    cancels: list[tuple[str, float]] = []
+    loop = asyncio.get_running_loop()
+
+    class Nats:
+        async def publish(self, subject: str, data: bytes) -> None:
+            cancels.append((subject, loop.time()))
+
+    class Store:
+        async def get(self, key: str) -> tuple[Entry, int]:
+            return Entry(body="b", run_id="run-1", api="chat", created=0), 1
+
+    class Broken:
+        run_id = "run-1"
+        closed = False
+
+        async def next(self, wait_s: float) -> object:
+            raise RunStreamError(_error("no event", "run_timeout", 504))
+
+        async def close(self) -> None:
+            self.closed = True
+
+    windows = ResumeWindows(Store(), Nats(), Subjects("t"), window_s=0.4, idle_timeout_s=5)  # type: ignore[arg-type]
+    source = Broken()
+    started = loop.time()
+    windows.keep(source, "key", attachment=0)  # type: ignore[arg-type]
+    await asyncio.sleep(0.2)
+    assert cancels == []  # broken, but the window is still open
+    await asyncio.gather(*windows._tasks)
+    [(subject, at)] = cancels
+    assert subject == Subjects("t").run_cancel("run-1") and at - started >= 0.4
+    assert source.closed

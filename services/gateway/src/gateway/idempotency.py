@@ -453,6 +453,8 @@ class ResumeWindows:
 
     async def _keep(self, source: KeptRun, key: str, attachment: int) -> None:
         finished = False
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self._window_s
         try:
             if self._window_s > 0:
                 with contextlib.suppress(TimeoutError):
@@ -461,6 +463,11 @@ class ResumeWindows:
             if finished:
                 self.finished(key, source.run_id)
                 return
+            if (left := until - loop.time()) > 0:
+                # The stream broke here (a gap, no event in time), not the run: it may go on, and a
+                # retry of its key reads it from RUN_EVENTS on any gateway. It is stopped only once
+                # the window has passed with nobody resuming it.
+                await asyncio.sleep(left)
             entry = await self._entry(key)
             if entry is not None and entry.attachments != attachment:
                 return  # a newer stream carries the run: its own window decides
