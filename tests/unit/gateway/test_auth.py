@@ -235,3 +235,40 @@ async def test_refusals_are_never_served_stale() -> None:
     with pytest.raises(GatewayError) as caught:
         await auth.authenticate("Bearer sk-unknown-key")
     assert caught.value.status == 503
+
+
+async def test_once_the_catalog_did_not_answer_recent_answers_come_at_once() -> None:
+    """A request needs its key and its agent: a hung catalog must not cost it a timeout for each, nor
+    every following request the same again. After one ask went unanswered, recent answers are served
+    at once (and asked again in the background) until the catalog answers."""
+    catalog, clock = FakeCatalog(), FakeClock()
+    auth = Authenticator(catalog, SUBJECTS, ttl_s=5, stale_s=300, rpc_timeout_s=0.2, clock=clock)
+    principal = await auth.authenticate(f"Bearer {KEY}")
+    await auth.agent(principal, "agent_1")
+    hung = asyncio.Event()
+
+    async def hangs(subject: str, payload: bytes, timeout: float) -> bytes:
+        catalog.calls.append(subject)
+        try:
+            async with asyncio.timeout(timeout):
+                await hung.wait()
+        except TimeoutError:
+            raise ServiceUnavailable(subject) from None
+        return await answers(subject, payload, timeout)
+
+    answers = FakeCatalog()
+    auth._request = hangs  # type: ignore[method-assign]
+    clock.now += 60  # past the cache, inside the stale window
+    loop = asyncio.get_running_loop()
+    begun = loop.time()
+    assert (await auth.authenticate(f"Bearer {KEY}")).user_id == "u1"  # waited out one timeout
+    assert loop.time() - begun >= 0.2
+    begun = loop.time()
+    assert (await auth.agent(principal, "agent_1")).id == "agent_1"
+    assert (await auth.authenticate(f"Bearer {KEY}")).user_id == "u1"
+    assert loop.time() - begun < 0.1  # the next answers at once
+    assert auth.stale_served == 3
+    hung.set()  # the catalog answers again: a background ask brings fresh answers and ends the hold
+    await asyncio.gather(*auth._refreshing)
+    assert auth._unreachable_until == 0.0
+    assert auth.keys.get(hash_key(KEY)) is not None

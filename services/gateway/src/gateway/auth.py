@@ -65,6 +65,10 @@ def _unauthorized(message: str) -> GatewayError:
 #: Entries an auth cache holds at most: a client sending endless distinct keys or model names
 #: cannot grow the gateway's memory past it (about 100 MB at worst).
 CACHE_MAX_ENTRIES = 100_000
+#: After an ask of the catalog failed (no answer in time, nobody answering), how long recent answers
+#: are served at once instead of waiting out another timeout (each such answer is asked again in the
+#: background; the first that comes back ends it).
+UNREACHABLE_HOLD_S = 5.0
 
 
 class TTLCache(Generic[K, V]):
@@ -158,6 +162,10 @@ class Authenticator:
         self._inflight: dict[Hashable, asyncio.Future[BaseModel]] = {}
         # Bumped by every invalidation: an answer requested before one must not be cached after it.
         self._generation = 0
+        self._clock = clock
+        #: Until when the catalog counts as unreachable (its last ask failed): recent answers at once.
+        self._unreachable_until = 0.0
+        self._refreshing: set[asyncio.Future[None]] = set()
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The principal of an ``Authorization`` header; 401 / 403 / 503 as a :class:`GatewayError`."""
@@ -237,21 +245,64 @@ class Authenticator:
         reply_type: type[R],
         positive: Callable[[R], bool],
     ) -> R:
-        """Ask the catalog and cache its answer; while it cannot be reached, a recent positive answer."""
+        """Ask the catalog and cache its answer; while it cannot be reached, a recent positive answer.
+
+        Once an ask found the catalog unreachable, for :data:`UNREACHABLE_HOLD_S` a recent positive
+        answer is served at once (and asked again in the background) rather than after another
+        timeout: a request needs two answers (its key, its agent), and each waiting out the timeout
+        would make a catalog outage cost every request seconds before its admission even starts."""
 
         def store(reply: R) -> None:
             ttl = self._ttl_of(getattr(reply, "cache_ttl_s", self._ttl))
             cache.put(key, reply, ttl, self._stale if positive(reply) else 0.0)
+            self._reachable()
 
+        if self._clock() < self._unreachable_until:
+            stale = cache.get_stale(key)
+            if stale is not None and positive(stale):
+                self.stale_served += 1
+                if flight not in self._inflight:
+                    self._in_background(self._ask(flight, subject, request, reply_type, store))
+                return stale
         try:
             return await self._ask(flight, subject, request, reply_type, store)
         except GatewayError as exc:
-            stale = cache.get_stale(key) if exc.status == 503 else None
+            if exc.status != 503:
+                raise
+            self._unreachable()
+            stale = cache.get_stale(key)
             if stale is None or not positive(stale):
                 raise
             self.stale_served += 1
-            log.warning("the catalog cannot be reached: serving a recent answer (stale window %g s)", self._stale)
             return stale
+
+    def _unreachable(self) -> None:
+        if self._clock() >= self._unreachable_until:
+            log.warning(
+                "the catalog cannot be reached: serving recent answers (stale window %g s) for at least %g s",
+                self._stale,
+                UNREACHABLE_HOLD_S,
+            )
+        self._unreachable_until = self._clock() + UNREACHABLE_HOLD_S
+
+    def _reachable(self) -> None:
+        if self._unreachable_until:
+            self._unreachable_until = 0.0
+            log.info("the catalog answers again")
+
+    def _in_background(self, ask: Awaitable[Any]) -> None:
+        async def quietly() -> None:
+            try:
+                await ask
+            except GatewayError as exc:
+                if exc.status == 503:
+                    self._unreachable()
+            except Exception:
+                log.debug("refreshing a catalog answer failed", exc_info=True)
+
+        task = asyncio.ensure_future(quietly())
+        self._refreshing.add(task)
+        task.add_done_callback(self._refreshing.discard)
 
     def _ttl_of(self, reply_ttl: float) -> float:
         return min(self._ttl, reply_ttl) if reply_ttl >= 0 else self._ttl
