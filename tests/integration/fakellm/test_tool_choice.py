@@ -32,6 +32,23 @@ def test_obey_tool_choice_rules() -> None:
     assert obey_tool_choice(TURN, {**body, "tool_choice": named}, "openai")["tool_calls"] == [
         {"name": "f", "arguments": {}}
     ]
+    # With no script, a forced call fills each required parameter, as a client validating them needs.
+    schema = {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string"},
+            "days": {"type": "integer"},
+            "unit": {"type": ["string", "null"], "enum": ["c", "f"]},
+            "note": {"type": "string"},
+        },
+        "required": ["city", "days", "unit"],
+    }
+    typed = {"tools": [{"type": "function", "function": {"name": "get_weather", "parameters": schema}}]}
+    assert obey_tool_choice({"text": "t"}, {**typed, "tool_choice": "required"}, "openai")["tool_calls"] == [
+        {"name": "get_weather", "arguments": {"city": "example", "days": 1, "unit": "c"}}
+    ]
+    anthropic_typed = {"tools": [{"name": "get_weather", "input_schema": schema}], "tool_choice": {"type": "any"}}
+    assert obey_tool_choice({"text": "t"}, anthropic_typed, "anthropic")["tool_calls"][0]["arguments"]["days"] == 1
     an = {"tools": [{"name": "get_weather"}], "tool_choice": {"type": "tool", "name": "get_weather"}}
     assert obey_tool_choice(TURN, an, "anthropic") == TURN
     assert obey_tool_choice(TURN, {**an, "tool_choice": {"type": "none"}}, "anthropic")["text"] == "No tool is used."

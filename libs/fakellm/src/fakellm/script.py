@@ -159,8 +159,9 @@ def tool_choice_of(body: dict[str, Any]) -> str | tuple[str, str] | None:
 def obey_tool_choice(turn: dict[str, Any], body: dict[str, Any], api: str) -> dict[str, Any]:
     """``turn`` as a model bound by the request's tool choice would answer it: without tool calls when
     none may be made (``"No tool is used."`` when the turn had no text), with the named function (its
-    arguments from the turn's call of it, else ``forced_arguments``, else ``{}``), or with a call of the
-    first tool offered when one is required and the turn has none."""
+    arguments from the turn's call of it, else ``forced_arguments``, else a value for each required
+    parameter: :func:`_forced_arguments`), or with a call of the first tool offered when one is
+    required and the turn has none."""
     choice = tool_choice_of(body)
     calls = turn.get("tool_calls") or []
     if choice == "none":
@@ -170,11 +171,42 @@ def obey_tool_choice(turn: dict[str, Any], body: dict[str, Any], api: str) -> di
     if isinstance(choice, tuple):
         name = choice[1]
         mine = [c for c in calls if c.get("name") == name][:1]
-        forced = mine or [{"name": name, "arguments": turn.get("forced_arguments", {})}]
+        forced = mine or [{"name": name, "arguments": _forced_arguments(turn, body, name)}]
         return {**turn, "tool_calls": forced}
     if choice == "required" and not calls and (offered := _offered(body)):
-        return {**turn, "tool_calls": [{"name": offered[0], "arguments": turn.get("forced_arguments", {})}]}
+        return {**turn, "tool_calls": [{"name": offered[0], "arguments": _forced_arguments(turn, body, offered[0])}]}
     return turn
+
+
+#: A value of each JSON Schema type, for a required parameter of a forced call with no script.
+_EXAMPLE = {"string": "example", "integer": 1, "number": 1, "boolean": True, "array": [], "object": {}}
+
+
+def _forced_arguments(turn: dict[str, Any], body: dict[str, Any], name: str) -> Any:
+    """The turn's ``forced_arguments``; else a value for each required parameter of the offered tool's
+    schema (an ``enum``'s first, else one of its type), so that a client validating its function's
+    arguments (a LangChain ``@tool``) can run the call."""
+    if "forced_arguments" in turn:
+        return turn["forced_arguments"]
+    schema: Any = None
+    for tool in body.get("tools") or []:
+        if isinstance(tool, dict):
+            fn = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+            if fn.get("name") == name:
+                schema = fn.get("parameters") or fn.get("input_schema")
+    if not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict):
+        return {}
+    args: dict[str, Any] = {}
+    for prop in schema.get("required") or []:
+        spec = schema["properties"].get(prop)
+        if not isinstance(spec, dict):
+            continue
+        enum = spec.get("enum")
+        kind = spec.get("type")
+        if isinstance(kind, list):
+            kind = next((k for k in kind if k != "null"), None)
+        args[prop] = enum[0] if isinstance(enum, list) and enum else _EXAMPLE.get(kind, "example")
+    return args
 
 
 def plan(turn: dict[str, Any], body: dict[str, Any], api: str, defaults: tuple[float, float]) -> Plan:
