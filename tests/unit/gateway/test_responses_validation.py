@@ -48,6 +48,13 @@ def refused(body: dict[str, Any]) -> GatewayError:
         (_format({"type": "object", "properties": {"k" * 50_000: _nested(20)}}), "text.format.schema", "['…']"),
         (_format(_nested(150)), None, "nests too deeply"),
         ({"truncation": "bogus"}, "truncation", "'auto' or 'disabled'"),
+        # Another kind of tool_choice is refused by name, not as each union member it fails.
+        (
+            {"tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": []}},
+            "tool_choice",
+            "a tool_choice of type 'allowed_tools' is not served",
+        ),
+        ({"tool_choice": {"type": "x" * 10_000}}, "tool_choice", "of type '…' is not served"),
     ],
 )
 def test_what_storage_or_a_provider_refuses_is_a_400(body: dict[str, Any], param: str | None, says: str) -> None:

@@ -16,6 +16,7 @@ from pydantic import (
     AfterValidator,
     AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -166,6 +167,22 @@ def _schema(value: dict[str, Any]) -> dict[str, Any]:
 
 #: A JSON schema, bounded (see :func:`_schema`).
 Schema = Annotated[dict[str, Any], AfterValidator(_schema)]
+
+
+def _served_tool_choice(value: Any) -> Any:
+    """A ``tool_choice`` object of another type than a function's (``allowed_tools``, ``custom``, a
+    hosted tool) is refused by name, not as every member of the union it fails."""
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind is not None and kind != "function":
+        shown = kind if isinstance(kind, str) and len(kind) <= 64 and kind.isprintable() else "…"
+        raise ValueError(
+            f"a tool_choice of type {shown!r} is not served: send 'auto', 'none', 'required' or a function"
+        )
+    return value
+
+
+#: What a ``tool_choice`` field checks first (:func:`_served_tool_choice`).
+ServedToolChoice = BeforeValidator(_served_tool_choice)
 FunctionName = Annotated[StrictStr, Field(pattern=FUNCTION_NAME)]
 
 
@@ -278,7 +295,7 @@ class ChatCompletionRequest(_Body):
     conversation_id: Ident | None = None
     parent_message_id: Ident | None = None
     tools: Annotated[list[ToolIn], Field(max_length=MAX_CLIENT_TOOLS)] | None = None
-    tool_choice: Literal["auto", "none", "required"] | NamedChoiceIn | None = None
+    tool_choice: Annotated[Literal["auto", "none", "required"] | NamedChoiceIn | None, ServedToolChoice] = None
     parallel_tool_calls: StrictBool | None = None
     response_format: ResponseFormat | None = None
     modalities: list[Name] | None = None

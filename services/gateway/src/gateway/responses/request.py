@@ -26,6 +26,7 @@ from ..schemas import (
     Name,
     Number,
     Schema,
+    ServedToolChoice,
     Text,
 )
 
@@ -106,7 +107,7 @@ class CreateResponseRequest(_Body):
     previous_response_id: Ident | None = None
     user: Name | None = None
     tools: Annotated[list[dict[str, Any]], Field(max_length=MAX_TOOLS)] | None = None
-    tool_choice: Literal["auto", "none", "required"] | NamedFunctionChoice | None = None
+    tool_choice: Annotated[Literal["auto", "none", "required"] | NamedFunctionChoice | None, ServedToolChoice] = None
     parallel_tool_calls: StrictBool | None = None
     text: TextConfig | None = None
     include: list[StrictStr] | None = None
