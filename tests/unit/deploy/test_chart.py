@@ -523,6 +523,21 @@ def test_keda_scales_the_runner_on_the_run_queue_instead_of_cpu() -> None:
     assert of_kind(render(EXISTING), "ScaledObject") == {}  # off by default
 
 
+def test_keda_finds_the_charts_own_nats_by_its_fully_qualified_name() -> None:
+    """KEDA's scaler runs in KEDA's namespace: a short Service name would not resolve there."""
+    runner = {"autoscaling": {"enabled": True, "keda": {"enabled": True}}}
+    docs = render(EXISTING, {"nats": {"cluster": {"enabled": True}}, "services": {"runner": runner}})
+    (trigger,) = of_kind(docs, "ScaledObject")["sb-runner"]["spec"]["triggers"]
+    namespace = of_kind(docs, "Deployment")["sb-runner"]["metadata"]["namespace"]
+    assert trigger["metadata"]["natsServerMonitoringEndpoint"] == f"sb-nats.{namespace}.svc:8222"
+
+
+def test_keda_with_an_external_nats_must_be_told_where_its_monitoring_is() -> None:
+    runner = {"autoscaling": {"enabled": True, "keda": {"enabled": True}}}
+    with pytest.raises(Exception, match="natsMonitoringEndpoint: set it"):
+        render(EXISTING, {"services": {"runner": runner}})
+
+
 def test_mcp_servers_come_from_a_secret_mounted_into_the_runners_only() -> None:
     assert "RUNNER_MCP_SERVERS_FILE" not in env_of(of_kind(render(EXISTING), "Deployment")["sb-runner"])
     deployments = of_kind(render(EXISTING, {"mcp": {"existingSecret": "sb-mcp"}}), "Deployment")

@@ -71,7 +71,10 @@ EVERYTHING = merge(
                 "podAnnotations": {"example.com/team": "llm"},
             },
             "runner": {
-                "autoscaling": {"enabled": True, "keda": {"enabled": True}},
+                "autoscaling": {
+                    "enabled": True,
+                    "keda": {"enabled": True, "natsMonitoringEndpoint": "nats.nats.svc:8222"},
+                },
                 "extraEnv": [{"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": "vllm", "key": "k"}}}],
             },
             "billing": {

@@ -391,6 +391,14 @@ NATS server's monitoring endpoint. Streams run I/O-bound, so CPU says little abo
 {{- define "switchboard.scaledobject" -}}
 {{- $keda := .svc.autoscaling.keda -}}
 {{- $ns := .root.Values.nats.namespace -}}
+{{- $monitor := $keda.natsMonitoringEndpoint -}}
+{{- if not $monitor -}}
+{{- if .root.Values.nats.cluster.enabled -}}
+{{- $monitor = printf "%s.%s.svc:8222" (include "switchboard.nats.fullname" .root) .root.Release.Namespace -}}
+{{- else -}}
+{{- fail "services.runner.autoscaling.keda.natsMonitoringEndpoint: set it to your NATS server's monitoring endpoint (host:port, fully qualified: KEDA resolves it from its own namespace)" -}}
+{{- end -}}
+{{- end -}}
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
 metadata:
@@ -408,7 +416,7 @@ spec:
   triggers:
     - type: nats-jetstream
       metadata:
-        natsServerMonitoringEndpoint: {{ $keda.natsMonitoringEndpoint | quote }}
+        natsServerMonitoringEndpoint: {{ $monitor | quote }}
         account: {{ $keda.account | quote }}
         stream: {{ if $ns }}{{ printf "%s_RUNS" $ns | quote }}{{ else }}"RUNS"{{ end }}
         consumer: "runners"
