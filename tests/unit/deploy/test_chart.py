@@ -438,6 +438,8 @@ def test_ingress_off_by_default_and_routes_to_the_gateway(default_docs: list[Man
     (rule,) = ing["spec"]["rules"]
     assert rule["host"] == "llm.example.com"
     assert rule["http"]["paths"][0]["backend"]["service"] == {"name": "sb-gateway", "port": {"name": "http"}}
+    # The OpenAI and admin APIs only: probes, /metrics and the API docs stay inside the cluster.
+    assert [(p["path"], p["pathType"]) for p in rule["http"]["paths"]] == [("/v1", "Prefix"), ("/admin", "Prefix")]
 
 
 def test_notes_say_how_to_reach_the_gateway() -> None:

@@ -9,6 +9,7 @@ middleware, where the id is gone).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -67,9 +68,12 @@ class ObservabilityMiddleware:
                 message["headers"] = [*message.get("headers", ()), rid_header]
             await send(message)
 
-        with self.tracer.start_as_current_span(
-            f"{method} {scope['path']}", context=parent, kind=SpanKind.SERVER
-        ) as span:
+        if scope["path"] in _PROBES:
+            spanning: Any = _NO_SPAN  # the orchestrator's probes and scrapes: counted, not traced
+        else:
+            name = f"{method} {scope['path']}"
+            spanning = self.tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER)
+        with spanning as span:
             try:
                 await self.app(scope, receive, send_with_status)
             except ClientDisconnect:
@@ -97,6 +101,10 @@ class ObservabilityMiddleware:
 
 
 _TRACE_HEADERS = (b"traceparent", b"tracestate", b"baggage")
+#: Paths of probes and scrapes: every few seconds from every orchestrator and Prometheus, nothing a
+#: trace would explain. Not traced (Jaeger would hold mostly these), still counted.
+_PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+_NO_SPAN = contextlib.nullcontext(trace.INVALID_SPAN)
 #: The status a request gets in metrics and traces when its client left before it was read whole.
 CLIENT_CLOSED_REQUEST = 499
 _SERVER_ERROR = openai_error(500, "The server had an error while processing your request.", SERVER, "internal_error")
