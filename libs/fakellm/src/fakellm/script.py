@@ -191,7 +191,7 @@ def _forced_arguments(turn: dict[str, Any], body: dict[str, Any], name: str) -> 
     schema: Any = None
     for tool in body.get("tools") or []:
         if isinstance(tool, dict):
-            fn = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+            fn: dict[str, Any] = tool["function"] if isinstance(tool.get("function"), dict) else tool
             if fn.get("name") == name:
                 schema = fn.get("parameters") or fn.get("input_schema")
     if not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict):
@@ -202,10 +202,10 @@ def _forced_arguments(turn: dict[str, Any], body: dict[str, Any], name: str) -> 
         if not isinstance(spec, dict):
             continue
         enum = spec.get("enum")
-        kind = spec.get("type")
+        kind: Any = spec.get("type")
         if isinstance(kind, list):
             kind = next((k for k in kind if k != "null"), None)
-        args[prop] = enum[0] if isinstance(enum, list) and enum else _EXAMPLE.get(kind, "example")
+        args[prop] = enum[0] if isinstance(enum, list) and enum else _EXAMPLE.get(str(kind), "example")
     return args
 
 

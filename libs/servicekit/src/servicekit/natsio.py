@@ -7,7 +7,6 @@ import base64
 import hashlib
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Literal, TypeVar
@@ -34,6 +33,7 @@ from opentelemetry import context as otel_context
 from contracts import Subjects
 
 from . import telemetry
+from .throttledlog import ThrottledLog
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,11 @@ async def connect(
     under ``inbox_prefix``, the one its user may read. ``on_error`` hears, after they are logged, the
     errors the server reports without closing the connection (a permissions violation: see
     :func:`permission_denied`); it must not wait (it runs in the connection's reader)."""
-    errors = _ErrorLog()
+    # A server away for a minute is tried again four times a second, each try an error.
+    errors = ThrottledLog(log)
 
     async def error_cb(error: Exception) -> None:
-        errors.log(error)
+        errors.log(logging.ERROR, type(error).__name__, "NATS reported: %s: %s", type(error).__name__, error)
         if on_error is not None:
             on_error(error)
 
@@ -94,32 +95,6 @@ async def connect(
         password=password,
         inbox_prefix=inbox_prefix or DEFAULT_INBOX_PREFIX,
     )
-
-
-class _ErrorLog:
-    """NATS's errors as log lines: one line each, no traceback, and the same kind at most once every
-    :data:`ERROR_LOG_EVERY_S` with a count of those left out. A server away for a minute is tried
-    again four times a second, each try an error: without this, a page of tracebacks a second."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._last: dict[str, float] = {}
-        self._left_out: dict[str, int] = {}
-
-    def log(self, error: Exception) -> None:
-        kind = type(error).__name__
-        now = self._clock()
-        if now - self._last.get(kind, -ERROR_LOG_EVERY_S) < ERROR_LOG_EVERY_S:
-            self._left_out[kind] = self._left_out.get(kind, 0) + 1
-            return
-        self._last[kind] = now
-        left_out = self._left_out.pop(kind, 0)
-        more = f" (and {left_out} more like it since the last such line)" if left_out else ""
-        log.error("NATS reported: %s: %s%s", kind, error, more)
-
-
-#: The same kind of NATS error is logged at most this often (seconds).
-ERROR_LOG_EVERY_S = 10.0
 
 
 def permission_denied(error: Exception, action: Literal["publish", "subscription"], subject: str) -> bool:

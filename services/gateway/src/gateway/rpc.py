@@ -8,6 +8,7 @@ current trace context (W3C ``traceparent``), so catalog's and billing's spans jo
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, TypeVar
 
@@ -15,9 +16,14 @@ import nats.errors
 from pydantic import BaseModel, ValidationError
 
 from servicekit.natsio import trace_headers, wait_connected
+from servicekit.throttledlog import ThrottledLog
 
 from .auth import Requester
 from .errors import GatewayError, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+#: A dependency that does not answer fails every request meanwhile: a line per kind every 10 s, not per request.
+_unavailable = ThrottledLog(log)
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -69,6 +75,11 @@ async def call(
         raw = await request(subject, message.model_dump_json().encode(), timeout_s)
         return reply_type.model_validate_json(raw)
     except ServiceUnavailable as exc:
+        cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else "not connected to NATS"
+        _unavailable.log(logging.WARNING, service, "the %s service did not answer (%s): 503", service, cause)
         raise GatewayError.unavailable(f"The {service} service is unavailable; try again shortly.") from exc
     except ValidationError as exc:
+        _unavailable.log(
+            logging.WARNING, f"{service}:unreadable", "the %s service's answer did not parse: 503", service
+        )
         raise GatewayError.unavailable(f"The {service} service sent an answer we could not read.") from exc

@@ -404,8 +404,10 @@ class RunStream:
                 await self._js.publish(
                     subject, event.model_dump_json().encode(), headers={MSG_ID_HEADER: f"{self.run_id}:lost"}
                 )
-        except Exception:
-            log.warning("run %s: its end could not be recorded in RUN_EVENTS", self.run_id, exc_info=True)
+        except Exception as exc:  # best effort, and expected while NATS is away: one line, no trace
+            log.warning(
+                "run %s: its end could not be recorded in RUN_EVENTS (%s: %s)", self.run_id, type(exc).__name__, exc
+            )
 
     def _found_failure(self, failure: _Failure) -> RunStreamError:
         # Recorded (record_failure) as the event after the last one read: numbered so.
