@@ -54,6 +54,27 @@ async def test_a_refused_call_is_timed_with_its_error_type() -> None:
     assert value("gen_ai_client_token_usage_count", {**LABELS, "gen_ai_token_type": "input"}) is None
 
 
+@pytest.mark.parametrize(
+    ("refusal", "error_type"),
+    [
+        (ProviderError("too long", 400, code="context_length_exceeded"), "provider_refused_request"),
+        (ProviderError("made up", 400, code="some_provider_specific_code"), "provider_refused_request"),
+        (ProviderError("slow down", 429), "rate_limit_exceeded"),
+        (ProviderError("overloaded", 529), "provider_unavailable"),
+    ],
+)
+async def test_a_providers_own_code_reaches_the_client_but_never_a_label(
+    refusal: ProviderError, error_type: str
+) -> None:
+    """The client gets the provider's code (so that it recognises context_length_exceeded); the
+    metric's error_type stays within a fixed set, whatever codes a provider makes up."""
+    metrics = Metrics()
+    run = _run(ScriptedProvider([[refusal]]), metrics)  # type: ignore[list-item]
+    assert await run.execute() == "failed"
+    value = metrics.registry.get_sample_value
+    assert value("gen_ai_client_operation_duration_seconds_count", {**LABELS, "error_type": error_type}) == 1
+
+
 def test_model_names_are_a_bounded_label_set() -> None:
     models = ModelLabels(limit=2)
     assert models("gpt-4o") == "gpt-4o"

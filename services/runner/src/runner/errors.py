@@ -25,10 +25,13 @@ class RunError(RunnerError):
     """A run cannot go on; ``info`` is what ``RunFailed`` carries to the client, written for them;
     ``detail`` is the technical cause (a provider's own error), for logs only."""
 
-    def __init__(self, info: ErrorInfo, detail: str | None = None) -> None:
+    def __init__(self, info: ErrorInfo, detail: str | None = None, kind: str | None = None) -> None:
         super().__init__(info.message)
         self.info = info
         self.detail = detail
+        #: What the failure is called in metrics (``error_type``), from a fixed set; None: its code.
+        #: A provider's refusal keeps the provider's own code for the client, which no label may carry.
+        self.kind = kind
 
 
 class ConfigError(RunnerError):
@@ -90,14 +93,15 @@ def provider_failed(exc: ProviderError) -> RunError:
     if exc.status in _REFUSED:
         code = exc.code or "provider_refused_request"
         info = ErrorInfo(status=400, type="invalid_request_error", code=code, message=message)
-    elif exc.status in _BUSY:
+        return RunError(info, detail=message, kind="provider_refused_request")
+    if exc.status in _BUSY:
         status, code = _BUSY[exc.status]
         kind = "rate_limit_exceeded" if status == 429 else "server_error"  # as the gateway's own
         wait = exc.retry_after_s or BUSY_RETRY_AFTER_S
         info = ErrorInfo(status=status, type=kind, code=code, message=message, retry_after_s=wait)
-    else:
-        info = ErrorInfo(status=502, type="server_error", code="provider_error", message=message)
-    return RunError(info, detail=message)
+        return RunError(info, detail=message, kind=code)
+    info = ErrorInfo(status=502, type="server_error", code="provider_error", message=message)
+    return RunError(info, detail=message, kind="provider_error")
 
 
 #: What a client is told when the provider's stream breaks mid-answer; the provider's own error (a
@@ -112,6 +116,7 @@ def stream_broken(message: str) -> RunError:
     return RunError(
         ErrorInfo(status=502, type="server_error", code="provider_error", message=STREAM_BROKEN_MESSAGE),
         detail=message,
+        kind="stream_broken",
     )
 
 

@@ -145,10 +145,10 @@ async def observed_call(metrics: Metrics | None, provider: str, model: str, call
         error = "cancelled"
         raise
     except Exception as exc:
-        # A run's errors carry a code from a fixed set (provider_error, stream_broken…); anything
-        # else is named by its class. Both are bounded.
+        # A run's errors are named from a fixed set (provider_error, stream_broken, … : their kind,
+        # else their code); anything else by its class. Both are bounded.
         info = getattr(exc, "info", None)
-        error = getattr(info, "code", None) or type(exc).__name__
+        error = getattr(exc, "kind", None) or getattr(info, "code", None) or type(exc).__name__
         raise
     finally:
         metrics.operation_duration.labels("chat", provider, metrics.models(model), error).observe(
