@@ -130,8 +130,21 @@ def test_unknown_keys_are_rejected_at_render(path: tuple[str, ...]) -> None:
         render_files(EXISTING, override)
 
 
-@pytest.mark.parametrize("name", ["ADMIN_TOKEN", "OPENAI_API_KEY", "BILLING_DATABASE_URL", "DATABASE_URL"])
-def test_a_credential_in_plain_env_is_rejected(name: str) -> None:
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ADMIN_TOKEN",
+        "OPENAI_API_KEY",
+        "BILLING_DATABASE_URL",
+        "DATABASE_URL",
+        "NATS_PASSWORD",  # a credential, in plain text, that would also win over the Secret's
+        "NATS_URL",
+        "REDIS_URL",
+        "NATS_STREAM_REPLICAS",  # one service apart would keep rewriting the streams' configuration
+        "SWITCHBOARD_NAMESPACE",
+    ],
+)
+def test_a_credential_or_a_shared_setting_in_plain_env_is_rejected(name: str) -> None:
     with pytest.raises(helm.HelmValuesError):
         render_files(EXISTING, {"services": {"runner": {"env": {name: "x"}}}})
 
