@@ -135,6 +135,10 @@ def test_devstack_run_prints_a_working_example_and_stops_cleanly(tmp_path: Path)
         assert key and agent, banner
         assert f"http://127.0.0.1:{port}/v1" in banner
         assert "curl -N" in banner and "from openai import OpenAI" in banner
+        # Each service's health port is in the banner, and answers /metrics there.
+        billing = re.search(r"^\s+billing\s+(http://127\.0\.0\.1:\d+)$", banner, re.MULTILINE)
+        assert billing, banner
+        assert httpx.get(f"{billing.group(1)}/metrics", timeout=5).status_code == 200
 
         with openai.OpenAI(
             base_url=f"http://127.0.0.1:{port}/v1", api_key=key.group(1), max_retries=0, timeout=30

@@ -133,6 +133,7 @@ def run(run_dir: Path) -> int:
             token_kept=kept.get(ADMIN_TOKEN_VAR) == stack.admin_token,
             key_kept=seed.key_reused,
             fake_llm=not real_provider,
+            health=stack.health_ports(),
         )
         print(banner.render(), flush=True)
         signal.signal(signal.SIGINT, on_signal)

@@ -12,7 +12,8 @@ import contextlib
 import os
 import shlex
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .runfiles import RunEnv
@@ -72,6 +73,16 @@ class Banner:
     token_kept: bool
     key_kept: bool
     fake_llm: bool
+    #: Each service's health port (its /healthz, /readyz and /metrics), by name; the gateway's is its API.
+    health: Mapping[str, str] = field(default_factory=dict)
+
+    def _health_lines(self) -> str:
+        """One line per service: where its /healthz, /readyz and /metrics answer."""
+        if not self.health:
+            return ""
+        width = max(len(name) for name in self.health)
+        lines = [f"    {name.ljust(width)}  {url}" for name, url in self.health.items()]
+        return "  Health, readiness and metrics (/healthz, /readyz, /metrics):\n" + "\n".join(lines) + "\n"
 
     def render(self) -> str:
         e = self.run_env
@@ -99,7 +110,7 @@ Switchboard is running.
   Demo API key          {e.api_key}   {key_note}
   Demo agent (model)    {e.agent_id}   [{self.model}]
   Logs                  {self.logs_dir}
-
+{self._health_lines()}
 The admin token and the demo key stay the same across restarts of this run directory. Set the
 variables in your shell (or: source {env_file}):
 

@@ -122,6 +122,11 @@ class Stack:
             return []
         return [f"runner-{i}" for i in range(self.config.runners)]
 
+    def health_ports(self) -> dict[str, str]:
+        """Each running service's health base URL (``/healthz``, ``/readyz``, ``/metrics``), by name."""
+        urls = {name: f"http://127.0.0.1:{port}" for name, port in sorted(self._health_ports.items())}
+        return {"gateway": self.gateway_url, **urls}
+
     def health_url(self, name: str) -> str:
         """``/readyz`` of one service."""
         if name == "gateway":
