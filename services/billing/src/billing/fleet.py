@@ -132,23 +132,23 @@ class Fleet:
         for runner in self._runners.values():
             runner.last_seen = max(runner.last_seen, now)
 
+    def _too_long(self, runner: _Runner, now: float) -> bool:
+        return now - runner.last_seen >= max(self.lost_after_s, MISSED_BEATS * runner.interval_s)
+
     def any_silent(self) -> bool:
         """Whether :meth:`lost` would take a runner (it takes none here)."""
         now = self._clock()
-        return any(
-            now - r.last_seen >= max(self.lost_after_s, MISSED_BEATS * r.interval_s) for r in self._runners.values()
-        )
+        return any(self._too_long(r, now) for r in self._runners.values())
 
     def lost(self) -> list[LostRunner]:
         """The runners silent too long, with their runs; they are forgotten here."""
         now = self._clock()
         out = []
         for runner_id, runner in list(self._runners.items()):
-            silent = now - runner.last_seen
-            if silent < max(self.lost_after_s, MISSED_BEATS * runner.interval_s):
+            if not self._too_long(runner, now):
                 continue
             del self._runners[runner_id]
-            out.append(LostRunner(runner_id, silent, runs_of(runner.picture, runner.partial)))
+            out.append(LostRunner(runner_id, now - runner.last_seen, runs_of(runner.picture, runner.partial)))
         return out
 
 
