@@ -83,7 +83,8 @@ async def test_no_run_fails_as_runner_lost_while_nats_does_not_answer() -> None:
     answering = False
 
     async def hears() -> bool:
-        await asyncio.sleep(0.05)  # the round trip's wait
+        if not answering:
+            await asyncio.sleep(0.05)  # the round trip waits, then gives up
         return answering
 
     sweeping = asyncio.create_task(watch.sweep(every_s=0.02, hears=hears))

@@ -74,7 +74,11 @@ async def connect(
         if on_error is not None:
             on_error(error)
 
+    connection: list[Client] = []
+
     async def disconnected_cb() -> None:
+        if connection and connection[0].is_closed:
+            return  # closed on purpose (the service stops): nothing to reconnect
         log.warning("disconnected from NATS; reconnecting")
 
     async def reconnected_cb() -> None:
@@ -82,7 +86,7 @@ async def connect(
         if on_reconnected is not None:
             await on_reconnected()
 
-    return await nats.connect(
+    nc = await nats.connect(
         error_cb=error_cb,
         disconnected_cb=disconnected_cb,
         servers=[u.strip() for u in url.split(",")],
@@ -95,6 +99,8 @@ async def connect(
         password=password,
         inbox_prefix=inbox_prefix or DEFAULT_INBOX_PREFIX,
     )
+    connection.append(nc)
+    return nc
 
 
 def permission_denied(error: Exception, action: Literal["publish", "subscription"], subject: str) -> bool:

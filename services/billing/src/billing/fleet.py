@@ -135,11 +135,6 @@ class Fleet:
     def _too_long(self, runner: _Runner, now: float) -> bool:
         return now - runner.last_seen >= max(self.lost_after_s, MISSED_BEATS * runner.interval_s)
 
-    def any_silent(self) -> bool:
-        """Whether :meth:`lost` would take a runner (it takes none here)."""
-        now = self._clock()
-        return any(self._too_long(r, now) for r in self._runners.values())
-
     def lost(self) -> list[LostRunner]:
         """The runners silent too long, with their runs; they are forgotten here."""
         now = self._clock()
@@ -271,7 +266,6 @@ class FleetWatch:
         await sweep_silence(
             every_s=self.tick_s,
             lost_after_s=self.fleet.lost_after_s,
-            judging=self.fleet.any_silent,
             hears=lambda: nats_answers(self._nc),
             forgive=self.fleet.forgive,
             act=self._settle_lost,

@@ -112,11 +112,6 @@ class RunnerWatch:
         for runner in self._last_seen:
             self._last_seen[runner] = max(self._last_seen[runner], now)
 
-    def _judging(self) -> bool:
-        """Whether a runner with open runs here has been silent for ``lost_after_s``."""
-        cutoff = self._clock() - self.lost_after_s
-        return any(self._last_seen.get(runner, cutoff) < cutoff for runner in self._runs)
-
     async def sweep(self, every_s: float = 0.25, hears: Callable[[], Awaitable[bool]] | None = None) -> None:
         """Run :meth:`sweep_once` forever (a task of the app's lifespan), judging silence only while
         this gateway can hear (:func:`servicekit.silence.sweep_silence`; ``hears``: a NATS round trip)."""
@@ -127,7 +122,6 @@ class RunnerWatch:
         await sweep_silence(
             every_s=every_s,
             lost_after_s=self.lost_after_s,
-            judging=self._judging,
             hears=hears or always,
             forgive=self.forgive,
             act=self._sweep_logged,

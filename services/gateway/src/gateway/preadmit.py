@@ -252,8 +252,10 @@ class PreAdmissions:
             )
             try:
                 await self._close_run(closed)
-            except Exception:  # billing's expiry sweep releases it in the end
-                log.warning("handing back a run admitted ahead failed; its hold expires instead", exc_info=True)
+            except Exception as exc:  # billing's expiry sweep releases it in the end
+                # Expected while NATS is away (the close may even be stored, its answer lost): one line.
+                why = f"{type(exc).__name__}: {exc}"
+                log.warning("handing back run %s admitted ahead failed (%s); its hold expires instead", run.run_id, why)
 
     async def sweep(self) -> None:
         """Hand back what has waited longer than ``max_age_s``; run as a task."""

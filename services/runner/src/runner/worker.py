@@ -425,14 +425,10 @@ class Worker:
         await sweep_silence(
             every_s=min(0.5, watch.lost_after_s / 4),
             lost_after_s=watch.lost_after_s,
-            judging=lambda: any(watch.lost(gid) for gid in self._gateways_of_runs()),
             hears=lambda: nats_answers(self._nc),
             forgive=watch.forgive,
             act=lambda: self._cancel_for_lost_gateways(watch),
         )
-
-    def _gateways_of_runs(self) -> set[str]:
-        return {gid for run_id, (_, run) in self._runs.items() if (gid := run.request.gateway_id)}
 
     def _cancel_for_lost_gateways(self, watch: GatewayWatch) -> None:
         """Cancel every run whose client waited on a gateway that fell silent."""
