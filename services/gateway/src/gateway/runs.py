@@ -40,6 +40,7 @@ from pydantic import ValidationError
 
 from contracts import RUN_EVENT, CancelRun, ErrorInfo, RunEvent, RunFailed, RunRequest, Subjects
 from contracts.subjects import MSG_ID_HEADER
+from servicekit.health import nats_answers
 from servicekit.natsio import trace_headers
 
 from . import runlog
@@ -55,6 +56,11 @@ log = logging.getLogger(__name__)
 
 _CLIENT_GONE = object()
 _RECOVER = object()
+_TIMED_OUT = object()
+#: How many more idle timeouts a started run's stream waits while NATS itself does not answer (a
+#: server stalled or restarting holds the run's events, and the run goes on): failing it then would
+#: tell the client to try again, and pay again, for an answer still coming. Bounded all the same.
+DEAF_WINDOWS = 4
 #: Pauses between reads of RUN_EVENTS while an event is still missing (about 5 s in all: after a NATS
 #: reconnect, runners send their recent events again at once and once JetStream is back), during which
 #: what core NATS brings is taken too.
@@ -242,6 +248,7 @@ class RunStream:
         "_about",
         "_ahead",
         "_buffer_bytes",
+        "_deaf_windows",
         "_expected",
         "_failure_logged",
         "_held",
@@ -278,6 +285,7 @@ class RunStream:
         self._queue = _Inbox()
         self._sub: Subscription | None = None
         self._expected = 0
+        self._deaf_windows = 0
         self._failure_logged = False
         self.closed = False
         #: The runner executing the run, once its ``started`` event named it.
@@ -439,7 +447,11 @@ class RunStream:
                 try:
                     data = await self._queue.get(wait_s)
                 except TimeoutError:
-                    raise self._timed_out(wait_s) from None
+                    data = _TIMED_OUT  # decided outside the except block (no exception kept alive)
+            if data is _TIMED_OUT:
+                if await self._deaf():
+                    continue
+                raise self._timed_out(wait_s)
             if data is _CLIENT_GONE:
                 raise ClientGone
             if isinstance(data, _Failure):
@@ -513,6 +525,17 @@ class RunStream:
             self._failure_logged = True
             runlog.failed(self.run_id, event.error, event.detail, runner_id=self.runner_id)
         return event
+
+    async def _deaf(self) -> bool:
+        """Whether an idle timeout of this started run is NATS's silence, not the run's: NATS does not
+        answer a round trip (then the stream waits another window, :data:`DEAF_WINDOWS` at most)."""
+        if self._expected == 0 or self._js is None or self._deaf_windows >= DEAF_WINDOWS:
+            return False
+        if await nats_answers(self._nc):
+            return False
+        self._deaf_windows += 1
+        log.info("run %s: no event, and NATS does not answer either: waiting again", self.run_id)
+        return True
 
     def _timed_out(self, wait_s: float) -> RunStreamError:
         """No event within ``wait_s``: before the first, no runner took the run in time (a 503); after
