@@ -95,6 +95,11 @@ async def test_prefetch_extend_and_balance_refuse_what_no_column_holds(
     assert big["reservations"] == {} and big["error"] is None
     huge = await ask(nats_client, s.billing_prefetch, {**prefetch, "max_output_tokens": 10**17, "run_ids": ["a"]})
     assert status(huge) == 400  # beyond any balance at all, as for an admission
+    # a deadline without a time zone cannot be compared with billing's clock: a 400, not a 500
+    naive = await ask(
+        nats_client, s.billing_prefetch, {**prefetch, "run_ids": ["a"], "answer_by": "2030-01-01T00:00:00"}
+    )
+    assert status(naive) == 400 and naive["reservations"] == {}
 
     extend = {**admission(), "reservation_id": "resv_\u0000"}
     assert status(await ask(nats_client, s.billing_extend, extend)) == 400

@@ -5,10 +5,9 @@ Money is credits (1,000,000 credits = 1 USD) as exact decimals; on the wire a de
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
 from ._base import Message
 from .errors import ErrorInfo
@@ -52,7 +51,7 @@ class PrefetchRequest(Message):
     run_ids: list[str] = Field(
         min_length=1, max_length=MAX_PREFETCH_RUNS, description="the runs' ids, chosen by the gateway"
     )
-    answer_by: datetime | None = Field(
+    answer_by: AwareDatetime | None = Field(
         default=None,
         description="when the gateway stops waiting for the answer: billing reserves nothing after it, and "
         "hands back what it reserved too late (a stalled billing or database would otherwise leave holds "

@@ -125,7 +125,13 @@ async def _bounded(call: Callable[[], Awaitable[Any]], timeout_s: float, name: s
     if not done:
         task.cancel()
         _WINDING_DOWN[call] = task
-        task.add_done_callback(lambda t: (_WINDING_DOWN.pop(call, None), t.cancelled() or t.exception()))
+
+        def wound_down(t: asyncio.Task[Any]) -> None:
+            _WINDING_DOWN.pop(call, None)
+            if not t.cancelled():
+                t.exception()  # retrieved: no "never retrieved" warning for a check given up on
+
+        task.add_done_callback(wound_down)
         log.debug("readiness: %s did not answer within %g s", name, timeout_s)
         return False, None
     if task.exception() is not None:  # a probe reports a failure, it does not raise one

@@ -74,10 +74,10 @@ async def connect(
         if on_error is not None:
             on_error(error)
 
-    connection: list[Client] = []
+    nc: Client | None = None
 
     async def disconnected_cb() -> None:
-        if connection and connection[0].is_closed:
+        if nc is not None and nc.is_closed:
             return  # closed on purpose (the service stops): nothing to reconnect
         log.warning("disconnected from NATS; reconnecting")
 
@@ -99,7 +99,6 @@ async def connect(
         password=password,
         inbox_prefix=inbox_prefix or DEFAULT_INBOX_PREFIX,
     )
-    connection.append(nc)
     return nc
 
 

@@ -31,6 +31,7 @@ class ThrottledLog:
             return
         if len(self._last) > 1_000:  # kinds are few; this only bounds a caller that makes them up
             self._last.clear()
+            self._left_out.clear()
         self._last[kind] = now
         left_out = self._left_out.pop(kind, 0)
         if left_out:

@@ -112,17 +112,13 @@ class RunnerWatch:
         for runner in self._last_seen:
             self._last_seen[runner] = max(self._last_seen[runner], now)
 
-    async def sweep(self, every_s: float = 0.25, hears: Callable[[], Awaitable[bool]] | None = None) -> None:
+    async def sweep(self, hears: Callable[[], Awaitable[bool]], every_s: float = 0.25) -> None:
         """Run :meth:`sweep_once` forever (a task of the app's lifespan), judging silence only while
         this gateway can hear (:func:`servicekit.silence.sweep_silence`; ``hears``: a NATS round trip)."""
-
-        async def always() -> bool:
-            return True
-
         await sweep_silence(
             every_s=every_s,
             lost_after_s=self.lost_after_s,
-            hears=hears or always,
+            hears=hears,
             forgive=self.forgive,
             act=self._sweep_logged,
         )

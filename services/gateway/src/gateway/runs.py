@@ -448,10 +448,10 @@ class RunStream:
                     data = await self._queue.get(wait_s)
                 except TimeoutError:
                     data = _TIMED_OUT  # decided outside the except block (no exception kept alive)
-            if data is _TIMED_OUT:
-                if await self._deaf():
-                    continue
-                raise self._timed_out(wait_s)
+                if data is _TIMED_OUT:
+                    if await self._deaf():
+                        continue
+                    raise self._timed_out(wait_s)
             if data is _CLIENT_GONE:
                 raise ClientGone
             if isinstance(data, _Failure):

@@ -174,7 +174,7 @@ def _served_tool_choice(value: Any) -> Any:
     hosted tool) is refused by name, not as every member of the union it fails."""
     kind = value.get("type") if isinstance(value, dict) else None
     if kind is not None and kind != "function":
-        shown = kind if isinstance(kind, str) and len(kind) <= 64 and kind.isprintable() else "…"
+        shown = shown_key(kind) if isinstance(kind, str) else "…"
         raise ValueError(
             f"a tool_choice of type {shown!r} is not served: send 'auto', 'none', 'required' or a function"
         )

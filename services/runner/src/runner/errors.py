@@ -96,9 +96,9 @@ def provider_failed(exc: ProviderError) -> RunError:
         return RunError(info, detail=message, kind="provider_refused_request")
     if exc.status in _BUSY:
         status, code = _BUSY[exc.status]
-        kind = "rate_limit_exceeded" if status == 429 else "server_error"  # as the gateway's own
+        type_ = "rate_limit_exceeded" if status == 429 else "server_error"  # as the gateway's own
         wait = exc.retry_after_s or BUSY_RETRY_AFTER_S
-        info = ErrorInfo(status=status, type=kind, code=code, message=message, retry_after_s=wait)
+        info = ErrorInfo(status=status, type=type_, code=code, message=message, retry_after_s=wait)
         return RunError(info, detail=message, kind=code)
     info = ErrorInfo(status=502, type="server_error", code="provider_error", message=message)
     return RunError(info, detail=message, kind="provider_error")
