@@ -141,3 +141,52 @@ async def test_anthropic_thinking_goes_back_signed_before_the_tool_use(harness: 
     thinking, tool_use = assistant["content"][0], assistant["content"][-1]
     assert thinking == {"type": "thinking", "thinking": "I should compute.", "signature": "c2lnbmF0dXJl"}
     assert tool_use["type"] == "tool_use" and tool_use["input"] == {"expression": "2*8"}
+
+
+@pytest.mark.parametrize("numbering", ["omit", "zero"])
+async def test_parallel_calls_numbered_as_gemini_numbers_them_stay_apart(harness: Harness, numbering: str) -> None:
+    """Gemini's OpenAI-compatible endpoint sends parallel calls each whole, without an ``index`` or all
+    at 0, ends them with ``finish_reason: "stop"``, and wants each call's ``extra_content`` (its thought
+    signature) back on it in the next request. Merged by index, the two calls below were one call
+    with ``{"expression":"6*7"}{"expression":"2+2"}`` as its arguments."""
+    model = f"m-gemini-{numbering}"
+    signed = {"google": {"thought_signature": "c2lnbmF0dXJlLWE="}}
+    await harness.script(
+        model,
+        [
+            {
+                "tool_call_index": numbering,
+                "finish_reason": "stop",
+                "tool_calls": [
+                    {
+                        "id": "function-call-1",
+                        "name": "calculator",
+                        "arguments": {"expression": "6*7"},
+                        "extra_content": signed,
+                    },
+                    {"id": "function-call-2", "name": "calculator", "arguments": {"expression": "2+2"}},
+                ],
+            },
+            {"text": "42 and 4."},
+        ],
+    )
+    got = await harness.run(make_request(model, "what are 6*7 and 2+2?", tools=["calculator"]))
+
+    started = got.of("tool_call_started")
+    assert [(e.index, e.call_id) for e in started] == [(0, "function-call-1"), (1, "function-call-2")]
+    assert [(r.index, r.output, r.is_error) for r in got.of("tool_result")] == [(0, "42", False), (1, "4", False)]
+    assert got.text == "42 and 4." and got.events[-1].finish_reason == "stop"
+    assistant = (await harness.requests(model))[1]["messages"][-3]
+    assert assistant["tool_calls"] == [
+        {
+            "id": "function-call-1",
+            "type": "function",
+            "function": {"name": "calculator", "arguments": '{"expression":"6*7"}'},
+            "extra_content": signed,
+        },
+        {
+            "id": "function-call-2",
+            "type": "function",
+            "function": {"name": "calculator", "arguments": '{"expression":"2+2"}'},
+        },
+    ]

@@ -8,8 +8,8 @@ from runner.agent import call_parameters, initial_conversation, max_steps_of
 from runner.connections import PLACEHOLDER_KEY, load_connections
 from runner.errors import ConfigError
 from runner.providers.anthropic_provider import to_anthropic, to_anthropic_params
-from runner.providers.base import CallSpec, ToolSpec
-from runner.providers.openai_provider import reasoning_of, to_openai_messages, to_openai_tools
+from runner.providers.base import CallSpec, ToolCallChunk, ToolSpec
+from runner.providers.openai_provider import chunks_of, reasoning_of, to_openai_messages, to_openai_tools
 
 pytestmark = pytest.mark.unit
 
@@ -148,3 +148,20 @@ def test_the_proxy_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     assert proxy_for("http://127.0.0.1:8000/v1/chat/completions") is None
     monkeypatch.delenv("HTTPS_PROXY")
     assert proxy_for("https://api.example.com/v1/chat/completions") is None
+
+
+def test_tool_call_chunks_as_servers_other_than_openai_send_them() -> None:
+    """No index, or one that is not a number (``None``: :func:`runner.agent.call_of` decides); an
+    object for arguments (its JSON); empty id and name (absent); ``extra_content`` kept as sent."""
+
+    def calls(tc: dict[str, object]) -> list[object]:
+        return chunks_of({"choices": [{"index": 0, "delta": {"tool_calls": [tc]}}]})
+
+    signed = {"google": {"thought_signature": "c2ln"}}
+    assert calls({"id": "f1", "function": {"name": "calc", "arguments": {"x": 1}}, "extra_content": signed}) == [
+        ToolCallChunk(index=None, arguments='{"x":1}', id="f1", name="calc", extra_content=signed)
+    ]
+    assert calls({"index": "0", "id": "", "function": {"name": "", "arguments": "{}"}}) == [
+        ToolCallChunk(index=None, arguments="{}")
+    ]
+    assert calls({"index": 2, "function": {"arguments": "1}"}}) == [ToolCallChunk(index=2, arguments="1}")]

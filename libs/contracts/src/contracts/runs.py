@@ -23,6 +23,11 @@ class ToolCall(Message):
     id: str
     type: Literal["function"] = "function"
     function: FunctionCall
+    extra_content: dict[str, Any] | None = Field(
+        default=None,
+        description="what an OpenAI-compatible provider attached to the call and wants back on it "
+        "(Gemini's thought signature); sent back to that provider only",
+    )
 
 
 class ChatMessage(Message):

@@ -40,6 +40,7 @@ class ToolCallPlan:
     arguments: str
     chunks: list[str]
     input: Any
+    extra_content: dict[str, Any] | None = None
 
 
 @dataclass
@@ -63,6 +64,10 @@ class Plan:
     tokens_per_s: float = 0.0
     pause_after: int | None = None
     pause_ms: float = 0.0
+    #: How the calls are numbered on the OpenAI wire: ``None`` as OpenAI does (by index, the arguments in
+    #: pieces); ``"omit"`` (no ``index``) or ``"zero"`` (every call at 0) each call whole in one chunk,
+    #: as Gemini's OpenAI-compatible endpoint sends them.
+    tool_call_index: str | None = None
 
     @property
     def uncached_input(self) -> int:
@@ -230,6 +235,7 @@ def plan(turn: dict[str, Any], body: dict[str, Any], api: str, defaults: tuple[f
                 arguments=arg_str,
                 chunks=chunks,
                 input=parsed,
+                extra_content=call.get("extra_content"),
             )
         )
     emitted = len(p.reasoning) + len(p.text) + sum(len(c.chunks) for c in p.tool_calls)
@@ -246,4 +252,5 @@ def plan(turn: dict[str, Any], body: dict[str, Any], api: str, defaults: tuple[f
     p.omit_usage = bool(turn.get("omit_usage", False))
     p.pause_after = turn.get("pause_after")
     p.pause_ms = float(turn.get("pause_ms", 0))
+    p.tool_call_index = turn.get("tool_call_index")
     return p

@@ -60,6 +60,18 @@ def stream(p: Plan, model: str, include_usage: bool, rid: str) -> Iterator[Frame
     for tok in p.text:
         yield delta({"content": tok}), True
     for i, call in enumerate(p.tool_calls):
+        if p.tool_call_index is not None:  # whole, unnumbered or all at 0 (Gemini's endpoint)
+            tc: dict[str, Any] = {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            if p.tool_call_index == "zero":
+                tc["index"] = 0
+            if call.extra_content is not None:
+                tc["extra_content"] = call.extra_content
+            yield delta({"tool_calls": [tc]}), True
+            continue
         first = True
         for chunk in call.chunks:
             if first:

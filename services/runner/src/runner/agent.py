@@ -164,6 +164,26 @@ class _PendingCall:
     name: str
     arguments: list[str] = field(default_factory=list)
     client: bool = False  # a function of the client's: the client runs it
+    given_id: str | None = None  # the id the provider gave it (``id`` is made up when it gave none)
+    extra_content: dict[str, Any] | None = None  # what the provider wants back on the call (ToolCallChunk)
+
+
+def call_of(chunk: ToolCallChunk, slots: dict[int, _PendingCall], last: _PendingCall | None) -> _PendingCall | None:
+    """The call of this model call that ``chunk`` continues, or ``None`` when it starts a new one.
+
+    OpenAI numbers a model call's tool calls (``index``) and names each (``id``) in its first chunk
+    only. Others do not: Gemini's OpenAI-compatible endpoint leaves ``index`` out, or gives every
+    parallel call index 0, sending each call whole in one chunk with its own id. So a chunk without
+    an index continues the last call unless it names another id, and one whose index is taken by a
+    call with another id starts a new call (parallel calls merged into one would be one call with
+    their arguments run together: invalid JSON).
+    """
+    if chunk.index is None:
+        return last if last is not None and (chunk.id is None or chunk.id == last.given_id) else None
+    found = slots.get(chunk.index)
+    if found is not None and chunk.id is not None and found.given_id is not None and chunk.id != found.given_id:
+        return None
+    return found
 
 
 #: The result of an agent tool called in the same model call as client functions (see the module docstring).
@@ -445,7 +465,8 @@ class AgentRun:
         batch = DeltaBatch(self.emitter, hold=getattr(self.provider, "marks_pauses", False))
         text: list[str] = []
         thought = False  # a reasoning delta was sent
-        calls: dict[int, _PendingCall] = {}
+        calls: list[_PendingCall] = []  # in the order they began
+        slots: dict[int, _PendingCall] = {}  # by the provider's index: the latest call at each
         # The call's progress lives on the run (the heartbeat reads it): one counter per delta.
         p = self._call = _InFlight(len(self.usages), chars)
         # Exceptions are the span's business here: a cancel is no error of the call's (its usage context
@@ -479,12 +500,16 @@ class AgentRun:
                         elif isinstance(c, Pause):
                             await batch.release()
                         elif isinstance(c, ToolCallChunk):
-                            pending = calls.get(c.index)
+                            pending = call_of(c, slots, calls[-1] if calls else None)
                             if pending is None:
                                 await batch.release()  # what came before the call goes before it
                                 pending = self._new_call(c.id, c.name or "")
-                                calls[c.index] = pending
+                                calls.append(pending)
                                 await self.emitter.emit(ToolCallStarted, flush=True, **self._started(pending))
+                            if c.index is not None:
+                                slots[c.index] = pending
+                            if c.extra_content is not None:
+                                pending.extra_content = {**(pending.extra_content or {}), **c.extra_content}
                             if c.arguments:
                                 p.deltas += 1
                                 pending.arguments.append(c.arguments)
@@ -537,11 +562,10 @@ class AgentRun:
                     "gen_ai.output.messages",
                     genai.output_messages(
                         "".join(text),
-                        [(c.id, c.name, "".join(c.arguments)) for _, c in sorted(calls.items())],
+                        [(c.id, c.name, "".join(c.arguments)) for c in calls],
                         p.finish_raw,
                     ),
                 )
-        ordered = [calls[k] for k in sorted(calls)]
         if opaque:
             self.extras[len(self.conversation)] = opaque
         self.conversation.append(
@@ -549,13 +573,17 @@ class AgentRun:
                 role="assistant",
                 content="".join(text) or None,
                 tool_calls=[
-                    ToolCall(id=p.id, function=FunctionCall(name=p.name, arguments="".join(p.arguments)))
-                    for p in ordered
+                    ToolCall(
+                        id=c.id,
+                        function=FunctionCall(name=c.name, arguments="".join(c.arguments)),
+                        extra_content=c.extra_content,
+                    )
+                    for c in calls
                 ]
                 or None,
             )
         )
-        return _CallResult(text="".join(text), tool_calls=ordered, finish=p.finish)
+        return _CallResult(text="".join(text), tool_calls=calls, finish=p.finish)
 
     def _chat_span_attributes(self) -> dict[str, Any]:
         """What every chat span of this run starts with: the same for each call, so built once."""
@@ -635,7 +663,11 @@ class AgentRun:
         self.next_tool_index += 1
         client = name in self.tool_plan.client_names and name not in self.tools
         return _PendingCall(
-            index=index, id=call_id or f"call_{self.request.run_id[-8:]}_{index}", name=name, client=client
+            index=index,
+            id=call_id or f"call_{self.request.run_id[-8:]}_{index}",
+            name=name,
+            client=client,
+            given_id=call_id,
         )
 
     def _started(self, call: _PendingCall) -> dict[str, Any]:

@@ -67,12 +67,19 @@ class ReasoningChunk:
 @dataclass(frozen=True)
 class ToolCallChunk:
     """Part of a tool call; ``index`` counts the call's tool calls from 0. The first chunk of a call
-    carries ``id`` and ``name``."""
+    carries ``id`` and ``name``.
 
-    index: int
+    Not every OpenAI-compatible server numbers its calls: Gemini's leaves ``index`` out (``None``
+    here) or sends every call at index 0, each whole in one chunk with its own ``id`` (see
+    :func:`runner.agent.call_of`). ``extra_content`` is what the provider attached to the call and
+    wants back on it in the conversation it is sent next (Gemini's, with its thought signature).
+    """
+
+    index: int | None
     arguments: str = ""
     id: str | None = None
     name: str | None = None
+    extra_content: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

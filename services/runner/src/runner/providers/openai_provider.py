@@ -111,12 +111,15 @@ def chunks_of(chunk: dict[str, Any]) -> list[Chunk]:
                 out.append(TextChunk(delta["content"]))
             for tc in delta.get("tool_calls") or ():
                 fn = tc.get("function") or {}
+                index, arguments, extra = tc.get("index"), fn.get("arguments") or "", tc.get("extra_content")
                 out.append(
                     ToolCallChunk(
-                        index=tc.get("index", 0),
-                        arguments=fn.get("arguments") or "",
-                        id=tc.get("id"),
-                        name=fn.get("name"),
+                        index=index if type(index) is int and index >= 0 else None,
+                        # A server that sends the arguments as an object rather than its JSON text.
+                        arguments=arguments if isinstance(arguments, str) else orjson.dumps(arguments).decode(),
+                        id=tc.get("id") or None,
+                        name=fn.get("name") or None,
+                        extra_content=extra if isinstance(extra, dict) and extra else None,
                     )
                 )
         if choice.get("finish_reason"):
