@@ -190,3 +190,25 @@ async def test_parallel_calls_numbered_as_gemini_numbers_them_stay_apart(harness
             "function": {"name": "calculator", "arguments": '{"expression":"2+2"}'},
         },
     ]
+
+
+async def test_a_server_that_does_not_stream_is_read_whole(harness: Harness) -> None:
+    """Asked to stream, some servers answer with one ``chat.completion`` body: its text, tool calls
+    and usage are taken as if streamed."""
+    await harness.script(
+        "m-whole",
+        [
+            {
+                "whole": True,
+                "text": "Let me work it out.",
+                "tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}],
+                "usage": {"prompt_tokens": 12, "output_tokens": 9},
+            },
+            {"whole": True, "text": "It is 42.", "usage": {"prompt_tokens": 30, "output_tokens": 4}},
+        ],
+    )
+    got = await harness.run(make_request("m-whole", "6*7?", tools=["calculator"]))
+    assert [(r.output, r.is_error) for r in got.of("tool_result")] == [("42", False)]
+    assert got.text == "Let me work it out.It is 42."
+    assert [u.usage.input_tokens for u in got.usage] == [12, 30] and not any(u.estimated for u in got.usage)
+    assert got.events[-1].type == "completed" and got.events[-1].finish_reason == "stop"

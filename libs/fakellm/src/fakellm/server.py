@@ -128,7 +128,8 @@ class FakeLLMApp:
             turn = unscripted_turn(body, api, last_user_index(messages, api), user_text)
         turn = obey_tool_choice(turn, body, api)
         p = plan(turn, body, api, self.defaults)
-        streaming = bool(body.get("stream"))
+        # A script's ``whole``: one JSON body even to a streamed request, as servers without streaming answer.
+        streaming = bool(body.get("stream")) and not turn.get("whole")
         params = {k: v for k, v in body.items() if k != "messages"}
         rec = self.records.new(api, model, streaming, turn_index, messages, params)
         rid = f"chatcmpl-fake{next(self._ids)}" if api == "openai" else f"msg_fake{next(self._ids)}"

@@ -129,6 +129,23 @@ def chunks_of(chunk: dict[str, Any]) -> list[Chunk]:
     return out
 
 
+def whole_chunks(body: Any, secret: str | None = None) -> list[Chunk]:
+    """The chunks of a whole ``chat.completion`` (decoded JSON), as if it had been streamed in one
+    chunk: its message as the delta, each tool call numbered by its place."""
+    if not isinstance(body, dict):
+        raise StreamBroken("the provider answered with JSON that is not an object")
+    if body.get("error"):
+        raise StreamBroken(redact(_error_text(body["error"]), secret))
+    choices = []
+    for choice in body.get("choices") or ():
+        message = dict(choice.get("message") or {}) if isinstance(choice, dict) else {}
+        calls = message.get("tool_calls")
+        if isinstance(calls, list):
+            message["tool_calls"] = [{**tc, "index": i} for i, tc in enumerate(calls) if isinstance(tc, dict)]
+        choices.append({"delta": message, "finish_reason": choice.get("finish_reason")})
+    return [response_info(body), *chunks_of({"choices": choices, "usage": body.get("usage")})]
+
+
 def response_info(chunk: dict[str, Any]) -> ResponseInfo:
     """The response's id and model as a chunk names them (``None`` for what a server leaves out)."""
     rid, model = chunk.get("id"), chunk.get("model")
@@ -228,6 +245,13 @@ class OpenAIProvider:
         try:
             if response.status >= 400:
                 raise http_refusal(response.status, await response.read(), response.headers, secret)
+            if response.content_type == "application/json":
+                # A server that does not stream answers with the whole completion (or an error) instead.
+                whole = whole_chunks(orjson.loads(await response.read()), secret)
+                done = True  # read to its end
+                for c in whole:
+                    yield c
+                return
             async for lines in sse_reads(response.content):
                 yielded = False
                 for line in lines:
