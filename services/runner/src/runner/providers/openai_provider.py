@@ -129,7 +129,7 @@ def chunks_of(chunk: dict[str, Any]) -> list[Chunk]:
     return out
 
 
-def whole_chunks(body: Any, secret: str | None = None) -> list[Chunk]:
+def whole_chunks(body: Any, secret: str = "") -> list[Chunk]:
     """The chunks of a whole ``chat.completion`` (decoded JSON), as if it had been streamed in one
     chunk: its message as the delta, each tool call numbered by its place."""
     if not isinstance(body, dict):
