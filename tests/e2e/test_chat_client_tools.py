@@ -249,3 +249,54 @@ async def test_unserved_fields_are_400s_naming_the_field(e2e: StackHandle, clien
         with pytest.raises(openai.BadRequestError) as caught:
             await client.chat.completions.create(model=agent.id, messages=QUESTION, **fields)
         assert caught.value.body["param"] == param  # type: ignore[index]
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+async def test_a_providers_extra_content_goes_to_the_client_and_back(
+    e2e: StackHandle, client: Any, stream: bool
+) -> None:
+    """Gemini's endpoint signs a call (``extra_content``) and refuses the next request without it:
+    the client gets it on the call it must run, and what it sends back reaches the provider."""
+    agent = e2e.agent("openai")
+    signed = {"google": {"thought_signature": "c2lnbmF0dXJlLWI="}}
+    calls = [{"id": "function-call-9", "name": "get_weather", "arguments": {"city": "Paris"}, "extra_content": signed}]
+    await e2e.fake.script(
+        agent.model,
+        [{"tool_call_index": "omit", "finish_reason": "stop", "tool_calls": calls}, {"text": "Sunny."}],
+    )
+
+    first, _ = await _create(client, stream, model=agent.id, messages=QUESTION, tools=[WEATHER])
+    assert first.choices[0].finish_reason == "tool_calls"
+    (call,) = first.choices[0].message.tool_calls
+    assert call.id == "function-call-9" and call.model_dump()["extra_content"] == signed
+
+    replay = [
+        *QUESTION,
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump(exclude_none=True)]},
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+    ]
+    second, _ = await _create(client, stream, model=agent.id, messages=replay, tools=[WEATHER])
+    assert second.choices[0].message.content == "Sunny."
+    sent = (await e2e.fake.requests(agent.model))[1]["messages"]
+    (assistant,) = [m for m in sent if m["role"] == "assistant"]
+    assert assistant["tool_calls"][0]["extra_content"] == signed
+
+
+async def test_extra_content_that_cannot_travel_is_refused(http: Any, e2e: StackHandle) -> None:
+    agent = e2e.agent("openai")
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    refused = (({"a": "\u0000"}, "NUL"), ({"a": "x" * 70_000}, "at most 65536 bytes"), ("sig", "should be an object"))
+    for extra, why in refused:
+        body = {
+            "model": agent.id,
+            "messages": [
+                *QUESTION,
+                {"role": "assistant", "content": None, "tool_calls": [{**call, "extra_content": extra}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+            ],
+        }
+        r = await http.post("/v1/chat/completions", json=body)
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["type"] == "invalid_request_error" and why in error["message"], error
+        assert error["param"] == "messages[1].tool_calls[0].extra_content", error

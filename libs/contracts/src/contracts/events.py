@@ -7,7 +7,7 @@ goes up by one per event, heartbeats included, so the gateway detects a gap.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter
 from pydantic_core import to_json
@@ -59,6 +59,11 @@ class ToolCallStarted(_RunEvent):
     name: str
     client: bool = False
     server_label: str = "switchboard"
+    extra_content: dict[str, Any] | None = Field(
+        default=None,
+        description="a client call's extra_content from the provider (Gemini's thought signature): the "
+        "client gets it on the call and sends it back with the call in the conversation",
+    )
 
 
 class ToolCallArgumentsDelta(_RunEvent):

@@ -188,6 +188,8 @@ class ChunkRenderer:
                 "type": "function",
                 "function": {"name": event.name, "arguments": ""},
             }
+            if event.extra_content is not None:
+                call["extra_content"] = event.extra_content
             return self.delta(orjson.dumps({"tool_calls": [call]}))
         activity = {
             "index": index,
@@ -283,7 +285,9 @@ class CompletionAggregator:
             assert isinstance(event, ToolCallStarted)
             steps.start(event)
             if event.client:
-                self._client.append({"id": event.call_id, "name": event.name, "arguments": []})
+                self._client.append(
+                    {"id": event.call_id, "name": event.name, "arguments": [], "extra_content": event.extra_content}
+                )
             else:
                 self._agent.append(
                     {
@@ -326,14 +330,7 @@ class CompletionAggregator:
         if self._reasoning:
             message["reasoning"] = "".join(self._reasoning)
         if self._client:
-            message["tool_calls"] = [
-                {
-                    "id": c["id"],
-                    "type": "function",
-                    "function": {"name": c["name"], "arguments": "".join(c["arguments"])},
-                }
-                for c in self._client
-            ]
+            message["tool_calls"] = [_client_call(c) for c in self._client]
         if self._agent:
             message[AGENT_TOOL_CALLS] = [{**c, "arguments": "".join(c["arguments"])} for c in self._agent]
         return message
@@ -348,3 +345,11 @@ class CompletionAggregator:
             "choices": [{"index": 0, "message": self.message(), "logprobs": None, "finish_reason": finish_reason}],
             "usage": usage_object(done.usage),
         }
+
+
+def _client_call(c: dict[str, Any]) -> dict[str, Any]:
+    """A client's call in a whole message; ``extra_content`` only when the provider attached one."""
+    call = {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": "".join(c["arguments"])}}
+    if c["extra_content"] is not None:
+        call["extra_content"] = c["extra_content"]
+    return call

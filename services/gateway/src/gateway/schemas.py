@@ -70,6 +70,21 @@ Ident = Annotated[StrictStr, Field(max_length=MAX_ID_LENGTH), AfterValidator(_st
 Name = Annotated[StrictStr, Field(max_length=MAX_NAME_LENGTH), AfterValidator(_storable)]
 
 
+def _schema(value: dict[str, Any]) -> dict[str, Any]:
+    # A schema travels to the provider as JSON: it must encode, stay small and shallow.
+    found = json_problem(value, max_depth=MAX_SCHEMA_DEPTH)
+    if found is not None:
+        where = "".join(f"[{shown_key(p)!r}]" if isinstance(p, str) else f"[{p}]" for p in found[0])
+        raise ValueError(f"{found[1]} (at {where or 'the top'})")
+    if len(orjson.dumps(value)) > MAX_SCHEMA_BYTES:
+        raise ValueError(f"must be at most {MAX_SCHEMA_BYTES} bytes of JSON")
+    return value
+
+
+#: A JSON object passed on as it is (a JSON schema, a provider's ``extra_content``), bounded (see :func:`_schema`).
+Schema = Annotated[dict[str, Any], AfterValidator(_schema)]
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -118,6 +133,8 @@ class ToolCallIn(_Body):
     id: Name
     type: Literal["function"] = "function"
     function: FunctionCallIn
+    #: What the provider attached to the call (Gemini's thought signature), as the response gave it.
+    extra_content: Schema | None = None
 
 
 class MessageIn(_Body):
@@ -143,7 +160,11 @@ class MessageIn(_Body):
             content = self.content
         tool_calls = (
             [
-                ToolCall(id=t.id, function=FunctionCall(name=t.function.name, arguments=t.function.arguments))
+                ToolCall(
+                    id=t.id,
+                    function=FunctionCall(name=t.function.name, arguments=t.function.arguments),
+                    extra_content=t.extra_content,
+                )
                 for t in self.tool_calls
             ]
             if self.tool_calls
@@ -152,21 +173,6 @@ class MessageIn(_Body):
         return ChatMessage(
             role=self.role, content=content, name=self.name, tool_calls=tool_calls, tool_call_id=self.tool_call_id
         )
-
-
-def _schema(value: dict[str, Any]) -> dict[str, Any]:
-    # A schema travels to the provider as JSON: it must encode, stay small and shallow.
-    found = json_problem(value, max_depth=MAX_SCHEMA_DEPTH)
-    if found is not None:
-        where = "".join(f"[{shown_key(p)!r}]" if isinstance(p, str) else f"[{p}]" for p in found[0])
-        raise ValueError(f"{found[1]} (at {where or 'the top'})")
-    if len(orjson.dumps(value)) > MAX_SCHEMA_BYTES:
-        raise ValueError(f"must be at most {MAX_SCHEMA_BYTES} bytes of JSON")
-    return value
-
-
-#: A JSON schema, bounded (see :func:`_schema`).
-Schema = Annotated[dict[str, Any], AfterValidator(_schema)]
 
 
 def _served_tool_choice(value: Any) -> Any:

@@ -503,13 +503,13 @@ class AgentRun:
                             pending = call_of(c, slots, calls[-1] if calls else None)
                             if pending is None:
                                 await batch.release()  # what came before the call goes before it
-                                pending = self._new_call(c.id, c.name or "")
+                                pending = self._new_call(c.id, c.name or "", c.extra_content)
                                 calls.append(pending)
                                 await self.emitter.emit(ToolCallStarted, flush=True, **self._started(pending))
+                            elif c.extra_content is not None:
+                                pending.extra_content = {**(pending.extra_content or {}), **c.extra_content}
                             if c.index is not None:
                                 slots[c.index] = pending
-                            if c.extra_content is not None:
-                                pending.extra_content = {**(pending.extra_content or {}), **c.extra_content}
                             if c.arguments:
                                 p.deltas += 1
                                 pending.arguments.append(c.arguments)
@@ -658,7 +658,7 @@ class AgentRun:
             raise asyncio.CancelledError
 
     # --- tools ----------------------------------------------------------------------------------------
-    def _new_call(self, call_id: str | None, name: str) -> _PendingCall:
+    def _new_call(self, call_id: str | None, name: str, extra_content: dict[str, Any] | None = None) -> _PendingCall:
         index = self.next_tool_index
         self.next_tool_index += 1
         client = name in self.tool_plan.client_names and name not in self.tools
@@ -668,6 +668,7 @@ class AgentRun:
             name=name,
             client=client,
             given_id=call_id,
+            extra_content=extra_content,
         )
 
     def _started(self, call: _PendingCall) -> dict[str, Any]:
@@ -675,6 +676,9 @@ class AgentRun:
         fields: dict[str, Any] = {"index": call.index, "call_id": call.id, "name": call.name, "client": call.client}
         if not call.client:
             fields["server_label"] = server_label(self.tools.get(call.name))
+        elif call.extra_content is not None:
+            # The client sends the call back in its next request: what the provider wants on it goes too.
+            fields["extra_content"] = call.extra_content
         return fields
 
     async def _skip_tools(self, calls: list[_PendingCall]) -> None:
