@@ -120,3 +120,18 @@ async def test_a_stalled_nats_is_not_ready_at_once_and_the_client_survives_it(ow
     finally:
         await nc.close()
     assert not await nats_answers(nc)
+
+
+async def test_a_client_listening_on_everything_does_not_make_nats_look_down(own_nats: EmbeddedNats) -> None:
+    """An operator's ``nats sub '>'`` takes every message, the probe's own included: the probe's
+    answer must come from the server itself."""
+    nc, listener = await nats.connect(own_nats.url), await nats.connect(own_nats.url)
+    try:
+        await listener.subscribe(">")
+        await listener.subscribe("_INBOX.>")
+        await listener.flush()
+        async with asyncio.timeout(2):
+            assert await nats_answers(nc, timeout_s=1.0)
+    finally:
+        await nc.close()
+        await listener.close()

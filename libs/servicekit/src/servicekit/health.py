@@ -47,8 +47,6 @@ from typing import Any, Literal
 
 import uvicorn
 from nats.aio.client import Client
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
 
 from .runtime import QuietServer
 
@@ -153,23 +151,25 @@ async def gather_facts(facts: Mapping[str, Fact], timeout_s: float = CHECK_TIMEO
 
 
 async def nats_answers(nc: Client | None, timeout_s: float = CHECK_TIMEOUT_S) -> bool:
-    """NATS answers a round trip: a request to a fresh inbox nobody listens on, which the server
-    answers at once with "no responders".
+    """NATS answers a round trip: a PING, which only the server answers (PONG).
 
-    Not ``nc.flush()``: when a flush gives up on its PONG (a server stalled for longer than the
-    timeout), nats-py (2.16) leaves the cancelled future queued, and the late PONG then kills the
-    client's read loop — the connection still says it is connected and never receives again. A
-    request that times out is forgotten cleanly.
+    Not a request to an inbox nobody listens on, answered by the server's "no responders": any
+    client subscribed to ``>`` or ``_INBOX.>`` (an operator's ``nats sub '>'``) takes that request
+    silently, and every service then reported NATS down while it was up. Not ``nc.flush()`` either:
+    when a flush gives up on its PONG (a server stalled for longer than the timeout), nats-py (2.16)
+    cancels the future it left queued, and the late PONG then kills the client's read loop — the
+    connection still says it is connected and never receives again. Here the wait gives up without
+    cancelling: a late PONG completes the future harmlessly, and a reconnection forgets it.
     """
     if nc is None or not nc.is_connected:
         return False
+    pong = asyncio.get_running_loop().create_future()
     try:
-        await nc.request(nc.new_inbox(), b"", timeout=timeout_s)
-    except NoRespondersError:
-        return True
-    except NatsTimeout:
+        await nc._send_ping(pong)  # private: nats-py's own PING with a future of ours (nats-py pinned)
+    except Exception:  # the connection broke as the PING was written
         return False
-    return True  # someone answered: the round trip is made all the same
+    done, _ = await asyncio.wait({pong}, timeout=timeout_s)
+    return bool(done)
 
 
 class Health:
