@@ -7,14 +7,13 @@ import asyncio
 from typing import Any
 
 import pytest
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
 from billing.fleet import Fleet, FleetMetrics, FleetWatch, LostRunner, bills_for, runs_of
 from contracts import RunnerHeartbeat, RunProgress, Subjects, TokenUsage
 from tests.support.clock import Clock
+from tests.support.pinged_nats import PingedNats
 
 pytestmark = pytest.mark.unit
 
@@ -207,29 +206,10 @@ async def test_settling_publishes_every_run_and_retries_until_stored() -> None:
     assert metrics.calls_billed._value.get() == 1  # type: ignore[attr-defined]
 
 
-class StalledNats:
-    """A connection whose socket is open while the server answers nothing (a NATS server stopped with
-    its connections up), until ``answering`` is set."""
-
-    is_connected = True
-
-    def __init__(self) -> None:
-        self.answering = False
-
-    def new_inbox(self) -> str:
-        return "_INBOX.probe"
-
-    async def request(self, subject: str, data: bytes, timeout: float) -> None:
-        if not self.answering:
-            await asyncio.sleep(min(timeout, 0.05))
-            raise NatsTimeoutError
-        raise NoRespondersError
-
-
 async def test_no_runner_is_taken_for_dead_while_nats_does_not_answer() -> None:
     """Heartbeats wait in a stalled server: billing must not bill a live runner's call from its last
     one (the estimate would take the call's message id before the runner's true record)."""
-    nc, js = StalledNats(), FlakyJetStream()
+    nc, js = PingedNats(stall_s=0.05), FlakyJetStream()
     watch = FleetWatch(nc, js, Subjects("ns"), _metrics(), lost_after_s=0.2)  # type: ignore[arg-type]
     watch.fleet.heard(beat("r1", [progress("run1", call_index=0)], interval_s=0.05))
     sweeping = asyncio.create_task(watch._sweep())

@@ -6,33 +6,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
 
 from contracts import RunStarted, Subjects, TextDelta
 from gateway.errors import RunStreamError
 from gateway.runs import DEAF_WINDOWS, RunStream
+from tests.support.pinged_nats import PingedNats as Nats
 
 pytestmark = pytest.mark.unit
-
-
-class Nats:
-    """A connection that looks connected; its round trips answer (no responders) only when told to."""
-
-    is_connected = True
-
-    def __init__(self) -> None:
-        self.answering = False
-        self.asked = 0
-
-    def new_inbox(self) -> str:
-        return "_INBOX.t"
-
-    async def request(self, subject: str, data: bytes, timeout: float) -> None:
-        self.asked += 1
-        if not self.answering:
-            raise NatsTimeoutError
-        raise NoRespondersError
 
 
 def _started(run: RunStream) -> None:
