@@ -23,7 +23,6 @@ import httpx
 import openai
 import pytest
 
-from devstack.errors import SeedError
 from devstack.seed import AdminClient
 from devstack.stack import Stack
 from tests.e2e.fake import FakeLLM
@@ -103,17 +102,9 @@ class StackHandle:
 
 
 def set_price(admin: AdminClient, provider: str, model: str) -> None:
-    """Price ``model`` for billing, under both key forms a price table may use (``provider/model``, ``model``).
-
-    One form refused is fine (billing may accept only its own); both refused fails the test."""
-    errors = []
-    for key in (f"{provider}/{model}", model):
-        try:
-            admin.request("PUT", f"/pricing/{key}", json=TEST_PRICE)
-        except SeedError as exc:
-            errors.append(exc)
-    if len(errors) == 2:
-        raise errors[0]
+    """Price ``model`` for billing as docs/api.md says: under ``provider/model``, the agent's provider
+    connection and its model (so that every billed figure checked also checks that key is used)."""
+    admin.request("PUT", f"/pricing/{provider}/{model}", json=TEST_PRICE)
 
 
 @contextlib.contextmanager

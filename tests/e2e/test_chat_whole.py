@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.checks import assert_usage_billed
+from tests.e2e.checks import assert_usage_billed, run_ledger
 from tests.e2e.conftest import StackHandle
 from tests.support.openapi_schema import validate
 
@@ -46,6 +46,9 @@ async def test_whole_answer_with_reasoning_and_usage(e2e: StackHandle, client: A
     assert seen["reasoning"] == 9
     assert seen["cache_read"] == 11
     assert seen["cache_write"] == 3
+    # Priced as docs/api.md says: the agent's provider and model (the only key the tests price).
+    (entry,) = await run_ledger(e2e.admin, e2e.seeded.user_id, completion.id, 1)
+    assert entry["price_key"] == f"{provider}/{agent.model}".lower()
 
 
 async def test_disable_streaming_answers_json_to_a_stream_request(e2e: StackHandle, http: httpx.AsyncClient) -> None:

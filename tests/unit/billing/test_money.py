@@ -72,6 +72,26 @@ def test_exact_key_beats_a_longer_prefix_and_overrides_win() -> None:
     assert t.key_for("gpt-4o-mini-2024-07-18") == "gpt-4o-mini-2024"
 
 
+def test_a_price_for_the_provider_that_serves_the_model_wins() -> None:
+    """``provider/model`` (the agent's provider connection) is the documented key: it beats the bare
+    model, exactly and as a prefix, and applies to that provider only."""
+    t = table()
+    t.set("ollama/llama3", PriceEntry(to_micro("0.5"), to_micro("0.5"), source="admin"))
+    t.set("openrouter/gpt-4o", PriceEntry(to_micro("3"), to_micro("12"), source="admin"))
+    t.set("anthropic/claude-3.5-sonnet", PriceEntry(to_micro("4"), to_micro("16"), source="admin"))
+    assert t.key_for("llama3", "ollama") == "ollama/llama3"
+    assert t.key_for("llama3:8b", "ollama") == "ollama/llama3"  # a prefix of the provider's own
+    assert t.key_for("llama3", "vllm") == DEFAULT_KEY  # another provider's price is not this one's
+    assert t.key_for("gpt-4o", "openrouter") == "openrouter/gpt-4o"
+    assert t.key_for("gpt-4o", "openai") == "gpt-4o"
+    # A longer unqualified key still names more of the model than a shorter qualified one.
+    assert t.key_for("gpt-4o-mini-2024-07-18", "openrouter") == "gpt-4o-mini"
+    # A model id with a slash of its own (OpenRouter's): as written, then its last part.
+    assert t.key_for("anthropic/claude-3.5-sonnet", "openrouter") == "anthropic/claude-3.5-sonnet"
+    assert t.key_for("openai/gpt-4o", "openrouter") == "gpt-4o"
+    assert t.lookup("llama3", "ollama").input == to_micro("0.5")
+
+
 def test_cache_prices_fall_back_to_input() -> None:
     t = table({"m": PriceEntry(to_micro("2"), to_micro("8"))})
     p = t.lookup("m")

@@ -32,7 +32,7 @@ IN, OUT = 2_500_000, 10_000_000  # µcr per token
 PRICE = Price("gpt-4o", input=IN, output=OUT, cache_write=3_125_000, cache_read=1_250_000)
 
 
-def lookup(model: str) -> Price:
+def lookup(model: str, provider: str) -> Price:
     return PRICE
 
 
@@ -157,16 +157,18 @@ def test_users_are_moved_apart() -> None:
 # --- prices and balances ---------------------------------------------------------------------------
 
 
-def test_charge_looks_each_model_up_once_and_costs_exactly() -> None:
-    looked: list[str] = []
+def test_charge_looks_each_model_up_once_per_provider_and_costs_exactly() -> None:
+    looked: list[tuple[str, str]] = []
 
-    def counting(model: str) -> Price:
-        looked.append(model)
+    def counting(model: str, provider: str) -> Price:
+        looked.append((model, provider))
         return PRICE
 
     records = [usage("r", i, input_tokens=i) for i in range(5)]
+    # The agent's provider connection prices the call (its kind when a record names none).
+    records += [usage("r", 5).model_copy(update={"connection": "openrouter"})]
     assert charge(records, counting) == [(PRICE, cost(r)) for r in records]
-    assert looked == ["gpt-4o"]
+    assert looked == [("gpt-4o", "openai"), ("gpt-4o", "openrouter")]
 
 
 def test_a_cost_no_bigint_holds_is_refused_before_anything_is_written() -> None:

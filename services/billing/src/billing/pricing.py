@@ -1,7 +1,9 @@
 """The price table: shipped defaults, an operator's file, admin overrides; most specific key wins.
 
-Lookup for a model id (case-insensitive): an exact key first, then the longest key that the model id
-starts with (``gpt-4o-mini-2024-07-18`` → ``gpt-4o-mini``, not ``gpt-4o``), then the default price.
+Lookup for a model id as a provider connection serves it (case-insensitive): an exact key first
+(``provider/model``, then ``model``), then the longest key that the model id starts with
+(``gpt-4o-mini-2024-07-18`` → ``gpt-4o-mini``, not ``gpt-4o``), then the default price
+(:meth:`PriceTable.key_for`).
 Pure: the caller loads the layers and hands them in.
 """
 
@@ -86,20 +88,31 @@ class PriceTable:
         self.entries[key.lower()] = entry
         self._prefixes = sorted(self.entries, key=len, reverse=True)
 
-    def key_for(self, model: str) -> str:
-        m = model.lower()
-        if m in self.entries:
-            return m
-        # Accept provider-qualified ids too ("openai/gpt-4o"): try the part after the last slash.
-        bare = m.rsplit("/", 1)[-1]
-        if bare in self.entries:
-            return bare
-        for key in self._prefixes:
-            if m.startswith(key) or bare.startswith(key):
-                return key
-        return DEFAULT_KEY
+    def key_for(self, model: str, provider: str = "") -> str:
+        """The key that prices ``model`` as the agent's ``provider`` (its connection's name) serves it.
 
-    def lookup(self, model: str) -> Price:
-        key = self.key_for(model)
+        An exact key first: ``provider/model``, then ``model``, then the model's last part (a
+        provider-qualified id such as OpenRouter's ``anthropic/claude-3.5-sonnet``). Else the key that
+        names the longest start of the model (``gpt-4o-mini-2024-07-18`` → ``gpt-4o-mini``, not
+        ``gpt-4o``), a ``provider/…`` key before an unqualified one of the same length. Else the default.
+        """
+        m = model.lower()
+        qualifier = f"{provider.lower()}/" if provider else ""
+        names = (m, m.rsplit("/", 1)[-1])
+        for key in (qualifier + m if qualifier else "", *names):
+            if key in self.entries:
+                return key
+        best, best_len = DEFAULT_KEY, -1
+        for key in self._prefixes:  # longest first
+            if qualifier and key.startswith(qualifier):
+                part = key[len(qualifier) :]
+                if len(part) > best_len and m.startswith(part):
+                    best, best_len = key, len(part)
+            elif len(key) > best_len and any(n.startswith(key) for n in names):
+                best, best_len = key, len(key)
+        return best
+
+    def lookup(self, model: str, provider: str = "") -> Price:
+        key = self.key_for(model, provider)
         entry = self.entries.get(key, self.default)
         return entry.price(key)

@@ -48,7 +48,8 @@ class BillingService:
     def _worst_case(self, req: AdmitRequest | ExtendRequest | PrefetchRequest) -> int:
         """What one run (or its next call) may cost at most, in µcr: what admission reserves (a 400
         beyond what a BIGINT holds)."""
-        return inputs.cost(self.ledger.prices.lookup(req.model).worst_case(req.prompt_tokens, req.max_output_tokens))
+        price = self.ledger.prices.lookup(req.model, req.provider)
+        return inputs.cost(price.worst_case(req.prompt_tokens, req.max_output_tokens))
 
     async def admit(self, req: AdmitRequest) -> AdmitReply:
         inputs.user_id(req.user_id)

@@ -74,17 +74,18 @@ def first_of_each_call(records: Iterable[UsageRecorded]) -> list[UsageRecorded]:
     return list(unique.values())
 
 
-def charge(records: Sequence[UsageRecorded], lookup: Callable[[str], Price]) -> list[tuple[Price, int]]:
+def charge(records: Sequence[UsageRecorded], lookup: Callable[[str, str], Price]) -> list[tuple[Price, int]]:
     """Each record's price and exact cost in µcr (one price lookup per model).
 
     A cost no BIGINT holds raises :class:`billing.sanitize.Unstorable`, before anything is written:
     the consumer then isolates the record and parks it."""
-    by_model: dict[str, Price] = {}
+    by_model: dict[tuple[str, str], Price] = {}
     out = []
     for r in records:
-        price = by_model.get(r.model)
+        served = (r.connection or r.provider, r.model)  # priced as the agent's provider serves it
+        price = by_model.get(served)
         if price is None:
-            price = by_model[r.model] = lookup(r.model)
+            price = by_model[served] = lookup(r.model, served[0])
         out.append((price, check_cost(r, price.charge(r.usage))))
     return out
 
@@ -109,14 +110,14 @@ def settle(
     closes: Sequence[RunClosed],
     holds: Mapping[str, Hold],
     existing: Iterable[tuple[str, int]],
-    lookup: Callable[[str], Price],
+    lookup: Callable[[str, str], Price],
     *,
     track_balance: bool,
 ) -> Batch:
     """A whole batch. ``records`` are one per call (:func:`first_of_each_call`), ``existing`` the
     (run id, call index) of the ledger's entries of the batch's runs, ``holds`` their reservations,
-    ``lookup`` a model's price. With ``track_balance`` off, the accounts' balances do not move (their
-    reservations still do)."""
+    ``lookup`` a model's price as a provider connection serves it. With ``track_balance`` off, the
+    accounts' balances do not move (their reservations still do)."""
     known = set(existing)  # the ledger's (run id, call index) are unique
     calls_in: defaultdict[str, int] = defaultdict(int)
     for run_id, _ in known:
