@@ -34,7 +34,7 @@ def test_last_event_id(raw: str | None, expected: int) -> None:
     assert read_last_event_id(headers) == expected
 
 
-@pytest.mark.parametrize("raw", ["-1", "1.5", "abc", "2147483648", "9" * 40])
+@pytest.mark.parametrize("raw", ["-1", "1.5", "abc", "2147483648", "9" * 40, "\u00b2", "1\u00b3", "\u0663"])
 def test_a_bad_last_event_id_is_a_400(raw: str) -> None:
     with pytest.raises(GatewayError) as caught:
         read_last_event_id({"Last-Event-ID": raw})

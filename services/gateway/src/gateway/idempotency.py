@@ -105,7 +105,7 @@ def read_last_event_id(headers: Mapping[str, str]) -> int:
     if raw is None or not raw.strip():
         return -1
     raw = raw.strip()
-    if not raw.isdigit() or len(raw) > 10 or int(raw) > 2**31 - 1:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or int(raw) > 2**31 - 1:
         raise GatewayError.bad_request(
             f"The '{LAST_EVENT_ID}' header must be the id of a frame of this stream (a non-negative integer).",
             LAST_EVENT_ID,
