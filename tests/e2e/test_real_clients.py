@@ -204,3 +204,34 @@ async def test_langchain_with_structured_output(e2e: StackHandle, lc_http: httpx
     fmt = request["params"]["response_format"]
     assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "Place"
     assert set(fmt["json_schema"]["schema"]["properties"]) == {"city", "country"}
+
+
+#: openai-node's Responses stream helper, which accumulates every event into the response it builds.
+OPENAI_NODE_RESPONSES_STREAM = """
+import OpenAI from 'openai';
+
+const client = new OpenAI({ baseURL: process.env.BASE_URL, apiKey: process.env.API_KEY });
+const stream = client.responses.stream({ model: process.env.AGENT_ID, input: process.env.PROMPT });
+const kinds = [];
+for await (const event of stream) kinds.push(event.type);
+const final = await stream.finalResponse();
+const text = final.output.filter((o) => o.type === 'message').flatMap((o) => o.content).map((c) => c.text).join('');
+console.log(JSON.stringify({ kinds, text, output: final.output }));
+"""
+
+
+async def test_openai_node_responses_stream_helper_takes_reasoning(e2e: StackHandle, node_clients: Path) -> None:
+    """The helper throws ("missing content at index 0") on a reasoning_text delta whose part was never
+    announced with content_part.added."""
+    agent = e2e.agent("openai")
+    await e2e.fake.script(agent.model, [{"reasoning": "Let me think it over.", "text": "It is 42."}])
+    out = run_node(node_clients, OPENAI_NODE_RESPONSES_STREAM, _node_env(e2e, agent.id, "Think."))
+    assert out["text"] == "It is 42.", out
+    reasoning = out["output"][0]
+    assert reasoning["type"] == "reasoning" and reasoning["content"] == [
+        {"type": "reasoning_text", "text": "Let me think it over."}
+    ], out
+    kinds = out["kinds"]
+    first = kinds.index("response.reasoning_text.delta")
+    assert kinds[first - 1] == "response.content_part.added", kinds
+    assert kinds[kinds.index("response.reasoning_text.done") + 1] == "response.content_part.done", kinds

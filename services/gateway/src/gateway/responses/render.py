@@ -9,7 +9,8 @@ resumed anywhere by rendering again and skipping what the client has.
 
 The items, in the order the run makes them:
 
-- ``reasoning`` (``ReasoningDelta``): ``response.reasoning_text.delta``/``.done``;
+- ``reasoning`` (``ReasoningDelta``): ``content_part.added`` (a ``reasoning_text`` part),
+  ``response.reasoning_text.delta``…, ``.done``, ``content_part.done``;
 - ``message`` (``TextDelta``): ``content_part.added``, ``output_text.delta``…, ``output_text.done``,
   ``content_part.done``; text after a tool call starts a new message;
 - ``mcp_call`` (an agent tool: ``ToolCallStarted`` with ``client`` false): ``mcp_call.in_progress``,
@@ -356,7 +357,19 @@ class ResponseRenderer:
                     "status": "in_progress",
                 },
             )
-            self.output[index]["content"].append({"type": "reasoning_text", "text": ""})
+            part = {"type": "reasoning_text", "text": ""}
+            self.output[index]["content"].append(part)
+            # The text's part is announced as a message's is: openai-node's stream helper accumulates
+            # reasoning_text deltas into it, and throws without it.
+            self._emit(
+                {
+                    "type": "response.content_part.added",
+                    "item_id": self.output[index]["id"],
+                    "output_index": index,
+                    "content_index": 0,
+                    "part": part,
+                },
+            )
         index = self._reasoning
         item = self.output[index]
         item["content"][0]["text"] += delta
@@ -382,6 +395,15 @@ class ResponseRenderer:
                 "output_index": index,
                 "content_index": 0,
                 "text": item["content"][0]["text"],
+            },
+        )
+        self._emit(
+            {
+                "type": "response.content_part.done",
+                "item_id": item["id"],
+                "output_index": index,
+                "content_index": 0,
+                "part": item["content"][0],
             },
         )
         self._item_done(index, status)
