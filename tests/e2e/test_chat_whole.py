@@ -69,3 +69,24 @@ async def test_disable_streaming_answers_json_to_a_stream_request(e2e: StackHand
     requests = await e2e.fake.requests(agent.model)
     assert len(requests) == 1
     await assert_usage_billed(e2e.admin, e2e.seeded.user_id, body["id"], body["usage"])
+
+
+async def test_a_filtered_answer_says_so_on_both_apis(e2e: StackHandle, client: Any, provider: str) -> None:
+    """The provider's content filter (OpenAI's ``content_filter``, Anthropic's ``refusal``) reaches the
+    client: chat's ``finish_reason``, a Responses answer ``incomplete`` for ``content_filter``."""
+    agent = e2e.agent(provider)
+    await e2e.fake.script(agent.model, [{"text": "Part of it", "finish_reason": "content_filter"}])
+    completion = await client.chat.completions.create(model=agent.id, messages=[{"role": "user", "content": "Go."}])
+    assert completion.choices[0].finish_reason == "content_filter"
+    chunks = [
+        c
+        async for c in await client.chat.completions.create(
+            model=agent.id, messages=[{"role": "user", "content": "Go."}], stream=True
+        )
+    ]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        "content_filter"
+    ]
+    response = await client.responses.create(model=agent.id, input="Go.")
+    assert response.status == "incomplete" and response.incomplete_details is not None
+    assert response.incomplete_details.reason == "content_filter" and response.output_text == "Part of it"

@@ -11,7 +11,7 @@ from .script import Plan
 
 Frame = tuple[bytes, bool]
 
-STOP = {"stop": "end_turn", "tool_calls": "tool_use", "length": "max_tokens"}
+STOP = {"stop": "end_turn", "tool_calls": "tool_use", "length": "max_tokens", "content_filter": "refusal"}
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:

@@ -395,7 +395,8 @@ class AgentRun:
                 self.metrics, self.connection.kind, self.request.agent.model, self._model_call()
             )
             if not result.tool_calls:
-                return "length" if result.finish == "length" else "stop"
+                # The provider's own reason when it says the answer is cut or filtered.
+                return result.finish if result.finish in ("length", "content_filter") else "stop"
             if any(c.client for c in result.tool_calls):
                 await self._skip_tools([c for c in result.tool_calls if not c.client])
                 return "tool_calls"

@@ -32,7 +32,15 @@ from .common import client_options, redact, sdk_refusal
 #: Anthropic requires ``max_tokens``; this is the default when neither agent nor request sets it.
 DEFAULT_MAX_TOKENS = 4096
 
-_STOP = {"end_turn": "stop", "stop_sequence": "stop", "tool_use": "tool_calls", "max_tokens": "length"}
+#: Anthropic's stop reasons as OpenAI's finish reasons (``refusal``: its classifiers stopped the answer).
+_STOP = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "tool_use": "tool_calls",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "refusal": "content_filter",
+}
 
 
 def _tool_input(arguments: str) -> Any:
