@@ -208,8 +208,9 @@ async def test_run_failure_mid_stream_raises_api_error(stack: Stack) -> None:
     _, _, payloads = await raw_frames(
         stack, {"model": "agent_fail", "messages": [{"role": "user", "content": "x"}], "stream": True}
     )
-    assert payloads[-1] == b"[DONE]"
-    error = orjson.loads(payloads[-2])
+    # The error ends the stream without [DONE] (openai-wire.md §3.2), which would read as success.
+    assert b"[DONE]" not in payloads
+    error = orjson.loads(payloads[-1])
     validate("ErrorResponse", error)
     assert error["error"]["code"] == "provider_error"
     async with stack.client() as client:
@@ -243,8 +244,8 @@ async def test_sequence_gap_ends_with_error_chunk(stack: Stack) -> None:
     _, _, payloads = await raw_frames(
         stack, {"model": "agent_gap", "messages": [{"role": "user", "content": "x"}], "stream": True}
     )
-    assert payloads[-1] == b"[DONE]"
-    error = orjson.loads(payloads[-2])
+    assert b"[DONE]" not in payloads
+    error = orjson.loads(payloads[-1])
     validate("ErrorResponse", error)
     assert error["error"]["code"] == "event_gap" and error["error"]["type"] == "server_error"
     assert b"three" not in b"".join(payloads)

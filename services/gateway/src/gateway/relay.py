@@ -153,7 +153,9 @@ class ChatStreamResponse(Response):
                 finished = True
                 assert isinstance(event, RunFailed)
                 metrics.runs.labels("failed").inc()
-                frame = with_id(seq, error_chunk(event.error) + DONE if seq > after else DONE)
+                # The error closes the stream without [DONE] (openai-wire.md §3.2: the SDKs raise it);
+                # a client that resumes past it gets it again rather than an end that reads as success.
+                frame = with_id(seq, error_chunk(event.error))
                 break
             elif type(event) is Heartbeat and seq > after:
                 pending.append(KEEP_ALIVE)
@@ -164,7 +166,7 @@ class ChatStreamResponse(Response):
                 event = await run.next(idle)
             except RunStreamError as exc:
                 metrics.runs.labels(exc.info.code or "error").inc()
-                frame = with_id(seq if exc.seq is None else exc.seq, error_chunk(exc.info) + DONE)
+                frame = with_id(seq if exc.seq is None else exc.seq, error_chunk(exc.info))
                 break
         pending.append(frame)
         await send({"type": "http.response.body", "body": b"".join(pending), "more_body": False})
