@@ -182,3 +182,26 @@ async def test_a_provider_refusal_keeps_its_class(
     assert (err.status, err.type, err.code, err.retry_after_s) == expected
     assert err.message.startswith(f"The provider answered {scripted['status']}: ")
     assert got.usage == []
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_a_provider_message_of_megabytes_is_cut_not_a_crash(harness: Harness, provider: str) -> None:
+    """An error message larger than a NATS message once crashed the run's end (the client waited out
+    its idle timeout); it is cut, and the client gets the provider's 400."""
+    model = f"m-huge-error-{provider}"
+    await harness.script(model, [{"error": {"status": 400, "message": "E" * 2_000_000}}])
+    got = await harness.run(make_request(model, provider=provider))
+    assert got.types == ["started", "failed"]
+    err = got.events[-1].error
+    assert err.status == 400 and err.message.endswith("… (cut)") and len(err.message) < 2_100
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_one_token_of_megabytes_reaches_the_client_whole(harness: Harness, provider: str) -> None:
+    """A single delta larger than a NATS message goes out in pieces, not as a crashed run."""
+    model = f"m-huge-token-{provider}"
+    token = "x" * 1_500_000
+    await harness.script(model, [{"text": token}])
+    got = await harness.run(make_request(model, provider=provider))
+    assert got.events[-1].type == "completed"
+    assert got.text == token and len(got.of("text_delta")) >= 1_500_000 // 16_384

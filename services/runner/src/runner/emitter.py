@@ -59,7 +59,16 @@ class EventEmitter:
 
     async def emit(self, event_type: type[_RunEvent], /, *, flush: bool = False, **fields: Any) -> None:
         if event_type in _DELTAS:
-            data = self._deltas.encode(event_type, self.seq, fields["delta"], fields.get("index"))  # type: ignore[arg-type]
+            delta: str = fields["delta"]
+            if len(delta) > MAX_BATCH_CHARS:
+                # One delta larger than a message may carry (a provider's single multi-megabyte chunk):
+                # sent in pieces, as if it had come so.
+                for start in range(0, len(delta), MAX_BATCH_CHARS):
+                    await self.emit(
+                        event_type, flush=flush, **{**fields, "delta": delta[start : start + MAX_BATCH_CHARS]}
+                    )
+                return
+            data = self._deltas.encode(event_type, self.seq, delta, fields.get("index"))  # type: ignore[arg-type]
         else:
             data = event_type(run_id=self.run_id, seq=self.seq, **fields).model_dump_json().encode()
         self.seq += 1

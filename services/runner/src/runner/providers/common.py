@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from ..errors import ProviderError
 
@@ -19,10 +21,32 @@ _TOO_LONG = re.compile(r"prompt is too long", re.IGNORECASE)
 MAX_RETRY_AFTER_S = 3600
 
 
+#: The most of a provider's own error message passed on (characters): it travels in one NATS message,
+#: reaches the client and the logs.
+MAX_PROVIDER_MESSAGE = 2_000
+#: A run of this many characters of the key, anywhere in a message, is masked too (a provider that
+#: echoes part of it); a key shorter than :data:`_FRAGMENT_MIN_KEY` is masked whole only.
+_FRAGMENT = 10
+_FRAGMENT_MIN_KEY = 16
+
+
+@functools.lru_cache(maxsize=64)
+def _secret_pattern(secret: str) -> re.Pattern[str]:
+    """What masks ``secret`` in a message: the key in any case, percent-encoded, and any
+    :data:`_FRAGMENT` characters of it."""
+    forms = {secret, quote(secret, safe=""), quote_plus(secret)}
+    if len(secret) >= _FRAGMENT_MIN_KEY:
+        forms |= {secret[i : i + _FRAGMENT] for i in range(len(secret) - _FRAGMENT + 1)}
+    return re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)), re.IGNORECASE)
+
+
 def redact(text: str, secret: str) -> str:
-    """``text`` without ``secret`` in it (a provider may echo the key it was given)."""
+    """``text`` without ``secret`` in it (a provider may echo the key it was given, or part of it, in
+    another case or percent-encoded), cut to :data:`MAX_PROVIDER_MESSAGE` characters."""
     if secret and len(secret) >= 8:
-        text = text.replace(secret, "***")
+        text = _secret_pattern(secret).sub("***", text)
+    if len(text) > MAX_PROVIDER_MESSAGE:
+        text = text[:MAX_PROVIDER_MESSAGE] + "… (cut)"
     return text
 
 
