@@ -240,3 +240,39 @@ async def test_langchain_responses_api_bind_tools_round_trip(
     answer = await llm.ainvoke(history)
     assert _text(answer) == "It is sunny in Paris." and answer.tool_calls == []
     assert "sunny, 24 C" in str((await e2e.fake.requests(agent.model))[-1])
+
+
+#: An app's step that must answer (its tools offered, toolChoice 'none': the SDK sends no
+#: tool_choice at all without tools, so the agent's tools are then the agent's business).
+VERCEL_NO_TOOLS = """
+import { createOpenAI } from '@ai-sdk/openai';
+import { generateText, jsonSchema, tool } from 'ai';
+
+const provider = createOpenAI({ baseURL: process.env.BASE_URL, apiKey: process.env.API_KEY });
+const result = await generateText({
+  model: provider(process.env.AGENT_ID),
+  prompt: 'What is 2*3?',
+  tools: {
+    get_weather: tool({
+      description: 'The weather in a city',
+      inputSchema: jsonSchema({ type: 'object', properties: { city: { type: 'string' } }, required: ['city'] }),
+      execute: async ({ city }) => `sunny in ${city}`,
+    }),
+  },
+  toolChoice: 'none',
+});
+console.log(JSON.stringify({ text: result.text, finish: result.finishReason }));
+"""
+
+
+async def test_vercel_ai_sdk_tool_choice_none_gets_an_answer_from_an_agent_with_tools(
+    e2e: StackHandle, node_clients: Path
+) -> None:
+    """``toolChoice: 'none'`` (an AI SDK app's final step, say): the agent's calculator is not called
+    either. The SDK threw ToolChoiceViolationError on the agent's own call."""
+    agent = e2e.agent("openai", tools=["calculator"])  # unscripted: the fake would call the calculator
+    env = {"BASE_URL": e2e.base_url, "API_KEY": e2e.seeded.api_key, "AGENT_ID": agent.id}
+    out = run_node(node_clients, VERCEL_NO_TOOLS, env)
+    assert out["finish"] == "stop" and out["text"], out
+    (request,) = await e2e.fake.requests(agent.model)
+    assert request["params"]["tool_choice"] == "none"

@@ -71,13 +71,19 @@ async def test_calculator_round_trip(harness: Harness) -> None:
     assert second[-1] == {"role": "tool", "tool_call_id": started[0].call_id, "content": "42"}
 
 
-async def test_step_limit_ends_with_length(harness: Harness) -> None:
-    turn = {"tool_calls": [{"name": "calculator", "arguments": {"expression": "1+1"}}]}
+async def test_the_last_step_answers_instead_of_calling_a_tool(harness: Harness) -> None:
+    """A model that would call tools forever is told, at the step limit, to call none: the run ends
+    with its answer, not cut off after a tool call whose result the model never sees."""
+    turn = {"text": "Let me check.", "tool_calls": [{"name": "calculator", "arguments": {"expression": "1+1"}}]}
     await harness.script("m-loop", [turn, turn, turn])
     req = make_request("m-loop", tools=["calculator"], model_parameters={"max_steps": 2, "temperature": 0.1})
     got = await harness.run(req)
-    assert got.events[-1].finish_reason == "length"
+    assert got.events[-1].type == "completed" and got.events[-1].finish_reason == "stop"
+    assert len(got.of("tool_result")) == 1 and got.text == "Let me check.Let me check."
     assert len(got.usage) == 2 and got.closed[0].calls == 2
+    sent = await harness.requests("m-loop")
+    assert [r["params"].get("tool_choice") for r in sent] == [None, "none"]
+    assert [t["function"]["name"] for t in sent[1]["params"]["tools"]] == ["calculator"]
     [first, _] = await harness.requests("m-loop")
     assert "max_steps" not in first.get("params", {})
 

@@ -167,7 +167,7 @@ async def test_json_object_on_anthropic_is_refused_with_param() -> None:
     [
         (None, ["calculator"], ["calculator", "get_weather"], None),
         ("auto", ["calculator"], ["calculator", "get_weather"], "auto"),
-        ("none", ["calculator"], ["calculator"], None),
+        ("none", ["calculator"], ["calculator", "get_weather"], "none"),
         ("none", [], ["get_weather"], "none"),
         ("required", ["calculator"], ["get_weather"], "required"),
         (
@@ -262,3 +262,10 @@ def test_a_client_function_named_like_an_agent_tool_is_refused_where_the_api_nam
 class _Named:
     def __init__(self, name: str) -> None:
         self.name = name
+
+
+def test_none_without_client_functions_lets_the_agent_call_no_tool_either() -> None:
+    """A client's ``tool_choice: "none"`` asks for an answer: clients (the Vercel AI SDK) take the
+    agent's tool activity for a call they did not allow."""
+    plan = plan_tools(builtin_registry().resolve(["calculator"]), RunOptions(tool_choice="none"))
+    assert [s.name for s in plan.specs] == ["calculator"] and plan.choice == "none"

@@ -391,8 +391,12 @@ class AgentRun:
         for step in range(max_steps):
             if step > 0:
                 await self._extend()
+            # The last step's call may not call the agent's tools (their results could not go back to
+            # the model): it answers with what it has. Not when it was offered the client's functions,
+            # which end the run for the client anyway.
+            last = step == max_steps - 1 and not self.tool_plan.client_names
             result = await observed_call(
-                self.metrics, self.connection.kind, self.request.agent.model, self._model_call()
+                self.metrics, self.connection.kind, self.request.agent.model, self._model_call(answer=last)
             )
             if not result.tool_calls:
                 # The provider's own reason when it says the answer is cut or filtered.
@@ -446,7 +450,8 @@ class AgentRun:
             )
 
     # --- one model call ----------------------------------------------------------------------------
-    async def _model_call(self) -> _CallResult:
+    async def _model_call(self, *, answer: bool = False) -> _CallResult:
+        """One model call; with ``answer``, the model is told to call no tool (``tool_choice: none``)."""
         assert self.provider is not None and self.connection is not None
         model = self.request.agent.model
         spec = CallSpec(
@@ -455,7 +460,7 @@ class AgentRun:
             tools=self.tool_specs,
             params=self.params,
             extras=self.extras,
-            tool_choice=self.tool_plan.choice,
+            tool_choice="none" if answer and self.tool_specs else self.tool_plan.choice,
             parallel_tool_calls=self.tool_plan.parallel,
             response_format=self.request.options.response_format,
         )

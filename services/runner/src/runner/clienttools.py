@@ -4,23 +4,23 @@ A client may send its own function tools with a chat request. They are offered t
 the agent's own tools; when the model calls one, the run ends after that model call with
 ``finish_reason: "tool_calls"`` and the client runs it (the runner never executes a client function).
 
-``tool_choice`` is the client's word about *its* functions — the agent's own tools are invisible to
-it — so it is mapped as follows:
+``auto``, ``required`` and a named function are the client's word about *its* functions — the
+agent's own tools are not the client's to choose — and ``none`` means no tool at all:
 
 =================  =====================================================  =======================
 client sends       tools offered to the model                             choice sent to the model
 =================  =====================================================  =======================
 (none), ``auto``   the agent's and the client's                           (provider default)/auto
-``none``           the agent's only; or, when it has none, the client's   (default); or ``none``
+``none``           the agent's and the client's                           ``none``
 ``required``       the client's only                                      ``required``
 a named function   the client's only                                      that function
 =================  =====================================================  =======================
 
 ``required`` and a named function leave out the agent's tools so that the model's answer *is* the
 client's call, in one model call, rather than a loop of the agent's tools that ``required`` would
-keep forcing. ``none`` keeps the client's functions in the request when the agent has no tools of
-its own, so a replayed history holding calls to them stays valid for providers that want the
-tools of the calls they see (Anthropic). ``parallel_tool_calls`` passes to the provider as it is.
+keep forcing. ``none`` keeps every tool in the request, so a replayed history holding calls to them
+stays valid for providers that want the tools of the calls they see (Anthropic), and tells the model
+to call none. ``parallel_tool_calls`` passes to the provider as it is.
 """
 
 from __future__ import annotations
@@ -73,6 +73,12 @@ def plan_tools(agent_tools: Sequence[Tool], options: RunOptions) -> ToolPlan:
     names = frozenset(s.name for s in client)
     choice = options.tool_choice
     parallel = options.parallel_tool_calls
+    if choice == "none":
+        # No tool at all, the agent's included: the client asked for an answer (a client that sees
+        # the agent's tool activity may take it for a call it did not allow). Every tool stays offered,
+        # so that a replayed history of calls to them stays valid where the provider wants the tools
+        # of the calls it sees (Anthropic).
+        return ToolPlan(own + client, names, "none", parallel)
     if not client:
         # Nothing of the client's to choose among: the agent's tools as always.
         return ToolPlan(own, names, None, parallel)
@@ -80,10 +86,6 @@ def plan_tools(agent_tools: Sequence[Tool], options: RunOptions) -> ToolPlan:
         return ToolPlan(client, names, ForcedTool(choice.function.name), parallel)
     if choice == "required":
         return ToolPlan(client, names, "required", parallel)
-    if choice == "none":
-        if own:
-            return ToolPlan(own, names, None, parallel)
-        return ToolPlan(client, names, "none", parallel)
     return ToolPlan(own + client, names, choice, parallel)
 
 
