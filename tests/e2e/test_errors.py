@@ -109,3 +109,36 @@ async def test_balance_too_low_is_402(e2e: StackHandle) -> None:
     assert body["error"]["code"] == "insufficient_quota"
     # Nothing ran: the provider never saw a request.
     assert await e2e.fake.requests(agent.model) == []
+
+
+@pytest.mark.parametrize(
+    ("scripted", "raised", "status"),
+    [
+        ({"status": 429, "message": "Slow down.", "retry_after": 7}, openai.RateLimitError, 429),
+        (
+            {"status": 400, "message": "Bad tool schema.", "code": "invalid_function_parameters"},
+            openai.BadRequestError,
+            400,
+        ),
+    ],
+)
+async def test_a_stream_that_fails_before_its_first_token_is_an_http_error(
+    e2e: StackHandle, provider: str, scripted: dict[str, Any], raised: type[Exception], status: int
+) -> None:
+    """A provider's refusal before any output reaches a streaming client as its HTTP status (with
+    Retry-After), on both APIs: SDKs type it and retry a 429. After a 200 it could only be an
+    untyped error in the stream."""
+    agent = e2e.agent(provider)
+    await e2e.fake.script(agent.model, [{"error": scripted}])
+    async with e2e.client() as client:
+        with pytest.raises(raised) as chat:
+            async for _ in await client.chat.completions.create(model=agent.id, messages=HELLO, stream=True):
+                pass
+        with pytest.raises(raised) as responses:
+            async for _ in await client.responses.create(model=agent.id, input="Hello", stream=True):
+                pass
+    for caught in (chat.value, responses.value):
+        assert isinstance(caught, openai.APIStatusError) and caught.status_code == status
+        validate("ErrorResponse", caught.response.json())
+        if status == 429:
+            assert caught.response.headers["retry-after"] == "7"

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from contracts import ErrorInfo, RunCompleted, RunEvent, RunFailed
 from contracts.events import Heartbeat
 
-from .errors import ClientGone, GatewayError, RunStreamError
+from .errors import ClientGone, GatewayError, RunStreamError, error_response
 from .render import DONE, KEEP_ALIVE, ChunkRenderer, CompletionAggregator, error_chunk, with_id
 from .runs import RunStream
 
@@ -103,6 +103,11 @@ class ChatStreamResponse(Response):
             async with asyncio.timeout(None) as guard:
                 guard_slow_client(run, guard, self.idle_timeout_s)
                 finished = await self._relay(send)
+        except FailedBeforeOutput as exc:
+            # Nothing was sent yet: the client gets the failure as an HTTP error (its status, its
+            # Retry-After), as a request that fails before its run starts does.
+            finished = True
+            await error_response(exc.info)(scope, receive, send)
         except ClientGone:
             gone = True
             metrics.runs.labels("client_disconnected").inc()
@@ -120,14 +125,23 @@ class ChatStreamResponse(Response):
                 await finish_run(run, finished)
 
     async def _relay(self, send: Send) -> bool:
-        """Send the stream; whether the run reached its end on it."""
+        """Send the stream; whether the run reached its end on it.
+
+        A fresh stream's head waits for its first frame (output, or a heartbeat's keep-alive: a model
+        slow to start): a run that fails before it raises :class:`FailedBeforeOutput`, so that a
+        provider's 429 or 400 reaches the client as that status, which SDKs type and retry. The role
+        chunk goes out in one write with the first frame; neither costs the first token anything."""
         run, renderer, metrics, after = self.run, self.renderer, self.metrics, self.after_seq
         finished = False
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        head = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+        held = after < 0  # a resumed stream had its head (and its 200) already
+        if not held:
+            await send(head)
         event = self.first
         seq = event.seq
-        # The role chunk goes out in one write with the first event's (and what else came with it).
-        pending: list[bytes] = [with_id(seq, renderer.role())] if seq > after else []
+        # The role chunk carries the first event's id and leads the first frame sent.
+        role: bytes | None = with_id(seq, renderer.role()) if seq > after else None
+        pending: list[bytes] = []
         idle = self.idle_timeout_s
         first_token = self.started_at is not None
         first_at: float | None = None
@@ -136,6 +150,9 @@ class ChatStreamResponse(Response):
             frame = renderer.event(event)
             if frame is not None:
                 if seq > after:
+                    if role is not None:
+                        pending.append(role)
+                        role = None
                     if first_token:
                         first_token = False
                         first_at = metrics.first_token(self.started_at)  # type: ignore[arg-type]
@@ -153,6 +170,8 @@ class ChatStreamResponse(Response):
                 finished = True
                 assert isinstance(event, RunFailed)
                 metrics.runs.labels("failed").inc()
+                if held and not pending:
+                    raise FailedBeforeOutput(event.error)
                 # The error closes the stream without [DONE] (openai-wire.md §3.2: the SDKs raise it);
                 # a client that resumes past it gets it again rather than an end that reads as success.
                 frame = with_id(seq, error_chunk(event.error))
@@ -160,17 +179,34 @@ class ChatStreamResponse(Response):
             elif type(event) is Heartbeat and seq > after:
                 pending.append(KEEP_ALIVE)
             if pending and not run.buffered():  # nothing more to add without waiting: send now
+                if held:
+                    held = False
+                    await send(head)
                 await send({"type": "http.response.body", "body": b"".join(pending), "more_body": True})
                 pending.clear()
             try:
                 event = await run.next(idle)
             except RunStreamError as exc:
                 metrics.runs.labels(exc.info.code or "error").inc()
+                if held and not pending:
+                    raise FailedBeforeOutput(exc.info) from None
                 frame = with_id(seq if exc.seq is None else exc.seq, error_chunk(exc.info))
                 break
+        if role is not None:  # an answer without a frame of output
+            pending.append(role)
+        if held:
+            await send(head)
         pending.append(frame)
         await send({"type": "http.response.body", "body": b"".join(pending), "more_body": False})
         return finished
+
+
+class FailedBeforeOutput(Exception):
+    """A fresh stream's run failed before anything was sent: answered as an HTTP error instead."""
+
+    def __init__(self, info: ErrorInfo) -> None:
+        super().__init__(info.message)
+        self.info = info
 
 
 class Bounded(Protocol):

@@ -325,6 +325,7 @@ def _live_stream(
         on_finished=on_finished,
         on_close=on_close,
         started_at=started_at,
+        hold_head=True,
     )
 
 

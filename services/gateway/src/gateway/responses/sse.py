@@ -23,8 +23,8 @@ from starlette.responses import Response
 
 from contracts import ErrorInfo, RunCompleted, RunEvent, RunFailed, TextDelta
 
-from ..errors import ClientGone, RunStreamError
-from ..relay import count_tokens, finish_run, guard_slow_client, watch_disconnect
+from ..errors import ClientGone, RunStreamError, error_response
+from ..relay import FailedBeforeOutput, count_tokens, finish_run, guard_slow_client, watch_disconnect
 from ..runs import RunStream
 from .render import ResponseRenderer
 
@@ -78,6 +78,7 @@ class ResponseEventStream(Response):
         on_finished: Callable[[ResponseRenderer], Awaitable[None]] | None = None,
         on_close: Callable[[bool], Awaitable[None]] | None = None,
         started_at: float | None = None,
+        hold_head: bool = False,
     ) -> None:
         # Not Response.__init__: it would announce "content-length: 0" for the empty initial body.
         self.status_code = 200
@@ -93,6 +94,7 @@ class ResponseEventStream(Response):
         self.on_finished = on_finished
         self.on_close = on_close
         self.started_at = started_at
+        self.hold_head = hold_head
         #: Whether the source has another event waiting (a live run can tell; a replay cannot).
         self.buffered: Callable[[], bool] = getattr(source, "buffered", _never)
 
@@ -107,14 +109,21 @@ class ResponseEventStream(Response):
             self.metrics.runs.labels("slow_client").inc()
 
     async def _relay(self, send: Send) -> None:
+        """Send the events. With ``hold_head`` (a live run's own stream), the head and the opening
+        events wait for the first frame of output (or a heartbeat's keep-alive): a run that fails
+        before it raises :class:`~gateway.relay.FailedBeforeOutput`, answered as an HTTP error."""
         renderer, metrics, after, buffered = self.renderer, self.metrics, self.starting_after, self.buffered
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        head = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+        held = self.hold_head
+        if not held:
+            await send(head)
         body = renderer.start_frames(after)
         event = self.first
         # The opening frames go out in one write with the first event's, when it is already here.
-        pending: list[bytes] = [body] if body and event is not None else []
-        if body and event is None:
+        pending: list[bytes] = [body] if body and (event is not None or held) else []
+        if body and event is None and not held:
             await send({"type": "http.response.body", "body": body, "more_body": True})
+        produced = False  # a frame of the run's own (output, a keep-alive) is waiting or sent
         first_token = self.started_at is not None
         first_at: float | None = None
         while True:
@@ -123,7 +132,12 @@ class ResponseEventStream(Response):
                     event = await self.source.next(self.idle_timeout_s)
                 except RunStreamError as exc:
                     metrics.runs.labels(exc.info.code or "error").inc()
+                    if held and not produced:
+                        raise FailedBeforeOutput(exc.info) from None
                     event = failed_event(self.run_id, exc.info)
+            if held and not produced and type(event) is RunFailed:
+                metrics.runs.labels("failed").inc()
+                raise FailedBeforeOutput(event.error)
             if first_token and type(event) is TextDelta:
                 first_token = False
                 first_at = metrics.first_token(self.started_at)  # type: ignore[arg-type]
@@ -135,12 +149,18 @@ class ResponseEventStream(Response):
                 if self.on_finished is not None:
                     # Shielded: a client leaving now must not cut the store write short.
                     await asyncio.shield(self.on_finished(renderer))
+                if held:
+                    await send(head)
                 pending.append(frames)
                 await send({"type": "http.response.body", "body": b"".join(pending), "more_body": False})
                 return
             if frames:
                 pending.append(frames)
-            if pending and not buffered():  # nothing more to add without waiting: send now
+                produced = True
+            if pending and not buffered() and (produced or not held):  # nothing more to add without waiting
+                if held:
+                    held = False
+                    await send(head)
                 await send({"type": "http.response.body", "body": b"".join(pending), "more_body": True})
                 pending.clear()
             event = None
@@ -149,6 +169,7 @@ class ResponseEventStream(Response):
         pump = asyncio.create_task(self._pump(send))
         gone = asyncio.create_task(_until_disconnect(receive))
         self.metrics.open_streams.inc()
+        ended = False  # the run ended before anything was sent (answered as an HTTP error)
         try:
             done, _ = await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
             if pump not in done:
@@ -157,14 +178,18 @@ class ResponseEventStream(Response):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await pump
             else:
-                pump.result()
+                try:
+                    pump.result()
+                except FailedBeforeOutput as exc:
+                    ended = True
+                    await error_response(exc.info)(scope, receive, send)
         finally:
             self.metrics.open_streams.dec()
             gone.cancel()
             if not pump.done():
                 pump.cancel()
             if self.on_close is not None:
-                await self.on_close(self.renderer.finished)
+                await self.on_close(self.renderer.finished or ended)
 
 
 async def collect(
