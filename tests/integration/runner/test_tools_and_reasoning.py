@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from contracts import RunOptions
+
 from .conftest import Harness, make_request
 
 pytestmark = pytest.mark.integration
@@ -218,3 +220,27 @@ async def test_a_server_that_does_not_stream_is_read_whole(harness: Harness) -> 
     assert got.text == "Let me work it out.It is 42."
     assert [u.usage.input_tokens for u in got.usage] == [12, 30] and not any(u.estimated for u in got.usage)
     assert got.events[-1].type == "completed" and got.events[-1].finish_reason == "stop"
+
+
+@pytest.mark.parametrize(("budget", "second_call_max"), [(10, 4), (6, None)])
+async def test_the_clients_max_tokens_bounds_the_whole_answer(
+    harness: Harness, budget: int, second_call_max: int | None
+) -> None:
+    """OpenAI's max_tokens (max_output_tokens) bounds what the whole answer generates: a later call of
+    the run may write only what the earlier ones left, and none is made when nothing is left."""
+    model = f"m-budget-{budget}"
+    await harness.script(
+        model,
+        [
+            {"tool_calls": [{"name": "calculator", "arguments": {"expression": "2+2"}}], "usage": {"output_tokens": 6}},
+            {"text": "It is four.", "usage": {"output_tokens": 3}},
+        ],
+    )
+    got = await harness.run(make_request(model, tools=["calculator"], options=RunOptions(max_tokens=budget)))
+    sent = await harness.requests(model)
+    assert sent[0]["params"]["max_tokens"] == budget
+    if second_call_max is None:
+        assert len(sent) == 1 and got.events[-1].finish_reason == "length"
+    else:
+        assert sent[1]["params"]["max_tokens"] == second_call_max
+        assert got.events[-1].finish_reason == "stop" and got.text == "It is four."

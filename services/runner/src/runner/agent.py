@@ -388,8 +388,16 @@ class AgentRun:
         if self.provider is None or self.connection is None:
             raise unknown_provider(self.request.agent.provider)
         max_steps = max_steps_of(self.request, self.config.default_max_steps)
+        # The client's max_tokens bounds the whole answer (OpenAI's "tokens that can be generated for a
+        # completion", for a response): each later call may write only what the earlier ones left.
+        budget = self.request.options.max_tokens
         for step in range(max_steps):
             if step > 0:
+                if budget is not None:
+                    left = budget - self.total.output_tokens
+                    if left <= 0:
+                        return "length"
+                    self.params = {**self.params, "max_tokens": left}
                 await self._extend()
             # The last step's call may not call the agent's tools (their results could not go back to
             # the model): it answers with what it has. Not when it was offered the client's functions,
