@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from starlette.responses import Response
 
-from contracts import ErrorInfo, RunCompleted, RunEvent, RunFailed
+from contracts import ErrorInfo, RunCompleted, RunEvent, RunFailed, ToolCallStarted
 from contracts.events import Heartbeat
 
 from .errors import ClientGone, GatewayError, RunStreamError, error_response
@@ -140,7 +140,7 @@ class ChatStreamResponse(Response):
         event = self.first
         seq = event.seq
         # The role chunk carries the first event's id and leads the first frame sent.
-        role: bytes | None = with_id(seq, renderer.role()) if seq > after else None
+        role_seq = seq if seq > after else None
         pending: list[bytes] = []
         idle = self.idle_timeout_s
         first_token = self.started_at is not None
@@ -150,9 +150,10 @@ class ChatStreamResponse(Response):
             frame = renderer.event(event)
             if frame is not None:
                 if seq > after:
-                    if role is not None:
-                        pending.append(role)
-                        role = None
+                    if role_seq is not None:
+                        calls_first = type(event) is ToolCallStarted and event.client  # type: ignore[union-attr]
+                        pending.append(with_id(role_seq, renderer.role(calls_first)))
+                        role_seq = None
                     if first_token:
                         first_token = False
                         first_at = metrics.first_token(self.started_at)  # type: ignore[arg-type]
@@ -192,8 +193,8 @@ class ChatStreamResponse(Response):
                     raise FailedBeforeOutput(exc.info) from None
                 frame = with_id(seq if exc.seq is None else exc.seq, error_chunk(exc.info))
                 break
-        if role is not None:  # an answer without a frame of output
-            pending.append(role)
+        if role_seq is not None:  # an answer without a frame of output
+            pending.append(with_id(role_seq, renderer.role()))
         if held:
             await send(head)
         pending.append(frame)

@@ -158,8 +158,12 @@ class ChunkRenderer:
     def delta(self, delta_json: bytes) -> bytes:
         return self._head + delta_json + self._open_tail
 
-    def role(self) -> bytes:
-        return self.delta(b'{"role":"assistant","content":""}')
+    def role(self, calls_first: bool = False) -> bytes:
+        """The stream's first chunk; ``content`` is null when the answer begins with the client's
+        tool calls, as OpenAI's is (clients would otherwise keep an empty text part)."""
+        return self.delta(
+            b'{"role":"assistant","content":null}' if calls_first else b'{"role":"assistant","content":""}'
+        )
 
     def text(self, text: str) -> bytes:
         steps = self._steps
