@@ -37,6 +37,7 @@ def admin_app(
             rpc_timeout_s=rpc_timeout_s,
             default_rate_limit_per_minute=600,
             admin_max_body_bytes=1024 * 1024,
+            body_timeout_s=30.0,
         ),
         nc=nc,
         rpc=requester,

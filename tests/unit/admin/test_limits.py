@@ -4,6 +4,7 @@ read-only question of what the runner fleet serves, asked of the catalog to chec
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from starlette.requests import Request
 
 from gateway.bodylimits import (
+    body_timeout,
     check_json_content_type,
     is_json_media_type,
     read_body,
@@ -75,22 +77,38 @@ def test_json_media_types(content_type: str | None, expected: bool) -> None:
 
 
 async def test_read_body_stops_at_the_limit_whatever_content_length_says() -> None:
-    assert await read_body(_request({}, [b"ab", b"cd"]), 4) == b"abcd"
+    assert await read_body(_request({}, [b"ab", b"cd"]), 4, 5.0) == b"abcd"
     with pytest.raises(GatewayError) as declared:
-        await read_body(_request({"Content-Length": "5"}, [b"abcde"]), 4)
+        await read_body(_request({"Content-Length": "5"}, [b"abcde"]), 4, 5.0)
     with pytest.raises(GatewayError) as lied:
-        await read_body(_request({"Content-Length": "2"}, [b"ab", b"cde"]), 4)
+        await read_body(_request({"Content-Length": "2"}, [b"ab", b"cde"]), 4, 5.0)
     with pytest.raises(GatewayError) as huge:
-        await read_body(_request({"Content-Length": "9" * 5000}, [b""]), 4)
+        await read_body(_request({"Content-Length": "9" * 5000}, [b""]), 4, 5.0)
     for caught in (declared, lied, huge):
         assert caught.value.status == 413 and caught.value.info.code == "request_too_large"
     assert too_large(4).info.envelope()["error"]["type"] == "invalid_request_error"
 
 
-async def test_read_json_body_checks_the_media_type_first() -> None:
-    assert await read_json_body(_request({"Content-Type": "application/json"}, [b"{}"]), 10) == b"{}"
+async def test_read_body_is_a_408_when_the_body_stalls() -> None:
+    async def stalls() -> dict[str, Any]:
+        await asyncio.Event().wait()  # a client that announced a body and sends no more of it
+        raise AssertionError("unreachable")
+
+    request = Request(
+        {"type": "http", "method": "POST", "path": "/", "headers": [(b"content-length", b"100")], "query_string": b""},
+        stalls,
+    )
     with pytest.raises(GatewayError) as caught:
-        await read_json_body(_request({"Content-Type": "text/plain", "Content-Length": "99"}, [b"x" * 99]), 10)
+        await read_body(request, 1000, 0.05)
+    assert caught.value.status == 408 and caught.value.info.code == "request_timeout"
+    assert caught.value.headers == {"Connection": "close"}
+    assert body_timeout(30).info.message == "The request body did not arrive within 30 s."
+
+
+async def test_read_json_body_checks_the_media_type_first() -> None:
+    assert await read_json_body(_request({"Content-Type": "application/json"}, [b"{}"]), 10, 5.0) == b"{}"
+    with pytest.raises(GatewayError) as caught:
+        await read_json_body(_request({"Content-Type": "text/plain", "Content-Length": "99"}, [b"x" * 99]), 10, 5.0)
     assert caught.value.status == 415 and caught.value.info.code == "unsupported_media_type"
     check_json_content_type(_request({}, []))  # no Content-Type: taken as JSON
     long = unsupported_media_type("x/" + "y" * 10_000).info.message

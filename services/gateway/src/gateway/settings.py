@@ -60,6 +60,11 @@ class GatewaySettings(ServiceSettings):
     admin_max_body_bytes: int = Field(default=1024 * 1024, ge=1, description="admin API request bodies: 413 above")
     max_header_bytes: int = Field(default=64 * 1024, ge=1024, description="request line and headers: 431 above")
     header_timeout_s: float = Field(default=10.0, gt=0, description="a request's headers must arrive within it: 408")
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="a request's whole body must arrive within it, from when the gateway starts reading it: 408",
+    )
     redis_url: str | None = Field(default=None, validation_alias=shared("GATEWAY_", "REDIS_URL"))
     redis_connect_timeout_s: float = Field(
         default=0.1,

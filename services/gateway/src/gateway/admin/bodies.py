@@ -96,7 +96,7 @@ def json_body(
     problems and those ``check`` finds answered together."""
 
     async def dependency(request: Request, ctx: CtxDep) -> M:
-        raw = await read_json_body(request, ctx.settings.admin_max_body_bytes)
+        raw = await read_json_body(request, ctx.settings.admin_max_body_bytes, ctx.settings.body_timeout_s)
         data = read_fields(raw, money)
         extra = await check(ctx, data) if check is not None else []
         return validated(model, data, extra)

@@ -73,7 +73,7 @@ async def create_chat_completion(request: Request, ctx: GatewayContext, principa
     try:
         key = idempotency.read_key(request.headers)
         after_seq = idempotency.read_last_event_id(request.headers) if key is not None else -1
-        raw = await read_json_body(request, settings.max_body_bytes)
+        raw = await read_json_body(request, settings.max_body_bytes, settings.body_timeout_s)
         body = parse_chat_request(raw)
         agent = await ctx.auth.agent(principal, body.model)
         clash = body.collision(agent.tools)

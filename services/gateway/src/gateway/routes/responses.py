@@ -58,7 +58,7 @@ async def endpoint(request: Request) -> Response:
     try:
         key = idempotency.read_key(request.headers)
         after_seq = idempotency.read_last_event_id(request.headers) if key is not None else -1
-        raw = await read_json_body(request, ctx.settings.max_body_bytes)
+        raw = await read_json_body(request, ctx.settings.max_body_bytes, ctx.settings.body_timeout_s)
         body = parse_create_request(raw)
         agent = await ctx.auth.agent(principal, body.model)
     except BaseException:
