@@ -289,3 +289,33 @@ async def test_a_response_starts_on_a_run_admitted_ahead(stack: Stack) -> None:
         assert record is not None and record.run_id == taken.run_id
         items = await client.responses.input_items.list(response_id)
         assert [item.id for item in items.data] == [f"msg_{response_id[5:]}_in0"]
+
+
+async def test_mcp_call_items_are_checked_before_they_are_stored(stack: Stack) -> None:
+    """An ``mcp_call`` item was stored as sent: an ``error`` holding an integer past 64 bits made the
+    response's ``input_items`` a 500 for good. Now it is a 400 naming the field, and a well-formed
+    one is stored and read back."""
+
+    async def short(run: RunContext) -> None:
+        await run.start()
+        await run.emit(TextDelta, delta="ok")
+        await run.emit(RunCompleted, finish_reason="stop", usage=USAGE)
+
+    stack.fakes.agent("agent_mcp_items", short)
+    call = {"type": "mcp_call", "id": "mcp_1", "name": "calc", "arguments": "{}", "output": "3"}
+    said = {"type": "message", "role": "user", "content": "ok"}
+    auth = {"Authorization": f"Bearer {KEY}"}
+    async with stack.http() as http:
+        bad = {"model": "agent_mcp_items", "input": [call | {"error": {"x": 10**29}}, said]}
+        resp = await http.post("/v1/responses", headers=auth, content=json.dumps(bad))
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["error"]["param"] == "input[0].error.type"
+        assert stack.fakes.admit_requests == []
+        resp = await http.post("/v1/responses", headers=auth, json={"model": "agent_mcp_items", "input": [call, said]})
+        assert resp.status_code == 200, resp.text
+        response_id = resp.json()["id"]
+        listed = await http.get(f"/v1/responses/{response_id}/input_items", headers=auth, params={"order": "asc"})
+    assert listed.status_code == 200, listed.text
+    first = listed.json()["data"][0]
+    assert first == call | {"server_label": "switchboard", "error": None, "status": "completed"}
+    validate("MCPToolCall", first)

@@ -88,6 +88,7 @@ OUTPUT = {"type": "function_call_output", "call_id": "c", "output": "x"}
         ([{"type": "message", "role": "user", "content": "hi", "id": "a\u0000"}], "input[0].id"),
         ([CALL | {"name": "bad name!"}, OUTPUT], "input[0].name"),
         ([CALL | {"name": "f" * 100}, OUTPUT], "input[0].name"),
+        ([CALL | {"name": "f\n"}, OUTPUT], "input[0].name"),
     ],
 )
 def test_input_item_ids_and_function_names_are_bounded(items: list[dict[str, Any]], param: str) -> None:
@@ -98,3 +99,75 @@ def test_input_item_ids_and_function_names_are_bounded(items: list[dict[str, Any
 def test_good_items_are_taken() -> None:
     converted = convert_input([CALL | {"id": "fc_1"}, OUTPUT], lambda kind, i: f"{kind}_{i}")
     assert converted.items[0]["id"] == "fc_1" and converted.messages[0].tool_calls
+
+
+MCP = {"type": "mcp_call", "id": "mcp_1", "name": "calc", "arguments": "{}", "output": "3"}
+SAID = {"type": "message", "role": "user", "content": "ok"}
+
+
+@pytest.mark.parametrize(
+    ("item", "param"),
+    [
+        # Found by a stranger's check: stored as sent, and the big integer made input_items a 500 forever.
+        (MCP | {"error": {"x": 100000000000000000000000000000}}, "input[0].error.type"),
+        (MCP | {"error": {"type": "http_error", "code": 10**30, "message": "m"}}, "input[0].error.code"),
+        (MCP | {"error": {"type": "http_error", "code": True, "message": "m"}}, "input[0].error.code"),
+        (MCP | {"error": {"type": "mcp_protocol_error", "code": 1, "message": "a\u0000"}}, "input[0].error.message"),
+        (MCP | {"error": {"type": "mcp_tool_execution_error", "content": "x"}}, "input[0].error.content"),
+        (
+            MCP | {"error": {"type": "mcp_tool_execution_error", "content": [{"type": "image"}]}},
+            "input[0].error.content[0]",
+        ),
+        (MCP | {"error": ["x"]}, "input[0].error"),
+        (MCP | {"error": "a\u0000b"}, "input[0].error"),
+        (MCP | {"output": "a\u0000b"}, "input[0].output"),
+        (MCP | {"output": {"x": 1}}, "input[0].output"),
+        (MCP | {"arguments": "a\u0000"}, "input[0].arguments"),
+        (MCP | {"server_label": "docs\u0000"}, "input[0].server_label"),
+        (MCP | {"server_label": "my server"}, "input[0].server_label"),
+        (MCP | {"server_label": "s" * 65}, "input[0].server_label"),
+        (MCP | {"status": "x" * 2_000_000}, "input[0].status"),
+        (MCP | {"status": 1}, "input[0].status"),
+        (MCP | {"name": "calc tool"}, "input[0].name"),
+        (MCP | {"name": "calc\n"}, "input[0].name"),
+        (MCP | {"name": "c" * 65}, "input[0].name"),
+        (MCP | {"name": None}, "input[0].name"),
+        (MCP | {"id": None}, "input[0].id"),
+    ],
+)
+def test_mcp_call_items_are_bounded_field_by_field(item: dict[str, Any], param: str) -> None:
+    err = _convert([item, SAID])
+    assert err.status == 400 and err.info.param == param
+    validate("ErrorResponse", err.info.envelope())
+    assert len(err.info.message) < 300  # the value is not echoed back
+
+
+def test_mcp_call_items_as_the_gateway_renders_them_are_taken_and_kept_storable() -> None:
+    failed = MCP | {
+        "id": "mcp_2",
+        "server_label": "docs",
+        "output": None,
+        "error": {"type": "mcp_tool_execution_error", "content": [{"type": "text", "text": "no such page"}]},
+        "status": "failed",
+        "approval_request_id": None,
+        "extra": {"x": 10**30},
+    }
+    as_string = MCP | {"id": "mcp_3", "output": None, "error": "it broke"}
+    protocol = MCP | {"id": "mcp_4", "output": None, "error": {"type": "http_error", "code": 502, "message": "down"}}
+    converted = convert_input([MCP, failed, as_string, protocol, SAID], lambda kind, i: f"{kind}_{i}")
+    assert [m.content for m in converted.messages if m.role == "tool"] == ["3", "no such page", "it broke", "down"]
+    assert converted.items[0] == {
+        "id": "mcp_1",
+        "type": "mcp_call",
+        "server_label": "switchboard",
+        "name": "calc",
+        "arguments": "{}",
+        "output": "3",
+        "error": None,
+        "status": "completed",
+    }
+    assert converted.items[1]["error"] == failed["error"] and converted.items[1]["status"] == "failed"
+    assert "extra" not in converted.items[1] and converted.items[1]["server_label"] == "docs"
+    assert converted.items[3]["error"] == protocol["error"]
+    for item in converted.items[:4]:
+        validate("MCPToolCall", {**item, "error": None} if isinstance(item.get("error"), str) else item)

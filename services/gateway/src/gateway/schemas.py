@@ -51,7 +51,8 @@ MAX_SCHEMA_DEPTH = 32
 MAX_TOOLS_BYTES = 512 * 1024
 #: Function and schema names (OpenAI's rule).
 FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
-IS_FUNCTION_NAME = re.compile(FUNCTION_NAME).match
+#: ``fullmatch``: with ``match``, ``$`` also matches before a trailing newline ("f\n" would pass).
+IS_FUNCTION_NAME = re.compile(FUNCTION_NAME).fullmatch
 
 
 def _storable(value: str) -> str:

@@ -8,7 +8,9 @@
 - ``function_call`` (the model called a client function) → an assistant message's ``tool_calls``,
   consecutive calls in one message;
 - ``function_call_output`` → a ``tool`` message;
-- ``mcp_call`` (an agent tool call sent back from an earlier output) → the call and its result;
+- ``mcp_call`` (an agent tool call sent back from an earlier output) → the call and its result; its
+  fields bounded as OpenAI types them (``name`` a function name, ``server_label`` a short name,
+  ``status`` one of OpenAI's, ``error`` a string, one of OpenAI's error objects or null);
 - ``reasoning`` items are accepted and not sent to the model (they are the model's own notes);
 - ``item_reference`` names an item of one of the caller's stored responses (an output item, or an
   input item), which stands in its place — what clients that rely on ``store`` send for earlier turns.
@@ -235,32 +237,98 @@ class InputConverter:
         )
 
     def _mcp_call(self, item: dict[str, Any], param: str) -> None:
+        """An agent tool's call sent back, bounded field by field as OpenAI's ``MCPToolCall`` types it:
+        what is kept is stored with the response and read back by ``input_items`` (so nothing a
+        client sends may be unstorable, or unwritable as JSON), and ``name`` reaches the provider."""
         item_id = _ident(item.get("id"), f"{param}.id")
-        name = _ident(item.get("name"), f"{param}.name")
+        label = item.get("server_label")
+        label = _label(label, f"{param}.server_label") if label not in (None, "") else _BUILTIN_LABEL
+        name = _function_name(item.get("name"), f"{param}.name")
         arguments = _text(item.get("arguments", ""), f"{param}.arguments")
         output = item.get("output")
-        error = item.get("error")
-        result = output if isinstance(output, str) else _error_text(error)
+        if output is not None:
+            output = _text(output, f"{param}.output")
+        error = _mcp_error(item.get("error"), f"{param}.error")
+        status = item.get("status")
+        if status is None:
+            status = "completed"
+        elif status not in _MCP_STATUSES:
+            raise _bad(f"Invalid value for '{param}.status': one of {_choices(_MCP_STATUSES)}.", f"{param}.status")
+        result = output if output is not None else _error_text(error)
         self._call(item_id, name, arguments)
         self._append(ChatMessage(role="tool", content=result, tool_call_id=item_id))
         self._open_calls = None
-        kept = {
-            k: item.get(k) for k in ("id", "type", "server_label", "name", "arguments", "output", "error", "status")
-        }
-        kept["server_label"] = kept.get("server_label") or "switchboard"
-        kept["status"] = kept.get("status") or "completed"
-        self.items.append(kept)
+        self.items.append(
+            {
+                "id": item_id,
+                "type": "mcp_call",
+                "server_label": label,
+                "name": name,
+                "arguments": arguments,
+                "output": output,
+                "error": error,
+                "status": status,
+            }
+        )
 
 
-def _error_text(error: Any) -> str:
-    if isinstance(error, str):
-        return error
-    if isinstance(error, dict):
-        content = error.get("content")
-        if isinstance(content, list):
-            return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-        return str(error.get("message") or "")
-    return ""
+#: An ``mcp_call``'s ``status`` (OpenAI's ``MCPToolCallStatus``).
+_MCP_STATUSES = ("in_progress", "completed", "incomplete", "calling", "failed")
+#: The ``server_label`` of an agent's built-in tools (the runner's), when an item names none.
+_BUILTIN_LABEL = "switchboard"
+#: An ``mcp_call`` error object's ``type`` → whether it carries ``code`` and ``message`` (else ``content``).
+_MCP_ERRORS = {"mcp_protocol_error": True, "http_error": True, "mcp_tool_execution_error": False}
+#: An error's ``code``: a JSON-RPC error code or an HTTP status, within 32 bits.
+_MAX_CODE = 2**31 - 1
+
+
+def _choices(values: tuple[str, ...]) -> str:
+    return ", ".join(f"'{v}'" for v in values)
+
+
+def _label(value: Any, param: str) -> str:
+    """A server label: a short name, as the runner names MCP servers (``[A-Za-z0-9_-]``)."""
+    label = _ident(value, param)
+    if not IS_FUNCTION_NAME(label):
+        raise _bad(f"Invalid value for '{param}': a server label is 1 to 64 letters, digits, '_' or '-'.", param)
+    return label
+
+
+def _mcp_error(error: Any, param: str) -> str | dict[str, Any] | None:
+    """An ``mcp_call``'s ``error``: ``null``, a string, or one of OpenAI's error objects
+    (``mcp_protocol_error`` and ``http_error`` with an integer ``code`` and a ``message``;
+    ``mcp_tool_execution_error`` with text ``content`` parts, as the gateway renders a failed tool),
+    kept with only the fields OpenAI defines."""
+    if error is None or isinstance(error, str):
+        return error if error is None else _text(error, param)
+    if not isinstance(error, dict):
+        raise _bad(f"Invalid type for '{param}': expected a string, an error object or null.", param)
+    kind = error.get("type")
+    if not isinstance(kind, str) or kind not in _MCP_ERRORS:
+        raise _bad(f"Invalid value for '{param}.type': one of {_choices(tuple(_MCP_ERRORS))}.", f"{param}.type")
+    if _MCP_ERRORS[kind]:
+        code = error.get("code")
+        if isinstance(code, bool) or not isinstance(code, int) or not -_MAX_CODE - 1 <= code <= _MAX_CODE:
+            raise _bad(f"Invalid value for '{param}.code': an integer within 32 bits.", f"{param}.code")
+        return {"type": kind, "code": code, "message": _text(error.get("message"), f"{param}.message")}
+    content = error.get("content")
+    if not isinstance(content, list):
+        raise _bad(f"Invalid type for '{param}.content': expected an array of text parts.", f"{param}.content")
+    parts: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        p = f"{param}.content[{j}]"
+        if not isinstance(part, dict) or part.get("type") != "text":
+            raise _bad(f"Invalid value for '{p}': expected a text part ({{'type': 'text', 'text': ...}}).", p)
+        parts.append({"type": "text", "text": _text(part.get("text"), f"{p}.text")})
+    return {"type": kind, "content": parts}
+
+
+def _error_text(error: str | dict[str, Any] | None) -> str:
+    if error is None or isinstance(error, str):
+        return error or ""
+    if "content" in error:
+        return "".join(p["text"] for p in error["content"])
+    return str(error["message"])
 
 
 def referenced_ids(value: str | list[Any]) -> list[str]:
