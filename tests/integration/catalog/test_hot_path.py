@@ -49,9 +49,12 @@ async def test_unknown_expired_and_bad_keys_are_401(catalog: CatalogClient) -> N
     reply = await catalog.verify(expired_hash)
     assert reply.error is not None and reply.error.status == 401 and "expired" in reply.error.message
 
-    _, soon_hash, _ = await catalog.key(uid, expires_at=(datetime.now(UTC) + timedelta(seconds=3)).isoformat())
+    soon = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0)
+    _, soon_hash, _ = await catalog.key(uid, expires_at=soon.isoformat())
     reply = await catalog.verify(soon_hash)
     assert reply.principal is not None and reply.cache_ttl_s <= 3  # no answer outlives the key
+    # The gateway keeps no answer past the key's expiry, not even while the catalog cannot be reached.
+    assert reply.principal.expires_at == soon
 
     raw = await catalog.nc.request(catalog.s.catalog_verify_key, b'{"key_hash": "not-a-digest"}', timeout=5)
     assert b'"status":400' in raw.data  # a malformed request is answered, not dropped

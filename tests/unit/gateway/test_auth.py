@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 
@@ -272,3 +273,40 @@ async def test_once_the_catalog_did_not_answer_recent_answers_come_at_once() -> 
     await asyncio.gather(*auth._refreshing)
     assert auth._unreachable_until == 0.0
     assert auth.keys.get(hash_key(KEY)) is not None
+
+
+async def test_an_expired_key_is_never_served_stale() -> None:
+    """A key with a 6 s expiry was accepted up to 17 s after it while the catalog was stopped: the
+    stale window (300 s) served it. Past its ``expires_at`` it is a 401, as the catalog answers."""
+    catalog, clock = FakeCatalog(), FakeClock()
+    clock.now = 1_800_000_000.0  # one clock for both: monotonic and wall time move together here
+    expires_at = datetime.fromtimestamp(clock.now + 6, UTC)
+    catalog.principals[hash_key(KEY)] = Principal(user_id="u1", key_id="k1", expires_at=expires_at)
+    auth = Authenticator(catalog, SUBJECTS, ttl_s=5, stale_s=300, rpc_timeout_s=1, clock=clock, wall_clock=clock)
+    assert (await auth.authenticate(f"Bearer {KEY}")).expires_at == expires_at
+    catalog.down = True
+    clock.now += 5.5  # past the cache, inside the stale window and before the key's expiry: served stale
+    assert (await auth.authenticate(f"Bearer {KEY}")).user_id == "u1"
+    assert auth.stale_served == 1
+    clock.now += 1  # past the key's expiry, still inside the stale window
+    for _ in range(2):  # asked again (the catalog still down): the same answer, never the stale one
+        with pytest.raises(GatewayError) as caught:
+            await auth.authenticate(f"Bearer {KEY}")
+        assert caught.value.status == 401 and caught.value.info.code == "invalid_api_key"
+        assert caught.value.info.message == "API key has expired."
+    assert auth.stale_served == 3
+
+
+async def test_a_cached_answer_does_not_outlive_its_key() -> None:
+    """Also while the catalog answers: an answer cached longer than its key had left (a reply's TTL
+    written before the key neared its expiry) is not used past ``expires_at``."""
+    catalog, clock = FakeCatalog(), FakeClock()
+    clock.now = 1_800_000_000.0
+    expires_at = datetime.fromtimestamp(clock.now + 2, UTC)
+    catalog.principals[hash_key(KEY)] = Principal(user_id="u1", key_id="k1", expires_at=expires_at)
+    auth = Authenticator(catalog, SUBJECTS, ttl_s=5, stale_s=300, rpc_timeout_s=1, clock=clock, wall_clock=clock)
+    await auth.authenticate(f"Bearer {KEY}")
+    clock.now += 3  # inside the 5 s cache, past the key's expiry
+    with pytest.raises(GatewayError) as caught:
+        await auth.authenticate(f"Bearer {KEY}")
+    assert caught.value.status == 401 and caught.value.info.message == "API key has expired."

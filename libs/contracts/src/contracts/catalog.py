@@ -9,7 +9,7 @@ import hashlib
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
 from ._base import Event, Message
 from .errors import ErrorInfo
@@ -28,6 +28,11 @@ class Principal(Message):
     groups: list[str] = Field(default_factory=list)
     remote_agents_use: bool = Field(default=True, description="the role's REMOTE_AGENTS USE permission")
     rate_limit_per_minute: int | None = Field(default=None, description="None: the gateway's default")
+    expires_at: AwareDatetime | None = Field(
+        default=None,
+        description="when the key stops working (None: never); no cached answer is used past it, even while "
+        "the catalog cannot be reached",
+    )
 
 
 def hash_api_key(key: str) -> str:

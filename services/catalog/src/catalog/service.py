@@ -25,7 +25,7 @@ from contracts import (
 from .cache import UNCACHED, AnswerCache
 from .errors import Forbidden, Unauthorized, model_not_found, plausible_id
 from .fleet import FleetCapabilities
-from .keys import INVALID, key_problem, seconds_left
+from .keys import INVALID, as_utc, key_problem, seconds_left
 from .lastused import LastUsedRecorder
 from .permissions import RESOURCE_REMOTE_AGENT, effective_bits, has_permission
 from .repository import Repository, agent_snapshot
@@ -84,6 +84,7 @@ class CatalogService:
                 groups=owner.groups,
                 remote_agents_use=owner.remote_agents_use,
                 rate_limit_per_minute=owner.rate_limit_per_minute,
+                expires_at=as_utc(owner.expires_at),
             ),
             cache_ttl_s=ttl,
         )

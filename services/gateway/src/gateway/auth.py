@@ -29,7 +29,7 @@ from contracts import (
 )
 from contracts.catalog import hash_api_key
 
-from .errors import AUTHENTICATION, PERMISSION, GatewayError, ServiceUnavailable
+from .errors import AUTHENTICATION, INVALID_REQUEST, PERMISSION, GatewayError, ServiceUnavailable
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -60,6 +60,11 @@ def bearer_key(authorization: str | None) -> str:
 
 def _unauthorized(message: str) -> GatewayError:
     return GatewayError.of(401, message, AUTHENTICATION, "invalid_api_key")
+
+
+def key_expired() -> GatewayError:
+    """The 401 of a key past its ``expires_at``: the catalog's own answer for an expired key."""
+    return GatewayError.of(401, "API key has expired.", INVALID_REQUEST, "invalid_api_key")
 
 
 #: Entries an auth cache holds at most: a client sending endless distinct keys or model names
@@ -138,6 +143,8 @@ class Authenticator:
     is also kept ``stale_s`` longer and served while the catalog cannot be reached, so a brief catalog
     outage is not felt by callers it has seen recently. Revocations and grant removals are pushed by
     the catalog (:meth:`invalidate`) and drop the entry, stale window and all: they win over every cache.
+    A key's expiry wins too: past the principal's ``expires_at`` (by ``wall_clock``) no cached answer
+    is used, fresh or stale, and the key is a 401 as the catalog would answer.
     """
 
     def __init__(
@@ -149,8 +156,10 @@ class Authenticator:
         stale_s: float = 0.0,
         rpc_timeout_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._request = request
+        self._wall_clock = wall_clock
         self._subjects = subjects
         self._ttl = ttl_s
         self._stale = stale_s
@@ -185,6 +194,12 @@ class Authenticator:
             raise GatewayError(reply.error)
         if reply.principal is None:
             raise _unauthorized("Incorrect API key provided.")
+        expires_at = reply.principal.expires_at
+        if expires_at is not None and expires_at.timestamp() <= self._wall_clock():
+            # A cached answer outlived its key (served stale while the catalog cannot be reached, or
+            # cached for longer than the key had left): the key's own expiry is known, so it wins. The
+            # entry stays: while the catalog is away it answers this 401 rather than a 503.
+            raise key_expired()
         if not reply.principal.remote_agents_use:
             raise GatewayError.of(
                 403,

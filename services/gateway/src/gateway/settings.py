@@ -54,7 +54,7 @@ class GatewaySettings(ServiceSettings):
         default=300.0,
         ge=0,
         description="a key's or an agent's positive answer is served this long past its expiry while the catalog "
-        "cannot be reached (revocations still apply at once)",
+        "cannot be reached (revocations still apply at once, and a key is never used past its own expires_at)",
     )
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
     admin_max_body_bytes: int = Field(default=1024 * 1024, ge=1, description="admin API request bodies: 413 above")
