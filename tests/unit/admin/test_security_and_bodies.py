@@ -158,6 +158,60 @@ async def test_validation_errors_are_400_with_param(client, fake_nats: FakeNats,
     assert fake_nats.sent == []
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body", "param"),
+    [
+        # Lax parsing read these as False and switched API use off for the whole role.
+        ("PATCH", "/admin/v1/roles/USER", {"remote_agents_use": "false"}, "remote_agents_use"),
+        ("PATCH", "/admin/v1/roles/USER", {"remote_agents_use": "no"}, "remote_agents_use"),
+        ("PATCH", "/admin/v1/roles/USER", {"remote_agents_use": 0}, "remote_agents_use"),
+        ("PATCH", "/admin/v1/roles/USER", {"remote_agents_use": None}, "remote_agents_use"),
+        ("POST", "/admin/v1/users/u1/api-keys", {"name": "k", "rate_limit_per_minute": True}, "rate_limit_per_minute"),
+        ("POST", "/admin/v1/users/u1/api-keys", {"name": "k", "rate_limit_per_minute": "60"}, "rate_limit_per_minute"),
+        ("POST", "/admin/v1/users/u1/api-keys", {"name": "k", "rate_limit_per_minute": 60.0}, "rate_limit_per_minute"),
+        # Money strings other than the documented pattern, though Python's Decimal reads them all.
+        ("POST", "/admin/v1/users/u1/credits", {"amount": "5_000"}, "amount"),
+        ("POST", "/admin/v1/users/u1/credits", {"amount": "\u0663"}, "amount"),  # ARABIC-INDIC DIGIT THREE
+        ("POST", "/admin/v1/users/u1/credits", {"amount": " 5 "}, "amount"),
+        ("POST", "/admin/v1/users/u1/credits", {"amount": "+5"}, "amount"),
+        ("POST", "/admin/v1/users/u1/credits", {"amount": "1E+12"}, "amount"),
+        ("POST", "/admin/v1/users/u1/credits", {"amount": "5."}, "amount"),
+        ("POST", "/admin/v1/users/u1/credits", {"amount": ".5"}, "amount"),
+        ("POST", "/admin/v1/users/u1/credits", {"amount": "5\n"}, "amount"),
+        ("PUT", "/admin/v1/pricing/m", {"input": "1", "output": "\uff12"}, "output"),  # FULLWIDTH DIGIT TWO
+        ("PUT", "/admin/v1/pricing/m", {"input": "1", "output": "2", "cache_read": "1e-1"}, "cache_read"),
+        # A top-up of nothing would write a ledger entry that changes nothing.
+        ("POST", "/admin/v1/users/u1/credits", {"amount": "0"}, "amount"),
+        ("POST", "/admin/v1/users/u1/credits", {"amount": "-0"}, "amount"),
+        ("POST", "/admin/v1/users/u1/credits", {"amount": "0.000"}, "amount"),
+        ("POST", "/admin/v1/users/u1/credits", {"amount": 0}, "amount"),
+    ],
+)
+async def test_admin_bodies_are_read_strictly(client, fake_nats: FakeNats, method, path, body, param) -> None:
+    response = await client.request(method, path, json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and error["type"] == "invalid_request_error"
+    assert set(error) == {"message", "type", "param", "code"}
+    assert fake_nats.sent == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("PATCH", "/admin/v1/roles/USER", {"remote_agents_use": False}),
+        ("POST", "/admin/v1/users/u1/api-keys", {"name": "k", "rate_limit_per_minute": 60}),
+        ("POST", "/admin/v1/users/u1/credits", {"amount": "-12.50"}),
+        ("POST", "/admin/v1/users/u1/credits", {"amount": -3}),
+        ("PUT", "/admin/v1/pricing/m", {"input": "0", "output": 2, "cache_read": "0.125"}),
+    ],
+)
+async def test_strict_admin_bodies_still_take_what_json_writes(client, fake_nats: FakeNats, method, path, body) -> None:
+    response = await client.request(method, path, json=body)
+    assert response.status_code < 300, response.text
+    assert set(body) <= set(fake_nats.sent[-1].json["body"])  # forwarded to the owning service
+
+
 @pytest.mark.parametrize("raw", [b"", b"{not json", b"[1, 2]"])
 async def test_unparsable_body_is_400(client, raw: bytes) -> None:
     response = await client.post("/admin/v1/users", content=raw, headers={"Content-Type": "application/json"})

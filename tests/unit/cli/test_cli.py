@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,18 @@ def test_credits_amount_must_be_a_decimal(amount: str) -> None:
     result = run(recorder, "credits", "add", "u1", amount)
     assert result.exit_code == 1
     assert recorder.requests == []
+
+
+@pytest.mark.parametrize(
+    ("amount", "sent"), [("1E+3", "1000"), ("+5", "5"), (" 5 ", "5"), ("5_000", "5000"), ("12.50", "12.50")]
+)
+def test_credits_amount_is_sent_as_the_admin_api_takes_it(amount: str, sent: str) -> None:
+    """The admin API takes money strings of ``-?[0-9]+(.[0-9]+)?`` only: the CLI writes what it read so."""
+    recorder = Recorder()
+    result = run(recorder, "credits", "add", "u1", amount)
+    assert result.exit_code == 0, result.output
+    assert recorder.body()["amount"] == sent
+    assert re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", sent)
 
 
 def test_grants_add_rejects_a_bad_principal() -> None:

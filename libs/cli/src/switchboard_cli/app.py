@@ -78,14 +78,15 @@ def _seg(value: str) -> str:
 
 
 def _decimal(value: str, name: str) -> str:
-    """A decimal number as the exact string sent (money never becomes a float)."""
+    """A decimal number as the string sent (money never becomes a float), in the plain notation the
+    admin API takes (``-?[0-9]+(.[0-9]+)?``): ``1E+3`` is sent as ``1000``, ``+5`` as ``5``."""
     try:
         parsed = Decimal(value)
     except InvalidOperation:
         raise _fail(f"{name} must be a decimal number, got {value!r}") from None
     if not parsed.is_finite():
         raise _fail(f"{name} must be a finite decimal number")
-    return value.strip()
+    return format(parsed, "f")
 
 
 def _page(limit: int, after: str | None, **extra: Any) -> dict[str, Any]:

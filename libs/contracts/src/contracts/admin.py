@@ -36,7 +36,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool, StrictInt, field_validator
+from pydantic_core import PydanticCustomError
 
 from ._base import Message
 from .bounds import (
@@ -115,7 +116,8 @@ class Group(Message):
 
 
 class RoleUpdate(Message):
-    remote_agents_use: bool = Field(
+    # Strict (only true or false): lax parsing read "false", "no" and 0 as False and switched API use off.
+    remote_agents_use: StrictBool = Field(
         description="whether users of this role may use agents through the API (/v1/chat/completions, /v1/models)"
     )
 
@@ -132,7 +134,7 @@ class ApiKeyCreate(Message):
 
     name: StoredStr = Field(min_length=1, max_length=200)
     expires_at: Expiry = Field(default=None, description="between 1970-01-01 and 9000-01-01")
-    rate_limit_per_minute: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    rate_limit_per_minute: StrictInt | None = Field(default=None, ge=1, le=INT32_MAX)  # true is not 1
 
 
 class ApiKeyRegister(ApiKeyCreate):
@@ -264,9 +266,17 @@ class CreditsAdd(Message):
     """Credits to add (negative: an adjustment down). A decimal string or an integer, never a float."""
 
     amount: Decimal = Field(
-        ge=-MAX_CREDITS_CHANGE, le=MAX_CREDITS_CHANGE, description="at most 10^12 credits either way"
+        ge=-MAX_CREDITS_CHANGE, le=MAX_CREDITS_CHANGE, description="at most 10^12 credits either way, not zero"
     )
     note: StoredStr | None = Field(default=None, max_length=500)
+
+    @field_validator("amount")
+    @classmethod
+    def _not_zero(cls, value: Decimal) -> Decimal:
+        if value == 0:
+            # A ledger entry that changes nothing is a mistake (an empty field, a typo), not a top-up.
+            raise PydanticCustomError("credits_zero", "must not be zero")
+        return value
 
 
 class Balance(Message):

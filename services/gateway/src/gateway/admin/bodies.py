@@ -2,8 +2,10 @@
 
 FastAPI's own body parsing would turn ``{"amount": 0.1}`` into a binary float before pydantic sees
 it. Here JSON numbers with a fraction or exponent are parsed as :class:`~decimal.Decimal` (exact, from
-their literal text) so money fields can refuse them outright — money is a decimal string or an
-integer, never a JSON float — while other fields (an agent's ``temperature``) get an ordinary float.
+their literal text) so money fields can refuse them outright — money is a decimal string matching
+:data:`MONEY_PATTERN` exactly, or an integer, never a JSON float — while other fields (an agent's
+``temperature``) get an ordinary float. Booleans and integers are taken as JSON writes them only
+(the contract models declare them strict): ``"false"`` is not false, ``true`` is not 1.
 
 A body is read only as JSON (415 otherwise) and only up to the gateway's ``admin_max_body_bytes``
 (413 beyond); one nested deeper than :data:`MAX_DEPTH` is refused before it is walked. Every problem
@@ -14,6 +16,7 @@ own ``check`` (an agent's provider and tools, which only the catalog knows), in 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -35,9 +38,13 @@ Check = Callable[[GatewayContext, dict[str, Any]], Awaitable[list[Problem]]]
 #: How deeply an admin body may nest (an agent's model parameters are the deepest part, at most 8).
 MAX_DEPTH = 32
 
+#: A money string: an optional minus, ASCII digits, an optional fraction. Nothing Python's ``Decimal``
+#: also reads ("+5", " 5 ", "5_000", "1E+12", other scripts' digits such as "٣") is taken.
+MONEY_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+_IS_MONEY = re.compile(MONEY_PATTERN).fullmatch
 #: How a money field is documented: an integer, or a decimal number written as a string.
 MONEY_SCHEMA: dict[str, Any] = {
-    "anyOf": [{"type": "integer"}, {"type": "string", "pattern": r"^-?\d+(\.\d+)?$"}],
+    "anyOf": [{"type": "integer"}, {"type": "string", "pattern": MONEY_PATTERN}],
     "description": "a decimal string or an integer (never a JSON float)",
 }
 
@@ -63,9 +70,10 @@ def read_fields(raw: bytes, money: tuple[str, ...] = ()) -> dict[str, Any]:
         raise GatewayError.bad_request(f"The request body nests deeper than {MAX_DEPTH} levels.")
     for name in money:
         value = data.get(name)
-        if isinstance(value, (Decimal, bool)):
+        if isinstance(value, (Decimal, bool)) or (isinstance(value, str) and not _IS_MONEY(value)):
             raise GatewayError.bad_request(
-                f"Invalid value for '{name}': money is a decimal string (\"12.50\") or an integer, never a JSON float.",
+                f"Invalid value for '{name}': money is a decimal string (\"12.50\": digits 0-9, an optional "
+                "leading '-' and fraction) or an integer, never a JSON float.",
                 param=name,
             )
     return {k: (v if k in money else _floats(v)) for k, v in data.items()}
