@@ -346,3 +346,15 @@ async def test_text_delta_content_is_relayed_verbatim(stack: Stack) -> None:
         stream = await client.chat.completions.create(model="agent_echo", messages=HI, stream=True)
         text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text == tricky
+
+
+@pytest.mark.parametrize("key", [KEY, None], ids=["with-key", "without-key"])
+async def test_models_with_a_trailing_slash_is_an_unknown_url(stack: Stack, key: str | None) -> None:
+    """docs/limits.md: a trailing slash is ``404 unknown_url``. ``GET /v1/models/`` was the lookup of a
+    model named "" (``404 model_not_found``, and a 401 without a key)."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with stack.http() as http:
+        got = await http.get("/v1/models/", headers=headers)
+    assert_error(got.status_code, got.json(), 404, "unknown_url")
+    assert got.json()["error"]["message"] == "Unknown request URL: GET /v1/models/."
+    assert stack.fakes.verify_calls == 0

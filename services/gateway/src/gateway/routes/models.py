@@ -9,12 +9,30 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from starlette.convertors import Convertor, register_url_convertor
 
 from contracts import AgentSnapshot, ListModelsReply, ListModelsRequest, ModelInfo
 
 from ..deps import CtxDep, PrincipalDep
 from ..errors import GatewayError, JSONResponse
 from ..rpc import call
+
+
+class ModelIdConvertor(Convertor[str]):
+    """A model id in a path: as ``path`` (an id may hold a slash), but never empty, so that
+    ``/v1/models/`` is no route (``404 unknown_url``, as every trailing slash) rather than the
+    lookup of a model named ``""``."""
+
+    regex = ".+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("model_id", ModelIdConvertor())
 
 router = APIRouter()
 
@@ -64,7 +82,7 @@ async def list_models(ctx: CtxDep, principal: PrincipalDep) -> JSONResponse:
     return JSONResponse({"object": "list", "data": [model_object(m) for m in reply.models]})
 
 
-@router.get("/v1/models/{model:path}")
+@router.get("/v1/models/{model:model_id}")
 async def retrieve_model(model: str, ctx: CtxDep, principal: PrincipalDep) -> JSONResponse:
     """One agent, if the caller may use it; otherwise 404 ``model_not_found``, whether it is missing or
     not the caller's to use (403 ``access_denied`` only when the key's role may use no agent at all)."""
