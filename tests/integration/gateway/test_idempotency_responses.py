@@ -6,13 +6,15 @@ never a second run; a client that leaves does not cancel a keyed run until the r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.integration.gateway.conftest import Stack
+from contracts import ErrorInfo, RunFailed, TextDelta
+from tests.integration.gateway.conftest import RunContext, Stack
 
 # The chat tests' settings (a fixture, found by pytest by name).
 from tests.integration.gateway.test_idempotency import (  # noqa: F401
@@ -162,3 +164,40 @@ class TestNobodyComesBack:
                     break
         async with asyncio.timeout(0.4):
             await stack.fakes.cancelled.wait()
+
+
+class PacedFailure(Paced):
+    """Two deltas, the gate, then the provider fails."""
+
+    async def __call__(self, run: RunContext) -> None:
+        await run.start()
+        await run.emit(TextDelta, delta="one ")
+        await self.gate.wait()
+        await run.emit(RunFailed, error=ErrorInfo(status=502, type="server_error", message="Broke.", code="broke"))
+
+
+async def test_a_whole_retry_of_a_run_that_failed_after_its_client_left_is_its_error(stack: Stack) -> None:
+    """A keyed response whose client left is carried, and stored when it ends — failed ones too now.
+    A retry still answers as the first request would have: the run's error, not a 200 ``failed``."""
+    paced = PacedFailure()
+    stack.fakes.agent(AGENT, paced)
+    async with stack.http() as http:
+        first = asyncio.ensure_future(http.post("/v1/responses", json=BODY, headers=headers("failed-whole")))
+        await until(lambda: stack.fakes.run_requests)
+        await asyncio.sleep(0.3)
+        first.cancel()  # the client leaves; the keyed run goes on for the window
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        paced.gate.set()
+        response_id = stack.fakes.run_requests[0].run_id
+        store = stack.app.state.responses.store
+        async with asyncio.timeout(5):
+            while (record := await store.get(response_id)) is None:
+                await asyncio.sleep(0.05)
+        assert record.status == "failed"
+        again = await http.post("/v1/responses", json=BODY, headers=headers("failed-whole"))
+        stored = await http.get(f"/v1/responses/{response_id}", headers=headers(None))
+    assert again.status_code == 502, again.text
+    assert again.json()["error"]["message"] == "Broke."
+    assert stored.status_code == 200 and stored.json()["status"] == "failed"
+    assert len(stack.fakes.run_requests) == 1

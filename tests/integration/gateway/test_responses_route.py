@@ -319,3 +319,37 @@ async def test_mcp_call_items_are_checked_before_they_are_stored(stack: Stack) -
     first = listed.json()["data"][0]
     assert first == call | {"server_label": "switchboard", "error": None, "status": "completed"}
     validate("MCPToolCall", first)
+
+
+async def test_a_streamed_response_that_failed_is_stored_and_not_continued(stack: Stack) -> None:
+    """A stored response is kept with everything about it (docs/responses.md), a failed one too: the
+    client saw its id. A background one that failed already was; a streamed one was a 404. Neither is
+    continued: there is no answer to go on from."""
+    from tests.e2e.fake import eventually
+
+    stack.fakes.agent("agent_breaks", fail_midway)
+    events = await sse_events(stack, {"model": "agent_breaks", "input": "hi", "metadata": {"k": "v"}})
+    response_id = events[0]["response"]["id"]
+    failed = events[-1]["response"]
+    assert events[-1]["type"] == "response.failed" and failed["id"] == response_id
+    async with stack.client() as client:
+        stored = await client.responses.retrieve(response_id)
+        assert stored.status == "failed" and stored.error is not None
+        assert stored.model_dump(mode="json", exclude_unset=True) == failed  # everything the stream ended with
+        validate("Response", stored.model_dump(mode="json", exclude_unset=True))
+        items = await client.responses.input_items.list(response_id)
+        assert [i.type for i in items.data] == ["message"]
+
+        background = await client.responses.create(model="agent_breaks", input="x", background=True)
+        await eventually(lambda: client.responses.retrieve(background.id), lambda r: r.status == "failed")
+
+        for parent in (response_id, background.id):
+            with pytest.raises(openai.BadRequestError) as err:
+                await client.responses.create(model="agent_breaks", input="go on", previous_response_id=parent)
+            assert err.value.body["code"] == "previous_response_failed"  # type: ignore[index]
+            assert err.value.body["param"] == "previous_response_id"  # type: ignore[index]
+        assert len(stack.fakes.run_requests) == 2  # the refused continuations started no run
+
+        await client.responses.delete(response_id)
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.retrieve(response_id)

@@ -53,6 +53,15 @@ async def history(store: ResponseStore, principal: Principal, previous_id: str) 
             "previous_response_id",
             "previous_response_in_progress",
         )
+    if parent.status == "failed":
+        # It has no answer to continue from (its output, if any, was cut off): going on from it would
+        # give the model a turn without its answer. Retrying it is sending its input again.
+        raise GatewayError.bad_request(
+            f"Response '{previous_id}' failed, so there is no answer to continue from; send its input again "
+            "(with the 'previous_response_id' it had, if any) to retry it.",
+            "previous_response_id",
+            "previous_response_failed",
+        )
     return list(parent.conversation)
 
 

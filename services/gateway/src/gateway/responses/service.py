@@ -6,8 +6,10 @@ The steps: resolve ``previous_response_id`` (the parent's stored conversation, o
 
 - ``background``: store the response (``in_progress``), carry the run in the background, answer at
   once — the JSON body, or the stream replayed from RUN_EVENTS (a client leaving does not stop it);
-- ``stream``: render the live run as SSE; store the final response before its terminal event;
-- neither: render the run to its end, store it, answer the ``Response``.
+- ``stream``: render the live run as SSE; store the final response (a failed one too) before its
+  terminal event;
+- neither: render the run to its end, store it, answer the ``Response`` (a failed run is its HTTP
+  error, and nothing is stored: the client never learns the response's id).
 
 A ``store: false`` response leaves only a marker of its owner (see :mod:`.store`). Stored responses
 are found (owner only) by :mod:`.lookup`.
@@ -268,11 +270,15 @@ async def create_response(
 
 
 async def finish_answered(service: ResponsesService, record: StoredResponse, renderer: ResponseRenderer) -> None:
-    """What a response whose run ended leaves: the final response stored (unless it failed), or the
-    marker of a ``store: false`` one."""
+    """What a response whose run ended leaves: the final response stored — completed, incomplete or
+    failed with its error, as a background one is — or the marker of a ``store: false`` one.
+
+    A failed one is kept because its client saw its id (``response.created``, ``response.failed``) and
+    may look it up; it is not continued (:func:`.lookup.history`). A whole (not streamed) answer that
+    failed never gets here: it is the run's HTTP error, which names no response."""
     if not record.stored:
         service.remember_unstored(unstored_marker(record))
-    elif renderer.response.get("status") != "failed":
+    else:
         await _store_answered(service, finished_record(record, renderer))
 
 

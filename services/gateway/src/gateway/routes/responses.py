@@ -160,7 +160,9 @@ async def _retried(
             "idempotency_key_in_use",
             idempotency.HEADER,
         )
-    if record is None or not record.stored:
+    if record is None or not record.stored or (record.status == "failed" and not body.stream):
+        # A failed run is answered again as its first request was (its error's HTTP status), from its
+        # events, rather than as the stored failed Response.
         return await attach(ctx, windows, body, claimed, after_seq, receive)
     if not body.stream:
         return JSONResponse(record.response)
