@@ -100,7 +100,7 @@ def test_cache_prices_fall_back_to_input() -> None:
     assert gpt.cache_read == to_micro("1.25") and gpt.cache_write == gpt.input
 
 
-def test_worst_case_is_prompt_at_input_plus_max_output() -> None:
+def test_worst_case_of_gpt4o_is_prompt_at_input_plus_max_output() -> None:
     p = table().lookup("gpt-4o")
     assert credits(p.worst_case(1000, 1000)) == 12_500
 
@@ -112,7 +112,25 @@ def test_one_cost_formula_for_a_calls_tokens_and_for_admissions_worst_case() -> 
     )
     assert p.charge(tokens) == p.cost(input_tokens=100, cache_write_tokens=20, cache_read_tokens=10, output_tokens=50)
     assert p.charge(tokens) == 100 * 3 + 20 * 5 + 10 * 1 + 50 * 11  # reasoning is inside the output tokens
-    assert p.worst_case(1000, 7) == p.cost(input_tokens=1000, output_tokens=7) == 1000 * 3 + 7 * 11
+    # the prompt at its dearest price, here the cache write
+    assert p.worst_case(1000, 7) == p.cost(input_tokens=0, cache_write_tokens=1000, output_tokens=7) == 5077
+
+
+def test_worst_case_covers_a_prompt_billed_as_cache_writes() -> None:
+    """Anthropic bills a cache write at 1.25x input: a prompt written whole to the cache costs more
+    than the same prompt read as input, and the reservation must cover it."""
+    p = Price("m", input=to_micro("5"), output=to_micro("25"), cache_write=to_micro("6.25"), cache_read=to_micro("0.5"))
+    reserved = p.worst_case(1024, 10)
+    assert credits(reserved) == Decimal("6650")  # 1,024 x 6.25 + 10 x 25
+    for split in [(1024, 0, 0), (0, 1024, 0), (0, 0, 1024), (500, 500, 24)]:
+        uncached, written, read = split
+        billed = p.cost(input_tokens=uncached, cache_write_tokens=written, cache_read_tokens=read, output_tokens=10)
+        assert billed <= reserved
+
+
+def test_worst_case_covers_a_cache_read_priced_above_input() -> None:
+    p = Price("m", input=2, output=3, cache_write=2, cache_read=7)  # odd, but a price an admin may set
+    assert p.worst_case(100, 1) == 100 * 7 + 3
 
 
 @pytest.mark.parametrize("value", ["0.000001", "2.5", "1.123456", 7, "0", "-3.25"])

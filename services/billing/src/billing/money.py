@@ -91,8 +91,9 @@ class Price:
         self, *, input_tokens: int, output_tokens: int, cache_write_tokens: int = 0, cache_read_tokens: int = 0
     ) -> int:
         """The exact cost in µcr — the one formula of a call's cost: what the ledger charges, what
-        admission reserves (:meth:`worst_case`) and what ``billing reconcile`` checks every entry against.
-        ``input_tokens`` are the uncached ones; reasoning is inside ``output_tokens``."""
+        admission reserves (:meth:`worst_case`: every prompt token at the dearest of its three prices)
+        and what ``billing reconcile`` checks every entry against. ``input_tokens`` are the uncached
+        ones; reasoning is inside ``output_tokens``."""
         return (
             input_tokens * self.input
             + cache_write_tokens * self.cache_write
@@ -109,6 +110,14 @@ class Price:
             cache_read_tokens=tokens.cache_read_tokens,
         )
 
+    @property
+    def prompt_ceiling(self) -> int:
+        """The most a prompt token can be billed at: the provider decides whether it is read as input,
+        written to its cache (Anthropic's cache write is 1.25x input) or read from it."""
+        return max(self.input, self.cache_write, self.cache_read)
+
     def worst_case(self, prompt_tokens: int, max_output_tokens: int) -> int:
-        """What admission reserves: the whole prompt at the (uncached) input price plus the maximum output."""
-        return self.cost(input_tokens=prompt_tokens, output_tokens=max_output_tokens)
+        """What admission, an extension and a hold made ahead reserve: the whole prompt at the highest
+        price a prompt token can be billed at (:attr:`prompt_ceiling`) plus the maximum output — so no
+        split of the prompt into uncached, cache-write and cache-read tokens costs more."""
+        return prompt_tokens * self.prompt_ceiling + max_output_tokens * self.output
