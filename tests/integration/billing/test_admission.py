@@ -24,6 +24,7 @@ from contracts import (
     RunAdmitted,
     RunClosed,
     Subjects,
+    TokenUsage,
 )
 from servicekit.natsio import flush_in_order
 
@@ -79,6 +80,70 @@ async def test_extend_grows_or_is_refused_and_unknown_is_404(
     unknown = await extend(nats_client, s, "run", "resv_nope", "u")
     assert not unknown.ok and unknown.error and unknown.error.status == 404
     assert (await books.account("u"))[1] == RUN_WORST * 2 * MICRO
+
+
+async def extend_call(  # type: ignore[no-untyped-def]
+    nc, s: Subjects, rid: str, prompt: int, out: int, calls: list[TokenUsage] | None
+) -> ExtendReply:
+    """Ask billing to cover a run's next gpt-4o call, as the runner does (``calls``: its earlier ones)."""
+    req = ExtendRequest(
+        run_id="run",
+        reservation_id=rid,
+        user_id="u",
+        provider="openai",
+        model="gpt-4o",
+        prompt_tokens=prompt,
+        max_output_tokens=out,
+        calls=calls,
+    )
+    return ExtendReply.model_validate_json(
+        (await nc.request(s.billing_extend, req.model_dump_json().encode(), timeout=5)).data
+    )
+
+
+async def test_a_runs_own_hold_counts_toward_its_next_call(
+    billing: BillingApp, nats_client, namespace: str, books: Books
+) -> None:
+    """A multi-step run's next call needs from the balance only what its worst case exceeds what the
+    run still holds beyond its calls not yet billed; a call its hold and the balance together cannot
+    cover is still refused, and nothing the run holds is ever lent to another admission."""
+    s = Subjects(namespace)
+    await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": str(RUN_WORST + 1_000)})
+    first = await admit(nats_client, s, "run", "u")  # 12,500 held, 1,000 available
+    assert first.admitted and first.reservation_id
+    rid = first.reservation_id
+    call0 = TokenUsage(input_tokens=10, output_tokens=10)  # 25 + 100 = 125 credits
+
+    # Call 0 is not billed yet: its 125 stay owed by the hold, which covers 12,375 of call 1's 12,500.
+    grown = await extend_call(nats_client, s, rid, 1000, 1000, [call0])
+    assert grown.ok, grown.error
+    assert grown.reserved == 125
+    assert (await books.account("u"))[:2] == ((RUN_WORST + 1_000) * MICRO, (RUN_WORST + 125) * MICRO)
+
+    # Once call 0 is billed, the hold is exactly call 1's worst case: nothing of it is free for others.
+    await publish(nats_client, s, usage("run", 0, user="u", input_tokens=10, output_tokens=10))
+
+    async def billed() -> bool:
+        return (await books.account("u"))[1] == RUN_WORST * MICRO
+
+    await wait_for(billed)
+    other = await admit(nats_client, s, "other", "u", prompt=0, out=100)  # 1,000 credits; 875 available
+    assert not other.admitted and other.error and other.error.status == 402
+
+    # Call 2, of a worst case of 22,500 while call 1 (125) is unbilled: 12,375 held + 875 available.
+    call1 = TokenUsage(input_tokens=10, output_tokens=10)
+    refused = await extend_call(nats_client, s, rid, 1000, 2000, [call0, call1])
+    assert not refused.ok and refused.error and refused.error.status == 402
+    assert refused.error.code == "insufficient_quota"
+    assert "up to 22500 credits and 13250 are available" in refused.error.message
+    # Without the runner's account of its calls, the hold cannot count: 12,500 more than 875 available.
+    blind = await extend_call(nats_client, s, rid, 1000, 1000, None)
+    assert not blind.ok and blind.error and blind.error.status == 402
+    # A call the hold covers whole takes nothing from the balance.
+    small = await extend_call(nats_client, s, rid, 100, 100, [call0, call1])
+    assert small.ok and small.reserved == 0
+    balance, reserved, _ = await books.account("u")
+    assert (balance, reserved) == ((RUN_WORST + 1_000 - 125) * MICRO, RUN_WORST * MICRO)
 
 
 async def test_readmitting_a_run_grows_its_one_reservation(

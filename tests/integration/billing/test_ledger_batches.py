@@ -197,7 +197,7 @@ async def test_the_sweep_deletes_settled_reservations_once_expired(led: Ledger) 
     # The open run can still grow its hold for its next call.
     async with led.engine.connect() as conn:
         rid = (await conn.execute(select(reservations.c.id).where(reservations.c.run_id == "spent-running"))).scalar()
-    assert await led.extend(rid, "a", 1) == "ok"
+    assert (await led.extend(rid, "a", 1)).outcome == "ok"
 
     # A record of the deleted run's, redelivered, is still written once; a late call of its own is
     # charged as any run's without a hold.
@@ -309,6 +309,8 @@ async def test_admission_is_not_blocked_while_an_apply_reads_and_settles(led: Le
 OTHERS: dict[str, Callable[[Ledger, str | None], Coroutine[Any, Any, Any]]] = {
     "readmission": lambda lg, rid: lg.admit("a", "r1", 1_000 * MICRO),
     "extension": lambda lg, rid: lg.extend(rid or "", "a", 1_000 * MICRO),
+    # reads the run's ledger entries too, once it holds the reservation
+    "extension counting the hold": lambda lg, rid: lg.extend(rid or "", "a", 1_000 * MICRO, [cost(usage("r1", 0))]),
     "expiry": lambda lg, rid: lg.expire(),
 }
 
@@ -340,8 +342,11 @@ async def test_apply_and_an_operation_on_the_same_reservation_do_not_deadlock(le
         assert result[0] == rid
         assert await reservation(led, "r1") == (left + 1_000 * MICRO, None)
     elif other == "extension":
-        assert result == "ok"
+        assert result.outcome == "ok"
         assert await reservation(led, "r1") == (left + 1_000 * MICRO, None)
+    elif other == "extension counting the hold":
+        assert result == ("ok", 0, 1_000 * MICRO)  # what the hold keeps past the billed call covers it
+        assert await reservation(led, "r1") == (left, None)
     else:
         assert result == 1
         assert await reservation(led, "r1") == (0, None)

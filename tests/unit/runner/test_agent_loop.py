@@ -44,6 +44,7 @@ class MemoryPorts:
         self.usage: list[UsageRecorded] = []
         self.closed: list[RunClosed] = []
         self.heartbeat = asyncio.Event()
+        self.extensions: list[ExtendRequest] = []
 
     async def publish_event(self, run_id: str, data: bytes) -> None:
         event = RUN_EVENT.validate_json(data)
@@ -58,6 +59,7 @@ class MemoryPorts:
         self.closed.append(closed)
 
     async def extend(self, request: ExtendRequest) -> ExtendReply:
+        self.extensions.append(request)
         return ExtendReply(ok=True)
 
 
@@ -120,6 +122,32 @@ async def test_tool_run_event_order() -> None:
     # The second call carries the assistant's tool calls and both results.
     second = provider.calls[1].messages
     assert [m.role for m in second[-3:]] == ["assistant", "tool", "tool"]
+
+
+async def test_each_further_call_tells_billing_the_tokens_of_the_calls_before_it() -> None:
+    """Billing counts what the run's hold keeps beyond its unbilled calls toward the next one: the
+    extension carries each earlier call's tokens, by call index, as recorded."""
+    first, second = TokenUsage(input_tokens=5, output_tokens=3), TokenUsage(input_tokens=9, cache_read_tokens=4)
+    call = [ToolCallChunk(0, '{"expression":"2+2"}', id="c1", name="calculator"), FinishChunk("tool_calls")]
+    provider = ScriptedProvider(
+        [
+            [*call, UsageChunk(first)],
+            [*call, UsageChunk(second)],
+            [TextChunk("4"), FinishChunk("stop"), UsageChunk(TokenUsage(input_tokens=20, output_tokens=1))],
+        ]
+    )
+    ports = MemoryPorts()
+    run = AgentRun(
+        _request(["calculator"]).model_copy(update={"reservation_id": "resv_1"}),
+        connection=Connection("openai", "openai", None, "k"),
+        provider=provider,
+        tools=builtin_registry().resolve(["calculator"]),
+        ports=ports,
+        config=RunConfig(heartbeat_s=60),
+    )
+    assert await run.execute() == "completed"
+    assert [e.calls for e in ports.extensions] == [[first], [first, second]]
+    assert [r.usage for r in ports.usage][:2] == [first, second]
 
 
 class PausingProvider(ScriptedProvider):

@@ -11,6 +11,7 @@ from pydantic import AwareDatetime, Field
 
 from ._base import Message
 from .errors import ErrorInfo
+from .usage import TokenUsage
 
 
 class AdmitRequest(Message):
@@ -74,20 +75,31 @@ class AdmitReply(Message):
 
 
 class ExtendRequest(Message):
-    """Grow a run's reservation before a further model call of a multi-step run."""
+    """Cover a further model call of a multi-step run: its worst case, of a prompt of up to
+    ``prompt_tokens`` and ``max_output_tokens`` of output. What the run's reservation still holds
+    beyond what its earlier calls not yet billed will take counts toward it; only the rest is
+    reserved from the balance."""
 
     run_id: str
     reservation_id: str
     user_id: str
-    provider: str
+    provider: str = Field(description="the agent's provider connection, as the run's usage records name it")
     model: str
     prompt_tokens: int = Field(ge=0)
     max_output_tokens: int = Field(ge=0)
+    calls: list[TokenUsage] | None = Field(
+        default=None,
+        description="the tokens of each of the run's earlier calls, by call index, as recorded: billing "
+        "subtracts those not yet billed from what the reservation holds. None: none of the hold counts",
+    )
 
 
 class ExtendReply(Message):
     ok: bool
-    reserved: Decimal = Decimal(0)
+    reserved: Decimal = Field(
+        default=Decimal(0),
+        description="credits newly reserved from the balance for the call (its hold may cover the rest)",
+    )
     error: ErrorInfo | None = None
 
 

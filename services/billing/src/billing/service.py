@@ -86,18 +86,21 @@ class BillingService:
         if not self.balance_enabled:
             return ExtendReply(ok=True)
         cost = self._worst_case(req)
-        outcome = await self.ledger.extend(req.reservation_id, req.user_id, cost)
-        if outcome == "ok":
-            return ExtendReply(ok=True, reserved=from_micro(cost))
-        if outcome == "not_found":
+        earlier = None
+        if req.calls is not None:  # priced as their usage records will be
+            price = self.ledger.prices.lookup(req.model, req.provider)
+            earlier = [price.charge(tokens) for tokens in req.calls]
+        done = await self.ledger.extend(req.reservation_id, req.user_id, cost, earlier)
+        if done.outcome == "ok":
+            return ExtendReply(ok=True, reserved=from_micro(done.reserved))
+        if done.outcome == "not_found":
             self.refused("extend", "not_found")
             return ExtendReply(ok=False, error=NotFound(f"no reservation {req.reservation_id!r}").info)
         row = await self.ledger.balance(req.user_id)
-        available = int(row["balance"]) - int(row["reserved"])
+        # what the call could have had: the balance's room and what the run's own hold covered
+        available = max(0, int(row["balance"]) - int(row["reserved"])) + done.held
         self.refused("extend", "insufficient_quota")
-        return ExtendReply(
-            ok=False, error=insufficient_quota(str(from_micro(cost)), str(from_micro(max(0, available))))
-        )
+        return ExtendReply(ok=False, error=insufficient_quota(str(from_micro(cost)), str(from_micro(available))))
 
     async def balance(self, req: BalanceRequest) -> BalanceReply:
         b = await self._balance(inputs.user_id(req.user_id))

@@ -441,6 +441,8 @@ class AgentRun:
             model=req.agent.model,
             prompt_tokens=prompt_tokens_bound(self.conversation, model=req.agent.model, tools=self._tool_texts()),
             max_output_tokens=int(max_out),
+            # what the run's earlier calls take of its hold: billing counts the rest toward this call
+            calls=list(self.usages),
         )
         try:
             reply = await self.ports.extend(ask)

@@ -14,7 +14,7 @@ from ..pricing import PriceEntry, PriceTable
 from .accounts import Accounts
 from .policy import Policy
 from .pricestore import PriceStore
-from .reservations import FastAdmission, Reservations
+from .reservations import Extension, FastAdmission, Reservations
 from .usage import UsageWriter
 
 
@@ -60,9 +60,12 @@ class Ledger:
         """Reserve ``cost`` µcr for each of ``run_ids`` ahead of time, all or none: run id → reservation id."""
         return await self.reservations.prefetch(user_id, run_ids, cost)
 
-    async def extend(self, reservation_id: str, user_id: str, cost: int) -> str:
-        """Grow a reservation by ``cost`` µcr: ``"ok"``, ``"unaffordable"`` or ``"not_found"``."""
-        return await self.reservations.extend(reservation_id, user_id, cost)
+    async def extend(
+        self, reservation_id: str, user_id: str, cost: int, earlier: Sequence[int] | None = None
+    ) -> Extension:
+        """Cover a run's next call (worst case ``cost`` µcr) with its reservation: what the run still
+        holds beyond its unbilled ``earlier`` calls counts, the rest is reserved from the balance."""
+        return await self.reservations.extend(reservation_id, user_id, cost, earlier)
 
     async def expire(self) -> int:
         """Release reservations past their expiry. Returns how many."""

@@ -11,13 +11,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from sqlalchemy import and_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..db import accounts, reservations
+from ..db import accounts, ledger, reservations
 from . import sql
 from .accounts import Accounts
 from .policy import Policy, utcnow
@@ -38,6 +38,16 @@ PRUNE_BATCHES = 20
 #: How long a reservation released by the sweep (its run never closed) is kept past its expiry: a run
 #: that is in fact alive may still extend it; none is silent this long.
 ABANDONED_KEPT = timedelta(days=1)
+
+
+class Extension(NamedTuple):
+    """What :meth:`Reservations.extend` did: ``outcome`` ``"ok"``, ``"unaffordable"`` or ``"not_found"``;
+    ``reserved`` the µcr taken (or, refused, wanted) from the balance; ``held`` the µcr of the call's
+    worst case that the run's own reservation already covered."""
+
+    outcome: Literal["ok", "unaffordable", "not_found"]
+    reserved: int
+    held: int
 
 
 def _reservation_id() -> str:
@@ -142,24 +152,44 @@ class Reservations:
             await conn.execute(reservations.insert(), rows)
             return granted
 
-    async def extend(self, reservation_id: str, user_id: str, cost: int) -> str:
-        """Grow a reservation by ``cost`` µcr: ``"ok"``, ``"unaffordable"`` or ``"not_found"``."""
+    async def extend(
+        self, reservation_id: str, user_id: str, cost: int, earlier: Sequence[int] | None = None
+    ) -> Extension:
+        """Cover a run's next call, whose worst case is ``cost`` µcr, with its reservation.
+
+        ``earlier`` is the cost of each of the run's earlier calls, by call index (None when the runner
+        did not say). What the reservation holds beyond the calls of those not yet in the ledger (their
+        charges will come out of it) counts toward ``cost``, and only the rest is reserved from the
+        balance: a run whose hold still covers its next call does not need that call's worst case
+        available twice. The reservation is locked before the ledger is read, so a usage batch of the
+        run (which locks it first too) is either wholly visible or waits; the balance is reserved by
+        the same conditional UPDATE as admission's, so concurrent admissions never overdraw.
+        """
         async with self.engine.begin() as conn:
             q = (  # the lock order: the reservation before the account
-                select(reservations.c.id)
+                select(reservations.c.run_id, reservations.c.remaining)
                 .where(and_(reservations.c.id == reservation_id, reservations.c.user_id == user_id))
                 .with_for_update()
             )
-            if (await conn.execute(q)).first() is None:
-                return "not_found"
-            if not await self.accounts.reserve(conn, user_id, cost):
-                return "unaffordable"
+            row = (await conn.execute(q)).first()
+            if row is None:
+                return Extension("not_found", 0, 0)
+            held = 0
+            if earlier is not None and row.remaining > 0:
+                billed = set(
+                    (await conn.execute(select(ledger.c.call_index).where(ledger.c.run_id == row.run_id))).scalars()
+                )
+                owed = sum(c for i, c in enumerate(earlier) if i not in billed)
+                held = min(cost, max(0, row.remaining - owed))
+            needed = cost - held
+            if needed and not await self.accounts.reserve(conn, user_id, needed):
+                return Extension("unaffordable", needed, held)
             await conn.execute(
                 update(reservations)
                 .where(reservations.c.id == reservation_id)
-                .values(remaining=reservations.c.remaining + cost, expires_at=utcnow() + self._expiry())
+                .values(remaining=reservations.c.remaining + needed, expires_at=utcnow() + self._expiry())
             )
-            return "ok"
+            return Extension("ok", needed, held)
 
     async def prune(self, *, batch: int = PRUNE_BATCH, batches: int = PRUNE_BATCHES) -> int:
         """Delete settled reservations past their expiry (:data:`billing.ledger.sql.PRUNE_SETTLED`), up
