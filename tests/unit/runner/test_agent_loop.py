@@ -150,6 +150,30 @@ async def test_each_further_call_tells_billing_the_tokens_of_the_calls_before_it
     assert [r.usage for r in ports.usage][:2] == [first, second]
 
 
+async def test_a_further_call_is_priced_as_the_agents_provider_connection() -> None:
+    """A price set on ``ollama/llama3`` prices an agent on the ``ollama`` connection (of kind openai):
+    admission and usage name the connection, and so must the extension, or the next call is reserved
+    at another price than it is billed at."""
+    provider = ScriptedProvider(
+        [
+            [ToolCallChunk(0, '{"expression":"1"}', id="c1", name="calculator"), FinishChunk("tool_calls")],
+            [TextChunk("1"), FinishChunk("stop")],
+        ]
+    )
+    ports = MemoryPorts()
+    run = AgentRun(
+        _request(["calculator"]).model_copy(update={"reservation_id": "resv_1"}),
+        connection=Connection("ollama", "openai", "http://ollama.invalid/v1", "k"),
+        provider=provider,
+        tools=builtin_registry().resolve(["calculator"]),
+        ports=ports,
+        config=RunConfig(heartbeat_s=60),
+    )
+    assert await run.execute() == "completed"
+    assert [e.provider for e in ports.extensions] == ["ollama"]
+    assert {r.connection for r in ports.usage} == {"ollama"}
+
+
 class PausingProvider(ScriptedProvider):
     """A scripted adapter that marks its reads (``PAUSE`` in the script where it would wait)."""
 

@@ -437,7 +437,7 @@ class AgentRun:
             run_id=req.run_id,
             reservation_id=req.reservation_id,
             user_id=req.caller.user_id,
-            provider=self.connection.kind,
+            provider=self.connection.name,  # priced as admission and the usage records price the run
             model=req.agent.model,
             prompt_tokens=prompt_tokens_bound(self.conversation, model=req.agent.model, tools=self._tool_texts()),
             max_output_tokens=int(max_out),
