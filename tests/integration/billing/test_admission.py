@@ -379,6 +379,39 @@ async def test_runs_admitted_ahead_after_the_gateway_stopped_waiting_are_handed_
     assert set(granted.reservations) == {"fresh-1"}
 
 
+async def test_a_run_admitted_too_late_is_handed_back_though_its_gateway_closed_it_first(
+    billing: BillingApp, nats_client, namespace: str, books: Books, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway closes every run of an ask it stopped waiting for. Its close can be applied before
+    billing's stalled reservation commits (so it releases nothing): billing's own close of the runs
+    it reserved too late must still reach the ledger, not be dropped by the stream as a copy."""
+    s = Subjects(namespace)
+    js = nats_client.jetstream()
+    await admin(nats_client, s, "credits.add", params={"user_id": "u"}, body={"amount": str(RUN_WORST * 25)})
+    assert billing.ledger is not None
+    reserve = billing.ledger.prefetch
+
+    async def stalled(*args, **kwargs):  # type: ignore[no-untyped-def]
+        # Meanwhile the gateway gave up and closed the run; the close is applied, to nothing.
+        closed = RunClosed(run_id="slow-1", user_id="u", calls=0, status="cancelled")
+        ack = await js.publish(
+            s.usage_run_closed, closed.model_dump_json().encode(), headers={"Nats-Msg-Id": closed.msg_id}
+        )
+
+        async def applied() -> bool:
+            info = await js.consumer_info(s.usage_stream, s.usage_consumer)
+            return info.delivered.stream_seq >= ack.seq and not info.num_ack_pending
+
+        await wait_for(applied)
+        await asyncio.sleep(0.3)  # past the answer_by
+        return await reserve(*args, **kwargs)
+
+    monkeypatch.setattr(billing.ledger, "prefetch", stalled)
+    late = await prefetch(nats_client, s, "u", ["slow-1"], answer_by=datetime.now(UTC) + timedelta(seconds=0.2))
+    assert late.reservations == {}
+    await wait_for(lambda: _reserved_is(books, "u", 0), timeout=5)
+
+
 async def _reserved_is(books: Books, user: str, amount: int) -> bool:
     return (await books.account(user))[1] == amount
 

@@ -92,6 +92,10 @@ class Fakes:
     #: Whether the fake billing admits runs ahead of time when a gateway asks (off: it grants none).
     grant_ahead: bool = False
     prefetch_requests: list[PrefetchRequest] = field(default_factory=list)
+    #: How long the fake billing takes to answer an ask for runs ahead (past the gateway's wait: late).
+    prefetch_delay_s: float = 0.0
+    #: Set once the fake billing has answered an ask for runs ahead.
+    prefetch_answered: asyncio.Event = field(default_factory=asyncio.Event)
 
     def agent(self, agent_id: str, script: Script, **params: Any) -> AgentSnapshot:
         snapshot = AgentSnapshot(
@@ -171,7 +175,10 @@ async def run_fakes(nc: nats.NATS, subjects: Subjects, fakes: Fakes) -> list[Any
         fakes.prefetch_requests.append(req)
         grant = fakes.grant_ahead and req.user_id != "u_carol"
         granted = {run_id: f"pre_{run_id}" for run_id in req.run_ids} if grant else {}
+        if fakes.prefetch_delay_s:
+            await asyncio.sleep(fakes.prefetch_delay_s)
         await msg.respond(PrefetchReply(reservations=granted).model_dump_json().encode())
+        fakes.prefetch_answered.set()
 
     async def cancel(msg: Any) -> None:
         cancel = CancelRun.model_validate_json(msg.data)

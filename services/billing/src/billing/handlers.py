@@ -188,16 +188,24 @@ def _past(answer_by: datetime | None) -> bool:
     return answer_by is not None and datetime.now(UTC) > answer_by
 
 
+def late_close_id(closed: RunClosed) -> str:
+    """The message id of billing's own close of a run admitted too late. Not the run's usual one: the
+    gateway closes every run of an ask it stopped waiting for too, and its close may reach the USAGE
+    consumer before this reservation committed (releasing nothing); the stream must not then drop
+    this close as a copy of that one."""
+    return f"{closed.msg_id}:late"
+
+
 async def _hand_back(js: JetStreamContext, subjects: Subjects, closed: RunClosed) -> None:
     """Close a run admitted too late, with no calls: the USAGE consumer releases its hold (the message
-    id makes a second copy harmless). Best effort: the expiry sweep releases it in the end."""
+    id makes a second copy of this close harmless). Best effort: the expiry sweep releases it in the end."""
     for attempt in range(1, HAND_BACK_ATTEMPTS + 1):
         try:
             await js.publish(
                 subjects.usage_run_closed,
                 closed.model_dump_json().encode(),
                 timeout=HAND_BACK_TIMEOUT_S,
-                headers={MSG_ID_HEADER: closed.msg_id},
+                headers={MSG_ID_HEADER: late_close_id(closed)},
             )
             return
         except Exception as exc:

@@ -18,8 +18,9 @@ at once found 4 runs ahead finds 64 the next time. When runs ahead are handed ba
 billing refuses an ask (it grants all or none), half as many.
 
 A run not used within ``max_age_s`` (or left when the gateway stops) is handed back as a
-``RunClosed`` with no calls, which releases its reservation; what a gateway that died still held is
-released by billing's expiry sweep.
+``RunClosed`` with no calls, which releases its reservation; so is every run of an ask that failed
+or was not answered in time, since billing may have reserved them all the same. What a gateway that
+died still held is released by billing's expiry sweep.
 """
 
 from __future__ import annotations
@@ -207,18 +208,25 @@ class PreAdmissions:
             # Billing reserves nothing after this, and hands back what it reserved too late.
             answer_by=datetime.now(UTC) + timedelta(seconds=self._rpc_timeout_s),
         )
+        reply: PrefetchReply | None = None
         try:
             reply = await call(
                 self._rpc, self._subjects.billing_prefetch, request, PrefetchReply, self._rpc_timeout_s, "billing"
             )
         except Exception as exc:  # an optimisation only: the next request is admitted the usual way
             log.debug("admitting runs ahead failed: %s", exc)
-            return
         finally:
             self._fetching.discard(key)
             grew = key in self._grown
             self._grown.discard(key)
         now = time.monotonic()
+        if reply is None:
+            # Billing may have reserved them all the same: it answered after we stopped waiting (this
+            # process stalled, or the answer was lost on its way). Every run asked for is closed with
+            # no calls, so whatever it holds goes back now, not at its expiry; a run it never reserved
+            # is closed for nothing. (Billing itself reserves nothing past answer_by.)
+            await self._hand_back([AheadRun(run_id, user_id, None, cap, now) for run_id in request.run_ids])
+            return
         runs = [AheadRun(run_id, user_id, rid, cap, now) for run_id, rid in reply.reservations.items()]
         if runs:
             self._ready.setdefault(key, deque()).extend(runs)
@@ -246,16 +254,27 @@ class PreAdmissions:
         self._spawn(self._hand_back([run]))
 
     async def _hand_back(self, runs: list[AheadRun]) -> None:
-        for run in runs:
+        """Close each run with no calls, all at once, which releases its reservation."""
+
+        async def one(run: AheadRun) -> BaseException | None:
             closed = RunClosed(
                 run_id=run.run_id, user_id=run.user_id, reservation_id=run.reservation_id, calls=0, status="cancelled"
             )
             try:
                 await self._close_run(closed)
             except Exception as exc:  # billing's expiry sweep releases it in the end
-                # Expected while NATS is away (the close may even be stored, its answer lost): one line.
-                why = f"{type(exc).__name__}: {exc}"
-                log.warning("handing back run %s admitted ahead failed (%s); its hold expires instead", run.run_id, why)
+                return exc
+            return None
+
+        failed = [(run, exc) for run, exc in zip(runs, await asyncio.gather(*map(one, runs)), strict=True) if exc]
+        if failed:
+            # Expected while NATS is away (a close may even be stored, its answer lost): one line.
+            run, exc = failed[0]
+            why = f"{type(exc).__name__}: {exc}"
+            more = f" and {len(failed) - 1} more" if len(failed) > 1 else ""
+            log.warning(
+                "handing back run %s%s admitted ahead failed (%s); their holds expire instead", run.run_id, more, why
+            )
 
     async def sweep(self) -> None:
         """Hand back what has waited longer than ``max_age_s``; run as a task."""
