@@ -86,7 +86,7 @@ def test_operations_send_what_their_channels_carry() -> None:
 
 #: Subjects of a service's own domain that every one of its replicas hears (a fan-out: no queue group,
 #: no reply): each catalog replica applies every cache invalidation to the shared Redis cache.
-FAN_OUT = {"catalog.receive.catalogInvalidated"}
+FAN_OUT = {"catalog.receive.catalogInvalidated", "billing.receive.billingPricesChanged"}
 
 
 def test_request_reply_subjects_name_their_queue_group_and_reply() -> None:

@@ -11,9 +11,9 @@ from sqlalchemy import func, select
 
 from billing.app import BillingApp
 from billing.db import accounts, ledger
-from contracts import AdmitReply, AdmitRequest, ExtendReply, ExtendRequest, RunClosed, Subjects
+from contracts import AdmitReply, AdmitRequest, ExtendReply, ExtendRequest, PricesChanged, RunClosed, Subjects
 
-from .helpers import admin, publish, usage, wait_for
+from .helpers import MICRO, admin, publish, usage, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -159,6 +159,37 @@ async def test_admin_ledger_listing_balance_and_float_refusal(billing: BillingAp
     # 10.5 - 0.25 - 3 calls of (1 × 2.5 + 1 × 10) credits: spend is a fact, even past zero
     assert Decimal(balance["balance"]) == Decimal("10.25") - 3 * Decimal("12.5")
     json.dumps(balance)  # no floats, nothing exotic
+
+
+async def test_a_price_set_is_announced_and_every_replica_serves_it(
+    billing: BillingApp, billing_settings, nats_client, namespace: str
+) -> None:
+    """Whichever billing replica stores a price, it announces it (gateways hand back their runs ahead),
+    and every replica reloads its prices: none admits or bills at the one replaced."""
+    s = Subjects(namespace)
+    heard: list[PricesChanged] = []
+
+    async def on_change(msg) -> None:  # type: ignore[no-untyped-def]
+        heard.append(PricesChanged.model_validate_json(msg.data))
+
+    sub = await nats_client.subscribe(s.billing_prices_changed, cb=on_change)
+    other = BillingApp(billing_settings())
+    try:
+        async with other.running():
+            assert billing.ledger is not None and other.ledger is not None
+            replicas = (billing.ledger, other.ledger)
+            for price in (3, 7):  # the queue group answers each from either replica
+                body = {"input": str(price), "output": str(price)}
+                put = await admin(nats_client, s, "pricing.put", params={"model_key": "shared-model"}, body=body)
+                assert put.status == 200
+
+                async def all_serve(price: int = price) -> bool:
+                    return all(r.prices.lookup("shared-model").input == price * MICRO for r in replicas)
+
+                await wait_for(all_serve, timeout=5)
+    finally:
+        await sub.unsubscribe()
+    assert [e.model_key for e in heard] == ["shared-model", "shared-model"]
 
 
 async def test_pricing_put_is_used_for_the_next_call(billing: BillingApp, nats_client, namespace: str) -> None:

@@ -114,8 +114,9 @@ def _principals() -> dict[str, Principal]:
     }
 
 
-async def run_fakes(nc: nats.NATS, subjects: Subjects, fakes: Fakes) -> list[Any]:
-    """Subscribe the catalog and billing responders and the cancel listener; return the subscriptions."""
+async def run_fakes(nc: nats.NATS, subjects: Subjects, fakes: Fakes, *, billing: bool = True) -> list[Any]:
+    """Subscribe the catalog and billing responders (``billing``: admission and runs ahead; else a real
+    billing answers) and the cancel listener; return the subscriptions."""
     principals = _principals()
 
     async def verify(msg: Any) -> None:
@@ -194,15 +195,17 @@ async def run_fakes(nc: nats.NATS, subjects: Subjects, fakes: Fakes) -> list[Any
         if not waiting.done():
             waiting.set_result(go)
 
-    return [
+    subs = [
         await nc.subscribe(subjects.catalog_verify_key, queue="catalog", cb=verify),
         await nc.subscribe(subjects.catalog_agent_access, queue="catalog", cb=access),
         await nc.subscribe(subjects.catalog_models_list, queue="catalog", cb=models),
-        await nc.subscribe(subjects.billing_admit, queue="billing", cb=admit),
-        await nc.subscribe(subjects.billing_prefetch, queue="billing", cb=prefetch),
         await nc.subscribe(subjects.run_cancel_all, cb=cancel),
         await nc.subscribe(subjects.run_admitted_all, cb=admitted),
     ]
+    if billing:
+        subs.append(await nc.subscribe(subjects.billing_admit, queue="billing", cb=admit))
+        subs.append(await nc.subscribe(subjects.billing_prefetch, queue="billing", cb=prefetch))
+    return subs
 
 
 def admission_of(fakes: Fakes, run_id: str) -> asyncio.Future[RunAdmitted | None]:
@@ -291,13 +294,19 @@ def settings_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture
+def fake_billing() -> bool:
+    """Whether the stack's billing is the fake responders (a module overrides this to run a real one)."""
+    return True
+
+
+@pytest.fixture
 async def stack(
-    nats_url: str, namespace: str, nats_client: nats.NATS, settings_overrides: dict[str, Any]
+    nats_url: str, namespace: str, nats_client: nats.NATS, settings_overrides: dict[str, Any], fake_billing: bool
 ) -> AsyncIterator[Stack]:
     subjects = Subjects(namespace)
     await ensure_streams(nats_client.jetstream(), subjects)
     fakes = Fakes()
-    subs = await run_fakes(nats_client, subjects, fakes)
+    subs = await run_fakes(nats_client, subjects, fakes, billing=fake_billing)
     runner = asyncio.create_task(fake_runner(nats_client, subjects, fakes))
     values: dict[str, Any] = {
         "nats_url": nats_url,

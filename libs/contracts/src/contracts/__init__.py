@@ -15,6 +15,7 @@ from .billing import (
     ExtendRequest,
     PrefetchReply,
     PrefetchRequest,
+    PricesChanged,
 )
 from .catalog import (
     DELETE,
@@ -126,6 +127,7 @@ __all__ = [
     "NamedToolChoice",
     "PrefetchReply",
     "PrefetchRequest",
+    "PricesChanged",
     "Principal",
     "ReasoningDelta",
     "RunAdmitted",

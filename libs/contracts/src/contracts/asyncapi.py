@@ -316,6 +316,16 @@ def _channels() -> list[Channel]:
             reply="AdminReply",
             queue=BILLING_QUEUE,
         ),
+        Channel(
+            "billingPricesChanged",
+            s.billing_prices_changed,
+            "A model's price was set. Core NATS fan-out (no queue group): every gateway hands back the runs it "
+            "admitted ahead at the old prices and admits its next requests afresh; every billing replica reloads "
+            "its prices (the replica that stored the price may not be the one that admits or bills next).",
+            "PricesChanged",
+            ("billing",),
+            ("gateway", "billing"),
+        ),
     ]
 
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from pydantic import AwareDatetime, Field
 
-from ._base import Message
+from ._base import Event, Message
 from .errors import ErrorInfo
 from .usage import TokenUsage
 
@@ -113,3 +113,15 @@ class BalanceReply(Message):
     reserved: Decimal = Decimal(0)
     enabled: bool = True
     error: ErrorInfo | None = None
+
+
+class PricesChanged(Event):
+    """A model's price was set (core NATS fan-out, no queue group), published by the billing replica
+    that stored it.
+
+    Runs a gateway admitted ahead of time were reserved at the prices of their time, and a request
+    that takes one starts without asking billing: every gateway hands back the runs it holds ahead
+    (their holds are released) and admits its next requests afresh, at the new price. Every billing
+    replica reloads the prices it serves from the database."""
+
+    model_key: str = Field(description="the key whose price was set (provider/model, a model, or default)")

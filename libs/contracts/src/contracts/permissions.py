@@ -163,7 +163,14 @@ def permissions(s: Subjects) -> dict[str, Permissions]:
                 *_kv(s.idempotency_bucket),
                 *_objects(s.idempotency_results_bucket),
             ),
-            subscribe=(s.run_events_all, s.catalog_invalidated, s.runner_heartbeat, inbox("gateway")),
+            subscribe=(
+                s.run_events_all,
+                s.catalog_invalidated,
+                # A price was set: the runs it admitted ahead at the old prices go back.
+                s.billing_prices_changed,
+                s.runner_heartbeat,
+                inbox("gateway"),
+            ),
             publish_deny=deny,
         ),
         "runner": Permissions(
@@ -190,6 +197,8 @@ def permissions(s: Subjects) -> dict[str, Permissions]:
                 s.usage_run_closed,
                 # Its start-up probe: a request to its own admin subject until it answers.
                 s.billing_admin,
+                # A price was set: gateways drop their runs ahead, billing replicas reload prices.
+                s.billing_prices_changed,
                 inbox("billing"),
                 *_shared_streams(s),
                 *_consume(s.usage_stream),
@@ -200,6 +209,7 @@ def permissions(s: Subjects) -> dict[str, Permissions]:
                 s.billing_extend,
                 s.billing_balance,
                 s.billing_admin,
+                s.billing_prices_changed,
                 s.runner_heartbeat,
                 inbox("billing"),
             ),

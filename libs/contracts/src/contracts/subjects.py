@@ -173,6 +173,11 @@ class Subjects:
     def billing_admin(self) -> str:
         return self._s("billing.admin.request.v1")
 
+    @property
+    def billing_prices_changed(self) -> str:
+        """A :class:`contracts.billing.PricesChanged` fan-out (core NATS, no queue group)."""
+        return self._s("billing.prices.changed.v1")
+
 
 #: Queue group names for request/reply services.
 CATALOG_QUEUE = "catalog"

@@ -30,7 +30,7 @@ from .consumer import UsageConsumer
 from .db import migrate, open_engine, wait_for_schema
 from .deadletters import DeadLetters
 from .fleet import FleetWatch
-from .handlers import register
+from .handlers import announcer, register
 from .ledger import Ledger, Policy
 from .metrics import Metrics
 from .money import MICRO, to_micro
@@ -52,6 +52,7 @@ class BillingApp:
         self.dead_letters: DeadLetters | None = None
         self.fleet: FleetWatch | None = None
         self.nc: Client | None = None
+        self._reloading: asyncio.Task[None] | None = None
         self.metrics = Metrics(lambda: self.consumer)
         self.usage_lag = self.metrics.usage_lag(lambda: self.nc, self.subjects)
         self.health = Health(
@@ -75,7 +76,9 @@ class BillingApp:
         if health:
             await health.start()
         try:
-            nc = self.nc = await natsio.connect(s.nats_url, "billing", **s.nats_credentials())
+            nc = self.nc = await natsio.connect(
+                s.nats_url, "billing", on_reconnected=self._on_reconnected, **s.nats_credentials()
+            )
         except BaseException:
             if health:
                 await health.stop()
@@ -92,7 +95,7 @@ class BillingApp:
             try:
                 await admit_path.start()
                 self.ledger = Ledger(engine, self._policy(), await self._prices(engine), admit_path, self.metrics.spent)
-                service = BillingService(self.ledger, self.metrics.refused)
+                service = BillingService(self.ledger, self.metrics.refused, announcer(nc, self.subjects))
                 inflight: set[asyncio.Task[None]] = set()
                 subs = await register(nc, self.subjects, service, inflight)
                 probe = AdminRequest(op="pricing.list").model_dump_json().encode()
@@ -130,6 +133,8 @@ class BillingApp:
                     tasks[1].cancel()
                     await asyncio.gather(tasks[1], *inflight, return_exceptions=True)
             finally:
+                if self._reloading is not None:
+                    self._reloading.cancel()
                 await admit_path.close()
                 await engine.dispose()
         finally:
@@ -138,6 +143,19 @@ class BillingApp:
             # Everything was unsubscribed and every answer sent above: nothing left to drain.
             await flush_in_order(nc)
             await nc.close()
+
+    async def _on_reconnected(self) -> None:
+        # A price set while this replica was away from NATS was announced without it: reload (in the
+        # background, off the client's reconnect path).
+        if self.ledger is not None:
+            self._reloading = asyncio.create_task(self._reload_prices(), name="billing-reload-prices")
+
+    async def _reload_prices(self) -> None:
+        assert self.ledger is not None
+        try:
+            await self.ledger.reload_prices()
+        except Exception as exc:
+            log.warning("reloading the prices after a reconnect failed (%s); serving the ones it had", exc)
 
     def _report_schema(self, problem: str | None) -> None:
         # While the schema is behind, /readyz says why (besides "starting"); gone once it is current.

@@ -38,13 +38,14 @@ from contracts import (
     ExtendRequest,
     PrefetchReply,
     PrefetchRequest,
+    PricesChanged,
     RunAdmitted,
     RunClosed,
     Subjects,
 )
 from contracts.subjects import MSG_ID_HEADER
 from servicekit import telemetry
-from servicekit.natsio import context_from_headers, flush_in_order
+from servicekit.natsio import context_from_headers, flush_in_order, trace_headers
 
 from .errors import BillingError
 from .faults import Fault, classify, describe
@@ -174,9 +175,44 @@ async def register(
             queue=BILLING_QUEUE,
             cb=handler("billing.admin", AdminRequest, service.admin, lambda e: AdminReply(status=e.status, error=e)),
         ),
+        await nc.subscribe(subjects.billing_prices_changed, cb=_reload_prices(service)),
     ]
     await flush_in_order(nc)  # the subscriptions reach the server before anyone is told billing is ready
     return subs
+
+
+def _reload_prices(service: BillingService) -> Callable[[Msg], Awaitable[None]]:
+    """On a :class:`contracts.PricesChanged` (from any replica, this one included): serve the stored
+    prices, so that no replica admits or bills at a price an operator replaced."""
+
+    async def cb(msg: Msg) -> None:
+        try:
+            event = PricesChanged.model_validate_json(msg.data)
+            await service.reload_prices()
+        except ValidationError:
+            log.warning("ignored a malformed price change")
+        except Exception:
+            log.exception("reloading the prices after a price change failed; this replica serves the ones it had")
+        else:
+            log.info("the price of %r was set: prices reloaded", event.model_key)
+
+    return cb
+
+
+def announcer(nc: Client, subjects: Subjects) -> Callable[[str], Awaitable[None]]:
+    """Publishes a :class:`contracts.PricesChanged` for a price set (best effort: a gateway that misses
+    it still hands its runs ahead back within their age, and drops them on a reconnect)."""
+
+    async def announce(model_key: str) -> None:
+        event = PricesChanged(model_key=model_key)
+        try:
+            await nc.publish(
+                subjects.billing_prices_changed, event.model_dump_json().encode(), headers=trace_headers() or None
+            )
+        except Exception as exc:
+            log.warning("announcing the price set on %r failed (%s)", model_key, exc)
+
+    return announce
 
 
 #: Tries at handing back a run admitted too late (each waits up to :data:`HAND_BACK_TIMEOUT_S`).

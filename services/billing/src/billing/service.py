@@ -6,7 +6,7 @@ it touches the database: a bad one is a :class:`billing.errors.BadRequest` (400)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -36,10 +36,21 @@ PRICE_FIELDS = ("input", "output", "cache_write", "cache_read")
 
 
 class BillingService:
-    def __init__(self, ledger: Ledger, refused: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        refused: Callable[[str, str], None] | None = None,
+        prices_changed: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self.ledger = ledger
         #: Told (operation, reason) of each reservation refused (billing's metrics).
         self.refused = refused or _nobody
+        #: Told the key of each price set, once it is stored (billing publishes PricesChanged).
+        self.prices_changed = prices_changed or _no_announcement
+
+    async def reload_prices(self) -> None:
+        """Serve the prices stored now: another replica set one."""
+        await self.ledger.reload_prices()
 
     @property
     def balance_enabled(self) -> bool:
@@ -176,6 +187,9 @@ class BillingService:
             except MoneyError as exc:
                 raise BadRequest(str(exc)) from exc
             await self.ledger.put_price(key, entry)
+            # Before the answer: runs that gateways admitted ahead at the old price go back, and the
+            # gateway that relays this hears it first.
+            await self.prices_changed(key)
             return 200, _price(key, entry)
         raise BadRequest(f"unknown operation {op!r}", param="op")
 
@@ -260,3 +274,7 @@ def _price(key: str, e: PriceEntry) -> dict[str, Any]:
 
 def _nobody(operation: str, reason: str) -> None:
     """No one to tell of a refusal."""
+
+
+async def _no_announcement(model_key: str) -> None:
+    """No one to tell of a price set."""

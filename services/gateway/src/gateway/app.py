@@ -14,7 +14,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
 
-from contracts import CacheInvalidated, RunClosed, Subjects, new_id
+from contracts import CacheInvalidated, PricesChanged, RunClosed, Subjects, new_id
 from contracts.subjects import MSG_ID_HEADER
 from servicekit.breaker import CircuitBreaker
 from servicekit.health import nats_answers
@@ -57,10 +57,16 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
             setup_tracing("gateway", settings.otlp_endpoint)
         subjects = Subjects(settings.nats_namespace)
 
+        preadmitted: PreAdmissions | None = None
+
         async def on_reconnected() -> None:
             # Core subscriptions are renewed; what they missed meanwhile is in RUN_EVENTS.
             reading = recover_all()
             log.warning("reconnected to NATS: %d open runs read their events again", reading)
+            if preadmitted is not None:
+                # A price change announced meanwhile went unheard: runs held ahead may be of old prices.
+                dropped = preadmitted.drop_all()
+                log.info("reconnected to NATS: %d runs admitted ahead handed back", dropped)
 
         offers: RunOffers | None = None
 
@@ -185,6 +191,18 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
                 rpc_timeout_s=settings.rpc_timeout_s,
             )
             sweeping = asyncio.create_task(preadmitted.sweep(), name="gateway-preadmit-sweep")
+
+            async def on_prices_changed(msg) -> None:  # type: ignore[no-untyped-def]
+                # Whatever it says: runs held ahead at the old prices must not start unadmitted.
+                assert preadmitted is not None
+                dropped = preadmitted.drop_all()
+                try:
+                    key = PricesChanged.model_validate_json(msg.data).model_key
+                except ValidationError:
+                    key = "?"
+                log.info("the price of %r was set: %d runs admitted ahead handed back", key, dropped)
+
+            price_changes = await nc.subscribe(subjects.billing_prices_changed, cb=on_prices_changed)
             app.state.ctx = GatewayContext(
                 settings=settings,
                 nc=nc,
@@ -209,6 +227,7 @@ def create_app(settings: GatewaySettings, *, on_ready: Callable[[], None] | None
             watching.cancel()
             announcing.cancel()
             await heartbeats.unsubscribe()
+            await price_changes.unsubscribe()
             await preadmitted.close()
             await invalidations.unsubscribe()
         finally:

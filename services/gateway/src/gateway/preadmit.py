@@ -21,6 +21,11 @@ A run not used within ``max_age_s`` (or left when the gateway stops) is handed b
 ``RunClosed`` with no calls, which releases its reservation; so is every run of an ask that failed
 or was not answered in time, since billing may have reserved them all the same. What a gateway that
 died still held is released by billing's expiry sweep.
+
+A price set (billing's ``PricesChanged``, or this gateway's own admin call) hands back every run held
+ahead at once (:meth:`PreAdmissions.drop_all`): they were reserved at the old prices, and a request
+that takes one is not admitted again. So does a reconnect to NATS, since a price change may have
+been announced meanwhile.
 """
 
 from __future__ import annotations
@@ -65,6 +70,8 @@ class AheadRun:
     reservation_id: str | None
     prompt_cap: int
     at: float  # time.monotonic() when granted
+    #: :attr:`PreAdmissions.prices` when it was asked for: a run of older prices is never used.
+    prices: int = 0
 
 
 _Key = tuple[str, str, str, int]  # user id, agent id, model, max output tokens
@@ -101,6 +108,9 @@ class PreAdmissions:
         self._fetching: set[_Key] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        #: Bumped when prices change (:meth:`drop_all`): runs asked for before were reserved at the
+        #: old ones.
+        self.prices = 0
 
     @staticmethod
     def _key(user_id: str, agent: AgentSnapshot, max_out: int) -> _Key:
@@ -116,7 +126,7 @@ class PreAdmissions:
         now = time.monotonic()
         while ready:
             run = ready.popleft()
-            if now - run.at > self._max_age_s:
+            if now - run.at > self._max_age_s or run.prices != self.prices:
                 self._spawn(self._hand_back([run]))
                 continue
             if prompt_tokens <= run.prompt_cap:
@@ -192,6 +202,7 @@ class PreAdmissions:
         on). When requests found none left meanwhile, the rest of the grown target is asked for at
         once: a burst that outran the runs ahead finds them all there the next time, not one ask's worth."""
         user_id, _, _, max_out = key
+        prices = self.prices
         count = self._missing(key)
         if count <= 0:
             self._fetching.discard(key)
@@ -227,7 +238,11 @@ class PreAdmissions:
             # is closed for nothing. (Billing itself reserves nothing past answer_by.)
             await self._hand_back([AheadRun(run_id, user_id, None, cap, now) for run_id in request.run_ids])
             return
-        runs = [AheadRun(run_id, user_id, rid, cap, now) for run_id, rid in reply.reservations.items()]
+        runs = [AheadRun(run_id, user_id, rid, cap, now, prices) for run_id, rid in reply.reservations.items()]
+        if prices != self.prices:
+            # Prices changed while billing answered: these may have been reserved at the old ones.
+            await self._hand_back(runs)
+            return
         if runs:
             self._ready.setdefault(key, deque()).extend(runs)
             if grew and not self._closed and self._missing(key) > 0:
@@ -247,7 +262,23 @@ class PreAdmissions:
 
     def put_back(self, run: AheadRun, agent: AgentSnapshot, max_out: int) -> None:
         """A run taken for a request refused before it was queued: the next request may take it."""
+        if run.prices != self.prices:
+            self.give_back(run)
+            return
         self._ready.setdefault(self._key(run.user_id, agent, max_out), deque()).appendleft(run)
+
+    def drop_all(self) -> int:
+        """Prices changed: hand back every run held ahead (in the background), and use none asked for
+        before (an ask on its way is handed back when answered). They were reserved at the old prices
+        and a request that takes one is not admitted again, so it would spend at the new prices what
+        was held at the old ones. How many the kinds keep stays: the next requests are admitted on
+        their own, at the new prices, and ask for runs ahead again. Returns how many were held."""
+        self.prices += 1
+        held = [run for ready in self._ready.values() for run in ready]
+        self._ready.clear()
+        if held:
+            self._spawn(self._hand_back(held))
+        return len(held)
 
     def give_back(self, run: AheadRun) -> None:
         """A run taken but never queued: release its reservation (in the background)."""

@@ -82,3 +82,7 @@ class Ledger:
 
     async def put_price(self, key: str, entry: PriceEntry) -> None:
         await self.price_store.put(key, entry)
+
+    async def reload_prices(self) -> None:
+        """Serve every stored price as it is now (another billing replica set one)."""
+        await self.price_store.reload()

@@ -27,6 +27,12 @@ class PriceStore:
                 for r in await conn.execute(select(prices))
             }
 
+    async def reload(self) -> None:
+        """Serve every stored price as it is now. Prices are set, never removed: what the table holds
+        besides them (shipped and file prices) stays."""
+        for key, entry in (await self.load()).items():
+            self.table.set(key, entry)
+
     async def put(self, key: str, entry: PriceEntry) -> None:
         """Store a model's price (replacing the one stored), then serve it."""
         values = {

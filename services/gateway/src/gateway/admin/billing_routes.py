@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Query
 from starlette.responses import Response
 
+from contracts import AdminReply
 from contracts.admin import Balance, CreditsAdd, LedgerEntry, Page, Price, PriceSet
 from contracts.bounds import INT64_MAX
 
@@ -20,7 +21,7 @@ from ..deps import CtxDep
 from ..errors import GatewayError
 from .bodies import body_doc, json_body
 from .common import PageQuery, admin_router, op_id
-from .forward import forward, relay
+from .forward import forward, relay, render
 
 router = admin_router()
 
@@ -109,6 +110,14 @@ async def list_pricing(ctx: CtxDep, page: PageQuery) -> Response:
     openapi_extra=body_doc(PriceSet, money=PRICE_MONEY),
 )
 async def put_pricing(ctx: CtxDep, model_key: str, body: PriceSetBody) -> Response:
-    return await relay(
-        ctx, "billing", "pricing.put", params={"model_key": model_key}, body=body.model_dump(mode="json")
-    )
+    reply: AdminReply | None = None
+    try:
+        reply = await forward(
+            ctx, "billing", "pricing.put", params={"model_key": model_key}, body=body.model_dump(mode="json")
+        )
+    finally:
+        # Unless billing refused it, the price may have changed (even without an answer in time): the
+        # runs this gateway admitted ahead go back now, not only when billing's PricesChanged arrives.
+        if ctx.preadmitted is not None and (reply is None or reply.error is None):
+            ctx.preadmitted.drop_all()
+    return render(reply)
