@@ -96,7 +96,8 @@ async def test_genai_and_business_metrics_follow_a_streamed_run(e2e: StackHandle
     assert debited > 0
 
     async def spent() -> float:
-        return value(await scrape(billing), "billing_credits_spent_total", model=agent.model)
+        # Labelled by the price key the call matched: the tests price under provider/model.
+        return value(await scrape(billing), "billing_credits_spent_total", model=f"openai/{agent.model}".lower())
 
     assert await eventually(spent, lambda v: v > 0, timeout=10) == pytest.approx(float(debited))
     b = await scrape(billing)

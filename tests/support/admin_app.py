@@ -44,5 +44,6 @@ def admin_app(
         subjects=subjects,
         auth=auth if auth is not None else Authenticator(requester, subjects),
         rate_limiter=None,
+        preadmitted=None,
     )
     return app

@@ -122,7 +122,14 @@ async def test_refused_extension_fails_with_402(harness: Harness) -> None:
     err = got.events[-1].error
     assert (err.status, err.code, err.message) == (402, "insufficient_quota", "No credits left.")
     [ask] = asks
-    assert (ask.reservation_id, ask.user_id, ask.provider, ask.max_output_tokens) == ("res_1", "u1", "openai", 256)
+    # The request's max_tokens bounds the whole answer: the next call may write what the first left.
+    spent = got.usage[0].usage.output_tokens
+    assert (ask.reservation_id, ask.user_id, ask.provider, ask.max_output_tokens) == (
+        "res_1",
+        "u1",
+        "openai",
+        256 - spent,
+    )
     assert ask.prompt_tokens >= 1
     assert len(await harness.requests("m-extend")) == 1
     assert (got.closed[0].calls, got.closed[0].reservation_id) == (1, "res_1")
