@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -142,3 +143,22 @@ async def test_a_stream_that_fails_before_its_first_token_is_an_http_error(
         validate("ErrorResponse", caught.response.json())
         if status == 429:
             assert caught.response.headers["retry-after"] == "7"
+
+
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/responses"])
+async def test_a_model_slow_to_start_gets_its_head_at_the_first_heartbeat(
+    e2e: StackHandle, http: httpx.AsyncClient, route: str
+) -> None:
+    """The head waits for the first output only while nothing is known: a model slow to start (2 s
+    here, heartbeats every 0.5 s) has its head and first bytes sent long before its first token, so
+    that proxies and clients with read timeouts see a live stream."""
+    agent = e2e.agent("openai")
+    await e2e.fake.script(agent.model, [{"text": "Late but here.", "ttft_ms": 2000}])
+    body: dict[str, Any] = {"model": agent.id, "stream": True}
+    body |= {"messages": HELLO} if route.endswith("completions") else {"input": "Hello"}
+    started = asyncio.get_running_loop().time()
+    async with http.stream("POST", route, json=body) as r:
+        head_after = asyncio.get_running_loop().time() - started
+        chunks = [chunk async for chunk in r.aiter_bytes()]
+    assert r.status_code == 200 and head_after < 1.5, head_after
+    assert b"Late" in b"".join(chunks)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 from starlette.responses import Response
 
 from contracts import ErrorInfo, RunCompleted, RunEvent, RunFailed, TextDelta
+from contracts.events import Heartbeat
 
 from ..errors import ClientGone, RunStreamError, error_response
 from ..relay import FailedBeforeOutput, count_tokens, finish_run, guard_slow_client, watch_disconnect
@@ -157,6 +158,8 @@ class ResponseEventStream(Response):
             if frames:
                 pending.append(frames)
                 produced = True
+            elif held and type(event) is Heartbeat:
+                produced = True  # a model slow to start: the head and the opening events go now
             if pending and not buffered() and (produced or not held):  # nothing more to add without waiting
                 if held:
                     held = False
