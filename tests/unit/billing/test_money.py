@@ -204,3 +204,10 @@ def test_no_float_on_the_money_path() -> None:
                 assert node.func.id != "float", f"{name}:{node.lineno}: float()"
             if isinstance(node, ast.Name) and node.id in {"Float", "Numeric", "REAL"}:
                 raise AssertionError(f"{name}:{node.lineno}: {node.id}")
+
+
+def test_a_lookup_is_remembered_until_a_price_is_set() -> None:
+    t = table()
+    assert t.key_for("llama3", "ollama") == DEFAULT_KEY
+    t.set("ollama/llama3", PriceEntry(to_micro("0.5"), to_micro("0.5"), source="admin"))
+    assert t.key_for("llama3", "ollama") == "ollama/llama3"  # not the remembered default

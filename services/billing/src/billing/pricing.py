@@ -19,6 +19,8 @@ import yaml
 from .money import Price, to_micro
 
 DEFAULT_KEY = "default"
+#: Lookups remembered at most (models and providers are bounded by what agents name).
+FOUND_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -83,10 +85,14 @@ class PriceTable:
             self.entries.update(layer)
         self.default = default
         self._prefixes = sorted(self.entries, key=len, reverse=True)
+        #: Each (model, provider)'s key as found, until a price is set: a lookup per admission is then
+        #: one dict read, not a walk over every key.
+        self._found: dict[tuple[str, str], str] = {}
 
     def set(self, key: str, entry: PriceEntry) -> None:
         self.entries[key.lower()] = entry
         self._prefixes = sorted(self.entries, key=len, reverse=True)
+        self._found.clear()
 
     def key_for(self, model: str, provider: str = "") -> str:
         """The key that prices ``model`` as the agent's ``provider`` (its connection's name) serves it.
@@ -96,8 +102,16 @@ class PriceTable:
         names the longest start of the model (``gpt-4o-mini-2024-07-18`` → ``gpt-4o-mini``, not
         ``gpt-4o``), a ``provider/…`` key before an unqualified one of the same length. Else the default.
         """
-        m = model.lower()
-        qualifier = f"{provider.lower()}/" if provider else ""
+        found = self._found.get((model, provider))
+        if found is not None:
+            return found
+        found = self._found[(model, provider)] = self._key_for(model.lower(), provider.lower())
+        if len(self._found) > FOUND_KEPT:  # ids from the outside world: the memory stays bounded
+            self._found.clear()
+        return found
+
+    def _key_for(self, m: str, provider: str) -> str:
+        qualifier = f"{provider}/" if provider else ""
         names = (m, m.rsplit("/", 1)[-1])
         for key in (qualifier + m if qualifier else "", *names):
             if key in self.entries:
