@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,6 +18,21 @@ pytestmark = pytest.mark.integration
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
 HI = [{"role": "user", "content": "hi"}]
+
+
+@contextlib.asynccontextmanager
+async def closed_runs(stack: Stack) -> AsyncIterator[list[RunClosed]]:
+    """Every RunClosed published while the block runs (runs handed back: billing releases their holds)."""
+    closed: list[RunClosed] = []
+
+    async def on_closed(msg: Any) -> None:
+        closed.append(RunClosed.model_validate_json(msg.data))
+
+    sub = await stack.nc.subscribe(stack.subjects.usage_run_closed, cb=on_closed)
+    try:
+        yield closed
+    finally:
+        await sub.unsubscribe()
 
 
 async def until(predicate: Any, timeout: float = 5.0) -> None:
@@ -110,13 +127,7 @@ async def test_a_user_holds_runs_ahead_for_two_kinds_of_request_at_most(stack: S
 async def test_unused_runs_ahead_are_handed_back_released(stack: Stack) -> None:
     stack.fakes.agent("agent_hello", say_hello)
     stack.fakes.grant_ahead = True
-    closed: list[RunClosed] = []
-
-    async def on_closed(msg: Any) -> None:
-        closed.append(RunClosed.model_validate_json(msg.data))
-
-    sub = await stack.nc.subscribe(stack.subjects.usage_run_closed, cb=on_closed)
-    try:
+    async with closed_runs(stack) as closed:
         async with stack.http() as http:
             answer = await http.post(
                 "/v1/chat/completions", headers=AUTH, json={"model": "agent_hello", "messages": HI}
@@ -125,8 +136,6 @@ async def test_unused_runs_ahead_are_handed_back_released(stack: Stack) -> None:
         await until(lambda: len(stack.fakes.prefetch_requests) == 1)
         ahead = set(stack.fakes.prefetch_requests[0].run_ids)
         await until(lambda: ahead <= {c.run_id for c in closed}, timeout=5)
-    finally:
-        await sub.unsubscribe()
     handed_back = [c for c in closed if c.run_id in ahead]
     assert all(c.calls == 0 and c.reservation_id == f"pre_{c.run_id}" for c in handed_back)
 
@@ -138,29 +147,18 @@ async def test_runs_ahead_billing_granted_after_the_gateway_stopped_waiting_are_
     stack.fakes.agent("agent_hello", say_hello)
     stack.fakes.grant_ahead = True
     stack.fakes.prefetch_delay_s = 1.5  # the gateway waits rpc_timeout_s, 1 s
-    closed: list[RunClosed] = []
-
-    async def on_closed(msg: Any) -> None:
-        closed.append(RunClosed.model_validate_json(msg.data))
-
-    sub = await stack.nc.subscribe(stack.subjects.usage_run_closed, cb=on_closed)
-    try:
-        async with stack.http() as http:
-            answer = await http.post(
-                "/v1/chat/completions", headers=AUTH, json={"model": "agent_hello", "messages": HI}
-            )
-            assert answer.status_code == 200
-            await until(lambda: len(stack.fakes.prefetch_requests) == 1)
-            asked = set(stack.fakes.prefetch_requests[0].run_ids)
-            assert len(asked) == 4
-            await until(lambda: asked <= {c.run_id for c in closed}, timeout=5)
-            async with asyncio.timeout(5):
-                await stack.fakes.prefetch_answered.wait()  # the late grant changes nothing
-            assert held(stack) == 0
-            again = await http.post("/v1/chat/completions", headers=AUTH, json={"model": "agent_hello", "messages": HI})
-            assert again.status_code == 200
-    finally:
-        await sub.unsubscribe()
+    async with closed_runs(stack) as closed, stack.http() as http:
+        answer = await http.post("/v1/chat/completions", headers=AUTH, json={"model": "agent_hello", "messages": HI})
+        assert answer.status_code == 200
+        await until(lambda: len(stack.fakes.prefetch_requests) == 1)
+        asked = set(stack.fakes.prefetch_requests[0].run_ids)
+        assert len(asked) == 4
+        await until(lambda: asked <= {c.run_id for c in closed}, timeout=5)
+        async with asyncio.timeout(5):
+            await stack.fakes.prefetch_answered.wait()  # the late grant changes nothing
+        assert held(stack) == 0
+        again = await http.post("/v1/chat/completions", headers=AUTH, json={"model": "agent_hello", "messages": HI})
+        assert again.status_code == 200
     handed_back = [c for c in closed if c.run_id in asked]
     assert len(handed_back) == 4 and all(c.calls == 0 and c.user_id == "u_alice" for c in handed_back)
     assert len(stack.fakes.admit_requests) == 2  # the next request was admitted on its own

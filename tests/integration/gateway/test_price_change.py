@@ -14,11 +14,11 @@ import pytest
 
 from billing.app import BillingApp
 from billing.settings import BillingSettings
-from contracts import AdminReply, AdminRequest, RunClosed
+from contracts import AdminReply, AdminRequest
 
 from .conftest import KEY, Stack
 from .test_chat_stream import say_hello
-from .test_preadmit import held, until
+from .test_preadmit import closed_runs, held, until
 
 pytestmark = pytest.mark.integration
 
@@ -88,37 +88,28 @@ async def runs_ahead_then_price_rise(
     stack.fakes.agent("agent_hello", say_hello)
     await billing_admin(stack, "credits.add", params={"user_id": "u_alice"}, body={"amount": "10000000"})
     await billing_admin(stack, "pricing.put", params={"model_key": PRICE_KEY}, body=CHEAP)
-    closed: list[RunClosed] = []
+    async with closed_runs(stack) as closed, stack.http() as http:
+        first = await http.post("/v1/chat/completions", headers=AUTH, json=ASK)
+        assert first.status_code == 200, first.text
+        await until(lambda: held(stack) == 4)  # billing reserved them, at the cheap price
+        ahead = {run.run_id for ready in stack.app.state.ctx.preadmitted._ready.values() for run in ready}
+        assert await held_at_billing(database_url, ahead) > 0
 
-    async def on_closed(msg: Any) -> None:
-        closed.append(RunClosed.model_validate_json(msg.data))
+        await raise_price()
+        await until(lambda: held(stack) == 0)
+        await until(lambda: ahead <= {c.run_id for c in closed})
+        assert all(c.calls == 0 for c in closed if c.run_id in ahead)
 
-    sub = await stack.nc.subscribe(stack.subjects.usage_run_closed, cb=on_closed)
-    try:
-        async with stack.http() as http:
-            first = await http.post("/v1/chat/completions", headers=AUTH, json=ASK)
-            assert first.status_code == 200, first.text
-            await until(lambda: held(stack) == 4)  # billing reserved them, at the cheap price
-            ahead = {run.run_id for ready in stack.app.state.ctx.preadmitted._ready.values() for run in ready}
-            assert await held_at_billing(database_url, ahead) > 0
+        async def released() -> bool:
+            return await held_at_billing(database_url, ahead) == 0
 
-            await raise_price()
-            await until(lambda: held(stack) == 0)
-            await until(lambda: ahead <= {c.run_id for c in closed})
-            assert all(c.calls == 0 for c in closed if c.run_id in ahead)
+        await eventually(released)
+        balance = (await billing_admin(stack, "balance.get", params={"user_id": "u_alice"})).body
+        assert isinstance(balance, dict)
+        left = Decimal(1000) - Decimal(balance["available"])
+        await billing_admin(stack, "credits.add", params={"user_id": "u_alice"}, body={"amount": str(left)})
 
-            async def released() -> bool:
-                return await held_at_billing(database_url, ahead) == 0
-
-            await eventually(released)
-            balance = (await billing_admin(stack, "balance.get", params={"user_id": "u_alice"})).body
-            assert isinstance(balance, dict)
-            left = Decimal(1000) - Decimal(balance["available"])
-            await billing_admin(stack, "credits.add", params={"user_id": "u_alice"}, body={"amount": str(left)})
-
-            refused = await http.post("/v1/chat/completions", headers=AUTH, json=ASK)
-    finally:
-        await sub.unsubscribe()
+        refused = await http.post("/v1/chat/completions", headers=AUTH, json=ASK)
     assert refused.status_code == 402, refused.text
     assert refused.json()["error"]["code"] == "insufficient_quota"
     # Queued only to wait for an admission that never came (admission and queueing go together).
